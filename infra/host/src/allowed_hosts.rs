@@ -1,0 +1,302 @@
+//! `allowed_outbound_hosts`: parsing and matching with Spin's rules.
+//!
+//! An entry is `scheme://host[:port]`. Hosts are compared as literals (no DNS), a missing
+//! port means the scheme's default, and `a..b` port ranges exclude `b`. The special host
+//! `*.spin.internal` allows service chaining to the app's own components.
+
+use std::net::IpAddr;
+
+use anyhow::bail;
+use ipnet::IpNet;
+
+/// One parsed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost {
+    scheme: Option<String>,
+    host: HostPattern,
+    port: PortPattern,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Any,
+    /// `*.suffix`: subdomains of `suffix` only.
+    Subdomain(String),
+    Literal(String),
+    Cidr(IpNet),
+    /// `self` / `self.alt`: requests back to this app.
+    SelfApp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PortPattern {
+    Any,
+    One(u16),
+    /// Start inclusive, end exclusive.
+    Range(u16, u16),
+}
+
+/// The default port of the schemes Spin knows.
+pub fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        "redis" => Some(6379),
+        "postgres" => Some(5432),
+        "mysql" => Some(3306),
+        "mqtt" => Some(1883),
+        _ => None,
+    }
+}
+
+impl AllowedHost {
+    /// Parses one entry.
+    ///
+    /// # Errors
+    /// Spin's reasons: no scheme, a path, no port for a scheme without a default, a
+    /// wildcard anywhere but as a subdomain, `insecure:allow-all`.
+    pub fn parse(entry: &str) -> anyhow::Result<Self> {
+        if entry == "insecure:allow-all" {
+            bail!(
+                "'insecure:allow-all' is not allowed - use '*://*:*' instead if you really want to allow all outbound traffic'"
+            );
+        }
+        let Some((scheme, rest)) = entry.split_once("://") else {
+            bail!("{entry:?} does not contain a scheme (e.g., 'http://' or '*://')");
+        };
+        if scheme.is_empty() || !(scheme == "*" || scheme.chars().all(|c| c.is_ascii_alphabetic()))
+        {
+            bail!("{entry:?} has an invalid scheme {scheme:?}");
+        }
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') && rest.parse::<IpNet>().is_err() && !looks_like_cidr_with_port(rest)
+        {
+            bail!("{entry:?} must not include a path");
+        }
+        let (host, port) = split_host_port(rest);
+        let scheme = (scheme != "*").then(|| scheme.to_string());
+        let port = match port {
+            None => match scheme.as_deref().and_then(default_port) {
+                Some(p) => PortPattern::One(p),
+                None => bail!(
+                    "{entry:?}: no port was provided and the scheme {:?} does not have a known default port number",
+                    scheme.as_deref().unwrap_or("*")
+                ),
+            },
+            Some("*") => PortPattern::Any,
+            Some(p) => match p.split_once("..") {
+                Some((a, b)) => PortPattern::Range(parse_port(entry, a)?, parse_port(entry, b)?),
+                None => PortPattern::One(parse_port(entry, p)?),
+            },
+        };
+        let host = if host == "*" {
+            HostPattern::Any
+        } else if host == "self" || host == "self.alt" {
+            HostPattern::SelfApp
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            if suffix.contains('*') {
+                bail!("{entry:?}: wildcards are allowed only as subdomains");
+            }
+            HostPattern::Subdomain(suffix.to_ascii_lowercase())
+        } else if host.contains('*') {
+            bail!("{entry:?}: wildcards are allowed only as subdomains");
+        } else if let Ok(net) = host.parse::<IpNet>() {
+            HostPattern::Cidr(net)
+        } else if host.is_empty() {
+            bail!("{entry:?} has no host");
+        } else {
+            HostPattern::Literal(host.trim_matches(['[', ']']).to_ascii_lowercase())
+        };
+        Ok(Self { scheme, host, port })
+    }
+
+    /// Whether this entry allows `scheme://host:port` (port already defaulted).
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        if self.scheme.as_deref().is_some_and(|s| s != scheme) {
+            return false;
+        }
+        let port_ok = match self.port {
+            PortPattern::Any => true,
+            PortPattern::One(p) => p == port,
+            PortPattern::Range(a, b) => (a..b).contains(&port),
+        };
+        if !port_ok {
+            return false;
+        }
+        let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+        match &self.host {
+            HostPattern::Any => true,
+            HostPattern::Subdomain(suffix) => host
+                .strip_suffix(suffix.as_str())
+                .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+            HostPattern::Literal(name) => *name == host,
+            HostPattern::Cidr(net) => host.parse::<IpAddr>().is_ok_and(|ip| net.contains(&ip)),
+            HostPattern::SelfApp => false,
+        }
+    }
+
+    /// Whether this entry allows requests back to the app itself.
+    pub fn allows_self(&self, scheme: &str) -> bool {
+        let scheme_ok = self.scheme.as_deref().is_none_or(|s| s == scheme);
+        scheme_ok && matches!(self.host, HostPattern::SelfApp | HostPattern::Any)
+    }
+
+    /// Whether this entry allows service chaining to `component` (the entry
+    /// `http://*.spin.internal` stands for one literal entry per component, port 80).
+    pub fn allows_chaining(&self, component: &str, port: u16) -> bool {
+        let host = format!("{component}.spin.internal");
+        match &self.host {
+            HostPattern::Subdomain(suffix) if suffix == "spin.internal" => {
+                self.scheme.as_deref().is_none_or(|s| s == "http") && port == 80
+            }
+            _ => self.allows("http", &host, port),
+        }
+    }
+}
+
+fn looks_like_cidr_with_port(rest: &str) -> bool {
+    let (host, _) = split_host_port(rest);
+    host.parse::<IpNet>().is_ok()
+}
+
+/// Splits `host[:port]`, minding `[v6]:port`.
+fn split_host_port(rest: &str) -> (&str, Option<&str>) {
+    if let Some(stripped) = rest.strip_prefix('[')
+        && let Some((v6, after)) = stripped.split_once(']')
+    {
+        return (v6, after.strip_prefix(':'));
+    }
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (rest, None),
+    }
+}
+
+fn parse_port(entry: &str, text: &str) -> anyhow::Result<u16> {
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("{entry:?}: invalid port {text:?}: {e}"))
+}
+
+/// A component's allowed hosts, ready to check targets against.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedHosts {
+    entries: Vec<AllowedHost>,
+}
+
+impl AllowedHosts {
+    /// Parses every entry.
+    ///
+    /// # Errors
+    /// The first malformed entry.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> anyhow::Result<Self> {
+        let entries = entries
+            .iter()
+            .map(|e| AllowedHost::parse(e.as_ref()))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { entries })
+    }
+
+    /// Checks a URL such as `redis://127.0.0.1:6379` or `https://api.example.com/x`.
+    /// A URL that does not parse is denied.
+    pub fn allows_url(&self, url: &str) -> bool {
+        let Ok(url) = url::Url::parse(url) else {
+            return false;
+        };
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let Some(port) = url.port().or_else(|| default_port(url.scheme())) else {
+            return false;
+        };
+        self.entries
+            .iter()
+            .any(|e| e.allows(url.scheme(), host, port))
+    }
+
+    /// Checks an HTTP target given as parts.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.entries.iter().any(|e| e.allows(scheme, host, port))
+    }
+
+    /// Checks a service-chaining target.
+    pub fn allows_chaining(&self, component: &str, port: u16) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.allows_chaining(component, port))
+    }
+
+    /// Checks a self-request.
+    pub fn allows_self(&self, scheme: &str) -> bool {
+        self.entries.iter().any(|e| e.allows_self(scheme))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(entries: &[&str]) -> AllowedHosts {
+        AllowedHosts::parse(entries).expect("valid entries")
+    }
+
+    #[test]
+    fn hosts_are_compared_as_literals_without_dns() {
+        let h = hosts(&["redis://127.0.0.1:16391"]);
+        assert!(h.allows_url("redis://127.0.0.1:16391"));
+        assert!(!h.allows_url("redis://localhost:16391"));
+        assert!(!h.allows_url("redis://127.0.0.1:16392"));
+    }
+
+    #[test]
+    fn a_missing_port_means_the_scheme_default() {
+        let h = hosts(&["redis://cache.internal", "https://api.example.com"]);
+        assert!(h.allows_url("redis://cache.internal:6379"));
+        assert!(h.allows_url("redis://cache.internal"));
+        assert!(h.allows_url("https://api.example.com/v1"));
+        assert!(!h.allows_url("http://api.example.com/v1"));
+    }
+
+    #[test]
+    fn port_ranges_exclude_their_end() {
+        let h = hosts(&["redis://127.0.0.1:13079..13081"]);
+        assert!(h.allows_url("redis://127.0.0.1:13080"));
+        assert!(!h.allows_url("redis://127.0.0.1:13081"));
+    }
+
+    #[test]
+    fn subdomain_wildcards_and_cidrs_match() {
+        let h = hosts(&["https://*.example.com", "redis://127.0.0.0/24:*"]);
+        assert!(h.allows_url("https://a.example.com"));
+        assert!(!h.allows_url("https://example.com"));
+        assert!(h.allows_url("redis://127.0.0.9:1"));
+        assert!(!h.allows_url("redis://127.0.1.9:1"));
+    }
+
+    #[test]
+    fn malformed_entries_are_refused_with_spins_reason() {
+        for (entry, reason) in [
+            ("127.0.0.1:6379", "does not contain a scheme"),
+            ("http://a.com/path", "must not include a path"),
+            ("foo://a.com", "does not have a known default port number"),
+            ("http://a.*.com", "wildcards are allowed only as subdomains"),
+            ("insecure:allow-all", "is not allowed"),
+        ] {
+            let err = AllowedHost::parse(entry).expect_err(entry).to_string();
+            assert!(err.contains(reason), "{entry}: {err}");
+        }
+    }
+
+    #[test]
+    fn chaining_needs_the_spin_internal_entry_and_port_80() {
+        let h = hosts(&["http://*.spin.internal"]);
+        assert!(h.allows_chaining("facts", 80));
+        assert!(!h.allows_chaining("facts", 8080));
+        assert!(!hosts(&["https://*.example.com"]).allows_chaining("facts", 80));
+        assert!(hosts(&["*://*:*"]).allows_chaining("facts", 80));
+    }
+
+    #[test]
+    fn an_unparseable_target_is_denied() {
+        assert!(!hosts(&["*://*:*"]).allows_url("127.0.0.1:6379"));
+    }
+}

@@ -1,0 +1,32 @@
+//! `edge-auth-host`: runs the components of a `spin.toml` the way Spin 4 does, on wasmtime,
+//! with real Redis behind Spin's Redis interface.
+//!
+//! The Spin CLI cannot be installed on our machines, yet every end-to-end test, the local
+//! runner and the benchmarks need the components served exactly as Spin serves them. This
+//! host is that stand-in: the same manifest and the same `.wasm` files run unchanged under
+//! `spin up`, and anything that would work only here is a bug.
+//!
+//! # Layout
+//! - [`manifest`]: `spin.toml` v2, with Spin's load-time checks.
+//! - [`variables`]: templates and providers (`--variable`, `SPIN_VARIABLE_*`, `.env`, defaults).
+//! - [`routes`]: Spin's route precedence (via `routefinder`, as Spin) and the `spin-*` headers.
+//! - [`allowed_hosts`]: `allowed_outbound_hosts` parsing and matching.
+//! - `app`: loading (compile once, pre-instantiate) and serving one request in a fresh instance,
+//!   outbound HTTP and service chaining.
+//! - `state`, `redis_host`, `bindings`: the per-request store and the `fermyon:spin` host side.
+//! - [`server`]: the listener, graceful shutdown, and [`start`] for tests.
+//! - [`logs`]: one log for host messages and component output, `[source] line`.
+
+pub mod allowed_hosts;
+mod app;
+mod bindings;
+pub mod logs;
+pub mod manifest;
+mod redis_host;
+pub mod routes;
+pub mod server;
+mod state;
+pub mod variables;
+
+pub use app::{App, LoadOptions, ROUND_TRIPS_HEADER};
+pub use server::{HostOptions, RunningHost, start};
