@@ -1,5 +1,8 @@
 //! `GET /api/v1/health`: 200 `{"status":"ok"}` after one Redis PING, else 503.
 
+// `#[http_component]` expands to the unsafe component-model export glue.
+#![allow(unsafe_code)]
+
 use edge_auth_domain::health::{self, Health};
 use edge_auth_spin::http::{json, log_cause, method_not_allowed};
 use edge_auth_spin::redis::SpinRedis;

@@ -1,1 +1,27 @@
+//! Test support for edge-auth's end-to-end tests.
+//!
+//! Every test gets its own throwaway `redis-server` on a free port and its own host on a
+//! free port, serving the components of a real `spin.toml`. Components are built once
+//! per test run (the first test to need them runs one `cargo build`).
+//!
+//! # Layout
+//! - [`redis_server`]: [`RedisServer`], a `redis-server` child process killed on drop.
+//! - [`build`]: builds the components named by the manifests' build commands, once.
+//! - [`app`]: [`spawn_app`] and [`TestApp`], one method per endpoint.
 
+pub mod app;
+pub mod build;
+pub mod redis_server;
+
+pub use app::{Spawn, TestApp, round_trips, spawn_app};
+pub use redis_server::RedisServer;
+
+use std::path::PathBuf;
+
+/// The workspace root (where `spin.toml` lives).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")))
+}

@@ -1,0 +1,60 @@
+use edge_auth_tests::{round_trips, spawn_app};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn health_answers_200_ok_after_exactly_one_redis_round_trip() {
+    let app = spawn_app().await;
+
+    let response = app.get_health().await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(round_trips(&response), 1);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "health answers JSON"
+    );
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body, json!({ "status": "ok" }));
+}
+
+#[tokio::test]
+async fn health_answers_503_degraded_while_redis_is_down_and_recovers_after() {
+    let mut app = spawn_app().await;
+
+    app.redis.stop();
+    let down = app.get_health().await;
+    assert_eq!(down.status(), 503);
+    let body: Value = down.json().await.expect("JSON body");
+    assert_eq!(
+        body,
+        json!({ "status": "degraded", "redis": "unreachable" })
+    );
+    assert!(
+        app.logs()
+            .iter()
+            .any(|l| l.starts_with("[health]") && l.contains("Redis unreachable")),
+        "the cause is logged under the component id: {:?}",
+        app.logs()
+    );
+
+    app.redis.restart().expect("redis restarts");
+    assert_eq!(app.get_health().await.status(), 200);
+}
+
+#[tokio::test]
+async fn health_refuses_other_methods_with_a_json_405() {
+    let app = spawn_app().await;
+
+    let response = app
+        .client
+        .post(format!("{}/api/v1/health", app.address))
+        .send()
+        .await
+        .expect("request sent");
+
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET");
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+}

@@ -1,0 +1,389 @@
+//! The host behaves like Spin 4 (see `../shared/spin-facts.md`), shown with the probe fixture.
+
+use edge_auth_host::HostOptions;
+use edge_auth_tests::{Spawn, TestApp, round_trips};
+use serde_json::{Value, json};
+
+const FIXTURE: &str = "tests/fixtures/spin.toml";
+
+fn fixture() -> Spawn {
+    Spawn::manifest(FIXTURE).variable("unused_required", "set")
+}
+
+async fn spawn_fixture() -> TestApp {
+    fixture().spawn().await
+}
+
+async fn json_of(app: &TestApp, path: &str) -> (u16, Value) {
+    let response = app.get(path).await;
+    let status = response.status().as_u16();
+    let body = response.json().await.expect("JSON body");
+    (status, body)
+}
+
+/// All values of header `name` in the order the guest saw them.
+fn header_values(headers: &Value, name: &str) -> Vec<String> {
+    headers["headers"]
+        .as_array()
+        .expect("headers list")
+        .iter()
+        .filter(|pair| pair[0] == name)
+        .map(|pair| pair[1].as_str().expect("text value").to_string())
+        .collect()
+}
+
+fn one(headers: &Value, name: &str) -> String {
+    let values = header_values(headers, name);
+    assert_eq!(values.len(), 1, "{name}: {values:?}");
+    values[0].clone()
+}
+
+#[tokio::test]
+async fn a_wildcard_route_with_a_param_gets_spins_headers_and_values() {
+    let app = spawn_fixture().await;
+    let port = app.host.addr.port();
+
+    let response = app
+        .client
+        .get(format!("{}/files/abc/d/e/?q=1", app.address))
+        .header("spin-path-info", "from-client")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let h: Value = response.json().await.expect("JSON");
+
+    assert_eq!(
+        one(&h, "spin-full-url"),
+        format!("http://127.0.0.1:{port}/files/abc/d/e/?q=1")
+    );
+    assert_eq!(
+        header_values(&h, "spin-path-info"),
+        ["from-client", "/d/e/"],
+        "a client's spin-* header is kept and Spin's value appended"
+    );
+    assert_eq!(one(&h, "spin-matched-route"), "/files/:name/...");
+    assert_eq!(one(&h, "spin-raw-component-route"), "/files/:name/...");
+    assert_eq!(one(&h, "spin-component-route"), "/files/:name");
+    assert_eq!(one(&h, "spin-base-path"), "/");
+    assert!(one(&h, "spin-client-addr").starts_with("127.0.0.1:"));
+    assert_eq!(one(&h, "spin-path-match-name"), "abc");
+    assert!(
+        header_values(&h, "host").is_empty(),
+        "host is a forbidden header"
+    );
+    assert_eq!(
+        h["uri"],
+        format!("http://127.0.0.1:{port}/files/abc/d/e/?q=1"),
+        "the Host header arrives as the request authority"
+    );
+}
+
+#[tokio::test]
+async fn routes_take_spins_precedence() {
+    let app = spawn_fixture().await;
+
+    let (_, h) = json_of(&app, "/p/b/c").await;
+    assert_eq!(
+        one(&h, "spin-matched-route"),
+        "/p/b/...",
+        "the literal segment decides before the tail"
+    );
+    let (_, h) = json_of(&app, "/p/x/c").await;
+    assert_eq!(one(&h, "spin-matched-route"), "/p/:x/c");
+    let (_, h) = json_of(&app, "/exact/headers/").await;
+    assert_eq!(one(&h, "spin-matched-route"), "/exact/headers");
+    assert_eq!(one(&h, "spin-path-info"), "");
+
+    let missing = app.get("/nothing/here").await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["content-length"], "0");
+    assert!(missing.bytes().await.expect("body").is_empty());
+}
+
+#[tokio::test]
+async fn reserved_and_static_routes_answer_without_running_wasm() {
+    let app = spawn_fixture().await;
+
+    let health = app.get("/.well-known/spin/health").await;
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.expect("text"), "OK");
+    let (status, info) = json_of(&app, "/.well-known/spin/info").await;
+    assert_eq!(status, 200);
+    assert_eq!(info, json!({ "name": "probe-app", "version": "1.2.3" }));
+    assert_eq!(app.get("/.well-known/spin/other").await.status(), 404);
+
+    let teapot = app.get("/static").await;
+    assert_eq!(teapot.status(), 418);
+    assert_eq!(teapot.headers()["x-static"], "yes");
+    assert_eq!(teapot.text().await.expect("text"), "short and stout");
+}
+
+#[tokio::test]
+async fn a_private_component_is_reached_only_by_service_chaining() {
+    let app = spawn_fixture().await;
+
+    let (_, out) = json_of(
+        &app,
+        "/probe/http?http://backstage.spin.internal/headers?x=1",
+    )
+    .await;
+    assert_eq!(out["status"], 200, "{out}");
+    let inner: Value = serde_json::from_str(out["body"].as_str().expect("body")).expect("JSON");
+    assert_eq!(one(&inner, "spin-client-addr"), "0.0.0.0:0");
+    assert_eq!(one(&inner, "spin-matched-route"), "/...");
+    assert_eq!(one(&inner, "spin-raw-component-route"), "/...");
+    assert_eq!(one(&inner, "spin-component-route"), "");
+    assert_eq!(one(&inner, "spin-path-info"), "/headers");
+    assert_eq!(one(&inner, "spin-full-url"), "http://localhost/headers?x=1");
+
+    let (_, other_port) = json_of(
+        &app,
+        "/probe/http?http://backstage.spin.internal:8080/counter",
+    )
+    .await;
+    assert!(
+        other_port["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HttpRequestDenied")),
+        "{other_port}"
+    );
+    let (_, not_allowed) =
+        json_of(&app, "/denied/http?http://backstage.spin.internal/counter").await;
+    assert!(
+        not_allowed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HttpRequestDenied")),
+        "{not_allowed}"
+    );
+}
+
+#[tokio::test]
+async fn variables_resolve_from_templates_defaults_and_the_environment() {
+    let app = spawn_fixture().await;
+    let (status, v) = json_of(&app, "/probe/var/greeting").await;
+    assert_eq!((status, v["value"].clone()), (200, json!("hello, world")));
+
+    let (status, v) = json_of(&app, "/probe/var/nope").await;
+    assert_eq!(status, 404);
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("Undefined")),
+        "{v}"
+    );
+    let (_, v) = json_of(&app, "/probe/var/Bad-Name").await;
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("InvalidName")),
+        "{v}"
+    );
+    let (_, v) = json_of(&app, "/denied/var/greeting").await;
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("Undefined")),
+        "a component sees only its own variables: {v}"
+    );
+
+    let overridden = fixture().variable("greeting", "hi").spawn().await;
+    let (_, v) = json_of(&overridden, "/probe/var/greeting").await;
+    assert_eq!(v["value"], "hi, world");
+}
+
+#[tokio::test]
+async fn a_missing_required_variable_stops_start_up_and_is_named() {
+    let err = Spawn::manifest(FIXTURE)
+        .try_spawn()
+        .await
+        .expect_err("start-up must fail");
+    let message = format!("{err:#}");
+    assert!(message.contains("Key(\"unused_required\")"), "{message}");
+}
+
+#[tokio::test]
+async fn disallowed_redis_and_http_hosts_are_refused_like_spin() {
+    let app = spawn_fixture().await;
+    let port = app.redis.port();
+
+    let (status, v) = json_of(&app, "/denied/redis/all").await;
+    assert_eq!(status, 500);
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("InvalidAddress")),
+        "no allowed hosts: {v}"
+    );
+    let (_, v) = json_of(&app, &format!("/probe/redis/open?redis://localhost:{port}")).await;
+    assert_eq!(v["opened"], false, "hosts compare as literals, no DNS: {v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("InvalidAddress")),
+        "{v}"
+    );
+    let (_, v) = json_of(&app, &format!("/probe/redis/open?redis://127.0.0.1:{port}")).await;
+    assert_eq!(v, json!({ "opened": true }));
+
+    let (_, v) = json_of(&app, "/denied/http?http://127.0.0.1:1/").await;
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HttpRequestDenied")),
+        "{v}"
+    );
+    let (_, v) = json_of(&app, "/probe/http?http://127.0.0.1:1/").await;
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ConnectionRefused")),
+        "an allowed host is tried for real: {v}"
+    );
+    assert!(
+        app.logs()
+            .iter()
+            .any(|l| l.contains("Outbound network destination not allowed")),
+        "{:?}",
+        app.logs()
+    );
+}
+
+#[tokio::test]
+async fn every_redis_operation_round_trips_against_a_real_server() {
+    let app = spawn_fixture().await;
+
+    let response = app.get("/probe/redis/all").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(round_trips(&response), 14, "one command per operation");
+    let v: Value = response.json().await.expect("JSON");
+
+    assert_eq!(v["set"], "Ok(())");
+    assert_eq!(v["get"], json!({ "Ok": "value" }));
+    assert_eq!(v["get_missing"], json!({ "Ok": true }));
+    assert_eq!(v["incr"], json!([{ "Ok": 1 }, { "Ok": 2 }]));
+    assert!(
+        v["incr_wrong_type"]["Err"]
+            .as_str()
+            .is_some_and(|e| e.contains("not an integer")),
+        "{v}"
+    );
+    assert_eq!(v["sadd"], json!({ "Ok": 2 }));
+    assert_eq!(v["smembers"], json!({ "Ok": ["a", "b"] }));
+    assert_eq!(v["srem"], json!({ "Ok": 1 }));
+    assert_eq!(v["publish"], "Ok(())");
+    assert_eq!(v["del"], json!({ "Ok": 1 }));
+    assert_eq!(
+        v["eval"],
+        json!({ "Ok": [
+            { "int64": 1 }, { "binary": "arg" }, { "nil": null }, { "binary": "k1" },
+            { "int64": 42 }, { "status": "FINE" }, { "binary": "tail" }
+        ] }),
+        "nested arrays are flattened in order"
+    );
+    assert!(
+        v["execute_error"]["Err"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown command")),
+        "{v}"
+    );
+
+    let mut redis = app.redis.connection().expect("direct connection");
+    let counter: String = redis::cmd("GET")
+        .arg("probe:counter")
+        .query(&mut redis)
+        .expect("GET");
+    assert_eq!(counter, "2");
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("probe:set")
+        .query(&mut redis)
+        .expect("SMEMBERS");
+    assert_eq!(members, ["b"]);
+}
+
+#[tokio::test]
+async fn a_static_counter_does_not_survive_from_one_request_to_the_next() {
+    let app = spawn_fixture().await;
+    for _ in 0..3 {
+        let (_, v) = json_of(&app, "/probe/counter").await;
+        assert_eq!(v["counter"], 1, "every request gets a fresh instance");
+    }
+}
+
+#[tokio::test]
+async fn redis_round_trips_are_counted_per_request() {
+    let app = spawn_fixture().await;
+    for n in [0, 1, 5] {
+        let response = app.get(&format!("/probe/redis/gets/{n}")).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(round_trips(&response), n);
+    }
+}
+
+#[tokio::test]
+async fn a_trapping_component_gets_an_empty_500_and_the_host_keeps_serving() {
+    let app = spawn_fixture().await;
+
+    let trapped = app.get("/probe/trap").await;
+    assert_eq!(trapped.status(), 500);
+    assert!(trapped.bytes().await.expect("body").is_empty());
+
+    let (status, _) = json_of(&app, "/probe/counter").await;
+    assert_eq!(status, 200);
+    let logs = app.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("[probe]") && l.contains("probe asked to trap")),
+        "component output is prefixed with its id: {logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("[host]") && l.contains("guest invocation failed")),
+        "{logs:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_guest_sees_only_the_manifest_environment_and_no_args() {
+    let app = spawn_fixture().await;
+    let (_, v) = json_of(&app, "/probe/env").await;
+    assert_eq!(v["env"], json!([["PROBE_ENV", "set-in-manifest"]]));
+    assert_eq!(v["args"], 0);
+}
+
+#[tokio::test]
+async fn a_bad_manifest_or_a_missing_component_stops_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        (
+            "spin_manifest_version = 2\n[application]\nname = \"x\"\nbogus = 1\n",
+            "bogus",
+        ),
+        (
+            "spin_manifest_version = 2\n[application]\nname = \"x\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"c\"\n[component.c]\nsource = \"missing.wasm\"\n",
+            "failed to read component source from disk",
+        ),
+        (
+            "spin_manifest_version = 2\n[application]\nname = \"x\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"c\"\n[component.c]\nsource = \"missing.wasm\"\nallowed_outbound_hosts = [\"127.0.0.1:6379\"]\n",
+            "does not contain a scheme",
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = dir.path().join("spin.toml");
+        std::fs::write(&path, text).expect("write manifest");
+        let mut options = HostOptions::new(&path);
+        options.listen = ([127, 0, 0, 1], 0).into();
+        options.env = Some(Default::default());
+        options.quiet = true;
+        let err = edge_auth_host::start(options)
+            .await
+            .expect_err("start-up must fail");
+        let message = format!("{err:#}");
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_completes_and_frees_the_port() {
+    let app = spawn_fixture().await;
+    let addr = app.host.addr;
+    let TestApp { host, .. } = app;
+    host.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
