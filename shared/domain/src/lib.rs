@@ -4,8 +4,24 @@
 //! natively, and the function crates plug adapters (see `edge-auth-spin`) into the ports.
 //!
 //! # Layout
+//! - [`login`]: `send-email-code` and `confirm-email-code` (use cases and ports).
+//! - [`challenge`]: the challenge state machine and policy.
+//! - [`email`], [`public_key`], [`code`], [`ids`]: parsed newtypes for everything a client sends.
+//! - [`crypto`]: the server key: code MACs and address tags.
+//! - [`rate_limit`]: edge budgets.
 //! - [`health`]: the liveness check behind `GET /api/v1/health`.
 //! - [`error`]: the public error shape every route answers with.
+//! - [`random`], [`time`]: the CSPRNG port and Unix-millisecond timestamps.
 
+pub mod challenge;
+pub mod code;
+pub mod crypto;
+pub mod email;
 pub mod error;
 pub mod health;
+pub mod ids;
+pub mod login;
+pub mod public_key;
+pub mod random;
+pub mod rate_limit;
+pub mod time;

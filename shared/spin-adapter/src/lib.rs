@@ -4,10 +4,18 @@
 //! touches the adapters, not the domain.
 //!
 //! # Layout
-//! - [`config`]: Spin variables, with the name in every error.
-//! - [`redis`]: the Redis store over `spin_sdk::redis`.
-//! - [`http`]: JSON responses and the one place domain errors become HTTP.
+//! - [`config`], [`settings`]: Spin variables, with the name in every error.
+//! - [`redis`]: the connection, scripts (EVALSHA → EVAL) and flat replies.
+//! - [`keys`]: every Redis key name, in one table.
+//! - [`login_store`]: the login store as Lua scripts.
+//! - [`mail`]: the mail adapters (`webhook`, `log`).
+//! - [`http`]: strict JSON requests, responses; [`public_errors`]: the error table.
 
 pub mod config;
 pub mod http;
+pub mod keys;
+pub mod login_store;
+pub mod mail;
+pub mod public_errors;
 pub mod redis;
+pub mod settings;

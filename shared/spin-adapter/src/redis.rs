@@ -1,8 +1,9 @@
-//! The Redis store over Spin's Redis interface.
+//! Redis over Spin's Redis interface: the connection, Lua scripts with EVALSHA → EVAL
+//! fallback, and reading the flat replies Spin's `execute` returns.
 
 use anyhow::{Context, bail};
 use edge_auth_domain::health::StorePing;
-use spin_sdk::redis::{Connection, RedisResult};
+use spin_sdk::redis::{Connection, Error as RedisError, RedisParameter, RedisResult};
 
 use crate::config;
 
@@ -18,6 +19,60 @@ impl std::fmt::Debug for SpinRedis {
     }
 }
 
+/// A Lua script and its SHA1 (Redis' script id).
+#[derive(Debug)]
+pub struct Script {
+    name: &'static str,
+    source: &'static str,
+    sha1: String,
+}
+
+impl Script {
+    /// Wraps script source; `name` appears in errors.
+    pub fn new(name: &'static str, source: &'static str) -> Self {
+        Self {
+            name,
+            source,
+            sha1: sha1_smol::Sha1::from(source).digest().to_string(),
+        }
+    }
+}
+
+/// An argument for a script or command.
+#[derive(Debug)]
+pub enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+impl From<&str> for Arg {
+    fn from(s: &str) -> Self {
+        Self::Text(s.to_string())
+    }
+}
+impl From<String> for Arg {
+    fn from(s: String) -> Self {
+        Self::Text(s)
+    }
+}
+impl From<u64> for Arg {
+    fn from(n: u64) -> Self {
+        Self::Int(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+}
+impl From<u32> for Arg {
+    fn from(n: u32) -> Self {
+        Self::Int(i64::from(n))
+    }
+}
+
+fn param(arg: &Arg) -> RedisParameter {
+    match arg {
+        Arg::Text(s) => RedisParameter::Binary(s.as_bytes().to_vec()),
+        Arg::Int(n) => RedisParameter::Int64(*n),
+    }
+}
+
 impl SpinRedis {
     /// Opens a connection to `redis_url`.
     ///
@@ -29,17 +84,132 @@ impl SpinRedis {
         let conn = Connection::open(&url).context("opening the Redis connection")?;
         Ok(Self { conn })
     }
+
+    /// Runs `script`: EVALSHA, and EVAL (which also caches it) when Redis does not know
+    /// it yet. One round trip once the script is cached.
+    ///
+    /// # Errors
+    /// Redis is unreachable or the script failed.
+    pub fn run(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[Arg],
+    ) -> anyhow::Result<Vec<RedisResult>> {
+        let mut params = Vec::with_capacity(2 + keys.len() + args.len());
+        params.push(RedisParameter::Binary(script.sha1.as_bytes().to_vec()));
+        params.push(RedisParameter::Int64(i64::try_from(keys.len())?));
+        params.extend(
+            keys.iter()
+                .map(|k| RedisParameter::Binary(k.as_bytes().to_vec())),
+        );
+        params.extend(args.iter().map(param));
+        match self.conn.execute("EVALSHA", &params) {
+            Ok(reply) => Ok(reply),
+            // Redis says `NOSCRIPT`; redis-rs (behind Spin) reports it as `NoScriptError`.
+            Err(RedisError::Other(message))
+                if message.contains("NOSCRIPT") || message.contains("NoScriptError") =>
+            {
+                params[0] = RedisParameter::Binary(script.source.as_bytes().to_vec());
+                self.conn
+                    .execute("EVAL", &params)
+                    .with_context(|| format!("running Redis script `{}`", script.name))
+            }
+            Err(e) => Err(anyhow::Error::new(e))
+                .with_context(|| format!("running Redis script `{}`", script.name)),
+        }
+    }
+
+    /// Runs a plain command.
+    ///
+    /// # Errors
+    /// Redis is unreachable or refused the command.
+    pub fn command(&self, name: &str, args: &[Arg]) -> anyhow::Result<Vec<RedisResult>> {
+        let params: Vec<RedisParameter> = args.iter().map(param).collect();
+        self.conn
+            .execute(name, &params)
+            .with_context(|| format!("sending {name} to Redis"))
+    }
 }
 
 impl StorePing for SpinRedis {
     fn ping(&self) -> anyhow::Result<()> {
-        let reply = self
-            .conn
-            .execute("PING", &[])
-            .context("sending PING to Redis")?;
-        match reply.as_slice() {
+        match self.command("PING", &[])?.as_slice() {
             [RedisResult::Status(s)] if s == "PONG" => Ok(()),
             other => bail!("unexpected PING reply: {other:?}"),
         }
+    }
+}
+
+/// Reads a flat script reply.
+#[derive(Debug)]
+pub struct Reply {
+    items: std::vec::IntoIter<RedisResult>,
+    script: &'static str,
+}
+
+impl Reply {
+    /// Wraps the reply of `script`.
+    pub fn new(script: &'static str, items: Vec<RedisResult>) -> Self {
+        Self {
+            items: items.into_iter(),
+            script,
+        }
+    }
+
+    /// The next item as text (nil → `None`).
+    ///
+    /// # Errors
+    /// The reply ended, or the item is an integer.
+    pub fn text(&mut self) -> anyhow::Result<Option<String>> {
+        match self.items.next() {
+            Some(RedisResult::Binary(b)) => {
+                Ok(Some(String::from_utf8(b).with_context(|| {
+                    format!("`{}` reply: not UTF-8", self.script)
+                })?))
+            }
+            Some(RedisResult::Status(s)) => Ok(Some(s)),
+            Some(RedisResult::Nil) => Ok(None),
+            Some(RedisResult::Int64(n)) => bail!("`{}` reply: expected text, got {n}", self.script),
+            None => bail!("`{}` reply ended early", self.script),
+        }
+    }
+
+    /// The next item as text that must be present.
+    ///
+    /// # Errors
+    /// As [`Reply::text`], or nil.
+    pub fn required(&mut self) -> anyhow::Result<String> {
+        self.text()?
+            .with_context(|| format!("`{}` reply: unexpected nil", self.script))
+    }
+
+    /// The next item as an integer.
+    ///
+    /// # Errors
+    /// The reply ended or the item is not an integer.
+    pub fn int(&mut self) -> anyhow::Result<i64> {
+        match self.items.next() {
+            Some(RedisResult::Int64(n)) => Ok(n),
+            Some(RedisResult::Binary(b)) => String::from_utf8_lossy(&b)
+                .parse()
+                .with_context(|| format!("`{}` reply: expected an integer", self.script)),
+            other => bail!(
+                "`{}` reply: expected an integer, got {other:?}",
+                self.script
+            ),
+        }
+    }
+
+    /// The items left, as text.
+    ///
+    /// # Errors
+    /// An item that is not text.
+    pub fn rest(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        while self.items.len() > 0 {
+            out.push(self.required()?);
+        }
+        Ok(out)
     }
 }

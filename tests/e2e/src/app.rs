@@ -7,9 +7,27 @@ use std::path::PathBuf;
 use anyhow::Context;
 use edge_auth_host::{HostOptions, ROUND_TRIPS_HEADER, RunningHost};
 
+use base64::Engine;
+use edge_auth_domain::crypto::ServerKey;
+use edge_auth_domain::email::EmailAddress;
+use serde_json::{Value, json};
+
 use crate::build::ensure_components_built;
+use crate::mail_stub::MailStub;
 use crate::redis_server::RedisServer;
 use crate::workspace_root;
+
+/// The `code_hmac_key` every test app runs with.
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+/// The bearer token the mail stub expects.
+pub const MAIL_TOKEN: &str = "mail-token-for-tests";
+
+/// The base64 public key of a deterministic test device.
+pub fn device_key(seed: u8) -> String {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key();
+    base64::engine::general_purpose::STANDARD.encode(key.as_bytes())
+}
 
 /// How to spawn a test app; [`Spawn::default`] serves the real `spin.toml`.
 #[derive(Debug, Clone)]
@@ -48,9 +66,18 @@ impl Spawn {
         self
     }
 
-    /// Host options for this spawn, against `redis`.
-    pub fn host_options(&self, redis: &RedisServer) -> HostOptions {
+    /// Host options for this spawn, against `redis` and the mail stub.
+    pub fn host_options(&self, redis: &RedisServer, mail: &MailStub) -> HostOptions {
         let mut env = HashMap::new();
+        for (name, value) in [
+            ("CODE_HMAC_KEY", TEST_SECRET.to_string()),
+            ("MAIL_WEBHOOK_URL", mail.url()),
+            ("MAIL_WEBHOOK_TOKEN", MAIL_TOKEN.to_string()),
+            ("MAIL_WEBHOOK_ALLOWED_HOST", mail.allowed_host()),
+            ("MAIL_WEBHOOK_TIMEOUT_MS", "2000".to_string()),
+        ] {
+            env.insert(format!("SPIN_VARIABLE_{name}"), value);
+        }
         if !self.without_redis_url {
             env.insert("SPIN_VARIABLE_REDIS_URL".to_string(), redis.url());
             env.insert(
@@ -86,11 +113,13 @@ impl Spawn {
         let redis = tokio::task::spawn_blocking(RedisServer::start)
             .await
             .context("redis task panicked")??;
-        let host = edge_auth_host::start(self.host_options(&redis)).await?;
+        let mail = MailStub::start().await?;
+        let host = edge_auth_host::start(self.host_options(&redis, &mail)).await?;
         Ok(TestApp {
             address: host.url(),
             host,
             redis,
+            mail,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -119,6 +148,7 @@ pub struct TestApp {
     pub address: String,
     pub host: RunningHost,
     pub redis: RedisServer,
+    pub mail: MailStub,
     pub client: reqwest::Client,
 }
 
@@ -140,6 +170,91 @@ impl TestApp {
     /// Every log line so far (host and components).
     pub fn logs(&self) -> Vec<String> {
         self.host.logs()
+    }
+
+    /// `POST <path>` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("the request reaches the host")
+    }
+
+    /// `POST /api/v1/public/auth/send-email-code`.
+    pub async fn send_email_code(&self, email: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/public/auth/send-email-code",
+            &json!({ "email": email }),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/public/auth/confirm-email-code`.
+    pub async fn confirm_email_code(
+        &self,
+        challenge_id: &str,
+        code: &str,
+        client_public_key: &str,
+    ) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/public/auth/confirm-email-code",
+            &json!({
+                "challenge_id": challenge_id,
+                "code": code,
+                "client_public_key": client_public_key,
+            }),
+        )
+        .await
+    }
+
+    /// Sends a code and returns the challenge id (asserting the 200).
+    pub async fn new_challenge(&self, email: &str) -> String {
+        let response = self.send_email_code(email).await;
+        assert_eq!(response.status(), 200, "send-email-code");
+        let body: Value = response.json().await.expect("JSON");
+        body["challenge_id"]
+            .as_str()
+            .expect("challenge_id")
+            .to_string()
+    }
+
+    /// The code mailed for `challenge_id`.
+    pub async fn mailed_code(&self, challenge_id: &str) -> String {
+        let delivery = self.mail.delivery_for(challenge_id).await;
+        delivery.body["code"].as_str().expect("code").to_string()
+    }
+
+    /// A whole login: send, read the mail, confirm with `key`. Returns the session id.
+    pub async fn login(&self, email: &str, key: &str) -> String {
+        let challenge = self.new_challenge(email).await;
+        let code = self.mailed_code(&challenge).await;
+        let response = self.confirm_email_code(&challenge, &code, key).await;
+        assert_eq!(response.status(), 200, "confirm-email-code");
+        let body: Value = response.json().await.expect("JSON");
+        body["device_session_id"]
+            .as_str()
+            .expect("device_session_id")
+            .to_string()
+    }
+
+    /// The Redis key prefix of an address's data (`ea:{a:<tag>}:`).
+    pub fn address_prefix(&self, email: &str) -> String {
+        let key = ServerKey::new(TEST_SECRET.as_bytes()).expect("test secret is long enough");
+        let email = EmailAddress::parse(email).expect("valid test address");
+        format!("ea:{{a:{}}}:", key.address_tag(&email).to_hex())
+    }
+
+    /// The Redis key prefix of the data an id belongs to (its embedded tag).
+    pub fn prefix_of_id(id: &str) -> String {
+        let tag = id.split('_').nth(1).expect("tagged id");
+        format!("ea:{{a:{tag}}}:")
+    }
+
+    /// A direct Redis connection.
+    pub fn redis(&self) -> redis::Connection {
+        self.redis.connection().expect("redis is up")
     }
 }
 

@@ -8,12 +8,15 @@
 //! - [`redis_server`]: [`RedisServer`], a `redis-server` child process killed on drop.
 //! - [`build`]: builds the components named by the manifests' build commands, once.
 //! - [`app`]: [`spawn_app`] and [`TestApp`], one method per endpoint.
+//! - [`mail_stub`]: [`MailStub`], the team's mail webhook as a recording stub.
 
 pub mod app;
 pub mod build;
+pub mod mail_stub;
 pub mod redis_server;
 
-pub use app::{Spawn, TestApp, round_trips, spawn_app};
+pub use app::{MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, device_key, round_trips, spawn_app};
+pub use mail_stub::MailStub;
 pub use redis_server::RedisServer;
 
 use std::path::PathBuf;

@@ -95,6 +95,17 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server after writing its data to disk (`SHUTDOWN SAVE`), so that
+    /// [`RedisServer::restart`] brings the same data back.
+    pub fn stop_saving(&mut self) {
+        if let Ok(mut conn) = self.connection() {
+            let _ = redis::cmd("SHUTDOWN").arg("SAVE").query::<()>(&mut conn);
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
     /// Starts it again on the same port.
     ///
     /// # Errors

@@ -1,0 +1,149 @@
+//! Ports of the login use cases. The Redis adapter implements [`LoginStore`] with one
+//! atomic script per method (so each method is one round trip).
+
+use crate::challenge::ChallengeState;
+use crate::code::VerificationCode;
+use crate::crypto::CodeMac;
+use crate::email::EmailAddress;
+use crate::ids::{ChallengeId, DeviceSessionId, UserId};
+use crate::public_key::ClientPublicKey;
+use crate::rate_limit::Budget;
+use crate::time::Timestamp;
+
+/// Spend edge budgets and read the settings a call needs.
+#[derive(Debug, Clone)]
+pub struct GuardRequest {
+    pub now: Timestamp,
+    pub budgets: Vec<Budget>,
+    /// Also return the raw session-limit setting.
+    pub read_session_limit: bool,
+}
+
+/// What [`LoginStore::guard`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardOutcome {
+    /// All budgets allowed the call and were spent; the raw session limit, if asked for
+    /// and set.
+    Allowed { session_limit: Option<String> },
+    /// At least one budget is exhausted; nothing was spent.
+    Limited { retry_after_ms: u64 },
+}
+
+/// A challenge to store.
+#[derive(Debug, Clone)]
+pub struct NewChallenge {
+    pub id: ChallengeId,
+    pub email: EmailAddress,
+    pub code_mac: CodeMac,
+    pub now: Timestamp,
+    pub expires_at: Timestamp,
+    pub max_attempts: u32,
+    pub resend_interval_ms: u64,
+    /// How long the record is kept: lifetime plus the idempotency window.
+    pub keep_ms: u64,
+}
+
+/// What [`LoginStore::create_challenge`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// Stored as `pending` (deliver it) or `suppressed` (blocked address: never deliver).
+    Created { state: ChallengeState },
+    /// The address had a challenge within the resend interval: nothing was stored.
+    Throttled { latest: Option<ChallengeId> },
+}
+
+/// How to make room when a user is at the session limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitPolicy {
+    Reject,
+    EvictOldest,
+}
+
+/// A confirm to apply atomically.
+#[derive(Debug, Clone)]
+pub struct ConfirmAttempt {
+    pub challenge_id: ChallengeId,
+    pub code_mac: CodeMac,
+    pub client_public_key: ClientPublicKey,
+    pub now: Timestamp,
+    /// Used only if a session is created.
+    pub new_session_id: DeviceSessionId,
+    /// Used only if the address has no user yet.
+    pub new_user_id: UserId,
+    pub session_limit: Option<u32>,
+    pub limit_policy: LimitPolicy,
+    pub client_addr: String,
+    pub user_agent: String,
+    pub idempotency_ms: u64,
+}
+
+/// The result of a confirm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    Confirmed {
+        session_id: DeviceSessionId,
+        /// A repeat of an earlier successful confirm (same code, same key).
+        replay: bool,
+    },
+    NotFound,
+    Expired,
+    /// A newer challenge exists for the address.
+    Superseded,
+    /// Already confirmed, and this is not an exact repeat.
+    Consumed,
+    InvalidCode {
+        remaining_attempts: u32,
+    },
+    TooManyAttempts,
+    Blocked,
+    SessionLimitExceeded,
+}
+
+/// The login state store.
+pub trait LoginStore {
+    /// Checks and spends `budgets` in one step; reads settings.
+    ///
+    /// # Errors
+    /// The store is unreachable or answered something unexpected.
+    fn guard(&self, request: &GuardRequest) -> anyhow::Result<GuardOutcome>;
+
+    /// Stores a challenge unless the address is within its resend interval; makes it the
+    /// address's newest challenge.
+    ///
+    /// # Errors
+    /// As [`LoginStore::guard`]; nothing was stored.
+    fn create_challenge(&self, challenge: &NewChallenge) -> anyhow::Result<CreateOutcome>;
+
+    /// Records the delivery outcome of a `pending` challenge (no-op in any other state).
+    ///
+    /// # Errors
+    /// As [`LoginStore::guard`].
+    fn record_delivery(&self, id: &ChallengeId, state: ChallengeState) -> anyhow::Result<()>;
+
+    /// Applies a confirm: checks, counts a wrong code, creates the session and its
+    /// gateway projection, all at once.
+    ///
+    /// # Errors
+    /// As [`LoginStore::guard`]; then nothing changed.
+    fn confirm(&self, attempt: &ConfirmAttempt) -> anyhow::Result<ConfirmOutcome>;
+}
+
+/// One code to deliver.
+#[derive(Debug, Clone)]
+pub struct MailMessage {
+    pub to: EmailAddress,
+    pub code: VerificationCode,
+    pub challenge_id: ChallengeId,
+    pub expires_at: Timestamp,
+    pub locale: String,
+}
+
+/// Delivers verification codes.
+pub trait MailSender {
+    /// Hands one message to the mail system.
+    ///
+    /// # Errors
+    /// Refused, failed or timed out: the challenge becomes `delivery_failed`. The error
+    /// must not contain the code.
+    fn send(&self, message: &MailMessage) -> anyhow::Result<()>;
+}

@@ -1,0 +1,129 @@
+//! `send-email-code`: create a challenge and answer success-shaped, whatever the address.
+//!
+//! The answer never depends on whether the address is new, known or blocked: every path
+//! spends the same budgets, runs the same store call and answers before any mail is sent.
+//! Delivery ([`deliver`]) runs after the response has gone out, so its latency cannot
+//! tell addresses apart either.
+
+use crate::challenge::ChallengeState;
+use crate::code::VerificationCode;
+use crate::email::{EmailAddress, EmailError};
+use crate::ids::ChallengeId;
+use crate::login::ports::{
+    CreateOutcome, GuardOutcome, GuardRequest, LoginStore, MailMessage, MailSender, NewChallenge,
+};
+use crate::login::settings::LoginSettings;
+use crate::random::Random;
+use crate::rate_limit::{Budget, BudgetSubject, client_host};
+use crate::time::{Timestamp, millis};
+
+/// A parsed request.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub email: String,
+    /// `spin-client-addr`.
+    pub client_addr: String,
+    pub locale: String,
+}
+
+/// The success answer, plus the delivery to run after it (if any).
+#[derive(Debug)]
+pub struct SendOutcome {
+    pub challenge_id: ChallengeId,
+    pub delivery: Option<MailMessage>,
+}
+
+/// Why `send-email-code` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    InvalidEmail(#[from] EmailError),
+    #[error("rate limited; retry after {retry_after_ms} ms")]
+    RateLimited { retry_after_ms: u64 },
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Runs the use case up to the response.
+///
+/// # Errors
+/// See [`SendError`]; no error leaves a stored challenge behind.
+pub fn send_email_code(
+    settings: &LoginSettings,
+    store: &impl LoginStore,
+    random: &impl Random,
+    request: &SendRequest,
+    now: Timestamp,
+) -> Result<SendOutcome, SendError> {
+    let email = EmailAddress::parse(&request.email)?;
+    let tag = settings.key.address_tag(&email);
+    let guard = store.guard(&GuardRequest {
+        now,
+        budgets: vec![
+            Budget {
+                route: "send",
+                subject: BudgetSubject::Client(client_host(&request.client_addr)),
+                rate: settings.limits.per_client,
+            },
+            Budget {
+                route: "send",
+                subject: BudgetSubject::Address(tag),
+                rate: settings.limits.per_address,
+            },
+        ],
+        read_session_limit: false,
+    })?;
+    if let GuardOutcome::Limited { retry_after_ms } = guard {
+        return Err(SendError::RateLimited { retry_after_ms });
+    }
+
+    let policy = &settings.policy;
+    let id = ChallengeId::generate(tag, random)?;
+    let code = VerificationCode::generate(policy.code_length, random)?;
+    let expires_at = now.plus(policy.lifetime);
+    let challenge = NewChallenge {
+        id: id.clone(),
+        email: email.clone(),
+        code_mac: settings.key.code_mac(&id, code.expose()),
+        now,
+        expires_at,
+        max_attempts: policy.max_attempts,
+        resend_interval_ms: millis(policy.resend_interval),
+        keep_ms: millis(policy.lifetime + policy.idempotency_window),
+    };
+    Ok(match store.create_challenge(&challenge)? {
+        CreateOutcome::Created { state } => SendOutcome {
+            challenge_id: id.clone(),
+            delivery: (state == ChallengeState::Pending).then(|| MailMessage {
+                to: email,
+                code,
+                challenge_id: id,
+                expires_at,
+                locale: request.locale.clone(),
+            }),
+        },
+        // Same shape as a new challenge: the newest one stays the one to confirm.
+        CreateOutcome::Throttled { latest } => SendOutcome {
+            challenge_id: latest.unwrap_or(id),
+            delivery: None,
+        },
+    })
+}
+
+/// Delivers a code and records the outcome (`sent` or `delivery_failed`).
+///
+/// # Errors
+/// Only a store failure while recording; a mail failure is an outcome, returned as
+/// `Ok(ChallengeState::DeliveryFailed)` with the cause for the log.
+pub fn deliver(
+    store: &impl LoginStore,
+    mailer: &impl MailSender,
+    message: &MailMessage,
+) -> anyhow::Result<(ChallengeState, Option<anyhow::Error>)> {
+    let (state, cause) = match mailer.send(message) {
+        Ok(()) => (ChallengeState::Sent, None),
+        Err(e) => (ChallengeState::DeliveryFailed, Some(e)),
+    };
+    store.record_delivery(&message.challenge_id, state)?;
+    Ok((state, cause))
+}

@@ -1,0 +1,162 @@
+//! The device's Ed25519 public key, as sent by the client at confirm.
+//!
+//! Wire form: the raw 32-byte key in standard base64 with padding (44 characters).
+//! Refused: other lengths, bad or non-canonical base64, encodings that are not a valid
+//! point, non-canonical point encodings, and small-order ("weak") points, which would let
+//! anyone forge signatures that verify.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::VerifyingKey;
+
+/// A validated device public key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientPublicKey {
+    key: VerifyingKey,
+    encoded: String,
+}
+
+impl std::fmt::Debug for ClientPublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientPublicKey({})", self.encoded)
+    }
+}
+
+/// Why a key was refused; all map to the public `invalid_client_public_key`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublicKeyError {
+    #[error("client_public_key is not canonical standard base64 with padding")]
+    NotBase64,
+    #[error("client_public_key must decode to exactly 32 bytes, got {0}")]
+    WrongLength(usize),
+    #[error("client_public_key is not a valid Ed25519 point")]
+    NotAPoint,
+    #[error("client_public_key is not canonically encoded")]
+    NonCanonical,
+    #[error("client_public_key is a small-order point")]
+    SmallOrder,
+}
+
+impl ClientPublicKey {
+    /// Parses and validates the wire form.
+    ///
+    /// # Errors
+    /// See [`PublicKeyError`].
+    pub fn parse(encoded: &str) -> Result<Self, PublicKeyError> {
+        // The STANDARD engine requires canonical padding and rejects non-zero trailing bits.
+        let bytes = STANDARD
+            .decode(encoded)
+            .map_err(|_| PublicKeyError::NotBase64)?;
+        if STANDARD.encode(&bytes) != encoded {
+            return Err(PublicKeyError::NotBase64);
+        }
+        let bytes: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| PublicKeyError::WrongLength(bytes.len()))?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| PublicKeyError::NotAPoint)?;
+        // `from_bytes` keeps the bytes it was given: re-encode the decoded point.
+        if key.to_edwards().compress().to_bytes() != bytes {
+            return Err(PublicKeyError::NonCanonical);
+        }
+        if key.is_weak() {
+            return Err(PublicKeyError::SmallOrder);
+        }
+        Ok(Self {
+            key,
+            encoded: encoded.to_string(),
+        })
+    }
+
+    /// The canonical wire form.
+    pub fn as_str(&self) -> &str {
+        &self.encoded
+    }
+
+    /// The key, for signature checks.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    fn encode(bytes: &[u8]) -> String {
+        STANDARD.encode(bytes)
+    }
+
+    #[test]
+    fn a_real_key_is_accepted() {
+        let key = SigningKey::from_bytes(&[42u8; 32]).verifying_key();
+        let encoded = encode(key.as_bytes());
+        assert_eq!(
+            ClientPublicKey::parse(&encoded).expect("valid").as_str(),
+            encoded
+        );
+    }
+
+    #[test]
+    fn bad_encodings_are_refused() {
+        let key = SigningKey::from_bytes(&[42u8; 32]).verifying_key();
+        let good = encode(key.as_bytes());
+        let unpadded = good.trim_end_matches('=').to_string();
+        let url_safe = base64::engine::general_purpose::URL_SAFE.encode([0xfb; 32]);
+        assert_eq!(
+            ClientPublicKey::parse(&unpadded),
+            Err(PublicKeyError::NotBase64)
+        );
+        assert_eq!(
+            ClientPublicKey::parse(&url_safe),
+            Err(PublicKeyError::NotBase64)
+        );
+        assert_eq!(
+            ClientPublicKey::parse("not base64!"),
+            Err(PublicKeyError::NotBase64)
+        );
+        assert_eq!(
+            ClientPublicKey::parse(""),
+            Err(PublicKeyError::WrongLength(0))
+        );
+        assert_eq!(
+            ClientPublicKey::parse(&encode(&[1u8; 31])),
+            Err(PublicKeyError::WrongLength(31))
+        );
+        // Non-zero trailing bits: the last character differs from the canonical one.
+        let mut chars: Vec<char> = good.chars().collect();
+        let last = chars.len() - 2;
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let index = alphabet.find(chars[last]).expect("base64 char");
+        chars[last] = alphabet.chars().nth(index ^ 1).expect("in range");
+        let non_canonical: String = chars.into_iter().collect();
+        assert_eq!(
+            ClientPublicKey::parse(&non_canonical),
+            Err(PublicKeyError::NotBase64)
+        );
+    }
+
+    #[test]
+    fn small_order_points_are_refused() {
+        // The identity point (y = 1) has order 1.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(
+            ClientPublicKey::parse(&encode(&identity)),
+            Err(PublicKeyError::SmallOrder)
+        );
+    }
+
+    #[test]
+    fn non_canonical_point_encodings_are_refused() {
+        // y = p + 1 (p = 2^255 - 19) encodes the identity point non-canonically.
+        let mut bytes = [0xffu8; 32];
+        bytes[0] = 0xee;
+        bytes[31] = 0x7f;
+        assert_eq!(
+            ClientPublicKey::parse(&encode(&bytes)),
+            Err(PublicKeyError::NonCanonical)
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Edge budgets: how many calls a client address or an e-mail address may make.
+//!
+//! Enforced with GCRA in Redis (one script call checks every budget of a request and
+//! spends them only if all allow it). A budget of `N/S` allows `N` calls in any `S`
+//! seconds, bursts included.
+
+use std::time::Duration;
+
+/// `limit` calls per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub limit: u32,
+    pub period: Duration,
+}
+
+/// A rate that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} must look like \"30/60\" (calls/seconds, both 1 or more), got {got:?}")]
+pub struct RateError {
+    pub setting: &'static str,
+    pub got: String,
+}
+
+impl Rate {
+    /// Parses `"<calls>/<seconds>"`.
+    ///
+    /// # Errors
+    /// Anything else, or zero in either place.
+    pub fn parse(setting: &'static str, raw: &str) -> Result<Self, RateError> {
+        let err = || RateError {
+            setting,
+            got: raw.to_string(),
+        };
+        let (limit, seconds) = raw.trim().split_once('/').ok_or_else(err)?;
+        let limit: u32 = limit.trim().parse().map_err(|_| err())?;
+        let seconds: u64 = seconds.trim().parse().map_err(|_| err())?;
+        if limit == 0 || seconds == 0 {
+            return Err(err());
+        }
+        Ok(Self {
+            limit,
+            period: Duration::from_secs(seconds),
+        })
+    }
+
+    /// GCRA emission interval: the period spread over the calls, in ms (at least 1).
+    pub fn interval_ms(&self) -> u64 {
+        (crate::time::millis(self.period) / u64::from(self.limit)).max(1)
+    }
+
+    /// GCRA burst tolerance in ms: `limit` calls may arrive at once.
+    pub fn tolerance_ms(&self) -> u64 {
+        crate::time::millis(self.period).saturating_sub(self.interval_ms())
+    }
+}
+
+/// Who a budget belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BudgetSubject {
+    /// The TCP peer (`spin-client-addr`, port dropped).
+    Client(String),
+    /// An e-mail address, by its tag.
+    Address(crate::ids::AddressTag),
+}
+
+/// One budget a request spends from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    /// The route family, e.g. `send` or `confirm`: each has its own buckets.
+    pub route: &'static str,
+    pub subject: BudgetSubject,
+    pub rate: Rate,
+}
+
+/// The budgets of the public login routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeLimits {
+    pub per_client: Rate,
+    pub per_address: Rate,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        Self {
+            per_client: Rate {
+                limit: 30,
+                period: Duration::from_secs(60),
+            },
+            per_address: Rate {
+                limit: 10,
+                period: Duration::from_secs(3600),
+            },
+        }
+    }
+}
+
+impl EdgeLimits {
+    /// Reads `rate_limit_per_client` and `rate_limit_per_address` (`None` = default).
+    ///
+    /// # Errors
+    /// A value that does not parse.
+    pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<Self, RateError> {
+        let d = Self::default();
+        Ok(Self {
+            per_client: match get("rate_limit_per_client") {
+                Some(raw) => Rate::parse("rate_limit_per_client", &raw)?,
+                None => d.per_client,
+            },
+            per_address: match get("rate_limit_per_address") {
+                Some(raw) => Rate::parse("rate_limit_per_address", &raw)?,
+                None => d.per_address,
+            },
+        })
+    }
+}
+
+/// The client address without its port (`127.0.0.1:5555` → `127.0.0.1`,
+/// `[::1]:5555` → `::1`), so one host's connections share a budget.
+pub fn client_host(addr: &str) -> String {
+    if let Some(rest) = addr.strip_prefix('[')
+        && let Some((host, _)) = rest.split_once(']')
+    {
+        return host.to_string();
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host.to_string()
+        }
+        _ => addr.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_and_spread_their_period() {
+        let rate = Rate::parse("x", " 30/60 ").expect("valid");
+        assert_eq!(rate.limit, 30);
+        assert_eq!(rate.interval_ms(), 2_000);
+        assert_eq!(rate.tolerance_ms(), 58_000);
+        for bad in ["", "30", "0/60", "30/0", "a/60", "30/-1"] {
+            assert!(Rate::parse("x", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_hosts_drop_the_port() {
+        assert_eq!(client_host("127.0.0.1:5555"), "127.0.0.1");
+        assert_eq!(client_host("[::1]:5555"), "::1");
+        assert_eq!(client_host("10.0.0.1"), "10.0.0.1");
+    }
+}

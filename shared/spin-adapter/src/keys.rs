@@ -1,0 +1,87 @@
+//! Redis key names. Everything of one e-mail address shares the hash tag `{a:<tag>}`, so
+//! one script can touch all of it on Redis Cluster; edge budgets and global settings
+//! share `{ea:g}`.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `ea:{ea:g}:config:session_limit` | string | max active sessions per user (absent: no limit) |
+//! | `ea:{ea:g}:rl:<route>:client:<ip>` | string | GCRA time of a client address budget |
+//! | `ea:{ea:g}:rl:<route>:address:<tag>` | string | GCRA time of an e-mail address budget |
+//! | `ea:{a:<tag>}:ch:<challenge_id>` | hash | challenge (state, code MAC, times, attempts) |
+//! | `ea:{a:<tag>}:latest` | string | the address's newest challenge id |
+//! | `ea:{a:<tag>}:resend` | string | resend-throttle marker (expires) |
+//! | `ea:{a:<tag>}:blocked` | string | present when the address is blocked |
+//! | `ea:{a:<tag>}:user` | string | the address's user id |
+//! | `ea:{a:<tag>}:sessions:active` | zset | active session ids by creation time |
+//! | `ea:{a:<tag>}:sessions:all` | zset | every session id by creation time |
+//! | `ea:{a:<tag>}:s:<session_id>` | hash | session record (source of truth) |
+//! | `ea:{a:<tag>}:gw:<session_id>` | hash | gateway projection of the session |
+
+use edge_auth_domain::ids::AddressTag;
+use edge_auth_domain::rate_limit::{Budget, BudgetSubject};
+
+/// The global slot's key prefix.
+pub const GLOBAL: &str = "ea:{ea:g}:";
+
+/// The operator-set session limit.
+pub fn session_limit() -> String {
+    format!("{GLOBAL}config:session_limit")
+}
+
+/// The bucket of one budget.
+pub fn budget(budget: &Budget) -> String {
+    match &budget.subject {
+        BudgetSubject::Client(ip) => format!("{GLOBAL}rl:{}:client:{ip}", budget.route),
+        BudgetSubject::Address(tag) => {
+            format!("{GLOBAL}rl:{}:address:{}", budget.route, tag.to_hex())
+        }
+    }
+}
+
+/// Keys of one address.
+#[derive(Debug, Clone)]
+pub struct AddressKeys {
+    prefix: String,
+}
+
+impl AddressKeys {
+    /// The keys under `tag`.
+    pub fn new(tag: AddressTag) -> Self {
+        Self {
+            prefix: format!("ea:{{a:{}}}:", tag.to_hex()),
+        }
+    }
+
+    /// The common prefix (scripts derive per-session keys from it).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn challenge(&self, id: &str) -> String {
+        format!("{}ch:{id}", self.prefix)
+    }
+    pub fn latest(&self) -> String {
+        format!("{}latest", self.prefix)
+    }
+    pub fn resend(&self) -> String {
+        format!("{}resend", self.prefix)
+    }
+    pub fn blocked(&self) -> String {
+        format!("{}blocked", self.prefix)
+    }
+    pub fn user(&self) -> String {
+        format!("{}user", self.prefix)
+    }
+    pub fn active_sessions(&self) -> String {
+        format!("{}sessions:active", self.prefix)
+    }
+    pub fn all_sessions(&self) -> String {
+        format!("{}sessions:all", self.prefix)
+    }
+    pub fn session(&self, id: &str) -> String {
+        format!("{}s:{id}", self.prefix)
+    }
+    pub fn projection(&self, id: &str) -> String {
+        format!("{}gw:{id}", self.prefix)
+    }
+}

@@ -1,0 +1,177 @@
+//! [`LoginStore`] on Redis: one Lua script per operation, so each is one round trip and
+//! atomic (see `scripts/`).
+
+use std::sync::OnceLock;
+
+use anyhow::bail;
+use edge_auth_domain::challenge::ChallengeState;
+use edge_auth_domain::ids::{ChallengeId, DeviceSessionId};
+use edge_auth_domain::login::ports::{
+    ConfirmAttempt, ConfirmOutcome, CreateOutcome, GuardOutcome, GuardRequest, LimitPolicy,
+    LoginStore, NewChallenge,
+};
+
+use crate::keys::{self, AddressKeys};
+use crate::redis::{Arg, Reply, Script, SpinRedis};
+
+struct Scripts {
+    guard: Script,
+    send: Script,
+    record_delivery: Script,
+    confirm: Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        guard: Script::new("guard", include_str!("scripts/guard.lua")),
+        send: Script::new("send", include_str!("scripts/send.lua")),
+        record_delivery: Script::new(
+            "record_delivery",
+            include_str!("scripts/record_delivery.lua"),
+        ),
+        confirm: Script::new("confirm", include_str!("scripts/confirm.lua")),
+    })
+}
+
+/// The login store on a Spin Redis connection.
+#[derive(Debug)]
+pub struct RedisLoginStore {
+    redis: SpinRedis,
+}
+
+impl RedisLoginStore {
+    /// Wraps an open connection.
+    pub fn new(redis: SpinRedis) -> Self {
+        Self { redis }
+    }
+}
+
+impl LoginStore for RedisLoginStore {
+    fn guard(&self, request: &GuardRequest) -> anyhow::Result<GuardOutcome> {
+        let mut keys_ = vec![keys::session_limit()];
+        let mut args: Vec<Arg> = vec![
+            request.now.0.into(),
+            (if request.read_session_limit { "1" } else { "0" }).into(),
+        ];
+        for budget in &request.budgets {
+            keys_.push(keys::budget(budget));
+            args.push(budget.rate.interval_ms().into());
+            args.push(budget.rate.tolerance_ms().into());
+        }
+        let mut reply = Reply::new("guard", self.redis.run(&scripts().guard, &keys_, &args)?);
+        let allowed = reply.int()?;
+        let retry_after_ms = u64::try_from(reply.int()?)?;
+        let session_limit = reply.text()?;
+        Ok(if allowed == 1 {
+            GuardOutcome::Allowed { session_limit }
+        } else {
+            GuardOutcome::Limited { retry_after_ms }
+        })
+    }
+
+    fn create_challenge(&self, c: &NewChallenge) -> anyhow::Result<CreateOutcome> {
+        let k = AddressKeys::new(c.id.tag());
+        let keys_ = [
+            k.challenge(c.id.as_str()),
+            k.latest(),
+            k.resend(),
+            k.blocked(),
+        ];
+        let args: [Arg; 8] = [
+            c.id.as_str().into(),
+            c.code_mac.to_hex().into(),
+            c.email.as_str().into(),
+            c.now.0.into(),
+            c.expires_at.0.into(),
+            c.max_attempts.into(),
+            c.resend_interval_ms.into(),
+            c.keep_ms.into(),
+        ];
+        let mut reply = Reply::new("send", self.redis.run(&scripts().send, &keys_, &args)?);
+        match reply.required()?.as_str() {
+            "created" => {
+                let state = reply.required()?;
+                match ChallengeState::parse(&state) {
+                    Some(state) => Ok(CreateOutcome::Created { state }),
+                    None => bail!("`send` reply: unknown state {state:?}"),
+                }
+            }
+            "throttled" => Ok(CreateOutcome::Throttled {
+                latest: reply.text()?.and_then(|id| ChallengeId::parse(&id).ok()),
+            }),
+            other => bail!("`send` reply: unexpected {other:?}"),
+        }
+    }
+
+    fn record_delivery(&self, id: &ChallengeId, state: ChallengeState) -> anyhow::Result<()> {
+        let k = AddressKeys::new(id.tag());
+        self.redis.run(
+            &scripts().record_delivery,
+            &[k.challenge(id.as_str())],
+            &[state.as_str().into()],
+        )?;
+        Ok(())
+    }
+
+    fn confirm(&self, a: &ConfirmAttempt) -> anyhow::Result<ConfirmOutcome> {
+        let k = AddressKeys::new(a.challenge_id.tag());
+        let session = a.new_session_id.as_str();
+        let keys_ = [
+            k.challenge(a.challenge_id.as_str()),
+            k.latest(),
+            k.blocked(),
+            k.user(),
+            k.active_sessions(),
+            k.all_sessions(),
+            k.session(session),
+            k.projection(session),
+        ];
+        let policy = match a.limit_policy {
+            LimitPolicy::Reject => "reject",
+            LimitPolicy::EvictOldest => "evict_oldest",
+        };
+        let args: [Arg; 12] = [
+            a.challenge_id.as_str().into(),
+            a.code_mac.to_hex().into(),
+            a.client_public_key.as_str().into(),
+            a.now.0.into(),
+            session.into(),
+            a.new_user_id.as_str().into(),
+            a.session_limit
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+                .into(),
+            policy.into(),
+            a.client_addr.as_str().into(),
+            a.user_agent.as_str().into(),
+            a.idempotency_ms.into(),
+            k.prefix().into(),
+        ];
+        let mut reply = Reply::new(
+            "confirm",
+            self.redis.run(&scripts().confirm, &keys_, &args)?,
+        );
+        Ok(match reply.required()?.as_str() {
+            "ok" => {
+                let id = reply.required()?;
+                let replay = reply.required()? == "replay";
+                ConfirmOutcome::Confirmed {
+                    session_id: DeviceSessionId::parse(&id)?,
+                    replay,
+                }
+            }
+            "not_found" => ConfirmOutcome::NotFound,
+            "expired" => ConfirmOutcome::Expired,
+            "superseded" => ConfirmOutcome::Superseded,
+            "consumed" => ConfirmOutcome::Consumed,
+            "invalid_code" => ConfirmOutcome::InvalidCode {
+                remaining_attempts: u32::try_from(reply.int()?)?,
+            },
+            "too_many_attempts" => ConfirmOutcome::TooManyAttempts,
+            "blocked" => ConfirmOutcome::Blocked,
+            "session_limit" => ConfirmOutcome::SessionLimitExceeded,
+            other => bail!("`confirm` reply: unexpected {other:?}"),
+        })
+    }
+}

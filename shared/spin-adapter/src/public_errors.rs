@@ -1,0 +1,64 @@
+//! The public error table: every use-case error → status, stable code, human message.
+//! This is the one place errors become responses; causes of unexpected errors are
+//! logged by the caller, never sent.
+
+use edge_auth_domain::error::PublicError;
+use edge_auth_domain::login::confirm::ConfirmError;
+use edge_auth_domain::login::send::SendError;
+
+fn retry_after(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
+}
+
+fn rate_limited(ms: u64) -> PublicError {
+    PublicError {
+        retry_after: Some(retry_after(ms)),
+        ..PublicError::new(429, "rate_limited", "too many requests; retry later")
+    }
+}
+
+fn unavailable() -> PublicError {
+    PublicError::new(
+        503,
+        "service_unavailable",
+        "the service is temporarily unavailable; retry later",
+    )
+}
+
+/// `send-email-code` errors.
+pub fn send(err: &SendError) -> PublicError {
+    match err {
+        SendError::InvalidEmail(e) => PublicError::new(400, "invalid_email", e.to_string()),
+        SendError::RateLimited { retry_after_ms } => rate_limited(*retry_after_ms),
+        SendError::Unexpected(_) => unavailable(),
+    }
+}
+
+/// `confirm-email-code` errors.
+pub fn confirm(err: &ConfirmError) -> PublicError {
+    use ConfirmError as E;
+    match err {
+        E::MalformedChallengeId(_) | E::MalformedCode(_) => {
+            PublicError::new(400, "invalid_request", err.to_string())
+        }
+        E::InvalidPublicKey(e) => PublicError::new(400, "invalid_client_public_key", e.to_string()),
+        E::RateLimited { retry_after_ms } => rate_limited(*retry_after_ms),
+        E::NotFound => PublicError::new(404, "challenge_not_found", "no such challenge"),
+        E::Expired | E::Superseded | E::Consumed => {
+            PublicError::new(410, "challenge_expired", err.to_string())
+        }
+        E::InvalidCode { .. } => PublicError::new(401, "invalid_code", err.to_string()),
+        E::TooManyAttempts => PublicError::new(429, "too_many_attempts", err.to_string()),
+        E::Blocked => PublicError::new(
+            403,
+            "blocked_by_policy",
+            "this account cannot sign in; contact support",
+        ),
+        E::SessionLimitExceeded => PublicError::new(
+            409,
+            "session_limit_exceeded",
+            "this account has reached its limit of active sessions",
+        ),
+        E::BadSessionLimit(_) | E::Unexpected(_) => unavailable(),
+    }
+}

@@ -1,0 +1,108 @@
+-- Confirm a challenge: every check and every write in one atomic step, so the session,
+-- its gateway projection and the challenge can never disagree.
+-- KEYS: 1 challenge, 2 newest challenge of the address, 3 address blocked flag,
+--       4 address -> user id, 5 active sessions (zset), 6 all sessions (zset),
+--       7 new session record, 8 new session projection
+-- ARGV: 1 challenge_id, 2 code_mac, 3 client_public_key, 4 now (ms), 5 new session id,
+--       6 new user id, 7 session limit ('' = none), 8 limit policy, 9 client address,
+--       10 user agent, 11 idempotency window (ms), 12 key prefix of this address
+-- Returns {'ok', session_id, 'created'|'replay', user_id, evicted...} or {error, ...}.
+local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
+  'max_attempts', 'confirmed_key', 'session_id', 'user_id')
+local state = ch[1]
+if not state then
+  return {'not_found'}
+end
+
+-- Constant-time comparison: no early exit, every byte is looked at.
+local function same(a, b)
+  if #a ~= #b then
+    return false
+  end
+  local diff = 0
+  for i = 1, #a do
+    diff = bit.bor(diff, bit.bxor(string.byte(a, i), string.byte(b, i)))
+  end
+  return diff == 0
+end
+local code_ok = same(ch[2], ARGV[2])
+
+if state == 'confirmed' then
+  if code_ok and ch[6] == ARGV[3] then
+    return {'ok', ch[7], 'replay', ch[8]}
+  end
+  return {'consumed'}
+end
+if state == 'exhausted' then
+  return {'too_many_attempts'}
+end
+local now = tonumber(ARGV[4])
+if state == 'expired' or now >= tonumber(ch[3]) then
+  return {'expired'}
+end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return {'superseded'}
+end
+local attempts = tonumber(ch[4])
+local max_attempts = tonumber(ch[5])
+if attempts >= max_attempts then
+  return {'too_many_attempts'}
+end
+if not code_ok then
+  attempts = attempts + 1
+  redis.call('HSET', KEYS[1], 'attempts', attempts)
+  if attempts >= max_attempts then
+    redis.call('HSET', KEYS[1], 'state', 'exhausted')
+    return {'too_many_attempts'}
+  end
+  return {'invalid_code', max_attempts - attempts}
+end
+if state == 'suppressed' or redis.call('EXISTS', KEYS[3]) == 1 then
+  return {'blocked'}
+end
+
+local user_id = redis.call('GET', KEYS[4])
+local new_user = false
+if not user_id then
+  user_id = ARGV[6]
+  new_user = true
+end
+
+local evicted = {}
+local limit = tonumber(ARGV[7])
+if limit then
+  local active = redis.call('ZCARD', KEYS[5])
+  if active >= limit then
+    if ARGV[8] ~= 'evict_oldest' or limit == 0 then
+      return {'session_limit'}
+    end
+    for _, sid in ipairs(redis.call('ZRANGE', KEYS[5], 0, active - limit)) do
+      redis.call('HSET', ARGV[12] .. 's:' .. sid, 'status', 'revoked', 'revoked_at', ARGV[4],
+        'revoke_reason_code', 'session_limit_evicted', 'revoke_actor', 'system')
+      redis.call('HSET', ARGV[12] .. 'gw:' .. sid, 'status', 'revoked', 'revoked_at', ARGV[4])
+      redis.call('ZREM', KEYS[5], sid)
+      evicted[#evicted + 1] = sid
+    end
+  end
+end
+
+redis.call('HSET', KEYS[7],
+  'device_session_id', ARGV[5], 'user_id', user_id, 'client_public_key', ARGV[3],
+  'status', 'active', 'created_at', ARGV[4], 'client_addr', ARGV[9],
+  'user_agent', ARGV[10], 'challenge_id', ARGV[1])
+redis.call('HSET', KEYS[8],
+  'user_id', user_id, 'client_public_key', ARGV[3], 'status', 'active',
+  'created_at', ARGV[4])
+redis.call('ZADD', KEYS[5], now, ARGV[5])
+redis.call('ZADD', KEYS[6], now, ARGV[5])
+if new_user then
+  redis.call('SET', KEYS[4], user_id)
+end
+redis.call('HSET', KEYS[1], 'state', 'confirmed', 'confirmed_key', ARGV[3],
+  'session_id', ARGV[5], 'user_id', user_id, 'confirmed_at', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[11])
+local out = {'ok', ARGV[5], 'created', user_id}
+for _, sid in ipairs(evicted) do
+  out[#out + 1] = sid
+end
+return out

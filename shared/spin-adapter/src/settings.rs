@@ -1,0 +1,49 @@
+//! Login settings from Spin variables.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use edge_auth_domain::login::settings::LoginSettings;
+use spin_sdk::variables::{self, Error};
+
+/// Every variable the login settings read; a component declares the ones it needs.
+const NAMES: [&str; 9] = [
+    "code_hmac_key",
+    "code_length",
+    "challenge_ttl_seconds",
+    "challenge_max_attempts",
+    "resend_interval_seconds",
+    "confirm_idempotency_seconds",
+    "rate_limit_per_client",
+    "rate_limit_per_address",
+    "session_limit_policy",
+];
+
+/// Reads a variable: `Ok(None)` when this component does not declare it or it is empty.
+///
+/// # Errors
+/// The provider failed or the name is invalid.
+pub fn optional(name: &str) -> anyhow::Result<Option<String>> {
+    match variables::get(name) {
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(Error::Undefined(_)) => Ok(None),
+        Err(e) => {
+            Err(anyhow::Error::new(e)).with_context(|| format!("reading Spin variable `{name}`"))
+        }
+    }
+}
+
+/// Reads and checks the login settings.
+///
+/// # Errors
+/// A variable that cannot be read or a value out of range (the message names it).
+pub fn login_settings() -> anyhow::Result<LoginSettings> {
+    let mut values = HashMap::new();
+    for name in NAMES {
+        if let Some(value) = optional(name)? {
+            values.insert(name, value);
+        }
+    }
+    LoginSettings::from_settings(|name| values.get(name).cloned()).context("invalid login settings")
+}

@@ -1,0 +1,870 @@
+//! Login by e-mail code, end to end: components on the host, real Redis, stub mail webhook.
+
+use std::time::Duration;
+
+use edge_auth_tests::{
+    MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, device_key, round_trips, spawn_app,
+};
+use redis::Commands;
+use serde_json::{Value, json};
+
+const SEND: &str = "/api/v1/public/auth/send-email-code";
+const CONFIRM: &str = "/api/v1/public/auth/confirm-email-code";
+
+async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("JSON error body");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "every error has a message: {body}"
+    );
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+fn hget(app: &TestApp, key: &str, field: &str) -> Option<String> {
+    app.redis().hget(key, field).expect("HGET")
+}
+
+fn db_size(app: &TestApp) -> i64 {
+    redis::cmd("DBSIZE")
+        .query(&mut app.redis())
+        .expect("DBSIZE")
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..250 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+// ---- send-email-code -------------------------------------------------------------------
+
+#[tokio::test]
+async fn send_returns_a_challenge_id_and_mails_the_code_to_the_normalised_address() {
+    let app = spawn_app().await;
+
+    let response = app.send_email_code("  Alice.Smith@Example.COM ").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    let challenge_id = body["challenge_id"]
+        .as_str()
+        .expect("challenge_id")
+        .to_string();
+    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+    assert!(
+        challenge_id.starts_with("c_") && challenge_id.len() >= 40,
+        "{challenge_id}"
+    );
+    assert!(
+        challenge_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "URL-safe: {challenge_id}"
+    );
+
+    let mail = app.mail.delivery_for(&challenge_id).await;
+    assert_eq!(mail.path, "/send");
+    assert_eq!(
+        mail.authorization.as_deref(),
+        Some(format!("Bearer {MAIL_TOKEN}").as_str())
+    );
+    assert_eq!(mail.content_type.as_deref(), Some("application/json"));
+    assert_eq!(mail.body["to"], "alice.smith@example.com");
+    assert_eq!(mail.body["locale"], "en");
+    let code = mail.body["code"].as_str().expect("code");
+    assert!(
+        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{code}"
+    );
+    let expires_at = mail.body["expires_at"].as_str().expect("expires_at");
+    assert!(
+        expires_at.ends_with('Z') && expires_at.contains('T'),
+        "{expires_at}"
+    );
+
+    let key = format!(
+        "{}ch:{challenge_id}",
+        app.address_prefix("alice.smith@example.com")
+    );
+    eventually("the challenge is marked sent", || {
+        hget(&app, &key, "state").as_deref() == Some("sent")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn send_uses_the_first_accept_language_tag_as_the_mail_locale() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(format!("{}{SEND}", app.address))
+        .header("accept-language", "de-CH, de;q=0.9")
+        .json(&json!({ "email": "lang@example.com" }))
+        .send()
+        .await
+        .expect("sent");
+    let body: Value = response.json().await.expect("JSON");
+    let mail = app
+        .mail
+        .delivery_for(body["challenge_id"].as_str().expect("id"))
+        .await;
+    assert_eq!(mail.body["locale"], "de-CH");
+}
+
+#[tokio::test]
+async fn an_invalid_email_is_refused_and_stores_nothing() {
+    let app = spawn_app().await;
+    for email in [
+        "",
+        "no-at-sign",
+        "a@localhost",
+        "a..b@example.com",
+        "x@exa mple.com",
+    ] {
+        let (status, code) = error_code(app.send_email_code(email).await).await;
+        assert_eq!((status, code.as_str()), (400, "invalid_email"), "{email:?}");
+    }
+    assert_eq!(db_size(&app), 0);
+    assert!(app.mail.deliveries().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_their_own_error_codes_and_store_nothing() {
+    let app = spawn_app().await;
+    let url = format!("{}{SEND}", app.address);
+
+    let wrong_type = app
+        .client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(r#"{"email":"a@example.com"}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        error_code(wrong_type).await,
+        (415, "unsupported_media_type".into())
+    );
+
+    let huge = json!({ "email": format!("{}@example.com", "a".repeat(5000)) });
+    let too_large = app.post_json(SEND, &huge).await;
+    assert_eq!(
+        error_code(too_large).await,
+        (413, "payload_too_large".into())
+    );
+
+    for body in [
+        "not json",
+        "{}",
+        r#"{"email": 42}"#,
+        r#"{"email":"a@example.com","extra":1}"#,
+        "[]",
+    ] {
+        let response = app
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(
+            error_code(response).await,
+            (400, "invalid_request".into()),
+            "{body}"
+        );
+    }
+
+    let get = app.get(SEND).await;
+    assert_eq!(error_code(get).await, (405, "method_not_allowed".into()));
+
+    assert_eq!(db_size(&app), 0, "no error leaves state behind");
+}
+
+#[tokio::test]
+async fn a_blocked_address_gets_the_same_answer_but_no_mail_and_a_dead_challenge() {
+    let app = spawn_app().await;
+    let blocked = "blocked@example.com";
+    let _: () = app
+        .redis()
+        .set(format!("{}blocked", app.address_prefix(blocked)), "1")
+        .expect("SET");
+
+    let known_answer = app.send_email_code("someone@example.com").await;
+    let blocked_answer = app.send_email_code(blocked).await;
+    assert_eq!(known_answer.status(), blocked_answer.status());
+    let known: Value = known_answer.json().await.expect("JSON");
+    let hidden: Value = blocked_answer.json().await.expect("JSON");
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(keys(&known), keys(&hidden), "same body shape");
+    let challenge = hidden["challenge_id"].as_str().expect("challenge_id");
+    assert_eq!(
+        challenge.len(),
+        known["challenge_id"].as_str().expect("id").len()
+    );
+
+    app.mail
+        .delivery_for(known["challenge_id"].as_str().expect("id"))
+        .await;
+    let state_key = format!("{}ch:{challenge}", app.address_prefix(blocked));
+    assert_eq!(
+        hget(&app, &state_key, "state").as_deref(),
+        Some("suppressed")
+    );
+    assert!(
+        app.mail
+            .deliveries()
+            .iter()
+            .all(|d| d.body["to"] != blocked),
+        "a blocked address is never mailed"
+    );
+
+    // Nobody knows its code; guessing behaves exactly like any other challenge.
+    let (status, code) = error_code(
+        app.confirm_email_code(challenge, "000000", &device_key(1))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (401, "invalid_code"));
+}
+
+#[tokio::test]
+async fn the_answer_does_not_wait_for_the_mail_webhook() {
+    let app = spawn_app().await;
+    app.mail.hold();
+
+    // The webhook has not answered (it is held), yet the client has its 200.
+    let challenge = app.new_challenge("patient@example.com").await;
+    app.mail.delivery_for(&challenge).await;
+    let key = format!(
+        "{}ch:{challenge}",
+        app.address_prefix("patient@example.com")
+    );
+    assert_eq!(hget(&app, &key, "state").as_deref(), Some("pending"));
+
+    app.mail.release();
+    eventually("delivery recorded once the webhook answers", || {
+        hget(&app, &key, "state").as_deref() == Some("sent")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_or_slow_webhook_marks_the_challenge_delivery_failed() {
+    let app = Spawn::default()
+        .variable("mail_webhook_timeout_ms", "300")
+        .spawn()
+        .await;
+
+    app.mail.answer_with(500);
+    let refused = app.new_challenge("refused@example.com").await;
+    let key = format!("{}ch:{refused}", app.address_prefix("refused@example.com"));
+    eventually("a 500 is delivery_failed", || {
+        hget(&app, &key, "state").as_deref() == Some("delivery_failed")
+    })
+    .await;
+
+    app.mail.answer_with(202);
+    app.mail.delay(Duration::from_secs(3));
+    let slow = app.new_challenge("slow@example.com").await;
+    let key = format!("{}ch:{slow}", app.address_prefix("slow@example.com"));
+    eventually("a timeout is delivery_failed", || {
+        hget(&app, &key, "state").as_deref() == Some("delivery_failed")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_resend_within_the_interval_answers_the_same_challenge_without_a_new_mail() {
+    let app = spawn_app().await;
+    let first = app.new_challenge("twice@example.com").await;
+    app.mail.delivery_for(&first).await;
+    let second = app.new_challenge("Twice@Example.com").await;
+    assert_eq!(first, second);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.mail.deliveries().len(), 1);
+}
+
+#[tokio::test]
+async fn client_and_address_budgets_answer_429_with_retry_after() {
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "3/60")
+        .spawn()
+        .await;
+    for i in 0..3 {
+        assert_eq!(
+            app.send_email_code(&format!("c{i}@example.com"))
+                .await
+                .status(),
+            200
+        );
+    }
+    let limited = app.send_email_code("c4@example.com").await;
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(error_code(limited).await, (429, "rate_limited".into()));
+
+    let app = Spawn::default()
+        .variable("rate_limit_per_address", "2/3600")
+        .variable("resend_interval_seconds", "0")
+        .spawn()
+        .await;
+    for _ in 0..2 {
+        assert_eq!(app.send_email_code("busy@example.com").await.status(), 200);
+    }
+    let (status, code) = error_code(app.send_email_code("busy@example.com").await).await;
+    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    assert_eq!(app.send_email_code("other@example.com").await.status(), 200);
+}
+
+// ---- confirm-email-code ----------------------------------------------------------------
+
+#[tokio::test]
+async fn confirm_creates_a_session_and_its_gateway_projection_atomically() {
+    let app = spawn_app().await;
+    let key = device_key(1);
+    let challenge = app.new_challenge("carol@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+
+    let response = app
+        .client
+        .post(format!("{}{CONFIRM}", app.address))
+        .header("user-agent", "edge-auth-tests/1.0")
+        .json(&json!({ "challenge_id": challenge, "code": code, "client_public_key": key }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    let session = body["device_session_id"].as_str().expect("id").to_string();
+    assert!(
+        session.starts_with("s_") && session.len() >= 40,
+        "{session}"
+    );
+
+    let prefix = app.address_prefix("carol@example.com");
+    assert_eq!(
+        TestApp::prefix_of_id(&session),
+        prefix,
+        "the session carries the user's tag"
+    );
+    let record: std::collections::HashMap<String, String> = app
+        .redis()
+        .hgetall(format!("{prefix}s:{session}"))
+        .expect("HGETALL");
+    assert_eq!(record["status"], "active");
+    assert_eq!(record["client_public_key"], key);
+    assert_eq!(record["user_agent"], "edge-auth-tests/1.0");
+    assert!(record["client_addr"].starts_with("127.0.0.1:"));
+    assert!(record["user_id"].starts_with("u_"));
+    let projection: std::collections::HashMap<String, String> = app
+        .redis()
+        .hgetall(format!("{prefix}gw:{session}"))
+        .expect("HGETALL");
+    assert_eq!(projection["status"], "active");
+    assert_eq!(projection["client_public_key"], key);
+    assert_eq!(projection["user_id"], record["user_id"]);
+    assert_eq!(
+        hget(&app, &format!("{prefix}ch:{challenge}"), "state").as_deref(),
+        Some("confirmed")
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_confirm_is_idempotent_for_the_same_key_only() {
+    let app = spawn_app().await;
+    let challenge = app.new_challenge("dave@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+
+    let first: Value = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let again = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.expect("JSON");
+    assert_eq!(first["device_session_id"], again["device_session_id"]);
+
+    let other_key = app
+        .confirm_email_code(&challenge, &code, &device_key(2))
+        .await;
+    assert_eq!(
+        error_code(other_key).await,
+        (410, "challenge_expired".into())
+    );
+    let prefix = app.address_prefix("dave@example.com");
+    let sessions: i64 = app
+        .redis()
+        .zcard(format!("{prefix}sessions:all"))
+        .expect("ZCARD");
+    assert_eq!(sessions, 1);
+}
+
+#[tokio::test]
+async fn wrong_codes_count_until_the_challenge_is_dead() {
+    let app = spawn_app().await;
+    let challenge = app.new_challenge("erin@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let key = device_key(1);
+
+    for _ in 0..4 {
+        let (status, error) =
+            error_code(app.confirm_email_code(&challenge, wrong, &key).await).await;
+        assert_eq!((status, error.as_str()), (401, "invalid_code"));
+    }
+    let fifth = app.confirm_email_code(&challenge, wrong, &key).await;
+    assert_eq!(error_code(fifth).await, (429, "too_many_attempts".into()));
+    let right = app.confirm_email_code(&challenge, &code, &key).await;
+    assert_eq!(
+        error_code(right).await,
+        (429, "too_many_attempts".into()),
+        "dead for good"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_challenge_is_gone_and_guessing_it_counts_nothing() {
+    let app = Spawn::default()
+        .variable("challenge_ttl_seconds", "1")
+        .spawn()
+        .await;
+    let challenge = app.new_challenge("frank@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    let (status, error) = error_code(
+        app.confirm_email_code(&challenge, "999999", &device_key(1))
+            .await,
+    )
+    .await;
+    assert_eq!((status, error.as_str()), (410, "challenge_expired"));
+    let late = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(error_code(late).await, (410, "challenge_expired".into()));
+    let key = format!("{}ch:{challenge}", app.address_prefix("frank@example.com"));
+    assert_eq!(hget(&app, &key, "attempts").as_deref(), Some("0"));
+}
+
+#[tokio::test]
+async fn only_the_newest_challenge_of_an_address_can_be_confirmed() {
+    let app = Spawn::default()
+        .variable("resend_interval_seconds", "0")
+        .spawn()
+        .await;
+    let old = app.new_challenge("grace@example.com").await;
+    let old_code = app.mailed_code(&old).await;
+    let new = app.new_challenge("grace@example.com").await;
+    assert_ne!(old, new);
+    let new_code = app.mailed_code(&new).await;
+
+    let stale = app
+        .confirm_email_code(&old, &old_code, &device_key(1))
+        .await;
+    assert_eq!(error_code(stale).await, (410, "challenge_expired".into()));
+    assert_eq!(
+        app.confirm_email_code(&new, &new_code, &device_key(1))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_challenges_are_told_apart() {
+    let app = spawn_app().await;
+    let unknown = "c_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA";
+    let (status, code) = error_code(
+        app.confirm_email_code(unknown, "123456", &device_key(1))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (404, "challenge_not_found"));
+    for bad in ["", "nope", "s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA"] {
+        let (status, code) =
+            error_code(app.confirm_email_code(bad, "123456", &device_key(1)).await).await;
+        assert_eq!((status, code.as_str()), (400, "invalid_request"), "{bad:?}");
+    }
+    let challenge = app.new_challenge("henry@example.com").await;
+    let (status, code) = error_code(
+        app.confirm_email_code(&challenge, "12a456", &device_key(1))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+}
+
+#[tokio::test]
+async fn bad_public_keys_are_refused_before_any_attempt_is_counted() {
+    let app = spawn_app().await;
+    let challenge = app.new_challenge("ivy@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut non_canonical = [0xffu8; 32];
+    non_canonical[0] = 0xee;
+    non_canonical[31] = 0x7f;
+    let b64 = |bytes: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    for key in [
+        String::new(),
+        "not base64!".to_string(),
+        b64(&[7u8; 31]),
+        b64(&[7u8; 33]),
+        device_key(1).trim_end_matches('=').to_string(),
+        b64(&identity),
+        b64(&non_canonical),
+    ] {
+        let (status, error) =
+            error_code(app.confirm_email_code(&challenge, &code, &key).await).await;
+        assert_eq!(
+            (status, error.as_str()),
+            (400, "invalid_client_public_key"),
+            "{key:?}"
+        );
+    }
+    let key = format!("{}ch:{challenge}", app.address_prefix("ivy@example.com"));
+    assert_eq!(hget(&app, &key, "attempts").as_deref(), Some("0"));
+    assert_eq!(
+        app.confirm_email_code(&challenge, &code, &device_key(1))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_block_during_an_open_challenge_refuses_the_confirm() {
+    let app = spawn_app().await;
+    let challenge = app.new_challenge("judy@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let prefix = app.address_prefix("judy@example.com");
+    let _: () = app
+        .redis()
+        .set(format!("{prefix}blocked"), "1")
+        .expect("SET");
+
+    let response = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(
+        error_code(response).await,
+        (403, "blocked_by_policy".into())
+    );
+    let sessions: i64 = app
+        .redis()
+        .zcard(format!("{prefix}sessions:all"))
+        .expect("ZCARD");
+    assert_eq!(sessions, 0);
+}
+
+#[tokio::test]
+async fn the_same_address_keeps_its_user_across_logins() {
+    let app = Spawn::default()
+        .variable("resend_interval_seconds", "0")
+        .spawn()
+        .await;
+    let one = app.login("kate@example.com", &device_key(1)).await;
+    let two = app.login("KATE@example.com", &device_key(2)).await;
+    assert_ne!(one, two);
+    let prefix = app.address_prefix("kate@example.com");
+    let user = |s: &str| hget(&app, &format!("{prefix}s:{s}"), "user_id");
+    assert_eq!(user(&one), user(&two));
+}
+
+#[tokio::test]
+async fn the_session_limit_rejects_or_evicts_the_oldest() {
+    let app = Spawn::default()
+        .variable("resend_interval_seconds", "0")
+        .spawn()
+        .await;
+    let _: () = app
+        .redis()
+        .set("ea:{ea:g}:config:session_limit", "1")
+        .expect("SET");
+    let first = app.login("leo@example.com", &device_key(1)).await;
+    let challenge = app.new_challenge("leo@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let over = app
+        .confirm_email_code(&challenge, &code, &device_key(2))
+        .await;
+    assert_eq!(
+        error_code(over).await,
+        (409, "session_limit_exceeded".into())
+    );
+    let prefix = app.address_prefix("leo@example.com");
+    assert_eq!(
+        hget(&app, &format!("{prefix}ch:{challenge}"), "state").as_deref(),
+        Some("sent"),
+        "a refused confirm changes nothing"
+    );
+
+    let app2 = Spawn::default()
+        .variable("resend_interval_seconds", "0")
+        .variable("session_limit_policy", "evict_oldest")
+        .spawn()
+        .await;
+    let _: () = app2
+        .redis()
+        .set("ea:{ea:g}:config:session_limit", "1")
+        .expect("SET");
+    let oldest = app2.login("leo@example.com", &device_key(1)).await;
+    let newest = app2.login("leo@example.com", &device_key(2)).await;
+    let prefix = app2.address_prefix("leo@example.com");
+    assert_eq!(
+        hget(&app2, &format!("{prefix}gw:{oldest}"), "status").as_deref(),
+        Some("revoked")
+    );
+    assert_eq!(
+        hget(&app2, &format!("{prefix}s:{oldest}"), "revoke_reason_code").as_deref(),
+        Some("session_limit_evicted")
+    );
+    assert_eq!(
+        hget(&app2, &format!("{prefix}gw:{newest}"), "status").as_deref(),
+        Some("active")
+    );
+    let active: i64 = app2
+        .redis()
+        .zcard(format!("{prefix}sessions:active"))
+        .expect("ZCARD");
+    assert_eq!(active, 1);
+    let _ = first;
+}
+
+#[tokio::test]
+async fn an_invalid_session_limit_fails_closed_and_names_the_key() {
+    let app = spawn_app().await;
+    let _: () = app
+        .redis()
+        .set("ea:{ea:g}:config:session_limit", "lots")
+        .expect("SET");
+    let challenge = app.new_challenge("mia@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let response = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(
+        error_code(response).await,
+        (503, "service_unavailable".into())
+    );
+    assert!(
+        app.logs()
+            .iter()
+            .any(|l| l.contains("ea:{ea:g}:config:session_limit")),
+        "{:?}",
+        app.logs()
+    );
+    let prefix = app.address_prefix("mia@example.com");
+    let sessions: i64 = app
+        .redis()
+        .zcard(format!("{prefix}sessions:all"))
+        .expect("ZCARD");
+    assert_eq!(sessions, 0);
+}
+
+// ---- concurrency, outages, secrets, round trips ----------------------------------------
+
+#[tokio::test]
+async fn ten_parallel_confirms_create_one_session_and_all_get_its_id() {
+    let app = spawn_app().await;
+    let challenge = app.new_challenge("nina@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let key = device_key(1);
+
+    let answers =
+        futures::future::join_all((0..10).map(|_| app.confirm_email_code(&challenge, &code, &key)))
+            .await;
+    let mut ids = Vec::new();
+    for response in answers {
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("JSON");
+        ids.push(body["device_session_id"].as_str().expect("id").to_string());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let prefix = app.address_prefix("nina@example.com");
+    let sessions: i64 = app
+        .redis()
+        .zcard(format!("{prefix}sessions:all"))
+        .expect("ZCARD");
+    assert_eq!(sessions, 1);
+}
+
+#[tokio::test]
+async fn parallel_wrong_codes_never_exceed_the_attempt_limit() {
+    // Budgets high enough that only the attempt limit stops the guesses.
+    let app = Spawn::default()
+        .variable("rate_limit_per_address", "100/60")
+        .variable("rate_limit_per_client", "100/60")
+        .spawn()
+        .await;
+    let challenge = app.new_challenge("oscar@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let key = device_key(1);
+
+    let answers =
+        futures::future::join_all((0..20).map(|_| app.confirm_email_code(&challenge, wrong, &key)))
+            .await;
+    let mut invalid = 0;
+    let mut exhausted = 0;
+    for response in answers {
+        match error_code(response).await {
+            (401, c) if c == "invalid_code" => invalid += 1,
+            (429, c) if c == "too_many_attempts" => exhausted += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((invalid, exhausted), (4, 16));
+    let ch = format!("{}ch:{challenge}", app.address_prefix("oscar@example.com"));
+    assert_eq!(hget(&app, &ch, "attempts").as_deref(), Some("5"));
+    assert_eq!(hget(&app, &ch, "state").as_deref(), Some("exhausted"));
+}
+
+#[tokio::test]
+async fn a_redis_outage_mid_flow_answers_503_and_leaves_nothing_half_written() {
+    let mut app = spawn_app().await;
+    let challenge = app.new_challenge("pat@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let ch = format!("{}ch:{challenge}", app.address_prefix("pat@example.com"));
+    eventually("delivery recorded", || {
+        hget(&app, &ch, "state").as_deref() == Some("sent")
+    })
+    .await;
+
+    app.redis.stop_saving();
+    let down = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(error_code(down).await, (503, "service_unavailable".into()));
+    let down = app.send_email_code("quinn@example.com").await;
+    assert_eq!(error_code(down).await, (503, "service_unavailable".into()));
+
+    app.redis.restart().expect("redis restarts with its data");
+    assert_eq!(hget(&app, &ch, "state").as_deref(), Some("sent"));
+    assert_eq!(hget(&app, &ch, "attempts").as_deref(), Some("0"));
+    let prefix = app.address_prefix("pat@example.com");
+    let sessions: i64 = app
+        .redis()
+        .zcard(format!("{prefix}sessions:all"))
+        .expect("ZCARD");
+    assert_eq!(sessions, 0);
+    let keys: Vec<String> = app
+        .redis()
+        .keys(format!("{}*", app.address_prefix("quinn@example.com")))
+        .expect("KEYS");
+    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(
+        app.confirm_email_code(&challenge, &code, &device_key(1))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn no_code_or_secret_appears_in_any_log_line_or_stored_value() {
+    let app = spawn_app().await;
+    let challenge = app.new_challenge("rita@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let _ = app
+        .confirm_email_code(&challenge, wrong, &device_key(1))
+        .await;
+    assert_eq!(
+        app.confirm_email_code(&challenge, &code, &device_key(1))
+            .await
+            .status(),
+        200
+    );
+    app.mail.answer_with(500);
+    let failing = app.new_challenge("sam@example.com").await;
+    let failing_code = app.mailed_code(&failing).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let secrets = [
+        code.as_str(),
+        failing_code.as_str(),
+        wrong,
+        TEST_SECRET,
+        MAIL_TOKEN,
+    ];
+    for line in app.logs() {
+        for secret in secrets {
+            assert!(!line.contains(secret), "log line leaks {secret:?}: {line}");
+        }
+    }
+    let mut redis = app.redis();
+    let keys: Vec<String> = redis.keys("*").expect("KEYS");
+    assert!(!keys.is_empty());
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query(&mut redis)
+            .expect("TYPE");
+        let values: Vec<String> = match kind.as_str() {
+            "string" => vec![redis.get(&key).expect("GET")],
+            "hash" => redis.hgetall::<_, Vec<String>>(&key).expect("HGETALL"),
+            "zset" => redis.zrange(&key, 0, -1).expect("ZRANGE"),
+            other => panic!("unexpected type {other} for {key}"),
+        };
+        for value in values.iter().chain(std::iter::once(&key)) {
+            for secret in [
+                code.as_str(),
+                failing_code.as_str(),
+                TEST_SECRET,
+                MAIL_TOKEN,
+            ] {
+                assert!(
+                    !value.contains(secret),
+                    "{key} stores {secret:?} in clear: {value}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn send_and_confirm_take_two_redis_round_trips_each() {
+    let app = spawn_app().await;
+    // Warm the script cache (the first run of each script is EVALSHA + EVAL).
+    let _ = app.login("warm@example.com", &device_key(9)).await;
+
+    let send = app.send_email_code("tina@example.com").await;
+    assert_eq!(
+        round_trips(&send),
+        2,
+        "guard + create (delivery is recorded after the answer)"
+    );
+    let body: Value = send.json().await.expect("JSON");
+    let challenge = body["challenge_id"].as_str().expect("id").to_string();
+    let code = app.mailed_code(&challenge).await;
+    let confirm = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(confirm.status(), 200);
+    assert_eq!(round_trips(&confirm), 2, "guard (with settings) + confirm");
+}
