@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::build::ensure_components_built;
 use crate::mail_stub::MailStub;
+use crate::openapi::check_response;
 use crate::redis_server::RedisServer;
 use crate::workspace_root;
 
@@ -141,6 +142,66 @@ pub async fn spawn_app() -> TestApp {
     Spawn::default().spawn().await
 }
 
+/// A response of a documented route, read and checked against the OpenAPI file.
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl ApiResponse {
+    /// Reads `response` and checks status and body against the spec of `method path`.
+    ///
+    /// # Panics
+    /// The body is not JSON or does not match the OpenAPI file.
+    pub async fn checked(response: reqwest::Response, path: &str, method: &str) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("response body");
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!("{method} {path} {status}: body is not JSON ({e}): {bytes:?}")
+        });
+        if let Err(mismatch) = check_response(path, method, status, &body) {
+            panic!("response does not match the OpenAPI file: {mismatch}");
+        }
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// A header value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `(status, error code)` of an error response.
+    pub fn error(&self) -> (u16, String) {
+        (
+            self.status,
+            self.body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+
+    /// A string field of the body.
+    pub fn field(&self, name: &str) -> String {
+        self.body[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string field {name:?} in {}", self.body))
+            .to_string()
+    }
+}
+
 /// A running app: host, its Redis, and a client.
 #[derive(Debug)]
 pub struct TestApp {
@@ -154,8 +215,8 @@ pub struct TestApp {
 
 impl TestApp {
     /// `GET /api/v1/health`.
-    pub async fn get_health(&self) -> reqwest::Response {
-        self.get("/api/v1/health").await
+    pub async fn get_health(&self) -> ApiResponse {
+        ApiResponse::checked(self.get("/api/v1/health").await, "/api/v1/health", "get").await
     }
 
     /// `GET <path>` on the app.
@@ -172,18 +233,20 @@ impl TestApp {
         self.host.logs()
     }
 
-    /// `POST <path>` with a JSON body.
-    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
+    /// `POST <path>` with a JSON body; the response is checked against the spec.
+    pub async fn post_json(&self, path: &str, body: &Value) -> ApiResponse {
+        let response = self
+            .client
             .post(format!("{}{path}", self.address))
             .json(body)
             .send()
             .await
-            .expect("the request reaches the host")
+            .expect("the request reaches the host");
+        ApiResponse::checked(response, path, "post").await
     }
 
     /// `POST /api/v1/public/auth/send-email-code`.
-    pub async fn send_email_code(&self, email: &str) -> reqwest::Response {
+    pub async fn send_email_code(&self, email: &str) -> ApiResponse {
         self.post_json(
             "/api/v1/public/auth/send-email-code",
             &json!({ "email": email }),
@@ -197,7 +260,7 @@ impl TestApp {
         challenge_id: &str,
         code: &str,
         client_public_key: &str,
-    ) -> reqwest::Response {
+    ) -> ApiResponse {
         self.post_json(
             "/api/v1/public/auth/confirm-email-code",
             &json!({
@@ -212,12 +275,13 @@ impl TestApp {
     /// Sends a code and returns the challenge id (asserting the 200).
     pub async fn new_challenge(&self, email: &str) -> String {
         let response = self.send_email_code(email).await;
-        assert_eq!(response.status(), 200, "send-email-code");
-        let body: Value = response.json().await.expect("JSON");
-        body["challenge_id"]
-            .as_str()
-            .expect("challenge_id")
-            .to_string()
+        assert_eq!(
+            response.status(),
+            200,
+            "send-email-code: {:?}",
+            response.body
+        );
+        response.field("challenge_id")
     }
 
     /// The code mailed for `challenge_id`.
@@ -231,12 +295,13 @@ impl TestApp {
         let challenge = self.new_challenge(email).await;
         let code = self.mailed_code(&challenge).await;
         let response = self.confirm_email_code(&challenge, &code, key).await;
-        assert_eq!(response.status(), 200, "confirm-email-code");
-        let body: Value = response.json().await.expect("JSON");
-        body["device_session_id"]
-            .as_str()
-            .expect("device_session_id")
-            .to_string()
+        assert_eq!(
+            response.status(),
+            200,
+            "confirm-email-code: {:?}",
+            response.body
+        );
+        response.field("device_session_id")
     }
 
     /// The Redis key prefix of an address's data (`ea:{a:<tag>}:`).
@@ -258,10 +323,9 @@ impl TestApp {
     }
 }
 
-/// The Redis round trips the host counted for a response.
-pub fn round_trips(response: &reqwest::Response) -> u64 {
-    response
-        .headers()
+/// The Redis round trips the host counted for a response (from its headers).
+pub fn round_trips(headers: &reqwest::header::HeaderMap) -> u64 {
+    headers
         .get(ROUND_TRIPS_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())

@@ -13,9 +13,12 @@
 pub mod app;
 pub mod build;
 pub mod mail_stub;
+pub mod openapi;
 pub mod redis_server;
 
-pub use app::{MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, device_key, round_trips, spawn_app};
+pub use app::{
+    ApiResponse, MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, device_key, round_trips, spawn_app,
+};
 pub use mail_stub::MailStub;
 pub use redis_server::RedisServer;
 

@@ -1,5 +1,6 @@
+use edge_auth_tests::ApiResponse;
 use edge_auth_tests::{round_trips, spawn_app};
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[tokio::test]
 async fn health_answers_200_ok_after_exactly_one_redis_round_trip() {
@@ -8,14 +9,13 @@ async fn health_answers_200_ok_after_exactly_one_redis_round_trip() {
     let response = app.get_health().await;
 
     assert_eq!(response.status(), 200);
-    assert_eq!(round_trips(&response), 1);
+    assert_eq!(round_trips(&response.headers), 1);
     assert_eq!(
-        response.headers()["content-type"],
-        "application/json",
+        response.header("content-type"),
+        Some("application/json"),
         "health answers JSON"
     );
-    let body: Value = response.json().await.expect("JSON body");
-    assert_eq!(body, json!({ "status": "ok" }));
+    assert_eq!(response.body, json!({ "status": "ok" }));
 }
 
 #[tokio::test]
@@ -25,9 +25,8 @@ async fn health_answers_503_degraded_while_redis_is_down_and_recovers_after() {
     app.redis.stop();
     let down = app.get_health().await;
     assert_eq!(down.status(), 503);
-    let body: Value = down.json().await.expect("JSON body");
     assert_eq!(
-        body,
+        down.body,
         json!({ "status": "degraded", "redis": "unreachable" })
     );
     assert!(
@@ -53,8 +52,8 @@ async fn health_refuses_other_methods_with_a_json_405() {
         .await
         .expect("request sent");
 
+    let response = ApiResponse::checked(response, "/api/v1/health", "post").await;
     assert_eq!(response.status(), 405);
-    assert_eq!(response.headers()["allow"], "GET");
-    let body: Value = response.json().await.expect("JSON body");
-    assert_eq!(body["error"]["code"], "method_not_allowed");
+    assert_eq!(response.header("allow"), Some("GET"));
+    assert_eq!(response.body["error"]["code"], "method_not_allowed");
 }

@@ -3,31 +3,13 @@
 use std::time::Duration;
 
 use edge_auth_tests::{
-    MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, device_key, round_trips, spawn_app,
+    ApiResponse, MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, device_key, round_trips, spawn_app,
 };
 use redis::Commands;
 use serde_json::{Value, json};
 
 const SEND: &str = "/api/v1/public/auth/send-email-code";
 const CONFIRM: &str = "/api/v1/public/auth/confirm-email-code";
-
-async fn error_code(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.expect("JSON error body");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "every error has a message: {body}"
-    );
-    (
-        status,
-        body["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
-}
 
 fn hget(app: &TestApp, key: &str, field: &str) -> Option<String> {
     app.redis().hget(key, field).expect("HGET")
@@ -57,7 +39,7 @@ async fn send_returns_a_challenge_id_and_mails_the_code_to_the_normalised_addres
 
     let response = app.send_email_code("  Alice.Smith@Example.COM ").await;
     assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("JSON");
+    let body = response.body;
     let challenge_id = body["challenge_id"]
         .as_str()
         .expect("challenge_id")
@@ -75,6 +57,8 @@ async fn send_returns_a_challenge_id_and_mails_the_code_to_the_normalised_addres
     );
 
     let mail = app.mail.delivery_for(&challenge_id).await;
+    edge_auth_tests::openapi::check_schema("MailDelivery", &mail.body)
+        .expect("the webhook body matches the documented contract");
     assert_eq!(mail.path, "/send");
     assert_eq!(
         mail.authorization.as_deref(),
@@ -115,7 +99,7 @@ async fn send_uses_the_first_accept_language_tag_as_the_mail_locale() {
         .send()
         .await
         .expect("sent");
-    let body: Value = response.json().await.expect("JSON");
+    let body = ApiResponse::checked(response, SEND, "post").await.body;
     let mail = app
         .mail
         .delivery_for(body["challenge_id"].as_str().expect("id"))
@@ -133,7 +117,7 @@ async fn an_invalid_email_is_refused_and_stores_nothing() {
         "a..b@example.com",
         "x@exa mple.com",
     ] {
-        let (status, code) = error_code(app.send_email_code(email).await).await;
+        let (status, code) = app.send_email_code(email).await.error();
         assert_eq!((status, code.as_str()), (400, "invalid_email"), "{email:?}");
     }
     assert_eq!(db_size(&app), 0);
@@ -153,17 +137,12 @@ async fn malformed_bodies_get_their_own_error_codes_and_store_nothing() {
         .send()
         .await
         .expect("sent");
-    assert_eq!(
-        error_code(wrong_type).await,
-        (415, "unsupported_media_type".into())
-    );
+    let wrong_type = ApiResponse::checked(wrong_type, SEND, "post").await;
+    assert_eq!(wrong_type.error(), (415, "unsupported_media_type".into()));
 
     let huge = json!({ "email": format!("{}@example.com", "a".repeat(5000)) });
     let too_large = app.post_json(SEND, &huge).await;
-    assert_eq!(
-        error_code(too_large).await,
-        (413, "payload_too_large".into())
-    );
+    assert_eq!(too_large.error(), (413, "payload_too_large".into()));
 
     for body in [
         "not json",
@@ -180,15 +159,12 @@ async fn malformed_bodies_get_their_own_error_codes_and_store_nothing() {
             .send()
             .await
             .expect("sent");
-        assert_eq!(
-            error_code(response).await,
-            (400, "invalid_request".into()),
-            "{body}"
-        );
+        let response = ApiResponse::checked(response, SEND, "post").await;
+        assert_eq!(response.error(), (400, "invalid_request".into()), "{body}");
     }
 
-    let get = app.get(SEND).await;
-    assert_eq!(error_code(get).await, (405, "method_not_allowed".into()));
+    let get = ApiResponse::checked(app.get(SEND).await, SEND, "get").await;
+    assert_eq!(get.error(), (405, "method_not_allowed".into()));
 
     assert_eq!(db_size(&app), 0, "no error leaves state behind");
 }
@@ -205,8 +181,8 @@ async fn a_blocked_address_gets_the_same_answer_but_no_mail_and_a_dead_challenge
     let known_answer = app.send_email_code("someone@example.com").await;
     let blocked_answer = app.send_email_code(blocked).await;
     assert_eq!(known_answer.status(), blocked_answer.status());
-    let known: Value = known_answer.json().await.expect("JSON");
-    let hidden: Value = blocked_answer.json().await.expect("JSON");
+    let known = known_answer.body;
+    let hidden = blocked_answer.body;
     let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
     assert_eq!(keys(&known), keys(&hidden), "same body shape");
     let challenge = hidden["challenge_id"].as_str().expect("challenge_id");
@@ -232,11 +208,10 @@ async fn a_blocked_address_gets_the_same_answer_but_no_mail_and_a_dead_challenge
     );
 
     // Nobody knows its code; guessing behaves exactly like any other challenge.
-    let (status, code) = error_code(
-        app.confirm_email_code(challenge, "000000", &device_key(1))
-            .await,
-    )
-    .await;
+    let (status, code) = app
+        .confirm_email_code(challenge, "000000", &device_key(1))
+        .await
+        .error();
     assert_eq!((status, code.as_str()), (401, "invalid_code"));
 }
 
@@ -312,13 +287,13 @@ async fn client_and_address_budgets_answer_429_with_retry_after() {
         );
     }
     let limited = app.send_email_code("c4@example.com").await;
-    let retry_after: u64 = limited.headers()["retry-after"]
-        .to_str()
-        .expect("text")
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .expect("Retry-After")
         .parse()
         .expect("seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
-    assert_eq!(error_code(limited).await, (429, "rate_limited".into()));
+    assert_eq!(limited.error(), (429, "rate_limited".into()));
 
     let app = Spawn::default()
         .variable("rate_limit_per_address", "2/3600")
@@ -328,7 +303,7 @@ async fn client_and_address_budgets_answer_429_with_retry_after() {
     for _ in 0..2 {
         assert_eq!(app.send_email_code("busy@example.com").await.status(), 200);
     }
-    let (status, code) = error_code(app.send_email_code("busy@example.com").await).await;
+    let (status, code) = app.send_email_code("busy@example.com").await.error();
     assert_eq!((status, code.as_str()), (429, "rate_limited"));
     assert_eq!(app.send_email_code("other@example.com").await.status(), 200);
 }
@@ -350,9 +325,9 @@ async fn confirm_creates_a_session_and_its_gateway_projection_atomically() {
         .send()
         .await
         .expect("sent");
+    let response = ApiResponse::checked(response, CONFIRM, "post").await;
     assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("JSON");
-    let session = body["device_session_id"].as_str().expect("id").to_string();
+    let session = response.field("device_session_id");
     assert!(
         session.starts_with("s_") && session.len() >= 40,
         "{session}"
@@ -392,26 +367,20 @@ async fn a_repeated_confirm_is_idempotent_for_the_same_key_only() {
     let challenge = app.new_challenge("dave@example.com").await;
     let code = app.mailed_code(&challenge).await;
 
-    let first: Value = app
+    let first = app
         .confirm_email_code(&challenge, &code, &device_key(1))
         .await
-        .json()
-        .await
-        .expect("JSON");
+        .body;
     let again = app
         .confirm_email_code(&challenge, &code, &device_key(1))
         .await;
     assert_eq!(again.status(), 200);
-    let again: Value = again.json().await.expect("JSON");
-    assert_eq!(first["device_session_id"], again["device_session_id"]);
+    assert_eq!(first["device_session_id"], again.body["device_session_id"]);
 
     let other_key = app
         .confirm_email_code(&challenge, &code, &device_key(2))
         .await;
-    assert_eq!(
-        error_code(other_key).await,
-        (410, "challenge_expired".into())
-    );
+    assert_eq!(other_key.error(), (410, "challenge_expired".into()));
     let prefix = app.address_prefix("dave@example.com");
     let sessions: i64 = app
         .redis()
@@ -429,15 +398,17 @@ async fn wrong_codes_count_until_the_challenge_is_dead() {
     let key = device_key(1);
 
     for _ in 0..4 {
-        let (status, error) =
-            error_code(app.confirm_email_code(&challenge, wrong, &key).await).await;
+        let (status, error) = app
+            .confirm_email_code(&challenge, wrong, &key)
+            .await
+            .error();
         assert_eq!((status, error.as_str()), (401, "invalid_code"));
     }
     let fifth = app.confirm_email_code(&challenge, wrong, &key).await;
-    assert_eq!(error_code(fifth).await, (429, "too_many_attempts".into()));
+    assert_eq!(fifth.error(), (429, "too_many_attempts".into()));
     let right = app.confirm_email_code(&challenge, &code, &key).await;
     assert_eq!(
-        error_code(right).await,
+        right.error(),
         (429, "too_many_attempts".into()),
         "dead for good"
     );
@@ -453,16 +424,15 @@ async fn an_expired_challenge_is_gone_and_guessing_it_counts_nothing() {
     let code = app.mailed_code(&challenge).await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 
-    let (status, error) = error_code(
-        app.confirm_email_code(&challenge, "999999", &device_key(1))
-            .await,
-    )
-    .await;
+    let (status, error) = app
+        .confirm_email_code(&challenge, "999999", &device_key(1))
+        .await
+        .error();
     assert_eq!((status, error.as_str()), (410, "challenge_expired"));
     let late = app
         .confirm_email_code(&challenge, &code, &device_key(1))
         .await;
-    assert_eq!(error_code(late).await, (410, "challenge_expired".into()));
+    assert_eq!(late.error(), (410, "challenge_expired".into()));
     let key = format!("{}ch:{challenge}", app.address_prefix("frank@example.com"));
     assert_eq!(hget(&app, &key, "attempts").as_deref(), Some("0"));
 }
@@ -482,7 +452,7 @@ async fn only_the_newest_challenge_of_an_address_can_be_confirmed() {
     let stale = app
         .confirm_email_code(&old, &old_code, &device_key(1))
         .await;
-    assert_eq!(error_code(stale).await, (410, "challenge_expired".into()));
+    assert_eq!(stale.error(), (410, "challenge_expired".into()));
     assert_eq!(
         app.confirm_email_code(&new, &new_code, &device_key(1))
             .await
@@ -495,23 +465,23 @@ async fn only_the_newest_challenge_of_an_address_can_be_confirmed() {
 async fn unknown_and_malformed_challenges_are_told_apart() {
     let app = spawn_app().await;
     let unknown = "c_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA";
-    let (status, code) = error_code(
-        app.confirm_email_code(unknown, "123456", &device_key(1))
-            .await,
-    )
-    .await;
+    let (status, code) = app
+        .confirm_email_code(unknown, "123456", &device_key(1))
+        .await
+        .error();
     assert_eq!((status, code.as_str()), (404, "challenge_not_found"));
     for bad in ["", "nope", "s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA"] {
-        let (status, code) =
-            error_code(app.confirm_email_code(bad, "123456", &device_key(1)).await).await;
+        let (status, code) = app
+            .confirm_email_code(bad, "123456", &device_key(1))
+            .await
+            .error();
         assert_eq!((status, code.as_str()), (400, "invalid_request"), "{bad:?}");
     }
     let challenge = app.new_challenge("henry@example.com").await;
-    let (status, code) = error_code(
-        app.confirm_email_code(&challenge, "12a456", &device_key(1))
-            .await,
-    )
-    .await;
+    let (status, code) = app
+        .confirm_email_code(&challenge, "12a456", &device_key(1))
+        .await
+        .error();
     assert_eq!((status, code.as_str()), (400, "invalid_request"));
 }
 
@@ -538,8 +508,10 @@ async fn bad_public_keys_are_refused_before_any_attempt_is_counted() {
         b64(&identity),
         b64(&non_canonical),
     ] {
-        let (status, error) =
-            error_code(app.confirm_email_code(&challenge, &code, &key).await).await;
+        let (status, error) = app
+            .confirm_email_code(&challenge, &code, &key)
+            .await
+            .error();
         assert_eq!(
             (status, error.as_str()),
             (400, "invalid_client_public_key"),
@@ -570,10 +542,7 @@ async fn a_block_during_an_open_challenge_refuses_the_confirm() {
     let response = app
         .confirm_email_code(&challenge, &code, &device_key(1))
         .await;
-    assert_eq!(
-        error_code(response).await,
-        (403, "blocked_by_policy".into())
-    );
+    assert_eq!(response.error(), (403, "blocked_by_policy".into()));
     let sessions: i64 = app
         .redis()
         .zcard(format!("{prefix}sessions:all"))
@@ -611,10 +580,7 @@ async fn the_session_limit_rejects_or_evicts_the_oldest() {
     let over = app
         .confirm_email_code(&challenge, &code, &device_key(2))
         .await;
-    assert_eq!(
-        error_code(over).await,
-        (409, "session_limit_exceeded".into())
-    );
+    assert_eq!(over.error(), (409, "session_limit_exceeded".into()));
     let prefix = app.address_prefix("leo@example.com");
     assert_eq!(
         hget(&app, &format!("{prefix}ch:{challenge}"), "state").as_deref(),
@@ -666,10 +632,7 @@ async fn an_invalid_session_limit_fails_closed_and_names_the_key() {
     let response = app
         .confirm_email_code(&challenge, &code, &device_key(1))
         .await;
-    assert_eq!(
-        error_code(response).await,
-        (503, "service_unavailable".into())
-    );
+    assert_eq!(response.error(), (503, "service_unavailable".into()));
     assert!(
         app.logs()
             .iter()
@@ -700,8 +663,7 @@ async fn ten_parallel_confirms_create_one_session_and_all_get_its_id() {
     let mut ids = Vec::new();
     for response in answers {
         assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.expect("JSON");
-        ids.push(body["device_session_id"].as_str().expect("id").to_string());
+        ids.push(response.field("device_session_id"));
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
@@ -732,7 +694,7 @@ async fn parallel_wrong_codes_never_exceed_the_attempt_limit() {
     let mut invalid = 0;
     let mut exhausted = 0;
     for response in answers {
-        match error_code(response).await {
+        match response.error() {
             (401, c) if c == "invalid_code" => invalid += 1,
             (429, c) if c == "too_many_attempts" => exhausted += 1,
             other => panic!("unexpected {other:?}"),
@@ -759,9 +721,9 @@ async fn a_redis_outage_mid_flow_answers_503_and_leaves_nothing_half_written() {
     let down = app
         .confirm_email_code(&challenge, &code, &device_key(1))
         .await;
-    assert_eq!(error_code(down).await, (503, "service_unavailable".into()));
+    assert_eq!(down.error(), (503, "service_unavailable".into()));
     let down = app.send_email_code("quinn@example.com").await;
-    assert_eq!(error_code(down).await, (503, "service_unavailable".into()));
+    assert_eq!(down.error(), (503, "service_unavailable".into()));
 
     app.redis.restart().expect("redis restarts with its data");
     assert_eq!(hget(&app, &ch, "state").as_deref(), Some("sent"));
@@ -855,16 +817,19 @@ async fn send_and_confirm_take_two_redis_round_trips_each() {
 
     let send = app.send_email_code("tina@example.com").await;
     assert_eq!(
-        round_trips(&send),
+        round_trips(&send.headers),
         2,
         "guard + create (delivery is recorded after the answer)"
     );
-    let body: Value = send.json().await.expect("JSON");
-    let challenge = body["challenge_id"].as_str().expect("id").to_string();
+    let challenge = send.field("challenge_id");
     let code = app.mailed_code(&challenge).await;
     let confirm = app
         .confirm_email_code(&challenge, &code, &device_key(1))
         .await;
     assert_eq!(confirm.status(), 200);
-    assert_eq!(round_trips(&confirm), 2, "guard (with settings) + confirm");
+    assert_eq!(
+        round_trips(&confirm.headers),
+        2,
+        "guard (with settings) + confirm"
+    );
 }
