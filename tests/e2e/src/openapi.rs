@@ -35,15 +35,15 @@ pub fn check_response(path: &str, method: &str, status: u16, body: &Value) -> Re
     let mut method = method.to_ascii_lowercase();
     // OpenAPI cannot describe "any other method": a 405 for an undocumented method is
     // checked against the 405 the path documents.
-    if status == 405 && doc["paths"][path][&method].is_null() {
-        if let Some((documented, _)) = doc["paths"][path]
+    if status == 405
+        && doc["paths"][path][&method].is_null()
+        && let Some((documented, _)) = doc["paths"][path]
             .as_object()
             .into_iter()
             .flatten()
             .find(|(_, op)| !op["responses"]["405"].is_null())
-        {
-            method = documented.clone();
-        }
+    {
+        method = documented.clone();
     }
     let responses = &doc["paths"][path][&method]["responses"];
     if responses.is_null() {
