@@ -4,14 +4,17 @@
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]
 
-use edge_auth_domain::login::confirm::{ConfirmError, ConfirmRequest, confirm_email_code};
+use edge_auth_domain::login::confirm::{
+    ConfirmError, ConfirmRequest, Directory, confirm_email_code,
+};
 use edge_auth_domain::random::OsRandom;
 use edge_auth_domain::time::Timestamp;
 use edge_auth_spin::http::{log_cause, read_json, respond, respond_error};
 use edge_auth_spin::login_store::RedisLoginStore;
 use edge_auth_spin::public_errors;
 use edge_auth_spin::redis::SpinRedis;
-use edge_auth_spin::settings::login_settings;
+use edge_auth_spin::settings::{login_settings, optional};
+use edge_auth_spin::user_directory::RestUserDirectory;
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
@@ -45,7 +48,30 @@ async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) 
     let run = || -> Result<_, ConfirmError> {
         let settings = login_settings()?;
         let store = RedisLoginStore::new(SpinRedis::connect()?);
-        confirm_email_code(&settings, &store, &OsRandom, &request, Timestamp::now())
+        match optional("user_directory")?.as_deref() {
+            None | Some("redis") => confirm_email_code(
+                &settings,
+                &store,
+                Directory::Redis,
+                &OsRandom,
+                &request,
+                Timestamp::now(),
+            ),
+            Some("rest") => {
+                let users = RestUserDirectory::from_variables()?;
+                confirm_email_code(
+                    &settings,
+                    &store,
+                    Directory::External(&users),
+                    &OsRandom,
+                    &request,
+                    Timestamp::now(),
+                )
+            }
+            Some(other) => Err(ConfirmError::Unexpected(anyhow::anyhow!(
+                "user_directory must be `redis` or `rest`, got {other:?}"
+            ))),
+        }
     };
     match run() {
         Ok(confirmed) => {

@@ -8,7 +8,8 @@
 //! - [`redis`]: the connection, scripts (EVALSHA → EVAL) and flat replies.
 //! - [`keys`]: every Redis key name, in one table.
 //! - [`login_store`]: the login store as Lua scripts.
-//! - [`mail`]: the mail adapters (`webhook`, `log`).
+//! - [`mail`]: the mail adapters (`webhook`, `log`); [`user_directory`]: the REST user
+//!   directory; [`outbound`]: outgoing HTTP with timeouts.
 //! - [`http`]: strict JSON requests, responses; [`public_errors`]: the error table.
 
 pub mod config;
@@ -16,6 +17,8 @@ pub mod http;
 pub mod keys;
 pub mod login_store;
 pub mod mail;
+pub mod outbound;
 pub mod public_errors;
 pub mod redis;
 pub mod settings;
+pub mod user_directory;

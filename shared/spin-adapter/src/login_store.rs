@@ -5,10 +5,11 @@ use std::sync::OnceLock;
 
 use anyhow::bail;
 use edge_auth_domain::challenge::ChallengeState;
+use edge_auth_domain::email::EmailAddress;
 use edge_auth_domain::ids::{ChallengeId, DeviceSessionId};
 use edge_auth_domain::login::ports::{
     ConfirmAttempt, ConfirmOutcome, CreateOutcome, GuardOutcome, GuardRequest, LimitPolicy,
-    LoginStore, NewChallenge,
+    LoginStore, NewChallenge, UserChoice,
 };
 
 use crate::keys::{self, AddressKeys};
@@ -131,13 +132,18 @@ impl LoginStore for RedisLoginStore {
             LimitPolicy::Reject => "reject",
             LimitPolicy::EvictOldest => "evict_oldest",
         };
-        let args: [Arg; 12] = [
+        let (user_id, user_mode) = match &a.user {
+            UserChoice::Local { new_user_id } => (new_user_id.as_str(), "local"),
+            UserChoice::External { user_id } => (user_id.as_str(), "external"),
+            UserChoice::ExternalUnresolved => ("", "external_unresolved"),
+        };
+        let args: [Arg; 13] = [
             a.challenge_id.as_str().into(),
             a.code_mac.to_hex().into(),
             a.client_public_key.as_str().into(),
             a.now.0.into(),
             session.into(),
-            a.new_user_id.as_str().into(),
+            user_id.into(),
             a.session_limit
                 .map(|n| n.to_string())
                 .unwrap_or_default()
@@ -147,6 +153,7 @@ impl LoginStore for RedisLoginStore {
             a.user_agent.as_str().into(),
             a.idempotency_ms.into(),
             k.prefix().into(),
+            user_mode.into(),
         ];
         let mut reply = Reply::new(
             "confirm",
@@ -171,6 +178,9 @@ impl LoginStore for RedisLoginStore {
             "too_many_attempts" => ConfirmOutcome::TooManyAttempts,
             "blocked" => ConfirmOutcome::Blocked,
             "session_limit" => ConfirmOutcome::SessionLimitExceeded,
+            "need_user" => ConfirmOutcome::NeedUser {
+                email: EmailAddress::parse(&reply.required()?)?,
+            },
             other => bail!("`confirm` reply: unexpected {other:?}"),
         })
     }

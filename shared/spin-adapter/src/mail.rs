@@ -11,10 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use edge_auth_domain::login::ports::{MailMessage, MailSender};
 use serde::Serialize;
-use spin_sdk::http::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
-use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
-use spin_sdk::wit::wasi::http0_2_0::types::RequestOptions;
+use spin_sdk::http::Method;
 
+use crate::outbound::{self, Call};
 use crate::settings::optional;
 
 /// The configured mail adapter.
@@ -104,80 +103,17 @@ impl WebhookMailer {
             expires_at: message.expires_at.to_rfc3339(),
             locale: &message.locale,
         })?;
-        let status = post_json(url, token, &body, self.timeout)?;
+        let (status, _) = outbound::send(&Call {
+            method: Method::Post,
+            url,
+            bearer: token,
+            json_body: Some(&body),
+            timeout: self.timeout,
+        })
+        .context("calling the mail webhook")?;
         if !(200..300).contains(&status) {
             bail!("the mail webhook answered {status}");
         }
         Ok(())
     }
-}
-
-/// POSTs `body` and returns the status, with connect and first-byte timeouts.
-fn post_json(url: &str, token: &str, body: &[u8], timeout: Duration) -> anyhow::Result<u16> {
-    let uri: http::Uri = url.parse().context("mail_webhook_url is not a URL")?;
-    let scheme = match uri.scheme_str() {
-        Some("http") => Scheme::Http,
-        Some("https") => Scheme::Https,
-        _ => bail!("mail_webhook_url must be http:// or https://"),
-    };
-    let authority = uri
-        .authority()
-        .context("mail_webhook_url has no host")?
-        .to_string();
-    let path = uri
-        .path_and_query()
-        .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
-
-    let headers = Fields::from_list(&[
-        ("content-type".to_string(), b"application/json".to_vec()),
-        (
-            "authorization".to_string(),
-            format!("Bearer {token}").into_bytes(),
-        ),
-        (
-            "content-length".to_string(),
-            body.len().to_string().into_bytes(),
-        ),
-    ])
-    .map_err(|e| anyhow::anyhow!("building webhook headers: {e:?}"))?;
-    let request = OutgoingRequest::new(headers);
-    let fail = |what: &str| anyhow::anyhow!("building the webhook request: {what}");
-    request
-        .set_method(&Method::Post)
-        .map_err(|()| fail("method"))?;
-    request
-        .set_scheme(Some(&scheme))
-        .map_err(|()| fail("scheme"))?;
-    request
-        .set_authority(Some(&authority))
-        .map_err(|()| fail("authority"))?;
-    request
-        .set_path_with_query(Some(&path))
-        .map_err(|()| fail("path"))?;
-    let outgoing = request.body().map_err(|()| fail("body"))?;
-    {
-        let stream = outgoing.write().map_err(|()| fail("body stream"))?;
-        for chunk in body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| anyhow::anyhow!("writing the webhook body: {e:?}"))?;
-        }
-    }
-    OutgoingBody::finish(outgoing, None)
-        .map_err(|e| anyhow::anyhow!("finishing the webhook body: {e:?}"))?;
-
-    let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-    let options = RequestOptions::new();
-    let _ = options.set_connect_timeout(Some(nanos));
-    let _ = options.set_first_byte_timeout(Some(nanos));
-    let _ = options.set_between_bytes_timeout(Some(nanos));
-    let future = outgoing_handler::handle(request, Some(options))
-        .map_err(|e| anyhow::anyhow!("sending the webhook request: {e:?}"))?;
-    future.subscribe().block();
-    let response = future
-        .get()
-        .context("the webhook response was not ready")?
-        .map_err(|()| anyhow::anyhow!("the webhook response was already taken"))?
-        .map_err(|e| anyhow::anyhow!("the webhook request failed: {e:?}"))?;
-    Ok(response.status())
 }

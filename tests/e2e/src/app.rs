@@ -16,6 +16,7 @@ use crate::build::ensure_components_built;
 use crate::mail_stub::MailStub;
 use crate::openapi::check_response;
 use crate::redis_server::RedisServer;
+use crate::user_service_stub::UserServiceStub;
 use crate::workspace_root;
 
 /// The `code_hmac_key` every test app runs with.
@@ -23,6 +24,9 @@ pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 
 /// The bearer token the mail stub expects.
 pub const MAIL_TOKEN: &str = "mail-token-for-tests";
+
+/// The bearer token sent to the user service stub.
+pub const USER_SERVICE_TOKEN: &str = "user-service-token-for-tests";
 
 /// The base64 public key of a deterministic test device.
 pub fn device_key(seed: u8) -> String {
@@ -68,7 +72,12 @@ impl Spawn {
     }
 
     /// Host options for this spawn, against `redis` and the mail stub.
-    pub fn host_options(&self, redis: &RedisServer, mail: &MailStub) -> HostOptions {
+    pub fn host_options(
+        &self,
+        redis: &RedisServer,
+        mail: &MailStub,
+        users: &UserServiceStub,
+    ) -> HostOptions {
         let mut env = HashMap::new();
         for (name, value) in [
             ("CODE_HMAC_KEY", TEST_SECRET.to_string()),
@@ -76,6 +85,9 @@ impl Spawn {
             ("MAIL_WEBHOOK_TOKEN", MAIL_TOKEN.to_string()),
             ("MAIL_WEBHOOK_ALLOWED_HOST", mail.allowed_host()),
             ("MAIL_WEBHOOK_TIMEOUT_MS", "2000".to_string()),
+            ("USER_SERVICE_URL", users.url()),
+            ("USER_SERVICE_TOKEN", USER_SERVICE_TOKEN.to_string()),
+            ("USER_SERVICE_ALLOWED_HOST", users.url()),
         ] {
             env.insert(format!("SPIN_VARIABLE_{name}"), value);
         }
@@ -115,12 +127,14 @@ impl Spawn {
             .await
             .context("redis task panicked")??;
         let mail = MailStub::start().await?;
-        let host = edge_auth_host::start(self.host_options(&redis, &mail)).await?;
+        let users = UserServiceStub::start().await?;
+        let host = edge_auth_host::start(self.host_options(&redis, &mail, &users)).await?;
         Ok(TestApp {
             address: host.url(),
             host,
             redis,
             mail,
+            users,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -210,6 +224,7 @@ pub struct TestApp {
     pub host: RunningHost,
     pub redis: RedisServer,
     pub mail: MailStub,
+    pub users: UserServiceStub,
     pub client: reqwest::Client,
 }
 

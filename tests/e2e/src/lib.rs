@@ -9,18 +9,23 @@
 //! - [`build`]: builds the components named by the manifests' build commands, once.
 //! - [`app`]: [`spawn_app`] and [`TestApp`], one method per endpoint.
 //! - [`mail_stub`]: [`MailStub`], the team's mail webhook as a recording stub.
+//! - [`user_service_stub`]: [`UserServiceStub`], the team's user service (REST directory).
+//! - [`openapi`]: checks responses against the OpenAPI file.
 
 pub mod app;
 pub mod build;
 pub mod mail_stub;
 pub mod openapi;
 pub mod redis_server;
+pub mod user_service_stub;
 
 pub use app::{
-    ApiResponse, MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, device_key, round_trips, spawn_app,
+    ApiResponse, MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, USER_SERVICE_TOKEN, device_key,
+    round_trips, spawn_app,
 };
 pub use mail_stub::MailStub;
 pub use redis_server::RedisServer;
+pub use user_service_stub::UserServiceStub;
 
 use std::path::PathBuf;
 

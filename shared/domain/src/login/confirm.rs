@@ -6,7 +6,10 @@
 
 use crate::code::VerificationCode;
 use crate::ids::{ChallengeId, DeviceSessionId, InvalidId, UserId};
-use crate::login::ports::{ConfirmAttempt, ConfirmOutcome, GuardOutcome, GuardRequest, LoginStore};
+use crate::login::ports::{
+    ConfirmAttempt, ConfirmOutcome, GuardOutcome, GuardRequest, LoginStore, UserChoice,
+    UserDirectory,
+};
 use crate::login::settings::{LoginSettings, parse_session_limit};
 use crate::public_key::{ClientPublicKey, PublicKeyError};
 use crate::random::Random;
@@ -63,6 +66,41 @@ pub struct Confirmed {
     pub replay: bool,
 }
 
+/// Where users come from.
+#[derive(Clone, Copy)]
+pub enum Directory<'a> {
+    /// The store's own mapping (one Redis script does everything).
+    Redis,
+    /// The team's user service.
+    External(&'a dyn UserDirectory),
+}
+
+impl std::fmt::Debug for Directory<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Redis => "Directory::Redis",
+            Self::External(_) => "Directory::External",
+        })
+    }
+}
+
+/// Checks an id from the external directory before it goes into keys and records.
+fn checked_external_id(user_id: String) -> Result<String, ConfirmError> {
+    let ok = !user_id.is_empty()
+        && user_id.len() <= 128
+        && user_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if ok {
+        Ok(user_id)
+    } else {
+        Err(ConfirmError::Unexpected(anyhow::anyhow!(
+            "the user directory returned an unusable user id ({} bytes)",
+            user_id.len()
+        )))
+    }
+}
+
 /// Runs the use case.
 ///
 /// # Errors
@@ -71,6 +109,7 @@ pub struct Confirmed {
 pub fn confirm_email_code(
     settings: &LoginSettings,
     store: &impl LoginStore,
+    directory: Directory<'_>,
     random: &impl Random,
     request: &ConfirmRequest,
     now: Timestamp,
@@ -107,20 +146,41 @@ pub fn confirm_email_code(
     let session_limit =
         parse_session_limit(raw_limit.as_deref()).map_err(ConfirmError::BadSessionLimit)?;
 
-    let attempt = ConfirmAttempt {
+    let mut attempt = ConfirmAttempt {
         code_mac: settings.key.code_mac(&challenge_id, code.expose()),
         challenge_id,
         client_public_key,
         now,
         new_session_id: DeviceSessionId::generate(tag, random)?,
-        new_user_id: UserId::generate(tag, random)?,
+        user: match directory {
+            Directory::Redis => UserChoice::Local {
+                new_user_id: UserId::generate(tag, random)?,
+            },
+            Directory::External(_) => UserChoice::ExternalUnresolved,
+        },
         session_limit,
         limit_policy: settings.limit_policy,
         client_addr: request.client_addr.clone(),
         user_agent: request.user_agent.chars().take(512).collect(),
         idempotency_ms: millis(settings.policy.idempotency_window),
     };
-    match store.confirm(&attempt)? {
+    let mut outcome = store.confirm(&attempt)?;
+    if let (ConfirmOutcome::NeedUser { email }, Directory::External(users)) = (&outcome, directory)
+    {
+        // The code is proven: only now may the directory create a user.
+        let user = match users.resolve(email)? {
+            Some(user) => user,
+            None => users.create(email)?,
+        };
+        if user.blocked {
+            return Err(ConfirmError::Blocked);
+        }
+        attempt.user = UserChoice::External {
+            user_id: checked_external_id(user.user_id)?,
+        };
+        outcome = store.confirm(&attempt)?;
+    }
+    match outcome {
         ConfirmOutcome::Confirmed { session_id, replay } => Ok(Confirmed {
             device_session_id: session_id,
             replay,
@@ -135,5 +195,8 @@ pub fn confirm_email_code(
         ConfirmOutcome::TooManyAttempts => Err(ConfirmError::TooManyAttempts),
         ConfirmOutcome::Blocked => Err(ConfirmError::Blocked),
         ConfirmOutcome::SessionLimitExceeded => Err(ConfirmError::SessionLimitExceeded),
+        ConfirmOutcome::NeedUser { .. } => Err(ConfirmError::Unexpected(anyhow::anyhow!(
+            "the store asked for a user although one was given"
+        ))),
     }
 }

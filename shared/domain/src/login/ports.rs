@@ -68,13 +68,26 @@ pub struct ConfirmAttempt {
     pub now: Timestamp,
     /// Used only if a session is created.
     pub new_session_id: DeviceSessionId,
-    /// Used only if the address has no user yet.
-    pub new_user_id: UserId,
+    /// Who the session is for.
+    pub user: UserChoice,
     pub session_limit: Option<u32>,
     pub limit_policy: LimitPolicy,
     pub client_addr: String,
     pub user_agent: String,
     pub idempotency_ms: u64,
+}
+
+/// How the confirm finds the user of the address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChoice {
+    /// Redis user directory: the store's own address → user mapping, with this id for
+    /// an address that has no user yet.
+    Local { new_user_id: UserId },
+    /// External directory, not asked yet: the store answers
+    /// [`ConfirmOutcome::NeedUser`] once everything else checks out.
+    ExternalUnresolved,
+    /// External directory, resolved (and not blocked).
+    External { user_id: String },
 }
 
 /// The result of a confirm.
@@ -97,6 +110,11 @@ pub enum ConfirmOutcome {
     TooManyAttempts,
     Blocked,
     SessionLimitExceeded,
+    /// The code is right and nothing else stands in the way; resolve the user of this
+    /// address in the external directory and confirm again. Nothing was changed.
+    NeedUser {
+        email: EmailAddress,
+    },
 }
 
 /// The login state store.
@@ -126,6 +144,28 @@ pub trait LoginStore {
     /// # Errors
     /// As [`LoginStore::guard`]; then nothing changed.
     fn confirm(&self, attempt: &ConfirmAttempt) -> anyhow::Result<ConfirmOutcome>;
+}
+
+/// A user as the external user directory knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    pub user_id: String,
+    pub blocked: bool,
+}
+
+/// An external user directory (the team's user service).
+pub trait UserDirectory {
+    /// Looks a user up by normalised address.
+    ///
+    /// # Errors
+    /// The directory is unreachable or answered something unexpected (after retries).
+    fn resolve(&self, email: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>>;
+
+    /// Creates the user of an address (the directory makes this idempotent per address).
+    ///
+    /// # Errors
+    /// As [`UserDirectory::resolve`].
+    fn create(&self, email: &EmailAddress) -> anyhow::Result<DirectoryUser>;
 }
 
 /// One code to deliver.

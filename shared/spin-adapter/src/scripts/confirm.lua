@@ -5,10 +5,13 @@
 --       7 new session record, 8 new session projection
 -- ARGV: 1 challenge_id, 2 code_mac, 3 client_public_key, 4 now (ms), 5 new session id,
 --       6 new user id, 7 session limit ('' = none), 8 limit policy, 9 client address,
---       10 user agent, 11 idempotency window (ms), 12 key prefix of this address
--- Returns {'ok', session_id, 'created'|'replay', user_id, evicted...} or {error, ...}.
+--       10 user agent, 11 idempotency window (ms), 12 key prefix of this address,
+--       13 user mode: 'local' (ARGV[6] is the id for a new user), 'external' (ARGV[6] is
+--       the directory's user id) or 'external_unresolved' (ask for the user first)
+-- Returns {'ok', session_id, 'created'|'replay', user_id, evicted...},
+-- {'need_user', email} (nothing changed) or {error, ...}.
 local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
-  'max_attempts', 'confirmed_key', 'session_id', 'user_id')
+  'max_attempts', 'confirmed_key', 'session_id', 'user_id', 'email')
 local state = ch[1]
 if not state then
   return {'not_found'}
@@ -61,11 +64,19 @@ if state == 'suppressed' or redis.call('EXISTS', KEYS[3]) == 1 then
   return {'blocked'}
 end
 
-local user_id = redis.call('GET', KEYS[4])
+local user_id
 local new_user = false
-if not user_id then
+if ARGV[13] == 'local' then
+  user_id = redis.call('GET', KEYS[4])
+  if not user_id then
+    user_id = ARGV[6]
+    new_user = true
+  end
+elseif ARGV[13] == 'external' then
   user_id = ARGV[6]
   new_user = true
+else
+  return {'need_user', ch[9]}
 end
 
 local evicted = {}

@@ -648,6 +648,72 @@ async fn an_invalid_session_limit_fails_closed_and_names_the_key() {
     assert_eq!(sessions, 0);
 }
 
+#[tokio::test]
+async fn the_code_length_is_configurable() {
+    let app = Spawn::default().variable("code_length", "8").spawn().await;
+    let challenge = app.new_challenge("yuri@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    assert_eq!(code.len(), 8);
+    let six = app
+        .confirm_email_code(&challenge, &code[..6], &device_key(1))
+        .await;
+    assert_eq!(six.error(), (400, "invalid_request".into()));
+    assert_eq!(
+        app.confirm_email_code(&challenge, &code, &device_key(1))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_replay_after_the_idempotency_window_finds_nothing() {
+    let app = Spawn::default()
+        .variable("confirm_idempotency_seconds", "1")
+        .spawn()
+        .await;
+    let challenge = app.new_challenge("zoe@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    assert_eq!(
+        app.confirm_email_code(&challenge, &code, &device_key(1))
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let late = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(late.error(), (404, "challenge_not_found".into()));
+}
+
+#[tokio::test]
+async fn confirm_has_its_own_budgets() {
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "2/60")
+        .spawn()
+        .await;
+    let unknown = "c_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA";
+    for _ in 0..2 {
+        let answer = app
+            .confirm_email_code(unknown, "123456", &device_key(1))
+            .await;
+        assert_eq!(answer.error(), (404, "challenge_not_found".into()));
+    }
+    let limited = app
+        .confirm_email_code(unknown, "123456", &device_key(1))
+        .await;
+    assert!(limited.header("retry-after").is_some());
+    assert_eq!(limited.error(), (429, "rate_limited".into()));
+    assert_eq!(
+        app.send_email_code("other-route@example.com")
+            .await
+            .status(),
+        200,
+        "send spends from its own bucket"
+    );
+}
+
 // ---- concurrency, outages, secrets, round trips ----------------------------------------
 
 #[tokio::test]
@@ -831,5 +897,114 @@ async fn send_and_confirm_take_two_redis_round_trips_each() {
         round_trips(&confirm.headers),
         2,
         "guard (with settings) + confirm"
+    );
+}
+
+// ---- the REST user directory ------------------------------------------------------------
+
+fn rest_directory() -> Spawn {
+    Spawn::default()
+        .variable("user_directory", "rest")
+        .variable("resend_interval_seconds", "0")
+}
+
+#[tokio::test]
+async fn the_rest_directory_creates_a_user_once_after_the_code_is_proven() {
+    let app = rest_directory().spawn().await;
+
+    let challenge = app.new_challenge("uma@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let _ = app
+        .confirm_email_code(&challenge, wrong, &device_key(1))
+        .await;
+    assert!(
+        app.users.calls().is_empty(),
+        "a wrong code never reaches the directory"
+    );
+
+    let first = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(first.status(), 200);
+    let second = app.login("uma@example.com", &device_key(2)).await;
+
+    let user_id = app.users.user_of("uma@example.com").expect("created");
+    let prefix = app.address_prefix("uma@example.com");
+    for session in [first.field("device_session_id"), second] {
+        assert_eq!(
+            hget(&app, &format!("{prefix}s:{session}"), "user_id"),
+            Some(user_id.clone())
+        );
+    }
+    let calls = app.users.calls();
+    let creates = calls.iter().filter(|c| c.method == "POST").count();
+    assert_eq!(creates, 1, "{calls:?}");
+    assert!(calls.iter().all(|c| c.authorization.as_deref()
+        == Some(format!("Bearer {}", edge_auth_tests::USER_SERVICE_TOKEN).as_str())));
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.path_and_query == "/users/by-email?email=uma%40example.com"),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_rest_directory_refuses_a_blocked_user() {
+    let app = rest_directory().spawn().await;
+    let _ = app.login("vera@example.com", &device_key(1)).await;
+    app.users.block("vera@example.com");
+
+    let challenge = app.new_challenge("vera@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let refused = app
+        .confirm_email_code(&challenge, &code, &device_key(2))
+        .await;
+    assert_eq!(refused.error(), (403, "blocked_by_policy".into()));
+    let prefix = app.address_prefix("vera@example.com");
+    let sessions: i64 = app
+        .redis()
+        .zcard(format!("{prefix}sessions:all"))
+        .expect("ZCARD");
+    assert_eq!(sessions, 1, "only the session from before the block");
+}
+
+#[tokio::test]
+async fn the_rest_directory_retries_reads_and_fails_closed_when_down() {
+    let app = rest_directory().spawn().await;
+
+    // Two failed lookups are retried away.
+    app.users.fail_reads(2);
+    let _ = app.login("walt@example.com", &device_key(1)).await;
+
+    // A directory that stays down: 503, and the challenge stays usable.
+    let challenge = app.new_challenge("walt@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    app.users.fail_reads(3);
+    let down = app
+        .confirm_email_code(&challenge, &code, &device_key(2))
+        .await;
+    assert_eq!(down.error(), (503, "service_unavailable".into()));
+    let ch = format!("{}ch:{challenge}", app.address_prefix("walt@example.com"));
+    assert_eq!(hget(&app, &ch, "attempts").as_deref(), Some("0"));
+    assert_ne!(hget(&app, &ch, "state").as_deref(), Some("confirmed"));
+
+    app.users.fail_creates(1);
+    let challenge = app.new_challenge("xena@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let down = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(
+        down.error(),
+        (503, "service_unavailable".into()),
+        "creates are not retried"
+    );
+    assert_eq!(
+        app.confirm_email_code(&challenge, &code, &device_key(1))
+            .await
+            .status(),
+        200
     );
 }

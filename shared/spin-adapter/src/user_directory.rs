@@ -1,0 +1,151 @@
+//! The REST adapter for an external user directory (`user_directory = rest`).
+//!
+//! Contract (also in the OpenAPI file, under `webhooks`), every call with
+//! `Authorization: Bearer <user_service_token>`:
+//! - `GET {user_service_url}/users/by-email?email=<address>` → `200 {"user_id","blocked"}`
+//!   or `404` (no such user). Reads are retried twice on a transport error, a timeout or
+//!   a 5xx.
+//! - `POST {user_service_url}/users` `{"email"}` → `200`/`201 {"user_id","blocked"}`;
+//!   the service makes it idempotent per address. Not retried: on failure the confirm
+//!   answers `service_unavailable` and the challenge stays usable.
+//!
+//! Anything else (another status, a body that is not the JSON above) is an error and the
+//! confirm fails closed with `service_unavailable`.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use edge_auth_domain::email::EmailAddress;
+use edge_auth_domain::login::ports::{DirectoryUser, UserDirectory};
+use serde::Deserialize;
+use spin_sdk::http::Method;
+
+use crate::outbound::{self, Call};
+use crate::settings::optional;
+
+/// Retries of an idempotent read after the first try.
+const READ_RETRIES: u32 = 2;
+
+/// The REST user directory.
+pub struct RestUserDirectory {
+    base: String,
+    token: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RestUserDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestUserDirectory")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct UserBody {
+    user_id: String,
+    blocked: bool,
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl RestUserDirectory {
+    /// Builds the adapter from `user_service_url`, `user_service_token` and
+    /// `user_service_timeout_ms` (default 2000).
+    ///
+    /// # Errors
+    /// A missing URL or token, or a timeout that is not an integer.
+    pub fn from_variables() -> anyhow::Result<Self> {
+        let base = optional("user_service_url")?
+            .context("user_directory = rest needs user_service_url")?;
+        let token = optional("user_service_token")?
+            .context("user_directory = rest needs user_service_token")?;
+        let timeout = optional("user_service_timeout_ms")?
+            .map(|v| v.parse::<u64>())
+            .transpose()
+            .context("user_service_timeout_ms must be an integer")?
+            .unwrap_or(2_000);
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            timeout: Duration::from_millis(timeout),
+        })
+    }
+
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        outbound::send(&Call {
+            method,
+            url: &format!("{}{path}", self.base),
+            bearer: &self.token,
+            json_body: body,
+            timeout: self.timeout,
+        })
+    }
+}
+
+fn user(status: u16, body: &[u8]) -> anyhow::Result<DirectoryUser> {
+    let parsed: UserBody = serde_json::from_slice(body)
+        .with_context(|| format!("the user service answered {status} with an unexpected body"))?;
+    Ok(DirectoryUser {
+        user_id: parsed.user_id,
+        blocked: parsed.blocked,
+    })
+}
+
+impl UserDirectory for RestUserDirectory {
+    fn resolve(&self, email: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
+        let path = format!("/users/by-email?email={}", encode(email.as_str()));
+        let mut last_error = None;
+        for _ in 0..=READ_RETRIES {
+            match self.call(Method::Get, &path, None) {
+                Ok((200, body)) => return user(200, &body).map(Some),
+                Ok((404, _)) => return Ok(None),
+                Ok((status, _)) if status >= 500 => {
+                    last_error = Some(anyhow::anyhow!("the user service answered {status}"));
+                }
+                Ok((status, _)) => bail!("the user service answered {status} to a lookup"),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| anyhow::anyhow!("no attempt was made"))
+            .context(format!("looking the user up, {} tries", READ_RETRIES + 1)))
+    }
+
+    fn create(&self, email: &EmailAddress) -> anyhow::Result<DirectoryUser> {
+        let body = serde_json::to_vec(&serde_json::json!({ "email": email.as_str() }))?;
+        match self
+            .call(Method::Post, "/users", Some(&body))
+            .context("creating the user")?
+        {
+            (status @ (200 | 201), body) => user(status, &body),
+            (status, _) => bail!("the user service answered {status} to a create"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode("a.b+c@x-y.com"), "a.b%2Bc%40x-y.com");
+    }
+}

@@ -1,0 +1,189 @@
+//! A stand-in for the team's user service (the REST user directory).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+/// One request the user service received.
+#[derive(Debug, Clone)]
+pub struct UserCall {
+    pub method: String,
+    pub path_and_query: String,
+    pub authorization: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: Mutex<HashMap<String, String>>,
+    blocked: Mutex<HashSet<String>>,
+    calls: Mutex<Vec<UserCall>>,
+    failing_reads: AtomicU32,
+    failing_creates: AtomicU32,
+    next_id: AtomicU32,
+}
+
+/// The stub user service, serving until the runtime ends.
+#[derive(Debug, Clone)]
+pub struct UserServiceStub {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl UserServiceStub {
+    /// Starts the stub on a free port.
+    ///
+    /// # Errors
+    /// The listener could not bind.
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the user service stub")?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::default());
+        let serving = state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = serving.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { handle(state, req).await }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, state })
+    }
+
+    /// The base URL to configure.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Marks an address's user blocked.
+    pub fn block(&self, email: &str) {
+        lock(&self.state.blocked).insert(email.to_string());
+    }
+
+    /// The next `n` lookups answer 503.
+    pub fn fail_reads(&self, n: u32) {
+        self.state.failing_reads.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` creates answer 503.
+    pub fn fail_creates(&self, n: u32) {
+        self.state.failing_creates.store(n, Ordering::SeqCst);
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<UserCall> {
+        lock(&self.state.calls).clone()
+    }
+
+    /// The user id of an address, if created.
+    pub fn user_of(&self, email: &str) -> Option<String> {
+        lock(&self.state.users).get(email).cloned()
+    }
+}
+
+fn take_failure(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+fn respond(status: u16, body: Value) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    response
+}
+
+fn decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 3 <= bytes.len()
+            && let Ok(b) = u8::from_str_radix(&value[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, hyper::Error> {
+    let method = req.method().to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_default();
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    lock(&state.calls).push(UserCall {
+        method: method.clone(),
+        path_and_query: path_and_query.clone(),
+        authorization,
+    });
+    let body = req.into_body().collect().await?.to_bytes();
+    let user = |email: &str, id: &str| json!({ "user_id": id, "blocked": lock(&state.blocked).contains(email) });
+    Ok(match (method.as_str(), path_and_query.split_once('?')) {
+        ("GET", Some(("/users/by-email", query))) => {
+            if take_failure(&state.failing_reads) {
+                return Ok(respond(503, json!({})));
+            }
+            let email = decode(query.strip_prefix("email=").unwrap_or_default());
+            let found = lock(&state.users).get(&email).cloned();
+            match found {
+                Some(id) => respond(200, user(&email, &id)),
+                None => respond(404, json!({})),
+            }
+        }
+        ("POST", None) if path_and_query == "/users" => {
+            if take_failure(&state.failing_creates) {
+                return Ok(respond(503, json!({})));
+            }
+            let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let email = parsed["email"].as_str().unwrap_or_default().to_string();
+            let id = {
+                let mut users = lock(&state.users);
+                users
+                    .entry(email.clone())
+                    .or_insert_with(|| {
+                        format!("ext-{}", state.next_id.fetch_add(1, Ordering::SeqCst) + 1)
+                    })
+                    .clone()
+            };
+            respond(201, user(&email, &id))
+        }
+        _ => respond(404, json!({})),
+    })
+}
