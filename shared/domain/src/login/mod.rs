@@ -10,3 +10,6 @@ pub mod confirm;
 pub mod ports;
 pub mod send;
 pub mod settings;
+
+#[cfg(test)]
+mod tests;

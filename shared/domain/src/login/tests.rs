@@ -1,0 +1,341 @@
+//! Use-case tests against an in-memory store: what each use case asks of its ports,
+//! in which order, and what it never asks.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use crate::challenge::ChallengeState;
+use crate::email::EmailAddress;
+use crate::ids::{ChallengeId, DeviceSessionId};
+use crate::login::confirm::{ConfirmError, ConfirmRequest, Directory, confirm_email_code};
+use crate::login::ports::*;
+use crate::login::send::{SendError, SendRequest, deliver, send_email_code};
+use crate::login::settings::LoginSettings;
+use crate::random::OsRandom;
+use crate::time::Timestamp;
+
+#[derive(Default)]
+struct FakeStore {
+    guard: RefCell<Option<GuardOutcome>>,
+    create: RefCell<Option<CreateOutcome>>,
+    confirms: RefCell<VecDeque<ConfirmOutcome>>,
+    calls: RefCell<Vec<String>>,
+    created: RefCell<Vec<NewChallenge>>,
+    attempts: RefCell<Vec<ConfirmAttempt>>,
+    deliveries: RefCell<Vec<ChallengeState>>,
+}
+
+impl LoginStore for FakeStore {
+    fn guard(&self, request: &GuardRequest) -> anyhow::Result<GuardOutcome> {
+        self.calls
+            .borrow_mut()
+            .push(format!("guard:{}", request.budgets.len()));
+        Ok(self
+            .guard
+            .borrow()
+            .clone()
+            .unwrap_or(GuardOutcome::Allowed {
+                session_limit: None,
+            }))
+    }
+    fn create_challenge(&self, c: &NewChallenge) -> anyhow::Result<CreateOutcome> {
+        self.calls.borrow_mut().push("create".into());
+        self.created.borrow_mut().push(c.clone());
+        Ok(self
+            .create
+            .borrow()
+            .clone()
+            .unwrap_or(CreateOutcome::Created {
+                state: ChallengeState::Pending,
+            }))
+    }
+    fn record_delivery(&self, _: &ChallengeId, state: ChallengeState) -> anyhow::Result<()> {
+        self.deliveries.borrow_mut().push(state);
+        Ok(())
+    }
+    fn confirm(&self, a: &ConfirmAttempt) -> anyhow::Result<ConfirmOutcome> {
+        self.calls.borrow_mut().push("confirm".into());
+        self.attempts.borrow_mut().push(a.clone());
+        self.confirms
+            .borrow_mut()
+            .pop_front()
+            .ok_or_else(|| anyhow::anyhow!("no scripted outcome"))
+    }
+}
+
+struct FakeDirectory {
+    existing: Option<DirectoryUser>,
+    created: RefCell<u32>,
+}
+
+impl UserDirectory for FakeDirectory {
+    fn resolve(&self, _: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
+        Ok(self.existing.clone())
+    }
+    fn create(&self, _: &EmailAddress) -> anyhow::Result<DirectoryUser> {
+        *self.created.borrow_mut() += 1;
+        Ok(DirectoryUser {
+            user_id: "ext-1".into(),
+            blocked: false,
+        })
+    }
+}
+
+struct FailingMail;
+impl MailSender for FailingMail {
+    fn send(&self, _: &MailMessage) -> anyhow::Result<()> {
+        anyhow::bail!("webhook answered 500")
+    }
+}
+
+fn settings() -> LoginSettings {
+    LoginSettings::from_settings(|k| (k == "code_hmac_key").then(|| "k".repeat(32)))
+        .expect("valid settings")
+}
+
+fn send_request(email: &str) -> SendRequest {
+    SendRequest {
+        email: email.into(),
+        client_addr: "127.0.0.1:5000".into(),
+        locale: "en".into(),
+    }
+}
+
+const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+#[test]
+fn send_refuses_a_bad_address_without_touching_the_store() {
+    let store = FakeStore::default();
+    let err = send_email_code(&settings(), &store, &OsRandom, &send_request("nope"), NOW)
+        .expect_err("invalid");
+    assert!(matches!(err, SendError::InvalidEmail(_)));
+    assert!(store.calls.borrow().is_empty());
+}
+
+#[test]
+fn send_spends_both_budgets_before_creating_and_stops_when_limited() {
+    let store = FakeStore::default();
+    *store.guard.borrow_mut() = Some(GuardOutcome::Limited {
+        retry_after_ms: 1500,
+    });
+    let err = send_email_code(
+        &settings(),
+        &store,
+        &OsRandom,
+        &send_request("a@example.com"),
+        NOW,
+    )
+    .expect_err("limited");
+    assert!(matches!(
+        err,
+        SendError::RateLimited {
+            retry_after_ms: 1500
+        }
+    ));
+    assert_eq!(*store.calls.borrow(), ["guard:2"]);
+}
+
+#[test]
+fn a_new_challenge_is_stored_as_a_mac_and_delivered_with_the_real_code() {
+    let store = FakeStore::default();
+    let s = settings();
+    let out =
+        send_email_code(&s, &store, &OsRandom, &send_request(" A@Example.com"), NOW).expect("sent");
+    let message = out.delivery.expect("a pending challenge is delivered");
+    let stored = &store.created.borrow()[0];
+    assert_eq!(stored.id, out.challenge_id);
+    assert!(
+        stored
+            .code_mac
+            .matches(&s.key.code_mac(&stored.id, message.code.expose()))
+    );
+    assert_eq!(message.to.as_str(), "a@example.com");
+    assert_eq!(stored.expires_at, NOW.plus(s.policy.lifetime));
+    assert_eq!(message.expires_at, stored.expires_at);
+    assert_eq!(
+        stored.keep_ms,
+        crate::time::millis(s.policy.lifetime + s.policy.idempotency_window)
+    );
+}
+
+#[test]
+fn suppressed_and_throttled_challenges_answer_alike_and_deliver_nothing() {
+    let store = FakeStore::default();
+    *store.create.borrow_mut() = Some(CreateOutcome::Created {
+        state: ChallengeState::Suppressed,
+    });
+    let out = send_email_code(
+        &settings(),
+        &store,
+        &OsRandom,
+        &send_request("b@example.com"),
+        NOW,
+    )
+    .expect("success-shaped");
+    assert!(out.delivery.is_none());
+
+    let latest = ChallengeId::parse("c_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id");
+    *store.create.borrow_mut() = Some(CreateOutcome::Throttled {
+        latest: Some(latest.clone()),
+    });
+    let out = send_email_code(
+        &settings(),
+        &store,
+        &OsRandom,
+        &send_request("b@example.com"),
+        NOW,
+    )
+    .expect("success-shaped");
+    assert_eq!(out.challenge_id, latest);
+    assert!(out.delivery.is_none());
+}
+
+#[test]
+fn a_failed_delivery_is_recorded_with_its_cause() {
+    let store = FakeStore::default();
+    let out = send_email_code(
+        &settings(),
+        &store,
+        &OsRandom,
+        &send_request("c@example.com"),
+        NOW,
+    )
+    .expect("sent");
+    let (state, cause) =
+        deliver(&store, &FailingMail, &out.delivery.expect("delivery")).expect("recorded");
+    assert_eq!(state, ChallengeState::DeliveryFailed);
+    assert!(cause.is_some_and(|c| c.to_string().contains("500")));
+    assert_eq!(*store.deliveries.borrow(), [ChallengeState::DeliveryFailed]);
+}
+
+fn confirm_request(challenge: &str, code: &str, key: &str) -> ConfirmRequest {
+    ConfirmRequest {
+        challenge_id: challenge.into(),
+        code: code.into(),
+        client_public_key: key.into(),
+        client_addr: "127.0.0.1:5000".into(),
+        user_agent: "tests".into(),
+    }
+}
+
+fn device_key() -> String {
+    use base64::Engine;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
+    base64::engine::general_purpose::STANDARD.encode(key.as_bytes())
+}
+
+const CHALLENGE: &str = "c_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA";
+
+#[test]
+fn bad_confirm_input_never_reaches_the_store() {
+    let store = FakeStore::default();
+    for request in [
+        confirm_request("bad", "123456", &device_key()),
+        confirm_request(CHALLENGE, "12345", &device_key()),
+        confirm_request(CHALLENGE, "123456", "AAAA"),
+    ] {
+        assert!(
+            confirm_email_code(
+                &settings(),
+                &store,
+                Directory::Redis,
+                &OsRandom,
+                &request,
+                NOW
+            )
+            .is_err()
+        );
+    }
+    assert!(store.calls.borrow().is_empty());
+}
+
+#[test]
+fn an_invalid_session_limit_fails_closed_before_the_confirm() {
+    let store = FakeStore::default();
+    *store.guard.borrow_mut() = Some(GuardOutcome::Allowed {
+        session_limit: Some("many".into()),
+    });
+    let err = confirm_email_code(
+        &settings(),
+        &store,
+        Directory::Redis,
+        &OsRandom,
+        &confirm_request(CHALLENGE, "123456", &device_key()),
+        NOW,
+    )
+    .expect_err("fails closed");
+    assert!(matches!(err, ConfirmError::BadSessionLimit(_)));
+    assert_eq!(*store.calls.borrow(), ["guard:2"]);
+}
+
+#[test]
+fn an_external_directory_is_asked_only_after_the_store_proved_the_code() {
+    let session = DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id");
+    let store = FakeStore::default();
+    store.confirms.borrow_mut().extend([
+        ConfirmOutcome::NeedUser {
+            email: EmailAddress::parse("d@example.com").expect("valid"),
+        },
+        ConfirmOutcome::Confirmed {
+            session_id: session.clone(),
+            replay: false,
+        },
+    ]);
+    let users = FakeDirectory {
+        existing: None,
+        created: RefCell::new(0),
+    };
+    let done = confirm_email_code(
+        &settings(),
+        &store,
+        Directory::External(&users),
+        &OsRandom,
+        &confirm_request(CHALLENGE, "123456", &device_key()),
+        NOW,
+    )
+    .expect("confirmed");
+    assert_eq!(done.device_session_id, session);
+    assert_eq!(*users.created.borrow(), 1);
+    let attempts = store.attempts.borrow();
+    assert_eq!(attempts[0].user, UserChoice::ExternalUnresolved);
+    assert_eq!(
+        attempts[1].user,
+        UserChoice::External {
+            user_id: "ext-1".into()
+        }
+    );
+    assert_eq!(
+        attempts[0].new_session_id, attempts[1].new_session_id,
+        "the retry is the same attempt"
+    );
+}
+
+#[test]
+fn a_blocked_external_user_stops_before_the_second_confirm() {
+    let store = FakeStore::default();
+    store
+        .confirms
+        .borrow_mut()
+        .push_back(ConfirmOutcome::NeedUser {
+            email: EmailAddress::parse("e@example.com").expect("valid"),
+        });
+    let users = FakeDirectory {
+        existing: Some(DirectoryUser {
+            user_id: "ext-9".into(),
+            blocked: true,
+        }),
+        created: RefCell::new(0),
+    };
+    let err = confirm_email_code(
+        &settings(),
+        &store,
+        Directory::External(&users),
+        &OsRandom,
+        &confirm_request(CHALLENGE, "123456", &device_key()),
+        NOW,
+    )
+    .expect_err("blocked");
+    assert!(matches!(err, ConfirmError::Blocked));
+    assert_eq!(store.attempts.borrow().len(), 1);
+    assert_eq!(*users.created.borrow(), 0);
+}
