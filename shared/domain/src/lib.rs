@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`login`]: `send-email-code` and `confirm-email-code` (use cases and ports).
+//! - [`sessions`]: the session lifecycle behind the internal API.
 //! - [`challenge`]: the challenge state machine and policy.
 //! - [`email`], [`public_key`], [`code`], [`ids`]: parsed newtypes for everything a client sends.
 //! - [`crypto`]: the server key: code MACs and address tags.
@@ -24,4 +25,5 @@ pub mod login;
 pub mod public_key;
 pub mod random;
 pub mod rate_limit;
+pub mod sessions;
 pub mod time;

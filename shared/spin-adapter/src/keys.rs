@@ -12,10 +12,14 @@
 //! | `ea:{a:<tag>}:resend` | string | resend-throttle marker (expires) |
 //! | `ea:{a:<tag>}:blocked` | string | present when the address is blocked |
 //! | `ea:{a:<tag>}:user` | string | the address's user id |
-//! | `ea:{a:<tag>}:sessions:active` | zset | active session ids by creation time |
-//! | `ea:{a:<tag>}:sessions:all` | zset | every session id by creation time |
-//! | `ea:{a:<tag>}:s:<session_id>` | hash | session record (source of truth) |
-//! | `ea:{a:<tag>}:gw:<session_id>` | hash | gateway projection of the session |
+//! | `ea:{a:<tag>}:sessions:active` | zset | active sessions (member `<created_at:016>\|<id>`, score 0) |
+//! | `ea:{a:<tag>}:sessions:revoked` | zset | revoked sessions (same members) |
+//! | `ea:{a:<tag>}:sessions:all` | zset | every session (same members) |
+//! | `ea:{a:<tag>}:s:<session_id>` | hash | session record (source of truth); revoked ones expire |
+//! | `ea:{a:<tag>}:gw:<session_id>` | hash | gateway projection: user_id, client_public_key, status, created_at, revoked_at |
+//! | `ea:{a:<tag>}:lifecycle` | stream | session_created / session_revoked / user_blocked / user_unblocked |
+//! | `ea:{a:<tag>}:audit` | stream | who did what, when, why |
+//! | `ea:{ea:g}:user:<user_id>` | string | address tag of an external directory's user |
 
 use edge_auth_domain::ids::AddressTag;
 use edge_auth_domain::rate_limit::{Budget, BudgetSubject};
@@ -37,6 +41,25 @@ pub fn budget(budget: &Budget) -> String {
         }
     }
 }
+
+/// Where an external directory's user lives (ids of our own carry their tag).
+pub fn user_index(user_id: &str) -> String {
+    format!("{GLOBAL}user:{user_id}")
+}
+
+/// The sorted-set member of a session: creation order, then id.
+pub fn session_member(created_at_ms: u64, session_id: &str) -> String {
+    format!("{created_at_ms:016}|{session_id}")
+}
+
+/// How long revoked session records and projections are kept.
+pub const REVOKED_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Lifecycle stream: kept 30 days after its last record, about 10,000 records.
+pub const LIFECYCLE_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+pub const LIFECYCLE_MAXLEN: u64 = 10_000;
+/// Audit stream: kept 400 days after its last record, about 100,000 records.
+pub const AUDIT_TTL_MS: u64 = 400 * 24 * 3600 * 1000;
+pub const AUDIT_MAXLEN: u64 = 100_000;
 
 /// Keys of one address.
 #[derive(Debug, Clone)]
@@ -74,6 +97,15 @@ impl AddressKeys {
     }
     pub fn active_sessions(&self) -> String {
         format!("{}sessions:active", self.prefix)
+    }
+    pub fn revoked_sessions(&self) -> String {
+        format!("{}sessions:revoked", self.prefix)
+    }
+    pub fn lifecycle(&self) -> String {
+        format!("{}lifecycle", self.prefix)
+    }
+    pub fn audit(&self) -> String {
+        format!("{}audit", self.prefix)
     }
     pub fn all_sessions(&self) -> String {
         format!("{}sessions:all", self.prefix)

@@ -31,7 +31,13 @@ fn scripts() -> &'static Scripts {
             "record_delivery",
             include_str!("scripts/record_delivery.lua"),
         ),
-        confirm: Script::new("confirm", include_str!("scripts/confirm.lua")),
+        confirm: Script::new(
+            "confirm",
+            concat!(
+                include_str!("scripts/lib.lua"),
+                include_str!("scripts/confirm.lua")
+            ),
+        ),
     })
 }
 
@@ -137,7 +143,7 @@ impl LoginStore for RedisLoginStore {
             UserChoice::External { user_id } => (user_id.as_str(), "external"),
             UserChoice::ExternalUnresolved => ("", "external_unresolved"),
         };
-        let args: [Arg; 13] = [
+        let args: [Arg; 19] = [
             a.challenge_id.as_str().into(),
             a.code_mac.to_hex().into(),
             a.client_public_key.as_str().into(),
@@ -154,6 +160,12 @@ impl LoginStore for RedisLoginStore {
             a.idempotency_ms.into(),
             k.prefix().into(),
             user_mode.into(),
+            keys::session_member(a.now.0, session).into(),
+            keys::REVOKED_RETENTION_MS.into(),
+            keys::LIFECYCLE_TTL_MS.into(),
+            keys::LIFECYCLE_MAXLEN.into(),
+            keys::AUDIT_TTL_MS.into(),
+            keys::AUDIT_MAXLEN.into(),
         ];
         let mut reply = Reply::new(
             "confirm",
@@ -163,6 +175,17 @@ impl LoginStore for RedisLoginStore {
             "ok" => {
                 let id = reply.required()?;
                 let replay = reply.required()? == "replay";
+                if let (UserChoice::External { user_id }, false) = (&a.user, replay) {
+                    // Index the external user's address tag for the internal API (global
+                    // slot, so a command of its own).
+                    self.redis.command(
+                        "SET",
+                        &[
+                            keys::user_index(user_id).into(),
+                            a.challenge_id.tag().to_hex().into(),
+                        ],
+                    )?;
+                }
                 ConfirmOutcome::Confirmed {
                     session_id: DeviceSessionId::parse(&id)?,
                     replay,

@@ -7,7 +7,10 @@
 --       6 new user id, 7 session limit ('' = none), 8 limit policy, 9 client address,
 --       10 user agent, 11 idempotency window (ms), 12 key prefix of this address,
 --       13 user mode: 'local' (ARGV[6] is the id for a new user), 'external' (ARGV[6] is
---       the directory's user id) or 'external_unresolved' (ask for the user first)
+--       the directory's user id) or 'external_unresolved' (ask for the user first),
+--       14 the new session's sorted-set member, 15 revoked-record retention (ms),
+--       16 lifecycle ttl, 17 lifecycle maxlen, 18 audit ttl, 19 audit maxlen
+-- (lib.lua is prepended.)
 -- Returns {'ok', session_id, 'created'|'replay', user_id, evicted...},
 -- {'need_user', email} (nothing changed) or {error, ...}.
 local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
@@ -87,11 +90,14 @@ if limit then
     if ARGV[8] ~= 'evict_oldest' or limit == 0 then
       return {'session_limit'}
     end
-    for _, sid in ipairs(redis.call('ZRANGE', KEYS[5], 0, active - limit)) do
-      redis.call('HSET', ARGV[12] .. 's:' .. sid, 'status', 'revoked', 'revoked_at', ARGV[4],
-        'revoke_reason_code', 'session_limit_evicted', 'revoke_actor', 'system')
-      redis.call('HSET', ARGV[12] .. 'gw:' .. sid, 'status', 'revoked', 'revoked_at', ARGV[4])
-      redis.call('ZREM', KEYS[5], sid)
+    local c = {prefix = ARGV[12], now = ARGV[4], reason = 'session_limit_evicted',
+      actor = 'system', retention = ARGV[15], lifecycle_ttl = ARGV[16],
+      lifecycle_max = ARGV[17]}
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, active - limit)) do
+      local sid = revoke_member(c, member)
+      append(ARGV[12] .. 'audit', ARGV[18], ARGV[19], 'action', 'revoke_session',
+        'device_session_id', sid, 'user_id', user_id, 'reason_code', 'session_limit_evicted',
+        'actor', 'system', 'at', ARGV[4])
       evicted[#evicted + 1] = sid
     end
   end
@@ -100,12 +106,17 @@ end
 redis.call('HSET', KEYS[7],
   'device_session_id', ARGV[5], 'user_id', user_id, 'client_public_key', ARGV[3],
   'status', 'active', 'created_at', ARGV[4], 'client_addr', ARGV[9],
-  'user_agent', ARGV[10], 'challenge_id', ARGV[1])
+  'user_agent', ARGV[10], 'challenge_id', ARGV[1], 'zmember', ARGV[14])
 redis.call('HSET', KEYS[8],
   'user_id', user_id, 'client_public_key', ARGV[3], 'status', 'active',
   'created_at', ARGV[4])
-redis.call('ZADD', KEYS[5], now, ARGV[5])
-redis.call('ZADD', KEYS[6], now, ARGV[5])
+redis.call('ZADD', KEYS[5], 0, ARGV[14])
+redis.call('ZADD', KEYS[6], 0, ARGV[14])
+append(ARGV[12] .. 'lifecycle', ARGV[16], ARGV[17], 'event', 'session_created',
+  'device_session_id', ARGV[5], 'user_id', user_id, 'at', ARGV[4])
+append(ARGV[12] .. 'audit', ARGV[18], ARGV[19], 'action', 'session_created',
+  'device_session_id', ARGV[5], 'user_id', user_id, 'reason_code', 'login',
+  'actor', 'user', 'at', ARGV[4])
 if new_user then
   redis.call('SET', KEYS[4], user_id)
 end

@@ -857,6 +857,24 @@ async fn no_code_or_secret_appears_in_any_log_line_or_stored_value() {
             "string" => vec![redis.get(&key).expect("GET")],
             "hash" => redis.hgetall::<_, Vec<String>>(&key).expect("HGETALL"),
             "zset" => redis.zrange(&key, 0, -1).expect("ZRANGE"),
+            "stream" => {
+                let entries: redis::Value = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query(&mut redis)
+                    .expect("XRANGE");
+                fn texts(value: &redis::Value, out: &mut Vec<String>) {
+                    match value {
+                        redis::Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into()),
+                        redis::Value::Array(items) => items.iter().for_each(|v| texts(v, out)),
+                        _ => {}
+                    }
+                }
+                let mut out = Vec::new();
+                texts(&entries, &mut out);
+                out
+            }
             other => panic!("unexpected type {other} for {key}"),
         };
         for value in values.iter().chain(std::iter::once(&key)) {

@@ -1,0 +1,133 @@
+//! What operators send, parsed.
+
+use crate::email::EmailAddress;
+
+/// A machine-readable reason, e.g. `user_request`, `fraud.suspected`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasonCode(String);
+
+/// Who did it, e.g. `admin:alice` or `service:billing`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(String);
+
+/// An input that is not acceptable; maps to `invalid_request`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
+impl ReasonCode {
+    /// 1–64 characters of `a-z 0-9 _ . -`.
+    ///
+    /// # Errors
+    /// Anything else.
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 64
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+        if ok {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(InvalidInput(
+                "reason_code must be 1-64 characters of a-z, 0-9, '_', '.', '-'".into(),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Actor {
+    /// 1–128 printable ASCII characters, no surrounding spaces.
+    ///
+    /// # Errors
+    /// Anything else.
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 128
+            && raw.trim() == raw
+            && raw.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if ok {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(InvalidInput(
+                "actor must be 1-128 printable ASCII characters without surrounding spaces".into(),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why and by whom a change is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeReason {
+    pub reason_code: ReasonCode,
+    pub actor: Actor,
+}
+
+/// A user id as the API receives it: ours (`u_<tag>_…`) or an external directory's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef(String);
+
+impl UserRef {
+    /// 1–128 characters of `A-Z a-z 0-9 . _ : -`.
+    ///
+    /// # Errors
+    /// Anything else.
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 128
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+        if ok {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(InvalidInput("user_id is malformed".into()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whom a block or unblock is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockTarget {
+    Email(EmailAddress),
+    User(UserRef),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_and_actors_are_checked() {
+        assert!(ReasonCode::parse("user_request").is_ok());
+        assert!(ReasonCode::parse("fraud.suspected-2").is_ok());
+        for bad in ["", "Upper", "has space", &"x".repeat(65)] {
+            assert!(ReasonCode::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Actor::parse("admin:alice@example.com").is_ok());
+        for bad in ["", " padded", "tab\there", &"a".repeat(129), "naïve"] {
+            assert!(Actor::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn user_refs_are_url_safe_words() {
+        assert!(UserRef::parse("u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").is_ok());
+        assert!(UserRef::parse("ext-42").is_ok());
+        for bad in ["", "a/b", "a b", "%2F"] {
+            assert!(UserRef::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

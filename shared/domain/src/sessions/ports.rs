@@ -1,0 +1,114 @@
+//! The session store port. The Redis adapter implements each method as one Lua script
+//! (one round trip, atomic); `revoke_batch` is bounded so callers loop.
+
+use crate::ids::{AddressTag, DeviceSessionId};
+use crate::sessions::input::{ChangeReason, UserRef};
+use crate::sessions::model::{AuditRecord, Page, SessionRecord, StatusFilter};
+use crate::time::Timestamp;
+
+/// What revoking one session did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    NotFound,
+    /// Revoked now; the record after the change.
+    Revoked(SessionRecord),
+    /// Was already revoked; the record with the first revoke's metadata.
+    AlreadyRevoked(SessionRecord),
+}
+
+/// One bounded step of revoking every active session of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeBatch<'a> {
+    pub tag: AddressTag,
+    /// Checked against the address's user; `None` for an address-only block.
+    pub user: Option<&'a UserRef>,
+    pub reason: &'a ChangeReason,
+    pub now: Timestamp,
+    /// Sessions created at or before this time are revoked; later ones are new logins.
+    pub created_up_to: Timestamp,
+    pub batch_size: u32,
+    /// Revoked by earlier batches of the same operation (for the audit record).
+    pub revoked_so_far: u64,
+    /// The audit action, e.g. `revoke_all` or `block`.
+    pub action: &'static str,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    UserNotFound,
+    Revoked { count: u64, more: bool },
+}
+
+/// Block or unblock an address (and so its user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockChange<'a> {
+    pub tag: AddressTag,
+    pub user: Option<&'a UserRef>,
+    pub blocked: bool,
+    pub reason: &'a ChangeReason,
+    pub now: Timestamp,
+}
+
+/// The session store.
+pub trait SessionStore {
+    /// One session record.
+    ///
+    /// # Errors
+    /// The store is unreachable or holds something unreadable.
+    fn get(&self, id: &DeviceSessionId) -> anyhow::Result<Option<SessionRecord>>;
+
+    /// The address tag of a user (`None`: no such user).
+    ///
+    /// # Errors
+    /// As [`SessionStore::get`].
+    fn locate_user(&self, user: &UserRef) -> anyhow::Result<Option<AddressTag>>;
+
+    /// A page of a user's sessions, oldest first (`None`: no such user at `tag`).
+    ///
+    /// # Errors
+    /// As [`SessionStore::get`].
+    fn list(
+        &self,
+        tag: AddressTag,
+        user: &UserRef,
+        filter: StatusFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Option<Page<SessionRecord>>>;
+
+    /// Revokes one session (idempotent).
+    ///
+    /// # Errors
+    /// As [`SessionStore::get`]; then nothing changed.
+    fn revoke(
+        &self,
+        id: &DeviceSessionId,
+        reason: &ChangeReason,
+        now: Timestamp,
+    ) -> anyhow::Result<RevokeOutcome>;
+
+    /// Revokes up to `batch_size` active sessions.
+    ///
+    /// # Errors
+    /// As [`SessionStore::get`]; earlier batches stay done.
+    fn revoke_batch(&self, batch: &RevokeBatch<'_>) -> anyhow::Result<BatchOutcome>;
+
+    /// Sets or clears the block of an address (`false`: the user does not match).
+    ///
+    /// # Errors
+    /// As [`SessionStore::get`].
+    fn set_blocked(&self, change: &BlockChange<'_>) -> anyhow::Result<bool>;
+
+    /// A page of audit records, newest first (`None`: no such user at `tag`).
+    ///
+    /// # Errors
+    /// As [`SessionStore::get`].
+    fn audit(
+        &self,
+        tag: AddressTag,
+        user: &UserRef,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Option<Page<AuditRecord>>>;
+}

@@ -1,0 +1,249 @@
+//! The session use cases: parse, call the store, map the outcome.
+
+use crate::crypto::ServerKey;
+use crate::ids::{AddressTag, DeviceSessionId, UserId};
+use crate::sessions::input::{BlockTarget, ChangeReason, InvalidInput, UserRef};
+use crate::sessions::model::{
+    AuditRecord, DEFAULT_PAGE, MAX_PAGE, Page, SessionRecord, StatusFilter,
+};
+use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
+use crate::time::Timestamp;
+
+/// Sessions revoked per store call.
+pub const REVOKE_BATCH: u32 = 500;
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    InvalidRequest(#[from] InvalidInput),
+    #[error("no such session")]
+    SessionNotFound,
+    #[error("no such user")]
+    UserNotFound,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+fn session_id(raw: &str) -> Result<DeviceSessionId, SessionError> {
+    DeviceSessionId::parse(raw)
+        .map_err(|_| InvalidInput("device_session_id is malformed".into()).into())
+}
+
+/// Finds the address tag of a user: from the id itself for our own ids, else the index.
+fn locate(store: &impl SessionStore, user: &UserRef) -> Result<AddressTag, SessionError> {
+    if let Ok(own) = UserId::parse(user.as_str()) {
+        return Ok(own.tag());
+    }
+    store.locate_user(user)?.ok_or(SessionError::UserNotFound)
+}
+
+/// Parses a page size (default 100, at most 500).
+///
+/// # Errors
+/// Not a number from 1 to 500.
+pub fn page_size(raw: Option<&str>) -> Result<u32, InvalidInput> {
+    match raw {
+        None => Ok(DEFAULT_PAGE),
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| InvalidInput(format!("limit must be an integer from 1 to {MAX_PAGE}"))),
+    }
+}
+
+/// Checks a cursor's shape (the store defines its content).
+fn cursor(raw: Option<&str>) -> Result<Option<&str>, InvalidInput> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(c) if c.len() <= 200 && c.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(c)),
+        Some(_) => Err(InvalidInput("cursor is malformed".into())),
+    }
+}
+
+/// `GET /sessions/:id`.
+///
+/// # Errors
+/// See [`SessionError`].
+pub fn get_session(store: &impl SessionStore, raw_id: &str) -> Result<SessionRecord, SessionError> {
+    store
+        .get(&session_id(raw_id)?)?
+        .ok_or(SessionError::SessionNotFound)
+}
+
+/// `GET /users/:user_id/sessions`.
+///
+/// # Errors
+/// See [`SessionError`].
+pub fn list_sessions(
+    store: &impl SessionStore,
+    raw_user: &str,
+    status: Option<&str>,
+    raw_cursor: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Page<SessionRecord>, SessionError> {
+    let user = UserRef::parse(raw_user)?;
+    let filter = match status {
+        None => StatusFilter::All,
+        Some(s) => StatusFilter::parse(s)
+            .ok_or_else(|| InvalidInput("status must be active, revoked or all".into()))?,
+    };
+    let limit = page_size(limit)?;
+    let cursor = cursor(raw_cursor)?;
+    let tag = locate(store, &user)?;
+    store
+        .list(tag, &user, filter, cursor, limit)?
+        .ok_or(SessionError::UserNotFound)
+}
+
+/// `POST /sessions/:id/revoke`: `(record, already_revoked)`.
+///
+/// # Errors
+/// See [`SessionError`].
+pub fn revoke_session(
+    store: &impl SessionStore,
+    raw_id: &str,
+    reason: &ChangeReason,
+    now: Timestamp,
+) -> Result<(SessionRecord, bool), SessionError> {
+    match store.revoke(&session_id(raw_id)?, reason, now)? {
+        RevokeOutcome::NotFound => Err(SessionError::SessionNotFound),
+        RevokeOutcome::Revoked(record) => Ok((record, false)),
+        RevokeOutcome::AlreadyRevoked(record) => Ok((record, true)),
+    }
+}
+
+/// Revokes every session created up to `now`, in bounded batches.
+fn revoke_everything(
+    store: &impl SessionStore,
+    tag: AddressTag,
+    user: Option<&UserRef>,
+    reason: &ChangeReason,
+    now: Timestamp,
+    action: &'static str,
+) -> Result<u64, SessionError> {
+    let mut total = 0;
+    loop {
+        let outcome = store.revoke_batch(&RevokeBatch {
+            tag,
+            user,
+            reason,
+            now,
+            created_up_to: now,
+            batch_size: REVOKE_BATCH,
+            revoked_so_far: total,
+            action,
+        })?;
+        match outcome {
+            BatchOutcome::UserNotFound => return Err(SessionError::UserNotFound),
+            BatchOutcome::Revoked { count, more } => {
+                total += count;
+                if !more {
+                    return Ok(total);
+                }
+            }
+        }
+    }
+}
+
+/// `POST /users/:user_id/sessions/revoke-all`: the number revoked.
+///
+/// # Errors
+/// See [`SessionError`].
+pub fn revoke_all(
+    store: &impl SessionStore,
+    raw_user: &str,
+    reason: &ChangeReason,
+    now: Timestamp,
+) -> Result<u64, SessionError> {
+    let user = UserRef::parse(raw_user)?;
+    let tag = locate(store, &user)?;
+    revoke_everything(store, tag, Some(&user), reason, now, "revoke_all")
+}
+
+fn target_tag<'a>(
+    store: &impl SessionStore,
+    key: &ServerKey,
+    target: &'a BlockTarget,
+) -> Result<(AddressTag, Option<&'a UserRef>), SessionError> {
+    Ok(match target {
+        BlockTarget::Email(email) => (key.address_tag(email), None),
+        BlockTarget::User(user) => (locate(store, user)?, Some(user)),
+    })
+}
+
+/// `POST /users/block`: blocks, then (if asked) revokes every session. Returns the
+/// number revoked.
+///
+/// # Errors
+/// See [`SessionError`].
+pub fn block(
+    store: &impl SessionStore,
+    key: &ServerKey,
+    target: &BlockTarget,
+    reason: &ChangeReason,
+    revoke_sessions: bool,
+    now: Timestamp,
+) -> Result<u64, SessionError> {
+    let (tag, user) = target_tag(store, key, target)?;
+    // Block first: from here on no confirm can create a session.
+    if !store.set_blocked(&BlockChange {
+        tag,
+        user,
+        blocked: true,
+        reason,
+        now,
+    })? {
+        return Err(SessionError::UserNotFound);
+    }
+    if revoke_sessions {
+        revoke_everything(store, tag, user, reason, now, "block_revoke")
+    } else {
+        Ok(0)
+    }
+}
+
+/// `POST /users/unblock`.
+///
+/// # Errors
+/// See [`SessionError`].
+pub fn unblock(
+    store: &impl SessionStore,
+    key: &ServerKey,
+    target: &BlockTarget,
+    reason: &ChangeReason,
+    now: Timestamp,
+) -> Result<(), SessionError> {
+    let (tag, user) = target_tag(store, key, target)?;
+    if store.set_blocked(&BlockChange {
+        tag,
+        user,
+        blocked: false,
+        reason,
+        now,
+    })? {
+        Ok(())
+    } else {
+        Err(SessionError::UserNotFound)
+    }
+}
+
+/// `GET /audit?user_id=…`: newest first.
+///
+/// # Errors
+/// See [`SessionError`].
+pub fn audit(
+    store: &impl SessionStore,
+    raw_user: Option<&str>,
+    raw_cursor: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Page<AuditRecord>, SessionError> {
+    let user = UserRef::parse(raw_user.ok_or_else(|| InvalidInput("user_id is required".into()))?)?;
+    let limit = page_size(limit)?;
+    let cursor = cursor(raw_cursor)?;
+    let tag = locate(store, &user)?;
+    store
+        .audit(tag, &user, cursor, limit)?
+        .ok_or(SessionError::UserNotFound)
+}
