@@ -27,7 +27,8 @@ impl AddressTag {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn parse_hex(text: &str) -> Option<Self> {
+    /// Parses sixteen lower-case hex digits.
+    pub fn parse_hex(text: &str) -> Option<Self> {
         if text.len() != 16
             || !text
                 .bytes()

@@ -26,7 +26,8 @@ pub struct Caller {
     pub locale: String,
 }
 
-fn header(req: &IncomingRequest, name: &str) -> Vec<String> {
+/// Every value of a request header, in order.
+pub fn header(req: &IncomingRequest, name: &str) -> Vec<String> {
     req.headers()
         .get(name)
         .into_iter()
@@ -66,6 +67,24 @@ pub async fn read_json<T: DeserializeOwned>(
             "this route accepts POST only",
         ));
     }
+    let (body, caller) = read_body(req).await?;
+    Ok((parse_json(&body)?, caller))
+}
+
+/// Parses a JSON body with no unknown fields.
+///
+/// # Errors
+/// `invalid_request`.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, PublicError> {
+    serde_json::from_slice(body)
+        .map_err(|e| invalid_request(format!("the body is not the expected JSON: {e}")))
+}
+
+/// Reads a JSON body (content type and size checked) and the caller's details.
+///
+/// # Errors
+/// `unsupported_media_type` 415, `payload_too_large` 413, `invalid_request` 400.
+pub async fn read_body(req: IncomingRequest) -> Result<(Vec<u8>, Caller), PublicError> {
     // Spin appends its own value after any the client sent: the last one is Spin's.
     let caller = Caller {
         client_addr: header(&req, "spin-client-addr").pop().unwrap_or_default(),
@@ -110,9 +129,7 @@ pub async fn read_json<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    let value = serde_json::from_slice(&body)
-        .map_err(|e| invalid_request(format!("the body is not the expected JSON: {e}")))?;
-    Ok((value, caller))
+    Ok((body, caller))
 }
 
 /// Sends a JSON response through `out`. Afterwards the caller may keep working: the

@@ -7,18 +7,21 @@
 //! - [`config`], [`settings`]: Spin variables, with the name in every error.
 //! - [`redis`]: the connection, scripts (EVALSHA → EVAL) and flat replies.
 //! - [`keys`]: every Redis key name, in one table.
-//! - [`login_store`]: the login store as Lua scripts.
+//! - [`login_store`], [`session_store`]: the stores as Lua scripts.
 //! - [`mail`]: the mail adapters (`webhook`, `log`); [`user_directory`]: the REST user
 //!   directory; [`outbound`]: outgoing HTTP with timeouts.
 //! - [`http`]: strict JSON requests, responses; [`public_errors`]: the error table.
+//! - [`internal`]: the internal API edge (token first), session records as JSON.
 
 pub mod config;
 pub mod http;
+pub mod internal;
 pub mod keys;
 pub mod login_store;
 pub mod mail;
 pub mod outbound;
 pub mod public_errors;
 pub mod redis;
+pub mod session_store;
 pub mod settings;
 pub mod user_directory;

@@ -5,6 +5,7 @@
 use edge_auth_domain::error::PublicError;
 use edge_auth_domain::login::confirm::ConfirmError;
 use edge_auth_domain::login::send::SendError;
+use edge_auth_domain::sessions::usecases::SessionError;
 
 fn retry_after(ms: u64) -> u64 {
     ms.div_ceil(1000).max(1)
@@ -61,4 +62,25 @@ pub fn confirm(err: &ConfirmError) -> PublicError {
         ),
         E::BadSessionLimit(_) | E::Unexpected(_) => unavailable(),
     }
+}
+
+/// Internal session API errors.
+pub fn session(err: &SessionError) -> PublicError {
+    match err {
+        SessionError::InvalidRequest(e) => PublicError::new(400, "invalid_request", e.to_string()),
+        SessionError::SessionNotFound => {
+            PublicError::new(404, "session_not_found", "no such device session")
+        }
+        SessionError::UserNotFound => PublicError::new(404, "user_not_found", "no such user"),
+        SessionError::Unexpected(_) => unavailable(),
+    }
+}
+
+/// The internal API without a valid token: nothing else is revealed.
+pub fn unauthorized() -> PublicError {
+    PublicError::new(
+        401,
+        "unauthorized",
+        "a valid internal API token is required",
+    )
 }

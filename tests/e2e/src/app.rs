@@ -25,6 +25,9 @@ pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 /// The bearer token the mail stub expects.
 pub const MAIL_TOKEN: &str = "mail-token-for-tests";
 
+/// The internal API token every test app runs with.
+pub const INTERNAL_TOKEN: &str = "internal-token-for-tests";
+
 /// The bearer token sent to the user service stub.
 pub const USER_SERVICE_TOKEN: &str = "user-service-token-for-tests";
 
@@ -81,6 +84,7 @@ impl Spawn {
         let mut env = HashMap::new();
         for (name, value) in [
             ("CODE_HMAC_KEY", TEST_SECRET.to_string()),
+            ("INTERNAL_API_TOKEN", INTERNAL_TOKEN.to_string()),
             ("MAIL_WEBHOOK_URL", mail.url()),
             ("MAIL_WEBHOOK_TOKEN", MAIL_TOKEN.to_string()),
             ("MAIL_WEBHOOK_ALLOWED_HOST", mail.allowed_host()),

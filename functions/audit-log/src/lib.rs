@@ -1,0 +1,56 @@
+//! `GET /api/v1/internal/audit?user_id=&cursor=&limit=` → `{"records": [...], "next_cursor"}`,
+//! newest first. Each record: `id` (stream id), `action`, `at` (RFC 3339) and the
+//! fields of the change (`device_session_id`, `user_id`, `reason_code`, `actor`, ...).
+
+// `#[http_component]` expands to the unsafe component-model export glue.
+#![allow(unsafe_code)]
+
+use edge_auth_domain::sessions::usecases::audit;
+use edge_auth_domain::time::Timestamp;
+use edge_auth_spin::internal::{fail, serve};
+use edge_auth_spin::redis::SpinRedis;
+use edge_auth_spin::session_store::RedisSessionStore;
+use serde_json::{Map, Value, json};
+use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http_component;
+
+#[http_component]
+async fn handle_audit_log(req: IncomingRequest, out: ResponseOutparam) {
+    serve(req, out, Method::Get, &[], |call| {
+        let run = || {
+            let store = RedisSessionStore::new(SpinRedis::connect()?);
+            audit(
+                &store,
+                call.query("user_id"),
+                call.query("cursor"),
+                call.query("limit"),
+            )
+        };
+        run()
+            .map(|page| {
+                let records: Vec<Value> = page
+                    .items
+                    .into_iter()
+                    .map(|record| {
+                        let mut object = Map::new();
+                        object.insert("id".into(), Value::String(record.id));
+                        for (name, value) in record.fields {
+                            let value = match (name.as_str(), value.parse::<u64>()) {
+                                ("at", Ok(ms)) => Value::String(Timestamp(ms).to_rfc3339()),
+                                ("revoked_count", Ok(n)) => json!(n),
+                                _ => Value::String(value),
+                            };
+                            object.insert(name, value);
+                        }
+                        Value::Object(object)
+                    })
+                    .collect();
+                (
+                    200,
+                    json!({ "records": records, "next_cursor": page.next_cursor }),
+                )
+            })
+            .map_err(|e| fail("audit-log failed", &e))
+    })
+    .await;
+}

@@ -1,0 +1,75 @@
+//! `POST /api/v1/internal/users/block`
+//! `{"email"|"user_id","reason_code","actor","revoke_sessions"}` → `{"blocked":true,"revoked_count"}`.
+//! An address can be blocked before any user exists. From the block on, confirm answers
+//! `blocked_by_policy` and send stays success-shaped with no mail.
+
+// `#[http_component]` expands to the unsafe component-model export glue.
+#![allow(unsafe_code)]
+
+use edge_auth_domain::crypto::ServerKey;
+use edge_auth_domain::email::EmailAddress;
+use edge_auth_domain::error::PublicError;
+use edge_auth_domain::sessions::input::{
+    Actor, BlockTarget, ChangeReason, InvalidInput, ReasonCode, UserRef,
+};
+use edge_auth_domain::sessions::usecases::{SessionError, block};
+use edge_auth_domain::time::Timestamp;
+use edge_auth_spin::config::variable;
+use edge_auth_spin::http::parse_json;
+use edge_auth_spin::internal::{fail, serve};
+use edge_auth_spin::redis::SpinRedis;
+use edge_auth_spin::session_store::RedisSessionStore;
+use serde::Deserialize;
+use serde_json::json;
+use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http_component;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockBody {
+    email: Option<String>,
+    user_id: Option<String>,
+    reason_code: String,
+    actor: String,
+    #[serde(default)]
+    revoke_sessions: bool,
+}
+
+fn target(email: Option<&str>, user_id: Option<&str>) -> Result<BlockTarget, SessionError> {
+    match (email, user_id) {
+        (Some(email), None) => Ok(BlockTarget::Email(
+            EmailAddress::parse(email).map_err(|e| InvalidInput(e.to_string()))?,
+        )),
+        (None, Some(user)) => Ok(BlockTarget::User(UserRef::parse(user)?)),
+        _ => Err(InvalidInput("give exactly one of email and user_id".into()).into()),
+    }
+}
+
+#[http_component]
+async fn handle_block_user(req: IncomingRequest, out: ResponseOutparam) {
+    serve(req, out, Method::Post, &[], |call| {
+        let body: BlockBody = parse_json(&call.body)?;
+        let run = || -> Result<_, SessionError> {
+            let target = target(body.email.as_deref(), body.user_id.as_deref())?;
+            let reason = ChangeReason {
+                reason_code: ReasonCode::parse(&body.reason_code)?,
+                actor: Actor::parse(&body.actor)?,
+            };
+            let key = ServerKey::new(variable("code_hmac_key")?.as_bytes())
+                .map_err(anyhow::Error::from)?;
+            let store = RedisSessionStore::new(SpinRedis::connect()?);
+            block(
+                &store,
+                &key,
+                &target,
+                &reason,
+                body.revoke_sessions,
+                Timestamp::now(),
+            )
+        };
+        run()
+            .map(|count| (200, json!({ "blocked": true, "revoked_count": count })))
+            .map_err(|e: SessionError| -> PublicError { fail("block-user failed", &e) })
+    })
+    .await;
+}

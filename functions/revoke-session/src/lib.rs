@@ -1,0 +1,58 @@
+//! `POST /api/v1/internal/sessions/:device_session_id/revoke` `{"reason_code","actor"}` →
+//! `{"device_session_id","status":"revoked","already_revoked"}`. Idempotent: a second
+//! revoke keeps the first one's metadata.
+
+// `#[http_component]` expands to the unsafe component-model export glue.
+#![allow(unsafe_code)]
+
+use edge_auth_domain::sessions::input::{Actor, ChangeReason, ReasonCode};
+use edge_auth_domain::sessions::usecases::{SessionError, revoke_session};
+use edge_auth_domain::time::Timestamp;
+use edge_auth_spin::http::parse_json;
+use edge_auth_spin::internal::{fail, serve};
+use edge_auth_spin::redis::SpinRedis;
+use edge_auth_spin::session_store::RedisSessionStore;
+use serde::Deserialize;
+use serde_json::json;
+use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http_component;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    reason_code: String,
+    actor: String,
+}
+
+#[http_component]
+async fn handle_revoke_session(req: IncomingRequest, out: ResponseOutparam) {
+    serve(req, out, Method::Post, &["device_session_id"], |call| {
+        let body: RevokeBody = parse_json(&call.body)?;
+        let run = || -> Result<_, SessionError> {
+            let reason = ChangeReason {
+                reason_code: ReasonCode::parse(&body.reason_code)?,
+                actor: Actor::parse(&body.actor)?,
+            };
+            let store = RedisSessionStore::new(SpinRedis::connect()?);
+            revoke_session(
+                &store,
+                call.param("device_session_id").unwrap_or_default(),
+                &reason,
+                Timestamp::now(),
+            )
+        };
+        run()
+            .map(|(record, already)| {
+                (
+                    200,
+                    json!({
+                        "device_session_id": record.device_session_id,
+                        "status": record.status.as_str(),
+                        "already_revoked": already,
+                    }),
+                )
+            })
+            .map_err(|e| fail("revoke-session failed", &e))
+    })
+    .await;
+}

@@ -1,0 +1,312 @@
+//! [`SessionStore`] on Redis: one Lua script (or one command) per method.
+
+use std::sync::OnceLock;
+
+use anyhow::{Context, bail};
+use edge_auth_domain::ids::{AddressTag, DeviceSessionId};
+use edge_auth_domain::sessions::input::{ChangeReason, UserRef};
+use edge_auth_domain::sessions::model::{
+    AuditRecord, Page, SessionRecord, SessionStatus, StatusFilter,
+};
+use edge_auth_domain::sessions::ports::{
+    BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore,
+};
+use edge_auth_domain::time::Timestamp;
+
+use crate::keys::{self, AddressKeys};
+use crate::redis::{Arg, Reply, Script, SpinRedis};
+
+struct Scripts {
+    revoke: Script,
+    revoke_batch: Script,
+    block: Script,
+    list: Script,
+    audit: Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        revoke: Script::new(
+            "revoke",
+            concat!(
+                include_str!("scripts/lib.lua"),
+                include_str!("scripts/revoke.lua")
+            ),
+        ),
+        revoke_batch: Script::new(
+            "revoke_batch",
+            concat!(
+                include_str!("scripts/lib.lua"),
+                include_str!("scripts/revoke_batch.lua")
+            ),
+        ),
+        block: Script::new(
+            "block",
+            concat!(
+                include_str!("scripts/lib.lua"),
+                include_str!("scripts/block.lua")
+            ),
+        ),
+        list: Script::new("list_sessions", include_str!("scripts/list_sessions.lua")),
+        audit: Script::new("audit", include_str!("scripts/audit.lua")),
+    })
+}
+
+/// The record fields, in the order the scripts return them.
+const FIELDS: [&str; 10] = [
+    "device_session_id",
+    "user_id",
+    "client_public_key",
+    "status",
+    "created_at",
+    "revoked_at",
+    "revoke_reason_code",
+    "revoke_actor",
+    "client_addr",
+    "user_agent",
+];
+
+fn optional(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn time(text: &str) -> anyhow::Result<Timestamp> {
+    Ok(Timestamp(
+        text.parse()
+            .with_context(|| format!("bad timestamp {text:?}"))?,
+    ))
+}
+
+/// Reads one record (10 fields) from a reply.
+fn record(reply: &mut Reply) -> anyhow::Result<SessionRecord> {
+    let mut next = || -> anyhow::Result<String> { Ok(reply.text()?.unwrap_or_default()) };
+    let device_session_id = next()?;
+    let user_id = next()?;
+    let client_public_key = next()?;
+    let status_text = next()?;
+    let status = SessionStatus::parse(&status_text)
+        .with_context(|| format!("bad session status {status_text:?}"))?;
+    let created_at = time(&next()?)?;
+    let revoked_at = optional(next()?).map(|t| time(&t)).transpose()?;
+    Ok(SessionRecord {
+        device_session_id,
+        user_id,
+        client_public_key,
+        status,
+        created_at,
+        revoked_at,
+        revoke_reason_code: optional(next()?),
+        revoke_actor: optional(next()?),
+        client_addr: next()?,
+        user_agent: next()?,
+    })
+}
+
+fn common(prefix: &str, reason: &ChangeReason, now: Timestamp) -> Vec<Arg> {
+    vec![
+        prefix.into(),
+        now.0.into(),
+        reason.reason_code.as_str().into(),
+        reason.actor.as_str().into(),
+        keys::REVOKED_RETENTION_MS.into(),
+        keys::LIFECYCLE_TTL_MS.into(),
+        keys::LIFECYCLE_MAXLEN.into(),
+    ]
+}
+
+/// The session store on a Spin Redis connection.
+#[derive(Debug)]
+pub struct RedisSessionStore {
+    redis: SpinRedis,
+}
+
+impl RedisSessionStore {
+    /// Wraps an open connection.
+    pub fn new(redis: SpinRedis) -> Self {
+        Self { redis }
+    }
+}
+
+impl SessionStore for RedisSessionStore {
+    fn get(&self, id: &DeviceSessionId) -> anyhow::Result<Option<SessionRecord>> {
+        let key = AddressKeys::new(id.tag()).session(id.as_str());
+        let mut args: Vec<Arg> = vec![key.into()];
+        args.extend(FIELDS.iter().map(|f| Arg::from(*f)));
+        let items = self.redis.command("HMGET", &args)?;
+        if matches!(
+            items.first(),
+            Some(spin_sdk::redis::RedisResult::Nil) | None
+        ) {
+            return Ok(None);
+        }
+        record(&mut Reply::new("HMGET session", items)).map(Some)
+    }
+
+    fn locate_user(&self, user: &UserRef) -> anyhow::Result<Option<AddressTag>> {
+        let mut reply = Reply::new(
+            "GET user index",
+            self.redis
+                .command("GET", &[keys::user_index(user.as_str()).into()])?,
+        );
+        match reply.text()? {
+            None => Ok(None),
+            Some(hex) => AddressTag::parse_hex(&hex)
+                .map(Some)
+                .with_context(|| format!("bad address tag {hex:?} in the user index")),
+        }
+    }
+
+    fn list(
+        &self,
+        tag: AddressTag,
+        user: &UserRef,
+        filter: StatusFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Option<Page<SessionRecord>>> {
+        let k = AddressKeys::new(tag);
+        let set = match filter {
+            StatusFilter::Active => k.active_sessions(),
+            StatusFilter::Revoked => k.revoked_sessions(),
+            StatusFilter::All => k.all_sessions(),
+        };
+        let args: [Arg; 4] = [
+            k.prefix().into(),
+            user.as_str().into(),
+            cursor.unwrap_or_default().into(),
+            limit.into(),
+        ];
+        let mut reply = Reply::new(
+            "list_sessions",
+            self.redis.run(&scripts().list, &[set, k.user()], &args)?,
+        );
+        match reply.required()?.as_str() {
+            "user_not_found" => return Ok(None),
+            "ok" => {}
+            other => bail!("`list_sessions` reply: unexpected {other:?}"),
+        }
+        let next_cursor = optional(reply.required()?);
+        let n = reply.int()?;
+        let items = (0..n)
+            .map(|_| record(&mut reply))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Some(Page { items, next_cursor }))
+    }
+
+    fn revoke(
+        &self,
+        id: &DeviceSessionId,
+        reason: &ChangeReason,
+        now: Timestamp,
+    ) -> anyhow::Result<RevokeOutcome> {
+        let k = AddressKeys::new(id.tag());
+        let mut args = common(k.prefix(), reason, now);
+        args.push(keys::AUDIT_TTL_MS.into());
+        args.push(keys::AUDIT_MAXLEN.into());
+        let mut reply = Reply::new(
+            "revoke",
+            self.redis
+                .run(&scripts().revoke, &[k.session(id.as_str())], &args)?,
+        );
+        Ok(match reply.required()?.as_str() {
+            "not_found" => RevokeOutcome::NotFound,
+            "revoked" => RevokeOutcome::Revoked(record(&mut reply)?),
+            "already" => RevokeOutcome::AlreadyRevoked(record(&mut reply)?),
+            other => bail!("`revoke` reply: unexpected {other:?}"),
+        })
+    }
+
+    fn revoke_batch(&self, b: &RevokeBatch<'_>) -> anyhow::Result<BatchOutcome> {
+        let k = AddressKeys::new(b.tag);
+        let mut args = common(k.prefix(), b.reason, b.now);
+        args.push(b.batch_size.into());
+        // Every member created at or before the bound sorts before "<bound>|~".
+        args.push(format!("{:016}|~", b.created_up_to.0).into());
+        args.push(b.user.map(UserRef::as_str).unwrap_or_default().into());
+        args.push(b.revoked_so_far.into());
+        args.push(b.action.into());
+        args.push(keys::AUDIT_TTL_MS.into());
+        args.push(keys::AUDIT_MAXLEN.into());
+        let mut reply = Reply::new(
+            "revoke_batch",
+            self.redis.run(
+                &scripts().revoke_batch,
+                &[k.active_sessions(), k.user()],
+                &args,
+            )?,
+        );
+        Ok(match reply.required()?.as_str() {
+            "user_not_found" => BatchOutcome::UserNotFound,
+            "ok" => BatchOutcome::Revoked {
+                count: u64::try_from(reply.int()?)?,
+                more: reply.int()? > 0,
+            },
+            other => bail!("`revoke_batch` reply: unexpected {other:?}"),
+        })
+    }
+
+    fn set_blocked(&self, c: &BlockChange<'_>) -> anyhow::Result<bool> {
+        let k = AddressKeys::new(c.tag);
+        let args: [Arg; 10] = [
+            k.prefix().into(),
+            c.now.0.into(),
+            c.reason.reason_code.as_str().into(),
+            c.reason.actor.as_str().into(),
+            (if c.blocked { "1" } else { "0" }).into(),
+            c.user.map(UserRef::as_str).unwrap_or_default().into(),
+            keys::LIFECYCLE_TTL_MS.into(),
+            keys::LIFECYCLE_MAXLEN.into(),
+            keys::AUDIT_TTL_MS.into(),
+            keys::AUDIT_MAXLEN.into(),
+        ];
+        let mut reply = Reply::new(
+            "block",
+            self.redis
+                .run(&scripts().block, &[k.blocked(), k.user()], &args)?,
+        );
+        match reply.required()?.as_str() {
+            "ok" => Ok(true),
+            "user_not_found" => Ok(false),
+            other => bail!("`block` reply: unexpected {other:?}"),
+        }
+    }
+
+    fn audit(
+        &self,
+        tag: AddressTag,
+        user: &UserRef,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Option<Page<AuditRecord>>> {
+        let k = AddressKeys::new(tag);
+        let args: [Arg; 3] = [
+            user.as_str().into(),
+            cursor.unwrap_or_default().into(),
+            limit.into(),
+        ];
+        let mut reply = Reply::new(
+            "audit",
+            self.redis
+                .run(&scripts().audit, &[k.audit(), k.user()], &args)?,
+        );
+        match reply.required()?.as_str() {
+            "user_not_found" => return Ok(None),
+            "ok" => {}
+            other => bail!("`audit` reply: unexpected {other:?}"),
+        }
+        let next_cursor = optional(reply.required()?);
+        let n = reply.int()?;
+        let mut items = Vec::new();
+        for _ in 0..n {
+            let id = reply.required()?;
+            let pairs = reply.int()?;
+            let mut fields = Vec::new();
+            for _ in 0..pairs {
+                fields.push((reply.required()?, reply.required()?));
+            }
+            items.push(AuditRecord { id, fields });
+        }
+        Ok(Some(Page { items, next_cursor }))
+    }
+}
