@@ -323,6 +323,95 @@ impl TestApp {
         response.field("device_session_id")
     }
 
+    /// An internal API call with the token: `method` on `path` (concrete), checked against
+    /// the internal OpenAPI file under `template` (`{name}` segments).
+    pub async fn internal(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        template: &str,
+        body: Option<&Value>,
+    ) -> ApiResponse {
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.address))
+            .bearer_auth(INTERNAL_TOKEN);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("the request reaches the host");
+        ApiResponse::checked(response, template, method.as_str()).await
+    }
+
+    /// `GET /api/v1/internal/sessions/{id}`.
+    pub async fn get_session(&self, id: &str) -> ApiResponse {
+        self.internal(
+            reqwest::Method::GET,
+            &format!("/api/v1/internal/sessions/{id}"),
+            "/api/v1/internal/sessions/{device_session_id}",
+            None,
+        )
+        .await
+    }
+
+    /// `GET /api/v1/internal/users/{user}/sessions?<query>`.
+    pub async fn list_sessions(&self, user: &str, query: &str) -> ApiResponse {
+        self.internal(
+            reqwest::Method::GET,
+            &format!("/api/v1/internal/users/{user}/sessions?{query}"),
+            "/api/v1/internal/users/{user_id}/sessions",
+            None,
+        )
+        .await
+    }
+
+    /// `POST /api/v1/internal/sessions/{id}/revoke`.
+    pub async fn revoke_session(&self, id: &str, body: &Value) -> ApiResponse {
+        self.internal(
+            reqwest::Method::POST,
+            &format!("/api/v1/internal/sessions/{id}/revoke"),
+            "/api/v1/internal/sessions/{device_session_id}/revoke",
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/internal/users/{user}/sessions/revoke-all`.
+    pub async fn revoke_all(&self, user: &str, body: &Value) -> ApiResponse {
+        self.internal(
+            reqwest::Method::POST,
+            &format!("/api/v1/internal/users/{user}/sessions/revoke-all"),
+            "/api/v1/internal/users/{user_id}/sessions/revoke-all",
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/internal/users/block`.
+    pub async fn block(&self, body: &Value) -> ApiResponse {
+        let path = "/api/v1/internal/users/block";
+        self.internal(reqwest::Method::POST, path, path, Some(body))
+            .await
+    }
+
+    /// `POST /api/v1/internal/users/unblock`.
+    pub async fn unblock(&self, body: &Value) -> ApiResponse {
+        let path = "/api/v1/internal/users/unblock";
+        self.internal(reqwest::Method::POST, path, path, Some(body))
+            .await
+    }
+
+    /// `GET /api/v1/internal/audit?<query>`.
+    pub async fn audit(&self, query: &str) -> ApiResponse {
+        self.internal(
+            reqwest::Method::GET,
+            &format!("/api/v1/internal/audit?{query}"),
+            "/api/v1/internal/audit",
+            None,
+        )
+        .await
+    }
+
     /// The Redis key prefix of an address's data (`ea:{a:<tag>}:`).
     pub fn address_prefix(&self, email: &str) -> String {
         let key = ServerKey::new(TEST_SECRET.as_bytes()).expect("test secret is long enough");

@@ -20,8 +20,8 @@ pub mod redis_server;
 pub mod user_service_stub;
 
 pub use app::{
-    ApiResponse, MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, USER_SERVICE_TOKEN, device_key,
-    round_trips, spawn_app,
+    ApiResponse, INTERNAL_TOKEN, MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, USER_SERVICE_TOKEN,
+    device_key, round_trips, spawn_app,
 };
 pub use mail_stub::MailStub;
 pub use redis_server::RedisServer;

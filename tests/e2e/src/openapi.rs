@@ -1,4 +1,5 @@
-//! Checks real responses against the OpenAPI file (`shared/openapi/public-api.json`).
+//! Checks real responses against the OpenAPI files (`shared/openapi/public-api.json`,
+//! and `internal-api.json` for `/api/v1/internal/...`).
 //!
 //! The response schema for (path, method, status) is validated with a JSON Schema
 //! 2020-12 validator (OpenAPI 3.1 schemas are JSON Schema). A status the file does not
@@ -11,19 +12,41 @@ use serde_json::Value;
 
 use crate::workspace_root;
 
-/// The OpenAPI document.
-pub fn spec() -> &'static Value {
-    static SPEC: OnceLock<Value> = OnceLock::new();
-    SPEC.get_or_init(|| {
-        let path = workspace_root().join("shared/openapi/public-api.json");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
-    })
+fn load(name: &str) -> Value {
+    let path = workspace_root().join("shared/openapi").join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
+/// The public OpenAPI document.
+pub fn spec() -> &'static Value {
+    static SPEC: OnceLock<Value> = OnceLock::new();
+    SPEC.get_or_init(|| load("public-api.json"))
+}
+
+/// The internal OpenAPI document.
+pub fn internal_spec() -> &'static Value {
+    static SPEC: OnceLock<Value> = OnceLock::new();
+    SPEC.get_or_init(|| load("internal-api.json"))
+}
+
+/// The document that describes `path`.
+pub fn spec_for(path: &str) -> &'static Value {
+    if path.starts_with("/api/v1/internal/") {
+        internal_spec()
+    } else {
+        spec()
+    }
+}
+
+/// A path as one JSON-pointer token inside a URI fragment (`{` and `}` percent-encoded).
 fn escape(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
+    segment
+        .replace('~', "~0")
+        .replace('/', "~1")
+        .replace('{', "%7B")
+        .replace('}', "%7D")
 }
 
 /// Validates one response.
@@ -31,7 +54,7 @@ fn escape(segment: &str) -> String {
 /// # Errors
 /// The operation or status is not documented, or the body does not match its schema.
 pub fn check_response(path: &str, method: &str, status: u16, body: &Value) -> Result<(), String> {
-    let doc = spec();
+    let doc = spec_for(path);
     let mut method = method.to_ascii_lowercase();
     // OpenAPI cannot describe "any other method": a 405 for an undocumented method is
     // checked against the 405 the path documents.
@@ -59,25 +82,25 @@ pub fn check_response(path: &str, method: &str, status: u16, body: &Value) -> Re
         "#/paths/{}/{method}/responses/{status_key}/content/application~1json/schema",
         escape(path)
     );
-    validate(&pointer, body).map_err(|e| format!("{method} {path} {status}: {e}"))
+    validate(doc, &pointer, body).map_err(|e| format!("{method} {path} {status}: {e}"))
 }
 
 /// Validates `body` against the schema at `pointer` (compiled once per pointer).
-fn validate(pointer: &str, body: &Value) -> Result<(), String> {
+fn validate(doc: &'static Value, pointer: &str, body: &Value) -> Result<(), String> {
     type Cache = Mutex<HashMap<String, Arc<jsonschema::Validator>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let cached = cache
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(pointer)
+        .get(&cache_key(doc, pointer))
         .cloned();
     let validator = match cached {
         Some(v) => v,
         None => {
             // The whole document is the schema resource, so internal `$ref`s resolve;
             // its OpenAPI keywords are unknown to JSON Schema and ignored.
-            let mut root = spec().clone();
+            let mut root = doc.clone();
             root["$ref"] = Value::String(pointer.to_string());
             let built = jsonschema::options()
                 .with_draft(jsonschema::Draft::Draft202012)
@@ -87,7 +110,7 @@ fn validate(pointer: &str, body: &Value) -> Result<(), String> {
             cache
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(pointer.to_string(), built.clone());
+                .insert(cache_key(doc, pointer), built.clone());
             built
         }
     };
@@ -102,13 +125,17 @@ fn validate(pointer: &str, body: &Value) -> Result<(), String> {
     }
 }
 
+fn cache_key(doc: &'static Value, pointer: &str) -> String {
+    format!("{:p}{pointer}", doc)
+}
+
 /// Validates a request body against the operation's request schema (for the tests' own
 /// requests and the mail webhook's body).
 ///
 /// # Errors
 /// The body does not match.
 pub fn check_schema(schema_name: &str, body: &Value) -> Result<(), String> {
-    validate(&format!("#/components/schemas/{schema_name}"), body)
+    validate(spec(), &format!("#/components/schemas/{schema_name}"), body)
         .map_err(|e| format!("not a {schema_name}: {e}"))
 }
 
@@ -160,6 +187,36 @@ mod tests {
     }
 
     #[test]
+    fn every_internal_route_of_the_manifest_is_documented() {
+        let manifest =
+            std::fs::read_to_string(workspace_root().join("spin.toml")).expect("spin.toml");
+        let doc: toml::Value = toml::from_str(&manifest).expect("TOML");
+        let routes = doc["trigger"]["http"].as_array().expect("triggers");
+        let internal: Vec<String> = routes
+            .iter()
+            .filter_map(|t| t["route"].as_str())
+            .filter(|r| r.starts_with("/api/v1/internal/"))
+            .map(|r| {
+                // Spin's `:name` segments are OpenAPI's `{name}`.
+                r.split('/')
+                    .map(|seg| match seg.strip_prefix(':') {
+                        Some(name) => format!("{{{name}}}"),
+                        None => seg.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .collect();
+        assert_eq!(internal.len(), 7);
+        for route in internal {
+            assert!(
+                internal_spec()["paths"][&route].is_object(),
+                "{route} is not in the internal OpenAPI file"
+            );
+        }
+    }
+
+    #[test]
     fn every_reference_resolves() {
         fn walk(value: &Value, refs: &mut Vec<String>) {
             match value {
@@ -173,12 +230,14 @@ mod tests {
                 _ => {}
             }
         }
-        let mut refs = Vec::new();
-        walk(spec(), &mut refs);
-        assert!(!refs.is_empty());
-        for r in refs {
-            let pointer = r.strip_prefix('#').expect("local reference");
-            assert!(spec().pointer(pointer).is_some(), "{r} does not resolve");
+        for doc in [spec(), internal_spec()] {
+            let mut refs = Vec::new();
+            walk(doc, &mut refs);
+            assert!(!refs.is_empty());
+            for r in refs {
+                let pointer = r.strip_prefix('#').expect("local reference");
+                assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+            }
         }
     }
 }

@@ -3,3 +3,4 @@
 mod health;
 mod host;
 mod login;
+mod sessions;

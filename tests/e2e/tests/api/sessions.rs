@@ -1,0 +1,600 @@
+//! The internal session API, end to end.
+
+use std::collections::HashMap;
+
+use edge_auth_tests::{ApiResponse, INTERNAL_TOKEN, Spawn, TestApp, device_key, spawn_app};
+use redis::Commands;
+use serde_json::{Value, json};
+
+fn reason(code: &str) -> Value {
+    json!({ "reason_code": code, "actor": "admin:tests" })
+}
+
+/// Reads a hash the way the gateway reads a projection: key derived from the session id.
+fn projection(app: &TestApp, session: &str) -> HashMap<String, String> {
+    let key = format!("{}gw:{session}", TestApp::prefix_of_id(session));
+    app.redis().hgetall(key).expect("HGETALL")
+}
+
+fn record_status(app: &TestApp, session: &str) -> Option<String> {
+    let key = format!("{}s:{session}", TestApp::prefix_of_id(session));
+    app.redis().hget(key, "status").expect("HGET")
+}
+
+async fn session_user(app: &TestApp, session: &str) -> String {
+    let got = app.get_session(session).await;
+    assert_eq!(got.status(), 200, "{:?}", got.body);
+    got.field("user_id")
+}
+
+fn spawn_quick() -> Spawn {
+    Spawn::default()
+        .variable("resend_interval_seconds", "0")
+        .variable("rate_limit_per_client", "100000/60")
+        .variable("rate_limit_per_address", "100000/60")
+}
+
+#[tokio::test]
+async fn no_internal_route_answers_anything_but_401_without_the_token() {
+    let app = spawn_app().await;
+    let session = app.login("amy@example.com", &device_key(1)).await;
+    let user = session_user(&app, &session).await;
+    let routes = [
+        format!("/api/v1/internal/sessions/{session}"),
+        format!("/api/v1/internal/users/{user}/sessions?status=all"),
+        format!("/api/v1/internal/sessions/{session}/revoke"),
+        format!("/api/v1/internal/users/{user}/sessions/revoke-all"),
+        "/api/v1/internal/users/block".to_string(),
+        "/api/v1/internal/users/unblock".to_string(),
+        format!("/api/v1/internal/audit?user_id={user}"),
+    ];
+    let wrong = [
+        None,
+        Some("Bearer wrong".to_string()),
+        Some(format!("Bearer {INTERNAL_TOKEN}x")),
+        Some(format!("bearer {INTERNAL_TOKEN}")),
+        Some(format!("Basic {INTERNAL_TOKEN}")),
+        Some("Bearer ".to_string()),
+    ];
+    for route in &routes {
+        for method in [
+            reqwest::Method::GET,
+            reqwest::Method::POST,
+            reqwest::Method::DELETE,
+        ] {
+            for auth in &wrong {
+                let mut request = app
+                    .client
+                    .request(method.clone(), format!("{}{route}", app.address))
+                    .json(&json!({ "email": "amy@example.com", "reason_code": "x", "actor": "y", "revoke_sessions": true }));
+                if let Some(auth) = auth {
+                    request = request.header("authorization", auth);
+                }
+                let response = request.send().await.expect("sent");
+                assert_eq!(response.status(), 401, "{method} {route} {auth:?}");
+                let body: Value = response.json().await.expect("JSON");
+                assert_eq!(body["error"]["code"], "unauthorized");
+                assert_eq!(body.as_object().map(|o| o.len()), Some(1));
+            }
+        }
+    }
+    assert_eq!(
+        record_status(&app, &session).as_deref(),
+        Some("active"),
+        "nothing changed"
+    );
+    let blocked: bool = app
+        .redis()
+        .exists(format!("{}blocked", app.address_prefix("amy@example.com")))
+        .expect("EXISTS");
+    assert!(!blocked);
+    assert!(
+        app.logs().iter().all(|l| !l.contains(INTERNAL_TOKEN)),
+        "the token never reaches a log line"
+    );
+}
+
+#[tokio::test]
+async fn a_session_record_has_every_documented_field() {
+    let app = spawn_app().await;
+    let session = app.login("ben@example.com", &device_key(3)).await;
+
+    let got = app.get_session(&session).await;
+    assert_eq!(got.status(), 200);
+    let s = &got.body;
+    assert_eq!(s["device_session_id"], session);
+    assert_eq!(s["status"], "active");
+    assert_eq!(s["client_public_key"], device_key(3));
+    assert!(s["user_id"].as_str().is_some_and(|u| u.starts_with("u_")));
+    assert!(s["created_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(
+        s["client_addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
+    assert_eq!(s["revoked_at"], Value::Null);
+    assert_eq!(s["revoke_reason_code"], Value::Null);
+
+    let unknown = app
+        .get_session("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA")
+        .await;
+    assert_eq!(unknown.error(), (404, "session_not_found".into()));
+    let malformed = app.get_session("not-an-id").await;
+    assert_eq!(malformed.error(), (400, "invalid_request".into()));
+}
+
+#[tokio::test]
+async fn a_revoke_is_idempotent_keeps_the_first_metadata_and_reaches_the_projection_at_once() {
+    let app = spawn_app().await;
+    let session = app.login("cara@example.com", &device_key(1)).await;
+
+    let first = app.revoke_session(&session, &reason("user_request")).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.body,
+        json!({ "device_session_id": session, "status": "revoked", "already_revoked": false })
+    );
+    // The gateway's read, right after: revoked.
+    assert_eq!(projection(&app, &session)["status"], "revoked");
+
+    let again = app
+        .revoke_session(
+            &session,
+            &json!({ "reason_code": "other", "actor": "admin:else" }),
+        )
+        .await;
+    assert_eq!(again.body["already_revoked"], true);
+    let record = app.get_session(&session).await.body;
+    assert_eq!(record["revoke_reason_code"], "user_request");
+    assert_eq!(record["revoke_actor"], "admin:tests");
+    assert!(record["revoked_at"].as_str().is_some());
+
+    let lifecycle: redis::Value = redis::cmd("XRANGE")
+        .arg(format!("{}lifecycle", TestApp::prefix_of_id(&session)))
+        .arg("-")
+        .arg("+")
+        .query(&mut app.redis())
+        .expect("XRANGE");
+    let text = format!("{lifecycle:?}");
+    assert_eq!(
+        text.matches("session_revoked").count(),
+        1,
+        "one lifecycle record: {text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_revoke_input_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let session = app.login("dan@example.com", &device_key(1)).await;
+    for body in [
+        json!({ "reason_code": "", "actor": "admin" }),
+        json!({ "reason_code": "ok", "actor": "" }),
+        json!({ "reason_code": "Not OK", "actor": "admin" }),
+        json!({ "reason_code": "ok" }),
+        json!({ "reason_code": "ok", "actor": "admin", "extra": true }),
+    ] {
+        let answer = app.revoke_session(&session, &body).await;
+        assert_eq!(answer.error(), (400, "invalid_request".into()), "{body}");
+    }
+    assert_eq!(record_status(&app, &session).as_deref(), Some("active"));
+    let unknown = app
+        .revoke_session("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA", &reason("x"))
+        .await;
+    assert_eq!(unknown.error(), (404, "session_not_found".into()));
+    let wrong_method = app
+        .internal(
+            reqwest::Method::GET,
+            &format!("/api/v1/internal/sessions/{session}/revoke"),
+            "/api/v1/internal/sessions/{device_session_id}/revoke",
+            None,
+        )
+        .await;
+    assert_eq!(wrong_method.error(), (405, "method_not_allowed".into()));
+}
+
+#[tokio::test]
+async fn listing_filters_by_status_and_pages_with_a_cursor() {
+    let app = spawn_quick().spawn().await;
+    let sessions: Vec<String> = {
+        let mut out = Vec::new();
+        for seed in 1..=5 {
+            out.push(app.login("eve@example.com", &device_key(seed)).await);
+        }
+        out
+    };
+    let user = session_user(&app, &sessions[0]).await;
+    app.revoke_session(&sessions[1], &reason("lost_device"))
+        .await;
+
+    let ids = |page: &ApiResponse| -> Vec<String> {
+        page.body["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .map(|s| s["device_session_id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let active = app.list_sessions(&user, "status=active").await;
+    assert_eq!(ids(&active).len(), 4);
+    let revoked = app.list_sessions(&user, "status=revoked").await;
+    assert_eq!(ids(&revoked), [sessions[1].clone()]);
+    let all = app.list_sessions(&user, "").await;
+    assert_eq!(ids(&all), sessions, "oldest first");
+    assert_eq!(all.body["next_cursor"], Value::Null);
+
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = app
+            .list_sessions(
+                &user,
+                &format!("status=all&limit=2&cursor={}", urlencode(&cursor)),
+            )
+            .await;
+        assert_eq!(page.status(), 200, "{:?}", page.body);
+        seen.extend(ids(&page));
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, sessions);
+
+    for query in ["status=bogus", "limit=0", "limit=501", "limit=x"] {
+        let answer = app.list_sessions(&user, query).await;
+        assert_eq!(answer.error(), (400, "invalid_request".into()), "{query}");
+    }
+    let stranger = app
+        .list_sessions("u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA", "")
+        .await;
+    assert_eq!(stranger.error(), (404, "user_not_found".into()));
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn revoke_all_ends_every_session_and_its_projection() {
+    let app = spawn_quick().spawn().await;
+    let mut sessions = Vec::new();
+    for seed in 1..=3 {
+        sessions.push(app.login("fay@example.com", &device_key(seed)).await);
+    }
+    let user = session_user(&app, &sessions[0]).await;
+    app.revoke_session(&sessions[0], &reason("user_request"))
+        .await;
+
+    let all = app.revoke_all(&user, &reason("password_reset")).await;
+    assert_eq!(all.body, json!({ "revoked_count": 2 }));
+    for session in &sessions {
+        assert_eq!(projection(&app, session)["status"], "revoked");
+        assert_eq!(record_status(&app, session).as_deref(), Some("revoked"));
+    }
+    assert_eq!(
+        app.get_session(&sessions[0]).await.body["revoke_reason_code"],
+        "user_request",
+        "an earlier revoke keeps its metadata"
+    );
+    let again = app.revoke_all(&user, &reason("password_reset")).await;
+    assert_eq!(again.body, json!({ "revoked_count": 0 }));
+    let stranger = app
+        .revoke_all("u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA", &reason("x"))
+        .await;
+    assert_eq!(stranger.error(), (404, "user_not_found".into()));
+}
+
+#[tokio::test]
+async fn blocking_an_address_before_any_user_exists_hides_it_and_unblocking_restores_it() {
+    let app = spawn_quick().spawn().await;
+    let blocked = app
+        .block(
+            &json!({ "email": "Gus@Example.com", "reason_code": "abuse", "actor": "admin:tests" }),
+        )
+        .await;
+    assert_eq!(blocked.body, json!({ "blocked": true, "revoked_count": 0 }));
+
+    let challenge = app.new_challenge("gus@example.com").await;
+    let ch = format!("{}ch:{challenge}", app.address_prefix("gus@example.com"));
+    let state: Option<String> = app.redis().hget(&ch, "state").expect("HGET");
+    assert_eq!(
+        state.as_deref(),
+        Some("suppressed"),
+        "no mail for a blocked address"
+    );
+
+    let unblocked = app
+        .unblock(
+            &json!({ "email": "gus@example.com", "reason_code": "appeal", "actor": "admin:tests" }),
+        )
+        .await;
+    assert_eq!(unblocked.body, json!({ "blocked": false }));
+    let _ = app.login("gus@example.com", &device_key(1)).await;
+}
+
+#[tokio::test]
+async fn blocking_a_user_with_revoke_sessions_ends_them_and_refuses_confirms() {
+    let app = spawn_quick().spawn().await;
+    let first = app.login("hal@example.com", &device_key(1)).await;
+    let second = app.login("hal@example.com", &device_key(2)).await;
+    let user = session_user(&app, &first).await;
+    let open = app.new_challenge("hal@example.com").await;
+    let code = app.mailed_code(&open).await;
+
+    let blocked = app
+        .block(&json!({ "user_id": user, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true }))
+        .await;
+    assert_eq!(blocked.body, json!({ "blocked": true, "revoked_count": 2 }));
+    for session in [&first, &second] {
+        assert_eq!(projection(&app, session)["status"], "revoked");
+    }
+    let refused = app.confirm_email_code(&open, &code, &device_key(3)).await;
+    assert_eq!(refused.error(), (403, "blocked_by_policy".into()));
+
+    for body in [
+        json!({ "reason_code": "x", "actor": "a" }),
+        json!({ "email": "hal@example.com", "user_id": user, "reason_code": "x", "actor": "a" }),
+        json!({ "email": "not-an-address", "reason_code": "x", "actor": "a" }),
+        json!({ "user_id": "bad/id", "reason_code": "x", "actor": "a" }),
+    ] {
+        assert_eq!(
+            app.block(&body).await.error(),
+            (400, "invalid_request".into()),
+            "{body}"
+        );
+    }
+    let stranger = app
+        .block(&json!({ "user_id": "u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA", "reason_code": "x", "actor": "a" }))
+        .await;
+    assert_eq!(stranger.error(), (404, "user_not_found".into()));
+
+    app.unblock(&json!({ "user_id": user, "reason_code": "appeal", "actor": "admin:tests" }))
+        .await;
+    let _ = app.login("hal@example.com", &device_key(4)).await;
+}
+
+#[tokio::test]
+async fn the_audit_trail_lists_every_change_newest_first_with_who_what_when_why() {
+    let app = spawn_quick().spawn().await;
+    let session = app.login("ida@example.com", &device_key(1)).await;
+    let user = session_user(&app, &session).await;
+    app.revoke_session(&session, &reason("user_request")).await;
+    app.block(&json!({ "user_id": user, "reason_code": "abuse", "actor": "admin:tests" }))
+        .await;
+    app.unblock(&json!({ "user_id": user, "reason_code": "appeal", "actor": "admin:tests" }))
+        .await;
+
+    let page = app.audit(&format!("user_id={user}")).await;
+    assert_eq!(page.status(), 200);
+    let records = page.body["records"].as_array().expect("records");
+    let actions: Vec<&str> = records
+        .iter()
+        .map(|r| r["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "user_unblocked",
+            "user_blocked",
+            "revoke_session",
+            "session_created"
+        ]
+    );
+    let revoke = &records[2];
+    assert_eq!(revoke["device_session_id"], session);
+    assert_eq!(revoke["reason_code"], "user_request");
+    assert_eq!(revoke["actor"], "admin:tests");
+    assert!(revoke["at"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+    let first = app.audit(&format!("user_id={user}&limit=3")).await;
+    let cursor = first.body["next_cursor"]
+        .as_str()
+        .expect("more")
+        .to_string();
+    let rest = app
+        .audit(&format!(
+            "user_id={user}&limit=3&cursor={}",
+            urlencode(&cursor)
+        ))
+        .await;
+    assert_eq!(rest.body["records"].as_array().map(Vec::len), Some(1));
+    assert_eq!(rest.body["next_cursor"], Value::Null);
+
+    assert_eq!(app.audit("").await.error(), (400, "invalid_request".into()));
+}
+
+// ---- races and scale --------------------------------------------------------------------
+
+/// Every session of the address agrees with its projection.
+fn projections_agree(app: &TestApp, email: &str) {
+    let prefix = app.address_prefix(email);
+    let members: Vec<String> = app
+        .redis()
+        .zrange(format!("{prefix}sessions:all"), 0, -1)
+        .expect("ZRANGE");
+    for member in members {
+        let session = &member[17..];
+        assert_eq!(
+            record_status(app, session),
+            projection(app, session).get("status").cloned(),
+            "{session}"
+        );
+    }
+}
+
+fn active_count(app: &TestApp, email: &str) -> i64 {
+    app.redis()
+        .zcard(format!("{}sessions:active", app.address_prefix(email)))
+        .expect("ZCARD")
+}
+
+#[tokio::test]
+async fn a_block_racing_logins_leaves_no_active_session_and_consistent_projections() {
+    let app = spawn_quick().spawn().await;
+    let first = app.login("jon@example.com", &device_key(1)).await;
+    let user = session_user(&app, &first).await;
+    let logins = async {
+        let mut outcomes = Vec::new();
+        let prefix = app.address_prefix("jon@example.com");
+        for seed in 2..12 {
+            let challenge = app.new_challenge("jon@example.com").await;
+            let state: Option<String> = app
+                .redis()
+                .hget(format!("{prefix}ch:{challenge}"), "state")
+                .expect("HGET");
+            if state.as_deref() == Some("suppressed") {
+                // Sent after the block: no mail, nothing to confirm.
+                outcomes.push(403);
+                continue;
+            }
+            let code = app.mailed_code(&challenge).await;
+            outcomes.push(
+                app.confirm_email_code(&challenge, &code, &device_key(seed))
+                    .await
+                    .status(),
+            );
+        }
+        outcomes
+    };
+    let block_body = json!({ "user_id": user, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true });
+    let block = app.block(&block_body);
+    let (outcomes, blocked) = tokio::join!(logins, block);
+    assert_eq!(blocked.status(), 200);
+    assert!(
+        outcomes.iter().all(|s| *s == 200 || *s == 403),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        active_count(&app, "jon@example.com"),
+        0,
+        "the block ended everything"
+    );
+    projections_agree(&app, "jon@example.com");
+}
+
+#[tokio::test]
+async fn revoke_all_racing_logins_ends_every_session_older_than_the_call() {
+    let app = spawn_quick().spawn().await;
+    let mut before = Vec::new();
+    for seed in 1..=5 {
+        before.push(app.login("kim@example.com", &device_key(seed)).await);
+    }
+    let user = session_user(&app, &before[0]).await;
+    let logins = async {
+        let mut ids = Vec::new();
+        for seed in 6..=10 {
+            ids.push(app.login("kim@example.com", &device_key(seed)).await);
+        }
+        ids
+    };
+    let reset = reason("password_reset");
+    let revoke = app.revoke_all(&user, &reset);
+    let (during, revoked) = tokio::join!(logins, revoke);
+    assert_eq!(revoked.status(), 200);
+    for session in &before {
+        assert_eq!(record_status(&app, session).as_deref(), Some("revoked"));
+    }
+    // Logins that raced the call are either ended by it or strictly newer than it.
+    let count = revoked.body["revoked_count"].as_u64().expect("count");
+    assert!((5..=10).contains(&count), "{count}");
+    assert_eq!(active_count(&app, "kim@example.com") as u64, 10 - count);
+    let _ = during;
+    projections_agree(&app, "kim@example.com");
+}
+
+#[tokio::test]
+async fn a_revoke_racing_the_confirm_that_created_the_session_wins_or_comes_after() {
+    let app = spawn_quick().spawn().await;
+    let first = app.login("lea@example.com", &device_key(1)).await;
+    let challenge = app.new_challenge("lea@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let (key, why) = (device_key(2), reason("user_request"));
+    let (confirm, revoke) = tokio::join!(
+        app.confirm_email_code(&challenge, &code, &key),
+        app.revoke_session(&first, &why)
+    );
+    assert_eq!(confirm.status(), 200);
+    assert_eq!(revoke.status(), 200);
+    assert_eq!(record_status(&app, &first).as_deref(), Some("revoked"));
+    assert_eq!(active_count(&app, "lea@example.com"), 1);
+    projections_agree(&app, "lea@example.com");
+}
+
+#[tokio::test]
+async fn ten_thousand_sessions_page_exactly_once_and_revoke_all_reports_them() {
+    let app = spawn_quick().spawn().await;
+    let seed_session = app.login("max@example.com", &device_key(1)).await;
+    let user = session_user(&app, &seed_session).await;
+    // Seed 9,999 more sessions the way confirm writes them (one pipeline).
+    let prefix = app.address_prefix("max@example.com");
+    let mut pipe = redis::pipe();
+    let base: u64 = 1_700_000_000_000;
+    for i in 0..9_999u64 {
+        let id = format!("s_{}_{:0>22}", &prefix[6..22], format!("seed{i}"));
+        let created = base + i;
+        let member = format!("{created:016}|{id}");
+        pipe.hset_multiple(
+            format!("{prefix}s:{id}"),
+            &[
+                ("device_session_id", id.as_str()),
+                ("user_id", user.as_str()),
+                ("client_public_key", "seeded"),
+                ("status", "active"),
+                ("created_at", &created.to_string()),
+                ("client_addr", "127.0.0.1:1"),
+                ("user_agent", "seed"),
+                ("zmember", member.as_str()),
+            ],
+        )
+        .ignore();
+        pipe.hset_multiple(
+            format!("{prefix}gw:{id}"),
+            &[("user_id", user.as_str()), ("status", "active")],
+        )
+        .ignore();
+        pipe.zadd(format!("{prefix}sessions:active"), member.as_str(), 0)
+            .ignore();
+        pipe.zadd(format!("{prefix}sessions:all"), member.as_str(), 0)
+            .ignore();
+    }
+    let _: () = pipe.query(&mut app.redis()).expect("seeding");
+    assert_eq!(active_count(&app, "max@example.com"), 10_000);
+
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = 0;
+    let mut cursor = String::new();
+    loop {
+        let page = app
+            .list_sessions(
+                &user,
+                &format!("status=active&limit=500&cursor={}", urlencode(&cursor)),
+            )
+            .await;
+        pages += 1;
+        for s in page.body["sessions"].as_array().expect("sessions") {
+            assert!(
+                seen.insert(s["device_session_id"].as_str().expect("id").to_string()),
+                "twice: {s}"
+            );
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 10_000);
+    assert_eq!(pages, 20);
+
+    let revoked = app.revoke_all(&user, &reason("password_reset")).await;
+    assert_eq!(revoked.body, json!({ "revoked_count": 10_000 }));
+    assert_eq!(active_count(&app, "max@example.com"), 0);
+    projections_agree(&app, "max@example.com");
+}
