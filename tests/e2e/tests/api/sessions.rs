@@ -149,6 +149,18 @@ async fn a_revoke_is_idempotent_keeps_the_first_metadata_and_reaches_the_project
     assert_eq!(record["revoke_actor"], "admin:tests");
     assert!(record["revoked_at"].as_str().is_some());
 
+    // Lifecycle data expires: nothing grows without bound.
+    let prefix = TestApp::prefix_of_id(&session);
+    for key in [
+        format!("{prefix}lifecycle"),
+        format!("{prefix}audit"),
+        format!("{prefix}s:{session}"),
+        format!("{prefix}gw:{session}"),
+    ] {
+        let ttl: i64 = app.redis().pttl(&key).expect("PTTL");
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+
     let lifecycle: redis::Value = redis::cmd("XRANGE")
         .arg(format!("{}lifecycle", TestApp::prefix_of_id(&session)))
         .arg("-")
@@ -249,6 +261,37 @@ async fn listing_filters_by_status_and_pages_with_a_cursor() {
         .list_sessions("u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA", "")
         .await;
     assert_eq!(stranger.error(), (404, "user_not_found".into()));
+    let malformed = app.list_sessions("bad%21id", "").await;
+    assert_eq!(malformed.error(), (400, "invalid_request".into()));
+    let forged_tag = format!("u_{}_AAAAAAAAAAAAAAAAAAAAAA", &user[2..18]);
+    let forged = app.list_sessions(&forged_tag, "").await;
+    assert_eq!(
+        forged.error(),
+        (404, "user_not_found".into()),
+        "a made-up id under a real tag is no user"
+    );
+}
+
+#[tokio::test]
+async fn users_of_the_rest_directory_are_found_by_their_external_id() {
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let one = app.login("nia@example.com", &device_key(1)).await;
+    let _two = app.login("nia@example.com", &device_key(2)).await;
+    let user = app
+        .users
+        .user_of("nia@example.com")
+        .expect("created in the directory");
+    assert_eq!(session_user(&app, &one).await, user);
+
+    let listed = app.list_sessions(&user, "status=active").await;
+    assert_eq!(listed.body["sessions"].as_array().map(Vec::len), Some(2));
+    let revoked = app.revoke_all(&user, &reason("password_reset")).await;
+    assert_eq!(revoked.body, json!({ "revoked_count": 2 }));
+    let unknown = app.list_sessions("ext-999", "").await;
+    assert_eq!(unknown.error(), (404, "user_not_found".into()));
 }
 
 fn urlencode(text: &str) -> String {
