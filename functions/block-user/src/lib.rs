@@ -7,11 +7,7 @@
 #![allow(unsafe_code)]
 
 use edge_auth_domain::crypto::ServerKey;
-use edge_auth_domain::email::EmailAddress;
-use edge_auth_domain::error::PublicError;
-use edge_auth_domain::sessions::input::{
-    Actor, BlockTarget, ChangeReason, InvalidInput, ReasonCode, UserRef,
-};
+use edge_auth_domain::sessions::input::{BlockTarget, ChangeReason};
 use edge_auth_domain::sessions::usecases::{SessionError, block};
 use edge_auth_domain::time::Timestamp;
 use edge_auth_spin::config::variable;
@@ -35,26 +31,13 @@ struct BlockBody {
     revoke_sessions: bool,
 }
 
-fn target(email: Option<&str>, user_id: Option<&str>) -> Result<BlockTarget, SessionError> {
-    match (email, user_id) {
-        (Some(email), None) => Ok(BlockTarget::Email(
-            EmailAddress::parse(email).map_err(|e| InvalidInput(e.to_string()))?,
-        )),
-        (None, Some(user)) => Ok(BlockTarget::User(UserRef::parse(user)?)),
-        _ => Err(InvalidInput("give exactly one of email and user_id".into()).into()),
-    }
-}
-
 #[http_component]
 async fn handle_block_user(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, Method::Post, &[], |call| {
         let body: BlockBody = parse_json(&call.body)?;
         let run = || -> Result<_, SessionError> {
-            let target = target(body.email.as_deref(), body.user_id.as_deref())?;
-            let reason = ChangeReason {
-                reason_code: ReasonCode::parse(&body.reason_code)?,
-                actor: Actor::parse(&body.actor)?,
-            };
+            let target = BlockTarget::parse(body.email.as_deref(), body.user_id.as_deref())?;
+            let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
             let key = ServerKey::new(variable("code_hmac_key")?.as_bytes())
                 .map_err(anyhow::Error::from)?;
             let store = RedisSessionStore::new(SpinRedis::connect()?);
@@ -69,7 +52,7 @@ async fn handle_block_user(req: IncomingRequest, out: ResponseOutparam) {
         };
         run()
             .map(|count| (200, json!({ "blocked": true, "revoked_count": count })))
-            .map_err(|e: SessionError| -> PublicError { fail("block-user failed", &e) })
+            .map_err(|e| fail("block-user failed", &e))
     })
     .await;
 }

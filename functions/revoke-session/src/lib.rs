@@ -5,34 +5,23 @@
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]
 
-use edge_auth_domain::sessions::input::{Actor, ChangeReason, ReasonCode};
+use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::sessions::usecases::{SessionError, revoke_session};
 use edge_auth_domain::time::Timestamp;
 use edge_auth_spin::http::parse_json;
-use edge_auth_spin::internal::{fail, serve};
+use edge_auth_spin::internal::{ReasonBody, fail, serve};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
-use serde::Deserialize;
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeBody {
-    reason_code: String,
-    actor: String,
-}
-
 #[http_component]
 async fn handle_revoke_session(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, Method::Post, &["device_session_id"], |call| {
-        let body: RevokeBody = parse_json(&call.body)?;
+        let body: ReasonBody = parse_json(&call.body)?;
         let run = || -> Result<_, SessionError> {
-            let reason = ChangeReason {
-                reason_code: ReasonCode::parse(&body.reason_code)?,
-                actor: Actor::parse(&body.actor)?,
-            };
+            let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
             let store = RedisSessionStore::new(SpinRedis::connect()?);
             revoke_session(
                 &store,

@@ -5,10 +5,7 @@
 #![allow(unsafe_code)]
 
 use edge_auth_domain::crypto::ServerKey;
-use edge_auth_domain::email::EmailAddress;
-use edge_auth_domain::sessions::input::{
-    Actor, BlockTarget, ChangeReason, InvalidInput, ReasonCode, UserRef,
-};
+use edge_auth_domain::sessions::input::{BlockTarget, ChangeReason};
 use edge_auth_domain::sessions::usecases::{SessionError, unblock};
 use edge_auth_domain::time::Timestamp;
 use edge_auth_spin::config::variable;
@@ -35,19 +32,8 @@ async fn handle_unblock_user(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, Method::Post, &[], |call| {
         let body: UnblockBody = parse_json(&call.body)?;
         let run = || -> Result<_, SessionError> {
-            let target = match (body.email.as_deref(), body.user_id.as_deref()) {
-                (Some(email), None) => BlockTarget::Email(
-                    EmailAddress::parse(email).map_err(|e| InvalidInput(e.to_string()))?,
-                ),
-                (None, Some(user)) => BlockTarget::User(UserRef::parse(user)?),
-                _ => {
-                    return Err(InvalidInput("give exactly one of email and user_id".into()).into());
-                }
-            };
-            let reason = ChangeReason {
-                reason_code: ReasonCode::parse(&body.reason_code)?,
-                actor: Actor::parse(&body.actor)?,
-            };
+            let target = BlockTarget::parse(body.email.as_deref(), body.user_id.as_deref())?;
+            let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
             let key = ServerKey::new(variable("code_hmac_key")?.as_bytes())
                 .map_err(anyhow::Error::from)?;
             let store = RedisSessionStore::new(SpinRedis::connect()?);

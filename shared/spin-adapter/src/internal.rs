@@ -18,6 +18,14 @@ use crate::http::{header, log_cause, read_body, respond, respond_error};
 use crate::public_errors;
 use crate::settings::optional;
 
+/// The `{"reason_code","actor"}` body of the revoke routes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    pub reason_code: String,
+    pub actor: String,
+}
+
 /// What a handler gets from the request.
 #[derive(Debug, Default)]
 pub struct Call {

@@ -17,6 +17,7 @@ pub mod build;
 pub mod mail_stub;
 pub mod openapi;
 pub mod redis_server;
+pub mod stub_server;
 pub mod user_service_stub;
 
 pub use app::{

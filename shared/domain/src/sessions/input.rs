@@ -105,6 +105,35 @@ pub enum BlockTarget {
     User(UserRef),
 }
 
+impl BlockTarget {
+    /// Exactly one of `email` and `user_id`, parsed.
+    ///
+    /// # Errors
+    /// Both, neither, or a malformed one.
+    pub fn parse(email: Option<&str>, user_id: Option<&str>) -> Result<Self, InvalidInput> {
+        match (email, user_id) {
+            (Some(email), None) => EmailAddress::parse(email)
+                .map(Self::Email)
+                .map_err(|e| InvalidInput(e.to_string())),
+            (None, Some(user)) => UserRef::parse(user).map(Self::User),
+            _ => Err(InvalidInput("give exactly one of email and user_id".into())),
+        }
+    }
+}
+
+impl ChangeReason {
+    /// Parses both parts.
+    ///
+    /// # Errors
+    /// Either part is malformed.
+    pub fn parse(reason_code: &str, actor: &str) -> Result<Self, InvalidInput> {
+        Ok(Self {
+            reason_code: ReasonCode::parse(reason_code)?,
+            actor: Actor::parse(actor)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
