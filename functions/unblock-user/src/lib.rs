@@ -5,6 +5,7 @@
 #![allow(unsafe_code)]
 
 use edge_auth_domain::crypto::ServerKey;
+use edge_auth_domain::login::ports::UserDirectory;
 use edge_auth_domain::sessions::input::{BlockTarget, ChangeReason};
 use edge_auth_domain::sessions::usecases::{SessionError, unblock};
 use edge_auth_domain::time::Timestamp;
@@ -13,6 +14,8 @@ use edge_auth_spin::http::parse_json;
 use edge_auth_spin::internal::{fail, serve};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
+use edge_auth_spin::settings::optional;
+use edge_auth_spin::user_directory::RestUserDirectory;
 use serde::Deserialize;
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
@@ -37,7 +40,12 @@ async fn handle_unblock_user(req: IncomingRequest, out: ResponseOutparam) {
             let key = ServerKey::new(variable("code_hmac_key")?.as_bytes())
                 .map_err(anyhow::Error::from)?;
             let store = RedisSessionStore::new(SpinRedis::connect()?);
-            unblock(&store, &key, &target, &reason, Timestamp::now())
+            let rest = match optional("user_directory")?.as_deref() {
+                Some("rest") => Some(RestUserDirectory::from_variables()?),
+                _ => None,
+            };
+            let directory = rest.as_ref().map(|d| d as &dyn UserDirectory);
+            unblock(&store, directory, &key, &target, &reason, Timestamp::now())
         };
         run()
             .map(|()| (200, json!({ "blocked": false })))

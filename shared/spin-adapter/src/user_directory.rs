@@ -9,8 +9,12 @@
 //!   the service makes it idempotent per address. Not retried: on failure the confirm
 //!   answers `service_unavailable` and the challenge stays usable.
 //!
+//! - `PUT {user_service_url}/users/{user_id}/blocked` `{"blocked": bool}` → any 2xx, or
+//!   `404` (no such user). Idempotent, so retried like reads. Used by the internal block
+//!   and unblock routes.
+//!
 //! Anything else (another status, a body that is not the JSON above) is an error and the
-//! confirm fails closed with `service_unavailable`.
+//! call fails closed with `service_unavailable`.
 
 use std::time::Duration;
 
@@ -108,24 +112,49 @@ fn user(status: u16, body: &[u8]) -> anyhow::Result<DirectoryUser> {
     })
 }
 
-impl UserDirectory for RestUserDirectory {
-    fn resolve(&self, email: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
-        let path = format!("/users/by-email?email={}", encode(email.as_str()));
+impl RestUserDirectory {
+    /// An idempotent call, retried on a transport error, a timeout or a 5xx.
+    fn idempotent(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+        what: &str,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         let mut last_error = None;
         for _ in 0..=READ_RETRIES {
-            match self.call(Method::Get, &path, None) {
-                Ok((200, body)) => return user(200, &body).map(Some),
-                Ok((404, _)) => return Ok(None),
+            match self.call(method.clone(), path, body) {
                 Ok((status, _)) if status >= 500 => {
                     last_error = Some(anyhow::anyhow!("the user service answered {status}"));
                 }
-                Ok((status, _)) => bail!("the user service answered {status} to a lookup"),
+                Ok(answer) => return Ok(answer),
                 Err(e) => last_error = Some(e),
             }
         }
         Err(last_error
             .unwrap_or_else(|| anyhow::anyhow!("no attempt was made"))
-            .context(format!("looking the user up, {} tries", READ_RETRIES + 1)))
+            .context(format!("{what}, {} tries", READ_RETRIES + 1)))
+    }
+}
+
+impl UserDirectory for RestUserDirectory {
+    fn resolve(&self, email: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
+        let path = format!("/users/by-email?email={}", encode(email.as_str()));
+        match self.idempotent(Method::Get, &path, None, "looking the user up")? {
+            (200, body) => user(200, &body).map(Some),
+            (404, _) => Ok(None),
+            (status, _) => bail!("the user service answered {status} to a lookup"),
+        }
+    }
+
+    fn set_blocked(&self, user_id: &str, blocked: bool) -> anyhow::Result<bool> {
+        let path = format!("/users/{}/blocked", encode(user_id));
+        let body = serde_json::to_vec(&serde_json::json!({ "blocked": blocked }))?;
+        match self.idempotent(Method::Put, &path, Some(&body), "setting the block")? {
+            (200..=299, _) => Ok(true),
+            (404, _) => Ok(false),
+            (status, _) => bail!("the user service answered {status} to a block change"),
+        }
     }
 
     fn create(&self, email: &EmailAddress) -> anyhow::Result<DirectoryUser> {

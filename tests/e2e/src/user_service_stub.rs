@@ -66,6 +66,11 @@ impl UserServiceStub {
         lock(&self.state.blocked).insert(email.to_string());
     }
 
+    /// Whether an address's user is blocked.
+    pub fn is_blocked(&self, email: &str) -> bool {
+        lock(&self.state.blocked).contains(email)
+    }
+
     /// The next `n` lookups answer 503.
     pub fn fail_reads(&self, n: u32) {
         self.state.failing_reads.store(n, Ordering::SeqCst);
@@ -168,6 +173,29 @@ async fn handle(
                     .clone()
             };
             respond(201, user(&email, &id))
+        }
+        ("PUT", None) if path_and_query.ends_with("/blocked") => {
+            let id = path_and_query
+                .trim_start_matches("/users/")
+                .trim_end_matches("/blocked");
+            let id = decode(id);
+            let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let email = lock(&state.users)
+                .iter()
+                .find(|(_, v)| **v == id)
+                .map(|(k, _)| k.clone());
+            match (email, parsed["blocked"].as_bool()) {
+                (Some(email), Some(true)) => {
+                    lock(&state.blocked).insert(email);
+                    respond(204, json!({}))
+                }
+                (Some(email), Some(false)) => {
+                    lock(&state.blocked).remove(&email);
+                    respond(204, json!({}))
+                }
+                (Some(_), None) => respond(400, json!({})),
+                (None, _) => respond(404, json!({})),
+            }
         }
         _ => respond(404, json!({})),
     })

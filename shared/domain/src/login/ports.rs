@@ -166,6 +166,12 @@ pub trait UserDirectory {
     /// # Errors
     /// As [`UserDirectory::resolve`].
     fn create(&self, email: &EmailAddress) -> anyhow::Result<DirectoryUser>;
+
+    /// Blocks or unblocks a user in the directory (idempotent). `Ok(false)`: no such user.
+    ///
+    /// # Errors
+    /// As [`UserDirectory::resolve`].
+    fn set_blocked(&self, user_id: &str, blocked: bool) -> anyhow::Result<bool>;
 }
 
 /// One code to deliver.

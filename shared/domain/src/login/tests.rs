@@ -79,6 +79,9 @@ impl UserDirectory for FakeDirectory {
             blocked: false,
         })
     }
+    fn set_blocked(&self, _: &str, _: bool) -> anyhow::Result<bool> {
+        Ok(true)
+    }
 }
 
 struct FailingMail;

@@ -2,6 +2,7 @@
 
 use crate::crypto::ServerKey;
 use crate::ids::{AddressTag, DeviceSessionId, UserId};
+use crate::login::ports::UserDirectory;
 use crate::sessions::input::{BlockTarget, ChangeReason, InvalidInput, UserRef};
 use crate::sessions::model::{
     AuditRecord, DEFAULT_PAGE, MAX_PAGE, Page, SessionRecord, StatusFilter,
@@ -173,13 +174,34 @@ fn target_tag<'a>(
     })
 }
 
-/// `POST /users/block`: blocks, then (if asked) revokes every session. Returns the
-/// number revoked.
+/// Mirrors a block into an external user directory, when there is one: by user id, or
+/// by the user the directory has for the address (an unknown address has nobody to mirror).
+fn mirror_block(
+    directory: Option<&dyn UserDirectory>,
+    target: &BlockTarget,
+    blocked: bool,
+) -> Result<(), SessionError> {
+    let Some(directory) = directory else {
+        return Ok(());
+    };
+    let user_id = match target {
+        BlockTarget::User(user) => Some(user.as_str().to_string()),
+        BlockTarget::Email(email) => directory.resolve(email)?.map(|u| u.user_id),
+    };
+    match user_id {
+        Some(id) if !directory.set_blocked(&id, blocked)? => Err(SessionError::UserNotFound),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /users/block`: blocks (in Redis, and in the external directory if there is one),
+/// then (if asked) revokes every session. Returns the number revoked.
 ///
 /// # Errors
 /// See [`SessionError`].
 pub fn block(
     store: &impl SessionStore,
+    directory: Option<&dyn UserDirectory>,
     key: &ServerKey,
     target: &BlockTarget,
     reason: &ChangeReason,
@@ -197,6 +219,7 @@ pub fn block(
     })? {
         return Err(SessionError::UserNotFound);
     }
+    mirror_block(directory, target, true)?;
     if revoke_sessions {
         revoke_everything(store, tag, user, reason, now, "block_revoke")
     } else {
@@ -204,29 +227,29 @@ pub fn block(
     }
 }
 
-/// `POST /users/unblock`.
+/// `POST /users/unblock` (in Redis, and in the external directory if there is one).
 ///
 /// # Errors
 /// See [`SessionError`].
 pub fn unblock(
     store: &impl SessionStore,
+    directory: Option<&dyn UserDirectory>,
     key: &ServerKey,
     target: &BlockTarget,
     reason: &ChangeReason,
     now: Timestamp,
 ) -> Result<(), SessionError> {
     let (tag, user) = target_tag(store, key, target)?;
-    if store.set_blocked(&BlockChange {
+    if !store.set_blocked(&BlockChange {
         tag,
         user,
         blocked: false,
         reason,
         now,
     })? {
-        Ok(())
-    } else {
-        Err(SessionError::UserNotFound)
+        return Err(SessionError::UserNotFound);
     }
+    mirror_block(directory, target, false)
 }
 
 /// `GET /audit?user_id=…`: newest first.

@@ -649,6 +649,34 @@ async fn an_invalid_session_limit_fails_closed_and_names_the_key() {
 }
 
 #[tokio::test]
+async fn confirm_applies_the_same_body_checks() {
+    let app = spawn_app().await;
+    let url = format!("{}{CONFIRM}", app.address);
+    let wrong_type = app
+        .client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("challenge_id=x")
+        .send()
+        .await
+        .expect("sent");
+    let wrong_type = ApiResponse::checked(wrong_type, CONFIRM, "post").await;
+    assert_eq!(wrong_type.error(), (415, "unsupported_media_type".into()));
+    let huge = json!({ "challenge_id": "x".repeat(5000), "code": "1", "client_public_key": "k" });
+    assert_eq!(
+        app.post_json(CONFIRM, &huge).await.error(),
+        (413, "payload_too_large".into())
+    );
+    let missing =
+        json!({ "challenge_id": "c_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA", "code": "123456" });
+    assert_eq!(
+        app.post_json(CONFIRM, &missing).await.error(),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(db_size(&app), 0);
+}
+
+#[tokio::test]
 async fn the_code_length_is_configurable() {
     let app = Spawn::default().variable("code_length", "8").spawn().await;
     let challenge = app.new_challenge("yuri@example.com").await;

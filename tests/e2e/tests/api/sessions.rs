@@ -292,6 +292,27 @@ async fn users_of_the_rest_directory_are_found_by_their_external_id() {
     assert_eq!(revoked.body, json!({ "revoked_count": 2 }));
     let unknown = app.list_sessions("ext-999", "").await;
     assert_eq!(unknown.error(), (404, "user_not_found".into()));
+
+    // Blocks are mirrored into the directory, by user id or by address.
+    let blocked = app
+        .block(&json!({ "user_id": user, "reason_code": "fraud", "actor": "admin:tests" }))
+        .await;
+    assert_eq!(blocked.status(), 200);
+    assert!(app.users.is_blocked("nia@example.com"));
+    app.unblock(
+        &json!({ "email": "nia@example.com", "reason_code": "appeal", "actor": "admin:tests" }),
+    )
+    .await;
+    assert!(!app.users.is_blocked("nia@example.com"));
+    assert!(
+        app.users
+            .calls()
+            .iter()
+            .any(|c| c.method == "PUT" && c.path_and_query == format!("/users/{user}/blocked")),
+        "{:?}",
+        app.users.calls()
+    );
+    let _ = app.login("nia@example.com", &device_key(3)).await;
 }
 
 fn urlencode(text: &str) -> String {
