@@ -58,7 +58,8 @@ impl wit::Host for RequestState {}
 impl wit::HostConnection for RequestState {
     async fn open(&mut self, address: String) -> Reply<Resource<RedisConnection>> {
         if !self.allowed_hosts()?.allows_url(&address) {
-            self.log_denied(&address);
+            // Like Spin, name only scheme://host:port: the URL may carry a password.
+            self.log_denied(&redacted(&address));
             return Ok(Err(Error::InvalidAddress));
         }
         if self.redis_connections >= MAX_CONNECTIONS {
@@ -181,6 +182,18 @@ impl wit::HostConnection for RequestState {
     }
 }
 
+/// `scheme://host[:port]` of a URL, without credentials or path (or a placeholder).
+fn redacted(address: &str) -> String {
+    match url::Url::parse(address) {
+        Ok(url) => match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}", url.scheme()),
+            (Some(host), None) => format!("{}://{host}", url.scheme()),
+            _ => format!("{}://<no host>", url.scheme()),
+        },
+        Err(_) => "<unparseable address>".to_string(),
+    }
+}
+
 /// Flattens a reply the way Spin does: arrays and sets are spliced in place.
 pub fn flatten(value: Value, out: &mut Vec<RedisResult>) -> Result<(), Error> {
     match value {
@@ -230,6 +243,15 @@ mod tests {
         assert!(matches!(&out[2], RedisResult::Binary(b) if b == b"x"));
         assert!(matches!(&out[3], RedisResult::Status(s) if s == "OK"));
         assert!(matches!(&out[4], RedisResult::Binary(b) if b == b"2.5"));
+    }
+
+    #[test]
+    fn denied_addresses_are_logged_without_credentials() {
+        assert_eq!(
+            redacted("rediss://default:s3cret@cache.example.com:6380/0"),
+            "rediss://cache.example.com:6380"
+        );
+        assert_eq!(redacted("not a url"), "<unparseable address>");
     }
 
     #[test]
