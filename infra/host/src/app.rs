@@ -543,8 +543,9 @@ impl App {
                 return Err(Error::HttpRequestUriInvalid);
             };
             if !allowed.allows(&scheme, &host, port) {
-                let authority = uri.authority().map(|a| a.to_string()).unwrap_or(host);
-                self.logs.denied(caller, &format!("{scheme}://{authority}"));
+                // host:port only: an authority may carry credentials.
+                self.logs
+                    .denied(caller, &format!("{scheme}://{host}:{port}"));
                 return Err(Error::HttpRequestDenied);
             }
         }
