@@ -172,7 +172,9 @@ struct RawHttpTrigger {
     route: Option<RawRoute>,
     component: Option<RawComponentRef>,
     static_response: Option<StaticResponse>,
-    executor: Option<toml::Value>,
+    /// Accepted for compatibility; this host runs every component as WASIp2.
+    #[serde(rename = "executor")]
+    _executor: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,7 +260,6 @@ impl Manifest {
                 .id
                 .clone()
                 .unwrap_or_else(|| format!("http-trigger{}", index + 1));
-            let _ = &trigger.executor;
             let route = match trigger.route {
                 None => bail!("trigger {id:?}: missing field `route`"),
                 Some(RawRoute::Pattern(route)) => Some(route),

@@ -175,13 +175,15 @@ impl LoginStore for RedisLoginStore {
             "ok" => {
                 let id = reply.required()?;
                 let replay = reply.required()? == "replay";
-                if let (UserChoice::External { user_id }, false) = (&a.user, replay) {
+                let user_id = reply.required()?;
+                if !matches!(a.user, UserChoice::Local { .. }) {
                     // Index the external user's address tag for the internal API (global
-                    // slot, so a command of its own).
+                    // slot, so a command of its own). Idempotent: a replay repairs an
+                    // index write that failed the first time.
                     self.redis.command(
                         "SET",
                         &[
-                            keys::user_index(user_id).into(),
+                            keys::user_index(&user_id).into(),
                             a.challenge_id.tag().to_hex().into(),
                         ],
                     )?;
