@@ -6,18 +6,11 @@
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]
 
-use edge_auth_domain::crypto::ServerKey;
-use edge_auth_domain::login::ports::UserDirectory;
 use edge_auth_domain::sessions::input::{BlockTarget, ChangeReason};
 use edge_auth_domain::sessions::usecases::{SessionError, block};
 use edge_auth_domain::time::Timestamp;
-use edge_auth_spin::config::variable;
 use edge_auth_spin::http::parse_json;
-use edge_auth_spin::internal::{fail, serve};
-use edge_auth_spin::redis::SpinRedis;
-use edge_auth_spin::session_store::RedisSessionStore;
-use edge_auth_spin::settings::optional;
-use edge_auth_spin::user_directory::RestUserDirectory;
+use edge_auth_spin::internal::{BlockContext, fail, serve};
 use serde::Deserialize;
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
@@ -41,18 +34,11 @@ async fn handle_block_user(req: IncomingRequest, out: ResponseOutparam) {
         let run = || -> Result<_, SessionError> {
             let target = BlockTarget::parse(body.email.as_deref(), body.user_id.as_deref())?;
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
-            let key = ServerKey::new(variable("code_hmac_key")?.as_bytes())
-                .map_err(anyhow::Error::from)?;
-            let store = RedisSessionStore::new(SpinRedis::connect()?);
-            let rest = match optional("user_directory")?.as_deref() {
-                Some("rest") => Some(RestUserDirectory::from_variables()?),
-                _ => None,
-            };
-            let directory = rest.as_ref().map(|d| d as &dyn UserDirectory);
+            let ctx = BlockContext::open()?;
             block(
-                &store,
-                directory,
-                &key,
+                &ctx.store,
+                ctx.directory(),
+                &ctx.key,
                 &target,
                 &reason,
                 body.revoke_sessions,

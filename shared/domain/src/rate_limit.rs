@@ -114,6 +114,30 @@ impl EdgeLimits {
     }
 }
 
+impl EdgeLimits {
+    /// The two budgets a public login call spends: its client address and its e-mail
+    /// address, each per route.
+    pub fn budgets(
+        &self,
+        route: &'static str,
+        client_addr: &str,
+        address: crate::ids::AddressTag,
+    ) -> Vec<Budget> {
+        vec![
+            Budget {
+                route,
+                subject: BudgetSubject::Client(client_host(client_addr)),
+                rate: self.per_client,
+            },
+            Budget {
+                route,
+                subject: BudgetSubject::Address(address),
+                rate: self.per_address,
+            },
+        ]
+    }
+}
+
 /// The client address without its port (`127.0.0.1:5555` → `127.0.0.1`,
 /// `[::1]:5555` → `::1`), so one host's connections share a budget.
 pub fn client_host(addr: &str) -> String {

@@ -135,6 +135,43 @@ pub async fn serve(
     }
 }
 
+/// What the block and unblock routes need: the store, the external directory when
+/// `user_directory = rest`, and the server key (an address's tag comes from it).
+#[derive(Debug)]
+pub struct BlockContext {
+    pub store: crate::session_store::RedisSessionStore,
+    pub directory: Option<crate::user_directory::RestUserDirectory>,
+    pub key: edge_auth_domain::crypto::ServerKey,
+}
+
+impl BlockContext {
+    /// Reads the variables and opens Redis.
+    ///
+    /// # Errors
+    /// A missing or invalid variable, or Redis unreachable.
+    pub fn open() -> anyhow::Result<Self> {
+        let key = edge_auth_domain::crypto::ServerKey::new(
+            crate::config::variable("code_hmac_key")?.as_bytes(),
+        )?;
+        let directory = match optional("user_directory")?.as_deref() {
+            Some("rest") => Some(crate::user_directory::RestUserDirectory::from_variables()?),
+            _ => None,
+        };
+        Ok(Self {
+            store: crate::session_store::RedisSessionStore::new(crate::redis::SpinRedis::connect()?),
+            directory,
+            key,
+        })
+    }
+
+    /// The directory as the use cases take it.
+    pub fn directory(&self) -> Option<&dyn edge_auth_domain::login::ports::UserDirectory> {
+        self.directory
+            .as_ref()
+            .map(|d| d as &dyn edge_auth_domain::login::ports::UserDirectory)
+    }
+}
+
 /// Maps a use-case error, logging the cause of an unexpected one.
 pub fn fail(context: &str, err: &SessionError) -> PublicError {
     if let SessionError::Unexpected(cause) = err {

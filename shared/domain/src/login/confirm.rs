@@ -13,7 +13,6 @@ use crate::login::ports::{
 use crate::login::settings::{LoginSettings, parse_session_limit};
 use crate::public_key::{ClientPublicKey, PublicKeyError};
 use crate::random::Random;
-use crate::rate_limit::{Budget, BudgetSubject, client_host};
 use crate::time::{Timestamp, millis};
 
 /// A parsed request.
@@ -123,18 +122,9 @@ pub fn confirm_email_code(
 
     let guard = store.guard(&GuardRequest {
         now,
-        budgets: vec![
-            Budget {
-                route: "confirm",
-                subject: BudgetSubject::Client(client_host(&request.client_addr)),
-                rate: settings.limits.per_client,
-            },
-            Budget {
-                route: "confirm",
-                subject: BudgetSubject::Address(tag),
-                rate: settings.limits.per_address,
-            },
-        ],
+        budgets: settings
+            .limits
+            .budgets("confirm", &request.client_addr, tag),
         read_session_limit: true,
     })?;
     let raw_limit = match guard {

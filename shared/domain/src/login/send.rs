@@ -14,7 +14,6 @@ use crate::login::ports::{
 };
 use crate::login::settings::LoginSettings;
 use crate::random::Random;
-use crate::rate_limit::{Budget, BudgetSubject, client_host};
 use crate::time::{Timestamp, millis};
 
 /// A parsed request.
@@ -59,18 +58,7 @@ pub fn send_email_code(
     let tag = settings.key.address_tag(&email);
     let guard = store.guard(&GuardRequest {
         now,
-        budgets: vec![
-            Budget {
-                route: "send",
-                subject: BudgetSubject::Client(client_host(&request.client_addr)),
-                rate: settings.limits.per_client,
-            },
-            Budget {
-                route: "send",
-                subject: BudgetSubject::Address(tag),
-                rate: settings.limits.per_address,
-            },
-        ],
+        budgets: settings.limits.budgets("send", &request.client_addr, tag),
         read_session_limit: false,
     })?;
     if let GuardOutcome::Limited { retry_after_ms } = guard {
