@@ -222,13 +222,19 @@ impl SpinHeaders {
             ("spin-client-addr".to_string(), self.client_addr.clone()),
         ];
         for (name, value) in &self.params {
-            out.push((
-                format!("spin-path-match-{}", name.to_ascii_lowercase()),
-                value.clone(),
-            ));
+            out.push((path_match_header(name), value.clone()));
         }
         out
     }
+}
+
+/// The header Spin adds for a `:name` route segment: `SPIN_PATH_MATCH_<NAME>` made into a
+/// header key the way Spin makes all of its own (lower case, every `_` a `-`), so
+/// `:device_session_id` arrives as `spin-path-match-device-session-id`.
+fn path_match_header(name: &str) -> String {
+    format!("spin-path-match-{name}")
+        .to_ascii_lowercase()
+        .replace('_', "-")
 }
 
 #[cfg(test)]

@@ -118,8 +118,11 @@ pub async fn serve(
         ..Call::default()
     };
     for name in path_params {
-        // Spin appends its own value after any a client sent: the last one is Spin's.
-        if let Some(value) = header(&req, &format!("spin-path-match-{name}")).pop() {
+        // Spin names the header with hyphens only (`:device_session_id` arrives as
+        // `spin-path-match-device-session-id`), and appends its own value after any a
+        // client sent: the last one is Spin's.
+        let header_name = format!("spin-path-match-{}", name.replace('_', "-"));
+        if let Some(value) = header(&req, &header_name).pop() {
             call.params.insert((*name).to_string(), decode(&value));
         }
     }

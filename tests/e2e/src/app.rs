@@ -1,4 +1,5 @@
-//! [`spawn_app`]: a host on a free port serving a manifest, against its own Redis.
+//! [`spawn_app`]: a manifest served on a free port by the selected runtime (our host, or
+//! real Spin: see [`Runtime`]), against its own Redis.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use crate::build::ensure_components_built;
 use crate::mail_stub::MailStub;
 use crate::openapi::check_response;
 use crate::redis_server::RedisServer;
+use crate::spin_process::SpinProcess;
 use crate::user_service_stub::UserServiceStub;
 use crate::workspace_root;
 
@@ -74,13 +76,13 @@ impl Spawn {
         self
     }
 
-    /// Host options for this spawn, against `redis` and the mail stub.
-    pub fn host_options(
+    /// The `SPIN_VARIABLE_*` environment of this spawn, against `redis` and the stubs.
+    pub fn environment(
         &self,
         redis: &RedisServer,
         mail: &MailStub,
         users: &UserServiceStub,
-    ) -> HostOptions {
+    ) -> HashMap<String, String> {
         let mut env = HashMap::new();
         for (name, value) in [
             ("CODE_HMAC_KEY", TEST_SECRET.to_string()),
@@ -108,15 +110,7 @@ impl Spawn {
                 value.clone(),
             );
         }
-        let mut options = HostOptions::new(workspace_root().join(&self.manifest));
-        options.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        options.env = Some(env);
-        // Never pick up a developer's `.env`.
-        options.dotenv = Some(PathBuf::from("/nonexistent/.env"));
-        options.expose_redis_round_trips = true;
-        options.capture_logs = true;
-        options.quiet = std::env::var_os("EDGE_AUTH_TEST_LOGS").is_none();
-        options
+        env
     }
 
     /// Builds the components (once per run), starts Redis and the host.
@@ -132,10 +126,11 @@ impl Spawn {
             .context("redis task panicked")??;
         let mail = MailStub::start().await?;
         let users = UserServiceStub::start().await?;
-        let host = edge_auth_host::start(self.host_options(&redis, &mail, &users)).await?;
+        let env = self.environment(&redis, &mail, &users);
+        let runtime = Runtime::start(&workspace_root().join(&self.manifest), env).await?;
         Ok(TestApp {
-            address: host.url(),
-            host,
+            address: runtime.url(),
+            runtime,
             redis,
             mail,
             users,
@@ -220,12 +215,94 @@ impl ApiResponse {
     }
 }
 
-/// A running app: host, its Redis, and a client.
+/// Which runtime serves the test apps of this run.
+///
+/// Chosen when the tests are built: `EDGE_AUTH_TEST_RUNTIME=spin cargo test` runs them on
+/// real Spin (the binary is found by [`crate::spin_process::spin_binary`]), anything else
+/// on our host. It is a build-time choice so that tests which need what only our host
+/// offers can say so in an attribute, `#[cfg_attr(spin_runtime, ignore = "<why>")]`, and
+/// show up as ignored, with the reason, in a Spin run.
+pub const SELECTED_RUNTIME: RuntimeKind = if cfg!(spin_runtime) {
+    RuntimeKind::Spin
+} else {
+    RuntimeKind::Host
+};
+
+/// The runtimes a test app can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// `edge-auth-host`, in-process (the default).
+    Host,
+    /// Real Spin, `spin up` as a child process.
+    Spin,
+}
+
+/// A manifest being served: by our host in this process, or by a `spin up` child.
+#[derive(Debug)]
+pub enum Runtime {
+    Host(RunningHost),
+    Spin(SpinProcess),
+}
+
+impl Runtime {
+    /// Serves `manifest` on a free port with `env` as its environment, on
+    /// [`SELECTED_RUNTIME`].
+    ///
+    /// # Errors
+    /// Start-up failures, with the runtime's own message (a missing variable, a bad
+    /// manifest, a component that cannot be loaded).
+    pub async fn start(
+        manifest: &std::path::Path,
+        env: HashMap<String, String>,
+    ) -> anyhow::Result<Self> {
+        match SELECTED_RUNTIME {
+            RuntimeKind::Host => {
+                let mut options = HostOptions::new(manifest);
+                options.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+                options.env = Some(env);
+                // Never pick up a developer's `.env`.
+                options.dotenv = Some(PathBuf::from("/nonexistent/.env"));
+                options.expose_redis_round_trips = true;
+                options.capture_logs = true;
+                options.quiet = std::env::var_os("EDGE_AUTH_TEST_LOGS").is_none();
+                Ok(Self::Host(edge_auth_host::start(options).await?))
+            }
+            RuntimeKind::Spin => Ok(Self::Spin(SpinProcess::start(manifest, &env).await?)),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Host(host) => host.url(),
+            Self::Spin(spin) => spin.url(),
+        }
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Host(host) => host.addr,
+            Self::Spin(spin) => spin.addr,
+        }
+    }
+
+    /// Every log line so far: the runtime's own and each component's as
+    /// `[<component id>] <line>`.
+    pub fn logs(&self) -> Vec<String> {
+        match self {
+            Self::Host(host) => host.logs(),
+            Self::Spin(spin) => spin.logs(),
+        }
+    }
+}
+
+/// A running app: the runtime serving it, its Redis, the stubs, and a client.
 #[derive(Debug)]
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
     pub address: String,
-    pub host: RunningHost,
+    pub runtime: Runtime,
     pub redis: RedisServer,
     pub mail: MailStub,
     pub users: UserServiceStub,
@@ -247,9 +324,14 @@ impl TestApp {
             .expect("the request reaches the host")
     }
 
-    /// Every log line so far (host and components).
+    /// Every log line so far (the runtime's and the components').
     pub fn logs(&self) -> Vec<String> {
-        self.host.logs()
+        self.runtime.logs()
+    }
+
+    /// The address the app listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.runtime.addr()
     }
 
     /// `POST <path>` with a JSON body; the response is checked against the spec.

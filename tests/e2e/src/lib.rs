@@ -1,13 +1,16 @@
 //! Test support for edge-auth's end-to-end tests.
 //!
-//! Every test gets its own throwaway `redis-server` on a free port and its own host on a
-//! free port, serving the components of a real `spin.toml`. Components are built once
-//! per test run (the first test to need them runs one `cargo build`).
+//! Every test gets its own throwaway `redis-server` on a free port and its own runtime on
+//! a free port, serving the components of a real `spin.toml`: our host by default, real
+//! Spin when the tests are built with `EDGE_AUTH_TEST_RUNTIME=spin` (see
+//! [`app::SELECTED_RUNTIME`]). Components are built once per test run (the first test to
+//! need them runs one `cargo build`).
 //!
 //! # Layout
 //! - [`redis_server`]: [`RedisServer`], a `redis-server` child process killed on drop.
 //! - [`build`]: builds the components named by the manifests' build commands, once.
-//! - [`app`]: [`spawn_app`] and [`TestApp`], one method per endpoint.
+//! - [`app`]: [`spawn_app`] and [`TestApp`], one method per endpoint, on a [`Runtime`].
+//! - [`spin_process`]: [`SpinProcess`], real `spin up` as a child process killed on drop.
 //! - [`mail_stub`]: [`MailStub`], the team's mail webhook as a recording stub.
 //! - [`user_service_stub`]: [`UserServiceStub`], the team's user service (REST directory).
 //! - [`openapi`]: checks responses against the OpenAPI file.
@@ -17,15 +20,17 @@ pub mod build;
 pub mod mail_stub;
 pub mod openapi;
 pub mod redis_server;
+pub mod spin_process;
 pub mod stub_server;
 pub mod user_service_stub;
 
 pub use app::{
-    ApiResponse, INTERNAL_TOKEN, MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, USER_SERVICE_TOKEN,
-    device_key, round_trips, spawn_app,
+    ApiResponse, INTERNAL_TOKEN, MAIL_TOKEN, Runtime, RuntimeKind, SELECTED_RUNTIME, Spawn,
+    TEST_SECRET, TestApp, USER_SERVICE_TOKEN, device_key, round_trips, spawn_app,
 };
 pub use mail_stub::MailStub;
 pub use redis_server::RedisServer;
+pub use spin_process::SpinProcess;
 pub use user_service_stub::UserServiceStub;
 
 use std::path::PathBuf;
