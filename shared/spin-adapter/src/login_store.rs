@@ -197,6 +197,7 @@ impl LoginStore for RedisLoginStore {
             "expired" => ConfirmOutcome::Expired,
             "superseded" => ConfirmOutcome::Superseded,
             "consumed" => ConfirmOutcome::Consumed,
+            "session_revoked" => ConfirmOutcome::SessionRevoked,
             "invalid_code" => ConfirmOutcome::InvalidCode {
                 remaining_attempts: u32::try_from(reply.int()?)?,
             },

@@ -18,7 +18,8 @@ fn rate_limited(ms: u64) -> PublicError {
     }
 }
 
-fn unavailable() -> PublicError {
+/// Anything the caller cannot fix: retry later (the cause is in the log).
+pub fn unavailable() -> PublicError {
     PublicError::new(
         503,
         "service_unavailable",
@@ -48,6 +49,7 @@ pub fn confirm(err: &ConfirmError) -> PublicError {
         E::Expired | E::Superseded | E::Consumed => {
             PublicError::new(410, "challenge_expired", err.to_string())
         }
+        E::SessionRevoked => PublicError::new(410, "session_revoked", err.to_string()),
         E::InvalidCode { .. } => PublicError::new(401, "invalid_code", err.to_string()),
         E::TooManyAttempts => PublicError::new(429, "too_many_attempts", err.to_string()),
         E::Blocked => PublicError::new(

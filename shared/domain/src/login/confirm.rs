@@ -44,6 +44,8 @@ pub enum ConfirmError {
     Superseded,
     #[error("the challenge was already used")]
     Consumed,
+    #[error("the session this code created has been revoked; request a new code")]
+    SessionRevoked,
     #[error("wrong code; {remaining_attempts} attempts left")]
     InvalidCode { remaining_attempts: u32 },
     #[error("too many wrong codes; request a new one")]
@@ -179,6 +181,7 @@ pub fn confirm_email_code(
         ConfirmOutcome::Expired => Err(ConfirmError::Expired),
         ConfirmOutcome::Superseded => Err(ConfirmError::Superseded),
         ConfirmOutcome::Consumed => Err(ConfirmError::Consumed),
+        ConfirmOutcome::SessionRevoked => Err(ConfirmError::SessionRevoked),
         ConfirmOutcome::InvalidCode { remaining_attempts } => {
             Err(ConfirmError::InvalidCode { remaining_attempts })
         }

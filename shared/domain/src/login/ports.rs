@@ -104,6 +104,8 @@ pub enum ConfirmOutcome {
     Superseded,
     /// Already confirmed, and this is not an exact repeat.
     Consumed,
+    /// An exact repeat of an earlier confirm whose session has been revoked since.
+    SessionRevoked,
     InvalidCode {
         remaining_attempts: u32,
     },

@@ -35,6 +35,13 @@ local code_ok = same(ch[2], ARGV[2])
 
 if state == 'confirmed' then
   if code_ok and ch[6] == ARGV[3] then
+    -- A repeat hands back the session only while it is alive: never a dead session.
+    if redis.call('EXISTS', KEYS[3]) == 1 then
+      return {'blocked'}
+    end
+    if redis.call('HGET', ARGV[12] .. 's:' .. ch[7], 'status') ~= 'active' then
+      return {'session_revoked'}
+    end
     return {'ok', ch[7], 'replay', ch[8]}
   end
   return {'consumed'}
