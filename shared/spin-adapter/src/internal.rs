@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use edge_auth_domain::error::PublicError;
-use edge_auth_domain::sessions::auth::bearer_matches;
+use edge_auth_domain::sessions::auth::InternalApiToken;
 use edge_auth_domain::sessions::model::SessionRecord;
 use edge_auth_domain::sessions::usecases::SessionError;
 use serde_json::{Value, json};
@@ -93,15 +93,22 @@ pub async fn serve(
     path_params: &[&str],
     handler: impl FnOnce(Call) -> Result<(u16, Value), PublicError>,
 ) {
+    // A missing or weak token locks the whole internal API (Spin has no start-up hook
+    // for components, so every request says so in the log).
     let token = match optional("internal_api_token") {
-        Ok(token) => token.unwrap_or_default(),
+        Ok(token) => InternalApiToken::parse(&token.unwrap_or_default())
+            .map_err(|weak| anyhow::Error::new(weak).context("the internal API is locked")),
+        Err(e) => Err(e.context("reading internal_api_token")),
+    };
+    let token = match token {
+        Ok(token) => token,
         Err(e) => {
-            log_cause("reading internal_api_token", &e);
-            String::new()
+            log_cause("internal_api_token", &e);
+            return respond_error(out, &public_errors::unavailable()).await;
         }
     };
     let authorization = header(&req, "authorization").pop();
-    if !bearer_matches(authorization.as_deref(), &token) {
+    if !token.authorizes(authorization.as_deref()) {
         return respond_error(out, &public_errors::unauthorized()).await;
     }
     if req.method() != method {

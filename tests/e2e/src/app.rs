@@ -28,7 +28,7 @@ pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 pub const MAIL_TOKEN: &str = "mail-token-for-tests";
 
 /// The internal API token every test app runs with.
-pub const INTERNAL_TOKEN: &str = "internal-token-for-tests";
+pub const INTERNAL_TOKEN: &str = "internal-token-for-tests-0123456789abcdef";
 
 /// The bearer token sent to the user service stub.
 pub const USER_SERVICE_TOKEN: &str = "user-service-token-for-tests";

@@ -1,37 +1,98 @@
 //! The internal API's bearer token.
 
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Whether an `Authorization` header carries `Bearer <expected>`; constant-time in the
-/// token's content. An empty configured token never matches.
-pub fn bearer_matches(header: Option<&str>, expected: &str) -> bool {
-    let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return false;
-    };
-    !expected.is_empty() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
+/// The shortest internal API token accepted, in characters.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
+/// The configured internal API token: at least [`MIN_TOKEN_CHARS`] characters.
+#[derive(Clone)]
+pub struct InternalApiToken {
+    /// SHA-256 of the token: compared instead of the token itself, so that neither its
+    /// content nor its length shows in the time a comparison takes.
+    digest: [u8; 32],
+}
+
+/// The configured token is too short to be a secret.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "internal_api_token has {chars} characters; at least {MIN_TOKEN_CHARS} are required \
+     (e.g. `head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n'`)"
+)]
+pub struct WeakToken {
+    pub chars: usize,
+}
+
+impl InternalApiToken {
+    /// Accepts a token of at least [`MIN_TOKEN_CHARS`] characters.
+    ///
+    /// # Errors
+    /// [`WeakToken`] when it is shorter (an unset token is empty, so it is refused too).
+    pub fn parse(token: &str) -> Result<Self, WeakToken> {
+        let chars = token.chars().count();
+        if chars < MIN_TOKEN_CHARS {
+            return Err(WeakToken { chars });
+        }
+        Ok(Self {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    /// Whether an `Authorization` header carries `Bearer <this token>`. Constant-time in
+    /// the token's content and length: both sides are hashed, the digests compared.
+    pub fn authorizes(&self, header: Option<&str>) -> bool {
+        let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(presented.ct_eq(&self.digest))
+    }
+}
+
+impl std::fmt::Debug for InternalApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InternalApiToken(<redacted>)")
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_matches;
+    use super::{InternalApiToken, MIN_TOKEN_CHARS};
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
     #[test]
-    fn only_the_exact_bearer_token_matches() {
-        assert!(bearer_matches(Some("Bearer s3cret"), "s3cret"));
+    fn only_the_exact_bearer_token_authorizes() {
+        let token = InternalApiToken::parse(TOKEN).expect("32 characters");
+        assert!(token.authorizes(Some(&format!("Bearer {TOKEN}"))));
+        let shorter = format!("Bearer {}", &TOKEN[..31]);
+        let longer = format!("Bearer {TOKEN} ");
+        let lower = format!("bearer {TOKEN}");
         for header in [
             None,
             Some(""),
-            Some("s3cret"),
-            Some("Bearer s3cre"),
-            Some("Bearer s3cret "),
-            Some("bearer s3cret"),
-            Some("Basic s3cret"),
+            Some(TOKEN),
+            Some(shorter.as_str()),
+            Some(longer.as_str()),
+            Some(lower.as_str()),
+            Some("Bearer "),
         ] {
-            assert!(!bearer_matches(header, "s3cret"), "{header:?}");
+            assert!(!token.authorizes(header), "{header:?}");
         }
-        assert!(
-            !bearer_matches(Some("Bearer "), ""),
-            "an unset token locks everything"
-        );
+    }
+
+    #[test]
+    fn a_token_shorter_than_32_characters_is_refused() {
+        for short in ["", "s3cret", &TOKEN[..MIN_TOKEN_CHARS - 1]] {
+            let err = InternalApiToken::parse(short).expect_err("too short");
+            assert!(err.to_string().contains("internal_api_token"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let token = InternalApiToken::parse(TOKEN).expect("32 characters");
+        assert!(!format!("{token:?}").contains(TOKEN));
     }
 }

@@ -95,6 +95,59 @@ async fn no_internal_route_answers_anything_but_401_without_the_token() {
 }
 
 #[tokio::test]
+async fn an_internal_token_shorter_than_32_characters_locks_the_internal_api() {
+    let short = "only-31-characters-long-token-x";
+    assert_eq!(short.len(), 31);
+    let app = Spawn::default()
+        .variable("internal_api_token", short)
+        .spawn()
+        .await;
+    let session = app.login("ivy@example.com", &device_key(1)).await;
+    let routes = [
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/internal/sessions/{session}"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/internal/sessions/{session}/revoke"),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/internal/users/block".to_string(),
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/internal/audit?email=ivy@example.com".to_string(),
+        ),
+    ];
+    for (method, route) in routes {
+        let response = app
+            .client
+            .request(method.clone(), format!("{}{route}", app.address))
+            .bearer_auth(short)
+            .json(&json!({ "email": "ivy@example.com", "reason_code": "x", "actor": "y" }))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 503, "{method} {route}");
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["error"]["code"], "service_unavailable");
+    }
+    assert_eq!(record_status(&app, &session).as_deref(), Some("active"));
+    let logs = app.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("internal_api_token has 31 characters")),
+        "the log names the variable: {logs:?}"
+    );
+    assert!(
+        logs.iter().all(|l| !l.contains(short)),
+        "never the token itself"
+    );
+}
+
+#[tokio::test]
 async fn a_session_record_has_every_documented_field() {
     let app = spawn_app().await;
     let session = app.login("ben@example.com", &device_key(3)).await;
