@@ -549,12 +549,28 @@ impl App {
                 return Err(Error::HttpRequestDenied);
             }
         }
+        // wasmtime-wasi-http's client adds no `Host`; Spin's (hyper-util's pooled client)
+        // adds the target's host, with the port unless it is the scheme's default.
+        if let Some(value) = host_header(request.uri()) {
+            request.headers_mut().insert(http::header::HOST, value);
+        }
         let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
         Ok((
             response.map(BodyExt::boxed_unsync),
             Box::new(io) as Box<dyn Future<Output = _> + Send>,
         ))
     }
+}
+
+/// The `Host` header hyper-util's client derives from a URI: `host`, or `host:port` when
+/// the port is not the scheme's default.
+fn host_header(uri: &http::Uri) -> Option<http::HeaderValue> {
+    let host = uri.host()?;
+    let value = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(80), Some("http")) | (Some(443), Some("https")) | (None, _) => host.to_string(),
+        (Some(port), _) => format!("{host}:{port}"),
+    };
+    http::HeaderValue::from_str(&value).ok()
 }
 
 fn full(body: impl Into<Bytes>) -> WasiBody {

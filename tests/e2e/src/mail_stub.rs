@@ -19,6 +19,8 @@ pub struct Delivery {
     pub path: String,
     pub authorization: Option<String>,
     pub content_type: Option<String>,
+    /// The `Host` header, as the runtime's outbound HTTP client sent it.
+    pub host: Option<String>,
     pub body: Value,
 }
 
@@ -136,6 +138,7 @@ async fn handle(
     let path = req.uri().path().to_string();
     let authorization = header("authorization");
     let content_type = header("content-type");
+    let host = header("host");
     let bytes = req.into_body().collect().await?.to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     state
@@ -146,6 +149,7 @@ async fn handle(
             path,
             authorization,
             content_type,
+            host,
             body,
         });
     if state.held.load(Ordering::SeqCst) {

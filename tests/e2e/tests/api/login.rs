@@ -65,6 +65,11 @@ async fn send_returns_a_challenge_id_and_mails_the_code_to_the_normalised_addres
         Some(format!("Bearer {MAIL_TOKEN}").as_str())
     );
     assert_eq!(mail.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        mail.host.as_deref(),
+        Some(format!("127.0.0.1:{}", app.mail.addr.port()).as_str()),
+        "outgoing requests carry the target's Host"
+    );
     assert_eq!(mail.body["to"], "alice.smith@example.com");
     assert_eq!(mail.body["locale"], "en");
     let code = mail.body["code"].as_str().expect("code");
@@ -387,6 +392,52 @@ async fn a_repeated_confirm_is_idempotent_for_the_same_key_only() {
         .zcard(format!("{prefix}sessions:all"))
         .expect("ZCARD");
     assert_eq!(sessions, 1);
+}
+
+#[tokio::test]
+async fn a_repeated_confirm_never_hands_back_a_revoked_session_or_a_blocked_users() {
+    let app = spawn_app().await;
+    let key = device_key(1);
+    let challenge = app.new_challenge("rita@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let session = app
+        .confirm_email_code(&challenge, &code, &key)
+        .await
+        .field("device_session_id");
+    let revoked = app
+        .revoke_session(
+            &session,
+            &json!({ "reason_code": "lost_device", "actor": "admin:tests" }),
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+
+    let replay = app.confirm_email_code(&challenge, &code, &key).await;
+    assert_eq!(
+        replay.error(),
+        (410, "session_revoked".into()),
+        "{:?}",
+        replay.body
+    );
+
+    let challenge = app.new_challenge("sam@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let first = app.confirm_email_code(&challenge, &code, &key).await;
+    assert_eq!(first.status(), 200);
+    let blocked = app
+        .block(
+            &json!({ "email": "sam@example.com", "reason_code": "fraud", "actor": "admin:tests" }),
+        )
+        .await;
+    assert_eq!(blocked.status(), 200);
+
+    let replay = app.confirm_email_code(&challenge, &code, &key).await;
+    assert_eq!(
+        replay.error(),
+        (403, "blocked_by_policy".into()),
+        "{:?}",
+        replay.body
+    );
 }
 
 #[tokio::test]
