@@ -1,8 +1,10 @@
 //! Edge budgets: how many calls a client address or an e-mail address may make.
 //!
 //! Enforced with GCRA in Redis (one script call checks every budget of a request and
-//! spends them only if all allow it). A budget of `N/S` allows `N` calls in any `S`
-//! seconds, bursts included.
+//! spends them only if all allow it). A budget of `N/S` allows a burst of `N` calls at
+//! once and then one call every `S/N` seconds: `N/S` on average, but up to `2N − 1`
+//! calls can fall in one window of `S` seconds (a full burst at its start, `N − 1`
+//! refills before its end).
 
 use std::time::Duration;
 
@@ -48,7 +50,8 @@ impl Rate {
         (crate::time::millis(self.period) / u64::from(self.limit)).max(1)
     }
 
-    /// GCRA burst tolerance in ms: `limit` calls may arrive at once.
+    /// GCRA burst tolerance in ms: `limit` calls may arrive at once (and `2 × limit − 1`
+    /// within one period, see the module docs).
     pub fn tolerance_ms(&self) -> u64 {
         crate::time::millis(self.period).saturating_sub(self.interval_ms())
     }
@@ -115,6 +118,15 @@ impl EdgeLimits {
 }
 
 impl EdgeLimits {
+    /// The budget of a client address on `route`.
+    pub fn client_budget(&self, route: &'static str, client_addr: &str) -> Budget {
+        Budget {
+            route,
+            subject: BudgetSubject::Client(client_host(client_addr)),
+            rate: self.per_client,
+        }
+    }
+
     /// The two budgets a public login call spends: its client address and its e-mail
     /// address, each per route.
     pub fn budgets(
@@ -124,11 +136,7 @@ impl EdgeLimits {
         address: crate::ids::AddressTag,
     ) -> Vec<Budget> {
         vec![
-            Budget {
-                route,
-                subject: BudgetSubject::Client(client_host(client_addr)),
-                rate: self.per_client,
-            },
+            self.client_budget(route, client_addr),
             Budget {
                 route,
                 subject: BudgetSubject::Address(address),
@@ -167,6 +175,23 @@ mod tests {
         for bad in ["", "30", "0/60", "30/0", "a/60", "30/-1"] {
             assert!(Rate::parse("x", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_burst_of_n_then_one_per_interval_gives_2n_minus_1_in_one_window() {
+        // The GCRA of the Redis scripts, replayed: calls at every ms of one period.
+        let rate = Rate::parse("x", "10/60").expect("valid");
+        let (interval, tolerance) = (rate.interval_ms(), rate.tolerance_ms());
+        let mut tat = 0_u64;
+        let mut allowed = 0;
+        for now in 0..60_000_u64 {
+            let t = tat.max(now);
+            if t - now <= tolerance {
+                tat = t + interval;
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 2 * 10 - 1);
     }
 
     #[test]

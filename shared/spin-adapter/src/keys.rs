@@ -6,11 +6,13 @@
 //! | --- | --- | --- |
 //! | `ea:{ea:g}:config:session_limit` | string | max active sessions per user (absent: no limit) |
 //! | `ea:{ea:g}:rl:<route>:client:<ip>` | string | GCRA time of a client address budget |
-//! | `ea:{ea:g}:rl:<route>:address:<tag>` | string | GCRA time of an e-mail address budget |
+//! | `ea:{ea:g}:rl:<route>:address:<tag>` | string | GCRA time of an e-mail address budget (send) |
 //! | `ea:{a:<tag>}:ch:<challenge_id>` | hash | challenge (state, code MAC, times, attempts) |
 //! | `ea:{a:<tag>}:latest` | string | the address's newest challenge id |
 //! | `ea:{a:<tag>}:resend` | string | resend-throttle marker (expires) |
 //! | `ea:{a:<tag>}:blocked` | string | present when the address is blocked |
+//! | `ea:{a:<tag>}:rl:confirm` | string | GCRA time of the address's confirm budget (spent only for existing challenges) |
+//! | `ea:{a:<tag>}:failures` | string | consecutive wrong codes of the address; expires `failed_confirm_lockout_seconds` after the last one |
 //! | `ea:{a:<tag>}:user` | string | the address's user id |
 //! | `ea:{a:<tag>}:sessions:active` | zset | active sessions (member `<created_at:016>\|<id>`, score 0) |
 //! | `ea:{a:<tag>}:sessions:revoked` | zset | revoked sessions (same members) |
@@ -91,6 +93,12 @@ impl AddressKeys {
     }
     pub fn blocked(&self) -> String {
         format!("{}blocked", self.prefix)
+    }
+    pub fn confirm_budget(&self) -> String {
+        format!("{}rl:confirm", self.prefix)
+    }
+    pub fn failures(&self) -> String {
+        format!("{}failures", self.prefix)
     }
     pub fn user(&self) -> String {
         format!("{}user", self.prefix)

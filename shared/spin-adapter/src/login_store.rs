@@ -133,6 +133,8 @@ impl LoginStore for RedisLoginStore {
             k.all_sessions(),
             k.session(session),
             k.projection(session),
+            k.confirm_budget(),
+            k.failures(),
         ];
         let policy = match a.limit_policy {
             LimitPolicy::Reject => "reject",
@@ -143,7 +145,7 @@ impl LoginStore for RedisLoginStore {
             UserChoice::External { user_id } => (user_id.as_str(), "external"),
             UserChoice::ExternalUnresolved => ("", "external_unresolved"),
         };
-        let args: [Arg; 19] = [
+        let args: [Arg; 23] = [
             a.challenge_id.as_str().into(),
             a.code_mac.to_hex().into(),
             a.client_public_key.as_str().into(),
@@ -166,6 +168,10 @@ impl LoginStore for RedisLoginStore {
             keys::LIFECYCLE_MAXLEN.into(),
             keys::AUDIT_TTL_MS.into(),
             keys::AUDIT_MAXLEN.into(),
+            a.address_budget.interval_ms().into(),
+            a.address_budget.tolerance_ms().into(),
+            a.failure_cap.into(),
+            a.failure_lockout_ms.into(),
         ];
         let mut reply = Reply::new(
             "confirm",
@@ -194,6 +200,12 @@ impl LoginStore for RedisLoginStore {
                 }
             }
             "not_found" => ConfirmOutcome::NotFound,
+            "rate_limited" => ConfirmOutcome::RateLimited {
+                retry_after_ms: u64::try_from(reply.int()?)?,
+            },
+            "locked" => ConfirmOutcome::Locked {
+                retry_after_ms: u64::try_from(reply.int()?)?,
+            },
             "expired" => ConfirmOutcome::Expired,
             "superseded" => ConfirmOutcome::Superseded,
             "consumed" => ConfirmOutcome::Consumed,

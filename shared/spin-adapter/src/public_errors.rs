@@ -52,6 +52,14 @@ pub fn confirm(err: &ConfirmError) -> PublicError {
         E::SessionRevoked => PublicError::new(410, "session_revoked", err.to_string()),
         E::InvalidCode { .. } => PublicError::new(401, "invalid_code", err.to_string()),
         E::TooManyAttempts => PublicError::new(429, "too_many_attempts", err.to_string()),
+        E::Locked { retry_after_ms } => PublicError {
+            retry_after: Some(retry_after(*retry_after_ms)),
+            ..PublicError::new(
+                429,
+                "login_locked",
+                "too many wrong codes for this address; retry later",
+            )
+        },
         E::Blocked => PublicError::new(
             403,
             "blocked_by_policy",

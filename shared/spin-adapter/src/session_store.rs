@@ -262,8 +262,11 @@ impl SessionStore for RedisSessionStore {
         ];
         let mut reply = Reply::new(
             "block",
-            self.redis
-                .run(&scripts().block, &[k.blocked(), k.user()], &args)?,
+            self.redis.run(
+                &scripts().block,
+                &[k.blocked(), k.user(), k.failures()],
+                &args,
+            )?,
         );
         match reply.required()?.as_str() {
             "ok" => Ok(true),

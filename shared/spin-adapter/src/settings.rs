@@ -7,7 +7,7 @@ use edge_auth_domain::login::settings::LoginSettings;
 use spin_sdk::variables::{self, Error};
 
 /// Every variable the login settings read; a component declares the ones it needs.
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 11] = [
     "code_hmac_key",
     "code_length",
     "challenge_ttl_seconds",
@@ -17,6 +17,8 @@ const NAMES: [&str; 9] = [
     "rate_limit_per_client",
     "rate_limit_per_address",
     "session_limit_policy",
+    "failed_confirm_cap",
+    "failed_confirm_lockout_seconds",
 ];
 
 /// Reads a variable: `Ok(None)` when this component does not declare it or it is empty.

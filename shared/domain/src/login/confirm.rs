@@ -50,6 +50,8 @@ pub enum ConfirmError {
     InvalidCode { remaining_attempts: u32 },
     #[error("too many wrong codes; request a new one")]
     TooManyAttempts,
+    #[error("too many wrong codes for this address; retry after {retry_after_ms} ms")]
+    Locked { retry_after_ms: u64 },
     #[error("blocked by policy")]
     Blocked,
     #[error("the user has reached the session limit")]
@@ -122,11 +124,15 @@ pub fn confirm_email_code(
     let client_public_key = ClientPublicKey::parse(request.client_public_key.trim())?;
     let tag = challenge_id.tag();
 
+    // Only the client's budget is spent up front: the address's is spent by the store,
+    // and only for a challenge that exists.
     let guard = store.guard(&GuardRequest {
         now,
-        budgets: settings
-            .limits
-            .budgets("confirm", &request.client_addr, tag),
+        budgets: vec![
+            settings
+                .limits
+                .client_budget("confirm", &request.client_addr),
+        ],
         read_session_limit: true,
     })?;
     let raw_limit = match guard {
@@ -155,6 +161,9 @@ pub fn confirm_email_code(
         client_addr: request.client_addr.clone(),
         user_agent: request.user_agent.chars().take(512).collect(),
         idempotency_ms: millis(settings.policy.idempotency_window),
+        address_budget: settings.limits.per_address,
+        failure_cap: settings.lockout.cap,
+        failure_lockout_ms: millis(settings.lockout.lockout),
     };
     let mut outcome = store.confirm(&attempt)?;
     if let (ConfirmOutcome::NeedUser { email }, Directory::External(users)) = (&outcome, directory)
@@ -178,6 +187,10 @@ pub fn confirm_email_code(
             replay,
         }),
         ConfirmOutcome::NotFound => Err(ConfirmError::NotFound),
+        ConfirmOutcome::RateLimited { retry_after_ms } => {
+            Err(ConfirmError::RateLimited { retry_after_ms })
+        }
+        ConfirmOutcome::Locked { retry_after_ms } => Err(ConfirmError::Locked { retry_after_ms }),
         ConfirmOutcome::Expired => Err(ConfirmError::Expired),
         ConfirmOutcome::Superseded => Err(ConfirmError::Superseded),
         ConfirmOutcome::Consumed => Err(ConfirmError::Consumed),

@@ -75,6 +75,13 @@ pub struct ConfirmAttempt {
     pub client_addr: String,
     pub user_agent: String,
     pub idempotency_ms: u64,
+    /// The address's confirm budget, spent only when the challenge exists (so forged
+    /// challenge ids under a victim's tag cannot use it up).
+    pub address_budget: crate::rate_limit::Rate,
+    /// Consecutive wrong codes per address before confirms are refused.
+    pub failure_cap: u32,
+    /// How long the wrong-code count is kept after the last wrong code (ms).
+    pub failure_lockout_ms: u64,
 }
 
 /// How the confirm finds the user of the address.
@@ -99,6 +106,14 @@ pub enum ConfirmOutcome {
         replay: bool,
     },
     NotFound,
+    /// The address's confirm budget is spent; nothing was changed.
+    RateLimited {
+        retry_after_ms: u64,
+    },
+    /// The address reached its cap of consecutive wrong codes; nothing was changed.
+    Locked {
+        retry_after_ms: u64,
+    },
     Expired,
     /// A newer challenge exists for the address.
     Superseded,

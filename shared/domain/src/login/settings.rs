@@ -5,6 +5,28 @@ use crate::crypto::{ServerKey, WeakSecret};
 use crate::login::ports::LimitPolicy;
 use crate::rate_limit::{EdgeLimits, RateError};
 
+/// The cap on consecutive wrong codes per e-mail address (across challenges): at the cap,
+/// confirms of that address are refused until `lockout` has passed since the last wrong
+/// code, a confirm succeeds (impossible while locked), or the internal API unblocks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureLockout {
+    /// `failed_confirm_cap`: consecutive wrong codes allowed (1–1000, default 100, the
+    /// most NIST SP 800-63B allows).
+    pub cap: u32,
+    /// `failed_confirm_lockout_seconds`: how long the count is kept after the last wrong
+    /// code (default 1 day).
+    pub lockout: std::time::Duration,
+}
+
+impl Default for FailureLockout {
+    fn default() -> Self {
+        Self {
+            cap: 100,
+            lockout: std::time::Duration::from_secs(86_400),
+        }
+    }
+}
+
 /// Everything the login use cases are configured with.
 #[derive(Debug, Clone)]
 pub struct LoginSettings {
@@ -12,6 +34,7 @@ pub struct LoginSettings {
     pub policy: ChallengePolicy,
     pub limits: EdgeLimits,
     pub limit_policy: LimitPolicy,
+    pub lockout: FailureLockout,
 }
 
 /// A setting that is missing or wrong: the service cannot run safely.
@@ -27,6 +50,13 @@ pub enum SettingsError {
     Rate(#[from] RateError),
     #[error("session_limit_policy must be `reject` or `evict_oldest`, got {0:?}")]
     LimitPolicy(String),
+    #[error("{name} must be a whole number from {min} to {max}, got {got:?}")]
+    OutOfRange {
+        name: &'static str,
+        min: u64,
+        max: u64,
+        got: String,
+    },
 }
 
 impl LoginSettings {
@@ -43,12 +73,43 @@ impl LoginSettings {
             Some("evict_oldest") => LimitPolicy::EvictOldest,
             Some(other) => return Err(SettingsError::LimitPolicy(other.to_string())),
         };
+        let defaults = FailureLockout::default();
+        let lockout = FailureLockout {
+            cap: u32::try_from(
+                number(&get, "failed_confirm_cap", 1, 1000)?.unwrap_or(u64::from(defaults.cap)),
+            )
+            .unwrap_or(defaults.cap),
+            lockout: number(&get, "failed_confirm_lockout_seconds", 1, 31_536_000)?
+                .map_or(defaults.lockout, std::time::Duration::from_secs),
+        };
         Ok(Self {
             key: ServerKey::new(secret.as_bytes())?,
             policy: ChallengePolicy::from_settings(&get)?,
             limits: EdgeLimits::from_settings(&get)?,
             limit_policy,
+            lockout,
         })
+    }
+}
+
+/// A whole-number setting in `min..=max` (`None` = not set).
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, SettingsError> {
+    let Some(raw) = get(name) else {
+        return Ok(None);
+    };
+    match raw.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(SettingsError::OutOfRange {
+            name,
+            min,
+            max,
+            got: raw,
+        }),
     }
 }
 
@@ -96,6 +157,31 @@ mod tests {
         )]))
         .expect("valid");
         assert_eq!(ok.limit_policy, LimitPolicy::Reject);
+        assert_eq!(ok.lockout, FailureLockout::default());
+    }
+
+    #[test]
+    fn the_failure_cap_and_lockout_are_bounded_and_named_when_wrong() {
+        let secret = ("code_hmac_key", "0123456789abcdef0123456789abcdef");
+        const VALID: &[(&str, &str)] = &[
+            ("code_hmac_key", "0123456789abcdef0123456789abcdef"),
+            ("failed_confirm_cap", "3"),
+            ("failed_confirm_lockout_seconds", "60"),
+        ];
+        let ok = LoginSettings::from_settings(with(VALID)).expect("valid");
+        assert_eq!(ok.lockout.cap, 3);
+        assert_eq!(ok.lockout.lockout, std::time::Duration::from_secs(60));
+        for (name, bad) in [
+            ("failed_confirm_cap", "0"),
+            ("failed_confirm_cap", "1001"),
+            ("failed_confirm_cap", "many"),
+            ("failed_confirm_lockout_seconds", "0"),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(vec![secret, (name, bad)].into_boxed_slice());
+            let err = LoginSettings::from_settings(with(pairs)).expect_err("refused");
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]

@@ -268,7 +268,8 @@ fn an_invalid_session_limit_fails_closed_before_the_confirm() {
     )
     .expect_err("fails closed");
     assert!(matches!(err, ConfirmError::BadSessionLimit(_)));
-    assert_eq!(*store.calls.borrow(), ["guard:2"]);
+    // Confirm spends only the client's budget up front; the address's is the store's.
+    assert_eq!(*store.calls.borrow(), ["guard:1"]);
 }
 
 #[test]

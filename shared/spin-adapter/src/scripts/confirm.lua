@@ -9,7 +9,10 @@
 --       13 user mode: 'local' (ARGV[6] is the id for a new user), 'external' (ARGV[6] is
 --       the directory's user id) or 'external_unresolved' (ask for the user first),
 --       14 the new session's sorted-set member, 15 revoked-record retention (ms),
---       16 lifecycle ttl, 17 lifecycle maxlen, 18 audit ttl, 19 audit maxlen
+--       16 lifecycle ttl, 17 lifecycle maxlen, 18 audit ttl, 19 audit maxlen,
+--       20/21 emission interval/burst tolerance (ms) of the address's confirm budget,
+--       22 cap of consecutive wrong codes, 23 how long that count is kept (ms)
+-- KEYS (continued): 9 the address's confirm budget, 10 its consecutive wrong codes
 -- (lib.lua is prepended.)
 -- Returns {'ok', session_id, 'created'|'replay', user_id, evicted...},
 -- {'need_user', email} (nothing changed) or {error, ...}.
@@ -17,8 +20,26 @@ local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'atte
   'max_attempts', 'confirmed_key', 'session_id', 'user_id', 'email')
 local state = ch[1]
 if not state then
+  -- Forged or unknown ids cost the address nothing: no budget, no failure count.
   return {'not_found'}
 end
+local now = tonumber(ARGV[4])
+
+-- Consecutive wrong codes across challenges: at the cap, refuse until the count expires.
+local failures = tonumber(redis.call('GET', KEYS[10]) or '0')
+if failures >= tonumber(ARGV[22]) then
+  return {'locked', math.max(redis.call('PTTL', KEYS[10]), 1)}
+end
+
+-- The address's budget (GCRA), spent only now that the challenge is known to exist.
+local interval = tonumber(ARGV[20])
+local tolerance = tonumber(ARGV[21])
+local tat = tonumber(redis.call('GET', KEYS[9]) or now)
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return {'rate_limited', tat - now - tolerance}
+end
+redis.call('SET', KEYS[9], tat + interval, 'PX', tat + interval - now)
 
 -- Constant-time comparison: no early exit, every byte is looked at.
 local function same(a, b)
@@ -49,7 +70,6 @@ end
 if state == 'exhausted' then
   return {'too_many_attempts'}
 end
-local now = tonumber(ARGV[4])
 if state == 'expired' or now >= tonumber(ch[3]) then
   return {'expired'}
 end
@@ -62,6 +82,8 @@ if attempts >= max_attempts then
   return {'too_many_attempts'}
 end
 if not code_ok then
+  redis.call('INCR', KEYS[10])
+  redis.call('PEXPIRE', KEYS[10], ARGV[23])
   attempts = attempts + 1
   redis.call('HSET', KEYS[1], 'attempts', attempts)
   if attempts >= max_attempts then
@@ -127,6 +149,7 @@ append(ARGV[12] .. 'audit', ARGV[18], ARGV[19], 'action', 'session_created',
 if new_user then
   redis.call('SET', KEYS[4], user_id)
 end
+redis.call('DEL', KEYS[10])
 redis.call('HSET', KEYS[1], 'state', 'confirmed', 'confirmed_key', ARGV[3],
   'session_id', ARGV[5], 'user_id', user_id, 'confirmed_at', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[11])

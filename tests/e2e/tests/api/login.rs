@@ -793,6 +793,133 @@ async fn confirm_has_its_own_budgets() {
     );
 }
 
+#[tokio::test]
+async fn forged_challenge_ids_under_a_victims_tag_do_not_spend_the_victims_budget() {
+    // Finding 1: the tag of an address is visible in its challenge ids. Confirms of ids
+    // that do not exist must not spend the address's budget, or ten of them lock the
+    // victim out of a real login.
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "1000/60")
+        .spawn()
+        .await;
+    let challenge = app.new_challenge("victim@example.com").await;
+    let forged = format!("{}{}", &challenge[..challenge.len() - 22], "A".repeat(22));
+    assert_ne!(forged, challenge);
+    for _ in 0..30 {
+        let answer = app
+            .confirm_email_code(&forged, "123456", &device_key(1))
+            .await;
+        assert_eq!(answer.error(), (404, "challenge_not_found".into()));
+    }
+    let code = app.mailed_code(&challenge).await;
+    let real = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(real.status(), 200, "{:?}", real.body);
+}
+
+#[tokio::test]
+async fn the_address_budget_of_confirm_still_limits_guesses_at_real_challenges() {
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "1000/60")
+        .variable("rate_limit_per_address", "3/3600")
+        .spawn()
+        .await;
+    let challenge = app.new_challenge("wendy@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..3 {
+        let answer = app
+            .confirm_email_code(&challenge, wrong, &device_key(1))
+            .await;
+        assert_eq!(answer.error(), (401, "invalid_code".into()));
+    }
+    let limited = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(limited.error(), (429, "rate_limited".into()));
+    assert!(limited.header("retry-after").is_some());
+    let prefix = app.address_prefix("wendy@example.com");
+    assert_eq!(
+        hget(&app, &format!("{prefix}ch:{challenge}"), "attempts").as_deref(),
+        Some("3"),
+        "a refused confirm counts no attempt"
+    );
+}
+
+#[tokio::test]
+async fn consecutive_wrong_codes_across_challenges_lock_the_address_until_unblocked() {
+    // Finding 2: budgets renew forever; a cap of consecutive wrong codes per address
+    // (reset by a success) bounds what a patient attacker can try.
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "1000/60")
+        .variable("rate_limit_per_address", "1000/60")
+        .variable("resend_interval_seconds", "0")
+        .variable("challenge_max_attempts", "3")
+        .variable("failed_confirm_cap", "4")
+        .spawn()
+        .await;
+    let email = "xena@example.com";
+    let key = device_key(1);
+    let wrong_for = |code: &str| if code == "000000" { "111111" } else { "000000" }.to_string();
+
+    // Two wrong, then a success: the count starts again.
+    let challenge = app.new_challenge(email).await;
+    let code = app.mailed_code(&challenge).await;
+    for _ in 0..2 {
+        let answer = app
+            .confirm_email_code(&challenge, &wrong_for(&code), &key)
+            .await;
+        assert_eq!(answer.error(), (401, "invalid_code".into()));
+    }
+    assert_eq!(
+        app.confirm_email_code(&challenge, &code, &key)
+            .await
+            .status(),
+        200
+    );
+
+    // Four wrong codes over two challenges reach the cap...
+    let first = app.new_challenge(email).await;
+    let first_code = app.mailed_code(&first).await;
+    for _ in 0..2 {
+        let answer = app
+            .confirm_email_code(&first, &wrong_for(&first_code), &key)
+            .await;
+        assert_eq!(answer.error(), (401, "invalid_code".into()));
+    }
+    let second = app.new_challenge(email).await;
+    let second_code = app.mailed_code(&second).await;
+    for _ in 0..2 {
+        let answer = app
+            .confirm_email_code(&second, &wrong_for(&second_code), &key)
+            .await;
+        assert_eq!(answer.error(), (401, "invalid_code".into()));
+    }
+    // ...and even the right code is refused now, without counting an attempt.
+    let locked = app.confirm_email_code(&second, &second_code, &key).await;
+    assert_eq!(
+        locked.error(),
+        (429, "login_locked".into()),
+        "{:?}",
+        locked.body
+    );
+    assert!(locked.header("retry-after").is_some());
+    let prefix = app.address_prefix(email);
+    assert_eq!(
+        hget(&app, &format!("{prefix}ch:{second}"), "attempts").as_deref(),
+        Some("2")
+    );
+
+    // The documented way out: an internal unblock clears the count.
+    let unblocked = app
+        .unblock(&json!({ "email": email, "reason_code": "support", "actor": "admin:tests" }))
+        .await;
+    assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
+    let after = app.confirm_email_code(&second, &second_code, &key).await;
+    assert_eq!(after.status(), 200, "{:?}", after.body);
+}
+
 // ---- concurrency, outages, secrets, round trips ----------------------------------------
 
 #[tokio::test]
