@@ -1,11 +1,15 @@
-//! A loaded application: compiled components, router, variables; and serving one request.
+//! A loaded application: compiled components, router, variables; and serving one request
+//! in a fresh instance.
+//!
+//! The engine's instance pool and the incoming body's read timeout are Spin 4.0.2's, so a
+//! slow client holds an instance here as long as under `spin up`, and as many at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -17,12 +21,13 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
-use crate::allowed_hosts::{AllowedHosts, default_port};
+use crate::allowed_hosts::AllowedHosts;
 use crate::bindings;
 use crate::logs::Logs;
 use crate::manifest::{Manifest, StaticResponse, TriggerTarget};
+use crate::outbound::{Chain, Chained, Outbound};
 use crate::routes::{Router, SpinHeaders, Target};
-use crate::state::RequestState;
+use crate::state::{ComponentConfig, RequestState};
 use crate::variables::{Resolver, Template, check_references, component_templates};
 
 /// Response header carrying the Redis round trips of the request, when the host was
@@ -44,40 +49,15 @@ pub struct LoadOptions {
 
 /// A component compiled and pre-instantiated, with its manifest settings.
 pub struct ComponentRuntime {
-    pub(crate) id: String,
+    config: Arc<ComponentConfig>,
     pre: ProxyPre<RequestState>,
-    pub(crate) variables: BTreeMap<String, Template>,
-    allowed_hosts: Vec<Template>,
-    pub(crate) environment: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for ComponentRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ComponentRuntime")
-            .field("id", &self.id)
+            .field("id", &self.config.id)
             .finish_non_exhaustive()
-    }
-}
-
-impl ComponentRuntime {
-    /// Resolves the templated `allowed_outbound_hosts` for one instance. A value that no
-    /// longer parses denies everything and is logged (start-up checked the defaults).
-    pub(crate) fn resolve_allowed_hosts(&self, app: &App) -> AllowedHosts {
-        let resolved: anyhow::Result<Vec<String>> = self
-            .allowed_hosts
-            .iter()
-            .map(|t| t.resolve(&app.resolver))
-            .collect();
-        match resolved.and_then(|entries| AllowedHosts::parse(&entries)) {
-            Ok(hosts) => hosts,
-            Err(e) => {
-                app.logs.host(&format!(
-                    "component `{}`: `allowed_outbound_hosts` is malformed, denying all: {e:#}",
-                    self.id
-                ));
-                AllowedHosts::default()
-            }
-        }
     }
 }
 
@@ -86,7 +66,7 @@ impl ComponentRuntime {
 pub struct App {
     pub(crate) name: String,
     pub(crate) version: String,
-    pub(crate) resolver: Resolver,
+    resolver: Arc<Resolver>,
     pub(crate) logs: Logs,
     router: Router,
     components: HashMap<String, Arc<ComponentRuntime>>,
@@ -96,22 +76,50 @@ pub struct App {
     listen: OnceLock<SocketAddr>,
 }
 
+/// Spin's `SPIN_MAX_INSTANCE_COUNT` default: at most this many instances are live at once,
+/// so at most this many requests are being served (each in its own instance) at a time.
+const MAX_INSTANCES: u32 = 1_000;
+
+/// Spin 4.0.2's pooling allocator (`spin-core`'s `Config::default`, without its
+/// `SPIN_WASMTIME_*` overrides): the same concurrency and the same per-component limits.
+fn pooling_config() -> PoolingAllocationConfig {
+    const MB: usize = 1 << 20;
+    const GB: usize = 1 << 30;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_INSTANCES)
+        .total_memories(MAX_INSTANCES)
+        .total_tables(2 * MAX_INSTANCES)
+        .total_stacks(MAX_INSTANCES)
+        .total_core_instances(4 * MAX_INSTANCES)
+        .table_elements(100_000)
+        .max_component_instance_size(10 * MB)
+        .max_core_instance_size(10 * MB)
+        .max_core_instances_per_component(200)
+        .max_tables_per_component(64)
+        .max_memories_per_component(32)
+        .max_tables_per_module(2)
+        .max_memories_per_module(2)
+        .max_memory_size(4 * GB)
+        .linear_memory_keep_resident(2 * MB)
+        .table_keep_resident(MB / 2);
+    pool
+}
+
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
+    config
+}
+
 /// One engine per process: compiled code and the pooling allocator are shared.
 fn engine() -> anyhow::Result<&'static Engine> {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     if let Some(engine) = ENGINE.get() {
         return Ok(engine);
     }
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(512)
-        .total_core_instances(1024)
-        .total_memories(512)
-        .total_tables(1024);
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    let engine = Engine::new(&config)
+    let engine = Engine::new(&engine_config())
         .map_err(anyhow::Error::from)
         .context("failed to create the wasmtime engine")?;
     Ok(ENGINE.get_or_init(|| engine))
@@ -219,9 +227,8 @@ impl App {
                 let pre = ProxyPre::new(pre).map_err(anyhow::Error::from).context(
                     "the component must export exactly one `wasi:http/incoming-handler@0.2.*`",
                 )?;
-                Ok(ComponentRuntime {
+                let config = ComponentConfig {
                     id: id.clone(),
-                    pre,
                     variables,
                     allowed_hosts,
                     environment: decl
@@ -229,6 +236,10 @@ impl App {
                         .iter()
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
+                };
+                Ok(ComponentRuntime {
+                    config: Arc::new(config),
+                    pre,
                 })
             })()
             .with_context(|| format!("Failed to load component `{id}`"))?;
@@ -263,7 +274,7 @@ impl App {
         Ok(Self {
             name: manifest.application.name.clone(),
             version: manifest.application.version.clone().unwrap_or_default(),
-            resolver,
+            resolver: Arc::new(resolver),
             logs,
             router,
             components,
@@ -376,7 +387,7 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let id = component.id.clone();
+        let id = component.config.id.clone();
         match self.try_invoke(component, req, spin).await {
             Ok(response) => response,
             Err(e) => {
@@ -399,6 +410,10 @@ impl App {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let (mut parts, body) = req.into_parts();
+        let body = BetweenBytesTimeout::new(
+            body.map_err(Into::<wasmtime_wasi_http::Error>::into)
+                .boxed_unsync(),
+        );
         // Spin appends its values: a client's own `spin-*` header stays first.
         for (name, value) in spin.pairs() {
             parts.headers.append(
@@ -407,7 +422,14 @@ impl App {
             );
         }
         let round_trips = Arc::new(AtomicU64::new(0));
-        let state = RequestState::new(self.clone(), component.clone(), round_trips.clone());
+        let outbound = Outbound::new(self.clone(), self.listen.get().copied(), self.logs.clone());
+        let state = RequestState::new(
+            component.config.clone(),
+            self.resolver.clone(),
+            self.logs.clone(),
+            outbound,
+            round_trips.clone(),
+        );
         let mut store = Store::new(component.pre.engine(), state);
         let request = store
             .data_mut()
@@ -428,7 +450,7 @@ impl App {
             Ok(Ok(mut response)) => {
                 // The guest may go on streaming; report a later failure, as Spin does.
                 let logs = self.logs.clone();
-                let id = component.id.clone();
+                let id = component.config.id.clone();
                 tokio::spawn(async move {
                     match task.await {
                         Ok(Ok(())) => {}
@@ -450,7 +472,7 @@ impl App {
             Ok(Err(code)) => {
                 self.logs.host(&format!(
                     "`{}` set an error response: {code:?}",
-                    component.id
+                    component.config.id
                 ));
                 Ok(empty(StatusCode::INTERNAL_SERVER_ERROR))
             }
@@ -458,119 +480,40 @@ impl App {
                 match task.await {
                     Ok(Ok(())) => self.logs.host(&format!(
                         "`{}`: guest failed to produce a response prior to returning",
-                        component.id
+                        component.config.id
                     )),
                     Ok(Err(e)) => self.logs.host(&format!(
                         "Error processing request for `{}`: guest invocation failed: {e:?}",
-                        component.id
+                        component.config.id
                     )),
                     Err(e) => self
                         .logs
-                        .host(&format!("`{}` task failed: {e}", component.id)),
+                        .host(&format!("`{}` task failed: {e}", component.config.id)),
                 }
                 Ok(empty(StatusCode::INTERNAL_SERVER_ERROR))
             }
         }
     }
-
-    /// Sends a guest's outgoing HTTP request under Spin's rules.
-    pub(crate) async fn send_outbound(
-        self: &Arc<Self>,
-        caller: &str,
-        allowed: &AllowedHosts,
-        request: Request<WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-    ) -> wasmtime_wasi_http::Result<(
-        Response<WasiBody>,
-        Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    )> {
-        use wasmtime_wasi_http::Error;
-        let uri = request.uri().clone();
-        let scheme = uri.scheme_str().unwrap_or("https").to_string();
-        let host = uri.host().unwrap_or_default().to_string();
-        let port = uri.port_u16().or_else(|| default_port(&scheme));
-        let path_and_query = uri
-            .path_and_query()
-            .map(|pq| pq.as_str().to_string())
-            .unwrap_or_else(|| "/".to_string());
-
-        if let Some(target) = host.strip_suffix(".spin.internal") {
-            if !allowed.allows_chaining(target, port.unwrap_or(80)) {
-                self.logs.denied(caller, &format!("{scheme}://{host}"));
-                return Err(Error::HttpRequestDenied);
-            }
-            let Some(component) = self.components.get(target) else {
-                self.logs.host(&format!(
-                    "`{caller}`: unknown routing destination '{target}'"
-                ));
-                return Err(Error::InternalError(Some(format!(
-                    "unknown routing destination '{target}'"
-                ))));
-            };
-            let (mut parts, body) = request.into_parts();
-            parts.headers.remove(http::header::HOST);
-            let spin = SpinHeaders::chained(uri.path(), &path_and_query);
-            parts.uri = http::Uri::builder()
-                .scheme("http")
-                .authority(format!("{target}.spin.internal"))
-                .path_and_query(path_and_query.as_str())
-                .build()
-                .map_err(|e| Error::InternalError(Some(e.to_string())))?;
-            let response = self
-                .invoke(component.clone(), Request::from_parts(parts, body), &spin)
-                .await;
-            return Ok((response, Box::new(async { Ok(()) })));
-        }
-
-        let mut request = request;
-        request.headers_mut().remove(http::header::HOST);
-        if host.is_empty() || host == "self.alt" {
-            if !allowed.allows_self(&scheme) {
-                self.logs.denied(caller, &format!("{scheme}://self"));
-                return Err(Error::HttpRequestDenied);
-            }
-            let Some(listen) = self.listen.get() else {
-                return Err(Error::InternalError(Some("no listen address".into())));
-            };
-            *request.uri_mut() = http::Uri::builder()
-                .scheme("http")
-                .authority(listen.to_string())
-                .path_and_query(path_and_query.as_str())
-                .build()
-                .map_err(|e| Error::InternalError(Some(e.to_string())))?;
-        } else {
-            let Some(port) = port else {
-                return Err(Error::HttpRequestUriInvalid);
-            };
-            if !allowed.allows(&scheme, &host, port) {
-                // host:port only: an authority may carry credentials.
-                self.logs
-                    .denied(caller, &format!("{scheme}://{host}:{port}"));
-                return Err(Error::HttpRequestDenied);
-            }
-        }
-        // wasmtime-wasi-http's client adds no `Host`; Spin's (hyper-util's pooled client)
-        // adds the target's host, with the port unless it is the scheme's default.
-        if let Some(value) = host_header(request.uri()) {
-            request.headers_mut().insert(http::header::HOST, value);
-        }
-        let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-        Ok((
-            response.map(BodyExt::boxed_unsync),
-            Box::new(io) as Box<dyn Future<Output = _> + Send>,
-        ))
-    }
 }
 
-/// The `Host` header hyper-util's client derives from a URI: `host`, or `host:port` when
-/// the port is not the scheme's default.
-fn host_header(uri: &http::Uri) -> Option<http::HeaderValue> {
-    let host = uri.host()?;
-    let value = match (uri.port_u16(), uri.scheme_str()) {
-        (Some(80), Some("http")) | (Some(443), Some("https")) | (None, _) => host.to_string(),
-        (Some(port), _) => format!("{host}:{port}"),
-    };
-    http::HeaderValue::from_str(&value).ok()
+impl Chain for App {
+    fn has_component(&self, id: &str) -> bool {
+        self.components.contains_key(id)
+    }
+
+    fn serve_chained(
+        self: Arc<Self>,
+        id: String,
+        request: Request<WasiBody>,
+        spin: SpinHeaders,
+    ) -> Chained {
+        Box::pin(async move {
+            match self.components.get(&id) {
+                Some(component) => self.invoke(component.clone(), request, &spin).await,
+                None => empty(StatusCode::INTERNAL_SERVER_ERROR),
+            }
+        })
+    }
 }
 
 fn full(body: impl Into<Bytes>) -> WasiBody {
@@ -635,4 +578,177 @@ fn end_cleanly_on_error(body: WasiBody, logs: Logs) -> WasiBody {
         done: false,
     }
     .boxed_unsync()
+}
+
+/// How long a guest's read of an incoming request body waits for the next frame before
+/// failing with `connection-read-timeout`. Spin 4.0.2 gets this from wasmtime-wasi-http
+/// 44's `new_incoming_request`, which hard-codes it; the wasmtime-wasi-http here has none,
+/// so without it a client that stops sending would hold an instance for ever.
+const INCOMING_BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An incoming request body under [`INCOMING_BETWEEN_BYTES_TIMEOUT`], as
+/// wasmtime-wasi-http 44's `BodyWithTimeout`: the clock starts when a frame is first asked
+/// for and restarts after each frame; once it runs out, every read fails.
+struct BetweenBytesTimeout {
+    inner: WasiBody,
+    /// Created on the first read (inside the runtime).
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the next read starts a new wait.
+    rearm: bool,
+}
+
+impl BetweenBytesTimeout {
+    fn new(inner: WasiBody) -> Self {
+        Self {
+            inner,
+            timer: None,
+            rearm: true,
+        }
+    }
+}
+
+impl http_body::Body for BetweenBytesTimeout {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let me = self.get_mut();
+        if me.rearm {
+            let deadline = tokio::time::Instant::now() + INCOMING_BETWEEN_BYTES_TIMEOUT;
+            match &mut me.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => me.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            me.rearm = false;
+        }
+        if let Some(timer) = &mut me.timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            return std::task::Poll::Ready(Some(Err(
+                wasmtime_wasi_http::Error::ConnectionReadTimeout,
+            )));
+        }
+        let result = std::pin::Pin::new(&mut me.inner).poll_frame(cx);
+        me.rearm = result.is_ready();
+        result
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest with one linear memory, as every real one has.
+    const GUEST: &str = "(component (core module $m (memory 1)) (core instance (instantiate $m)))";
+
+    fn instantiate(engine: &Engine, wat: &str, live: usize) -> Vec<wasmtime::Result<Store<()>>> {
+        let component = Component::new(engine, wat).expect("component compiles");
+        let pre = Linker::<()>::new(engine)
+            .instantiate_pre(&component)
+            .expect("no imports to satisfy");
+        (0..live)
+            .map(|_| {
+                let mut store = Store::new(engine, ());
+                pre.instantiate(&mut store).map(|_| store)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_pool_holds_spins_1000_live_instances_and_no_more() {
+        let engine = Engine::new(&engine_config()).expect("engine");
+        let mut results = instantiate(&engine, GUEST, 1_001);
+        let refused = results.pop().expect("1001 results");
+        for (i, result) in results.iter().enumerate() {
+            if let Err(e) = result {
+                panic!("instance {} refused: {e:?}", i + 1);
+            }
+        }
+        assert!(refused.is_err(), "instance 1001 must be refused");
+    }
+
+    #[test]
+    fn the_pool_takes_components_within_spins_per_module_limits() {
+        // Two memories and two 100,000-element tables in one module: beyond wasmtime's
+        // defaults (one memory, one table of 20,000), within Spin's.
+        let engine = Engine::new(&engine_config()).expect("engine");
+        let wat = "(component
+            (core module $m
+                (memory 1) (memory 1)
+                (table 100000 funcref) (table 100000 funcref))
+            (core instance (instantiate $m)))";
+        let mut results = instantiate(&engine, wat, 1);
+        let result = results.pop().expect("one result");
+        assert!(result.is_ok(), "{:?}", result.err());
+    }
+
+    /// A client's request body: what is sent on the channel; stalled while the sender lives.
+    fn client_body() -> (tokio::sync::mpsc::Sender<Bytes>, WasiBody) {
+        struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
+        impl http_body::Body for Channel {
+            type Data = Bytes;
+            type Error = wasmtime_wasi_http::Error;
+            fn poll_frame(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+                self.0
+                    .poll_recv(cx)
+                    .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c))))
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        (tx, Channel(rx).boxed_unsync())
+    }
+
+    fn is_read_timeout(
+        frame: Option<Result<http_body::Frame<Bytes>, wasmtime_wasi_http::Error>>,
+    ) -> bool {
+        matches!(
+            frame,
+            Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout))
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_request_body_fails_after_600_s() {
+        let (_client, body) = client_body();
+        let mut body = BetweenBytesTimeout::new(body);
+        let start = tokio::time::Instant::now();
+        assert!(is_read_timeout(body.frame().await));
+        assert_eq!(start.elapsed(), Duration::from_secs(600));
+        assert!(is_read_timeout(body.frame().await), "the failure is final");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_frame_restarts_the_600_s_wait() {
+        let (client, body) = client_body();
+        let mut body = BetweenBytesTimeout::new(body);
+        let start = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            for chunk in ["a", "b"] {
+                tokio::time::sleep(Duration::from_secs(599)).await;
+                client.send(Bytes::from(chunk)).await.expect("body is read");
+            }
+            std::future::pending::<()>().await;
+        });
+        for (chunk, at) in [("a", 599), ("b", 1198)] {
+            let frame = body.frame().await.expect("a frame").expect("not an error");
+            assert_eq!(frame.into_data().ok(), Some(Bytes::from(chunk)));
+            assert_eq!(start.elapsed(), Duration::from_secs(at));
+        }
+        assert!(is_read_timeout(body.frame().await));
+        assert_eq!(start.elapsed(), Duration::from_secs(1198 + 600));
+    }
 }

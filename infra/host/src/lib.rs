@@ -7,14 +7,17 @@
 //! `spin up`, and anything that would work only here is a bug.
 //!
 //! # Layout
-//! - [`manifest`]: `spin.toml` v2, with Spin's load-time checks.
+//! Top down; each module uses only those listed after it.
+//! - [`server`]: the listener, graceful shutdown, and [`start`] for tests.
+//! - `app`: loading (manifest, variables, compile once, pre-instantiate) and serving one
+//!   request in a fresh instance; the engine's instance pool; the app's side of chaining.
+//! - `state`, `redis_host`, `bindings`: the per-request store and the `fermyon:spin` host
+//!   side.
+//! - `outbound`: a guest's outgoing HTTP: allowed hosts, service chaining, self-requests.
 //! - [`variables`]: templates and providers (`--variable`, `SPIN_VARIABLE_*`, `.env`, defaults).
+//! - [`manifest`]: `spin.toml` v2, with Spin's load-time checks.
 //! - [`routes`]: Spin's route precedence (via `routefinder`, as Spin) and the `spin-*` headers.
 //! - [`allowed_hosts`]: `allowed_outbound_hosts` parsing and matching.
-//! - `app`: loading (compile once, pre-instantiate) and serving one request in a fresh instance,
-//!   outbound HTTP and service chaining.
-//! - `state`, `redis_host`, `bindings`: the per-request store and the `fermyon:spin` host side.
-//! - [`server`]: the listener, graceful shutdown, and [`start`] for tests.
 //! - [`logs`]: one log for host messages and component output, `[source] line`.
 
 pub mod allowed_hosts;
@@ -22,6 +25,7 @@ mod app;
 mod bindings;
 pub mod logs;
 pub mod manifest;
+mod outbound;
 mod redis_host;
 pub mod routes;
 pub mod server;

@@ -160,6 +160,9 @@ async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: oneshot::Rece
             let app = app.clone();
             async move { app.handle(req, client).await }
         });
+        // Hyper's defaults, as Spin 4.0.2's (hyper-util's `auto::Builder`, no timer): no
+        // header-read timeout, a 408 KiB head buffer (431 beyond), 100 headers, no body
+        // limit. A stalled body is bounded where the guest reads it (see `app`).
         let conn = http1::Builder::new()
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service);

@@ -1,8 +1,11 @@
 //! Per-request store state: WASI, wasi:http with Spin's outbound rules, Spin variables.
 //!
 //! A fresh [`RequestState`] (and so a fresh instance) serves every request, as Spin does
-//! for WASIp2 components: nothing a guest keeps in memory outlives its request.
+//! for WASIp2 components: nothing a guest keeps in memory outlives its request. What an
+//! instance sees of its component is a [`ComponentConfig`]; its outgoing HTTP goes through
+//! [`crate::outbound`].
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -11,13 +14,45 @@ use std::task::{Context, Poll};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::allowed_hosts::AllowedHosts;
-use crate::app::{App, ComponentRuntime};
 use crate::bindings::fermyon::spin::variables;
 use crate::logs::Logs;
-use crate::variables::check_guest_name;
+use crate::outbound::{Outbound, OutboundHooks};
+use crate::variables::{Resolver, Template, check_guest_name};
+
+/// A component's manifest settings, as its instances see them.
+#[derive(Debug)]
+pub(crate) struct ComponentConfig {
+    pub(crate) id: String,
+    pub(crate) variables: BTreeMap<String, Template>,
+    /// `allowed_outbound_hosts`, resolved for each instance.
+    pub(crate) allowed_hosts: Vec<Template>,
+    pub(crate) environment: Vec<(String, String)>,
+}
+
+impl ComponentConfig {
+    /// Resolves the templated `allowed_outbound_hosts` for one instance. A value that no
+    /// longer parses denies everything and is logged (start-up checked the defaults).
+    fn resolve_allowed_hosts(&self, resolver: &Resolver, logs: &Logs) -> AllowedHosts {
+        let resolved: anyhow::Result<Vec<String>> = self
+            .allowed_hosts
+            .iter()
+            .map(|t| t.resolve(resolver))
+            .collect();
+        match resolved.and_then(|entries| AllowedHosts::parse(&entries)) {
+            Ok(hosts) => hosts,
+            Err(e) => {
+                logs.host(&format!(
+                    "component `{}`: `allowed_outbound_hosts` is malformed, denying all: {e:#}",
+                    self.id
+                ));
+                AllowedHosts::default()
+            }
+        }
+    }
+}
 
 /// What one request's instance can reach.
 pub struct RequestState {
@@ -25,8 +60,9 @@ pub struct RequestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: OutboundHooks,
-    pub(crate) app: Arc<App>,
-    pub(crate) component: Arc<ComponentRuntime>,
+    component: Arc<ComponentConfig>,
+    resolver: Arc<Resolver>,
+    logs: Logs,
     /// Redis commands this request's guest has sent.
     pub(crate) redis_round_trips: Arc<AtomicU64>,
     pub(crate) redis_connections: usize,
@@ -35,26 +71,25 @@ pub struct RequestState {
 
 impl RequestState {
     pub(crate) fn new(
-        app: Arc<App>,
-        component: Arc<ComponentRuntime>,
+        component: Arc<ComponentConfig>,
+        resolver: Arc<Resolver>,
+        logs: Logs,
+        outbound: Outbound,
         redis_round_trips: Arc<AtomicU64>,
     ) -> Self {
-        let allowed = Arc::new(component.resolve_allowed_hosts(&app));
+        let allowed = Arc::new(component.resolve_allowed_hosts(&resolver, &logs));
         let mut wasi = WasiCtx::builder();
         wasi.envs(&component.environment)
-            .stdout(LogStream::new(app.logs.clone(), &component.id))
-            .stderr(LogStream::new(app.logs.clone(), &component.id));
+            .stdout(LogStream::new(logs.clone(), &component.id))
+            .stderr(LogStream::new(logs.clone(), &component.id));
         Self {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundHooks {
-                app: app.clone(),
-                component: component.id.clone(),
-                allowed: allowed.clone(),
-            },
-            app,
+            hooks: outbound.hooks(&component.id, allowed.clone()),
             component,
+            resolver,
+            logs,
             redis_round_trips,
             redis_connections: 0,
             allowed,
@@ -66,7 +101,7 @@ impl RequestState {
     }
 
     pub(crate) fn log_denied(&self, target: &str) {
-        self.app.logs.denied(&self.component.id, target);
+        self.logs.denied(&self.component.id, target);
     }
 }
 
@@ -108,42 +143,8 @@ impl variables::Host for RequestState {
             ))));
         };
         Ok(template
-            .resolve(&self.app.resolver)
+            .resolve(&self.resolver)
             .map_err(|e| variables::Error::Provider(format!("{e:#}"))))
-    }
-}
-
-/// Outgoing `wasi:http`: allowed-hosts check, service chaining, self-requests.
-struct OutboundHooks {
-    app: Arc<App>,
-    component: String,
-    allowed: Arc<AllowedHosts>,
-}
-
-type SendResult = wasmtime_wasi_http::Result<(
-    http::Response<WasiBody>,
-    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-)>;
-
-impl WasiHttpHooks for OutboundHooks {
-    /// Spin never forwards a guest's `host` header.
-    fn set_host_header(&mut self) -> bool {
-        false
-    }
-
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let app = self.app.clone();
-        let component = self.component.clone();
-        let allowed = self.allowed.clone();
-        Box::new(async move {
-            app.send_outbound(&component, &allowed, request, options)
-                .await
-        })
     }
 }
 

@@ -1,0 +1,194 @@
+//! A guest's outgoing HTTP, under Spin's rules: `allowed_outbound_hosts`, service chaining
+//! to `http://<component>.spin.internal`, requests back to the app itself (`self`), and
+//! the `Host` header Spin's client sends.
+//!
+//! Nothing here knows about instances: running a component for a chained request is the
+//! app's job, reached through the [`Chain`] trait it implements.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::allowed_hosts::{AllowedHosts, default_port};
+use crate::logs::Logs;
+use crate::routes::SpinHeaders;
+
+/// The response of a component run for a chained request.
+pub(crate) type Chained = Pin<Box<dyn Future<Output = Response<WasiBody>> + Send>>;
+
+/// The app's side of service chaining.
+pub(crate) trait Chain: Send + Sync {
+    /// Whether the app has a component `id` that requests can be chained to.
+    fn has_component(&self, id: &str) -> bool;
+
+    /// Runs component `id` (one [`Chain::has_component`] accepts) for `request` in a fresh
+    /// instance. Never fails: a failure is logged and becomes Spin's empty 500.
+    fn serve_chained(
+        self: Arc<Self>,
+        id: String,
+        request: Request<WasiBody>,
+        spin: SpinHeaders,
+    ) -> Chained;
+}
+
+/// What sending a guest's request needs from the app; one clone per instance.
+#[derive(Clone)]
+pub(crate) struct Outbound {
+    /// The app's components, for service chaining.
+    chain: Arc<dyn Chain>,
+    /// The address the listener got: self-requests are sent there.
+    listen: Option<SocketAddr>,
+    logs: Logs,
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl Outbound {
+    pub(crate) fn new(chain: Arc<dyn Chain>, listen: Option<SocketAddr>, logs: Logs) -> Self {
+        Self {
+            chain,
+            listen,
+            logs,
+        }
+    }
+
+    /// The `wasi:http` hooks of one instance of component `caller`.
+    pub(crate) fn hooks(self, caller: &str, allowed: Arc<AllowedHosts>) -> OutboundHooks {
+        OutboundHooks {
+            outbound: self,
+            caller: caller.to_string(),
+            allowed,
+        }
+    }
+
+    /// Sends a guest's outgoing HTTP request under Spin's rules.
+    async fn send(
+        &self,
+        caller: &str,
+        allowed: &AllowedHosts,
+        request: Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> SendResult {
+        let uri = request.uri().clone();
+        let scheme = uri.scheme_str().unwrap_or("https").to_string();
+        let host = uri.host().unwrap_or_default().to_string();
+        let port = uri.port_u16().or_else(|| default_port(&scheme));
+        let path_and_query = uri
+            .path_and_query()
+            .map(|pq| pq.as_str().to_string())
+            .unwrap_or_else(|| "/".to_string());
+
+        if let Some(target) = host.strip_suffix(".spin.internal") {
+            if !allowed.allows_chaining(target, port.unwrap_or(80)) {
+                self.logs.denied(caller, &format!("{scheme}://{host}"));
+                return Err(Error::HttpRequestDenied);
+            }
+            if !self.chain.has_component(target) {
+                self.logs.host(&format!(
+                    "`{caller}`: unknown routing destination '{target}'"
+                ));
+                return Err(Error::InternalError(Some(format!(
+                    "unknown routing destination '{target}'"
+                ))));
+            }
+            let (mut parts, body) = request.into_parts();
+            parts.headers.remove(http::header::HOST);
+            let spin = SpinHeaders::chained(uri.path(), &path_and_query);
+            parts.uri = http::Uri::builder()
+                .scheme("http")
+                .authority(format!("{target}.spin.internal"))
+                .path_and_query(path_and_query.as_str())
+                .build()
+                .map_err(|e| Error::InternalError(Some(e.to_string())))?;
+            let response = self
+                .chain
+                .clone()
+                .serve_chained(target.to_string(), Request::from_parts(parts, body), spin)
+                .await;
+            return Ok((response, Box::new(async { Ok(()) })));
+        }
+
+        let mut request = request;
+        request.headers_mut().remove(http::header::HOST);
+        if host.is_empty() || host == "self.alt" {
+            if !allowed.allows_self(&scheme) {
+                self.logs.denied(caller, &format!("{scheme}://self"));
+                return Err(Error::HttpRequestDenied);
+            }
+            let Some(listen) = self.listen else {
+                return Err(Error::InternalError(Some("no listen address".into())));
+            };
+            *request.uri_mut() = http::Uri::builder()
+                .scheme("http")
+                .authority(listen.to_string())
+                .path_and_query(path_and_query.as_str())
+                .build()
+                .map_err(|e| Error::InternalError(Some(e.to_string())))?;
+        } else {
+            let Some(port) = port else {
+                return Err(Error::HttpRequestUriInvalid);
+            };
+            if !allowed.allows(&scheme, &host, port) {
+                // host:port only: an authority may carry credentials.
+                self.logs
+                    .denied(caller, &format!("{scheme}://{host}:{port}"));
+                return Err(Error::HttpRequestDenied);
+            }
+        }
+        // wasmtime-wasi-http's client adds no `Host`; Spin's (hyper-util's pooled client)
+        // adds the target's host, with the port unless it is the scheme's default.
+        if let Some(value) = host_header(request.uri()) {
+            request.headers_mut().insert(http::header::HOST, value);
+        }
+        let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+        Ok((
+            response.map(BodyExt::boxed_unsync),
+            Box::new(io) as Box<dyn Future<Output = _> + Send>,
+        ))
+    }
+}
+
+/// One instance's outgoing `wasi:http`: who is calling and what it may reach.
+pub(crate) struct OutboundHooks {
+    outbound: Outbound,
+    caller: String,
+    allowed: Arc<AllowedHosts>,
+}
+
+impl WasiHttpHooks for OutboundHooks {
+    /// Spin never forwards a guest's `host` header.
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
+    fn send_request(
+        &mut self,
+        request: Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let outbound = self.outbound.clone();
+        let caller = self.caller.clone();
+        let allowed = self.allowed.clone();
+        Box::new(async move { outbound.send(&caller, &allowed, request, options).await })
+    }
+}
+
+/// The `Host` header hyper-util's client derives from a URI: `host`, or `host:port` when
+/// the port is not the scheme's default.
+fn host_header(uri: &http::Uri) -> Option<http::HeaderValue> {
+    let host = uri.host()?;
+    let value = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(80), Some("http")) | (Some(443), Some("https")) | (None, _) => host.to_string(),
+        (Some(port), _) => format!("{host}:{port}"),
+    };
+    http::HeaderValue::from_str(&value).ok()
+}
