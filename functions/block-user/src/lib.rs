@@ -8,7 +8,6 @@
 
 use edge_auth_domain::sessions::input::{BlockTarget, ChangeReason};
 use edge_auth_domain::sessions::usecases::{SessionError, block};
-use edge_auth_domain::time::Timestamp;
 use edge_auth_spin::http::parse_json;
 use edge_auth_spin::internal::{BlockContext, fail, serve};
 use serde::Deserialize;
@@ -42,7 +41,6 @@ async fn handle_block_user(req: IncomingRequest, out: ResponseOutparam) {
                 &target,
                 &reason,
                 body.revoke_sessions,
-                Timestamp::now(),
             )
         };
         run()

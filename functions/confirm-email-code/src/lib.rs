@@ -8,7 +8,6 @@ use edge_auth_domain::login::confirm::{
     ConfirmError, ConfirmRequest, Directory, confirm_email_code,
 };
 use edge_auth_domain::random::OsRandom;
-use edge_auth_domain::time::Timestamp;
 use edge_auth_spin::http::{log_cause, read_json, respond, respond_error};
 use edge_auth_spin::login_store::RedisLoginStore;
 use edge_auth_spin::public_errors;
@@ -42,21 +41,16 @@ async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) 
         challenge_id: body.challenge_id,
         code: body.code,
         client_public_key: body.client_public_key,
-        client_addr: caller.client_addr,
+        client: caller.client,
         user_agent: caller.user_agent,
     };
     let run = || -> Result<_, ConfirmError> {
         let settings = login_settings()?;
         let store = RedisLoginStore::new(SpinRedis::connect()?);
         match optional("user_directory")?.as_deref() {
-            None | Some("redis") => confirm_email_code(
-                &settings,
-                &store,
-                Directory::Redis,
-                &OsRandom,
-                &request,
-                Timestamp::now(),
-            ),
+            None | Some("redis") => {
+                confirm_email_code(&settings, &store, Directory::Redis, &OsRandom, &request)
+            }
             Some("rest") => {
                 let users = RestUserDirectory::from_variables()?;
                 confirm_email_code(
@@ -65,7 +59,6 @@ async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) 
                     Directory::External(&users),
                     &OsRandom,
                     &request,
-                    Timestamp::now(),
                 )
             }
             Some(other) => Err(ConfirmError::Unexpected(anyhow::anyhow!(

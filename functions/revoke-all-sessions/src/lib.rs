@@ -7,7 +7,6 @@
 
 use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::sessions::usecases::{SessionError, revoke_all};
-use edge_auth_domain::time::Timestamp;
 use edge_auth_spin::http::parse_json;
 use edge_auth_spin::internal::{ReasonBody, fail, serve};
 use edge_auth_spin::redis::SpinRedis;
@@ -23,12 +22,7 @@ async fn handle_revoke_all_sessions(req: IncomingRequest, out: ResponseOutparam)
         let run = || -> Result<_, SessionError> {
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
             let store = RedisSessionStore::new(SpinRedis::connect()?);
-            revoke_all(
-                &store,
-                call.param("user_id").unwrap_or_default(),
-                &reason,
-                Timestamp::now(),
-            )
+            revoke_all(&store, call.param("user_id").unwrap_or_default(), &reason)
         };
         run()
             .map(|count| (200, json!({ "revoked_count": count })))

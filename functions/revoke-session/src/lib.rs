@@ -7,7 +7,6 @@
 
 use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::sessions::usecases::{SessionError, revoke_session};
-use edge_auth_domain::time::Timestamp;
 use edge_auth_spin::http::parse_json;
 use edge_auth_spin::internal::{ReasonBody, fail, serve};
 use edge_auth_spin::redis::SpinRedis;
@@ -27,7 +26,6 @@ async fn handle_revoke_session(req: IncomingRequest, out: ResponseOutparam) {
                 &store,
                 call.param("device_session_id").unwrap_or_default(),
                 &reason,
-                Timestamp::now(),
             )
         };
         run()

@@ -8,7 +8,6 @@
 
 use edge_auth_domain::login::send::{SendRequest, deliver, send_email_code};
 use edge_auth_domain::random::OsRandom;
-use edge_auth_domain::time::Timestamp;
 use edge_auth_spin::http::{log_cause, read_json, respond, respond_error};
 use edge_auth_spin::login_store::RedisLoginStore;
 use edge_auth_spin::mail::Mailer;
@@ -38,13 +37,13 @@ async fn handle_send_email_code(req: IncomingRequest, out: ResponseOutparam) {
     };
     let request = SendRequest {
         email: body.email,
-        client_addr: caller.client_addr,
+        client: caller.client,
         locale: caller.locale,
     };
     let run = || -> Result<_, edge_auth_domain::login::send::SendError> {
         let settings = login_settings()?;
         let store = RedisLoginStore::new(SpinRedis::connect()?);
-        let outcome = send_email_code(&settings, &store, &OsRandom, &request, Timestamp::now())?;
+        let outcome = send_email_code(&settings, &store, &OsRandom, &request)?;
         Ok((store, outcome))
     };
     let (store, outcome) = match run() {

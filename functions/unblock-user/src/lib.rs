@@ -6,7 +6,6 @@
 
 use edge_auth_domain::sessions::input::{BlockTarget, ChangeReason};
 use edge_auth_domain::sessions::usecases::{SessionError, unblock};
-use edge_auth_domain::time::Timestamp;
 use edge_auth_spin::http::parse_json;
 use edge_auth_spin::internal::{BlockContext, fail, serve};
 use serde::Deserialize;
@@ -31,14 +30,7 @@ async fn handle_unblock_user(req: IncomingRequest, out: ResponseOutparam) {
             let target = BlockTarget::parse(body.email.as_deref(), body.user_id.as_deref())?;
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
             let ctx = BlockContext::open()?;
-            unblock(
-                &ctx.store,
-                ctx.directory(),
-                &ctx.key,
-                &target,
-                &reason,
-                Timestamp::now(),
-            )
+            unblock(&ctx.store, ctx.directory(), &ctx.key, &target, &reason)
         };
         run()
             .map(|()| (200, json!({ "blocked": false })))

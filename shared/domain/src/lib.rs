@@ -9,12 +9,13 @@
 //! - [`challenge`]: the challenge state machine and policy.
 //! - [`email`], [`public_key`], [`code`], [`ids`]: parsed newtypes for everything a client sends.
 //! - [`crypto`]: the server key: code MACs and address tags.
-//! - [`rate_limit`]: edge budgets.
+//! - [`rate_limit`]: edge budgets; [`client`]: which client a request counts against.
 //! - [`health`]: the liveness check behind `GET /api/v1/health`.
 //! - [`error`]: the public error shape every route answers with.
 //! - [`random`], [`time`]: the CSPRNG port and Unix-millisecond timestamps.
 
 pub mod challenge;
+pub mod client;
 pub mod code;
 pub mod crypto;
 pub mod email;

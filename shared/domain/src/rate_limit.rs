@@ -57,21 +57,14 @@ impl Rate {
     }
 }
 
-/// Who a budget belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BudgetSubject {
-    /// The TCP peer (`spin-client-addr`, port dropped).
-    Client(String),
-    /// An e-mail address, by its tag.
-    Address(crate::ids::AddressTag),
-}
-
-/// One budget a request spends from.
+/// One client budget a request spends from (e-mail address budgets are spent by the
+/// login store, in the address's own slot, only for calls that reach it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Budget {
     /// The route family, e.g. `send` or `confirm`: each has its own buckets.
     pub route: &'static str,
-    pub subject: BudgetSubject,
+    /// The client's budget key ([`crate::client::ClientPolicy::budget_key`]).
+    pub client: String,
     pub rate: Rate,
 }
 
@@ -118,47 +111,13 @@ impl EdgeLimits {
 }
 
 impl EdgeLimits {
-    /// The budget of a client address on `route`.
-    pub fn client_budget(&self, route: &'static str, client_addr: &str) -> Budget {
+    /// The budget of a client on `route`, by its budget key.
+    pub fn client_budget(&self, route: &'static str, client: String) -> Budget {
         Budget {
             route,
-            subject: BudgetSubject::Client(client_host(client_addr)),
+            client,
             rate: self.per_client,
         }
-    }
-
-    /// The two budgets a public login call spends: its client address and its e-mail
-    /// address, each per route.
-    pub fn budgets(
-        &self,
-        route: &'static str,
-        client_addr: &str,
-        address: crate::ids::AddressTag,
-    ) -> Vec<Budget> {
-        vec![
-            self.client_budget(route, client_addr),
-            Budget {
-                route,
-                subject: BudgetSubject::Address(address),
-                rate: self.per_address,
-            },
-        ]
-    }
-}
-
-/// The client address without its port (`127.0.0.1:5555` → `127.0.0.1`,
-/// `[::1]:5555` → `::1`), so one host's connections share a budget.
-pub fn client_host(addr: &str) -> String {
-    if let Some(rest) = addr.strip_prefix('[')
-        && let Some((host, _)) = rest.split_once(']')
-    {
-        return host.to_string();
-    }
-    match addr.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            host.to_string()
-        }
-        _ => addr.to_string(),
     }
 }
 
@@ -192,12 +151,5 @@ mod tests {
             }
         }
         assert_eq!(allowed, 2 * 10 - 1);
-    }
-
-    #[test]
-    fn client_hosts_drop_the_port() {
-        assert_eq!(client_host("127.0.0.1:5555"), "127.0.0.1");
-        assert_eq!(client_host("[::1]:5555"), "::1");
-        assert_eq!(client_host("10.0.0.1"), "10.0.0.1");
     }
 }

@@ -5,6 +5,7 @@
 //! `Content-Length` first, then the bytes actually read), JSON with no unknown fields.
 //! Each failure has its own documented code and changes no state.
 
+use edge_auth_domain::client::ClientHops;
 use edge_auth_domain::error::PublicError;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -19,8 +20,8 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024;
 /// What the edge knows about the caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// `spin-client-addr` (the TCP peer as Spin saw it).
-    pub client_addr: String,
+    /// The TCP peer as Spin saw it (`spin-client-addr`) and what proxies reported.
+    pub client: ClientHops,
     pub user_agent: String,
     /// First language tag of `Accept-Language`, or `en`.
     pub locale: String,
@@ -87,7 +88,11 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, PublicError> {
 pub async fn read_body(req: IncomingRequest) -> Result<(Vec<u8>, Caller), PublicError> {
     // Spin appends its own value after any the client sent: the last one is Spin's.
     let caller = Caller {
-        client_addr: header(&req, "spin-client-addr").pop().unwrap_or_default(),
+        client: ClientHops {
+            peer: header(&req, "spin-client-addr").pop().unwrap_or_default(),
+            forwarded: header(&req, "forwarded"),
+            x_forwarded_for: header(&req, "x-forwarded-for"),
+        },
         user_agent: header(&req, "user-agent").pop().unwrap_or_default(),
         locale: locale_of(header(&req, "accept-language").first().map(String::as_str)),
     };

@@ -11,6 +11,7 @@ use edge_auth_domain::login::ports::{
     ConfirmAttempt, ConfirmOutcome, CreateOutcome, GuardOutcome, GuardRequest, LimitPolicy,
     LoginStore, NewChallenge, UserChoice,
 };
+use edge_auth_domain::time::Timestamp;
 
 use crate::keys::{self, AddressKeys};
 use crate::redis::{Arg, Reply, Script, SpinRedis};
@@ -31,13 +32,7 @@ fn scripts() -> &'static Scripts {
             "record_delivery",
             include_str!("scripts/record_delivery.lua"),
         ),
-        confirm: Script::new(
-            "confirm",
-            concat!(
-                include_str!("scripts/lib.lua"),
-                include_str!("scripts/confirm.lua")
-            ),
-        ),
+        confirm: Script::new("confirm", include_str!("scripts/confirm.lua")),
     })
 }
 
@@ -57,10 +52,7 @@ impl RedisLoginStore {
 impl LoginStore for RedisLoginStore {
     fn guard(&self, request: &GuardRequest) -> anyhow::Result<GuardOutcome> {
         let mut keys_ = vec![keys::session_limit()];
-        let mut args: Vec<Arg> = vec![
-            request.now.0.into(),
-            (if request.read_session_limit { "1" } else { "0" }).into(),
-        ];
+        let mut args: Vec<Arg> = vec![(if request.read_session_limit { "1" } else { "0" }).into()];
         for budget in &request.budgets {
             keys_.push(keys::budget(budget));
             args.push(budget.rate.interval_ms().into());
@@ -84,26 +76,32 @@ impl LoginStore for RedisLoginStore {
             k.latest(),
             k.resend(),
             k.blocked(),
+            k.send_budget(),
         ];
-        let args: [Arg; 8] = [
+        let args: [Arg; 9] = [
             c.id.as_str().into(),
             c.code_mac.to_hex().into(),
             c.email.as_str().into(),
-            c.now.0.into(),
-            c.expires_at.0.into(),
+            c.lifetime_ms.into(),
             c.max_attempts.into(),
             c.resend_interval_ms.into(),
             c.keep_ms.into(),
+            c.address_budget.interval_ms().into(),
+            c.address_budget.tolerance_ms().into(),
         ];
         let mut reply = Reply::new("send", self.redis.run(&scripts().send, &keys_, &args)?);
         match reply.required()?.as_str() {
             "created" => {
                 let state = reply.required()?;
-                match ChallengeState::parse(&state) {
-                    Some(state) => Ok(CreateOutcome::Created { state }),
-                    None => bail!("`send` reply: unknown state {state:?}"),
-                }
+                let Some(state) = ChallengeState::parse(&state) else {
+                    bail!("`send` reply: unknown state {state:?}");
+                };
+                let expires_at = Timestamp(u64::try_from(reply.int()?)?);
+                Ok(CreateOutcome::Created { state, expires_at })
             }
+            "rate_limited" => Ok(CreateOutcome::RateLimited {
+                retry_after_ms: u64::try_from(reply.int()?)?,
+            }),
             "throttled" => Ok(CreateOutcome::Throttled {
                 latest: reply.text()?.and_then(|id| ChallengeId::parse(&id).ok()),
             }),
@@ -135,6 +133,9 @@ impl LoginStore for RedisLoginStore {
             k.projection(session),
             k.confirm_budget(),
             k.failures(),
+            k.revoked_sessions(),
+            k.lifecycle(),
+            k.audit(),
         ];
         let policy = match a.limit_policy {
             LimitPolicy::Reject => "reject",
@@ -145,11 +146,10 @@ impl LoginStore for RedisLoginStore {
             UserChoice::External { user_id } => (user_id.as_str(), "external"),
             UserChoice::ExternalUnresolved => ("", "external_unresolved"),
         };
-        let args: [Arg; 23] = [
+        let args: [Arg; 20] = [
             a.challenge_id.as_str().into(),
             a.code_mac.to_hex().into(),
             a.client_public_key.as_str().into(),
-            a.now.0.into(),
             session.into(),
             user_id.into(),
             a.session_limit
@@ -160,9 +160,7 @@ impl LoginStore for RedisLoginStore {
             a.client_addr.as_str().into(),
             a.user_agent.as_str().into(),
             a.idempotency_ms.into(),
-            k.prefix().into(),
             user_mode.into(),
-            keys::session_member(a.now.0, session).into(),
             keys::REVOKED_RETENTION_MS.into(),
             keys::LIFECYCLE_TTL_MS.into(),
             keys::LIFECYCLE_MAXLEN.into(),

@@ -23,17 +23,22 @@ impl std::fmt::Debug for SpinRedis {
 #[derive(Debug)]
 pub struct Script {
     name: &'static str,
-    source: &'static str,
+    source: String,
     sha1: String,
 }
 
+/// Helpers every script may use (the one clock, streams, GCRA, session revocation).
+const LIB: &str = include_str!("scripts/lib.lua");
+
 impl Script {
-    /// Wraps script source; `name` appears in errors.
-    pub fn new(name: &'static str, source: &'static str) -> Self {
+    /// A script from its body, after the key-layout prelude ([`crate::keys::lua_prelude`])
+    /// and the shared helpers (`scripts/lib.lua`); `name` appears in errors.
+    pub fn new(name: &'static str, body: &str) -> Self {
+        let source = format!("{}{LIB}{body}", crate::keys::lua_prelude());
         Self {
             name,
+            sha1: sha1_smol::Sha1::from(&source).digest().to_string(),
             source,
-            sha1: sha1_smol::Sha1::from(source).digest().to_string(),
         }
     }
 }

@@ -27,27 +27,9 @@ struct Scripts {
 fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        revoke: Script::new(
-            "revoke",
-            concat!(
-                include_str!("scripts/lib.lua"),
-                include_str!("scripts/revoke.lua")
-            ),
-        ),
-        revoke_batch: Script::new(
-            "revoke_batch",
-            concat!(
-                include_str!("scripts/lib.lua"),
-                include_str!("scripts/revoke_batch.lua")
-            ),
-        ),
-        block: Script::new(
-            "block",
-            concat!(
-                include_str!("scripts/lib.lua"),
-                include_str!("scripts/block.lua")
-            ),
-        ),
+        revoke: Script::new("revoke", include_str!("scripts/revoke.lua")),
+        revoke_batch: Script::new("revoke_batch", include_str!("scripts/revoke_batch.lua")),
+        block: Script::new("block", include_str!("scripts/block.lua")),
         list: Script::new("list_sessions", include_str!("scripts/list_sessions.lua")),
         audit: Script::new("audit", include_str!("scripts/audit.lua")),
     })
@@ -103,10 +85,9 @@ fn record(reply: &mut Reply) -> anyhow::Result<SessionRecord> {
     })
 }
 
-fn common(prefix: &str, reason: &ChangeReason, now: Timestamp) -> Vec<Arg> {
+/// The arguments every revoking script starts with.
+fn common(reason: &ChangeReason) -> Vec<Arg> {
     vec![
-        prefix.into(),
-        now.0.into(),
         reason.reason_code.as_str().into(),
         reason.actor.as_str().into(),
         keys::REVOKED_RETENTION_MS.into(),
@@ -171,8 +152,7 @@ impl SessionStore for RedisSessionStore {
             StatusFilter::Revoked => k.revoked_sessions(),
             StatusFilter::All => k.all_sessions(),
         };
-        let args: [Arg; 4] = [
-            k.prefix().into(),
+        let args: [Arg; 3] = [
             user.as_str().into(),
             cursor.unwrap_or_default().into(),
             limit.into(),
@@ -194,21 +174,19 @@ impl SessionStore for RedisSessionStore {
         Ok(Some(Page { items, next_cursor }))
     }
 
-    fn revoke(
-        &self,
-        id: &DeviceSessionId,
-        reason: &ChangeReason,
-        now: Timestamp,
-    ) -> anyhow::Result<RevokeOutcome> {
+    fn revoke(&self, id: &DeviceSessionId, reason: &ChangeReason) -> anyhow::Result<RevokeOutcome> {
         let k = AddressKeys::new(id.tag());
-        let mut args = common(k.prefix(), reason, now);
+        let mut args = common(reason);
         args.push(keys::AUDIT_TTL_MS.into());
         args.push(keys::AUDIT_MAXLEN.into());
-        let mut reply = Reply::new(
-            "revoke",
-            self.redis
-                .run(&scripts().revoke, &[k.session(id.as_str())], &args)?,
-        );
+        let keys_ = [
+            k.session(id.as_str()),
+            k.active_sessions(),
+            k.revoked_sessions(),
+            k.lifecycle(),
+            k.audit(),
+        ];
+        let mut reply = Reply::new("revoke", self.redis.run(&scripts().revoke, &keys_, &args)?);
         Ok(match reply.required()?.as_str() {
             "not_found" => RevokeOutcome::NotFound,
             "revoked" => RevokeOutcome::Revoked(record(&mut reply)?),
@@ -219,10 +197,14 @@ impl SessionStore for RedisSessionStore {
 
     fn revoke_batch(&self, b: &RevokeBatch<'_>) -> anyhow::Result<BatchOutcome> {
         let k = AddressKeys::new(b.tag);
-        let mut args = common(k.prefix(), b.reason, b.now);
+        let mut args = common(b.reason);
         args.push(b.batch_size.into());
-        // Every member created at or before the bound sorts before "<bound>|~".
-        args.push(format!("{:016}|~", b.created_up_to.0).into());
+        args.push(
+            b.created_up_to
+                .map(|t| t.0.to_string())
+                .unwrap_or_default()
+                .into(),
+        );
         args.push(b.user.map(UserRef::as_str).unwrap_or_default().into());
         args.push(b.revoked_so_far.into());
         args.push(b.action.into());
@@ -232,7 +214,13 @@ impl SessionStore for RedisSessionStore {
             "revoke_batch",
             self.redis.run(
                 &scripts().revoke_batch,
-                &[k.active_sessions(), k.user()],
+                &[
+                    k.active_sessions(),
+                    k.user(),
+                    k.revoked_sessions(),
+                    k.lifecycle(),
+                    k.audit(),
+                ],
                 &args,
             )?,
         );
@@ -241,6 +229,7 @@ impl SessionStore for RedisSessionStore {
             "ok" => BatchOutcome::Revoked {
                 count: u64::try_from(reply.int()?)?,
                 more: reply.int()? > 0,
+                bound: Timestamp(u64::try_from(reply.int()?)?),
             },
             other => bail!("`revoke_batch` reply: unexpected {other:?}"),
         })
@@ -248,9 +237,7 @@ impl SessionStore for RedisSessionStore {
 
     fn set_blocked(&self, c: &BlockChange<'_>) -> anyhow::Result<bool> {
         let k = AddressKeys::new(c.tag);
-        let args: [Arg; 10] = [
-            k.prefix().into(),
-            c.now.0.into(),
+        let args: [Arg; 8] = [
             c.reason.reason_code.as_str().into(),
             c.reason.actor.as_str().into(),
             (if c.blocked { "1" } else { "0" }).into(),
@@ -264,7 +251,13 @@ impl SessionStore for RedisSessionStore {
             "block",
             self.redis.run(
                 &scripts().block,
-                &[k.blocked(), k.user(), k.failures()],
+                &[
+                    k.blocked(),
+                    k.user(),
+                    k.failures(),
+                    k.lifecycle(),
+                    k.audit(),
+                ],
                 &args,
             )?,
         );

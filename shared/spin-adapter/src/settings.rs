@@ -7,7 +7,7 @@ use edge_auth_domain::login::settings::LoginSettings;
 use spin_sdk::variables::{self, Error};
 
 /// Every variable the login settings read; a component declares the ones it needs.
-const NAMES: [&str; 11] = [
+const NAMES: [&str; 13] = [
     "code_hmac_key",
     "code_length",
     "challenge_ttl_seconds",
@@ -19,6 +19,8 @@ const NAMES: [&str; 11] = [
     "session_limit_policy",
     "failed_confirm_cap",
     "failed_confirm_lockout_seconds",
+    "trusted_proxies",
+    "client_ipv6_prefix",
 ];
 
 /// Reads a variable: `Ok(None)` when this component does not declare it or it is empty.

@@ -17,6 +17,7 @@ use crate::build::ensure_components_built;
 use crate::mail_stub::MailStub;
 use crate::openapi::check_response;
 use crate::redis_server::RedisServer;
+use crate::slot_watch::SlotWatch;
 use crate::spin_process::SpinProcess;
 use crate::user_service_stub::UserServiceStub;
 use crate::workspace_root;
@@ -124,6 +125,7 @@ impl Spawn {
         let redis = tokio::task::spawn_blocking(RedisServer::start)
             .await
             .context("redis task panicked")??;
+        let slot_watch = SlotWatch::start(redis.port());
         let mail = MailStub::start().await?;
         let users = UserServiceStub::start().await?;
         let env = self.environment(&redis, &mail, &users);
@@ -131,6 +133,7 @@ impl Spawn {
         Ok(TestApp {
             address: runtime.url(),
             runtime,
+            slot_watch,
             redis,
             mail,
             users,
@@ -303,6 +306,9 @@ pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
     pub address: String,
     pub runtime: Runtime,
+    /// Fails the test, when dropped, if a Redis call touched more than one hash slot.
+    /// Dropped after the runtime and before Redis.
+    pub slot_watch: SlotWatch,
     pub redis: RedisServer,
     pub mail: MailStub,
     pub users: UserServiceStub,

@@ -14,12 +14,15 @@
 //! - [`mail_stub`]: [`MailStub`], the team's mail webhook as a recording stub.
 //! - [`user_service_stub`]: [`UserServiceStub`], the team's user service (REST directory).
 //! - [`openapi`]: checks responses against the OpenAPI file.
+//! - [`slot_watch`]: [`slot_watch::SlotWatch`], which fails a test whose Redis calls touch
+//!   more than one hash slot in one call (they would fail on Redis Cluster).
 
 pub mod app;
 pub mod build;
 pub mod mail_stub;
 pub mod openapi;
 pub mod redis_server;
+pub mod slot_watch;
 pub mod spin_process;
 pub mod stub_server;
 pub mod user_service_stub;

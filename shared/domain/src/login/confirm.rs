@@ -4,6 +4,7 @@
 //! attempt. The store applies the rest in one atomic step: state, lifetime, newest-only,
 //! code (constant-time), attempt counting, block, session limit, session + projection.
 
+use crate::client::ClientHops;
 use crate::code::VerificationCode;
 use crate::ids::{ChallengeId, DeviceSessionId, InvalidId, UserId};
 use crate::login::ports::{
@@ -13,7 +14,7 @@ use crate::login::ports::{
 use crate::login::settings::{LoginSettings, parse_session_limit};
 use crate::public_key::{ClientPublicKey, PublicKeyError};
 use crate::random::Random;
-use crate::time::{Timestamp, millis};
+use crate::time::millis;
 
 /// A parsed request.
 #[derive(Debug, Clone)]
@@ -21,7 +22,8 @@ pub struct ConfirmRequest {
     pub challenge_id: String,
     pub code: String,
     pub client_public_key: String,
-    pub client_addr: String,
+    /// Where the request came from (peer and proxy headers).
+    pub client: ClientHops,
     pub user_agent: String,
 }
 
@@ -115,7 +117,6 @@ pub fn confirm_email_code(
     directory: Directory<'_>,
     random: &impl Random,
     request: &ConfirmRequest,
-    now: Timestamp,
 ) -> Result<Confirmed, ConfirmError> {
     let challenge_id = ChallengeId::parse(request.challenge_id.trim())?;
     let length = settings.policy.code_length;
@@ -124,14 +125,14 @@ pub fn confirm_email_code(
     let client_public_key = ClientPublicKey::parse(request.client_public_key.trim())?;
     let tag = challenge_id.tag();
 
+    let client = settings.clients.resolve(&request.client);
     // Only the client's budget is spent up front: the address's is spent by the store,
     // and only for a challenge that exists.
     let guard = store.guard(&GuardRequest {
-        now,
         budgets: vec![
             settings
                 .limits
-                .client_budget("confirm", &request.client_addr),
+                .client_budget("confirm", settings.clients.budget_key(&client)),
         ],
         read_session_limit: true,
     })?;
@@ -148,7 +149,6 @@ pub fn confirm_email_code(
         code_mac: settings.key.code_mac(&challenge_id, code.expose()),
         challenge_id,
         client_public_key,
-        now,
         new_session_id: DeviceSessionId::generate(tag, random)?,
         user: match directory {
             Directory::Redis => UserChoice::Local {
@@ -158,7 +158,7 @@ pub fn confirm_email_code(
         },
         session_limit,
         limit_policy: settings.limit_policy,
-        client_addr: request.client_addr.clone(),
+        client_addr: client.to_string(),
         user_agent: request.user_agent.chars().take(512).collect(),
         idempotency_ms: millis(settings.policy.idempotency_window),
         address_budget: settings.limits.per_address,

@@ -13,7 +13,6 @@ use crate::time::Timestamp;
 /// Spend edge budgets and read the settings a call needs.
 #[derive(Debug, Clone)]
 pub struct GuardRequest {
-    pub now: Timestamp,
     pub budgets: Vec<Budget>,
     /// Also return the raw session-limit setting.
     pub read_session_limit: bool,
@@ -35,8 +34,10 @@ pub struct NewChallenge {
     pub id: ChallengeId,
     pub email: EmailAddress,
     pub code_mac: CodeMac,
-    pub now: Timestamp,
-    pub expires_at: Timestamp,
+    /// How long the code can be confirmed, from the store's clock.
+    pub lifetime_ms: u64,
+    /// The address's send budget, spent by the store in the address's own slot.
+    pub address_budget: crate::rate_limit::Rate,
     pub max_attempts: u32,
     pub resend_interval_ms: u64,
     /// How long the record is kept: lifetime plus the idempotency window.
@@ -46,10 +47,16 @@ pub struct NewChallenge {
 /// What [`LoginStore::create_challenge`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateOutcome {
-    /// Stored as `pending` (deliver it) or `suppressed` (blocked address: never deliver).
-    Created { state: ChallengeState },
+    /// Stored as `pending` (deliver it) or `suppressed` (blocked address: never deliver),
+    /// confirmable until `expires_at` (the store's clock decides).
+    Created {
+        state: ChallengeState,
+        expires_at: Timestamp,
+    },
     /// The address had a challenge within the resend interval: nothing was stored.
     Throttled { latest: Option<ChallengeId> },
+    /// The address's send budget is spent: nothing was stored.
+    RateLimited { retry_after_ms: u64 },
 }
 
 /// How to make room when a user is at the session limit.
@@ -65,7 +72,6 @@ pub struct ConfirmAttempt {
     pub challenge_id: ChallengeId,
     pub code_mac: CodeMac,
     pub client_public_key: ClientPublicKey,
-    pub now: Timestamp,
     /// Used only if a session is created.
     pub new_session_id: DeviceSessionId,
     /// Who the session is for.
@@ -135,6 +141,11 @@ pub enum ConfirmOutcome {
 }
 
 /// The login state store.
+///
+/// # Time
+/// The store's clock decides every time it records or compares (challenge expiry,
+/// idempotency windows, budgets, session creation), so that instances with skewed clocks
+/// agree: callers pass durations, never "now".
 pub trait LoginStore {
     /// Checks and spends `budgets` in one step; reads settings.
     ///

@@ -6,6 +6,7 @@
 //! tell addresses apart either.
 
 use crate::challenge::ChallengeState;
+use crate::client::ClientHops;
 use crate::code::VerificationCode;
 use crate::email::{EmailAddress, EmailError};
 use crate::ids::ChallengeId;
@@ -14,14 +15,14 @@ use crate::login::ports::{
 };
 use crate::login::settings::LoginSettings;
 use crate::random::Random;
-use crate::time::{Timestamp, millis};
+use crate::time::millis;
 
 /// A parsed request.
 #[derive(Debug, Clone)]
 pub struct SendRequest {
     pub email: String,
-    /// `spin-client-addr`.
-    pub client_addr: String,
+    /// Where the request came from (peer and proxy headers).
+    pub client: ClientHops,
     pub locale: String,
 }
 
@@ -52,13 +53,18 @@ pub fn send_email_code(
     store: &impl LoginStore,
     random: &impl Random,
     request: &SendRequest,
-    now: Timestamp,
 ) -> Result<SendOutcome, SendError> {
     let email = EmailAddress::parse(&request.email)?;
     let tag = settings.key.address_tag(&email);
     let guard = store.guard(&GuardRequest {
-        now,
-        budgets: settings.limits.budgets("send", &request.client_addr, tag),
+        budgets: vec![
+            settings.limits.client_budget(
+                "send",
+                settings
+                    .clients
+                    .budget_key(&settings.clients.resolve(&request.client)),
+            ),
+        ],
         read_session_limit: false,
     })?;
     if let GuardOutcome::Limited { retry_after_ms } = guard {
@@ -68,19 +74,18 @@ pub fn send_email_code(
     let policy = &settings.policy;
     let id = ChallengeId::generate(tag, random)?;
     let code = VerificationCode::generate(policy.code_length, random)?;
-    let expires_at = now.plus(policy.lifetime);
     let challenge = NewChallenge {
         id: id.clone(),
         email: email.clone(),
         code_mac: settings.key.code_mac(&id, code.expose()),
-        now,
-        expires_at,
+        lifetime_ms: millis(policy.lifetime),
+        address_budget: settings.limits.per_address,
         max_attempts: policy.max_attempts,
         resend_interval_ms: millis(policy.resend_interval),
         keep_ms: millis(policy.lifetime + policy.idempotency_window),
     };
     Ok(match store.create_challenge(&challenge)? {
-        CreateOutcome::Created { state } => SendOutcome {
+        CreateOutcome::Created { state, expires_at } => SendOutcome {
             challenge_id: id.clone(),
             delivery: (state == ChallengeState::Pending).then(|| MailMessage {
                 to: email,
@@ -95,6 +100,9 @@ pub fn send_email_code(
             challenge_id: latest.unwrap_or(id),
             delivery: None,
         },
+        CreateOutcome::RateLimited { retry_after_ms } => {
+            return Err(SendError::RateLimited { retry_after_ms });
+        }
     })
 }
 

@@ -1,6 +1,7 @@
 //! Login settings: read from Spin variables (by name) once per request.
 
 use crate::challenge::{ChallengePolicy, PolicyError};
+use crate::client::{ClientPolicy, ClientPolicyError};
 use crate::crypto::{ServerKey, WeakSecret};
 use crate::login::ports::LimitPolicy;
 use crate::rate_limit::{EdgeLimits, RateError};
@@ -35,6 +36,8 @@ pub struct LoginSettings {
     pub limits: EdgeLimits,
     pub limit_policy: LimitPolicy,
     pub lockout: FailureLockout,
+    /// Which client a request counts against (trusted proxies, IPv6 prefix).
+    pub clients: ClientPolicy,
 }
 
 /// A setting that is missing or wrong: the service cannot run safely.
@@ -48,6 +51,8 @@ pub enum SettingsError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Rate(#[from] RateError),
+    #[error(transparent)]
+    Client(#[from] ClientPolicyError),
     #[error("session_limit_policy must be `reject` or `evict_oldest`, got {0:?}")]
     LimitPolicy(String),
     #[error("{name} must be a whole number from {min} to {max}, got {got:?}")]
@@ -88,6 +93,7 @@ impl LoginSettings {
             limits: EdgeLimits::from_settings(&get)?,
             limit_policy,
             lockout,
+            clients: ClientPolicy::from_settings(&get)?,
         })
     }
 }

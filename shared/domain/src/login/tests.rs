@@ -47,6 +47,7 @@ impl LoginStore for FakeStore {
             .clone()
             .unwrap_or(CreateOutcome::Created {
                 state: ChallengeState::Pending,
+                expires_at: STORE_EXPIRY,
             }))
     }
     fn record_delivery(&self, _: &ChallengeId, state: ChallengeState) -> anyhow::Result<()> {
@@ -99,24 +100,28 @@ fn settings() -> LoginSettings {
 fn send_request(email: &str) -> SendRequest {
     SendRequest {
         email: email.into(),
-        client_addr: "127.0.0.1:5000".into(),
+        client: crate::client::ClientHops {
+            peer: "127.0.0.1:5000".into(),
+            ..Default::default()
+        },
         locale: "en".into(),
     }
 }
 
-const NOW: Timestamp = Timestamp(1_800_000_000_000);
+/// The expiry the fake store reports for a new challenge (its clock, not ours).
+const STORE_EXPIRY: Timestamp = Timestamp(1_800_000_600_000);
 
 #[test]
 fn send_refuses_a_bad_address_without_touching_the_store() {
     let store = FakeStore::default();
-    let err = send_email_code(&settings(), &store, &OsRandom, &send_request("nope"), NOW)
+    let err = send_email_code(&settings(), &store, &OsRandom, &send_request("nope"))
         .expect_err("invalid");
     assert!(matches!(err, SendError::InvalidEmail(_)));
     assert!(store.calls.borrow().is_empty());
 }
 
 #[test]
-fn send_spends_both_budgets_before_creating_and_stops_when_limited() {
+fn send_spends_the_client_budget_before_creating_and_stops_when_limited() {
     let store = FakeStore::default();
     *store.guard.borrow_mut() = Some(GuardOutcome::Limited {
         retry_after_ms: 1500,
@@ -126,7 +131,6 @@ fn send_spends_both_budgets_before_creating_and_stops_when_limited() {
         &store,
         &OsRandom,
         &send_request("a@example.com"),
-        NOW,
     )
     .expect_err("limited");
     assert!(matches!(
@@ -135,7 +139,30 @@ fn send_spends_both_budgets_before_creating_and_stops_when_limited() {
             retry_after_ms: 1500
         }
     ));
-    assert_eq!(*store.calls.borrow(), ["guard:2"]);
+    // The address's budget is the store's, spent with the create.
+    assert_eq!(*store.calls.borrow(), ["guard:1"]);
+}
+
+#[test]
+fn send_answers_rate_limited_when_the_store_finds_the_address_budget_spent() {
+    let store = FakeStore::default();
+    *store.create.borrow_mut() = Some(CreateOutcome::RateLimited {
+        retry_after_ms: 900,
+    });
+    let err = send_email_code(
+        &settings(),
+        &store,
+        &OsRandom,
+        &send_request("a@example.com"),
+    )
+    .expect_err("limited");
+    assert!(matches!(
+        err,
+        SendError::RateLimited {
+            retry_after_ms: 900
+        }
+    ));
+    assert!(store.deliveries.borrow().is_empty());
 }
 
 #[test]
@@ -143,7 +170,7 @@ fn a_new_challenge_is_stored_as_a_mac_and_delivered_with_the_real_code() {
     let store = FakeStore::default();
     let s = settings();
     let out =
-        send_email_code(&s, &store, &OsRandom, &send_request(" A@Example.com"), NOW).expect("sent");
+        send_email_code(&s, &store, &OsRandom, &send_request(" A@Example.com")).expect("sent");
     let message = out.delivery.expect("a pending challenge is delivered");
     let stored = &store.created.borrow()[0];
     assert_eq!(stored.id, out.challenge_id);
@@ -153,8 +180,11 @@ fn a_new_challenge_is_stored_as_a_mac_and_delivered_with_the_real_code() {
             .matches(&s.key.code_mac(&stored.id, message.code.expose()))
     );
     assert_eq!(message.to.as_str(), "a@example.com");
-    assert_eq!(stored.expires_at, NOW.plus(s.policy.lifetime));
-    assert_eq!(message.expires_at, stored.expires_at);
+    assert_eq!(stored.lifetime_ms, crate::time::millis(s.policy.lifetime));
+    assert_eq!(
+        message.expires_at, STORE_EXPIRY,
+        "the mail says when the store's clock ends the challenge"
+    );
     assert_eq!(
         stored.keep_ms,
         crate::time::millis(s.policy.lifetime + s.policy.idempotency_window)
@@ -166,13 +196,13 @@ fn suppressed_and_throttled_challenges_answer_alike_and_deliver_nothing() {
     let store = FakeStore::default();
     *store.create.borrow_mut() = Some(CreateOutcome::Created {
         state: ChallengeState::Suppressed,
+        expires_at: STORE_EXPIRY,
     });
     let out = send_email_code(
         &settings(),
         &store,
         &OsRandom,
         &send_request("b@example.com"),
-        NOW,
     )
     .expect("success-shaped");
     assert!(out.delivery.is_none());
@@ -186,7 +216,6 @@ fn suppressed_and_throttled_challenges_answer_alike_and_deliver_nothing() {
         &store,
         &OsRandom,
         &send_request("b@example.com"),
-        NOW,
     )
     .expect("success-shaped");
     assert_eq!(out.challenge_id, latest);
@@ -201,7 +230,6 @@ fn a_failed_delivery_is_recorded_with_its_cause() {
         &store,
         &OsRandom,
         &send_request("c@example.com"),
-        NOW,
     )
     .expect("sent");
     let (state, cause) =
@@ -216,7 +244,10 @@ fn confirm_request(challenge: &str, code: &str, key: &str) -> ConfirmRequest {
         challenge_id: challenge.into(),
         code: code.into(),
         client_public_key: key.into(),
-        client_addr: "127.0.0.1:5000".into(),
+        client: crate::client::ClientHops {
+            peer: "127.0.0.1:5000".into(),
+            ..Default::default()
+        },
         user_agent: "tests".into(),
     }
 }
@@ -238,15 +269,7 @@ fn bad_confirm_input_never_reaches_the_store() {
         confirm_request(CHALLENGE, "123456", "AAAA"),
     ] {
         assert!(
-            confirm_email_code(
-                &settings(),
-                &store,
-                Directory::Redis,
-                &OsRandom,
-                &request,
-                NOW
-            )
-            .is_err()
+            confirm_email_code(&settings(), &store, Directory::Redis, &OsRandom, &request).is_err()
         );
     }
     assert!(store.calls.borrow().is_empty());
@@ -264,7 +287,6 @@ fn an_invalid_session_limit_fails_closed_before_the_confirm() {
         Directory::Redis,
         &OsRandom,
         &confirm_request(CHALLENGE, "123456", &device_key()),
-        NOW,
     )
     .expect_err("fails closed");
     assert!(matches!(err, ConfirmError::BadSessionLimit(_)));
@@ -295,7 +317,6 @@ fn an_external_directory_is_asked_only_after_the_store_proved_the_code() {
         Directory::External(&users),
         &OsRandom,
         &confirm_request(CHALLENGE, "123456", &device_key()),
-        NOW,
     )
     .expect("confirmed");
     assert_eq!(done.device_session_id, session);
@@ -336,7 +357,6 @@ fn a_blocked_external_user_stops_before_the_second_confirm() {
         Directory::External(&users),
         &OsRandom,
         &confirm_request(CHALLENGE, "123456", &device_key()),
-        NOW,
     )
     .expect_err("blocked");
     assert!(matches!(err, ConfirmError::Blocked));

@@ -23,9 +23,10 @@ pub struct RevokeBatch<'a> {
     /// Checked against the address's user; `None` for an address-only block.
     pub user: Option<&'a UserRef>,
     pub reason: &'a ChangeReason,
-    pub now: Timestamp,
     /// Sessions created at or before this time are revoked; later ones are new logins.
-    pub created_up_to: Timestamp,
+    /// `None` for the first batch: the store's "now", which it returns as the bound for
+    /// the batches that follow.
+    pub created_up_to: Option<Timestamp>,
     pub batch_size: u32,
     /// Revoked by earlier batches of the same operation (for the audit record).
     pub revoked_so_far: u64,
@@ -37,7 +38,12 @@ pub struct RevokeBatch<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOutcome {
     UserNotFound,
-    Revoked { count: u64, more: bool },
+    Revoked {
+        count: u64,
+        more: bool,
+        /// The creation bound this batch used (pass it to the next one).
+        bound: Timestamp,
+    },
 }
 
 /// Block or unblock an address (and so its user).
@@ -47,10 +53,13 @@ pub struct BlockChange<'a> {
     pub user: Option<&'a UserRef>,
     pub blocked: bool,
     pub reason: &'a ChangeReason,
-    pub now: Timestamp,
 }
 
 /// The session store.
+///
+/// # Time
+/// The store's clock stamps every change (revoked_at, audit times, the bound of a
+/// revoke-all), so that instances with skewed clocks agree.
 pub trait SessionStore {
     /// One session record.
     ///
@@ -81,12 +90,7 @@ pub trait SessionStore {
     ///
     /// # Errors
     /// As [`SessionStore::get`]; then nothing changed.
-    fn revoke(
-        &self,
-        id: &DeviceSessionId,
-        reason: &ChangeReason,
-        now: Timestamp,
-    ) -> anyhow::Result<RevokeOutcome>;
+    fn revoke(&self, id: &DeviceSessionId, reason: &ChangeReason) -> anyhow::Result<RevokeOutcome>;
 
     /// Revokes up to `batch_size` active sessions.
     ///

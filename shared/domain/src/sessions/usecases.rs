@@ -8,7 +8,6 @@ use crate::sessions::model::{
     AuditRecord, DEFAULT_PAGE, MAX_PAGE, Page, SessionRecord, StatusFilter,
 };
 use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
-use crate::time::Timestamp;
 
 /// Sessions revoked per store call.
 pub const REVOKE_BATCH: u32 = 500;
@@ -106,43 +105,43 @@ pub fn revoke_session(
     store: &impl SessionStore,
     raw_id: &str,
     reason: &ChangeReason,
-    now: Timestamp,
 ) -> Result<(SessionRecord, bool), SessionError> {
-    match store.revoke(&session_id(raw_id)?, reason, now)? {
+    match store.revoke(&session_id(raw_id)?, reason)? {
         RevokeOutcome::NotFound => Err(SessionError::SessionNotFound),
         RevokeOutcome::Revoked(record) => Ok((record, false)),
         RevokeOutcome::AlreadyRevoked(record) => Ok((record, true)),
     }
 }
 
-/// Revokes every session created up to `now`, in bounded batches.
+/// Revokes every session created up to the store's "now" at the first batch, in bounded
+/// batches.
 fn revoke_everything(
     store: &impl SessionStore,
     tag: AddressTag,
     user: Option<&UserRef>,
     reason: &ChangeReason,
-    now: Timestamp,
     action: &'static str,
 ) -> Result<u64, SessionError> {
     let mut total = 0;
+    let mut created_up_to = None;
     loop {
         let outcome = store.revoke_batch(&RevokeBatch {
             tag,
             user,
             reason,
-            now,
-            created_up_to: now,
+            created_up_to,
             batch_size: REVOKE_BATCH,
             revoked_so_far: total,
             action,
         })?;
         match outcome {
             BatchOutcome::UserNotFound => return Err(SessionError::UserNotFound),
-            BatchOutcome::Revoked { count, more } => {
+            BatchOutcome::Revoked { count, more, bound } => {
                 total += count;
                 if !more {
                     return Ok(total);
                 }
+                created_up_to = Some(bound);
             }
         }
     }
@@ -156,11 +155,10 @@ pub fn revoke_all(
     store: &impl SessionStore,
     raw_user: &str,
     reason: &ChangeReason,
-    now: Timestamp,
 ) -> Result<u64, SessionError> {
     let user = UserRef::parse(raw_user)?;
     let tag = locate(store, &user)?;
-    revoke_everything(store, tag, Some(&user), reason, now, "revoke_all")
+    revoke_everything(store, tag, Some(&user), reason, "revoke_all")
 }
 
 fn target_tag<'a>(
@@ -206,7 +204,6 @@ pub fn block(
     target: &BlockTarget,
     reason: &ChangeReason,
     revoke_sessions: bool,
-    now: Timestamp,
 ) -> Result<u64, SessionError> {
     let (tag, user) = target_tag(store, key, target)?;
     // Block first: from here on no confirm can create a session.
@@ -215,13 +212,12 @@ pub fn block(
         user,
         blocked: true,
         reason,
-        now,
     })? {
         return Err(SessionError::UserNotFound);
     }
     mirror_block(directory, target, true)?;
     if revoke_sessions {
-        revoke_everything(store, tag, user, reason, now, "block_revoke")
+        revoke_everything(store, tag, user, reason, "block_revoke")
     } else {
         Ok(0)
     }
@@ -237,7 +233,6 @@ pub fn unblock(
     key: &ServerKey,
     target: &BlockTarget,
     reason: &ChangeReason,
-    now: Timestamp,
 ) -> Result<(), SessionError> {
     let (tag, user) = target_tag(store, key, target)?;
     if !store.set_blocked(&BlockChange {
@@ -245,7 +240,6 @@ pub fn unblock(
         user,
         blocked: false,
         reason,
-        now,
     })? {
         return Err(SessionError::UserNotFound);
     }

@@ -1,23 +1,23 @@
 -- Block or unblock an address (and so its user).
--- KEYS[1] blocked flag (hash), KEYS[2] address -> user id, KEYS[3] consecutive wrong
--- codes (an unblock clears them, ending a wrong-code lockout too)
--- ARGV: 1 prefix, 2 now, 3 reason_code, 4 actor, 5 '1' block / '0' unblock,
---       6 user id ('' = by address), 7 lifecycle ttl, 8 lifecycle maxlen,
---       9 audit ttl, 10 audit maxlen
+-- KEYS: 1 blocked flag (hash), 2 address -> user id, 3 consecutive wrong codes (an
+--       unblock clears them, ending a wrong-code lockout too), 4 lifecycle, 5 audit
+-- ARGV: 1 reason_code, 2 actor, 3 '1' block / '0' unblock, 4 user id ('' = by address),
+--       5 lifecycle ttl, 6 lifecycle maxlen, 7 audit ttl, 8 audit maxlen
 -- Returns {'ok'} or {'user_not_found'}.
 local user_id = redis.call('GET', KEYS[2])
-if ARGV[6] ~= '' and user_id ~= ARGV[6] then
+if ARGV[4] ~= '' and user_id ~= ARGV[4] then
   return {'user_not_found'}
 end
+local now = now_ms()
 local event = 'user_unblocked'
-if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[1], 'blocked_at', ARGV[2], 'reason_code', ARGV[3], 'actor', ARGV[4])
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], 'blocked_at', now, 'reason_code', ARGV[1], 'actor', ARGV[2])
   event = 'user_blocked'
 else
   redis.call('DEL', KEYS[1], KEYS[3])
 end
-append(ARGV[1] .. 'lifecycle', ARGV[7], ARGV[8], 'event', event, 'user_id', user_id or '',
-  'reason_code', ARGV[3], 'actor', ARGV[4], 'at', ARGV[2])
-append(ARGV[1] .. 'audit', ARGV[9], ARGV[10], 'action', event, 'user_id', user_id or '',
-  'reason_code', ARGV[3], 'actor', ARGV[4], 'at', ARGV[2])
+append(KEYS[4], ARGV[5], ARGV[6], 'event', event, 'user_id', user_id or '',
+  'reason_code', ARGV[1], 'actor', ARGV[2], 'at', now)
+append(KEYS[5], ARGV[7], ARGV[8], 'action', event, 'user_id', user_id or '',
+  'reason_code', ARGV[1], 'actor', ARGV[2], 'at', now)
 return {'ok'}

@@ -2,18 +2,18 @@
 -- its gateway projection and the challenge can never disagree.
 -- KEYS: 1 challenge, 2 newest challenge of the address, 3 address blocked flag,
 --       4 address -> user id, 5 active sessions (zset), 6 all sessions (zset),
---       7 new session record, 8 new session projection
--- ARGV: 1 challenge_id, 2 code_mac, 3 client_public_key, 4 now (ms), 5 new session id,
---       6 new user id, 7 session limit ('' = none), 8 limit policy, 9 client address,
---       10 user agent, 11 idempotency window (ms), 12 key prefix of this address,
---       13 user mode: 'local' (ARGV[6] is the id for a new user), 'external' (ARGV[6] is
+--       7 new session record, 8 new session projection, 9 the address's confirm
+--       budget, 10 its consecutive wrong codes, 11 revoked sessions (zset),
+--       12 lifecycle stream, 13 audit stream
+-- ARGV: 1 challenge_id, 2 code_mac, 3 client_public_key, 4 new session id,
+--       5 new user id, 6 session limit ('' = none), 7 limit policy, 8 client address,
+--       9 user agent, 10 idempotency window (ms),
+--       11 user mode: 'local' (ARGV[5] is the id for a new user), 'external' (ARGV[5] is
 --       the directory's user id) or 'external_unresolved' (ask for the user first),
---       14 the new session's sorted-set member, 15 revoked-record retention (ms),
---       16 lifecycle ttl, 17 lifecycle maxlen, 18 audit ttl, 19 audit maxlen,
---       20/21 emission interval/burst tolerance (ms) of the address's confirm budget,
---       22 cap of consecutive wrong codes, 23 how long that count is kept (ms)
--- KEYS (continued): 9 the address's confirm budget, 10 its consecutive wrong codes
--- (lib.lua is prepended.)
+--       12 revoked-record retention (ms), 13 lifecycle ttl, 14 lifecycle maxlen,
+--       15 audit ttl, 16 audit maxlen, 17/18 emission interval/burst tolerance (ms) of
+--       the address's confirm budget, 19 cap of consecutive wrong codes, 20 how long that
+--       count is kept (ms)
 -- Returns {'ok', session_id, 'created'|'replay', user_id, evicted...},
 -- {'need_user', email} (nothing changed) or {error, ...}.
 local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
@@ -23,23 +23,19 @@ if not state then
   -- Forged or unknown ids cost the address nothing: no budget, no failure count.
   return {'not_found'}
 end
-local now = tonumber(ARGV[4])
+local now = now_ms()
 
 -- Consecutive wrong codes across challenges: at the cap, refuse until the count expires.
 local failures = tonumber(redis.call('GET', KEYS[10]) or '0')
-if failures >= tonumber(ARGV[22]) then
+if failures >= tonumber(ARGV[19]) then
   return {'locked', math.max(redis.call('PTTL', KEYS[10]), 1)}
 end
 
--- The address's budget (GCRA), spent only now that the challenge is known to exist.
-local interval = tonumber(ARGV[20])
-local tolerance = tonumber(ARGV[21])
-local tat = tonumber(redis.call('GET', KEYS[9]) or now)
-if tat < now then tat = now end
-if tat - now > tolerance then
-  return {'rate_limited', tat - now - tolerance}
+-- The address's budget, spent only now that the challenge is known to exist.
+local wait = gcra(KEYS[9], now, tonumber(ARGV[17]), tonumber(ARGV[18]), true)
+if wait > 0 then
+  return {'rate_limited', wait}
 end
-redis.call('SET', KEYS[9], tat + interval, 'PX', tat + interval - now)
 
 -- Constant-time comparison: no early exit, every byte is looked at.
 local function same(a, b)
@@ -60,7 +56,7 @@ if state == 'confirmed' then
     if redis.call('EXISTS', KEYS[3]) == 1 then
       return {'blocked'}
     end
-    if redis.call('HGET', ARGV[12] .. 's:' .. ch[7], 'status') ~= 'active' then
+    if redis.call('HGET', session_record_key(KEYS[1], ch[7]), 'status') ~= 'active' then
       return {'session_revoked'}
     end
     return {'ok', ch[7], 'replay', ch[8]}
@@ -83,7 +79,7 @@ if attempts >= max_attempts then
 end
 if not code_ok then
   redis.call('INCR', KEYS[10])
-  redis.call('PEXPIRE', KEYS[10], ARGV[23])
+  redis.call('PEXPIRE', KEYS[10], ARGV[20])
   attempts = attempts + 1
   redis.call('HSET', KEYS[1], 'attempts', attempts)
   if attempts >= max_attempts then
@@ -98,62 +94,63 @@ end
 
 local user_id
 local new_user = false
-if ARGV[13] == 'local' then
+if ARGV[11] == 'local' then
   user_id = redis.call('GET', KEYS[4])
   if not user_id then
-    user_id = ARGV[6]
+    user_id = ARGV[5]
     new_user = true
   end
-elseif ARGV[13] == 'external' then
-  user_id = ARGV[6]
+elseif ARGV[11] == 'external' then
+  user_id = ARGV[5]
   new_user = true
 else
   return {'need_user', ch[9]}
 end
 
 local evicted = {}
-local limit = tonumber(ARGV[7])
+local limit = tonumber(ARGV[6])
 if limit then
   local active = redis.call('ZCARD', KEYS[5])
   if active >= limit then
-    if ARGV[8] ~= 'evict_oldest' or limit == 0 then
+    if ARGV[7] ~= 'evict_oldest' or limit == 0 then
       return {'session_limit'}
     end
-    local c = {prefix = ARGV[12], now = ARGV[4], reason = 'session_limit_evicted',
-      actor = 'system', retention = ARGV[15], lifecycle_ttl = ARGV[16],
-      lifecycle_max = ARGV[17]}
+    local c = {now = now, reason = 'session_limit_evicted', actor = 'system',
+      retention = ARGV[12], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
+      active = KEYS[5], revoked = KEYS[11], lifecycle = KEYS[12]}
     for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, active - limit)) do
       local sid = revoke_member(c, member)
-      append(ARGV[12] .. 'audit', ARGV[18], ARGV[19], 'action', 'revoke_session',
+      append(KEYS[13], ARGV[15], ARGV[16], 'action', 'revoke_session',
         'device_session_id', sid, 'user_id', user_id, 'reason_code', 'session_limit_evicted',
-        'actor', 'system', 'at', ARGV[4])
+        'actor', 'system', 'at', now)
       evicted[#evicted + 1] = sid
     end
   end
 end
 
+local member = string.format('%016d|%s', now, ARGV[4])
 redis.call('HSET', KEYS[7],
-  'device_session_id', ARGV[5], 'user_id', user_id, 'client_public_key', ARGV[3],
-  'status', 'active', 'created_at', ARGV[4], 'client_addr', ARGV[9],
-  'user_agent', ARGV[10], 'challenge_id', ARGV[1], 'zmember', ARGV[14])
+  'device_session_id', ARGV[4], 'user_id', user_id, 'client_public_key', ARGV[3],
+  'status', 'active', 'created_at', now, 'client_addr', ARGV[8],
+  'user_agent', ARGV[9], 'challenge_id', ARGV[1], 'zmember', member)
 redis.call('HSET', KEYS[8],
   'user_id', user_id, 'client_public_key', ARGV[3], 'status', 'active',
-  'created_at', ARGV[4])
-redis.call('ZADD', KEYS[5], 0, ARGV[14])
-redis.call('ZADD', KEYS[6], 0, ARGV[14])
-append(ARGV[12] .. 'lifecycle', ARGV[16], ARGV[17], 'event', 'session_created',
-  'device_session_id', ARGV[5], 'user_id', user_id, 'at', ARGV[4])
-append(ARGV[12] .. 'audit', ARGV[18], ARGV[19], 'action', 'session_created',
-  'device_session_id', ARGV[5], 'user_id', user_id, 'reason_code', 'login',
-  'actor', 'user', 'at', ARGV[4])
+  'created_at', now)
+redis.call('ZADD', KEYS[5], 0, member)
+redis.call('ZADD', KEYS[6], 0, member)
+append(KEYS[12], ARGV[13], ARGV[14], 'event', 'session_created',
+  'device_session_id', ARGV[4], 'user_id', user_id, 'at', now)
+append(KEYS[13], ARGV[15], ARGV[16], 'action', 'session_created',
+  'device_session_id', ARGV[4], 'user_id', user_id, 'reason_code', 'login',
+  'actor', 'user', 'at', now)
 if new_user then
   redis.call('SET', KEYS[4], user_id)
 end
 redis.call('DEL', KEYS[10])
 redis.call('HSET', KEYS[1], 'state', 'confirmed', 'confirmed_key', ARGV[3],
-  'session_id', ARGV[5], 'user_id', user_id, 'confirmed_at', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[11])
-local out = {'ok', ARGV[5], 'created', user_id}
+  'session_id', ARGV[4], 'user_id', user_id, 'confirmed_at', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[10])
+local out = {'ok', ARGV[4], 'created', user_id}
 for _, sid in ipairs(evicted) do
   out[#out + 1] = sid
 end

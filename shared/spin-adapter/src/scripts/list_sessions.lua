@@ -1,16 +1,16 @@
 -- A page of a user's sessions, oldest first.
 -- KEYS[1] the sorted set to page (active, revoked or all), KEYS[2] address -> user id
--- ARGV: 1 prefix, 2 user id, 3 cursor ('' = start), 4 limit
+-- ARGV: 1 user id, 2 cursor ('' = start), 3 limit
 -- Returns {'user_not_found'} or {'ok', next cursor ('' = end), n, n x 10 record fields}.
 -- Members whose record has expired (old revoked sessions) are dropped from the set.
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return {'user_not_found'}
 end
 local from = '-'
-if ARGV[3] ~= '' then
-  from = '(' .. ARGV[3]
+if ARGV[2] ~= '' then
+  from = '(' .. ARGV[2]
 end
-local limit = tonumber(ARGV[4])
+local limit = tonumber(ARGV[3])
 local out = {}
 local found = 0
 local last = ''
@@ -22,7 +22,7 @@ while found < limit do
   end
   for _, member in ipairs(members) do
     local sid = string.sub(member, 18)
-    local rec = redis.call('HMGET', ARGV[1] .. 's:' .. sid, 'device_session_id', 'user_id',
+    local rec = redis.call('HMGET', session_record_key(KEYS[1], sid), 'device_session_id', 'user_id',
       'client_public_key', 'status', 'created_at', 'revoked_at', 'revoke_reason_code',
       'revoke_actor', 'client_addr', 'user_agent')
     if rec[1] then

@@ -1,23 +1,29 @@
--- Revoke up to ARGV[8] active sessions created at or before a bound, oldest first.
--- KEYS[1] active sessions, KEYS[2] address -> user id
--- ARGV: 1 prefix, 2 now, 3 reason_code, 4 actor, 5 retention ms, 6 lifecycle ttl ms,
---       7 lifecycle maxlen, 8 batch size, 9 upper member bound, 10 user id ('' = any),
---       11 revoked so far, 12 audit action, 13 audit ttl ms, 14 audit maxlen
--- Returns {'user_not_found'} or {'ok', revoked, more (0/1)}.
-if ARGV[10] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[10] then
+-- Revoke up to ARGV[6] active sessions created at or before a bound, oldest first.
+-- KEYS: 1 active sessions, 2 address -> user id, 3 revoked sessions, 4 lifecycle, 5 audit
+-- ARGV: 1 reason_code, 2 actor, 3 retention ms, 4 lifecycle ttl ms, 5 lifecycle maxlen,
+--       6 batch size, 7 creation bound (ms; '' = now, for the first batch),
+--       8 user id ('' = any), 9 revoked so far, 10 audit action, 11 audit ttl ms,
+--       12 audit maxlen
+-- Returns {'user_not_found'} or {'ok', revoked, more (0/1), bound}.
+if ARGV[8] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[8] then
   return {'user_not_found'}
 end
-local c = {prefix = ARGV[1], now = ARGV[2], reason = ARGV[3], actor = ARGV[4],
-  retention = ARGV[5], lifecycle_ttl = ARGV[6], lifecycle_max = ARGV[7]}
-local members = redis.call('ZRANGEBYLEX', KEYS[1], '-', '[' .. ARGV[9], 'LIMIT', 0, ARGV[8])
+local now = now_ms()
+local bound = tonumber(ARGV[7]) or now
+local c = {now = now, reason = ARGV[1], actor = ARGV[2], retention = ARGV[3],
+  lifecycle_ttl = ARGV[4], lifecycle_max = ARGV[5],
+  active = KEYS[1], revoked = KEYS[3], lifecycle = KEYS[4]}
+-- Every member created at or before the bound sorts before "<bound>|~".
+local upper = '[' .. string.format('%016d|~', bound)
+local members = redis.call('ZRANGEBYLEX', KEYS[1], '-', upper, 'LIMIT', 0, ARGV[6])
 for _, member in ipairs(members) do
   revoke_member(c, member)
 end
-local more = #redis.call('ZRANGEBYLEX', KEYS[1], '-', '[' .. ARGV[9], 'LIMIT', 0, 1)
+local more = #redis.call('ZRANGEBYLEX', KEYS[1], '-', upper, 'LIMIT', 0, 1)
 if more == 0 then
   local user_id = redis.call('GET', KEYS[2]) or ''
-  append(ARGV[1] .. 'audit', ARGV[13], ARGV[14], 'action', ARGV[12], 'user_id', user_id,
-    'revoked_count', tonumber(ARGV[11]) + #members, 'reason_code', ARGV[3],
-    'actor', ARGV[4], 'at', ARGV[2])
+  append(KEYS[5], ARGV[11], ARGV[12], 'action', ARGV[10], 'user_id', user_id,
+    'revoked_count', tonumber(ARGV[9]) + #members, 'reason_code', ARGV[1],
+    'actor', ARGV[2], 'at', now)
 end
-return {'ok', #members, more}
+return {'ok', #members, more, bound}

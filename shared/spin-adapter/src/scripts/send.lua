@@ -1,9 +1,16 @@
 -- Create a challenge unless the address is within its resend interval.
 -- KEYS[1] challenge   KEYS[2] newest challenge of the address
--- KEYS[3] resend marker   KEYS[4] address blocked flag
--- ARGV: 1 challenge_id, 2 code_mac, 3 email, 4 now, 5 expires_at, 6 max_attempts,
---       7 resend interval (ms), 8 keep (ms)
--- Returns {'created', state} or {'throttled', newest id|nil}.
+-- KEYS[3] resend marker   KEYS[4] address blocked flag   KEYS[5] the address's send budget
+-- ARGV: 1 challenge_id, 2 code_mac, 3 email, 4 lifetime (ms), 5 max_attempts,
+--       6 resend interval (ms), 7 keep (ms), 8/9 emission interval/burst tolerance (ms)
+--       of the address's send budget
+-- Returns {'created', state, expires_at}, {'throttled', newest id|nil} or
+-- {'rate_limited', retry ms}.
+local now = now_ms()
+local wait = gcra(KEYS[5], now, tonumber(ARGV[8]), tonumber(ARGV[9]), true)
+if wait > 0 then
+  return {'rate_limited', wait}
+end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return {'throttled', redis.call('GET', KEYS[2])}
 end
@@ -11,12 +18,13 @@ local state = 'pending'
 if redis.call('EXISTS', KEYS[4]) == 1 then
   state = 'suppressed'
 end
+local expires_at = now + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1],
-  'state', state, 'code_mac', ARGV[2], 'email', ARGV[3], 'created_at', ARGV[4],
-  'expires_at', ARGV[5], 'attempts', 0, 'max_attempts', ARGV[6])
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[8])
-if tonumber(ARGV[7]) > 0 then
-  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[7])
+  'state', state, 'code_mac', ARGV[2], 'email', ARGV[3], 'created_at', now,
+  'expires_at', expires_at, 'attempts', 0, 'max_attempts', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[7])
+if tonumber(ARGV[6]) > 0 then
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[6])
 end
-return {'created', state}
+return {'created', state, expires_at}

@@ -301,12 +301,12 @@ async fn every_redis_operation_round_trips_against_a_real_server() {
 
     let mut redis = app.redis.connection().expect("direct connection");
     let counter: String = redis::cmd("GET")
-        .arg("probe:counter")
+        .arg("{probe}:counter")
         .query(&mut redis)
         .expect("GET");
     assert_eq!(counter, "2");
     let members: Vec<String> = redis::cmd("SMEMBERS")
-        .arg("probe:set")
+        .arg("{probe}:set")
         .query(&mut redis)
         .expect("SMEMBERS");
     assert_eq!(members, ["b"]);

@@ -351,7 +351,10 @@ async fn confirm_creates_a_session_and_its_gateway_projection_atomically() {
     assert_eq!(record["status"], "active");
     assert_eq!(record["client_public_key"], key);
     assert_eq!(record["user_agent"], "edge-auth-tests/1.0");
-    assert!(record["client_addr"].starts_with("127.0.0.1:"));
+    assert_eq!(
+        record["client_addr"], "127.0.0.1",
+        "the client, without a port"
+    );
     assert!(record["user_id"].starts_with("u_"));
     let projection: std::collections::HashMap<String, String> = app
         .redis()
@@ -918,6 +921,77 @@ async fn consecutive_wrong_codes_across_challenges_lock_the_address_until_unbloc
     assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
     let after = app.confirm_email_code(&second, &second_code, &key).await;
     assert_eq!(after.status(), 200, "{:?}", after.body);
+}
+
+/// `send-email-code` as a proxy would forward it: `X-Forwarded-For: <xff>`.
+async fn send_via(app: &TestApp, email: &str, xff: &str) -> ApiResponse {
+    let response = app
+        .client
+        .post(format!("{}{SEND}", app.address))
+        .header("x-forwarded-for", xff)
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .expect("sent");
+    ApiResponse::checked(response, SEND, "post").await
+}
+
+#[tokio::test]
+async fn forwarded_headers_count_only_from_trusted_proxies() {
+    // Finding 5: without trusted proxies a client cannot pick its own budget.
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "2/60")
+        .spawn()
+        .await;
+    for (i, spoofed) in ["203.0.113.1", "203.0.113.2"].iter().enumerate() {
+        let answer = send_via(&app, &format!("p{i}@example.com"), spoofed).await;
+        assert_eq!(answer.status(), 200);
+    }
+    let third = send_via(&app, "p3@example.com", "203.0.113.3").await;
+    assert_eq!(third.error(), (429, "rate_limited".into()));
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_clients_are_told_apart_and_ipv6_shares_a_budget_per_64() {
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "2/60")
+        .variable("trusted_proxies", "127.0.0.1, 10.0.0.0/8")
+        .spawn()
+        .await;
+    // Two addresses of one /64: one budget. The spoofed left-most hop is ignored.
+    let a = send_via(&app, "q1@example.com", "6.6.6.6, 2001:db8:1:2::a, 10.1.1.1").await;
+    let b = send_via(&app, "q2@example.com", "2001:db8:1:2::b").await;
+    assert_eq!((a.status(), b.status()), (200, 200));
+    let c = send_via(&app, "q3@example.com", "7.7.7.7, 2001:db8:1:2:ffff::c").await;
+    assert_eq!(c.error(), (429, "rate_limited".into()), "same /64");
+    // Another /64 and an IPv4 client have budgets of their own.
+    assert_eq!(
+        send_via(&app, "q4@example.com", "2001:db8:1:3::1")
+            .await
+            .status(),
+        200
+    );
+    let challenge = send_via(&app, "q5@example.com", "198.51.100.7").await;
+    assert_eq!(challenge.status(), 200);
+
+    // The session records the client the proxy reported.
+    let challenge = challenge.field("challenge_id");
+    let code = app.mailed_code(&challenge).await;
+    let response = app
+        .client
+        .post(format!("{}{CONFIRM}", app.address))
+        .header("x-forwarded-for", "198.51.100.7")
+        .json(
+            &json!({ "challenge_id": challenge, "code": code, "client_public_key": device_key(1) }),
+        )
+        .send()
+        .await
+        .expect("sent");
+    let confirmed = ApiResponse::checked(response, CONFIRM, "post").await;
+    assert_eq!(confirmed.status(), 200, "{:?}", confirmed.body);
+    let session = confirmed.field("device_session_id");
+    let record = app.get_session(&session).await;
+    assert_eq!(record.body["client_addr"], "198.51.100.7");
 }
 
 // ---- concurrency, outages, secrets, round trips ----------------------------------------

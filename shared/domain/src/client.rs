@@ -1,0 +1,266 @@
+//! The client address of a request, as the per-client budgets key it.
+//!
+//! The TCP peer is the client unless it is one of the `trusted_proxies`: then the client
+//! is the right-most hop of `Forwarded` (RFC 7239, preferred when present) or
+//! `X-Forwarded-For` that is not itself a trusted proxy. Hops to the left of it were
+//! written by the client and are never believed. A hop that cannot be read (obfuscated,
+//! `unknown`, garbage) ends the walk: the nearest trusted proxy to its right stands in
+//! for the client, so a proxy chain that hides its clients shares one budget instead of
+//! letting a client pick its own.
+//!
+//! IPv4 addresses are keyed as they are; an IPv6 client owns a whole prefix (a /64 by
+//! default), so it is keyed by that prefix (`client_ipv6_prefix`).
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// What a request says about where it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHops {
+    /// The TCP peer as the runtime saw it (`spin-client-addr`, `ip:port`).
+    pub peer: String,
+    /// Every `Forwarded` header value, in order.
+    pub forwarded: Vec<String>,
+    /// Every `X-Forwarded-For` header value, in order.
+    pub x_forwarded_for: Vec<String>,
+}
+
+/// The client a request is attributed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAddr {
+    Ip(IpAddr),
+    /// A peer address that does not parse (kept as text, so it still has a budget).
+    Unreadable(String),
+}
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ip(ip) => ip.fmt(f),
+            Self::Unreadable(raw) => f.write_str(raw),
+        }
+    }
+}
+
+/// A `trusted_proxies` or `client_ipv6_prefix` value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientPolicyError {
+    #[error("trusted_proxies must be a comma-separated list of IP addresses or CIDRs, got {0:?}")]
+    TrustedProxies(String),
+    #[error("client_ipv6_prefix must be a whole number from 32 to 128, got {0:?}")]
+    Ipv6Prefix(String),
+}
+
+/// How client addresses are found and keyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientPolicy {
+    trusted_proxies: Vec<IpNet>,
+    ipv6_prefix: u8,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            ipv6_prefix: 64,
+        }
+    }
+}
+
+impl ClientPolicy {
+    /// Reads `trusted_proxies` (default none) and `client_ipv6_prefix` (default 64).
+    ///
+    /// # Errors
+    /// A value that does not parse, naming the variable.
+    pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<Self, ClientPolicyError> {
+        let mut policy = Self::default();
+        if let Some(raw) = get("trusted_proxies") {
+            for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                let net = entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| ClientPolicyError::TrustedProxies(raw.clone()))?;
+                policy.trusted_proxies.push(net);
+            }
+        }
+        if let Some(raw) = get("client_ipv6_prefix") {
+            policy.ipv6_prefix = raw
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| (32..=128).contains(p))
+                .ok_or_else(|| ClientPolicyError::Ipv6Prefix(raw.clone()))?;
+        }
+        Ok(policy)
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client of a request (see the module docs).
+    pub fn resolve(&self, hops: &ClientHops) -> ClientAddr {
+        let Some(peer) = parse_hop(&hops.peer) else {
+            return ClientAddr::Unreadable(hops.peer.clone());
+        };
+        if !self.trusted(peer) {
+            return ClientAddr::Ip(peer);
+        }
+        let reported: Vec<&str> = if hops.forwarded.is_empty() {
+            hops.x_forwarded_for
+                .iter()
+                .flat_map(|v| v.split(','))
+                .collect()
+        } else {
+            hops.forwarded
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(forwarded_for)
+                .collect()
+        };
+        let mut nearest_trusted = peer;
+        for hop in reported.iter().rev() {
+            match parse_hop(hop) {
+                Some(ip) if self.trusted(ip) => nearest_trusted = ip,
+                Some(ip) => return ClientAddr::Ip(ip),
+                None => break,
+            }
+        }
+        ClientAddr::Ip(nearest_trusted)
+    }
+
+    /// The text a client's budget is keyed by: the IPv4 address, or the IPv6 prefix.
+    pub fn budget_key(&self, client: &ClientAddr) -> String {
+        match client {
+            ClientAddr::Ip(IpAddr::V4(ip)) => ip.to_string(),
+            ClientAddr::Ip(IpAddr::V6(ip)) => {
+                let bits = u128::from(*ip);
+                let keep = u32::from(self.ipv6_prefix);
+                let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+                format!("{}/{}", Ipv6Addr::from(bits & mask), self.ipv6_prefix)
+            }
+            ClientAddr::Unreadable(raw) => raw.clone(),
+        }
+    }
+}
+
+/// The `for=` value of one `Forwarded` element (`""` when it has none).
+fn forwarded_for(element: &str) -> &str {
+    element
+        .split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("for"))
+        .map_or("", |(_, value)| value.trim())
+}
+
+/// An address from a hop: `ip`, `ip:port`, `[v6]`, `[v6]:port`, maybe quoted. IPv4-mapped
+/// IPv6 addresses count as IPv4.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim().trim_matches('"');
+    let ip = if let Some(rest) = hop.strip_prefix('[') {
+        IpAddr::V6(rest.split_once(']')?.0.parse().ok()?)
+    } else if let Ok(ip) = hop.parse::<IpAddr>() {
+        ip
+    } else {
+        let (host, port) = hop.rsplit_once(':')?;
+        port.parse::<u16>().ok()?;
+        IpAddr::V4(host.parse().ok()?)
+    };
+    Some(match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(trusted: &str, prefix: Option<&str>) -> ClientPolicy {
+        let trusted = trusted.to_string();
+        let prefix = prefix.map(str::to_string);
+        ClientPolicy::from_settings(move |name| match name {
+            "trusted_proxies" => Some(trusted.clone()),
+            "client_ipv6_prefix" => prefix.clone(),
+            _ => None,
+        })
+        .expect("valid policy")
+    }
+
+    fn hops(peer: &str, forwarded: &[&str], xff: &[&str]) -> ClientHops {
+        ClientHops {
+            peer: peer.to_string(),
+            forwarded: forwarded.iter().map(|s| s.to_string()).collect(),
+            x_forwarded_for: xff.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn ip(text: &str) -> ClientAddr {
+        ClientAddr::Ip(text.parse().expect("ip"))
+    }
+
+    #[test]
+    fn without_trusted_proxies_the_peer_is_the_client_whatever_the_headers_say() {
+        let p = ClientPolicy::default();
+        assert_eq!(
+            p.resolve(&hops("203.0.113.7:5555", &["for=1.2.3.4"], &["1.2.3.4"])),
+            ip("203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_client() {
+        let p = policy("10.0.0.0/8, 192.168.1.1", None);
+        // The client spoofs a left-most entry; the proxies append what they saw.
+        let request = hops(
+            "10.0.0.2:443",
+            &[],
+            &["6.6.6.6, 198.51.100.9", "192.168.1.1"],
+        );
+        assert_eq!(p.resolve(&request), ip("198.51.100.9"));
+        // Forwarded wins over X-Forwarded-For.
+        let request = hops(
+            "10.0.0.2:443",
+            &[r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https"#],
+            &["198.51.100.9"],
+        );
+        assert_eq!(p.resolve(&request), ip("2001:db8:cafe::17"));
+    }
+
+    #[test]
+    fn an_unreadable_hop_leaves_the_nearest_trusted_proxy_as_the_client() {
+        let p = policy("10.0.0.0/8", None);
+        let request = hops("10.0.0.2:443", &["for=unknown, for=10.0.0.9"], &[]);
+        assert_eq!(p.resolve(&request), ip("10.0.0.9"));
+        let request = hops("10.0.0.2:443", &[], &[]);
+        assert_eq!(p.resolve(&request), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_prefix_and_mapped_ipv4_as_ipv4() {
+        let p = ClientPolicy::default();
+        let a = p.resolve(&hops("[2001:db8:1:2:aaaa::1]:5555", &[], &[]));
+        let b = p.resolve(&hops("[2001:db8:1:2:bbbb::9]:6666", &[], &[]));
+        assert_ne!(a, b, "the record keeps the whole address");
+        assert_eq!(p.budget_key(&a), "2001:db8:1:2::/64");
+        assert_eq!(p.budget_key(&a), p.budget_key(&b));
+        let wider = policy("", Some("48"));
+        assert_eq!(wider.budget_key(&a), "2001:db8:1::/48");
+        let mapped = p.resolve(&hops("[::ffff:198.51.100.9]:1", &[], &[]));
+        assert_eq!(p.budget_key(&mapped), "198.51.100.9");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_variable_named() {
+        for (name, value) in [
+            ("trusted_proxies", "10.0.0.0/8, proxy.example"),
+            ("client_ipv6_prefix", "16"),
+            ("client_ipv6_prefix", "sixty-four"),
+        ] {
+            let err = ClientPolicy::from_settings(|n| (n == name).then(|| value.to_string()))
+                .expect_err("refused");
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+}
