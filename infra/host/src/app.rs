@@ -45,6 +45,8 @@ pub struct LoadOptions {
     /// A dotenv file (Spin reads `.env` in the working directory).
     pub dotenv: Option<PathBuf>,
     pub expose_redis_round_trips: bool,
+    /// See [`crate::HostOptions::guest_clock_offset_ms`].
+    pub guest_clock_offset_ms: i64,
 }
 
 /// A component compiled and pre-instantiated, with its manifest settings.
@@ -72,6 +74,7 @@ pub struct App {
     components: HashMap<String, Arc<ComponentRuntime>>,
     statics: HashMap<String, StaticResponse>,
     expose_redis_round_trips: bool,
+    guest_clock_offset_ms: i64,
     /// The address the listener got; self-requests are sent there.
     listen: OnceLock<SocketAddr>,
 }
@@ -280,6 +283,7 @@ impl App {
             components,
             statics,
             expose_redis_round_trips: options.expose_redis_round_trips,
+            guest_clock_offset_ms: options.guest_clock_offset_ms,
             listen: OnceLock::new(),
         })
     }
@@ -429,6 +433,7 @@ impl App {
             self.logs.clone(),
             outbound,
             round_trips.clone(),
+            self.guest_clock_offset_ms,
         );
         let mut store = Store::new(component.pre.engine(), state);
         let request = store

@@ -29,6 +29,9 @@ pub struct HostOptions {
     /// Dotenv file; `None` means `.env` in the working directory, as Spin.
     pub dotenv: Option<PathBuf>,
     pub expose_redis_round_trips: bool,
+    /// Shifts the wall clock guests read by this many milliseconds (tests only: it
+    /// simulates an instance whose clock is off; Spin has no such option).
+    pub guest_clock_offset_ms: i64,
     /// Keep log lines in memory (see [`RunningHost::logs`]).
     pub capture_logs: bool,
     /// Do not copy log lines to stderr.
@@ -45,6 +48,7 @@ impl HostOptions {
             env: None,
             dotenv: None,
             expose_redis_round_trips: false,
+            guest_clock_offset_ms: 0,
             capture_logs: false,
             quiet: false,
         }
@@ -116,6 +120,7 @@ pub async fn start(options: HostOptions) -> anyhow::Result<RunningHost> {
         env,
         dotenv,
         expose_redis_round_trips: options.expose_redis_round_trips,
+        guest_clock_offset_ms: options.guest_clock_offset_ms,
     };
     let app = {
         let logs = logs.clone();

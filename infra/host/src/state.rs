@@ -76,12 +76,16 @@ impl RequestState {
         logs: Logs,
         outbound: Outbound,
         redis_round_trips: Arc<AtomicU64>,
+        clock_offset_ms: i64,
     ) -> Self {
         let allowed = Arc::new(component.resolve_allowed_hosts(&resolver, &logs));
         let mut wasi = WasiCtx::builder();
         wasi.envs(&component.environment)
             .stdout(LogStream::new(logs.clone(), &component.id))
             .stderr(LogStream::new(logs.clone(), &component.id));
+        if clock_offset_ms != 0 {
+            wasi.wall_clock(OffsetClock(clock_offset_ms));
+        }
         Self {
             table: ResourceTable::new(),
             wasi: wasi.build(),
@@ -222,6 +226,28 @@ impl Drop for LineWriter {
         if !self.pending.is_empty() {
             let text = String::from_utf8_lossy(&self.pending).into_owned();
             self.logs.line(&self.source, &text);
+        }
+    }
+}
+
+/// The system wall clock shifted by some milliseconds (see
+/// [`crate::HostOptions::guest_clock_offset_ms`]).
+struct OffsetClock(i64);
+
+impl wasmtime_wasi::HostWallClock for OffsetClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let shift = std::time::Duration::from_millis(self.0.unsigned_abs());
+        if self.0 < 0 {
+            now.saturating_sub(shift)
+        } else {
+            now.saturating_add(shift)
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct Spawn {
     pub variables: HashMap<String, String>,
     /// Leave out the `redis_url` the harness normally provides.
     pub without_redis_url: bool,
+    /// Shift the guests' wall clock (our host only; see
+    /// [`edge_auth_host::HostOptions::guest_clock_offset_ms`]).
+    pub guest_clock_offset_ms: i64,
 }
 
 impl Default for Spawn {
@@ -57,6 +60,7 @@ impl Default for Spawn {
             manifest: "spin.toml".to_string(),
             variables: HashMap::new(),
             without_redis_url: false,
+            guest_clock_offset_ms: 0,
         }
     }
 }
@@ -74,6 +78,13 @@ impl Spawn {
     #[must_use]
     pub fn variable(mut self, name: &str, value: &str) -> Self {
         self.variables.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    /// Runs the guests with their wall clock `ms` off (an instance with a skewed clock).
+    #[must_use]
+    pub fn guest_clock_offset(mut self, ms: i64) -> Self {
+        self.guest_clock_offset_ms = ms;
         self
     }
 
@@ -128,8 +139,7 @@ impl Spawn {
         let slot_watch = SlotWatch::start(redis.port());
         let mail = MailStub::start().await?;
         let users = UserServiceStub::start().await?;
-        let env = self.environment(&redis, &mail, &users);
-        let runtime = Runtime::start(&workspace_root().join(&self.manifest), env).await?;
+        let runtime = self.start_runtime(&redis, &mail, &users).await?;
         Ok(TestApp {
             address: runtime.url(),
             runtime,
@@ -142,6 +152,21 @@ impl Spawn {
                 .build()
                 .context("building the HTTP client")?,
         })
+    }
+
+    /// Starts the runtime of this spawn against `redis` and the stubs.
+    ///
+    /// # Errors
+    /// As [`Runtime::start`].
+    pub async fn start_runtime(
+        &self,
+        redis: &RedisServer,
+        mail: &MailStub,
+        users: &UserServiceStub,
+    ) -> anyhow::Result<Runtime> {
+        let env = self.environment(redis, mail, users);
+        let manifest = workspace_root().join(&self.manifest);
+        Runtime::start_with_clock(&manifest, env, self.guest_clock_offset_ms).await
     }
 
     /// As [`Spawn::try_spawn`], panicking with the cause on failure.
@@ -258,6 +283,19 @@ impl Runtime {
         manifest: &std::path::Path,
         env: HashMap<String, String>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_clock(manifest, env, 0).await
+    }
+
+    /// As [`Runtime::start`], with the guests' wall clock `clock_offset_ms` off (our host
+    /// only: real Spin has no such option, so a non-zero offset fails there).
+    ///
+    /// # Errors
+    /// As [`Runtime::start`].
+    pub async fn start_with_clock(
+        manifest: &std::path::Path,
+        env: HashMap<String, String>,
+        clock_offset_ms: i64,
+    ) -> anyhow::Result<Self> {
         match SELECTED_RUNTIME {
             RuntimeKind::Host => {
                 let mut options = HostOptions::new(manifest);
@@ -267,8 +305,12 @@ impl Runtime {
                 options.dotenv = Some(PathBuf::from("/nonexistent/.env"));
                 options.expose_redis_round_trips = true;
                 options.capture_logs = true;
+                options.guest_clock_offset_ms = clock_offset_ms;
                 options.quiet = std::env::var_os("EDGE_AUTH_TEST_LOGS").is_none();
                 Ok(Self::Host(edge_auth_host::start(options).await?))
+            }
+            RuntimeKind::Spin if clock_offset_ms != 0 => {
+                anyhow::bail!("a guest clock offset needs our host: real Spin has none")
             }
             RuntimeKind::Spin => Ok(Self::Spin(SpinProcess::start(manifest, &env).await?)),
         }
@@ -338,6 +380,21 @@ impl TestApp {
     /// The address the app listens on.
     pub fn addr(&self) -> SocketAddr {
         self.runtime.addr()
+    }
+
+    /// Another instance of the app (as `spawn` says) on the same Redis and stubs, as a
+    /// platform runs several: e.g. one whose clock is off.
+    ///
+    /// # Panics
+    /// It does not start.
+    pub async fn instance_beside(&self, spawn: Spawn) -> Runtime {
+        match spawn
+            .start_runtime(&self.redis, &self.mail, &self.users)
+            .await
+        {
+            Ok(runtime) => runtime,
+            Err(e) => panic!("failed to start another instance: {e:#}"),
+        }
     }
 
     /// `POST <path>` with a JSON body; the response is checked against the spec.

@@ -994,6 +994,64 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_and_ipv6_shares_a_budget_
     assert_eq!(record.body["client_addr"], "198.51.100.7");
 }
 
+#[tokio::test]
+#[cfg_attr(
+    spin_runtime,
+    ignore = "host only: skews one instance's clock, which real Spin cannot"
+)]
+async fn instances_with_skewed_clocks_agree_because_redis_keeps_the_time() {
+    // Finding 6: expiry, idempotency and budgets must not depend on which instance's
+    // clock a request met.
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "2/60")
+        .spawn()
+        .await;
+    let behind = app
+        .instance_beside(
+            Spawn::default()
+                .variable("rate_limit_per_client", "2/60")
+                .guest_clock_offset(-30 * 60 * 1000),
+        )
+        .await;
+    let ahead = app
+        .instance_beside(
+            Spawn::default()
+                .variable("rate_limit_per_client", "2/60")
+                .guest_clock_offset(60 * 60 * 1000),
+        )
+        .await;
+
+    // A code sent through an instance 30 minutes behind (codes live 10 minutes) still
+    // confirms through one with the right time.
+    let sent = app
+        .client
+        .post(format!("{}{SEND}", behind.url()))
+        .json(&json!({ "email": "tom@example.com" }))
+        .send()
+        .await
+        .expect("sent");
+    let sent = ApiResponse::checked(sent, SEND, "post").await;
+    assert_eq!(sent.status(), 200);
+    let challenge = sent.field("challenge_id");
+    let code = app.mailed_code(&challenge).await;
+    let confirmed = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(confirmed.status(), 200, "{:?}", confirmed.body);
+
+    // A client that spent its budget cannot refill it through an instance an hour ahead.
+    assert_eq!(app.send_email_code("u1@example.com").await.status(), 200);
+    let through_ahead = app
+        .client
+        .post(format!("{}{SEND}", ahead.url()))
+        .json(&json!({ "email": "u2@example.com" }))
+        .send()
+        .await
+        .expect("sent");
+    let through_ahead = ApiResponse::checked(through_ahead, SEND, "post").await;
+    assert_eq!(through_ahead.error(), (429, "rate_limited".into()));
+}
+
 // ---- concurrency, outages, secrets, round trips ----------------------------------------
 
 #[tokio::test]
