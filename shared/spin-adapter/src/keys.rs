@@ -28,7 +28,7 @@
 //! | `ea:{a:<tag>}:gw:<session_id>` | hash | gateway projection: user_id, client_public_key, status, created_at, revoked_at |
 //! | `ea:{a:<tag>}:lifecycle` | stream | session_created / session_revoked / user_blocked / user_unblocked |
 //! | `ea:{a:<tag>}:audit` | stream | who did what, when, why |
-//! | `ea:{ea:g}:user:<user_id>` | string | address tag of an external directory's user |
+//! | `ea:{u:<h>}:tags` | set | address tags an external directory's user has logged in with (`<h>`: first 16 hex digits of SHA-256 of the user id, so any id makes a clean hash tag); written before a session is created under a tag |
 
 use edge_auth_domain::ids::AddressTag;
 use edge_auth_domain::rate_limit::Budget;
@@ -77,9 +77,12 @@ pub fn budget(budget: &Budget) -> String {
     format!("{GLOBAL}rl:{}:client:{}", budget.route, budget.client)
 }
 
-/// Where an external directory's user lives (ids of our own carry their tag).
+/// The address tags of an external directory's user (ids of our own carry their tag).
 pub fn user_index(user_id: &str) -> String {
-    format!("{GLOBAL}user:{user_id}")
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(user_id.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("ea:{{u:{hex}}}:tags")
 }
 
 /// How long revoked session records and projections are kept.

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use anyhow::bail;
 use edge_auth_domain::challenge::ChallengeState;
 use edge_auth_domain::email::EmailAddress;
-use edge_auth_domain::ids::{ChallengeId, DeviceSessionId};
+use edge_auth_domain::ids::{AddressTag, ChallengeId, DeviceSessionId};
 use edge_auth_domain::login::ports::{
     ConfirmAttempt, ConfirmOutcome, CreateOutcome, GuardOutcome, GuardRequest, LimitPolicy,
     LoginStore, NewChallenge, UserChoice,
@@ -119,6 +119,14 @@ impl LoginStore for RedisLoginStore {
         Ok(())
     }
 
+    fn index_user(&self, user_id: &str, tag: AddressTag) -> anyhow::Result<()> {
+        self.redis.command(
+            "SADD",
+            &[keys::user_index(user_id).into(), tag.to_hex().into()],
+        )?;
+        Ok(())
+    }
+
     fn confirm(&self, a: &ConfirmAttempt) -> anyhow::Result<ConfirmOutcome> {
         let k = AddressKeys::new(a.challenge_id.tag());
         let session = a.new_session_id.as_str();
@@ -179,19 +187,6 @@ impl LoginStore for RedisLoginStore {
             "ok" => {
                 let id = reply.required()?;
                 let replay = reply.required()? == "replay";
-                let user_id = reply.required()?;
-                if !matches!(a.user, UserChoice::Local { .. }) {
-                    // Index the external user's address tag for the internal API (global
-                    // slot, so a command of its own). Idempotent: a replay repairs an
-                    // index write that failed the first time.
-                    self.redis.command(
-                        "SET",
-                        &[
-                            keys::user_index(&user_id).into(),
-                            a.challenge_id.tag().to_hex().into(),
-                        ],
-                    )?;
-                }
                 ConfirmOutcome::Confirmed {
                     session_id: DeviceSessionId::parse(&id)?,
                     replay,

@@ -124,18 +124,20 @@ impl SessionStore for RedisSessionStore {
         record(&mut Reply::new("HMGET session", items)).map(Some)
     }
 
-    fn locate_user(&self, user: &UserRef) -> anyhow::Result<Option<AddressTag>> {
+    fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
         let mut reply = Reply::new(
-            "GET user index",
+            "SMEMBERS user index",
             self.redis
-                .command("GET", &[keys::user_index(user.as_str()).into()])?,
+                .command("SMEMBERS", &[keys::user_index(user.as_str()).into()])?,
         );
-        match reply.text()? {
-            None => Ok(None),
-            Some(hex) => AddressTag::parse_hex(&hex)
-                .map(Some)
-                .with_context(|| format!("bad address tag {hex:?} in the user index")),
-        }
+        reply
+            .rest()?
+            .into_iter()
+            .map(|hex| {
+                AddressTag::parse_hex(&hex)
+                    .with_context(|| format!("bad address tag {hex:?} in the user index"))
+            })
+            .collect()
     }
 
     fn list(

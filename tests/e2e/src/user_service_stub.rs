@@ -86,6 +86,12 @@ impl UserServiceStub {
         lock(&self.state.calls).clone()
     }
 
+    /// Makes `email` another address of the existing user `user_id` (a directory may map
+    /// several addresses to one user).
+    pub fn link(&self, email: &str, user_id: &str) {
+        lock(&self.state.users).insert(email.to_string(), user_id.to_string());
+    }
+
     /// The user id of an address, if created.
     pub fn user_of(&self, email: &str) -> Option<String> {
         lock(&self.state.users).get(email).cloned()

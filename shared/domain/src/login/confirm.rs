@@ -176,9 +176,10 @@ pub fn confirm_email_code(
         if user.blocked {
             return Err(ConfirmError::Blocked);
         }
-        attempt.user = UserChoice::External {
-            user_id: checked_external_id(user.user_id)?,
-        };
+        let user_id = checked_external_id(user.user_id)?;
+        // Index first: a session of the user never exists outside the index.
+        store.index_user(&user_id, tag)?;
+        attempt.user = UserChoice::External { user_id };
         outcome = store.confirm(&attempt)?;
     }
     match outcome {

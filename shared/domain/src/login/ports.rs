@@ -5,7 +5,7 @@ use crate::challenge::ChallengeState;
 use crate::code::VerificationCode;
 use crate::crypto::CodeMac;
 use crate::email::EmailAddress;
-use crate::ids::{ChallengeId, DeviceSessionId, UserId};
+use crate::ids::{AddressTag, ChallengeId, DeviceSessionId, UserId};
 use crate::public_key::ClientPublicKey;
 use crate::rate_limit::Budget;
 use crate::time::Timestamp;
@@ -152,6 +152,13 @@ pub trait LoginStore {
     /// # Errors
     /// The store is unreachable or answered something unexpected.
     fn guard(&self, request: &GuardRequest) -> anyhow::Result<GuardOutcome>;
+
+    /// Records that the external directory's `user_id` logs in with the address `tag`
+    /// (idempotent; the index only grows). Called before a session is created there.
+    ///
+    /// # Errors
+    /// The store is unreachable.
+    fn index_user(&self, user_id: &str, tag: AddressTag) -> anyhow::Result<()>;
 
     /// Stores a challenge unless the address is within its resend interval; makes it the
     /// address's newest challenge.

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use crate::challenge::ChallengeState;
 use crate::email::EmailAddress;
-use crate::ids::{ChallengeId, DeviceSessionId};
+use crate::ids::{AddressTag, ChallengeId, DeviceSessionId};
 use crate::login::confirm::{ConfirmError, ConfirmRequest, Directory, confirm_email_code};
 use crate::login::ports::*;
 use crate::login::send::{SendError, SendRequest, deliver, send_email_code};
@@ -52,6 +52,10 @@ impl LoginStore for FakeStore {
     }
     fn record_delivery(&self, _: &ChallengeId, state: ChallengeState) -> anyhow::Result<()> {
         self.deliveries.borrow_mut().push(state);
+        Ok(())
+    }
+    fn index_user(&self, user_id: &str, _: AddressTag) -> anyhow::Result<()> {
+        self.calls.borrow_mut().push(format!("index:{user_id}"));
         Ok(())
     }
     fn confirm(&self, a: &ConfirmAttempt) -> anyhow::Result<ConfirmOutcome> {

@@ -67,11 +67,13 @@ pub trait SessionStore {
     /// The store is unreachable or holds something unreadable.
     fn get(&self, id: &DeviceSessionId) -> anyhow::Result<Option<SessionRecord>>;
 
-    /// The address tag of a user (`None`: no such user).
+    /// Every address tag an external directory's user has logged in with (empty: no such
+    /// user). The index only grows, and is written before a session is created under a
+    /// tag, so no session of the user is ever outside it.
     ///
     /// # Errors
     /// As [`SessionStore::get`].
-    fn locate_user(&self, user: &UserRef) -> anyhow::Result<Option<AddressTag>>;
+    fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>>;
 
     /// A page of a user's sessions, oldest first (`None`: no such user at `tag`).
     ///

@@ -30,12 +30,74 @@ fn session_id(raw: &str) -> Result<DeviceSessionId, SessionError> {
         .map_err(|_| InvalidInput("device_session_id is malformed".into()).into())
 }
 
-/// Finds the address tag of a user: from the id itself for our own ids, else the index.
-fn locate(store: &impl SessionStore, user: &UserRef) -> Result<AddressTag, SessionError> {
+/// Finds the address tags of a user: from the id itself for our own ids (one address),
+/// else the index (a directory user may log in with several addresses). Sorted.
+fn locate(store: &impl SessionStore, user: &UserRef) -> Result<Vec<AddressTag>, SessionError> {
     if let Ok(own) = UserId::parse(user.as_str()) {
-        return Ok(own.tag());
+        return Ok(vec![own.tag()]);
     }
-    store.locate_user(user)?.ok_or(SessionError::UserNotFound)
+    let mut tags = store.locate_user(user)?;
+    tags.sort_by_key(|t| t.to_hex());
+    tags.dedup();
+    if tags.is_empty() {
+        return Err(SessionError::UserNotFound);
+    }
+    Ok(tags)
+}
+
+/// Runs `op` on every tag of a user; `UserNotFound` only if no tag knows the user.
+fn on_every_tag<T>(
+    tags: &[AddressTag],
+    mut op: impl FnMut(AddressTag) -> Result<T, SessionError>,
+) -> Result<Vec<T>, SessionError> {
+    let mut done = Vec::new();
+    for &tag in tags {
+        match op(tag) {
+            Ok(value) => done.push(value),
+            Err(SessionError::UserNotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if done.is_empty() {
+        return Err(SessionError::UserNotFound);
+    }
+    Ok(done)
+}
+
+/// One page of a listing that spans the user's addresses, one address per call (one
+/// store call, one slot). The cursor is `<tag>.<the store's cursor in that tag>`; a
+/// page may be short (even empty) where one address ends and the next begins.
+fn page_across<T>(
+    tags: &[AddressTag],
+    raw_cursor: Option<&str>,
+    fetch: impl FnOnce(AddressTag, Option<&str>) -> anyhow::Result<Option<Page<T>>>,
+) -> Result<Page<T>, SessionError> {
+    let malformed = || InvalidInput("cursor is malformed".into());
+    let (index, inner) = match cursor(raw_cursor)? {
+        None => (0, None),
+        Some(c) => {
+            let (hex, inner) = c.split_once('.').ok_or_else(malformed)?;
+            let tag = AddressTag::parse_hex(hex).ok_or_else(malformed)?;
+            let index = tags.iter().position(|t| *t == tag).ok_or_else(malformed)?;
+            (index, (!inner.is_empty()).then_some(inner))
+        }
+    };
+    let tag = tags[index];
+    let next_tag = || tags.get(index + 1).map(|t| format!("{}.", t.to_hex()));
+    match fetch(tag, inner)? {
+        Some(page) => Ok(Page {
+            next_cursor: page
+                .next_cursor
+                .map(|c| format!("{}.{c}", tag.to_hex()))
+                .or_else(next_tag),
+            items: page.items,
+        }),
+        None if tags.len() == 1 => Err(SessionError::UserNotFound),
+        None => Ok(Page {
+            items: Vec::new(),
+            next_cursor: next_tag(),
+        }),
+    }
 }
 
 /// Parses a page size (default 100, at most 500).
@@ -90,11 +152,11 @@ pub fn list_sessions(
             .ok_or_else(|| InvalidInput("status must be active, revoked or all".into()))?,
     };
     let limit = page_size(limit)?;
-    let cursor = cursor(raw_cursor)?;
-    let tag = locate(store, &user)?;
-    store
-        .list(tag, &user, filter, cursor, limit)?
-        .ok_or(SessionError::UserNotFound)
+    cursor(raw_cursor)?; // bad input is refused before any lookup
+    let tags = locate(store, &user)?;
+    page_across(&tags, raw_cursor, |tag, inner| {
+        store.list(tag, &user, filter, inner, limit)
+    })
 }
 
 /// `POST /sessions/:id/revoke`: `(record, already_revoked)`.
@@ -157,18 +219,44 @@ pub fn revoke_all(
     reason: &ChangeReason,
 ) -> Result<u64, SessionError> {
     let user = UserRef::parse(raw_user)?;
-    let tag = locate(store, &user)?;
-    revoke_everything(store, tag, Some(&user), reason, "revoke_all")
+    let tags = locate(store, &user)?;
+    let counts = on_every_tag(&tags, |tag| {
+        revoke_everything(store, tag, Some(&user), reason, "revoke_all")
+    })?;
+    Ok(counts.into_iter().sum())
 }
 
-fn target_tag<'a>(
+/// The addresses a block applies to: one for an e-mail address, every one of a user.
+fn target_tags<'a>(
     store: &impl SessionStore,
     key: &ServerKey,
     target: &'a BlockTarget,
-) -> Result<(AddressTag, Option<&'a UserRef>), SessionError> {
+) -> Result<(Vec<AddressTag>, Option<&'a UserRef>), SessionError> {
     Ok(match target {
-        BlockTarget::Email(email) => (key.address_tag(email), None),
+        BlockTarget::Email(email) => (vec![key.address_tag(email)], None),
         BlockTarget::User(user) => (locate(store, user)?, Some(user)),
+    })
+}
+
+/// Sets or clears the block on every address; `UserNotFound` if none matched the user.
+fn set_blocked_everywhere(
+    store: &impl SessionStore,
+    tags: &[AddressTag],
+    user: Option<&UserRef>,
+    blocked: bool,
+    reason: &ChangeReason,
+) -> Result<Vec<AddressTag>, SessionError> {
+    on_every_tag(tags, |tag| {
+        if store.set_blocked(&BlockChange {
+            tag,
+            user,
+            blocked,
+            reason,
+        })? {
+            Ok(tag)
+        } else {
+            Err(SessionError::UserNotFound)
+        }
     })
 }
 
@@ -205,22 +293,18 @@ pub fn block(
     reason: &ChangeReason,
     revoke_sessions: bool,
 ) -> Result<u64, SessionError> {
-    let (tag, user) = target_tag(store, key, target)?;
+    let (tags, user) = target_tags(store, key, target)?;
     // Block first: from here on no confirm can create a session.
-    if !store.set_blocked(&BlockChange {
-        tag,
-        user,
-        blocked: true,
-        reason,
-    })? {
-        return Err(SessionError::UserNotFound);
-    }
+    let blocked = set_blocked_everywhere(store, &tags, user, true, reason)?;
     mirror_block(directory, target, true)?;
-    if revoke_sessions {
-        revoke_everything(store, tag, user, reason, "block_revoke")
-    } else {
-        Ok(0)
+    if !revoke_sessions {
+        return Ok(0);
     }
+    let mut total = 0;
+    for tag in blocked {
+        total += revoke_everything(store, tag, user, reason, "block_revoke")?;
+    }
+    Ok(total)
 }
 
 /// `POST /users/unblock` (in Redis, and in the external directory if there is one).
@@ -234,15 +318,8 @@ pub fn unblock(
     target: &BlockTarget,
     reason: &ChangeReason,
 ) -> Result<(), SessionError> {
-    let (tag, user) = target_tag(store, key, target)?;
-    if !store.set_blocked(&BlockChange {
-        tag,
-        user,
-        blocked: false,
-        reason,
-    })? {
-        return Err(SessionError::UserNotFound);
-    }
+    let (tags, user) = target_tags(store, key, target)?;
+    set_blocked_everywhere(store, &tags, user, false, reason)?;
     mirror_block(directory, target, false)
 }
 
@@ -258,9 +335,9 @@ pub fn audit(
 ) -> Result<Page<AuditRecord>, SessionError> {
     let user = UserRef::parse(raw_user.ok_or_else(|| InvalidInput("user_id is required".into()))?)?;
     let limit = page_size(limit)?;
-    let cursor = cursor(raw_cursor)?;
-    let tag = locate(store, &user)?;
-    store
-        .audit(tag, &user, cursor, limit)?
-        .ok_or(SessionError::UserNotFound)
+    cursor(raw_cursor)?; // bad input is refused before any lookup
+    let tags = locate(store, &user)?;
+    page_across(&tags, raw_cursor, |tag, inner| {
+        store.audit(tag, &user, inner, limit)
+    })
 }

@@ -14,7 +14,8 @@
 --       15 audit ttl, 16 audit maxlen, 17/18 emission interval/burst tolerance (ms) of
 --       the address's confirm budget, 19 cap of consecutive wrong codes, 20 how long that
 --       count is kept (ms)
--- Returns {'ok', session_id, 'created'|'replay', user_id, evicted...},
+-- Returns {'ok', session_id, 'created'|'replay'} (evicted sessions are on the lifecycle
+-- and audit streams),
 -- {'need_user', email} (nothing changed) or {error, ...}.
 local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
   'max_attempts', 'confirmed_key', 'session_id', 'user_id', 'email')
@@ -59,7 +60,7 @@ if state == 'confirmed' then
     if redis.call('HGET', session_record_key(KEYS[1], ch[7]), 'status') ~= 'active' then
       return {'session_revoked'}
     end
-    return {'ok', ch[7], 'replay', ch[8]}
+    return {'ok', ch[7], 'replay'}
   end
   return {'consumed'}
 end
@@ -107,7 +108,6 @@ else
   return {'need_user', ch[9]}
 end
 
-local evicted = {}
 local limit = tonumber(ARGV[6])
 if limit then
   local active = redis.call('ZCARD', KEYS[5])
@@ -123,7 +123,6 @@ if limit then
       append(KEYS[13], ARGV[15], ARGV[16], 'action', 'revoke_session',
         'device_session_id', sid, 'user_id', user_id, 'reason_code', 'session_limit_evicted',
         'actor', 'system', 'at', now)
-      evicted[#evicted + 1] = sid
     end
   end
 end
@@ -150,8 +149,4 @@ redis.call('DEL', KEYS[10])
 redis.call('HSET', KEYS[1], 'state', 'confirmed', 'confirmed_key', ARGV[3],
   'session_id', ARGV[4], 'user_id', user_id, 'confirmed_at', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
-local out = {'ok', ARGV[4], 'created', user_id}
-for _, sid in ipairs(evicted) do
-  out[#out + 1] = sid
-end
-return out
+return {'ok', ARGV[4], 'created'}

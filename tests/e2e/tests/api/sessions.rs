@@ -594,6 +594,89 @@ async fn a_block_racing_logins_leaves_no_active_session_and_consistent_projectio
 }
 
 #[tokio::test]
+async fn a_directory_user_with_several_addresses_is_listed_revoked_and_blocked_everywhere() {
+    // Finding 4: the user index was last-writer-wins, so revoke-all and block saw only
+    // the address the user logged in with last.
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let emails = [
+        "omar@example.com",
+        "omar.work@example.com",
+        "omar@example.org",
+    ];
+    let first = app.login(emails[0], &device_key(1)).await;
+    let user = app.users.user_of(emails[0]).expect("created");
+    for email in &emails[1..] {
+        app.users.link(email, &user);
+    }
+    let mut sessions = vec![first];
+    for (seed, email) in (2..).zip(&emails[1..]) {
+        sessions.push(app.login(email, &device_key(seed)).await);
+    }
+
+    // Paging (one per page) walks every address; each session exactly once.
+    let mut seen = Vec::new();
+    let mut query = "limit=1".to_string();
+    for _ in 0..20 {
+        let page = app.list_sessions(&user, &query).await;
+        assert_eq!(page.status(), 200, "{:?}", page.body);
+        for s in page.body["sessions"].as_array().expect("sessions") {
+            seen.push(s["device_session_id"].as_str().expect("id").to_string());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(cursor) => query = format!("limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    let mut expected = sessions.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // Logins on every address race a revoke-all: everything older than the call ends.
+    let logins = async {
+        let mut ids = Vec::new();
+        for (seed, email) in (10..).zip(emails.iter().cycle().take(6)) {
+            ids.push(app.login(email, &device_key(seed)).await);
+        }
+        ids
+    };
+    let reset = reason("password_reset");
+    let (during, revoked) = tokio::join!(logins, app.revoke_all(&user, &reset));
+    assert_eq!(revoked.status(), 200, "{:?}", revoked.body);
+    for session in &sessions {
+        assert_eq!(
+            record_status(&app, session).as_deref(),
+            Some("revoked"),
+            "{session}"
+        );
+    }
+    let count = revoked.body["revoked_count"].as_u64().expect("count");
+    let still_active: i64 = emails.iter().map(|e| active_count(&app, e)).sum();
+    assert_eq!(count + still_active as u64, 3 + during.len() as u64);
+    for email in emails {
+        projections_agree(&app, email);
+    }
+
+    // A block by user id reaches every address.
+    let blocked = app
+        .block(&json!({ "user_id": user, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true }))
+        .await;
+    assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
+    let total_active: i64 = emails.iter().map(|e| active_count(&app, e)).sum();
+    assert_eq!(total_active, 0);
+    for email in emails {
+        let blocked: bool = app
+            .redis()
+            .exists(format!("{}blocked", app.address_prefix(email)))
+            .expect("EXISTS");
+        assert!(blocked, "{email}");
+    }
+}
+
+#[tokio::test]
 async fn revoke_all_racing_logins_ends_every_session_older_than_the_call() {
     let app = spawn_quick().spawn().await;
     let mut before = Vec::new();
