@@ -203,6 +203,11 @@ pub fn session_json(record: &SessionRecord) -> Value {
         "revoke_actor": record.revoke_actor,
         "client_addr": record.client_addr,
         "user_agent": record.user_agent,
+        "expires_at": record.lifetime.map(|l| l.expires_at.to_rfc3339()),
+        "last_used_at": record.lifetime.map(|l| l.last_used_at.to_rfc3339()),
+        "idle_expires_at": record.lifetime.map(|l| l.idle_deadline().to_rfc3339()),
+        "expired_at": record.expired.map(|(at, _)| at.to_rfc3339()),
+        "expire_reason": record.expired.map(|(_, why)| why.as_str()),
     })
 }
 

@@ -23,9 +23,10 @@
 //! | `ea:{a:<tag>}:user` | string | the address's user id |
 //! | `ea:{a:<tag>}:sessions:active` | zset | active sessions (member `<created_at:016>\|<id>`, score 0) |
 //! | `ea:{a:<tag>}:sessions:revoked` | zset | revoked sessions (same members) |
+//! | `ea:{a:<tag>}:sessions:expired` | zset | sessions whose lifetime or idle timeout ran out (same members; moved there when next read) |
 //! | `ea:{a:<tag>}:sessions:all` | zset | every session (same members) |
-//! | `ea:{a:<tag>}:s:<session_id>` | hash | session record (source of truth); revoked ones expire |
-//! | `ea:{a:<tag>}:gw:<session_id>` | hash | gateway projection: user_id, client_public_key, status, created_at, revoked_at |
+//! | `ea:{a:<tag>}:s:<session_id>` | hash | session record (source of truth); gone 30 days after the session's end |
+//! | `ea:{a:<tag>}:gw:<session_id>` | hash | gateway projection: user_id, client_public_key, status, created_at, expires_at, last_used_at, idle_timeout_ms, revoked_at / expired_at |
 //! | `ea:{a:<tag>}:lifecycle` | stream | session_created / session_revoked / user_blocked / user_unblocked |
 //! | `ea:{a:<tag>}:audit` | stream | who did what, when, why |
 //! | `ea:{u:<h>}:tags` | set | address tags an external directory's user has logged in with (`<h>`: first 16 hex digits of SHA-256 of the user id, so any id makes a clean hash tag); written before a session is created under a tag |
@@ -137,6 +138,9 @@ impl AddressKeys {
     }
     pub fn revoked_sessions(&self) -> String {
         format!("{}sessions:revoked", self.prefix)
+    }
+    pub fn expired_sessions(&self) -> String {
+        format!("{}sessions:expired", self.prefix)
     }
     pub fn lifecycle(&self) -> String {
         format!("{}lifecycle", self.prefix)

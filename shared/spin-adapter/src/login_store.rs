@@ -144,6 +144,7 @@ impl LoginStore for RedisLoginStore {
             k.revoked_sessions(),
             k.lifecycle(),
             k.audit(),
+            k.expired_sessions(),
         ];
         let policy = match a.limit_policy {
             LimitPolicy::Reject => "reject",
@@ -154,7 +155,7 @@ impl LoginStore for RedisLoginStore {
             UserChoice::External { user_id } => (user_id.as_str(), "external"),
             UserChoice::ExternalUnresolved => ("", "external_unresolved"),
         };
-        let args: [Arg; 20] = [
+        let args: [Arg; 22] = [
             a.challenge_id.as_str().into(),
             a.code_mac.to_hex().into(),
             a.client_public_key.as_str().into(),
@@ -178,6 +179,8 @@ impl LoginStore for RedisLoginStore {
             a.address_budget.tolerance_ms().into(),
             a.failure_cap.into(),
             a.failure_lockout_ms.into(),
+            a.session_lifetime_ms.into(),
+            a.session_idle_timeout_ms.into(),
         ];
         let mut reply = Reply::new(
             "confirm",

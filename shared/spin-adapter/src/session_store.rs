@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use edge_auth_domain::ids::{AddressTag, DeviceSessionId};
 use edge_auth_domain::sessions::input::{ChangeReason, UserRef};
 use edge_auth_domain::sessions::model::{
-    AuditRecord, Page, SessionRecord, SessionStatus, StatusFilter,
+    AuditRecord, ExpireReason, Lifetime, Page, SessionRecord, SessionStatus, StatusFilter,
 };
 use edge_auth_domain::sessions::ports::{
     BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore,
@@ -17,6 +17,7 @@ use crate::keys::{self, AddressKeys};
 use crate::redis::{Arg, Reply, Script, SpinRedis};
 
 struct Scripts {
+    get: Script,
     revoke: Script,
     revoke_batch: Script,
     block: Script,
@@ -27,6 +28,7 @@ struct Scripts {
 fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
+        get: Script::new("get_session", include_str!("scripts/get_session.lua")),
         revoke: Script::new("revoke", include_str!("scripts/revoke.lua")),
         revoke_batch: Script::new("revoke_batch", include_str!("scripts/revoke_batch.lua")),
         block: Script::new("block", include_str!("scripts/block.lua")),
@@ -34,20 +36,6 @@ fn scripts() -> &'static Scripts {
         audit: Script::new("audit", include_str!("scripts/audit.lua")),
     })
 }
-
-/// The record fields, in the order the scripts return them.
-const FIELDS: [&str; 10] = [
-    "device_session_id",
-    "user_id",
-    "client_public_key",
-    "status",
-    "created_at",
-    "revoked_at",
-    "revoke_reason_code",
-    "revoke_actor",
-    "client_addr",
-    "user_agent",
-];
 
 fn optional(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
@@ -60,7 +48,7 @@ fn time(text: &str) -> anyhow::Result<Timestamp> {
     ))
 }
 
-/// Reads one record (10 fields) from a reply.
+/// Reads one record (the scripts' `RECORD_FIELDS`, in that order) from a reply.
 fn record(reply: &mut Reply) -> anyhow::Result<SessionRecord> {
     let mut next = || -> anyhow::Result<String> { Ok(reply.text()?.unwrap_or_default()) };
     let device_session_id = next()?;
@@ -71,6 +59,30 @@ fn record(reply: &mut Reply) -> anyhow::Result<SessionRecord> {
         .with_context(|| format!("bad session status {status_text:?}"))?;
     let created_at = time(&next()?)?;
     let revoked_at = optional(next()?).map(|t| time(&t)).transpose()?;
+    let revoke_reason_code = optional(next()?);
+    let revoke_actor = optional(next()?);
+    let client_addr = next()?;
+    let user_agent = next()?;
+    let expires_at = optional(next()?).map(|t| time(&t)).transpose()?;
+    let last_used_at = optional(next()?).map(|t| time(&t)).transpose()?;
+    let idle_timeout_ms = optional(next()?)
+        .map(|t| {
+            t.parse::<u64>()
+                .with_context(|| format!("bad idle timeout {t:?}"))
+        })
+        .transpose()?;
+    let expired_at = optional(next()?).map(|t| time(&t)).transpose()?;
+    let expire_reason = optional(next()?)
+        .map(|r| ExpireReason::parse(&r).with_context(|| format!("bad expire reason {r:?}")))
+        .transpose()?;
+    let lifetime = match (expires_at, last_used_at, idle_timeout_ms) {
+        (Some(expires_at), Some(last_used_at), Some(idle_timeout_ms)) => Some(Lifetime {
+            expires_at,
+            last_used_at,
+            idle_timeout_ms,
+        }),
+        _ => None,
+    };
     Ok(SessionRecord {
         device_session_id,
         user_id,
@@ -78,11 +90,23 @@ fn record(reply: &mut Reply) -> anyhow::Result<SessionRecord> {
         status,
         created_at,
         revoked_at,
-        revoke_reason_code: optional(next()?),
-        revoke_actor: optional(next()?),
-        client_addr: next()?,
-        user_agent: next()?,
+        revoke_reason_code,
+        revoke_actor,
+        client_addr,
+        user_agent,
+        lifetime,
+        expired: expired_at.zip(expire_reason),
     })
+}
+
+/// The stream arguments of the scripts that may end expired sessions as they read.
+fn stream_args() -> Vec<Arg> {
+    vec![
+        keys::LIFECYCLE_TTL_MS.into(),
+        keys::LIFECYCLE_MAXLEN.into(),
+        keys::AUDIT_TTL_MS.into(),
+        keys::AUDIT_MAXLEN.into(),
+    ]
 }
 
 /// The arguments every revoking script starts with.
@@ -111,17 +135,19 @@ impl RedisSessionStore {
 
 impl SessionStore for RedisSessionStore {
     fn get(&self, id: &DeviceSessionId) -> anyhow::Result<Option<SessionRecord>> {
-        let key = AddressKeys::new(id.tag()).session(id.as_str());
-        let mut args: Vec<Arg> = vec![key.into()];
-        args.extend(FIELDS.iter().map(|f| Arg::from(*f)));
-        let items = self.redis.command("HMGET", &args)?;
-        if matches!(
-            items.first(),
-            Some(spin_sdk::redis::RedisResult::Nil) | None
-        ) {
+        let k = AddressKeys::new(id.tag());
+        let keys_ = [
+            k.session(id.as_str()),
+            k.active_sessions(),
+            k.expired_sessions(),
+            k.lifecycle(),
+            k.audit(),
+        ];
+        let items = self.redis.run(&scripts().get, &keys_, &stream_args())?;
+        if items.is_empty() {
             return Ok(None);
         }
-        record(&mut Reply::new("HMGET session", items)).map(Some)
+        record(&mut Reply::new("get_session", items)).map(Some)
     }
 
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
@@ -152,16 +178,26 @@ impl SessionStore for RedisSessionStore {
         let set = match filter {
             StatusFilter::Active => k.active_sessions(),
             StatusFilter::Revoked => k.revoked_sessions(),
+            StatusFilter::Expired => k.expired_sessions(),
             StatusFilter::All => k.all_sessions(),
         };
-        let args: [Arg; 3] = [
+        let mut args: Vec<Arg> = vec![
             user.as_str().into(),
             cursor.unwrap_or_default().into(),
             limit.into(),
         ];
+        args.extend(stream_args());
+        let keys_ = [
+            set,
+            k.user(),
+            k.active_sessions(),
+            k.expired_sessions(),
+            k.lifecycle(),
+            k.audit(),
+        ];
         let mut reply = Reply::new(
             "list_sessions",
-            self.redis.run(&scripts().list, &[set, k.user()], &args)?,
+            self.redis.run(&scripts().list, &keys_, &args)?,
         );
         match reply.required()?.as_str() {
             "user_not_found" => return Ok(None),
@@ -187,6 +223,7 @@ impl SessionStore for RedisSessionStore {
             k.revoked_sessions(),
             k.lifecycle(),
             k.audit(),
+            k.expired_sessions(),
         ];
         let mut reply = Reply::new("revoke", self.redis.run(&scripts().revoke, &keys_, &args)?);
         Ok(match reply.required()?.as_str() {

@@ -7,7 +7,7 @@ use edge_auth_domain::login::settings::LoginSettings;
 use spin_sdk::variables::{self, Error};
 
 /// Every variable the login settings read; a component declares the ones it needs.
-const NAMES: [&str; 13] = [
+const NAMES: [&str; 15] = [
     "code_hmac_key",
     "code_length",
     "challenge_ttl_seconds",
@@ -21,6 +21,8 @@ const NAMES: [&str; 13] = [
     "failed_confirm_lockout_seconds",
     "trusted_proxies",
     "client_ipv6_prefix",
+    "session_lifetime_seconds",
+    "session_idle_timeout_seconds",
 ];
 
 /// Reads a variable: `Ok(None)` when this component does not declare it or it is empty.

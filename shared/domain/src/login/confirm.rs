@@ -164,6 +164,8 @@ pub fn confirm_email_code(
         address_budget: settings.limits.per_address,
         failure_cap: settings.lockout.cap,
         failure_lockout_ms: millis(settings.lockout.lockout),
+        session_lifetime_ms: millis(settings.sessions.lifetime),
+        session_idle_timeout_ms: millis(settings.sessions.idle_timeout),
     };
     let mut outcome = store.confirm(&attempt)?;
     if let (ConfirmOutcome::NeedUser { email }, Directory::External(users)) = (&outcome, directory)

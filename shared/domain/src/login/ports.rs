@@ -88,6 +88,9 @@ pub struct ConfirmAttempt {
     pub failure_cap: u32,
     /// How long the wrong-code count is kept after the last wrong code (ms).
     pub failure_lockout_ms: u64,
+    /// A new session's absolute lifetime and idle timeout (ms).
+    pub session_lifetime_ms: u64,
+    pub session_idle_timeout_ms: u64,
 }
 
 /// How the confirm finds the user of the address.

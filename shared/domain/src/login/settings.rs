@@ -19,6 +19,24 @@ pub struct FailureLockout {
     pub lockout: std::time::Duration,
 }
 
+/// How long sessions live (`session_lifetime_seconds`, default 30 days) and how long
+/// they may go unused (`session_idle_timeout_seconds`, default 7 days): a device-key
+/// session is long-lived, but one left unused for a week should log in again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLifetime {
+    pub lifetime: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
+}
+
+impl Default for SessionLifetime {
+    fn default() -> Self {
+        Self {
+            lifetime: std::time::Duration::from_secs(30 * 86_400),
+            idle_timeout: std::time::Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
 impl Default for FailureLockout {
     fn default() -> Self {
         Self {
@@ -36,6 +54,7 @@ pub struct LoginSettings {
     pub limits: EdgeLimits,
     pub limit_policy: LimitPolicy,
     pub lockout: FailureLockout,
+    pub sessions: SessionLifetime,
     /// Which client a request counts against (trusted proxies, IPv6 prefix).
     pub clients: ClientPolicy,
 }
@@ -87,12 +106,22 @@ impl LoginSettings {
             lockout: number(&get, "failed_confirm_lockout_seconds", 1, 31_536_000)?
                 .map_or(defaults.lockout, std::time::Duration::from_secs),
         };
+        let session_defaults = SessionLifetime::default();
+        let sessions = SessionLifetime {
+            lifetime: number(&get, "session_lifetime_seconds", 1, 31_536_000)?
+                .map_or(session_defaults.lifetime, std::time::Duration::from_secs),
+            idle_timeout: number(&get, "session_idle_timeout_seconds", 1, 31_536_000)?.map_or(
+                session_defaults.idle_timeout,
+                std::time::Duration::from_secs,
+            ),
+        };
         Ok(Self {
             key: ServerKey::new(secret.as_bytes())?,
             policy: ChallengePolicy::from_settings(&get)?,
             limits: EdgeLimits::from_settings(&get)?,
             limit_policy,
             lockout,
+            sessions,
             clients: ClientPolicy::from_settings(&get)?,
         })
     }

@@ -4,7 +4,7 @@
 --       4 address -> user id, 5 active sessions (zset), 6 all sessions (zset),
 --       7 new session record, 8 new session projection, 9 the address's confirm
 --       budget, 10 its consecutive wrong codes, 11 revoked sessions (zset),
---       12 lifecycle stream, 13 audit stream
+--       12 lifecycle stream, 13 audit stream, 14 expired sessions (zset)
 -- ARGV: 1 challenge_id, 2 code_mac, 3 client_public_key, 4 new session id,
 --       5 new user id, 6 session limit ('' = none), 7 limit policy, 8 client address,
 --       9 user agent, 10 idempotency window (ms),
@@ -13,7 +13,7 @@
 --       12 revoked-record retention (ms), 13 lifecycle ttl, 14 lifecycle maxlen,
 --       15 audit ttl, 16 audit maxlen, 17/18 emission interval/burst tolerance (ms) of
 --       the address's confirm budget, 19 cap of consecutive wrong codes, 20 how long that
---       count is kept (ms)
+--       count is kept (ms), 21 session lifetime (ms), 22 session idle timeout (ms)
 -- Returns {'ok', session_id, 'created'|'replay'} (evicted sessions are on the lifecycle
 -- and audit streams),
 -- {'need_user', email} (nothing changed) or {error, ...}.
@@ -110,6 +110,13 @@ end
 
 local limit = tonumber(ARGV[6])
 if limit then
+  -- Sessions whose life is over do not count: end them first.
+  local sweep = {now = now, active = KEYS[5], expired = KEYS[14], lifecycle = KEYS[12],
+    audit = KEYS[13], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
+    audit_ttl = ARGV[15], audit_max = ARGV[16]}
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    expire_if_due(sweep, session_record_key(KEYS[5], string.sub(member, 18)))
+  end
   local active = redis.call('ZCARD', KEYS[5])
   if active >= limit then
     if ARGV[7] ~= 'evict_oldest' or limit == 0 then
@@ -128,13 +135,19 @@ if limit then
 end
 
 local member = string.format('%016d|%s', now, ARGV[4])
+local expires_at = now + tonumber(ARGV[21])
 redis.call('HSET', KEYS[7],
   'device_session_id', ARGV[4], 'user_id', user_id, 'client_public_key', ARGV[3],
   'status', 'active', 'created_at', now, 'client_addr', ARGV[8],
-  'user_agent', ARGV[9], 'challenge_id', ARGV[1], 'zmember', member)
+  'user_agent', ARGV[9], 'challenge_id', ARGV[1], 'zmember', member,
+  'expires_at', expires_at, 'last_used_at', now, 'idle_timeout_ms', ARGV[22])
 redis.call('HSET', KEYS[8],
   'user_id', user_id, 'client_public_key', ARGV[3], 'status', 'active',
-  'created_at', now)
+  'created_at', now, 'expires_at', expires_at, 'last_used_at', now,
+  'idle_timeout_ms', ARGV[22])
+-- Record and projection go away on their own once the session is long over.
+redis.call('PEXPIREAT', KEYS[7], expires_at + tonumber(ARGV[12]))
+redis.call('PEXPIREAT', KEYS[8], expires_at + tonumber(ARGV[12]))
 redis.call('ZADD', KEYS[5], 0, member)
 redis.call('ZADD', KEYS[6], 0, member)
 append(KEYS[12], ARGV[13], ARGV[14], 'event', 'session_created',

@@ -50,3 +50,49 @@ local function revoke_member(c, member)
     'reason_code', c.reason, 'actor', c.actor, 'at', c.now)
   return sid
 end
+
+-- When a session's life ends: its absolute expiry or its idle deadline (last use plus
+-- the idle timeout), whichever comes first, and which one it is. nil for a record that
+-- has neither.
+local function session_end(expires_at, last_used_at, idle_ms)
+  local hard = tonumber(expires_at)
+  local idle, last = tonumber(idle_ms), tonumber(last_used_at)
+  local soft = nil
+  if idle and last then soft = last + idle end
+  if hard and (not soft or hard <= soft) then return hard, 'absolute_lifetime' end
+  if soft then return soft, 'idle_timeout' end
+  return nil, nil
+end
+
+-- Ends the session of `record` if it is active and its life is over: status `expired`
+-- (record and projection), out of the active set into the expired set, a lifecycle and
+-- an audit record. `c` holds now, the keys active, expired, lifecycle and audit (of the
+-- record's address) and lifecycle_ttl, lifecycle_max, audit_ttl, audit_max.
+-- Returns true when it ended the session now.
+local function expire_if_due(c, record)
+  local r = redis.call('HMGET', record, 'status', 'expires_at', 'last_used_at',
+    'idle_timeout_ms', 'zmember', 'user_id', 'device_session_id')
+  if r[1] ~= 'active' then return false end
+  local ends, why = session_end(r[2], r[3], r[4])
+  if not ends or c.now < ends then return false end
+  local sid = r[7]
+  redis.call('HSET', record, 'status', 'expired', 'expired_at', ends, 'expire_reason', why)
+  local projection = projection_key(record, sid)
+  if redis.call('EXISTS', projection) == 1 then
+    redis.call('HSET', projection, 'status', 'expired', 'expired_at', ends)
+  end
+  redis.call('ZREM', c.active, r[5])
+  redis.call('ZADD', c.expired, 0, r[5])
+  append(c.lifecycle, c.lifecycle_ttl, c.lifecycle_max, 'event', 'session_expired',
+    'device_session_id', sid, 'user_id', r[6] or '', 'reason_code', why, 'at', ends)
+  append(c.audit, c.audit_ttl, c.audit_max, 'action', 'session_expired',
+    'device_session_id', sid, 'user_id', r[6] or '', 'reason_code', why,
+    'actor', 'system', 'at', ends)
+  return true
+end
+
+-- The record fields the internal API returns, in the order the adapter reads them.
+local RECORD_FIELDS = {'device_session_id', 'user_id', 'client_public_key', 'status',
+  'created_at', 'revoked_at', 'revoke_reason_code', 'revoke_actor', 'client_addr',
+  'user_agent', 'expires_at', 'last_used_at', 'idle_timeout_ms', 'expired_at',
+  'expire_reason'}

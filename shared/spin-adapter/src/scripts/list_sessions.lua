@@ -1,11 +1,17 @@
--- A page of a user's sessions, oldest first.
--- KEYS[1] the sorted set to page (active, revoked or all), KEYS[2] address -> user id
--- ARGV: 1 user id, 2 cursor ('' = start), 3 limit
--- Returns {'user_not_found'} or {'ok', next cursor ('' = end), n, n x 10 record fields}.
--- Members whose record has expired (old revoked sessions) are dropped from the set.
+-- A page of a user's sessions, oldest first; sessions whose life is over are ended as
+-- they are read (so an `active` page never holds one).
+-- KEYS: 1 the sorted set to page (active, revoked, expired or all), 2 address -> user id,
+--       3 active sessions, 4 expired sessions, 5 lifecycle, 6 audit
+-- ARGV: 1 user id, 2 cursor ('' = start), 3 limit, 4 lifecycle ttl, 5 lifecycle maxlen,
+--       6 audit ttl, 7 audit maxlen
+-- Returns {'user_not_found'} or {'ok', next cursor ('' = end), n, n x RECORD_FIELDS}.
+-- Members whose record has expired (old ended sessions) are dropped from the set.
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return {'user_not_found'}
 end
+local c = {now = now_ms(), active = KEYS[3], expired = KEYS[4], lifecycle = KEYS[5],
+  audit = KEYS[6], lifecycle_ttl = ARGV[4], lifecycle_max = ARGV[5], audit_ttl = ARGV[6],
+  audit_max = ARGV[7]}
 local from = '-'
 if ARGV[2] ~= '' then
   from = '(' .. ARGV[2]
@@ -21,17 +27,15 @@ while found < limit do
     break
   end
   for _, member in ipairs(members) do
-    local sid = string.sub(member, 18)
-    local rec = redis.call('HMGET', session_record_key(KEYS[1], sid), 'device_session_id', 'user_id',
-      'client_public_key', 'status', 'created_at', 'revoked_at', 'revoke_reason_code',
-      'revoke_actor', 'client_addr', 'user_agent')
-    if rec[1] then
-      for i = 1, 10 do
+    local record = session_record_key(KEYS[1], string.sub(member, 18))
+    if redis.call('EXISTS', record) == 0 then
+      redis.call('ZREM', KEYS[1], member)
+    elseif not (expire_if_due(c, record) and KEYS[1] == KEYS[3]) then
+      local rec = redis.call('HMGET', record, unpack(RECORD_FIELDS))
+      for i = 1, #RECORD_FIELDS do
         out[#out + 1] = rec[i] or ''
       end
       found = found + 1
-    else
-      redis.call('ZREM', KEYS[1], member)
     end
     last = member
   end

@@ -677,6 +677,87 @@ async fn a_directory_user_with_several_addresses_is_listed_revoked_and_blocked_e
 }
 
 #[tokio::test]
+async fn sessions_expire_by_lifetime_and_by_idleness_visibly_and_with_their_keys() {
+    // Finding 3: sessions never expired.
+    let app = spawn_quick()
+        .variable("session_lifetime_seconds", "2")
+        .spawn()
+        .await;
+    let session = app.login("pia@example.com", &device_key(1)).await;
+    let user = session_user(&app, &session).await;
+    let fresh = app.get_session(&session).await;
+    assert_eq!(fresh.body["status"], "active");
+    let expires_at = fresh.body["expires_at"].as_str().expect("expires_at");
+    assert!(expires_at > fresh.body["created_at"].as_str().expect("created_at"));
+    let prefix = TestApp::prefix_of_id(&session);
+    for key in [
+        format!("{prefix}s:{session}"),
+        format!("{prefix}gw:{session}"),
+    ] {
+        let ttl: i64 = app.redis().pttl(&key).expect("PTTL");
+        assert!(ttl > 0, "{key} expires with the session (ttl {ttl})");
+    }
+    assert_eq!(
+        projection(&app, &session)["expires_at"].len(),
+        13,
+        "ms since the epoch"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
+    let active = app.list_sessions(&user, "status=active").await;
+    assert_eq!(
+        active.body["sessions"],
+        json!([]),
+        "never listed as active once over"
+    );
+    let expired = app.get_session(&session).await;
+    assert_eq!(expired.body["status"], "expired");
+    assert_eq!(expired.body["expire_reason"], "absolute_lifetime");
+    assert_eq!(projection(&app, &session)["status"], "expired");
+    let listed = app.list_sessions(&user, "status=expired").await;
+    assert_eq!(listed.body["sessions"][0]["device_session_id"], session);
+    let audit = app.audit(&format!("user_id={user}")).await;
+    assert_eq!(
+        audit.body["records"][0]["action"], "session_expired",
+        "{:?}",
+        audit.body
+    );
+
+    // Idle: a long lifetime, a short idle timeout.
+    let idle = spawn_quick()
+        .variable("session_idle_timeout_seconds", "1")
+        .spawn()
+        .await;
+    let session = idle.login("quin@example.com", &device_key(2)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    let got = idle.get_session(&session).await;
+    assert_eq!(
+        (
+            got.body["status"].clone(),
+            got.body["expire_reason"].clone()
+        ),
+        (json!("expired"), json!("idle_timeout"))
+    );
+}
+
+#[tokio::test]
+async fn expired_sessions_do_not_count_against_the_session_limit() {
+    let app = spawn_quick()
+        .variable("session_lifetime_seconds", "1")
+        .spawn()
+        .await;
+    let _: () = app
+        .redis()
+        .set("ea:{ea:g}:config:session_limit", "1")
+        .expect("SET");
+    let first = app.login("rosa@example.com", &device_key(1)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    let second = app.login("rosa@example.com", &device_key(2)).await;
+    assert_ne!(first, second);
+    assert_eq!(record_status(&app, &first).as_deref(), Some("expired"));
+}
+
+#[tokio::test]
 async fn revoke_all_racing_logins_ends_every_session_older_than_the_call() {
     let app = spawn_quick().spawn().await;
     let mut before = Vec::new();
