@@ -7,16 +7,19 @@
 
 use edge_auth_domain::sessions::usecases::audit;
 use edge_auth_domain::time::Timestamp;
-use edge_auth_spin::internal::{fail, serve};
+use edge_auth_spin::http::{Answer, Route, serve};
+use edge_auth_spin::internal::fail;
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
 use serde_json::{Map, Value, json};
-use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+
+const ROUTE: Route = Route::internal(false, &[]);
 
 #[http_component]
 async fn handle_audit_log(req: IncomingRequest, out: ResponseOutparam) {
-    serve(req, out, Method::Get, &[], |call| {
+    serve(req, out, ROUTE, |call| {
         let run = || {
             let store = RedisSessionStore::new(SpinRedis::connect()?);
             audit(
@@ -26,31 +29,25 @@ async fn handle_audit_log(req: IncomingRequest, out: ResponseOutparam) {
                 call.query("limit"),
             )
         };
-        run()
-            .map(|page| {
-                let records: Vec<Value> = page
-                    .items
-                    .into_iter()
-                    .map(|record| {
-                        let mut object = Map::new();
-                        object.insert("id".into(), Value::String(record.id));
-                        for (name, value) in record.fields {
-                            let value = match (name.as_str(), value.parse::<u64>()) {
-                                ("at", Ok(ms)) => Value::String(Timestamp(ms).to_rfc3339()),
-                                ("revoked_count", Ok(n)) => json!(n),
-                                _ => Value::String(value),
-                            };
-                            object.insert(name, value);
-                        }
-                        Value::Object(object)
-                    })
-                    .collect();
-                (
-                    200,
-                    json!({ "records": records, "next_cursor": page.next_cursor }),
-                )
+        let page = run().map_err(|e| fail("audit-log failed", &e))?;
+        let records: Vec<Value> = page
+            .items
+            .into_iter()
+            .map(|record| {
+                let mut object = Map::new();
+                object.insert("id".into(), Value::String(record.id));
+                for (name, value) in record.fields {
+                    let value = match (name.as_str(), value.parse::<u64>()) {
+                        ("at", Ok(ms)) => Value::String(Timestamp(ms).to_rfc3339()),
+                        ("revoked_count", Ok(n)) => json!(n),
+                        _ => Value::String(value),
+                    };
+                    object.insert(name, value);
+                }
+                Value::Object(object)
             })
-            .map_err(|e| fail("audit-log failed", &e))
+            .collect();
+        Answer::ok(&json!({ "records": records, "next_cursor": page.next_cursor }))
     })
     .await;
 }

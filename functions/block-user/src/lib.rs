@@ -8,12 +8,14 @@
 
 use edge_auth_domain::sessions::input::{BlockTarget, ChangeReason};
 use edge_auth_domain::sessions::usecases::{SessionError, block};
-use edge_auth_spin::http::parse_json;
-use edge_auth_spin::internal::{BlockContext, fail, serve};
+use edge_auth_spin::http::{Answer, Route, serve};
+use edge_auth_spin::internal::{BlockContext, fail};
 use serde::Deserialize;
 use serde_json::json;
-use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+
+const ROUTE: Route = Route::internal(true, &[]);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,8 +30,8 @@ struct BlockBody {
 
 #[http_component]
 async fn handle_block_user(req: IncomingRequest, out: ResponseOutparam) {
-    serve(req, out, Method::Post, &[], |call| {
-        let body: BlockBody = parse_json(&call.body)?;
+    serve(req, out, ROUTE, |call| {
+        let body: BlockBody = call.json()?;
         let run = || -> Result<_, SessionError> {
             let target = BlockTarget::parse(body.email.as_deref(), body.user_id.as_deref())?;
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
@@ -43,9 +45,8 @@ async fn handle_block_user(req: IncomingRequest, out: ResponseOutparam) {
                 body.revoke_sessions,
             )
         };
-        run()
-            .map(|count| (200, json!({ "blocked": true, "revoked_count": count })))
-            .map_err(|e| fail("block-user failed", &e))
+        let count = run().map_err(|e| fail("block-user failed", &e))?;
+        Answer::ok(&json!({ "blocked": true, "revoked_count": count }))
     })
     .await;
 }

@@ -8,15 +8,17 @@ use edge_auth_domain::login::confirm::{
     ConfirmError, ConfirmRequest, Directory, confirm_email_code,
 };
 use edge_auth_domain::random::OsRandom;
-use edge_auth_spin::http::{log_cause, read_json, respond, respond_error};
+use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::login_store::RedisLoginStore;
 use edge_auth_spin::public_errors;
 use edge_auth_spin::redis::SpinRedis;
-use edge_auth_spin::settings::{login_settings, optional};
-use edge_auth_spin::user_directory::RestUserDirectory;
+use edge_auth_spin::settings::login_settings;
+use edge_auth_spin::user_directory;
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+
+const ROUTE: Route = Route::public(true);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,53 +35,26 @@ struct ConfirmResponse<'a> {
 
 #[http_component]
 async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) {
-    let (body, caller) = match read_json::<ConfirmBody>(req).await {
-        Ok(parsed) => parsed,
-        Err(err) => return respond_error(out, &err).await,
-    };
-    let request = ConfirmRequest {
-        challenge_id: body.challenge_id,
-        code: body.code,
-        client_public_key: body.client_public_key,
-        client: caller.client,
-        user_agent: caller.user_agent,
-    };
-    let run = || -> Result<_, ConfirmError> {
-        let settings = login_settings()?;
-        let store = RedisLoginStore::new(SpinRedis::connect()?);
-        match optional("user_directory")?.as_deref() {
-            None | Some("redis") => {
-                confirm_email_code(&settings, &store, Directory::Redis, &OsRandom, &request)
-            }
-            Some("rest") => {
-                let users = RestUserDirectory::from_variables()?;
-                confirm_email_code(
-                    &settings,
-                    &store,
-                    Directory::External(&users),
-                    &OsRandom,
-                    &request,
-                )
-            }
-            Some(other) => Err(ConfirmError::Unexpected(anyhow::anyhow!(
-                "user_directory must be `redis` or `rest`, got {other:?}"
-            ))),
-        }
-    };
-    match run() {
-        Ok(confirmed) => {
-            let id = confirmed.device_session_id.to_string();
-            respond(
-                out,
-                200,
-                &ConfirmResponse {
-                    device_session_id: &id,
-                },
-                None,
-            )
-            .await;
-        }
-        Err(err) => {
+    serve(req, out, ROUTE, |call| {
+        let body: ConfirmBody = call.json()?;
+        let request = ConfirmRequest {
+            challenge_id: body.challenge_id,
+            code: body.code,
+            client_public_key: body.client_public_key,
+            client: call.caller.client,
+            user_agent: call.caller.user_agent,
+        };
+        let run = || -> Result<_, ConfirmError> {
+            let settings = login_settings()?;
+            let store = RedisLoginStore::new(SpinRedis::connect()?);
+            let users = user_directory::configured()?;
+            let directory = match &users {
+                Some(users) => Directory::External(users),
+                None => Directory::Redis,
+            };
+            confirm_email_code(&settings, &store, directory, &OsRandom, &request)
+        };
+        let confirmed = run().map_err(|err| {
             match &err {
                 ConfirmError::Unexpected(cause) => log_cause("confirm-email-code failed", cause),
                 ConfirmError::BadSessionLimit(reason) => eprintln!(
@@ -88,7 +63,12 @@ async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) 
                 ),
                 _ => {}
             }
-            respond_error(out, &public_errors::confirm(&err)).await;
-        }
-    }
+            public_errors::confirm(&err)
+        })?;
+        let id = confirmed.device_session_id.to_string();
+        Answer::ok(&ConfirmResponse {
+            device_session_id: &id,
+        })
+    })
+    .await;
 }

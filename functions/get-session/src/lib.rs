@@ -4,22 +4,24 @@
 #![allow(unsafe_code)]
 
 use edge_auth_domain::sessions::usecases::get_session;
-use edge_auth_spin::internal::{fail, serve, session_json};
+use edge_auth_spin::http::{Answer, Route, serve};
+use edge_auth_spin::internal::{fail, session_json};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
-use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+
+const ROUTE: Route = Route::internal(false, &["device_session_id"]);
 
 #[http_component]
 async fn handle_get_session(req: IncomingRequest, out: ResponseOutparam) {
-    serve(req, out, Method::Get, &["device_session_id"], |call| {
+    serve(req, out, ROUTE, |call| {
         let run = || {
             let store = RedisSessionStore::new(SpinRedis::connect()?);
-            get_session(&store, call.param("device_session_id").unwrap_or_default())
+            get_session(&store, call.param("device_session_id"))
         };
-        run()
-            .map(|record| (200, session_json(&record)))
-            .map_err(|e| fail("get-session failed", &e))
+        let record = run().map_err(|e| fail("get-session failed", &e))?;
+        Answer::ok(&session_json(&record))
     })
     .await;
 }

@@ -4,29 +4,31 @@
 #![allow(unsafe_code)]
 
 use edge_auth_domain::health::{self, Health};
-use edge_auth_spin::http::{json, log_cause, method_not_allowed};
+use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::redis::SpinRedis;
 use serde_json::json;
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
+const ROUTE: Route = Route::public(false);
+
 #[http_component]
-fn handle_health(req: Request) -> Response {
-    if *req.method() != Method::Get {
-        return method_not_allowed("GET");
-    }
-    let outcome = match SpinRedis::connect() {
-        Ok(redis) => health::check(&redis),
-        Err(e) => Health::StoreUnreachable(e),
-    };
-    match outcome {
-        Health::Ok => json(200, &json!({ "status": "ok" })),
-        Health::StoreUnreachable(e) => {
-            log_cause("health: Redis unreachable", &e);
-            json(
-                503,
-                &json!({ "status": "degraded", "redis": "unreachable" }),
-            )
+async fn handle_health(req: IncomingRequest, out: ResponseOutparam) {
+    serve(req, out, ROUTE, |_| {
+        let outcome = match SpinRedis::connect() {
+            Ok(redis) => health::check(&redis),
+            Err(e) => Health::StoreUnreachable(e),
+        };
+        match outcome {
+            Health::Ok => Answer::ok(&json!({ "status": "ok" })),
+            Health::StoreUnreachable(e) => {
+                log_cause("health: Redis unreachable", &e);
+                Answer::json(
+                    503,
+                    &json!({ "status": "degraded", "redis": "unreachable" }),
+                )
+            }
         }
-    }
+    })
+    .await;
 }

@@ -5,35 +5,32 @@
 #![allow(unsafe_code)]
 
 use edge_auth_domain::sessions::usecases::list_sessions;
-use edge_auth_spin::internal::{fail, serve, session_json};
+use edge_auth_spin::http::{Answer, Route, serve};
+use edge_auth_spin::internal::{fail, session_json};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
 use serde_json::{Value, json};
-use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+
+const ROUTE: Route = Route::internal(false, &["user_id"]);
 
 #[http_component]
 async fn handle_list_user_sessions(req: IncomingRequest, out: ResponseOutparam) {
-    serve(req, out, Method::Get, &["user_id"], |call| {
+    serve(req, out, ROUTE, |call| {
         let run = || {
             let store = RedisSessionStore::new(SpinRedis::connect()?);
             list_sessions(
                 &store,
-                call.param("user_id").unwrap_or_default(),
+                call.param("user_id"),
                 call.query("status"),
                 call.query("cursor"),
                 call.query("limit"),
             )
         };
-        run()
-            .map(|page| {
-                let sessions: Vec<Value> = page.items.iter().map(session_json).collect();
-                (
-                    200,
-                    json!({ "sessions": sessions, "next_cursor": page.next_cursor }),
-                )
-            })
-            .map_err(|e| fail("list-user-sessions failed", &e))
+        let page = run().map_err(|e| fail("list-user-sessions failed", &e))?;
+        let sessions: Vec<Value> = page.items.iter().map(session_json).collect();
+        Answer::ok(&json!({ "sessions": sessions, "next_cursor": page.next_cursor }))
     })
     .await;
 }

@@ -7,26 +7,27 @@
 
 use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::sessions::usecases::{SessionError, revoke_all};
-use edge_auth_spin::http::parse_json;
-use edge_auth_spin::internal::{ReasonBody, fail, serve};
+use edge_auth_spin::http::{Answer, Route, serve};
+use edge_auth_spin::internal::{ReasonBody, fail};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
 use serde_json::json;
-use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+
+const ROUTE: Route = Route::internal(true, &["user_id"]);
 
 #[http_component]
 async fn handle_revoke_all_sessions(req: IncomingRequest, out: ResponseOutparam) {
-    serve(req, out, Method::Post, &["user_id"], |call| {
-        let body: ReasonBody = parse_json(&call.body)?;
+    serve(req, out, ROUTE, |call| {
+        let body: ReasonBody = call.json()?;
         let run = || -> Result<_, SessionError> {
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
             let store = RedisSessionStore::new(SpinRedis::connect()?);
-            revoke_all(&store, call.param("user_id").unwrap_or_default(), &reason)
+            revoke_all(&store, call.param("user_id"), &reason)
         };
-        run()
-            .map(|count| (200, json!({ "revoked_count": count })))
-            .map_err(|e| fail("revoke-all-sessions failed", &e))
+        let count = run().map_err(|e| fail("revoke-all-sessions failed", &e))?;
+        Answer::ok(&json!({ "revoked_count": count }))
     })
     .await;
 }

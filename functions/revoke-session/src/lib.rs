@@ -7,39 +7,31 @@
 
 use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::sessions::usecases::{SessionError, revoke_session};
-use edge_auth_spin::http::parse_json;
-use edge_auth_spin::internal::{ReasonBody, fail, serve};
+use edge_auth_spin::http::{Answer, Route, serve};
+use edge_auth_spin::internal::{ReasonBody, fail};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
 use serde_json::json;
-use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+
+const ROUTE: Route = Route::internal(true, &["device_session_id"]);
 
 #[http_component]
 async fn handle_revoke_session(req: IncomingRequest, out: ResponseOutparam) {
-    serve(req, out, Method::Post, &["device_session_id"], |call| {
-        let body: ReasonBody = parse_json(&call.body)?;
+    serve(req, out, ROUTE, |call| {
+        let body: ReasonBody = call.json()?;
         let run = || -> Result<_, SessionError> {
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
             let store = RedisSessionStore::new(SpinRedis::connect()?);
-            revoke_session(
-                &store,
-                call.param("device_session_id").unwrap_or_default(),
-                &reason,
-            )
+            revoke_session(&store, call.param("device_session_id"), &reason)
         };
-        run()
-            .map(|(record, already)| {
-                (
-                    200,
-                    json!({
-                        "device_session_id": record.device_session_id,
-                        "status": record.status.as_str(),
-                        "already_revoked": already,
-                    }),
-                )
-            })
-            .map_err(|e| fail("revoke-session failed", &e))
+        let (record, already) = run().map_err(|e| fail("revoke-session failed", &e))?;
+        Answer::ok(&json!({
+            "device_session_id": record.device_session_id,
+            "status": record.status.as_str(),
+            "already_revoked": already,
+        }))
     })
     .await;
 }

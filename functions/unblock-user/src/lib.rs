@@ -6,12 +6,14 @@
 
 use edge_auth_domain::sessions::input::{BlockTarget, ChangeReason};
 use edge_auth_domain::sessions::usecases::{SessionError, unblock};
-use edge_auth_spin::http::parse_json;
-use edge_auth_spin::internal::{BlockContext, fail, serve};
+use edge_auth_spin::http::{Answer, Route, serve};
+use edge_auth_spin::internal::{BlockContext, fail};
 use serde::Deserialize;
 use serde_json::json;
-use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+
+const ROUTE: Route = Route::internal(true, &[]);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,17 +26,16 @@ struct UnblockBody {
 
 #[http_component]
 async fn handle_unblock_user(req: IncomingRequest, out: ResponseOutparam) {
-    serve(req, out, Method::Post, &[], |call| {
-        let body: UnblockBody = parse_json(&call.body)?;
+    serve(req, out, ROUTE, |call| {
+        let body: UnblockBody = call.json()?;
         let run = || -> Result<_, SessionError> {
             let target = BlockTarget::parse(body.email.as_deref(), body.user_id.as_deref())?;
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
             let ctx = BlockContext::open()?;
             unblock(&ctx.store, ctx.directory(), &ctx.key, &target, &reason)
         };
-        run()
-            .map(|()| (200, json!({ "blocked": false })))
-            .map_err(|e| fail("unblock-user failed", &e))
+        run().map_err(|e| fail("unblock-user failed", &e))?;
+        Answer::ok(&json!({ "blocked": false }))
     })
     .await;
 }

@@ -10,8 +10,10 @@
 //! - [`login_store`], [`session_store`]: the stores as Lua scripts.
 //! - [`mail`]: the mail adapters (`webhook`, `log`); [`user_directory`]: the REST user
 //!   directory; [`outbound`]: outgoing HTTP with timeouts.
-//! - [`http`]: strict JSON requests, responses; [`public_errors`]: the error table.
-//! - [`internal`]: the internal API edge (token first), session records as JSON.
+//! - [`http`]: the one handler idiom every function uses ([`http::serve`]: route, checks,
+//!   typed call, answer, deferred work); [`public_errors`]: the error table.
+//! - [`internal`]: what the internal routes share (revoke body, block context, session
+//!   records as JSON).
 
 pub mod config;
 pub mod http;

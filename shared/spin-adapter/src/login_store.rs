@@ -189,10 +189,8 @@ impl LoginStore for RedisLoginStore {
         Ok(match reply.required()?.as_str() {
             "ok" => {
                 let id = reply.required()?;
-                let replay = reply.required()? == "replay";
                 ConfirmOutcome::Confirmed {
                     session_id: DeviceSessionId::parse(&id)?,
-                    replay,
                 }
             }
             "not_found" => ConfirmOutcome::NotFound,

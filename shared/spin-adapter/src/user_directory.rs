@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use edge_auth_domain::email::EmailAddress;
 use edge_auth_domain::login::ports::{DirectoryUser, UserDirectory};
+use edge_auth_domain::login::settings::DirectoryKind;
 use serde::Deserialize;
 use spin_sdk::http::Method;
 
@@ -62,6 +63,20 @@ fn encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The external directory `user_directory` names: `None` for `redis` (the default),
+/// the REST adapter for `rest`.
+///
+/// # Errors
+/// Any other value (named in the message, never a silent fallback), or a REST directory
+/// missing its variables.
+pub fn configured() -> anyhow::Result<Option<RestUserDirectory>> {
+    let raw = optional("user_directory")?;
+    match DirectoryKind::parse(raw.as_deref()).context("invalid user_directory")? {
+        DirectoryKind::Redis => Ok(None),
+        DirectoryKind::Rest => RestUserDirectory::from_variables().map(Some),
+    }
 }
 
 impl RestUserDirectory {

@@ -68,7 +68,6 @@ pub enum ConfirmError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Confirmed {
     pub device_session_id: DeviceSessionId,
-    pub replay: bool,
 }
 
 /// Where users come from.
@@ -185,9 +184,8 @@ pub fn confirm_email_code(
         outcome = store.confirm(&attempt)?;
     }
     match outcome {
-        ConfirmOutcome::Confirmed { session_id, replay } => Ok(Confirmed {
+        ConfirmOutcome::Confirmed { session_id } => Ok(Confirmed {
             device_session_id: session_id,
-            replay,
         }),
         ConfirmOutcome::NotFound => Err(ConfirmError::NotFound),
         ConfirmOutcome::RateLimited { retry_after_ms } => {

@@ -109,10 +109,10 @@ pub enum UserChoice {
 /// The result of a confirm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfirmOutcome {
+    /// A new session, or the same session for an exact repeat of an earlier confirm
+    /// (same code, same key, within the idempotency window).
     Confirmed {
         session_id: DeviceSessionId,
-        /// A repeat of an earlier successful confirm (same code, same key).
-        replay: bool,
     },
     NotFound,
     /// The address's confirm budget is spent; nothing was changed.

@@ -74,6 +74,8 @@ pub enum SettingsError {
     Client(#[from] ClientPolicyError),
     #[error("session_limit_policy must be `reject` or `evict_oldest`, got {0:?}")]
     LimitPolicy(String),
+    #[error("user_directory must be `redis` or `rest`, got {0:?}")]
+    UserDirectory(String),
     #[error("{name} must be a whole number from {min} to {max}, got {got:?}")]
     OutOfRange {
         name: &'static str,
@@ -148,6 +150,29 @@ fn number(
     }
 }
 
+/// `user_directory`: where users come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryKind {
+    /// Built in: the address's user lives in Redis (the default).
+    Redis,
+    /// The team's user service.
+    Rest,
+}
+
+impl DirectoryKind {
+    /// Parses the variable (`None`: not set, the default).
+    ///
+    /// # Errors
+    /// Any value but `redis` or `rest`: never a silent fallback.
+    pub fn parse(raw: Option<&str>) -> Result<Self, SettingsError> {
+        match raw.map(str::trim) {
+            None | Some("redis") => Ok(Self::Redis),
+            Some("rest") => Ok(Self::Rest),
+            Some(other) => Err(SettingsError::UserDirectory(other.to_string())),
+        }
+    }
+}
+
 /// The operator's session limit (stored in Redis): absent means no limit.
 ///
 /// # Errors
@@ -217,6 +242,17 @@ mod tests {
             let err = LoginSettings::from_settings(with(pairs)).expect_err("refused");
             assert!(err.to_string().contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn the_user_directory_is_redis_or_rest_and_nothing_else() {
+        assert_eq!(DirectoryKind::parse(None).ok(), Some(DirectoryKind::Redis));
+        assert_eq!(
+            DirectoryKind::parse(Some(" rest ")).ok(),
+            Some(DirectoryKind::Rest)
+        );
+        let err = DirectoryKind::parse(Some("ldap")).expect_err("refused");
+        assert!(err.to_string().contains("user_directory"), "{err}");
     }
 
     #[test]

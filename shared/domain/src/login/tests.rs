@@ -308,7 +308,6 @@ fn an_external_directory_is_asked_only_after_the_store_proved_the_code() {
         },
         ConfirmOutcome::Confirmed {
             session_id: session.clone(),
-            replay: false,
         },
     ]);
     let users = FakeDirectory {

@@ -14,8 +14,8 @@
 --       15 audit ttl, 16 audit maxlen, 17/18 emission interval/burst tolerance (ms) of
 --       the address's confirm budget, 19 cap of consecutive wrong codes, 20 how long that
 --       count is kept (ms), 21 session lifetime (ms), 22 session idle timeout (ms)
--- Returns {'ok', session_id, 'created'|'replay'} (evicted sessions are on the lifecycle
--- and audit streams),
+-- Returns {'ok', session_id} (a new session, or the same one for an exact repeat; evicted
+-- sessions are on the lifecycle and audit streams),
 -- {'need_user', email} (nothing changed) or {error, ...}.
 local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
   'max_attempts', 'confirmed_key', 'session_id', 'user_id', 'email')
@@ -60,7 +60,7 @@ if state == 'confirmed' then
     if redis.call('HGET', session_record_key(KEYS[1], ch[7]), 'status') ~= 'active' then
       return {'session_revoked'}
     end
-    return {'ok', ch[7], 'replay'}
+    return {'ok', ch[7]}
   end
   return {'consumed'}
 end
@@ -162,4 +162,4 @@ redis.call('DEL', KEYS[10])
 redis.call('HSET', KEYS[1], 'state', 'confirmed', 'confirmed_key', ARGV[3],
   'session_id', ARGV[4], 'user_id', user_id, 'confirmed_at', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
-return {'ok', ARGV[4], 'created'}
+return {'ok', ARGV[4]}

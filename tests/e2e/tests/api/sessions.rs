@@ -148,6 +148,35 @@ async fn an_internal_token_shorter_than_32_characters_locks_the_internal_api() {
 }
 
 #[tokio::test]
+async fn a_misspelt_user_directory_fails_closed_on_every_route_that_reads_it() {
+    // Code review: one route read `user_directory` strictly, the other fell back to Redis.
+    let app = Spawn::default()
+        .variable("user_directory", "rets")
+        .spawn()
+        .await;
+    let blocked = app
+        .block(&json!({ "email": "val@example.com", "reason_code": "x", "actor": "admin:tests" }))
+        .await;
+    assert_eq!(blocked.error(), (503, "service_unavailable".into()));
+    let challenge = app.new_challenge("val@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let confirm = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(confirm.error(), (503, "service_unavailable".into()));
+    let named = app
+        .logs()
+        .iter()
+        .filter(|l| l.contains("user_directory must be `redis` or `rest`, got \"rets\""))
+        .count();
+    assert!(
+        named >= 2,
+        "both routes name the variable: {:?}",
+        app.logs()
+    );
+}
+
+#[tokio::test]
 async fn a_session_record_has_every_documented_field() {
     let app = spawn_app().await;
     let session = app.login("ben@example.com", &device_key(3)).await;
