@@ -570,6 +570,15 @@ impl TestApp {
         format!("ea:{{a:{tag}}}:")
     }
 
+    /// Sets the operator's session limit (raw text, so tests can store a bad value).
+    pub fn set_session_limit(&self, raw: &str) {
+        redis::cmd("SET")
+            .arg("ea:{ea:g}:config:session_limit")
+            .arg(raw)
+            .query::<()>(&mut self.redis())
+            .expect("SET session limit");
+    }
+
     /// A direct Redis connection.
     pub fn redis(&self) -> redis::Connection {
         self.redis.connection().expect("redis is up")

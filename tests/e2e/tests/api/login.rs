@@ -624,10 +624,7 @@ async fn the_session_limit_rejects_or_evicts_the_oldest() {
         .variable("resend_interval_seconds", "0")
         .spawn()
         .await;
-    let _: () = app
-        .redis()
-        .set("ea:{ea:g}:config:session_limit", "1")
-        .expect("SET");
+    app.set_session_limit("1");
     let first = app.login("leo@example.com", &device_key(1)).await;
     let challenge = app.new_challenge("leo@example.com").await;
     let code = app.mailed_code(&challenge).await;
@@ -647,10 +644,7 @@ async fn the_session_limit_rejects_or_evicts_the_oldest() {
         .variable("session_limit_policy", "evict_oldest")
         .spawn()
         .await;
-    let _: () = app2
-        .redis()
-        .set("ea:{ea:g}:config:session_limit", "1")
-        .expect("SET");
+    app2.set_session_limit("1");
     let oldest = app2.login("leo@example.com", &device_key(1)).await;
     let newest = app2.login("leo@example.com", &device_key(2)).await;
     let prefix = app2.address_prefix("leo@example.com");
@@ -677,10 +671,7 @@ async fn the_session_limit_rejects_or_evicts_the_oldest() {
 #[tokio::test]
 async fn an_invalid_session_limit_fails_closed_and_names_the_key() {
     let app = spawn_app().await;
-    let _: () = app
-        .redis()
-        .set("ea:{ea:g}:config:session_limit", "lots")
-        .expect("SET");
+    app.set_session_limit("lots");
     let challenge = app.new_challenge("mia@example.com").await;
     let code = app.mailed_code(&challenge).await;
     let response = app

@@ -775,10 +775,7 @@ async fn expired_sessions_do_not_count_against_the_session_limit() {
         .variable("session_lifetime_seconds", "1")
         .spawn()
         .await;
-    let _: () = app
-        .redis()
-        .set("ea:{ea:g}:config:session_limit", "1")
-        .expect("SET");
+    app.set_session_limit("1");
     let first = app.login("rosa@example.com", &device_key(1)).await;
     tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
     let second = app.login("rosa@example.com", &device_key(2)).await;
