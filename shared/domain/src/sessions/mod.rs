@@ -19,3 +19,6 @@ pub mod input;
 pub mod model;
 pub mod ports;
 pub mod usecases;
+
+#[cfg(test)]
+mod tests;

@@ -64,22 +64,45 @@ fn on_every_tag<T>(
     Ok(done)
 }
 
+/// Where a page across a user's addresses starts: an address and the store's cursor in
+/// it. On the wire: `<tag hex>.<the store's cursor>` (empty after the dot: that address
+/// from its start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position<'a> {
+    tag: AddressTag,
+    inner: Option<&'a str>,
+}
+
+/// Parses a cursor before any lookup (bad input never costs a store call).
+fn position(raw: Option<&str>) -> Result<Option<Position<'_>>, InvalidInput> {
+    let Some(c) = cursor(raw)? else {
+        return Ok(None);
+    };
+    let malformed = || InvalidInput("cursor is malformed".into());
+    let (hex, inner) = c.split_once('.').ok_or_else(malformed)?;
+    let tag = AddressTag::parse_hex(hex).ok_or_else(malformed)?;
+    Ok(Some(Position {
+        tag,
+        inner: (!inner.is_empty()).then_some(inner),
+    }))
+}
+
 /// One page of a listing that spans the user's addresses, one address per call (one
-/// store call, one slot). The cursor is `<tag>.<the store's cursor in that tag>`; a
-/// page may be short (even empty) where one address ends and the next begins.
+/// store call, one slot); a page may be short (even empty) where one address ends and
+/// the next begins.
 fn page_across<T>(
     tags: &[AddressTag],
-    raw_cursor: Option<&str>,
+    start: Option<Position<'_>>,
     fetch: impl FnOnce(AddressTag, Option<&str>) -> anyhow::Result<Option<Page<T>>>,
 ) -> Result<Page<T>, SessionError> {
-    let malformed = || InvalidInput("cursor is malformed".into());
-    let (index, inner) = match cursor(raw_cursor)? {
+    let (index, inner) = match start {
         None => (0, None),
-        Some(c) => {
-            let (hex, inner) = c.split_once('.').ok_or_else(malformed)?;
-            let tag = AddressTag::parse_hex(hex).ok_or_else(malformed)?;
-            let index = tags.iter().position(|t| *t == tag).ok_or_else(malformed)?;
-            (index, (!inner.is_empty()).then_some(inner))
+        Some(p) => {
+            let index = tags
+                .iter()
+                .position(|t| *t == p.tag)
+                .ok_or_else(|| InvalidInput("cursor is malformed".into()))?;
+            (index, p.inner)
         }
     };
     let tag = tags[index];
@@ -149,12 +172,12 @@ pub fn list_sessions(
     let filter = match status {
         None => StatusFilter::All,
         Some(s) => StatusFilter::parse(s)
-            .ok_or_else(|| InvalidInput("status must be active, revoked or all".into()))?,
+            .ok_or_else(|| InvalidInput("status must be active, revoked, expired or all".into()))?,
     };
     let limit = page_size(limit)?;
-    cursor(raw_cursor)?; // bad input is refused before any lookup
+    let start = position(raw_cursor)?;
     let tags = locate(store, &user)?;
-    page_across(&tags, raw_cursor, |tag, inner| {
+    page_across(&tags, start, |tag, inner| {
         store.list(tag, &user, filter, inner, limit)
     })
 }
@@ -335,9 +358,9 @@ pub fn audit(
 ) -> Result<Page<AuditRecord>, SessionError> {
     let user = UserRef::parse(raw_user.ok_or_else(|| InvalidInput("user_id is required".into()))?)?;
     let limit = page_size(limit)?;
-    cursor(raw_cursor)?; // bad input is refused before any lookup
+    let start = position(raw_cursor)?;
     let tags = locate(store, &user)?;
-    page_across(&tags, raw_cursor, |tag, inner| {
+    page_across(&tags, start, |tag, inner| {
         store.audit(tag, &user, inner, limit)
     })
 }

@@ -1,0 +1,1238 @@
+//! Use-case tests against an in-memory session store: what each use case asks of the
+//! store, in which order, and what it never asks.
+//!
+//! The store is a small model of the Redis scripts: per address tag the address's user,
+//! its sessions (oldest first), a block flag and an audit stream; an index of directory
+//! users to the tags they logged in with; and one clock (the store's, as in Redis) that
+//! advances a millisecond per call. Paging and batching are real, so the use cases'
+//! loops and cursors run against the store's own cursors and bounds.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::crypto::ServerKey;
+use crate::email::EmailAddress;
+use crate::ids::{AddressTag, DeviceSessionId};
+use crate::login::ports::{DirectoryUser, UserDirectory};
+use crate::sessions::input::{BlockTarget, ChangeReason, UserRef};
+use crate::sessions::model::{AuditRecord, Page, SessionRecord, SessionStatus, StatusFilter};
+use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
+use crate::sessions::usecases::{
+    REVOKE_BATCH, SessionError, audit, block, get_session, list_sessions, page_size, revoke_all,
+    revoke_session, unblock,
+};
+use crate::time::Timestamp;
+
+// ---------------------------------------------------------------------------------------
+// The in-memory store
+// ---------------------------------------------------------------------------------------
+
+/// The store's clock when a test starts.
+const START: Timestamp = Timestamp(1_800_000_000_000);
+
+/// Everything stored under one address tag.
+#[derive(Debug, Default)]
+struct Address {
+    /// The address's user (`None`: nobody has logged in with it yet).
+    user: Option<String>,
+    /// Oldest first.
+    sessions: Vec<SessionRecord>,
+    blocked: bool,
+    /// Oldest first; ids are stream ids (`<ms>-0`), the store's audit cursor.
+    audit: Vec<AuditRecord>,
+}
+
+/// What one `revoke_batch` call asked for, and the bound it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BatchCall {
+    tag: AddressTag,
+    user: Option<String>,
+    created_up_to: Option<Timestamp>,
+    batch_size: u32,
+    revoked_so_far: u64,
+    action: &'static str,
+    bound: Option<Timestamp>,
+}
+
+#[derive(Debug)]
+struct MemoryStore {
+    now: Cell<u64>,
+    addresses: RefCell<HashMap<AddressTag, Address>>,
+    /// Directory user id → the tags it logged in with (in the order they were added).
+    index: RefCell<HashMap<String, Vec<AddressTag>>>,
+    next_session: Cell<u128>,
+    /// Logins that land while a revoke-all runs: one after each batch, at that address.
+    logins_between_batches: RefCell<VecDeque<AddressTag>>,
+    /// Every port call, in order, e.g. `list:0101010101010101:-`.
+    calls: RefCell<Vec<String>>,
+    batches: RefCell<Vec<BatchCall>>,
+}
+
+impl MemoryStore {
+    fn new() -> Self {
+        Self {
+            now: Cell::new(START.0),
+            addresses: RefCell::default(),
+            index: RefCell::default(),
+            next_session: Cell::new(1),
+            logins_between_batches: RefCell::default(),
+            calls: RefCell::default(),
+            batches: RefCell::default(),
+        }
+    }
+
+    /// The store's "now"; every call that reads it moves it on by a millisecond.
+    fn tick(&self) -> Timestamp {
+        let now = self.now.get();
+        self.now.set(now + 1);
+        Timestamp(now)
+    }
+
+    fn record(&self, call: String) {
+        self.calls.borrow_mut().push(call);
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+
+    // --- Setting the scene (not recorded as calls) ---
+
+    /// Gives the address a user (as the first confirm there does).
+    fn assign(&self, tag: AddressTag, user: &str) {
+        self.addresses.borrow_mut().entry(tag).or_default().user = Some(user.to_string());
+    }
+
+    /// Indexes a directory user under a tag (written before any session is created there).
+    fn index_user(&self, user: &str, tag: AddressTag) {
+        self.index
+            .borrow_mut()
+            .entry(user.to_string())
+            .or_default()
+            .push(tag);
+    }
+
+    /// One new active session of `user` at `tag`, created now; its id.
+    fn login(&self, tag: AddressTag, user: &str) -> String {
+        let n = self.next_session.get();
+        self.next_session.set(n + 1);
+        let id = session_id_text(tag, n);
+        let created_at = self.tick();
+        let mut addresses = self.addresses.borrow_mut();
+        let address = addresses.entry(tag).or_default();
+        address.user.get_or_insert_with(|| user.to_string());
+        address.sessions.push(active_session(&id, user, created_at));
+        id
+    }
+
+    /// `n` new sessions of `user` at `tag`; their ids, oldest first.
+    fn logins(&self, tag: AddressTag, user: &str, n: usize) -> Vec<String> {
+        (0..n).map(|_| self.login(tag, user)).collect()
+    }
+
+    /// Appends an audit record stamped now; its stream id.
+    fn append_audit(&self, tag: AddressTag, fields: &[(&str, String)]) -> String {
+        let id = format!("{}-0", self.tick().0);
+        self.addresses
+            .borrow_mut()
+            .entry(tag)
+            .or_default()
+            .audit
+            .push(AuditRecord {
+                id: id.clone(),
+                fields: fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), v.clone()))
+                    .collect(),
+            });
+        id
+    }
+
+    // --- Reading the state back ---
+
+    fn session(&self, id: &str) -> SessionRecord {
+        let tag = DeviceSessionId::parse(id).expect("a session id").tag();
+        self.addresses
+            .borrow()
+            .get(&tag)
+            .and_then(|a| a.sessions.iter().find(|s| s.device_session_id == id))
+            .cloned()
+            .expect("the session is stored")
+    }
+
+    fn count(&self, tag: AddressTag, status: SessionStatus) -> usize {
+        self.addresses.borrow().get(&tag).map_or(0, |a| {
+            a.sessions.iter().filter(|s| s.status == status).count()
+        })
+    }
+
+    fn is_blocked(&self, tag: AddressTag) -> bool {
+        self.addresses.borrow().get(&tag).is_some_and(|a| a.blocked)
+    }
+
+    fn last_audit(&self, tag: AddressTag) -> Vec<(String, String)> {
+        self.addresses
+            .borrow()
+            .get(&tag)
+            .and_then(|a| a.audit.last())
+            .map(|r| r.fields.clone())
+            .expect("an audit record")
+    }
+
+    /// Whether the address's user is `user` (what every user-checked script compares).
+    fn belongs_to(&self, tag: AddressTag, user: &UserRef) -> bool {
+        self.addresses
+            .borrow()
+            .get(&tag)
+            .and_then(|a| a.user.as_deref())
+            == Some(user.as_str())
+    }
+
+    fn revoke_record(record: &mut SessionRecord, reason: &ChangeReason, now: Timestamp) {
+        record.status = SessionStatus::Revoked;
+        record.revoked_at = Some(now);
+        record.revoke_reason_code = Some(reason.reason_code.as_str().to_string());
+        record.revoke_actor = Some(reason.actor.as_str().to_string());
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn get(&self, id: &DeviceSessionId) -> anyhow::Result<Option<SessionRecord>> {
+        self.record(format!("get:{id}"));
+        Ok(self.addresses.borrow().get(&id.tag()).and_then(|a| {
+            a.sessions
+                .iter()
+                .find(|s| s.device_session_id == id.as_str())
+                .cloned()
+        }))
+    }
+
+    fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
+        self.record(format!("locate:{}", user.as_str()));
+        Ok(self
+            .index
+            .borrow()
+            .get(user.as_str())
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn list(
+        &self,
+        tag: AddressTag,
+        user: &UserRef,
+        filter: StatusFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Option<Page<SessionRecord>>> {
+        self.record(format!("list:{}:{}", tag.to_hex(), cursor.unwrap_or("-")));
+        if !self.belongs_to(tag, user) {
+            return Ok(None);
+        }
+        let addresses = self.addresses.borrow();
+        let sessions = &addresses
+            .get(&tag)
+            .expect("an address with a user")
+            .sessions;
+        // The store's cursor: the id of the last session of the previous page.
+        let start = match cursor {
+            None => 0,
+            Some(c) => {
+                sessions
+                    .iter()
+                    .position(|s| s.device_session_id == c)
+                    .ok_or_else(|| anyhow::anyhow!("unknown list cursor {c:?}"))?
+                    + 1
+            }
+        };
+        let rest: Vec<SessionRecord> = sessions[start..]
+            .iter()
+            .filter(|s| filter_matches(filter, s.status))
+            .cloned()
+            .collect();
+        Ok(Some(first_page(rest, limit, |s| {
+            s.device_session_id.clone()
+        })))
+    }
+
+    fn revoke(&self, id: &DeviceSessionId, reason: &ChangeReason) -> anyhow::Result<RevokeOutcome> {
+        self.record(format!("revoke:{id}"));
+        let now = self.tick();
+        let mut addresses = self.addresses.borrow_mut();
+        let Some(address) = addresses.get_mut(&id.tag()) else {
+            return Ok(RevokeOutcome::NotFound);
+        };
+        let Some(record) = address
+            .sessions
+            .iter_mut()
+            .find(|s| s.device_session_id == id.as_str())
+        else {
+            return Ok(RevokeOutcome::NotFound);
+        };
+        if record.status != SessionStatus::Active {
+            return Ok(RevokeOutcome::AlreadyRevoked(record.clone()));
+        }
+        Self::revoke_record(record, reason, now);
+        Ok(RevokeOutcome::Revoked(record.clone()))
+    }
+
+    fn revoke_batch(&self, batch: &RevokeBatch<'_>) -> anyhow::Result<BatchOutcome> {
+        self.record(format!("revoke_batch:{}", batch.tag.to_hex()));
+        let mut call = BatchCall {
+            tag: batch.tag,
+            user: batch.user.map(|u| u.as_str().to_string()),
+            created_up_to: batch.created_up_to,
+            batch_size: batch.batch_size,
+            revoked_so_far: batch.revoked_so_far,
+            action: batch.action,
+            bound: None,
+        };
+        if batch.user.is_some_and(|u| !self.belongs_to(batch.tag, u)) {
+            self.batches.borrow_mut().push(call);
+            return Ok(BatchOutcome::UserNotFound);
+        }
+        let now = self.tick();
+        let bound = batch.created_up_to.unwrap_or(now);
+        let limit = usize::try_from(batch.batch_size).expect("a batch size fits usize");
+        let (count, more, user) = {
+            let mut addresses = self.addresses.borrow_mut();
+            let address = addresses.entry(batch.tag).or_default();
+            let due =
+                |s: &SessionRecord| s.status == SessionStatus::Active && s.created_at <= bound;
+            let mut count = 0;
+            for record in address.sessions.iter_mut().filter(|s| due(s)).take(limit) {
+                Self::revoke_record(record, batch.reason, now);
+                count += 1;
+            }
+            let more = address.sessions.iter().any(due);
+            (count, more, address.user.clone().unwrap_or_default())
+        };
+        if !more {
+            self.append_audit(
+                batch.tag,
+                &[
+                    ("action", batch.action.to_string()),
+                    ("user_id", user),
+                    ("revoked_count", (batch.revoked_so_far + count).to_string()),
+                ],
+            );
+        }
+        call.bound = Some(bound);
+        self.batches.borrow_mut().push(call);
+        // Someone logs in while the operation is between two batches.
+        let landing = self.logins_between_batches.borrow_mut().pop_front();
+        if let Some(tag) = landing {
+            let user = self.addresses.borrow()[&tag]
+                .user
+                .clone()
+                .unwrap_or_default();
+            self.login(tag, &user);
+        }
+        Ok(BatchOutcome::Revoked { count, more, bound })
+    }
+
+    fn set_blocked(&self, change: &BlockChange<'_>) -> anyhow::Result<bool> {
+        let verb = if change.blocked { "block" } else { "unblock" };
+        self.record(format!("{verb}:{}", change.tag.to_hex()));
+        if change.user.is_some_and(|u| !self.belongs_to(change.tag, u)) {
+            return Ok(false);
+        }
+        let user = {
+            let mut addresses = self.addresses.borrow_mut();
+            let address = addresses.entry(change.tag).or_default();
+            address.blocked = change.blocked;
+            address.user.clone().unwrap_or_default()
+        };
+        let event = if change.blocked {
+            "user_blocked"
+        } else {
+            "user_unblocked"
+        };
+        self.append_audit(
+            change.tag,
+            &[("action", event.to_string()), ("user_id", user)],
+        );
+        Ok(true)
+    }
+
+    fn audit(
+        &self,
+        tag: AddressTag,
+        user: &UserRef,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Option<Page<AuditRecord>>> {
+        self.record(format!("audit:{}:{}", tag.to_hex(), cursor.unwrap_or("-")));
+        if !self.belongs_to(tag, user) {
+            return Ok(None);
+        }
+        let addresses = self.addresses.borrow();
+        let stream = &addresses.get(&tag).expect("an address with a user").audit;
+        // The store's cursor: the stream id of the last (oldest) record of the previous page.
+        let end = match cursor {
+            None => stream.len(),
+            Some(c) => stream
+                .iter()
+                .position(|r| r.id == c)
+                .ok_or_else(|| anyhow::anyhow!("unknown audit cursor {c:?}"))?,
+        };
+        let rest: Vec<AuditRecord> = stream[..end].iter().rev().cloned().collect();
+        Ok(Some(first_page(rest, limit, |r| r.id.clone())))
+    }
+}
+
+fn filter_matches(filter: StatusFilter, status: SessionStatus) -> bool {
+    match filter {
+        StatusFilter::All => true,
+        StatusFilter::Active => status == SessionStatus::Active,
+        StatusFilter::Revoked => status == SessionStatus::Revoked,
+        StatusFilter::Expired => status == SessionStatus::Expired,
+    }
+}
+
+/// The first `limit` items, with the last one's key as the next cursor when more follow.
+fn first_page<T>(mut rest: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Page<T> {
+    let limit = usize::try_from(limit).expect("a page size fits usize");
+    let more = rest.len() > limit;
+    rest.truncate(limit);
+    let next_cursor = if more { rest.last().map(key) } else { None };
+    Page {
+        items: rest,
+        next_cursor,
+    }
+}
+
+/// An external user directory that knows some users and records every block it mirrors.
+#[derive(Debug, Default)]
+struct FakeDirectory {
+    /// Normalised address → the directory's user id.
+    users: HashMap<String, String>,
+    blocks: RefCell<Vec<(String, bool)>>,
+}
+
+impl FakeDirectory {
+    fn with_user(email: &str, user_id: &str) -> Self {
+        Self {
+            users: HashMap::from([(email.to_string(), user_id.to_string())]),
+            blocks: RefCell::default(),
+        }
+    }
+}
+
+impl UserDirectory for FakeDirectory {
+    fn resolve(&self, email: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
+        Ok(self.users.get(email.as_str()).map(|id| DirectoryUser {
+            user_id: id.clone(),
+            blocked: false,
+        }))
+    }
+    fn create(&self, _: &EmailAddress) -> anyhow::Result<DirectoryUser> {
+        anyhow::bail!("the session use cases never create users")
+    }
+    fn set_blocked(&self, user_id: &str, blocked: bool) -> anyhow::Result<bool> {
+        self.blocks
+            .borrow_mut()
+            .push((user_id.to_string(), blocked));
+        Ok(self.users.values().any(|id| id == user_id))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// A readable tag: eight times the same byte (`tag(1)` is `0101010101010101`).
+fn tag(byte: u8) -> AddressTag {
+    AddressTag::from_bytes([byte; 8])
+}
+
+fn session_id_text(tag: AddressTag, n: u128) -> String {
+    let text = format!(
+        "s_{}_{}",
+        tag.to_hex(),
+        URL_SAFE_NO_PAD.encode(n.to_be_bytes())
+    );
+    DeviceSessionId::parse(&text).expect("a well-formed session id");
+    text
+}
+
+/// One of our own user ids (Redis user directory) at `tag`.
+fn own_user(tag: AddressTag) -> String {
+    format!("u_{}_AAAAAAAAAAAAAAAAAAAAAA", tag.to_hex())
+}
+
+fn active_session(id: &str, user: &str, created_at: Timestamp) -> SessionRecord {
+    SessionRecord {
+        device_session_id: id.to_string(),
+        user_id: user.to_string(),
+        client_public_key: "MCowBQYDK2VwAyEA".into(),
+        status: SessionStatus::Active,
+        created_at,
+        revoked_at: None,
+        revoke_reason_code: None,
+        revoke_actor: None,
+        client_addr: "192.0.2.7".into(),
+        user_agent: "tests".into(),
+        lifetime: None,
+        expired: None,
+    }
+}
+
+fn reason() -> ChangeReason {
+    ChangeReason::parse("fraud.suspected", "admin:alice").expect("a valid reason")
+}
+
+fn server_key() -> ServerKey {
+    ServerKey::new(&[7; 32]).expect("a 32-byte secret")
+}
+
+fn user_target(user: &str) -> BlockTarget {
+    BlockTarget::User(UserRef::parse(user).expect("a valid user id"))
+}
+
+fn assert_invalid<T: std::fmt::Debug>(result: Result<T, SessionError>) {
+    match result {
+        Err(SessionError::InvalidRequest(_)) => {}
+        other => panic!("expected invalid_request, got {other:?}"),
+    }
+}
+
+fn assert_user_not_found<T: std::fmt::Debug>(result: Result<T, SessionError>) {
+    match result {
+        Err(SessionError::UserNotFound) => {}
+        other => panic!("expected user_not_found, got {other:?}"),
+    }
+}
+
+/// Follows `next_cursor` from the first page to the last; the pages and the cursors used.
+fn walk<T>(
+    mut page: impl FnMut(Option<&str>) -> Result<Page<T>, SessionError>,
+) -> (Vec<T>, Vec<Option<String>>) {
+    let mut items = Vec::new();
+    let mut cursors = vec![None];
+    loop {
+        let current = cursors.last().cloned().flatten();
+        let got = page(current.as_deref()).expect("a page");
+        items.extend(got.items);
+        match got.next_cursor {
+            None => return (items, cursors),
+            Some(next) => {
+                assert!(cursors.len() < 50, "the walk does not end");
+                cursors.push(Some(next));
+            }
+        }
+    }
+}
+
+fn ids(records: &[SessionRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r.device_session_id.clone())
+        .collect()
+}
+
+const DIRECTORY_USER: &str = "ext-42";
+
+// ---------------------------------------------------------------------------------------
+// Bad input never reaches the store
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_malformed_session_id_is_refused_before_the_store_is_asked() {
+    let store = MemoryStore::new();
+    for bad in [
+        "",
+        "nope",
+        "c_0101010101010101_AAAAAAAAAAAAAAAAAAAAAA",
+        "s_0101010101010101_short",
+        "s_ABABABABABABABAB_AAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        assert_invalid(get_session(&store, bad));
+        assert_invalid(revoke_session(&store, bad, &reason()));
+    }
+    assert!(store.calls().is_empty(), "{:?}", store.calls());
+}
+
+#[test]
+fn a_malformed_user_id_is_refused_before_the_store_is_asked() {
+    let store = MemoryStore::new();
+    for bad in ["", "a/b", "has space", "%2F", &"x".repeat(129)] {
+        assert_invalid(list_sessions(&store, bad, None, None, None));
+        assert_invalid(revoke_all(&store, bad, &reason()));
+        assert_invalid(audit(&store, Some(bad), None, None));
+    }
+    assert_invalid(audit(&store, None, None, None));
+    assert!(store.calls().is_empty(), "{:?}", store.calls());
+}
+
+#[test]
+fn an_unknown_status_filter_is_refused_before_the_store_is_asked() {
+    let store = MemoryStore::new();
+    store.index_user(DIRECTORY_USER, tag(1));
+    for bad in ["", "paused", "Active", "active,revoked"] {
+        assert_invalid(list_sessions(&store, DIRECTORY_USER, Some(bad), None, None));
+    }
+    assert!(store.calls().is_empty(), "{:?}", store.calls());
+}
+
+#[test]
+fn a_page_size_outside_one_to_five_hundred_is_refused_before_the_store_is_asked() {
+    let store = MemoryStore::new();
+    store.index_user(DIRECTORY_USER, tag(1));
+    for bad in ["0", "501", "", "-1", "ten", "1.5", "4294967296"] {
+        assert_invalid(list_sessions(&store, DIRECTORY_USER, None, None, Some(bad)));
+        assert_invalid(audit(&store, Some(DIRECTORY_USER), None, Some(bad)));
+    }
+    assert!(store.calls().is_empty(), "{:?}", store.calls());
+    assert_eq!(page_size(Some("1")), Ok(1));
+    assert_eq!(page_size(Some("500")), Ok(500));
+    assert_eq!(page_size(None), Ok(100));
+}
+
+#[test]
+fn a_cursor_of_the_wrong_shape_is_refused_before_the_store_is_asked() {
+    let store = MemoryStore::new();
+    store.index_user(DIRECTORY_USER, tag(1));
+    let too_long = format!("{}.{}", tag(1).to_hex(), "c".repeat(200));
+    for bad in [
+        too_long.as_str(),
+        "0101010101010101.with space",
+        "0101010101010101.tab\t",
+        "0101010101010101.naïve",
+    ] {
+        assert_invalid(list_sessions(&store, DIRECTORY_USER, None, Some(bad), None));
+        assert_invalid(audit(&store, Some(DIRECTORY_USER), Some(bad), None));
+    }
+    assert!(store.calls().is_empty(), "{:?}", store.calls());
+}
+
+#[test]
+fn a_cursor_that_names_no_tag_is_refused_before_the_store_is_asked() {
+    let store = MemoryStore::new();
+    store.index_user(DIRECTORY_USER, tag(1));
+    store.assign(tag(1), DIRECTORY_USER);
+    for bad in ["garbage", "XYZ.1", "0101.1", "0101010101010101"] {
+        assert_invalid(list_sessions(&store, DIRECTORY_USER, None, Some(bad), None));
+        assert_invalid(audit(&store, Some(DIRECTORY_USER), Some(bad), None));
+        // Bad input is bad whoever the user is.
+        assert_invalid(list_sessions(&store, "ext-nobody", None, Some(bad), None));
+    }
+    assert!(store.calls().is_empty(), "{:?}", store.calls());
+}
+
+// ---------------------------------------------------------------------------------------
+// Get and revoke one session
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn get_answers_session_not_found_for_an_id_the_store_does_not_hold() {
+    let store = MemoryStore::new();
+    store.login(tag(1), DIRECTORY_USER);
+    let unknown = session_id_text(tag(1), 999);
+    let err = get_session(&store, &unknown).expect_err("not stored");
+    assert!(matches!(err, SessionError::SessionNotFound), "{err:?}");
+    assert_eq!(store.calls(), [format!("get:{unknown}")]);
+}
+
+#[test]
+fn get_returns_the_stored_record() {
+    let store = MemoryStore::new();
+    let id = store.login(tag(1), DIRECTORY_USER);
+    let record = get_session(&store, &id).expect("found");
+    assert_eq!(record, store.session(&id));
+    assert_eq!(record.user_id, DIRECTORY_USER);
+    assert_eq!(record.status, SessionStatus::Active);
+}
+
+#[test]
+fn revoking_a_session_twice_revokes_it_once_and_then_reports_it_already_revoked() {
+    let store = MemoryStore::new();
+    let id = store.login(tag(1), DIRECTORY_USER);
+
+    let (first, already) = revoke_session(&store, &id, &reason()).expect("revoked");
+    assert!(!already);
+    assert_eq!(first.status, SessionStatus::Revoked);
+    assert_eq!(first.revoke_reason_code.as_deref(), Some("fraud.suspected"));
+    assert_eq!(first.revoke_actor.as_deref(), Some("admin:alice"));
+
+    let other = ChangeReason::parse("user_request", "service:app").expect("a valid reason");
+    let (second, already) = revoke_session(&store, &id, &other).expect("idempotent");
+    assert!(already);
+    assert_eq!(second, first, "the first revoke's metadata is kept");
+}
+
+#[test]
+fn revoking_an_unknown_session_answers_session_not_found() {
+    let store = MemoryStore::new();
+    let err =
+        revoke_session(&store, &session_id_text(tag(3), 7), &reason()).expect_err("not stored");
+    assert!(matches!(err, SessionError::SessionNotFound), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Revoke all
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn revoke_all_loops_over_batches_until_the_store_has_no_more_and_sums_the_counts() {
+    let store = MemoryStore::new();
+    store.index_user(DIRECTORY_USER, tag(1));
+    store.logins(tag(1), DIRECTORY_USER, 1_203);
+
+    let revoked = revoke_all(&store, DIRECTORY_USER, &reason()).expect("revoked");
+
+    assert_eq!(revoked, 1_203);
+    let batches = store.batches.borrow();
+    assert_eq!(batches.len(), 3, "500 + 500 + 203");
+    let so_far: Vec<u64> = batches.iter().map(|b| b.revoked_so_far).collect();
+    assert_eq!(so_far, [0, 500, 1_000]);
+    for b in batches.iter() {
+        assert_eq!(b.batch_size, REVOKE_BATCH);
+        assert_eq!(b.action, "revoke_all");
+        assert_eq!(b.user.as_deref(), Some(DIRECTORY_USER));
+    }
+    assert_eq!(store.count(tag(1), SessionStatus::Active), 0);
+    assert!(
+        store
+            .last_audit(tag(1))
+            .contains(&("revoked_count".into(), "1203".into())),
+        "the last batch's audit record counts every batch"
+    );
+}
+
+#[test]
+fn revoke_all_passes_the_first_batchs_bound_to_the_batches_that_follow() {
+    let store = MemoryStore::new();
+    store.index_user(DIRECTORY_USER, tag(1));
+    store.logins(tag(1), DIRECTORY_USER, 1_203);
+    // A new login lands after the first batch: it is after the operation began.
+    store.logins_between_batches.borrow_mut().push_back(tag(1));
+
+    let revoked = revoke_all(&store, DIRECTORY_USER, &reason()).expect("revoked");
+
+    assert_eq!(revoked, 1_203);
+    let batches = store.batches.borrow();
+    let first_bound = batches[0].bound.expect("the store answered a bound");
+    let asked: Vec<Option<Timestamp>> = batches.iter().map(|b| b.created_up_to).collect();
+    assert_eq!(asked, [None, Some(first_bound), Some(first_bound)]);
+    assert_eq!(
+        store.count(tag(1), SessionStatus::Active),
+        1,
+        "the later login survives"
+    );
+}
+
+#[test]
+fn revoke_all_of_a_directory_user_covers_every_address_in_the_index() {
+    let store = MemoryStore::new();
+    // The index holds tags in the order they were added (and may repeat one).
+    for t in [tag(3), tag(1), tag(2), tag(1)] {
+        store.index_user(DIRECTORY_USER, t);
+    }
+    store.logins(tag(1), DIRECTORY_USER, 2);
+    store.assign(tag(2), DIRECTORY_USER); // logged in there once; nothing active now
+    store.logins(tag(3), DIRECTORY_USER, 3);
+    store.logins(tag(4), "ext-someone-else", 4);
+
+    let revoked = revoke_all(&store, DIRECTORY_USER, &reason()).expect("revoked");
+
+    assert_eq!(revoked, 5);
+    assert_eq!(
+        store.calls(),
+        [
+            format!("locate:{DIRECTORY_USER}"),
+            format!("revoke_batch:{}", tag(1).to_hex()),
+            format!("revoke_batch:{}", tag(2).to_hex()),
+            format!("revoke_batch:{}", tag(3).to_hex()),
+        ],
+        "each address once, in tag order"
+    );
+    assert_eq!(store.count(tag(4), SessionStatus::Active), 4);
+}
+
+#[test]
+fn revoke_all_skips_an_address_where_the_store_answers_user_not_found() {
+    let store = MemoryStore::new();
+    for t in [tag(1), tag(2), tag(3)] {
+        store.index_user(DIRECTORY_USER, t);
+    }
+    store.logins(tag(1), DIRECTORY_USER, 2);
+    // tag(2): indexed before a session was created there, but the login never completed.
+    store.logins(tag(3), DIRECTORY_USER, 1);
+
+    let revoked = revoke_all(&store, DIRECTORY_USER, &reason()).expect("revoked");
+
+    assert_eq!(revoked, 3);
+    assert_eq!(store.batches.borrow().len(), 3, "every address was asked");
+}
+
+#[test]
+fn revoke_all_answers_user_not_found_when_no_address_knows_the_user() {
+    let store = MemoryStore::new();
+    assert_user_not_found(revoke_all(&store, DIRECTORY_USER, &reason()));
+    assert_eq!(
+        store.calls(),
+        [format!("locate:{DIRECTORY_USER}")],
+        "an empty index is the end"
+    );
+
+    store.index_user(DIRECTORY_USER, tag(1));
+    store.index_user(DIRECTORY_USER, tag(2));
+    store.logins(tag(2), "ext-someone-else", 1);
+    assert_user_not_found(revoke_all(&store, DIRECTORY_USER, &reason()));
+    assert_eq!(store.count(tag(2), SessionStatus::Active), 1);
+}
+
+#[test]
+fn revoke_all_of_our_own_user_id_finds_its_address_from_the_id_without_the_index() {
+    let store = MemoryStore::new();
+    let user = own_user(tag(5));
+    store.logins(tag(5), &user, 2);
+
+    assert_eq!(revoke_all(&store, &user, &reason()).expect("revoked"), 2);
+    assert_eq!(store.calls(), [format!("revoke_batch:{}", tag(5).to_hex())]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Block and unblock
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn block_blocks_every_address_before_revoking_any_session() {
+    let store = MemoryStore::new();
+    for t in [tag(2), tag(1)] {
+        store.index_user(DIRECTORY_USER, t);
+    }
+    store.logins(tag(1), DIRECTORY_USER, 2);
+    store.logins(tag(2), DIRECTORY_USER, 1);
+
+    let revoked = block(
+        &store,
+        None,
+        &server_key(),
+        &user_target(DIRECTORY_USER),
+        &reason(),
+        true,
+    )
+    .expect("blocked");
+
+    assert_eq!(revoked, 3);
+    let (one, two) = (tag(1).to_hex(), tag(2).to_hex());
+    assert_eq!(
+        store.calls(),
+        [
+            format!("locate:{DIRECTORY_USER}"),
+            format!("block:{one}"),
+            format!("block:{two}"),
+            format!("revoke_batch:{one}"),
+            format!("revoke_batch:{two}"),
+        ]
+    );
+    assert!(store.is_blocked(tag(1)) && store.is_blocked(tag(2)));
+    assert!(
+        store
+            .batches
+            .borrow()
+            .iter()
+            .all(|b| b.action == "block_revoke")
+    );
+}
+
+#[test]
+fn block_without_revoke_sessions_blocks_and_leaves_every_session_active() {
+    let store = MemoryStore::new();
+    let user = own_user(tag(1));
+    store.logins(tag(1), &user, 2);
+
+    let revoked = block(
+        &store,
+        None,
+        &server_key(),
+        &user_target(&user),
+        &reason(),
+        false,
+    )
+    .expect("blocked");
+
+    assert_eq!(revoked, 0);
+    assert!(store.is_blocked(tag(1)));
+    assert_eq!(store.calls(), [format!("block:{}", tag(1).to_hex())]);
+    assert_eq!(store.count(tag(1), SessionStatus::Active), 2);
+}
+
+#[test]
+fn block_skips_an_address_that_is_not_the_users_and_revokes_only_where_it_blocked() {
+    let store = MemoryStore::new();
+    for t in [tag(1), tag(2)] {
+        store.index_user(DIRECTORY_USER, t);
+    }
+    store.logins(tag(1), DIRECTORY_USER, 1);
+    store.logins(tag(2), "ext-someone-else", 1);
+
+    let revoked = block(
+        &store,
+        None,
+        &server_key(),
+        &user_target(DIRECTORY_USER),
+        &reason(),
+        true,
+    )
+    .expect("blocked");
+
+    assert_eq!(revoked, 1);
+    assert!(store.is_blocked(tag(1)));
+    assert!(!store.is_blocked(tag(2)));
+    let revoked_at: Vec<AddressTag> = store.batches.borrow().iter().map(|b| b.tag).collect();
+    assert_eq!(revoked_at, [tag(1)]);
+}
+
+#[test]
+fn block_by_address_uses_the_servers_tag_of_the_address_and_needs_no_user() {
+    let store = MemoryStore::new();
+    let key = server_key();
+    let email = EmailAddress::parse("New.Person@Example.com").expect("a valid address");
+    let at = key.address_tag(&email);
+
+    let revoked = block(
+        &store,
+        None,
+        &key,
+        &BlockTarget::Email(email),
+        &reason(),
+        true,
+    )
+    .expect("an address nobody logged in with can be blocked");
+
+    assert_eq!(revoked, 0);
+    assert!(store.is_blocked(at));
+    assert_eq!(
+        store.calls(),
+        [
+            format!("block:{}", at.to_hex()),
+            format!("revoke_batch:{}", at.to_hex())
+        ],
+        "no user lookup"
+    );
+    assert_eq!(store.batches.borrow()[0].user, None);
+}
+
+#[test]
+fn block_and_unblock_answer_user_not_found_when_no_address_is_the_users() {
+    let store = MemoryStore::new();
+    let key = server_key();
+    // Unknown to the index: nothing is blocked.
+    assert_user_not_found(block(
+        &store,
+        None,
+        &key,
+        &user_target(DIRECTORY_USER),
+        &reason(),
+        true,
+    ));
+    assert_eq!(store.calls(), [format!("locate:{DIRECTORY_USER}")]);
+
+    // Our own id, but its address now belongs to someone else.
+    let user = own_user(tag(6));
+    store.logins(tag(6), "ext-someone-else", 1);
+    assert_user_not_found(block(
+        &store,
+        None,
+        &key,
+        &user_target(&user),
+        &reason(),
+        true,
+    ));
+    assert_user_not_found(unblock(&store, None, &key, &user_target(&user), &reason()));
+    assert!(!store.is_blocked(tag(6)));
+    assert!(store.batches.borrow().is_empty(), "nothing to revoke");
+}
+
+#[test]
+fn unblock_clears_the_block_on_every_address_of_the_user() {
+    let store = MemoryStore::new();
+    let key = server_key();
+    for t in [tag(1), tag(2)] {
+        store.index_user(DIRECTORY_USER, t);
+        store.login(t, DIRECTORY_USER);
+    }
+    block(
+        &store,
+        None,
+        &key,
+        &user_target(DIRECTORY_USER),
+        &reason(),
+        false,
+    )
+    .expect("blocked");
+    store.calls.borrow_mut().clear();
+
+    unblock(&store, None, &key, &user_target(DIRECTORY_USER), &reason()).expect("unblocked");
+
+    assert!(!store.is_blocked(tag(1)) && !store.is_blocked(tag(2)));
+    assert_eq!(
+        store.calls(),
+        [
+            format!("locate:{DIRECTORY_USER}"),
+            format!("unblock:{}", tag(1).to_hex()),
+            format!("unblock:{}", tag(2).to_hex()),
+        ]
+    );
+    assert_eq!(store.count(tag(1), SessionStatus::Active), 1);
+}
+
+#[test]
+fn a_block_is_mirrored_into_the_external_directory_and_its_unknown_user_is_not_found() {
+    let store = MemoryStore::new();
+    let key = server_key();
+    store.index_user(DIRECTORY_USER, tag(1));
+    store.login(tag(1), DIRECTORY_USER);
+    let directory = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+
+    block(
+        &store,
+        Some(&directory),
+        &key,
+        &user_target(DIRECTORY_USER),
+        &reason(),
+        false,
+    )
+    .expect("blocked");
+    let email = EmailAddress::parse("someone@example.com").expect("a valid address");
+    unblock(
+        &store,
+        Some(&directory),
+        &key,
+        &BlockTarget::Email(email),
+        &reason(),
+    )
+    .expect("unblocked by address");
+    assert_eq!(
+        *directory.blocks.borrow(),
+        [
+            (DIRECTORY_USER.to_string(), true),
+            (DIRECTORY_USER.to_string(), false)
+        ],
+        "by user id, then by the directory's user of the address"
+    );
+
+    // An address the directory has no user for: nobody to mirror.
+    let stranger = EmailAddress::parse("stranger@example.com").expect("a valid address");
+    block(
+        &store,
+        Some(&directory),
+        &key,
+        &BlockTarget::Email(stranger),
+        &reason(),
+        false,
+    )
+    .expect("blocked in Redis only");
+    assert_eq!(directory.blocks.borrow().len(), 2);
+
+    // A user the store knows but the directory does not.
+    let empty = FakeDirectory::default();
+    assert_user_not_found(block(
+        &store,
+        Some(&empty),
+        &key,
+        &user_target(DIRECTORY_USER),
+        &reason(),
+        false,
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// List and audit across addresses
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn listing_a_directory_user_visits_every_address_once_and_ends_without_a_cursor() {
+    let store = MemoryStore::new();
+    for t in [tag(3), tag(1), tag(2)] {
+        store.index_user(DIRECTORY_USER, t);
+    }
+    let first = store.logins(tag(1), DIRECTORY_USER, 3);
+    store.assign(tag(2), DIRECTORY_USER); // no sessions there
+    let third = store.logins(tag(3), DIRECTORY_USER, 2);
+
+    let (items, cursors) = walk(|c| list_sessions(&store, DIRECTORY_USER, None, c, Some("2")));
+
+    assert_eq!(ids(&items), [first.clone(), third].concat());
+    let (one, two, three) = (tag(1).to_hex(), tag(2).to_hex(), tag(3).to_hex());
+    assert_eq!(
+        cursors,
+        [
+            None,
+            Some(format!("{one}.{}", first[1])),
+            Some(format!("{two}.")),
+            Some(format!("{three}.")),
+        ],
+        "`<tag hex>.<the store's cursor>`, empty when an address begins"
+    );
+    assert_eq!(
+        store.calls(),
+        [
+            format!("locate:{DIRECTORY_USER}"),
+            format!("list:{one}:-"),
+            format!("locate:{DIRECTORY_USER}"),
+            format!("list:{one}:{}", first[1]),
+            format!("locate:{DIRECTORY_USER}"),
+            format!("list:{two}:-"),
+            format!("locate:{DIRECTORY_USER}"),
+            format!("list:{three}:-"),
+        ]
+    );
+}
+
+#[test]
+fn an_address_without_the_user_gives_an_empty_page_and_the_walk_goes_on() {
+    let store = MemoryStore::new();
+    for t in [tag(1), tag(2), tag(3)] {
+        store.index_user(DIRECTORY_USER, t);
+    }
+    let first = store.logins(tag(1), DIRECTORY_USER, 1);
+    // tag(2): indexed, but the login never completed.
+    let third = store.logins(tag(3), DIRECTORY_USER, 1);
+
+    let page = list_sessions(
+        &store,
+        DIRECTORY_USER,
+        None,
+        Some(&format!("{}.", tag(2).to_hex())),
+        None,
+    )
+    .expect("a page");
+    assert!(page.items.is_empty());
+    assert_eq!(page.next_cursor, Some(format!("{}.", tag(3).to_hex())));
+
+    let (items, _) = walk(|c| list_sessions(&store, DIRECTORY_USER, None, c, None));
+    assert_eq!(ids(&items), [first, third].concat());
+}
+
+#[test]
+fn the_status_filter_and_the_page_size_reach_the_store() {
+    let store = MemoryStore::new();
+    let user = own_user(tag(1));
+    let all = store.logins(tag(1), &user, 4);
+    revoke_session(&store, &all[1], &reason()).expect("revoked");
+    revoke_session(&store, &all[2], &reason()).expect("revoked");
+
+    let list = |status: Option<&str>, limit: Option<&str>| {
+        list_sessions(&store, &user, status, None, limit).expect("a page")
+    };
+    assert_eq!(
+        ids(&list(Some("active"), None).items),
+        [all[0].clone(), all[3].clone()]
+    );
+    assert_eq!(
+        ids(&list(Some("revoked"), None).items),
+        [all[1].clone(), all[2].clone()]
+    );
+    assert!(list(Some("expired"), None).items.is_empty());
+    assert_eq!(ids(&list(None, None).items), all);
+    assert_eq!(ids(&list(Some("all"), None).items), all);
+
+    let page = list(None, Some("3"));
+    assert_eq!(page.items.len(), 3);
+    assert_eq!(
+        page.next_cursor,
+        Some(format!("{}.{}", tag(1).to_hex(), all[2]))
+    );
+}
+
+#[test]
+fn a_cursor_naming_an_address_the_user_does_not_have_is_refused_as_malformed() {
+    let store = MemoryStore::new();
+    store.index_user(DIRECTORY_USER, tag(1));
+    store.login(tag(1), DIRECTORY_USER);
+    let own = own_user(tag(2));
+    store.login(tag(2), &own);
+    store.login(tag(9), "ext-someone-else");
+
+    let elsewhere = format!("{}.", tag(9).to_hex());
+    for user in [DIRECTORY_USER, own.as_str()] {
+        assert_invalid(list_sessions(&store, user, None, Some(&elsewhere), None));
+        assert_invalid(audit(&store, Some(user), Some(&elsewhere), None));
+    }
+    assert!(
+        store.calls().iter().all(|c| c.starts_with("locate:")),
+        "no page was read: {:?}",
+        store.calls()
+    );
+}
+
+#[test]
+fn audit_pages_newest_first_across_every_address_of_the_user() {
+    let store = MemoryStore::new();
+    for t in [tag(2), tag(1)] {
+        store.index_user(DIRECTORY_USER, t);
+        store.assign(t, DIRECTORY_USER);
+    }
+    let event = |t: AddressTag, n: u32| store.append_audit(t, &[("action", format!("event-{n}"))]);
+    let older_1 = event(tag(1), 1);
+    let newer_1 = event(tag(1), 2);
+    let older_2 = event(tag(2), 3);
+    let middle_2 = event(tag(2), 4);
+    let newer_2 = event(tag(2), 5);
+
+    let (items, cursors) = walk(|c| audit(&store, Some(DIRECTORY_USER), c, Some("2")));
+
+    let seen: Vec<String> = items.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(seen, [newer_1, older_1, newer_2, middle_2.clone(), older_2]);
+    let (one, two) = (tag(1).to_hex(), tag(2).to_hex());
+    assert_eq!(
+        cursors,
+        [
+            None,
+            Some(format!("{two}.")),
+            Some(format!("{two}.{middle_2}"))
+        ]
+    );
+    assert_eq!(
+        store
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("audit:"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        [
+            format!("audit:{one}:-"),
+            format!("audit:{two}:-"),
+            format!("audit:{two}:{middle_2}"),
+        ]
+    );
+}
+
+#[test]
+fn our_own_user_ids_are_located_from_the_id_without_the_index() {
+    let store = MemoryStore::new();
+    let user = own_user(tag(4));
+    let sessions = store.logins(tag(4), &user, 2);
+    store.append_audit(tag(4), &[("action", "user_blocked".into())]);
+
+    let page = list_sessions(&store, &user, None, None, None).expect("a page");
+    assert_eq!(ids(&page.items), sessions);
+    assert_eq!(page.next_cursor, None, "one address, nothing after it");
+    let page = audit(&store, Some(&user), None, None).expect("a page");
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.next_cursor, None);
+
+    let hex = tag(4).to_hex();
+    assert_eq!(
+        store.calls(),
+        [format!("list:{hex}:-"), format!("audit:{hex}:-")],
+        "no index lookup"
+    );
+}
+
+#[test]
+fn our_own_user_id_whose_address_is_someone_elses_is_not_found() {
+    let store = MemoryStore::new();
+    store.login(tag(4), "ext-someone-else");
+    let user = own_user(tag(4));
+    assert_user_not_found(list_sessions(&store, &user, None, None, None));
+    assert_user_not_found(audit(&store, Some(&user), None, None));
+    assert_user_not_found(list_sessions(&store, &own_user(tag(8)), None, None, None));
+}
