@@ -6,12 +6,11 @@
 #![allow(unsafe_code)]
 
 use edge_auth_domain::sessions::usecases::audit;
-use edge_auth_domain::time::Timestamp;
 use edge_auth_spin::http::{Answer, Route, serve};
-use edge_auth_spin::internal::fail;
+use edge_auth_spin::internal::{audit_json, fail};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
@@ -30,23 +29,7 @@ async fn handle_audit_log(req: IncomingRequest, out: ResponseOutparam) {
             )
         };
         let page = run().map_err(|e| fail("audit-log failed", &e))?;
-        let records: Vec<Value> = page
-            .items
-            .into_iter()
-            .map(|record| {
-                let mut object = Map::new();
-                object.insert("id".into(), Value::String(record.id));
-                for (name, value) in record.fields {
-                    let value = match (name.as_str(), value.parse::<u64>()) {
-                        ("at", Ok(ms)) => Value::String(Timestamp(ms).to_rfc3339()),
-                        ("revoked_count", Ok(n)) => json!(n),
-                        _ => Value::String(value),
-                    };
-                    object.insert(name, value);
-                }
-                Value::Object(object)
-            })
-            .collect();
+        let records: Vec<Value> = page.items.iter().map(audit_json).collect();
         Answer::ok(&json!({ "records": records, "next_cursor": page.next_cursor }))
     })
     .await;

@@ -28,7 +28,7 @@ async fn handle_revoke_session(req: IncomingRequest, out: ResponseOutparam) {
         };
         let (record, already) = run().map_err(|e| fail("revoke-session failed", &e))?;
         Answer::ok(&json!({
-            "device_session_id": record.device_session_id,
+            "device_session_id": record.device_session_id.as_str(),
             "status": record.status.as_str(),
             "already_revoked": already,
         }))

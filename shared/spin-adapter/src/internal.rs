@@ -3,9 +3,9 @@
 //! cause logged, and session records as JSON.
 
 use edge_auth_domain::error::PublicError;
-use edge_auth_domain::sessions::model::SessionRecord;
+use edge_auth_domain::sessions::model::{AuditRecord, SessionRecord};
 use edge_auth_domain::sessions::usecases::SessionError;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::http::log_cause;
 use crate::public_errors;
@@ -60,17 +60,40 @@ pub fn fail(context: &str, err: &SessionError) -> PublicError {
     public_errors::session(err)
 }
 
+/// The API form of an audit record: present fields only, times in RFC 3339 UTC.
+pub fn audit_json(record: &AuditRecord) -> Value {
+    let mut object = Map::new();
+    object.insert("id".into(), json!(record.id));
+    object.insert("action".into(), json!(record.action.as_str()));
+    object.insert("at".into(), json!(record.at.to_rfc3339()));
+    let optional = [
+        ("device_session_id", record.device_session_id.as_deref()),
+        ("user_id", record.user_id.as_deref()),
+        ("reason_code", record.reason_code.as_deref()),
+        ("actor", record.actor.as_deref()),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            object.insert(name.into(), json!(value));
+        }
+    }
+    if let Some(n) = record.revoked_count {
+        object.insert("revoked_count".into(), json!(n));
+    }
+    Value::Object(object)
+}
+
 /// The API form of a session record (times in RFC 3339 UTC).
 pub fn session_json(record: &SessionRecord) -> Value {
     json!({
-        "device_session_id": record.device_session_id,
-        "user_id": record.user_id,
-        "client_public_key": record.client_public_key,
+        "device_session_id": record.device_session_id.as_str(),
+        "user_id": record.user_id.as_str(),
+        "client_public_key": record.client_public_key.as_str(),
         "status": record.status.as_str(),
         "created_at": record.created_at.to_rfc3339(),
-        "revoked_at": record.revoked_at.map(|t| t.to_rfc3339()),
-        "revoke_reason_code": record.revoke_reason_code,
-        "revoke_actor": record.revoke_actor,
+        "revoked_at": record.revocation.as_ref().map(|r| r.at.to_rfc3339()),
+        "revoke_reason_code": record.revocation.as_ref().map(|r| r.reason_code.as_str()),
+        "revoke_actor": record.revocation.as_ref().map(|r| r.actor.as_str()),
         "client_addr": record.client_addr,
         "user_agent": record.user_agent,
         "expires_at": record.lifetime.map(|l| l.expires_at.to_rfc3339()),

@@ -1,12 +1,16 @@
 //! [`SessionStore`] on Redis: one Lua script (or one command) per method.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 use edge_auth_domain::ids::{AddressTag, DeviceSessionId};
+use edge_auth_domain::public_key::ClientPublicKey;
+use edge_auth_domain::sessions::input::{Actor, ReasonCode};
 use edge_auth_domain::sessions::input::{ChangeReason, UserRef};
 use edge_auth_domain::sessions::model::{
-    AuditRecord, ExpireReason, Lifetime, Page, SessionRecord, SessionStatus, StatusFilter,
+    AuditAction, AuditRecord, ExpireReason, Lifetime, Page, Revocation, SessionRecord,
+    SessionStatus, StatusFilter,
 };
 use edge_auth_domain::sessions::ports::{
     BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore,
@@ -51,16 +55,29 @@ fn time(text: &str) -> anyhow::Result<Timestamp> {
 /// Reads one record (the scripts' `RECORD_FIELDS`, in that order) from a reply.
 fn record(reply: &mut Reply) -> anyhow::Result<SessionRecord> {
     let mut next = || -> anyhow::Result<String> { Ok(reply.text()?.unwrap_or_default()) };
-    let device_session_id = next()?;
-    let user_id = next()?;
-    let client_public_key = next()?;
+    let device_session_id = DeviceSessionId::parse(&next()?).context("stored session id")?;
+    let user_id = UserRef::parse(&next()?).context("stored user id")?;
+    let client_public_key = ClientPublicKey::parse(&next()?).context("stored device key")?;
     let status_text = next()?;
     let status = SessionStatus::parse(&status_text)
         .with_context(|| format!("bad session status {status_text:?}"))?;
     let created_at = time(&next()?)?;
     let revoked_at = optional(next()?).map(|t| time(&t)).transpose()?;
-    let revoke_reason_code = optional(next()?);
-    let revoke_actor = optional(next()?);
+    let revoke_reason_code = optional(next()?)
+        .map(|r| ReasonCode::parse(&r).context("stored reason code"))
+        .transpose()?;
+    let revoke_actor = optional(next()?)
+        .map(|a| Actor::parse(&a).context("stored actor"))
+        .transpose()?;
+    let revocation = match (revoked_at, revoke_reason_code, revoke_actor) {
+        (Some(at), Some(reason_code), Some(actor)) => Some(Revocation {
+            at,
+            reason_code,
+            actor,
+        }),
+        (None, None, None) => None,
+        other => bail!("a revocation with missing parts: {other:?}"),
+    };
     let client_addr = next()?;
     let user_agent = next()?;
     let expires_at = optional(next()?).map(|t| time(&t)).transpose()?;
@@ -89,13 +106,37 @@ fn record(reply: &mut Reply) -> anyhow::Result<SessionRecord> {
         client_public_key,
         status,
         created_at,
-        revoked_at,
-        revoke_reason_code,
-        revoke_actor,
+        revocation,
         client_addr,
         user_agent,
         lifetime,
         expired: expired_at.zip(expire_reason),
+    })
+}
+
+/// An audit stream entry, typed.
+fn audit_record(id: String, mut fields: HashMap<String, String>) -> anyhow::Result<AuditRecord> {
+    let action_text = fields.remove("action").unwrap_or_default();
+    let action = AuditAction::parse(&action_text)
+        .with_context(|| format!("audit record {id}: unknown action {action_text:?}"))?;
+    let at = time(&fields.remove("at").unwrap_or_default())
+        .with_context(|| format!("audit record {id}"))?;
+    let mut take = |name: &str| fields.remove(name).filter(|v| !v.is_empty());
+    let revoked_count = take("revoked_count")
+        .map(|n| {
+            n.parse::<u64>()
+                .with_context(|| format!("audit record {id}: revoked_count"))
+        })
+        .transpose()?;
+    Ok(AuditRecord {
+        action,
+        at,
+        device_session_id: take("device_session_id"),
+        user_id: take("user_id"),
+        reason_code: take("reason_code"),
+        actor: take("actor"),
+        revoked_count,
+        id,
     })
 }
 
@@ -336,11 +377,11 @@ impl SessionStore for RedisSessionStore {
         for _ in 0..n {
             let id = reply.required()?;
             let pairs = reply.int()?;
-            let mut fields = Vec::new();
+            let mut fields = HashMap::new();
             for _ in 0..pairs {
-                fields.push((reply.required()?, reply.required()?));
+                fields.insert(reply.required()?, reply.required()?);
             }
-            items.push(AuditRecord { id, fields });
+            items.push(audit_record(id, fields)?);
         }
         Ok(Some(Page { items, next_cursor }))
     }

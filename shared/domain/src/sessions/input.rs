@@ -1,6 +1,8 @@
 //! What operators send, parsed.
 
-use crate::email::EmailAddress;
+use crate::email::{EmailAddress, EmailError};
+use crate::ids::InvalidId;
+use crate::sessions::model::MAX_PAGE;
 
 /// A machine-readable reason, e.g. `user_request`, `fraud.suspected`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,10 +12,30 @@ pub struct ReasonCode(String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor(String);
 
-/// An input that is not acceptable; maps to `invalid_request`.
+/// An input that is not acceptable; every variant maps to `invalid_request`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidInput(pub String);
+pub enum InvalidInput {
+    #[error("reason_code must be 1-64 characters of a-z, 0-9, '_', '.', '-'")]
+    ReasonCode,
+    #[error("actor must be 1-128 printable ASCII characters without surrounding spaces")]
+    Actor,
+    #[error("user_id is malformed")]
+    UserId,
+    #[error("user_id is required")]
+    MissingUserId,
+    #[error("device_session_id is malformed: {0}")]
+    SessionId(#[source] InvalidId),
+    #[error("email is invalid: {0}")]
+    Email(#[source] EmailError),
+    #[error("give exactly one of email and user_id")]
+    BlockTarget,
+    #[error("status must be active, revoked, expired or all")]
+    StatusFilter,
+    #[error("limit must be an integer from 1 to {MAX_PAGE}")]
+    Limit,
+    #[error("cursor is malformed")]
+    Cursor,
+}
 
 impl ReasonCode {
     /// 1–64 characters of `a-z 0-9 _ . -`.
@@ -29,9 +51,7 @@ impl ReasonCode {
         if ok {
             Ok(Self(raw.to_string()))
         } else {
-            Err(InvalidInput(
-                "reason_code must be 1-64 characters of a-z, 0-9, '_', '.', '-'".into(),
-            ))
+            Err(InvalidInput::ReasonCode)
         }
     }
 
@@ -53,9 +73,7 @@ impl Actor {
         if ok {
             Ok(Self(raw.to_string()))
         } else {
-            Err(InvalidInput(
-                "actor must be 1-128 printable ASCII characters without surrounding spaces".into(),
-            ))
+            Err(InvalidInput::Actor)
         }
     }
 
@@ -89,7 +107,7 @@ impl UserRef {
         if ok {
             Ok(Self(raw.to_string()))
         } else {
-            Err(InvalidInput("user_id is malformed".into()))
+            Err(InvalidInput::UserId)
         }
     }
 
@@ -114,9 +132,9 @@ impl BlockTarget {
         match (email, user_id) {
             (Some(email), None) => EmailAddress::parse(email)
                 .map(Self::Email)
-                .map_err(|e| InvalidInput(e.to_string())),
+                .map_err(InvalidInput::Email),
             (None, Some(user)) => UserRef::parse(user).map(Self::User),
-            _ => Err(InvalidInput("give exactly one of email and user_id".into())),
+            _ => Err(InvalidInput::BlockTarget),
         }
     }
 }

@@ -1,5 +1,8 @@
 //! Session records and what listing returns.
 
+use crate::ids::DeviceSessionId;
+use crate::public_key::ClientPublicKey;
+use crate::sessions::input::{Actor, ReasonCode, UserRef};
 use crate::time::Timestamp;
 
 /// Whether a session may still be used.
@@ -81,17 +84,25 @@ impl Lifetime {
     }
 }
 
+/// When, why and by whom a session was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub at: Timestamp,
+    pub reason_code: ReasonCode,
+    pub actor: Actor,
+}
+
 /// The source-of-truth record of one device session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
-    pub device_session_id: String,
-    pub user_id: String,
-    pub client_public_key: String,
+    pub device_session_id: DeviceSessionId,
+    pub user_id: UserRef,
+    pub client_public_key: ClientPublicKey,
     pub status: SessionStatus,
     pub created_at: Timestamp,
-    pub revoked_at: Option<Timestamp>,
-    pub revoke_reason_code: Option<String>,
-    pub revoke_actor: Option<String>,
+    /// Set once it is revoked (the first revoke's metadata is kept).
+    pub revocation: Option<Revocation>,
+    /// The client's IP address at confirm, as recorded.
     pub client_addr: String,
     pub user_agent: String,
     /// `None` for a record made before sessions expired.
@@ -128,12 +139,60 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// One audit (or lifecycle) record.
+/// What an audit record says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    SessionCreated,
+    RevokeSession,
+    RevokeAll,
+    BlockRevoke,
+    UserBlocked,
+    UserUnblocked,
+    SessionExpired,
+}
+
+impl AuditAction {
+    pub const ALL: [Self; 7] = [
+        Self::SessionCreated,
+        Self::RevokeSession,
+        Self::RevokeAll,
+        Self::BlockRevoke,
+        Self::UserBlocked,
+        Self::UserUnblocked,
+        Self::SessionExpired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SessionCreated => "session_created",
+            Self::RevokeSession => "revoke_session",
+            Self::RevokeAll => "revoke_all",
+            Self::BlockRevoke => "block_revoke",
+            Self::UserBlocked => "user_blocked",
+            Self::UserUnblocked => "user_unblocked",
+            Self::SessionExpired => "session_expired",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == raw)
+    }
+}
+
+/// One audit record: who did what, to which session or user, when and why. Fields an
+/// action does not have are `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
-    /// Stream id: also the cursor of the next page.
+    /// The stream id.
     pub id: String,
-    pub fields: Vec<(String, String)>,
+    pub action: AuditAction,
+    pub at: Timestamp,
+    pub device_session_id: Option<String>,
+    pub user_id: Option<String>,
+    pub reason_code: Option<String>,
+    pub actor: Option<String>,
+    /// Sessions a revoke-all or a block revoked.
+    pub revoked_count: Option<u64>,
 }
 
 /// The most a page may hold, and the default.

@@ -18,7 +18,9 @@ use crate::email::EmailAddress;
 use crate::ids::{AddressTag, DeviceSessionId};
 use crate::login::ports::{DirectoryUser, UserDirectory};
 use crate::sessions::input::{BlockTarget, ChangeReason, UserRef};
-use crate::sessions::model::{AuditRecord, Page, SessionRecord, SessionStatus, StatusFilter};
+use crate::sessions::model::{
+    AuditAction, AuditRecord, Page, Revocation, SessionRecord, SessionStatus, StatusFilter,
+};
 use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
 use crate::sessions::usecases::{
     REVOKE_BATCH, SessionError, audit, block, get_session, list_sessions, page_size, revoke_all,
@@ -134,8 +136,15 @@ impl MemoryStore {
     }
 
     /// Appends an audit record stamped now; its stream id.
-    fn append_audit(&self, tag: AddressTag, fields: &[(&str, String)]) -> String {
-        let id = format!("{}-0", self.tick().0);
+    fn append_audit(
+        &self,
+        tag: AddressTag,
+        action: AuditAction,
+        user_id: Option<String>,
+        revoked_count: Option<u64>,
+    ) -> String {
+        let at = self.tick();
+        let id = format!("{}-0", at.0);
         self.addresses
             .borrow_mut()
             .entry(tag)
@@ -143,10 +152,13 @@ impl MemoryStore {
             .audit
             .push(AuditRecord {
                 id: id.clone(),
-                fields: fields
-                    .iter()
-                    .map(|(k, v)| ((*k).to_string(), v.clone()))
-                    .collect(),
+                action,
+                at,
+                device_session_id: None,
+                user_id,
+                reason_code: None,
+                actor: None,
+                revoked_count,
             });
         id
     }
@@ -158,7 +170,11 @@ impl MemoryStore {
         self.addresses
             .borrow()
             .get(&tag)
-            .and_then(|a| a.sessions.iter().find(|s| s.device_session_id == id))
+            .and_then(|a| {
+                a.sessions
+                    .iter()
+                    .find(|s| s.device_session_id.as_str() == id)
+            })
             .cloned()
             .expect("the session is stored")
     }
@@ -173,12 +189,12 @@ impl MemoryStore {
         self.addresses.borrow().get(&tag).is_some_and(|a| a.blocked)
     }
 
-    fn last_audit(&self, tag: AddressTag) -> Vec<(String, String)> {
+    fn last_audit(&self, tag: AddressTag) -> AuditRecord {
         self.addresses
             .borrow()
             .get(&tag)
             .and_then(|a| a.audit.last())
-            .map(|r| r.fields.clone())
+            .cloned()
             .expect("an audit record")
     }
 
@@ -193,9 +209,11 @@ impl MemoryStore {
 
     fn revoke_record(record: &mut SessionRecord, reason: &ChangeReason, now: Timestamp) {
         record.status = SessionStatus::Revoked;
-        record.revoked_at = Some(now);
-        record.revoke_reason_code = Some(reason.reason_code.as_str().to_string());
-        record.revoke_actor = Some(reason.actor.as_str().to_string());
+        record.revocation = Some(Revocation {
+            at: now,
+            reason_code: reason.reason_code.clone(),
+            actor: reason.actor.clone(),
+        });
     }
 }
 
@@ -205,7 +223,7 @@ impl SessionStore for MemoryStore {
         Ok(self.addresses.borrow().get(&id.tag()).and_then(|a| {
             a.sessions
                 .iter()
-                .find(|s| s.device_session_id == id.as_str())
+                .find(|s| s.device_session_id == *id)
                 .cloned()
         }))
     }
@@ -243,7 +261,7 @@ impl SessionStore for MemoryStore {
             Some(c) => {
                 sessions
                     .iter()
-                    .position(|s| s.device_session_id == c)
+                    .position(|s| s.device_session_id.as_str() == c)
                     .ok_or_else(|| anyhow::anyhow!("unknown list cursor {c:?}"))?
                     + 1
             }
@@ -254,7 +272,7 @@ impl SessionStore for MemoryStore {
             .cloned()
             .collect();
         Ok(Some(first_page(rest, limit, |s| {
-            s.device_session_id.clone()
+            s.device_session_id.to_string()
         })))
     }
 
@@ -268,7 +286,7 @@ impl SessionStore for MemoryStore {
         let Some(record) = address
             .sessions
             .iter_mut()
-            .find(|s| s.device_session_id == id.as_str())
+            .find(|s| s.device_session_id == *id)
         else {
             return Ok(RevokeOutcome::NotFound);
         };
@@ -311,13 +329,12 @@ impl SessionStore for MemoryStore {
             (count, more, address.user.clone().unwrap_or_default())
         };
         if !more {
+            let action = AuditAction::parse(batch.action).expect("a known audit action");
             self.append_audit(
                 batch.tag,
-                &[
-                    ("action", batch.action.to_string()),
-                    ("user_id", user),
-                    ("revoked_count", (batch.revoked_so_far + count).to_string()),
-                ],
+                action,
+                Some(user),
+                Some(batch.revoked_so_far + count),
             );
         }
         call.bound = Some(bound);
@@ -347,14 +364,11 @@ impl SessionStore for MemoryStore {
             address.user.clone().unwrap_or_default()
         };
         let event = if change.blocked {
-            "user_blocked"
+            AuditAction::UserBlocked
         } else {
-            "user_unblocked"
+            AuditAction::UserUnblocked
         };
-        self.append_audit(
-            change.tag,
-            &[("action", event.to_string()), ("user_id", user)],
-        );
+        self.append_audit(change.tag, event, Some(user), None);
         Ok(true)
     }
 
@@ -466,19 +480,25 @@ fn own_user(tag: AddressTag) -> String {
 
 fn active_session(id: &str, user: &str, created_at: Timestamp) -> SessionRecord {
     SessionRecord {
-        device_session_id: id.to_string(),
-        user_id: user.to_string(),
-        client_public_key: "MCowBQYDK2VwAyEA".into(),
+        device_session_id: DeviceSessionId::parse(id).expect("a session id"),
+        user_id: UserRef::parse(user).expect("a user id"),
+        client_public_key: device_key(),
         status: SessionStatus::Active,
         created_at,
-        revoked_at: None,
-        revoke_reason_code: None,
-        revoke_actor: None,
+        revocation: None,
         client_addr: "192.0.2.7".into(),
         user_agent: "tests".into(),
         lifetime: None,
         expired: None,
     }
+}
+
+/// The public key of a fixed device (a valid Ed25519 point, as confirm requires).
+fn device_key() -> crate::public_key::ClientPublicKey {
+    use base64::Engine;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
+    let text = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
+    crate::public_key::ClientPublicKey::parse(&text).expect("a valid key")
 }
 
 fn reason() -> ChangeReason {
@@ -530,7 +550,7 @@ fn walk<T>(
 fn ids(records: &[SessionRecord]) -> Vec<String> {
     records
         .iter()
-        .map(|r| r.device_session_id.clone())
+        .map(|r| r.device_session_id.to_string())
         .collect()
 }
 
@@ -643,7 +663,7 @@ fn get_returns_the_stored_record() {
     let id = store.login(tag(1), DIRECTORY_USER);
     let record = get_session(&store, &id).expect("found");
     assert_eq!(record, store.session(&id));
-    assert_eq!(record.user_id, DIRECTORY_USER);
+    assert_eq!(record.user_id.as_str(), DIRECTORY_USER);
     assert_eq!(record.status, SessionStatus::Active);
 }
 
@@ -655,8 +675,9 @@ fn revoking_a_session_twice_revokes_it_once_and_then_reports_it_already_revoked(
     let (first, already) = revoke_session(&store, &id, &reason()).expect("revoked");
     assert!(!already);
     assert_eq!(first.status, SessionStatus::Revoked);
-    assert_eq!(first.revoke_reason_code.as_deref(), Some("fraud.suspected"));
-    assert_eq!(first.revoke_actor.as_deref(), Some("admin:alice"));
+    let revocation = first.revocation.as_ref().expect("revoked");
+    assert_eq!(revocation.reason_code.as_str(), "fraud.suspected");
+    assert_eq!(revocation.actor.as_str(), "admin:alice");
 
     let other = ChangeReason::parse("user_request", "service:app").expect("a valid reason");
     let (second, already) = revoke_session(&store, &id, &other).expect("idempotent");
@@ -695,10 +716,9 @@ fn revoke_all_loops_over_batches_until_the_store_has_no_more_and_sums_the_counts
         assert_eq!(b.user.as_deref(), Some(DIRECTORY_USER));
     }
     assert_eq!(store.count(tag(1), SessionStatus::Active), 0);
-    assert!(
-        store
-            .last_audit(tag(1))
-            .contains(&("revoked_count".into(), "1203".into())),
+    assert_eq!(
+        store.last_audit(tag(1)).revoked_count,
+        Some(1203),
         "the last batch's audit record counts every batch"
     );
 }
@@ -1170,7 +1190,8 @@ fn audit_pages_newest_first_across_every_address_of_the_user() {
         store.index_user(DIRECTORY_USER, t);
         store.assign(t, DIRECTORY_USER);
     }
-    let event = |t: AddressTag, n: u32| store.append_audit(t, &[("action", format!("event-{n}"))]);
+    let event =
+        |t: AddressTag, _: u32| store.append_audit(t, AuditAction::SessionCreated, None, None);
     let older_1 = event(tag(1), 1);
     let newer_1 = event(tag(1), 2);
     let older_2 = event(tag(2), 3);
@@ -1210,7 +1231,7 @@ fn our_own_user_ids_are_located_from_the_id_without_the_index() {
     let store = MemoryStore::new();
     let user = own_user(tag(4));
     let sessions = store.logins(tag(4), &user, 2);
-    store.append_audit(tag(4), &[("action", "user_blocked".into())]);
+    store.append_audit(tag(4), AuditAction::UserBlocked, None, None);
 
     let page = list_sessions(&store, &user, None, None, None).expect("a page");
     assert_eq!(ids(&page.items), sessions);

@@ -26,8 +26,7 @@ pub enum SessionError {
 }
 
 fn session_id(raw: &str) -> Result<DeviceSessionId, SessionError> {
-    DeviceSessionId::parse(raw)
-        .map_err(|_| InvalidInput("device_session_id is malformed".into()).into())
+    DeviceSessionId::parse(raw).map_err(|e| InvalidInput::SessionId(e).into())
 }
 
 /// Finds the address tags of a user: from the id itself for our own ids (one address),
@@ -78,7 +77,7 @@ fn position(raw: Option<&str>) -> Result<Option<Position<'_>>, InvalidInput> {
     let Some(c) = cursor(raw)? else {
         return Ok(None);
     };
-    let malformed = || InvalidInput("cursor is malformed".into());
+    let malformed = || InvalidInput::Cursor;
     let (hex, inner) = c.split_once('.').ok_or_else(malformed)?;
     let tag = AddressTag::parse_hex(hex).ok_or_else(malformed)?;
     Ok(Some(Position {
@@ -101,7 +100,7 @@ fn page_across<T>(
             let index = tags
                 .iter()
                 .position(|t| *t == p.tag)
-                .ok_or_else(|| InvalidInput("cursor is malformed".into()))?;
+                .ok_or(InvalidInput::Cursor)?;
             (index, p.inner)
         }
     };
@@ -134,7 +133,7 @@ pub fn page_size(raw: Option<&str>) -> Result<u32, InvalidInput> {
             .parse::<u32>()
             .ok()
             .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| InvalidInput(format!("limit must be an integer from 1 to {MAX_PAGE}"))),
+            .ok_or(InvalidInput::Limit),
     }
 }
 
@@ -143,7 +142,7 @@ fn cursor(raw: Option<&str>) -> Result<Option<&str>, InvalidInput> {
     match raw {
         None | Some("") => Ok(None),
         Some(c) if c.len() <= 200 && c.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(c)),
-        Some(_) => Err(InvalidInput("cursor is malformed".into())),
+        Some(_) => Err(InvalidInput::Cursor),
     }
 }
 
@@ -171,8 +170,7 @@ pub fn list_sessions(
     let user = UserRef::parse(raw_user)?;
     let filter = match status {
         None => StatusFilter::All,
-        Some(s) => StatusFilter::parse(s)
-            .ok_or_else(|| InvalidInput("status must be active, revoked, expired or all".into()))?,
+        Some(s) => StatusFilter::parse(s).ok_or(InvalidInput::StatusFilter)?,
     };
     let limit = page_size(limit)?;
     let start = position(raw_cursor)?;
@@ -356,7 +354,7 @@ pub fn audit(
     raw_cursor: Option<&str>,
     limit: Option<&str>,
 ) -> Result<Page<AuditRecord>, SessionError> {
-    let user = UserRef::parse(raw_user.ok_or_else(|| InvalidInput("user_id is required".into()))?)?;
+    let user = UserRef::parse(raw_user.ok_or(InvalidInput::MissingUserId)?)?;
     let limit = page_size(limit)?;
     let start = position(raw_cursor)?;
     let tags = locate(store, &user)?;

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use base64::Engine;
 use edge_auth_tests::{ApiResponse, INTERNAL_TOKEN, Spawn, TestApp, device_key, spawn_app};
 use redis::Commands;
 use serde_json::{Value, json};
@@ -840,8 +841,11 @@ async fn ten_thousand_sessions_page_exactly_once_and_revoke_all_reports_them() {
     let prefix = app.address_prefix("max@example.com");
     let mut pipe = redis::pipe();
     let base: u64 = 1_700_000_000_000;
+    let key = device_key(2);
     for i in 0..9_999u64 {
-        let id = format!("s_{}_{:0>22}", &prefix[6..22], format!("seed{i}"));
+        let random_part =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(u128::from(i).to_be_bytes());
+        let id = format!("s_{}_{random_part}", &prefix[6..22]);
         let created = base + i;
         let member = format!("{created:016}|{id}");
         pipe.hset_multiple(
@@ -849,7 +853,7 @@ async fn ten_thousand_sessions_page_exactly_once_and_revoke_all_reports_them() {
             &[
                 ("device_session_id", id.as_str()),
                 ("user_id", user.as_str()),
-                ("client_public_key", "seeded"),
+                ("client_public_key", key.as_str()),
                 ("status", "active"),
                 ("created_at", &created.to_string()),
                 ("client_addr", "127.0.0.1:1"),
