@@ -58,8 +58,9 @@ async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) 
             match &err {
                 ConfirmError::Unexpected(cause) => log_cause("confirm-email-code failed", cause),
                 ConfirmError::BadSessionLimit(reason) => eprintln!(
-                    "confirm-email-code refused: invalid Redis setting `{}`: {reason}",
-                    edge_auth_spin::keys::session_limit()
+                    "confirm-email-code refused: invalid Redis setting `{}`: {reason} \
+                     (set it with POST /api/v1/internal/config/session-limit)",
+                    edge_auth_spin::keys::SESSION_LIMIT_KEYS
                 ),
                 _ => {}
             }

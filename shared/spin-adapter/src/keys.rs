@@ -1,6 +1,7 @@
 //! Redis key names: this module is the one owner of the key layout. Everything of one
 //! e-mail address shares the hash tag `{a:<tag>}`, so one script can touch all of it on
-//! Redis Cluster; edge budgets and global settings share `{ea:g}`.
+//! Redis Cluster; client budgets and the settings read with them are spread over 16
+//! shard slots `{ea:c<0-f>}` by client.
 //!
 //! Scripts get every key they touch in `KEYS`, built here, whenever the caller knows it.
 //! Where a script finds ids only as it runs (the sessions of a batch revoke, the session
@@ -11,8 +12,8 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `ea:{ea:g}:config:session_limit` | string | max active sessions per user (absent: no limit) |
-//! | `ea:{ea:g}:rl:<route>:client:<client>` | string | GCRA time of a client budget (`<client>`: IPv4 address or IPv6 prefix) |
+//! | `ea:{ea:c<0-f>}:config:session_limit` | string | max active sessions per user (absent: no limit); one copy per client shard, all written by `POST /api/v1/internal/config/session-limit` |
+//! | `ea:{ea:c<0-f>}:rl:<route>:client:<client>` | string | GCRA time of a client budget (`<client>`: IPv4 address or IPv6 prefix) |
 //! | `ea:{a:<tag>}:ch:<challenge_id>` | hash | challenge (state, code MAC, times, attempts) |
 //! | `ea:{a:<tag>}:latest` | string | the address's newest challenge id |
 //! | `ea:{a:<tag>}:resend` | string | resend-throttle marker (expires) |
@@ -33,9 +34,6 @@
 
 use edge_auth_domain::ids::AddressTag;
 use edge_auth_domain::rate_limit::Budget;
-
-/// The global slot's key prefix.
-pub const GLOBAL: &str = "ea:{ea:g}:";
 
 /// Session record `<prefix>s:<id>` and gateway projection `<prefix>gw:<id>`: the two
 /// names scripts derive as well (see [`lua_prelude`]).
@@ -68,14 +66,43 @@ end
     )
 }
 
-/// The operator-set session limit.
-pub fn session_limit() -> String {
-    format!("{GLOBAL}config:session_limit")
+/// Client budgets are spread over this many slots (`{ea:c0}` … `{ea:cf}`) by the client's
+/// budget key, so no single slot takes every write; each shard keeps its own copy of the
+/// operator settings the budget check reads in the same script.
+pub const CLIENT_SHARDS: u8 = 16;
+
+fn client_shard(client: &str) -> u8 {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(client.as_bytes())[0] % CLIENT_SHARDS
 }
 
-/// The bucket of a client budget.
+fn shard_prefix(shard: u8) -> String {
+    format!("ea:{{ea:c{shard:x}}}:")
+}
+
+/// The copy of the operator-set session limit read with `client`'s budgets.
+pub fn session_limit_for(client: &str) -> String {
+    format!("{}config:session_limit", shard_prefix(client_shard(client)))
+}
+
+/// Every copy of the session limit (the internal API writes them all).
+pub fn session_limit_copies() -> Vec<String> {
+    (0..CLIENT_SHARDS)
+        .map(|shard| format!("{}config:session_limit", shard_prefix(shard)))
+        .collect()
+}
+
+/// How the log names the session-limit setting.
+pub const SESSION_LIMIT_KEYS: &str = "ea:{ea:c0..f}:config:session_limit";
+
+/// The bucket of a client budget (in the client's shard).
 pub fn budget(budget: &Budget) -> String {
-    format!("{GLOBAL}rl:{}:client:{}", budget.route, budget.client)
+    format!(
+        "{}rl:{}:client:{}",
+        shard_prefix(client_shard(&budget.client)),
+        budget.route,
+        budget.client
+    )
 }
 
 /// The address tags of an external directory's user (ids of our own carry their tag).

@@ -51,7 +51,8 @@ impl RedisLoginStore {
 
 impl LoginStore for RedisLoginStore {
     fn guard(&self, request: &GuardRequest) -> anyhow::Result<GuardOutcome> {
-        let mut keys_ = vec![keys::session_limit()];
+        let client = request.budgets.first().map_or("", |b| b.client.as_str());
+        let mut keys_ = vec![keys::session_limit_for(client)];
         let mut args: Vec<Arg> = vec![(if request.read_session_limit { "1" } else { "0" }).into()];
         for budget in &request.budgets {
             keys_.push(keys::budget(budget));

@@ -348,6 +348,17 @@ impl SessionStore for RedisSessionStore {
         }
     }
 
+    fn set_session_limit(&self, limit: Option<u32>) -> anyhow::Result<()> {
+        // One command per copy: each lives in its own shard slot.
+        for key in keys::session_limit_copies() {
+            match limit {
+                Some(n) => self.redis.command("SET", &[key.into(), n.into()])?,
+                None => self.redis.command("DEL", &[key.into()])?,
+            };
+        }
+        Ok(())
+    }
+
     fn audit(
         &self,
         tag: AddressTag,

@@ -570,13 +570,27 @@ impl TestApp {
         format!("ea:{{a:{tag}}}:")
     }
 
-    /// Sets the operator's session limit (raw text, so tests can store a bad value).
-    pub fn set_session_limit(&self, raw: &str) {
-        redis::cmd("SET")
-            .arg("ea:{ea:g}:config:session_limit")
-            .arg(raw)
-            .query::<()>(&mut self.redis())
-            .expect("SET session limit");
+    /// Sets the operator's session limit through the internal API (asserting the 200).
+    pub async fn set_session_limit(&self, limit: Option<u32>) {
+        let path = "/api/v1/internal/config/session-limit";
+        let body = serde_json::json!({ "session_limit": limit });
+        let response = self
+            .internal(reqwest::Method::POST, path, path, Some(&body))
+            .await;
+        assert_eq!(response.status(), 200, "{:?}", response.body);
+        assert_eq!(response.body, body);
+    }
+
+    /// Stores `raw` as every copy of the session limit, bypassing the API (so a test can
+    /// store a value the API would refuse).
+    pub fn store_raw_session_limit(&self, raw: &str) {
+        for shard in 0..16 {
+            redis::cmd("SET")
+                .arg(format!("ea:{{ea:c{shard:x}}}:config:session_limit"))
+                .arg(raw)
+                .query::<()>(&mut self.redis())
+                .expect("SET session limit");
+        }
     }
 
     /// A direct Redis connection.

@@ -106,6 +106,13 @@ pub trait SessionStore {
     /// As [`SessionStore::get`].
     fn set_blocked(&self, change: &BlockChange<'_>) -> anyhow::Result<bool>;
 
+    /// Sets (or, with `None`, clears) the operator's session limit everywhere confirms
+    /// read it.
+    ///
+    /// # Errors
+    /// As [`SessionStore::get`]; a failure may leave some copies changed: repeat the call.
+    fn set_session_limit(&self, limit: Option<u32>) -> anyhow::Result<()>;
+
     /// A page of audit records, newest first (`None`: no such user at `tag`).
     ///
     /// # Errors

@@ -372,6 +372,11 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
+    fn set_session_limit(&self, limit: Option<u32>) -> anyhow::Result<()> {
+        self.record(format!("set_session_limit:{limit:?}"));
+        Ok(())
+    }
+
     fn audit(
         &self,
         tag: AddressTag,

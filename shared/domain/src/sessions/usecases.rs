@@ -362,3 +362,16 @@ pub fn audit(
         store.audit(tag, &user, inner, limit)
     })
 }
+
+/// `POST /config/session-limit`: the most active sessions a user may have (`None`: no
+/// limit). Confirms read it at once.
+///
+/// # Errors
+/// See [`SessionError`].
+pub fn set_session_limit(
+    store: &impl SessionStore,
+    limit: Option<u32>,
+) -> Result<(), SessionError> {
+    store.set_session_limit(limit)?;
+    Ok(())
+}

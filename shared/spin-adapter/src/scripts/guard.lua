@@ -1,5 +1,6 @@
--- Edge budgets (GCRA) and settings, in one call. Every key is under the `{ea:g}` tag.
--- KEYS[1]      the session-limit setting (read when ARGV[1] == '1')
+-- Client budgets (GCRA) and settings, in one call. Every key is in the client's shard
+-- slot `{ea:c<n>}`.
+-- KEYS[1]      the shard's copy of the session-limit setting (read when ARGV[1] == '1')
 -- KEYS[2..n]   one bucket per budget (value: theoretical arrival time, ms)
 -- ARGV[1]      '1' to read the session limit
 -- ARGV[2j], ARGV[2j+1]   emission interval and burst tolerance (ms) of bucket j

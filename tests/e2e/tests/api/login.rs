@@ -624,7 +624,7 @@ async fn the_session_limit_rejects_or_evicts_the_oldest() {
         .variable("resend_interval_seconds", "0")
         .spawn()
         .await;
-    app.set_session_limit("1");
+    app.set_session_limit(Some(1)).await;
     let first = app.login("leo@example.com", &device_key(1)).await;
     let challenge = app.new_challenge("leo@example.com").await;
     let code = app.mailed_code(&challenge).await;
@@ -644,7 +644,7 @@ async fn the_session_limit_rejects_or_evicts_the_oldest() {
         .variable("session_limit_policy", "evict_oldest")
         .spawn()
         .await;
-    app2.set_session_limit("1");
+    app2.set_session_limit(Some(1)).await;
     let oldest = app2.login("leo@example.com", &device_key(1)).await;
     let newest = app2.login("leo@example.com", &device_key(2)).await;
     let prefix = app2.address_prefix("leo@example.com");
@@ -671,7 +671,7 @@ async fn the_session_limit_rejects_or_evicts_the_oldest() {
 #[tokio::test]
 async fn an_invalid_session_limit_fails_closed_and_names_the_key() {
     let app = spawn_app().await;
-    app.set_session_limit("lots");
+    app.store_raw_session_limit("lots");
     let challenge = app.new_challenge("mia@example.com").await;
     let code = app.mailed_code(&challenge).await;
     let response = app
@@ -681,7 +681,8 @@ async fn an_invalid_session_limit_fails_closed_and_names_the_key() {
     assert!(
         app.logs()
             .iter()
-            .any(|l| l.contains("ea:{ea:g}:config:session_limit")),
+            .any(|l| l.contains("ea:{ea:c0..f}:config:session_limit")
+                && l.contains("POST /api/v1/internal/config/session-limit")),
         "{:?}",
         app.logs()
     );

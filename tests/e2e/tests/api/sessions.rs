@@ -48,6 +48,7 @@ async fn no_internal_route_answers_anything_but_401_without_the_token() {
         "/api/v1/internal/users/block".to_string(),
         "/api/v1/internal/users/unblock".to_string(),
         format!("/api/v1/internal/audit?user_id={user}"),
+        "/api/v1/internal/config/session-limit".to_string(),
     ];
     let wrong = [
         None,
@@ -771,12 +772,55 @@ async fn sessions_expire_by_lifetime_and_by_idleness_visibly_and_with_their_keys
 }
 
 #[tokio::test]
+async fn the_session_limit_is_set_and_cleared_through_the_internal_api() {
+    let app = spawn_quick().spawn().await;
+    app.set_session_limit(Some(1)).await;
+    let copies: Vec<Option<String>> = (0..16)
+        .map(|shard| {
+            app.redis()
+                .get(format!("ea:{{ea:c{shard:x}}}:config:session_limit"))
+                .expect("GET")
+        })
+        .collect();
+    assert!(
+        copies.iter().all(|c| c.as_deref() == Some("1")),
+        "{copies:?}"
+    );
+    app.login("sol@example.com", &device_key(1)).await;
+    let challenge = app.new_challenge("sol@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let refused = app
+        .confirm_email_code(&challenge, &code, &device_key(2))
+        .await;
+    assert_eq!(refused.error(), (409, "session_limit_exceeded".into()));
+
+    let path = "/api/v1/internal/config/session-limit";
+    for bad in [
+        json!({ "session_limit": -1 }),
+        json!({ "session_limit": "5" }),
+        json!({}),
+    ] {
+        let answer = app
+            .internal(reqwest::Method::POST, path, path, Some(&bad))
+            .await;
+        assert_eq!(answer.error(), (400, "invalid_request".into()), "{bad}");
+    }
+    app.set_session_limit(None).await;
+    let challenge = app.new_challenge("sol@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let second = app
+        .confirm_email_code(&challenge, &code, &device_key(3))
+        .await;
+    assert_eq!(second.status(), 200, "no limit any more: {:?}", second.body);
+}
+
+#[tokio::test]
 async fn expired_sessions_do_not_count_against_the_session_limit() {
     let app = spawn_quick()
         .variable("session_lifetime_seconds", "1")
         .spawn()
         .await;
-    app.set_session_limit("1");
+    app.set_session_limit(Some(1)).await;
     let first = app.login("rosa@example.com", &device_key(1)).await;
     tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
     let second = app.login("rosa@example.com", &device_key(2)).await;
