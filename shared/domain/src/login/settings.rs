@@ -11,8 +11,9 @@ use crate::rate_limit::{EdgeLimits, RateError};
 /// code, a confirm succeeds (impossible while locked), or the internal API unblocks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailureLockout {
-    /// `failed_confirm_cap`: consecutive wrong codes allowed (1–1000, default 100, the
-    /// most NIST SP 800-63B allows).
+    /// `failed_confirm_cap`: consecutive wrong codes allowed (1–100, NIST SP 800-63B's
+    /// ceiling; default 20: with the default budgets an attacker gets about 20 guesses a
+    /// day at one address, see README).
     pub cap: u32,
     /// `failed_confirm_lockout_seconds`: how long the count is kept after the last wrong
     /// code (default 1 day).
@@ -40,7 +41,7 @@ impl Default for SessionLifetime {
 impl Default for FailureLockout {
     fn default() -> Self {
         Self {
-            cap: 100,
+            cap: 20,
             lockout: std::time::Duration::from_secs(86_400),
         }
     }
@@ -102,7 +103,7 @@ impl LoginSettings {
         let defaults = FailureLockout::default();
         let lockout = FailureLockout {
             cap: u32::try_from(
-                number(&get, "failed_confirm_cap", 1, 1000)?.unwrap_or(u64::from(defaults.cap)),
+                number(&get, "failed_confirm_cap", 1, 100)?.unwrap_or(u64::from(defaults.cap)),
             )
             .unwrap_or(defaults.cap),
             lockout: number(&get, "failed_confirm_lockout_seconds", 1, 31_536_000)?
@@ -233,7 +234,7 @@ mod tests {
         assert_eq!(ok.lockout.lockout, std::time::Duration::from_secs(60));
         for (name, bad) in [
             ("failed_confirm_cap", "0"),
-            ("failed_confirm_cap", "1001"),
+            ("failed_confirm_cap", "101"),
             ("failed_confirm_cap", "many"),
             ("failed_confirm_lockout_seconds", "0"),
         ] {
