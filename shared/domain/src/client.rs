@@ -46,8 +46,15 @@ impl std::fmt::Display for ClientAddr {
 /// A `trusted_proxies` or `client_ipv6_prefix` value that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientPolicyError {
-    #[error("trusted_proxies must be a comma-separated list of IP addresses or CIDRs, got {0:?}")]
-    TrustedProxies(String),
+    #[error(
+        "trusted_proxies must be a comma-separated list of IP addresses or CIDRs: \
+         {entry:?} is neither"
+    )]
+    TrustedProxies {
+        entry: String,
+        #[source]
+        cause: std::net::AddrParseError,
+    },
     #[error("client_ipv6_prefix must be a whole number from 32 to 128, got {0:?}")]
     Ipv6Prefix(String),
 }
@@ -77,10 +84,16 @@ impl ClientPolicy {
         let mut policy = Self::default();
         if let Some(raw) = get("trusted_proxies") {
             for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-                let net = entry
-                    .parse::<IpNet>()
-                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| ClientPolicyError::TrustedProxies(raw.clone()))?;
+                // A CIDR, else a single address (whose parse error is the one reported).
+                let net = match entry.parse::<IpNet>() {
+                    Ok(net) => net,
+                    Err(_) => entry.parse::<IpAddr>().map(IpNet::from).map_err(|cause| {
+                        ClientPolicyError::TrustedProxies {
+                            entry: entry.to_string(),
+                            cause,
+                        }
+                    })?,
+                };
                 policy.trusted_proxies.push(net);
             }
         }
