@@ -1,0 +1,110 @@
+//! The JSON shapes on the wire. Unknown fields are refused everywhere, so a field a
+//! client thinks is signed can never be silently ignored.
+//!
+//! Binary values (payloads, signatures) are standard base64 with padding; hashes are
+//! lower-case hex; keys in a JWKS are unpadded base64url (RFC 8037).
+
+use serde::{Deserialize, Serialize};
+
+/// What a device signs (see [`crate::canonical::command_bytes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandEnvelope {
+    pub protocol_version: u32,
+    pub device_session_id: String,
+    /// The device key bound to the session at login (standard base64 of 32 bytes).
+    pub client_public_key: String,
+    pub message_type: String,
+    pub request_id: String,
+    /// The device's clock when it signed, in Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// SHA-256 of the payload bytes, lower-case hex.
+    pub payload_sha256: String,
+}
+
+/// `POST /api/v1/gateway/execute-command`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCommand {
+    pub envelope: CommandEnvelope,
+    /// The payload bytes, standard base64.
+    pub payload: String,
+    /// Ed25519 over the envelope's canonical bytes, standard base64 (64 bytes).
+    pub signature: String,
+}
+
+/// `status` of a response.
+pub const STATUS_OK: &str = "ok";
+pub const STATUS_ERROR: &str = "error";
+
+/// What the gateway signs (see [`crate::canonical::response_bytes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseEnvelope {
+    pub protocol_version: u32,
+    pub request_id: String,
+    pub device_session_id: String,
+    /// The gateway's clock (Redis' clock) when it answered, Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// `ok` or `error`.
+    pub status: String,
+    /// `ok`, or the error code.
+    pub result_code: String,
+    /// The backend's HTTP status when a backend answered, else 0.
+    pub backend_status: u16,
+    /// SHA-256 of the response payload bytes, lower-case hex.
+    pub payload_sha256: String,
+    /// Binds the response to its request (see [`crate::canonical::request_sha256`]).
+    pub request_sha256: String,
+    /// The `kid` of the gateway key that signed.
+    pub key_id: String,
+}
+
+/// A signed answer of the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedResponse {
+    pub envelope: ResponseEnvelope,
+    /// The payload bytes (the backend's body, or the gateway's JSON), standard base64.
+    pub payload: String,
+    /// Ed25519 over the envelope's canonical bytes, standard base64.
+    pub signature: String,
+}
+
+/// One public key of the gateway (RFC 7517 / RFC 8037).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// `OKP`.
+    pub kty: String,
+    /// `Ed25519`.
+    pub crv: String,
+    /// The 32-byte public key, unpadded base64url.
+    pub x: String,
+    pub kid: String,
+    /// `sig`.
+    #[serde(rename = "use")]
+    pub use_: String,
+    /// `EdDSA`.
+    pub alg: String,
+}
+
+/// `GET /api/v1/public/gateway/keys`: the current key, then the next one if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+impl Jwk {
+    /// The JWK of an Ed25519 public key.
+    pub fn ed25519(kid: &str, public_key: &[u8; 32]) -> Self {
+        use base64::Engine;
+        Self {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public_key),
+            kid: kid.into(),
+            use_: "sig".into(),
+            alg: "EdDSA".into(),
+        }
+    }
+}
