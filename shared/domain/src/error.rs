@@ -13,6 +13,8 @@ pub struct PublicError {
     pub message: String,
     /// Seconds a client should wait before retrying (`Retry-After`), when it applies.
     pub retry_after: Option<u64>,
+    /// The server's clock, for a client whose clock is off (`stale_request`).
+    pub server_time_ms: Option<u64>,
 }
 
 impl PublicError {
@@ -23,6 +25,7 @@ impl PublicError {
             code,
             message: message.into(),
             retry_after: None,
+            server_time_ms: None,
         }
     }
 
@@ -32,6 +35,7 @@ impl PublicError {
             error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
+                server_time_ms: self.server_time_ms,
             },
         }
     }
@@ -48,6 +52,8 @@ pub struct ErrorBody<'a> {
 pub struct ErrorDetail<'a> {
     pub code: &'a str,
     pub message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_time_ms: Option<u64>,
 }
 
 #[cfg(test)]

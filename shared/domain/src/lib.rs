@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`login`]: `send-email-code` and `confirm-email-code` (use cases and ports).
 //! - [`sessions`]: the session lifecycle behind the internal API.
+//! - [`gateway`]: `execute-command`, the signed-command gateway.
 //! - [`challenge`]: the challenge state machine and policy.
 //! - [`email`], [`public_key`], [`code`], [`ids`]: parsed newtypes for everything a client sends.
 //! - [`crypto`]: the server key: code MACs and address tags.
@@ -20,6 +21,7 @@ pub mod code;
 pub mod crypto;
 pub mod email;
 pub mod error;
+pub mod gateway;
 pub mod health;
 pub mod ids;
 pub mod login;

@@ -131,7 +131,7 @@ impl LoginSettings {
 }
 
 /// A whole-number setting in `min..=max` (`None` = not set).
-fn number(
+pub(crate) fn number(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
     min: u64,

@@ -50,6 +50,17 @@ impl InternalApiToken {
     }
 }
 
+/// Whether `header` is `Bearer <expected>`, compared in constant time (for shared secrets
+/// of any length, e.g. the token a backend expects from the gateway).
+pub fn bearer_matches(expected: &str, header: Option<&str>) -> bool {
+    let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let expected: [u8; 32] = Sha256::digest(expected.as_bytes()).into();
+    bool::from(presented.ct_eq(&expected))
+}
+
 impl std::fmt::Debug for InternalApiToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("InternalApiToken(<redacted>)")

@@ -1,0 +1,405 @@
+//! `execute-command`: verify (CPU only) → the client step → the session step → dispatch
+//! (a reserved `gateway.*` type, or the backend) → a signed response.
+//!
+//! Errors found before the session is proven (the key in the envelope is the one bound
+//! to the session) are plain [`CommandError`]s; after that every outcome, refusals
+//! included ([`Refusal`]), is a response signed by the gateway key.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use edge_auth_protocol::PROTOCOL_VERSION;
+use edge_auth_protocol::canonical::{sha256_hex, sign_response};
+use edge_auth_protocol::wire::{
+    ResponseEnvelope, STATUS_ERROR, STATUS_OK, SignedCommand, SignedResponse,
+};
+use serde_json::json;
+
+use crate::gateway::command::{VerifiedCommand, verify};
+use crate::gateway::ports::{
+    Backend, BackendReply, BackendRequest, BudgetKind, ClientAdmission, ClientOutcome, CommandGate,
+    SessionAdmission, SessionOutcome,
+};
+use crate::gateway::settings::{GatewayKey, GatewaySettings};
+use crate::rate_limit::Budget;
+use crate::sessions::input::ChangeReason;
+use crate::sessions::model::SessionRecord;
+use crate::sessions::ports::SessionStore;
+use crate::sessions::usecases::{SessionError, list_sessions, revoke_session};
+
+/// A command refused before its session was proven: a plain JSON error.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("protocol_version {0} is not supported; this gateway speaks version 1")]
+    UnsupportedVersion(u32),
+    #[error("the payload must be at most {max} bytes")]
+    PayloadTooLarge { max: usize },
+    #[error("payload_sha256 is not the SHA-256 of the payload")]
+    PayloadHashMismatch,
+    #[error("the signature does not verify for this envelope and client_public_key ({0})")]
+    InvalidSignature(String),
+    #[error(
+        "timestamp_ms is more than {window_ms} ms away from the server's clock ({server_time_ms}); check the device clock (a retry is a new command with a new request_id)"
+    )]
+    Stale { server_time_ms: u64, window_ms: u64 },
+    #[error("no such device session; log in again")]
+    UnknownSession,
+    #[error("client_public_key is not the key bound to this session")]
+    KeyMismatch,
+    #[error("too many commands from this client address; retry later")]
+    RateLimited { retry_after_ms: u64 },
+    /// A variable the gateway needs is not set (named for the log, not the client).
+    #[error("the gateway is not configured: {0} is not set")]
+    NotConfigured(&'static str),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// A command refused after its session was proven: answered with a signed response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    SessionRevoked,
+    SessionExpired,
+    UserBlocked,
+    Replayed,
+    RateLimited {
+        retry_after_ms: u64,
+        budget: BudgetKind,
+    },
+    UnknownMessageType,
+    /// The backend answered 4xx; its status and body are passed on.
+    BackendRejected {
+        status: u16,
+    },
+    BackendTimeout,
+    BackendUnavailable,
+}
+
+impl Refusal {
+    /// The `result_code` of the signed response (and `error.code` of its payload).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::SessionRevoked => "session_revoked",
+            Self::SessionExpired => "session_expired",
+            Self::UserBlocked => "user_blocked",
+            Self::Replayed => "replayed_request",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::UnknownMessageType => "unknown_message_type",
+            Self::BackendRejected { .. } => "backend_rejected",
+            Self::BackendTimeout => "backend_timeout",
+            Self::BackendUnavailable => "backend_unavailable",
+        }
+    }
+
+    /// Human text for the payload.
+    pub fn message(&self) -> String {
+        match self {
+            Self::SessionRevoked => "this device session was revoked; log in again".into(),
+            Self::SessionExpired => "this device session has expired; log in again".into(),
+            Self::UserBlocked => "this account is blocked; contact support".into(),
+            Self::Replayed => {
+                "this request_id was already used by this session; sign again with a new one".into()
+            }
+            Self::RateLimited { budget, .. } => {
+                format!(
+                    "the {} command budget is spent; retry later",
+                    budget.as_str()
+                )
+            }
+            Self::UnknownMessageType => "no backend route for this message_type".into(),
+            Self::BackendRejected { status } => {
+                format!("the backend refused the command ({status})")
+            }
+            Self::BackendTimeout => "the backend did not answer in time".into(),
+            Self::BackendUnavailable => "the backend is unavailable; retry later".into(),
+        }
+    }
+}
+
+/// A signed answer: the response, and the refusal it carries (for the HTTP status).
+#[derive(Debug)]
+pub struct Executed {
+    pub response: SignedResponse,
+    pub refusal: Option<Refusal>,
+    /// Why the backend could not be reached (for the log only).
+    pub cause: Option<anyhow::Error>,
+}
+
+/// What `execute_command` works with.
+#[derive(Debug)]
+pub struct Gateway<'a, G, B, S> {
+    pub gate: &'a G,
+    pub backend: &'a B,
+    /// For the reserved types (`gateway.logout`, `gateway.sessions`).
+    pub sessions: &'a S,
+    pub settings: &'a GatewaySettings,
+}
+
+/// The reserved message types the gateway answers itself.
+pub const RESERVED: [&str; 2] = ["gateway.logout", "gateway.sessions"];
+
+/// What goes into a signed response.
+#[derive(Debug)]
+struct Outcome {
+    refusal: Option<Refusal>,
+    backend_status: u16,
+    payload: Vec<u8>,
+    cause: Option<anyhow::Error>,
+}
+
+impl Outcome {
+    fn ok(payload: Vec<u8>) -> Self {
+        Self {
+            refusal: None,
+            backend_status: 0,
+            payload,
+            cause: None,
+        }
+    }
+
+    /// A refusal with the standard error payload.
+    fn refused(refusal: Refusal) -> Self {
+        let mut body = json!({"error": {"code": refusal.code(), "message": refusal.message()}});
+        if let Refusal::RateLimited { retry_after_ms, .. } = refusal {
+            body["error"]["retry_after_ms"] = json!(retry_after_ms);
+        }
+        Self {
+            refusal: Some(refusal),
+            backend_status: 0,
+            payload: body.to_string().into_bytes(),
+            cause: None,
+        }
+    }
+}
+
+/// The CPU-only first half: configuration, then [`verify`]. Run it before opening any
+/// connection, so garbage costs the store nothing at all.
+///
+/// # Errors
+/// `NotConfigured`, and the errors of [`verify`].
+pub fn prepare(
+    settings: &GatewaySettings,
+    command: &SignedCommand,
+) -> Result<VerifiedCommand, CommandError> {
+    if settings.signing.is_none() {
+        return Err(CommandError::NotConfigured("gateway_signing_key"));
+    }
+    let command = verify(command, settings.max_payload)?;
+    let routed = settings.routes.route(&command.message_type).is_some();
+    if !command.message_type.is_reserved() && routed && settings.backend.is_none() {
+        return Err(CommandError::NotConfigured("backend_url"));
+    }
+    Ok(command)
+}
+
+/// Runs one command [`prepare`]d with the same settings (see the module docs). `client`
+/// is the caller's budget key.
+///
+/// # Errors
+/// See [`CommandError`]; every later outcome is an [`Executed`].
+pub fn execute_command<G: CommandGate, B: Backend, S: SessionStore>(
+    gw: &Gateway<'_, G, B, S>,
+    client: &str,
+    command: &VerifiedCommand,
+) -> Result<Executed, CommandError> {
+    let settings = gw.settings;
+    let key = settings
+        .signing
+        .as_ref()
+        .ok_or(CommandError::NotConfigured("gateway_signing_key"))?;
+    let route = settings.routes.route(&command.message_type);
+    let known_type = route.is_some() || RESERVED.contains(&command.message_type.as_str());
+
+    let budget = Budget {
+        route: "command",
+        client: client.to_string(),
+        rate: settings.budgets.per_client,
+    };
+    match gw.gate.admit_client(&ClientAdmission {
+        budget: &budget,
+        timestamp_ms: command.envelope.timestamp_ms,
+        window_ms: settings.window_ms,
+    })? {
+        ClientOutcome::Admitted => {}
+        ClientOutcome::Stale { now_ms } => {
+            return Err(CommandError::Stale {
+                server_time_ms: now_ms,
+                window_ms: settings.window_ms,
+            });
+        }
+        ClientOutcome::RateLimited { retry_after_ms } => {
+            return Err(CommandError::RateLimited { retry_after_ms });
+        }
+    }
+
+    let admitted = gw.gate.admit_session(&SessionAdmission {
+        session: &command.session,
+        key: &command.key,
+        request_id: &command.request_id,
+        message_type: &command.message_type,
+        known_type,
+        replay_ttl_ms: settings.replay_ttl_ms(),
+        budgets: &settings.budgets,
+        timestamp_ms: command.envelope.timestamp_ms,
+        window_ms: settings.window_ms,
+    })?;
+    let (now_ms, outcome) = match admitted {
+        SessionOutcome::Stale { now_ms } => {
+            return Err(CommandError::Stale {
+                server_time_ms: now_ms,
+                window_ms: settings.window_ms,
+            });
+        }
+        SessionOutcome::UnknownSession => return Err(CommandError::UnknownSession),
+        SessionOutcome::KeyMismatch => return Err(CommandError::KeyMismatch),
+        SessionOutcome::Revoked { now_ms } => (now_ms, Outcome::refused(Refusal::SessionRevoked)),
+        SessionOutcome::Expired { now_ms } => (now_ms, Outcome::refused(Refusal::SessionExpired)),
+        SessionOutcome::Blocked { now_ms } => (now_ms, Outcome::refused(Refusal::UserBlocked)),
+        SessionOutcome::Replayed { now_ms } => (now_ms, Outcome::refused(Refusal::Replayed)),
+        SessionOutcome::RateLimited {
+            now_ms,
+            retry_after_ms,
+            budget,
+        } => (
+            now_ms,
+            Outcome::refused(Refusal::RateLimited {
+                retry_after_ms,
+                budget,
+            }),
+        ),
+        SessionOutcome::Admitted { now_ms, user_id } => (now_ms, dispatch(gw, command, &user_id)?),
+    };
+    Ok(sign(key, command, now_ms, outcome))
+}
+
+/// An admitted command: a reserved type, or its backend route.
+fn dispatch<G, B: Backend, S: SessionStore>(
+    gw: &Gateway<'_, G, B, S>,
+    command: &VerifiedCommand,
+    user_id: &str,
+) -> Result<Outcome, CommandError> {
+    if command.message_type.is_reserved() {
+        return reserved(gw.sessions, command, user_id);
+    }
+    let (Some(route), Some(_)) = (
+        gw.settings.routes.route(&command.message_type),
+        &gw.settings.backend,
+    ) else {
+        return Ok(Outcome::refused(Refusal::UnknownMessageType));
+    };
+    let reply = gw.backend.call(&BackendRequest {
+        route,
+        user_id,
+        session: &command.session,
+        request_id: &command.request_id,
+        message_type: &command.message_type,
+        payload: &command.payload,
+    });
+    Ok(match reply {
+        BackendReply::Answered { status, body } if (200..300).contains(&status) => Outcome {
+            backend_status: status,
+            ..Outcome::ok(body)
+        },
+        // The backend's refusal, passed on as it said it.
+        BackendReply::Answered { status, body } if (400..500).contains(&status) => Outcome {
+            refusal: Some(Refusal::BackendRejected { status }),
+            backend_status: status,
+            payload: body,
+            cause: None,
+        },
+        BackendReply::Answered { status, body } => Outcome {
+            backend_status: status,
+            cause: Some(anyhow::anyhow!(
+                "the backend answered {status} ({} bytes)",
+                body.len()
+            )),
+            ..Outcome::refused(Refusal::BackendUnavailable)
+        },
+        BackendReply::Timeout => Outcome::refused(Refusal::BackendTimeout),
+        BackendReply::Unavailable(cause) => Outcome {
+            cause: Some(cause),
+            ..Outcome::refused(Refusal::BackendUnavailable)
+        },
+    })
+}
+
+/// `gateway.logout` revokes the calling session (audited like an internal revoke, actor
+/// `device`); `gateway.sessions` lists the user's active sessions, marking the caller's.
+fn reserved(
+    sessions: &impl SessionStore,
+    command: &VerifiedCommand,
+    user_id: &str,
+) -> Result<Outcome, CommandError> {
+    let unexpected = |e: SessionError| match e {
+        SessionError::Unexpected(e) => CommandError::Unexpected(e),
+        other => CommandError::Unexpected(anyhow::Error::new(other)),
+    };
+    match command.message_type.as_str() {
+        "gateway.logout" => {
+            let reason = ChangeReason::parse("logout", "device")
+                .map_err(|e| CommandError::Unexpected(anyhow::Error::new(e)))?;
+            let (record, _) =
+                revoke_session(sessions, command.session.as_str(), &reason).map_err(unexpected)?;
+            let body = json!({
+                "device_session_id": record.device_session_id.as_str(),
+                "status": record.status.as_str(),
+            });
+            Ok(Outcome::ok(body.to_string().into_bytes()))
+        }
+        "gateway.sessions" => {
+            let page = list_sessions(sessions, user_id, Some("active"), None, Some("100"))
+                .map_err(unexpected)?;
+            let list: Vec<_> = page
+                .items
+                .iter()
+                .map(|s| device_entry(s, command.session.as_str()))
+                .collect();
+            Ok(Outcome::ok(
+                json!({ "sessions": list }).to_string().into_bytes(),
+            ))
+        }
+        _ => Ok(Outcome::refused(Refusal::UnknownMessageType)),
+    }
+}
+
+fn device_entry(record: &SessionRecord, caller: &str) -> serde_json::Value {
+    json!({
+        "device_session_id": record.device_session_id.as_str(),
+        "created_at": record.created_at.to_rfc3339(),
+        "last_used_at": record.lifetime.map(|l| l.last_used_at.to_rfc3339()),
+        "user_agent": record.user_agent,
+        "client_addr": record.client_addr,
+        "current": record.device_session_id.as_str() == caller,
+    })
+}
+
+/// Signs `outcome` as the answer to `command`.
+fn sign(key: &GatewayKey, command: &VerifiedCommand, now_ms: u64, outcome: Outcome) -> Executed {
+    let (status, result_code) = match &outcome.refusal {
+        None => (STATUS_OK, "ok"),
+        Some(refusal) => (STATUS_ERROR, refusal.code()),
+    };
+    let envelope = ResponseEnvelope {
+        protocol_version: PROTOCOL_VERSION,
+        request_id: command.request_id.as_str().to_string(),
+        device_session_id: command.session.as_str().to_string(),
+        timestamp_ms: now_ms,
+        status: status.to_string(),
+        result_code: result_code.to_string(),
+        backend_status: outcome.backend_status,
+        payload_sha256: sha256_hex(&outcome.payload),
+        request_sha256: command.request_sha256.clone(),
+        key_id: key.kid.clone(),
+    };
+    let signature = sign_response(&key.key, &envelope);
+    Executed {
+        response: SignedResponse {
+            envelope,
+            payload: STANDARD.encode(&outcome.payload),
+            signature,
+        },
+        refusal: outcome.refusal,
+        cause: outcome.cause,
+    }
+}

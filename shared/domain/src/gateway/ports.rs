@@ -1,0 +1,147 @@
+//! What the gateway needs from outside: the command gate (two atomic steps in the store,
+//! one per hash slot) and the team's backend.
+
+use crate::gateway::command::{MessageType, RequestId};
+use crate::gateway::settings::{BackendRoute, CommandBudgets};
+use crate::ids::DeviceSessionId;
+use crate::public_key::ClientPublicKey;
+use crate::rate_limit::Budget;
+
+/// The first step: freshness against the store's clock, then the client's budget (in
+/// the client's own slot).
+#[derive(Debug, Clone)]
+pub struct ClientAdmission<'a> {
+    pub budget: &'a Budget,
+    pub timestamp_ms: u64,
+    pub window_ms: u64,
+}
+
+/// What the first step decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientOutcome {
+    /// Fresh and within budget (one call spent).
+    Admitted,
+    /// Outside the window; nothing spent. `now_ms`: the store's clock.
+    Stale { now_ms: u64 },
+    /// The client's budget is spent; nothing spent.
+    RateLimited { retry_after_ms: u64 },
+}
+
+/// The second step, in the session's slot (the address tag its id carries).
+#[derive(Debug, Clone)]
+pub struct SessionAdmission<'a> {
+    pub session: &'a DeviceSessionId,
+    pub key: &'a ClientPublicKey,
+    pub request_id: &'a RequestId,
+    pub message_type: &'a MessageType,
+    /// Whether the type is routed or reserved: only those get a message-type budget
+    /// (unknown names must not create budget keys).
+    pub known_type: bool,
+    pub replay_ttl_ms: u64,
+    pub budgets: &'a CommandBudgets,
+    /// Freshness is checked again by the clock of the session's node (on a cluster it
+    /// may not be the client step's), so the reservation outlives the window by the
+    /// clock that times it.
+    pub timestamp_ms: u64,
+    pub window_ms: u64,
+}
+
+/// Which budget refused a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetKind {
+    Client,
+    Session,
+    User,
+    MessageType,
+}
+
+impl BudgetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Session => "session",
+            Self::User => "user",
+            Self::MessageType => "message_type",
+        }
+    }
+}
+
+/// What the second step decided, in this order: the command is fresh, the session exists, the key is the
+/// bound one, it is active and not expired, its address is not blocked, the request id is
+/// new (then reserved), every budget allows it (then all are spent), and its last use is
+/// recorded. Every refusal before the reservation changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOutcome {
+    /// Outside the window by this node's clock; nothing changed.
+    Stale {
+        now_ms: u64,
+    },
+    UnknownSession,
+    KeyMismatch,
+    Revoked {
+        now_ms: u64,
+    },
+    /// Expired now or before (expiry recorded if it was due).
+    Expired {
+        now_ms: u64,
+    },
+    Blocked {
+        now_ms: u64,
+    },
+    Replayed {
+        now_ms: u64,
+    },
+    /// The request id stays reserved; no budget spent.
+    RateLimited {
+        now_ms: u64,
+        retry_after_ms: u64,
+        budget: BudgetKind,
+    },
+    Admitted {
+        now_ms: u64,
+        user_id: String,
+    },
+}
+
+/// The command gate.
+pub trait CommandGate {
+    /// The first step (see [`ClientAdmission`]).
+    ///
+    /// # Errors
+    /// The store is unreachable; nothing is known to have changed.
+    fn admit_client(&self, admission: &ClientAdmission<'_>) -> anyhow::Result<ClientOutcome>;
+
+    /// The second step (see [`SessionOutcome`]), atomic.
+    ///
+    /// # Errors
+    /// As [`CommandGate::admit_client`].
+    fn admit_session(&self, admission: &SessionAdmission<'_>) -> anyhow::Result<SessionOutcome>;
+}
+
+/// One backend call.
+#[derive(Debug)]
+pub struct BackendRequest<'a> {
+    pub route: &'a BackendRoute,
+    pub user_id: &'a str,
+    pub session: &'a DeviceSessionId,
+    pub request_id: &'a RequestId,
+    pub message_type: &'a MessageType,
+    pub payload: &'a [u8],
+}
+
+/// How a backend call ended.
+#[derive(Debug)]
+pub enum BackendReply {
+    /// The backend answered (any status).
+    Answered { status: u16, body: Vec<u8> },
+    /// No first byte within the timeout.
+    Timeout,
+    /// Refused, unreachable, or broke off; the cause is for the log.
+    Unavailable(anyhow::Error),
+}
+
+/// The team's backend.
+pub trait Backend {
+    /// Sends `request`; never fails otherwise (every failure is a [`BackendReply`]).
+    fn call(&self, request: &BackendRequest<'_>) -> BackendReply;
+}

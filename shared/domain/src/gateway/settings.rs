@@ -1,0 +1,369 @@
+//! Gateway settings, read from Spin variables by name on every request (Spin has no
+//! start-up hook). Every variable has a default, so login-only deployments start: with
+//! no signing key (or, for backend types, no backend) the gateway answers 503 and says
+//! which variable is missing in the log.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use edge_auth_protocol::wire::{Jwk, Jwks};
+
+use crate::client::{ClientPolicy, ClientPolicyError};
+use crate::gateway::command::MessageType;
+use crate::login::settings::{SettingsError, number};
+use crate::rate_limit::{Rate, RateError};
+
+/// Why the gateway settings are unusable (the message names the variable).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewaySettingsError {
+    #[error("{name} must be the standard base64 of 32 bytes ({what})")]
+    Key { name: &'static str, what: String },
+    #[error("{name} must be 1-64 characters of A-Z a-z 0-9 . _ -, got {got:?}")]
+    KeyId { name: &'static str, got: String },
+    #[error("gateway_next_key_id {0:?} is the current key's id too")]
+    SameKeyId(String),
+    #[error("backend_routes entry {entry:?}: {why}")]
+    Route { entry: String, why: String },
+    #[error(transparent)]
+    Number(#[from] SettingsError),
+    #[error(transparent)]
+    Rate(#[from] RateError),
+    #[error(transparent)]
+    Client(#[from] ClientPolicyError),
+}
+
+/// The gateway's signing key and its `kid`.
+#[derive(Clone)]
+pub struct GatewayKey {
+    pub key: SigningKey,
+    pub kid: String,
+}
+
+impl std::fmt::Debug for GatewayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the seed.
+        write!(f, "GatewayKey({})", self.kid)
+    }
+}
+
+/// The key that will sign next (published ahead, so clients already trust it).
+#[derive(Debug, Clone)]
+pub struct NextKey {
+    pub public: VerifyingKey,
+    pub kid: String,
+}
+
+/// An HTTP method the backend table may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl BackendMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// Where one message type goes: a method and a path on `backend_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendRoute {
+    pub method: BackendMethod,
+    pub path: String,
+}
+
+/// `backend_routes`: message type → method and path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendRoutes(HashMap<String, BackendRoute>);
+
+/// The default table: the example backend's types.
+pub const DEFAULT_ROUTES: &str =
+    "echo=POST /echo, profile.get=GET /profile, profile.update=PUT /profile";
+
+impl BackendRoutes {
+    /// Parses `<message_type>=<METHOD> <path>` entries separated by commas (blank
+    /// entries ignored). Paths start with `/` and hold no spaces, `?` or `#`.
+    ///
+    /// # Errors
+    /// The first bad entry, named, and why.
+    pub fn parse(raw: &str) -> Result<Self, GatewaySettingsError> {
+        let mut table = HashMap::new();
+        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let bad = |why: &str| GatewaySettingsError::Route {
+                entry: entry.to_string(),
+                why: why.to_string(),
+            };
+            let (name, target) = entry
+                .split_once('=')
+                .ok_or_else(|| bad("expected <message_type>=<METHOD> <path>"))?;
+            let name = MessageType::parse(name.trim()).map_err(|why| bad(&why))?;
+            if name.is_reserved() {
+                return Err(bad("gateway.* message types are the gateway's own"));
+            }
+            let (method, path) = target
+                .trim()
+                .split_once(' ')
+                .ok_or_else(|| bad("expected <METHOD> <path>"))?;
+            let method = match method {
+                "GET" => BackendMethod::Get,
+                "POST" => BackendMethod::Post,
+                "PUT" => BackendMethod::Put,
+                "PATCH" => BackendMethod::Patch,
+                "DELETE" => BackendMethod::Delete,
+                _ => return Err(bad("the method must be GET, POST, PUT, PATCH or DELETE")),
+            };
+            let path = path.trim();
+            if !path.starts_with('/')
+                || path.len() > 256
+                || !path
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"?#%\\".contains(&b))
+            {
+                return Err(bad(
+                    "the path must start with / and hold no spaces, ?, #, % or \\",
+                ));
+            }
+            if table
+                .insert(
+                    name.as_str().to_string(),
+                    BackendRoute {
+                        method,
+                        path: path.to_string(),
+                    },
+                )
+                .is_some()
+            {
+                return Err(bad("this message type is listed twice"));
+            }
+        }
+        Ok(Self(table))
+    }
+
+    /// Where `message_type` goes, if anywhere.
+    pub fn route(&self, message_type: &MessageType) -> Option<&BackendRoute> {
+        self.0.get(message_type.as_str())
+    }
+}
+
+/// The team's backend.
+#[derive(Clone)]
+pub struct BackendTarget {
+    /// `backend_url`, without a trailing `/`.
+    pub url: String,
+    /// `backend_token`, sent as `Authorization: Bearer` (none when unset).
+    pub token: Option<String>,
+    pub connect_timeout_ms: u64,
+    pub first_byte_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for BackendTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendTarget")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The four command budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandBudgets {
+    /// `command_rate_limit_per_session` (default 60/60).
+    pub per_session: Rate,
+    /// `command_rate_limit_per_user` (default 300/60): per user and e-mail address (a
+    /// directory user who logs in with several addresses has one budget per address).
+    pub per_user: Rate,
+    /// `command_rate_limit_per_message_type` (default 60/60): per user and address and
+    /// message type.
+    pub per_message_type: Rate,
+    /// `command_rate_limit_per_client` (default 600/60): per client address, like the
+    /// login routes' client budgets.
+    pub per_client: Rate,
+}
+
+/// Everything `execute-command` is configured with.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub signing: Option<GatewayKey>,
+    pub next: Option<NextKey>,
+    /// `command_freshness_window_seconds` (default 60, 1-600), as ms: a command's
+    /// `timestamp_ms` must be within this of the server's clock, either way.
+    pub window_ms: u64,
+    /// `command_max_payload_bytes` (default 65536, at most 1 MiB).
+    pub max_payload: usize,
+    pub budgets: CommandBudgets,
+    pub routes: BackendRoutes,
+    pub backend: Option<BackendTarget>,
+    pub clients: ClientPolicy,
+}
+
+/// A replay reservation outlives every window a command could still be fresh in: twice
+/// the window (the device's clock may sit at either edge) plus this grace.
+pub const REPLAY_GRACE_MS: u64 = 5_000;
+
+/// The largest payload `command_max_payload_bytes` may allow.
+pub const MAX_PAYLOAD_LIMIT: usize = 1024 * 1024;
+
+fn kid(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<String>, GatewaySettingsError> {
+    match get(name) {
+        None => Ok(None),
+        Some(raw) => {
+            let ok = (1..=64).contains(&raw.len())
+                && raw
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if ok {
+                Ok(Some(raw))
+            } else {
+                Err(GatewaySettingsError::KeyId { name, got: raw })
+            }
+        }
+    }
+}
+
+fn key_bytes(raw: &str, name: &'static str) -> Result<[u8; 32], GatewaySettingsError> {
+    // The decoder's message would quote a character of a secret: say only what is wrong.
+    let bytes = STANDARD
+        .decode(raw.trim())
+        .map_err(|e| GatewaySettingsError::Key {
+            name,
+            what: match e {
+                base64::DecodeError::InvalidLength(_) => "not base64: wrong length".into(),
+                base64::DecodeError::InvalidPadding => "not base64: bad padding".into(),
+                _ => "not standard base64".into(),
+            },
+        })?;
+    bytes
+        .try_into()
+        .map_err(|bytes: Vec<u8>| GatewaySettingsError::Key {
+            name,
+            what: format!("{} bytes", bytes.len()),
+        })
+}
+
+/// The `kid` of a key whose operator gave none: `ed25519-` and 16 hex digits of the
+/// SHA-256 of the public key, so it changes with the key.
+pub fn derived_kid(public: &VerifyingKey) -> String {
+    let hash = edge_auth_protocol::canonical::sha256_hex(public.as_bytes());
+    format!("ed25519-{}", &hash[..16])
+}
+
+fn rate(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<Rate, RateError> {
+    Rate::parse(name, get(name).as_deref().unwrap_or(default))
+}
+
+impl GatewaySettings {
+    /// Reads every setting through `get` (`None`: not set, the default).
+    ///
+    /// # Errors
+    /// See [`GatewaySettingsError`].
+    pub fn from_settings(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, GatewaySettingsError> {
+        let signing = match get("gateway_signing_key") {
+            None => None,
+            Some(raw) => {
+                let key = SigningKey::from_bytes(&key_bytes(&raw, "gateway_signing_key")?);
+                let kid = kid(&get, "gateway_key_id")?
+                    .unwrap_or_else(|| derived_kid(&key.verifying_key()));
+                Some(GatewayKey { key, kid })
+            }
+        };
+        let next = match get("gateway_next_public_key") {
+            None => None,
+            Some(raw) => {
+                let name = "gateway_next_public_key";
+                let public = VerifyingKey::from_bytes(&key_bytes(&raw, name)?).map_err(|e| {
+                    GatewaySettingsError::Key {
+                        name,
+                        what: e.to_string(),
+                    }
+                })?;
+                let kid = kid(&get, "gateway_next_key_id")?.unwrap_or_else(|| derived_kid(&public));
+                Some(NextKey { public, kid })
+            }
+        };
+        if let (Some(current), Some(next)) = (&signing, &next)
+            && current.kid == next.kid
+            && current.key.verifying_key() != next.public
+        {
+            return Err(GatewaySettingsError::SameKeyId(next.kid.clone()));
+        }
+        let window_s = number(&get, "command_freshness_window_seconds", 1, 600)?.unwrap_or(60);
+        let max_payload = number(
+            &get,
+            "command_max_payload_bytes",
+            1,
+            MAX_PAYLOAD_LIMIT as u64,
+        )?
+        .map_or(65_536, |n| usize::try_from(n).unwrap_or(MAX_PAYLOAD_LIMIT));
+        let budgets = CommandBudgets {
+            per_session: rate(&get, "command_rate_limit_per_session", "60/60")?,
+            per_user: rate(&get, "command_rate_limit_per_user", "300/60")?,
+            per_message_type: rate(&get, "command_rate_limit_per_message_type", "60/60")?,
+            per_client: rate(&get, "command_rate_limit_per_client", "600/60")?,
+        };
+        let routes =
+            BackendRoutes::parse(get("backend_routes").as_deref().unwrap_or(DEFAULT_ROUTES))?;
+        let backend = match get("backend_url") {
+            None => None,
+            Some(url) => Some(BackendTarget {
+                url: url.trim().trim_end_matches('/').to_string(),
+                token: get("backend_token"),
+                connect_timeout_ms: number(&get, "backend_connect_timeout_ms", 1, 60_000)?
+                    .unwrap_or(2_000),
+                first_byte_timeout_ms: number(&get, "backend_first_byte_timeout_ms", 1, 60_000)?
+                    .unwrap_or(5_000),
+            }),
+        };
+        Ok(Self {
+            signing,
+            next,
+            window_ms: window_s * 1000,
+            max_payload,
+            budgets,
+            routes,
+            backend,
+            clients: ClientPolicy::from_settings(&get)?,
+        })
+    }
+
+    /// How long a request id stays reserved.
+    pub fn replay_ttl_ms(&self) -> u64 {
+        2 * self.window_ms + REPLAY_GRACE_MS
+    }
+
+    /// The published keys: current first, then next (`None`: no signing key).
+    pub fn jwks(&self) -> Option<Jwks> {
+        let current = self.signing.as_ref()?;
+        let mut keys = vec![Jwk::ed25519(
+            &current.kid,
+            current.key.verifying_key().as_bytes(),
+        )];
+        if let Some(next) = &self.next
+            && next.kid != current.kid
+        {
+            keys.push(Jwk::ed25519(&next.kid, next.public.as_bytes()));
+        }
+        Some(Jwks { keys })
+    }
+}

@@ -1,0 +1,398 @@
+//! The gateway's rules with in-memory ports: order of checks, what each refusal costs,
+//! signed answers, and that no byte of a signed command can change unnoticed.
+
+use std::cell::RefCell;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::SigningKey;
+use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_command};
+use edge_auth_protocol::verify::verify_response;
+use edge_auth_protocol::wire::{CommandEnvelope, SignedCommand};
+
+use crate::gateway::command::verify;
+use crate::gateway::execute::{CommandError, Gateway, Refusal, execute_command, prepare};
+use crate::gateway::ports::{
+    Backend, BackendReply, BackendRequest, ClientAdmission, ClientOutcome, CommandGate,
+    SessionAdmission, SessionOutcome,
+};
+use crate::gateway::settings::GatewaySettings;
+use crate::ids::{AddressTag, DeviceSessionId};
+use crate::sessions::input::{ChangeReason, UserRef};
+use crate::sessions::model::{AuditRecord, Page, SessionRecord, StatusFilter};
+use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
+
+/// The reserved types are tested end to end; here no session store is ever reached.
+struct NoSessions;
+
+impl SessionStore for NoSessions {
+    fn get(&self, _: &DeviceSessionId) -> anyhow::Result<Option<SessionRecord>> {
+        anyhow::bail!("not used")
+    }
+    fn locate_user(&self, _: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
+        anyhow::bail!("not used")
+    }
+    fn list(
+        &self,
+        _: AddressTag,
+        _: &UserRef,
+        _: StatusFilter,
+        _: Option<&str>,
+        _: u32,
+    ) -> anyhow::Result<Option<Page<SessionRecord>>> {
+        anyhow::bail!("not used")
+    }
+    fn revoke(&self, _: &DeviceSessionId, _: &ChangeReason) -> anyhow::Result<RevokeOutcome> {
+        anyhow::bail!("not used")
+    }
+    fn revoke_batch(&self, _: &RevokeBatch<'_>) -> anyhow::Result<BatchOutcome> {
+        anyhow::bail!("not used")
+    }
+    fn set_blocked(&self, _: &BlockChange<'_>) -> anyhow::Result<bool> {
+        anyhow::bail!("not used")
+    }
+    fn set_session_limit(&self, _: Option<u32>) -> anyhow::Result<()> {
+        anyhow::bail!("not used")
+    }
+    fn audit(
+        &self,
+        _: AddressTag,
+        _: &UserRef,
+        _: Option<&str>,
+        _: u32,
+    ) -> anyhow::Result<Option<Page<AuditRecord>>> {
+        anyhow::bail!("not used")
+    }
+}
+
+const SESSION: &str = "s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA";
+
+fn device() -> SigningKey {
+    SigningKey::from_bytes(&[1; 32])
+}
+
+fn settings() -> GatewaySettings {
+    GatewaySettings::from_settings(|name| match name {
+        "gateway_signing_key" => Some(STANDARD.encode([7u8; 32])),
+        "gateway_key_id" => Some("gw-1".into()),
+        "backend_url" => Some("http://backend.test".into()),
+        _ => None,
+    })
+    .expect("valid settings")
+}
+
+fn signed(message_type: &str, payload: &[u8]) -> (SignedCommand, String) {
+    let key = device();
+    let envelope = CommandEnvelope {
+        protocol_version: 1,
+        device_session_id: SESSION.into(),
+        client_public_key: STANDARD.encode(key.verifying_key().as_bytes()),
+        message_type: message_type.into(),
+        request_id: "AAECAwQFBgcICQoLDA0ODw".into(),
+        timestamp_ms: 1_795_000_000_000,
+        payload_sha256: sha256_hex(payload),
+    };
+    let (raw, signature) = sign_command(&key, &envelope);
+    let hash = request_sha256(&envelope, &raw);
+    (
+        SignedCommand {
+            envelope,
+            payload: STANDARD.encode(payload),
+            signature,
+        },
+        hash,
+    )
+}
+
+/// A gate that answers as told and counts its calls.
+struct Gate {
+    client: ClientOutcome,
+    session: SessionOutcome,
+    calls: RefCell<Vec<&'static str>>,
+}
+
+impl Gate {
+    fn admitting() -> Self {
+        Self {
+            client: ClientOutcome::Admitted,
+            session: SessionOutcome::Admitted {
+                now_ms: 1_795_000_000_005,
+                user_id: "u_1".into(),
+            },
+            calls: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl CommandGate for Gate {
+    fn admit_client(&self, _: &ClientAdmission<'_>) -> anyhow::Result<ClientOutcome> {
+        self.calls.borrow_mut().push("client");
+        Ok(self.client)
+    }
+    fn admit_session(&self, _: &SessionAdmission<'_>) -> anyhow::Result<SessionOutcome> {
+        self.calls.borrow_mut().push("session");
+        Ok(self.session.clone())
+    }
+}
+
+/// A backend answering `status` with the request body.
+struct Echo {
+    status: u16,
+    calls: RefCell<u32>,
+}
+
+impl Echo {
+    fn answering(status: u16) -> Self {
+        Self {
+            status,
+            calls: RefCell::new(0),
+        }
+    }
+}
+
+impl Backend for Echo {
+    fn call(&self, request: &BackendRequest<'_>) -> BackendReply {
+        *self.calls.borrow_mut() += 1;
+        BackendReply::Answered {
+            status: self.status,
+            body: request.payload.to_vec(),
+        }
+    }
+}
+
+fn run(
+    gate: &Gate,
+    backend: &Echo,
+    command: &SignedCommand,
+) -> Result<crate::gateway::execute::Executed, CommandError> {
+    let settings = settings();
+    let verified = prepare(&settings, command)?;
+    let gw = Gateway {
+        gate,
+        backend,
+        sessions: &NoSessions,
+        settings: &settings,
+    };
+    execute_command(&gw, "203.0.113.9", &verified)
+}
+
+#[test]
+fn an_admitted_command_reaches_the_backend_and_the_answer_verifies() {
+    let (command, hash) = signed("echo", b"hello");
+    let gate = Gate::admitting();
+    let backend = Echo::answering(200);
+    let executed = run(&gate, &backend, &command).expect("executed");
+    assert_eq!(*gate.calls.borrow(), ["client", "session"]);
+    assert_eq!(*backend.calls.borrow(), 1);
+    assert!(executed.refusal.is_none());
+    let jwks = settings().jwks().expect("a key");
+    let payload = verify_response(
+        &executed.response,
+        &jwks,
+        &command.envelope.request_id,
+        &hash,
+    )
+    .expect("verifies");
+    assert_eq!(payload, b"hello");
+}
+
+#[test]
+fn changing_any_byte_of_any_field_the_payload_or_the_signature_is_refused() {
+    let (good, _) = signed("echo", b"payload bytes");
+    let max = 65_536;
+    assert!(verify(&good, max).is_ok());
+    let mut variants: Vec<SignedCommand> = Vec::new();
+    let text_fields: [fn(&mut CommandEnvelope) -> &mut String; 5] = [
+        |e| &mut e.device_session_id,
+        |e| &mut e.client_public_key,
+        |e| &mut e.message_type,
+        |e| &mut e.request_id,
+        |e| &mut e.payload_sha256,
+    ];
+    for field in text_fields {
+        let len = field(&mut good.envelope.clone()).len();
+        for i in 0..len {
+            for flip in [1u8, 0x20] {
+                let mut c = good.clone();
+                let text = field(&mut c.envelope);
+                let mut bytes = text.clone().into_bytes();
+                bytes[i] ^= flip;
+                if let Ok(changed) = String::from_utf8(bytes) {
+                    *text = changed;
+                    variants.push(c);
+                }
+            }
+        }
+    }
+    for bit in 0..64 {
+        let mut c = good.clone();
+        c.envelope.timestamp_ms ^= 1 << bit;
+        variants.push(c);
+    }
+    let mut c = good.clone();
+    c.envelope.protocol_version = 2;
+    variants.push(c);
+    for (which, encoded) in [(0, &good.payload), (1, &good.signature)] {
+        let bytes = STANDARD.decode(encoded).expect("base64");
+        for i in 0..bytes.len() {
+            let mut changed = bytes.clone();
+            changed[i] ^= 1;
+            let mut c = good.clone();
+            if which == 0 {
+                c.payload = STANDARD.encode(&changed);
+            } else {
+                c.signature = STANDARD.encode(&changed);
+            }
+            variants.push(c);
+        }
+    }
+    assert!(variants.len() > 400, "{}", variants.len());
+    for variant in variants {
+        assert!(verify(&variant, max).is_err(), "accepted: {variant:?}");
+    }
+}
+
+#[test]
+fn garbage_never_reaches_the_gate() {
+    let (mut command, _) = signed("echo", b"x");
+    command.signature = STANDARD.encode([0u8; 64]);
+    let gate = Gate::admitting();
+    let backend = Echo::answering(200);
+    let err = run(&gate, &backend, &command).expect_err("refused");
+    assert!(matches!(err, CommandError::InvalidSignature(_)), "{err}");
+    assert!(gate.calls.borrow().is_empty());
+}
+
+#[test]
+fn a_stale_command_stops_at_the_client_step_with_the_server_time() {
+    let (command, _) = signed("echo", b"x");
+    let gate = Gate {
+        client: ClientOutcome::Stale { now_ms: 42 },
+        ..Gate::admitting()
+    };
+    let backend = Echo::answering(200);
+    let err = run(&gate, &backend, &command).expect_err("stale");
+    assert!(
+        matches!(
+            err,
+            CommandError::Stale {
+                server_time_ms: 42,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(*gate.calls.borrow(), ["client"]);
+}
+
+#[test]
+fn a_command_stale_by_the_session_nodes_clock_is_a_plain_stale_error() {
+    let (command, _) = signed("echo", b"x");
+    let gate = Gate {
+        session: SessionOutcome::Stale { now_ms: 7 },
+        ..Gate::admitting()
+    };
+    let backend = Echo::answering(200);
+    let err = run(&gate, &backend, &command).expect_err("stale");
+    assert!(
+        matches!(
+            err,
+            CommandError::Stale {
+                server_time_ms: 7,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(*backend.calls.borrow(), 0);
+}
+
+#[test]
+fn refusals_after_the_session_step_are_signed_and_skip_the_backend() {
+    for (outcome, refusal) in [
+        (
+            SessionOutcome::Revoked { now_ms: 1 },
+            Refusal::SessionRevoked,
+        ),
+        (
+            SessionOutcome::Expired { now_ms: 1 },
+            Refusal::SessionExpired,
+        ),
+        (SessionOutcome::Blocked { now_ms: 1 }, Refusal::UserBlocked),
+        (SessionOutcome::Replayed { now_ms: 1 }, Refusal::Replayed),
+    ] {
+        let (command, hash) = signed("echo", b"x");
+        let gate = Gate {
+            session: outcome,
+            ..Gate::admitting()
+        };
+        let backend = Echo::answering(200);
+        let executed = run(&gate, &backend, &command).expect("signed");
+        assert_eq!(executed.refusal.as_ref(), Some(&refusal));
+        assert_eq!(executed.response.envelope.result_code, refusal.code());
+        assert_eq!(*backend.calls.borrow(), 0);
+        let jwks = settings().jwks().expect("a key");
+        assert!(
+            verify_response(
+                &executed.response,
+                &jwks,
+                &command.envelope.request_id,
+                &hash
+            )
+            .is_ok()
+        );
+    }
+}
+
+#[test]
+fn backend_statuses_map_to_ok_rejected_and_unavailable() {
+    for (status, refusal) in [
+        (201, None),
+        (404, Some(Refusal::BackendRejected { status: 404 })),
+        (503, Some(Refusal::BackendUnavailable)),
+        (302, Some(Refusal::BackendUnavailable)),
+    ] {
+        let (command, _) = signed("echo", b"x");
+        let backend = Echo::answering(status);
+        let executed = run(&Gate::admitting(), &backend, &command).expect("signed");
+        assert_eq!(executed.refusal, refusal, "{status}");
+        assert_eq!(executed.response.envelope.backend_status, status);
+    }
+}
+
+#[test]
+fn no_signing_key_or_no_backend_is_not_configured() {
+    let (command, _) = signed("echo", b"x");
+    let no_key = GatewaySettings::from_settings(|_| None).expect("defaults");
+    assert!(matches!(
+        prepare(&no_key, &command),
+        Err(CommandError::NotConfigured("gateway_signing_key"))
+    ));
+    let no_backend = GatewaySettings::from_settings(|name| {
+        (name == "gateway_signing_key").then(|| STANDARD.encode([7u8; 32]))
+    })
+    .expect("valid");
+    assert!(matches!(
+        prepare(&no_backend, &command),
+        Err(CommandError::NotConfigured("backend_url"))
+    ));
+    // Reserved types need no backend.
+    let (logout, _) = signed("gateway.logout", b"");
+    assert!(prepare(&no_backend, &logout).is_ok());
+}
+
+#[test]
+fn the_backend_table_names_its_bad_entry() {
+    use crate::gateway::settings::BackendRoutes;
+    assert!(BackendRoutes::parse("echo=POST /echo, a.b=GET /x/y").is_ok());
+    for (raw, bad) in [
+        ("echo=POST /echo, oops", "oops"),
+        ("echo=FETCH /echo", "echo=FETCH /echo"),
+        ("gateway.logout=POST /x", "gateway.logout=POST /x"),
+        ("echo=POST echo", "echo=POST echo"),
+        ("echo=POST /a, echo=GET /b", "echo=GET /b"),
+    ] {
+        let err = BackendRoutes::parse(raw).expect_err(raw).to_string();
+        assert!(err.contains(&format!("{bad:?}")), "{err}");
+    }
+}
