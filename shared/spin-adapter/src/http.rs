@@ -4,6 +4,10 @@
 //! gives a handler from a parsed [`Call`] to an [`Answer`] or a [`PublicError`] (the error
 //! table is [`crate::public_errors`]). `serve` does everything before and after:
 //!
+//! 0. public routes only: CORS. A preflight (`OPTIONS`) is answered `204`, with the
+//!    `access-control-*` headers when the `Origin` is one of `cors_allowed_origins`
+//!    (no credentials, ever); every answer to an allowed origin carries
+//!    `access-control-allow-origin`;
 //! 1. internal routes only: the bearer token (`internal_api_token`, constant time) before
 //!    anything else, so without it every internal request answers `401` and nothing more;
 //! 2. the method (`405` with `Allow`);
@@ -14,6 +18,9 @@
 //!    any work the answer deferred until the client has it ([`Answer::then`]).
 //!
 //! Each failure has its own documented code and changes no state.
+//!
+//! Every request gets a request id (echoed as `x-request-id`) and one JSON log line once
+//! its response is out ([`crate::request_log`]).
 
 use std::collections::HashMap;
 
@@ -27,6 +34,7 @@ use serde_json::Value;
 use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
 
 use crate::public_errors;
+use crate::request_log;
 use crate::settings::optional;
 
 /// The largest request body a route accepts.
@@ -39,6 +47,9 @@ pub enum Access {
     Public,
     /// Holders of `internal_api_token` only.
     Internal,
+    /// A private component reached by service chaining (the example backend): any
+    /// method and content type, the raw body; `backend_token` checked when set.
+    Chained,
 }
 
 /// What a function serves.
@@ -49,6 +60,8 @@ pub struct Route {
     pub post: bool,
     /// The `:name` segments of the route, read from Spin's `spin-path-match-*` headers.
     pub params: &'static [&'static str],
+    /// The largest body accepted (`413` above it).
+    pub max_body: usize,
 }
 
 impl Route {
@@ -58,6 +71,25 @@ impl Route {
             access: Access::Public,
             post,
             params: &[],
+            max_body: MAX_BODY_BYTES,
+        }
+    }
+
+    /// A private route reached by service chaining (see [`Access::Chained`]).
+    pub const fn chained(max_body: usize) -> Self {
+        Self {
+            access: Access::Chained,
+            post: true,
+            params: &[],
+            max_body,
+        }
+    }
+
+    /// The same route with a larger (or smaller) body limit.
+    pub const fn max_body(self, bytes: usize) -> Self {
+        Self {
+            max_body: bytes,
+            ..self
         }
     }
 
@@ -67,6 +99,7 @@ impl Route {
             access: Access::Internal,
             post,
             params,
+            max_body: MAX_BODY_BYTES,
         }
     }
 
@@ -88,6 +121,10 @@ pub struct Caller {
 /// A request, checked and read.
 #[derive(Debug, Default)]
 pub struct Call {
+    /// The method, upper case (`GET`, `POST`, …).
+    pub method: String,
+    /// The path as requested, without the query.
+    pub path: String,
     params: HashMap<String, String>,
     query: Vec<(String, String)>,
     body: Vec<u8>,
@@ -109,6 +146,16 @@ impl Call {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Notes a safe identifier for this request's log line (see [`crate::request_log`]).
+    pub fn note(&self, key: &'static str, value: impl Into<String>) {
+        request_log::note(key, value);
+    }
+
+    /// The raw body (for a handler that parses it itself).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
     /// The JSON body as `T` (unknown fields refused when `T` says so).
     ///
     /// # Errors
@@ -123,7 +170,8 @@ impl Call {
 /// the response.
 pub struct Answer {
     status: u16,
-    body: Value,
+    body: Body,
+    headers: Vec<(String, Vec<u8>)>,
     then: Option<Box<dyn FnOnce()>>,
 }
 
@@ -132,12 +180,31 @@ impl std::fmt::Debug for Answer {
         f.debug_struct("Answer")
             .field("status", &self.status)
             .field("body", &self.body)
+            .field("headers", &self.headers)
             .field("then", &self.then.is_some())
             .finish()
     }
 }
 
+/// What an answer carries.
+#[derive(Debug)]
+enum Body {
+    Json(Value),
+    /// Bytes as they are, with their content type.
+    Raw(String, Vec<u8>),
+}
+
 impl Answer {
+    /// `status` with `bytes` as they are (a chained backend's answer).
+    pub fn bytes(status: u16, content_type: &str, bytes: Vec<u8>) -> Self {
+        Self {
+            status,
+            body: Body::Raw(content_type.to_string(), bytes),
+            headers: Vec::new(),
+            then: None,
+        }
+    }
+
     /// `status` with `body` as JSON.
     ///
     /// # Errors
@@ -153,9 +220,19 @@ impl Answer {
         })?;
         Ok(Self {
             status,
-            body,
+            body: Body::Json(body),
+            headers: Vec::new(),
             then: None,
         })
+    }
+
+    /// Adds a response header (replacing the default `cache-control: no-store` when it
+    /// is `cache-control`).
+    #[must_use]
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers
+            .push((name.to_string(), value.into().into_bytes()));
+        self
     }
 
     /// `200` with `body`.
@@ -181,25 +258,170 @@ pub async fn serve(
     route: Route,
     handler: impl FnOnce(Call) -> Result<Answer, PublicError>,
 ) {
+    let started = std::time::Instant::now();
+    let request_id = request_log::begin(
+        header(&req, "x-request-id").pop().as_deref(),
+        header(&req, "traceparent").pop().as_deref(),
+    );
+    let route_name = header(&req, "spin-component-route")
+        .pop()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| {
+            req.path_with_query()
+                .unwrap_or_default()
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        });
+    let method = method_name(&req.method());
+    let log = |status: u16, error_code: Option<&str>| {
+        println!(
+            "{}",
+            request_log::line(&request_log::Outcome {
+                route: &route_name,
+                method: &method,
+                status,
+                error_code,
+                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            })
+        );
+    };
+    let cors = [
+        cors_headers(&req, route),
+        vec![("x-request-id".to_string(), request_id.into_bytes())],
+    ]
+    .concat();
+    if route.access == Access::Public && req.method() == Method::Options {
+        preflight(out, route, cors).await;
+        return log(204, None);
+    }
     let call = match read_call(req, route).await {
         Ok(call) => call,
-        Err(err) => return send(out, err.status, &err.body(), &error_headers(&err, route)).await,
+        Err(err) => {
+            let headers = [error_headers(&err, route), cors].concat();
+            send(out, err.status, &err.body(), &headers).await;
+            return log(err.status, Some(err.code));
+        }
     };
     match handler(call) {
         Ok(answer) => {
-            send(out, answer.status, &answer.body, &[]).await;
+            let headers = [answer.headers, cors].concat();
+            match answer.body {
+                Body::Json(body) => send(out, answer.status, &body, &headers).await,
+                Body::Raw(content_type, bytes) => {
+                    send_bytes(out, answer.status, &content_type, bytes, &headers).await;
+                }
+            }
+            log(answer.status, None);
             if let Some(work) = answer.then {
                 work();
             }
         }
-        Err(err) => send(out, err.status, &err.body(), &error_headers(&err, route)).await,
+        Err(err) => {
+            let headers = [error_headers(&err, route), cors].concat();
+            send(out, err.status, &err.body(), &headers).await;
+            log(err.status, Some(err.code));
+        }
     }
+}
+
+/// The request headers a browser may send to a public route.
+const CORS_REQUEST_HEADERS: &str = "content-type, x-request-id, traceparent";
+
+/// `access-control-allow-origin` (and `vary`) for a public route called from an allowed
+/// origin; nothing otherwise. Origins are compared exactly (`*` allows any).
+fn cors_headers(req: &IncomingRequest, route: Route) -> Vec<(String, Vec<u8>)> {
+    if route.access != Access::Public {
+        return Vec::new();
+    }
+    // Answers differ by origin: caches must key on it (the JWKS is cacheable).
+    let vary = vec![("vary".to_string(), b"origin".to_vec())];
+    let Some(origin) = header(req, "origin").pop() else {
+        return vary;
+    };
+    let allowed = match optional("cors_allowed_origins") {
+        Ok(list) => list.unwrap_or_default(),
+        Err(e) => {
+            log_cause("cors_allowed_origins", &e);
+            String::new()
+        }
+    };
+    let ok = allowed
+        .split(',')
+        .map(str::trim)
+        .any(|o| !o.is_empty() && (o == "*" || o == origin));
+    if !ok {
+        return vary;
+    }
+    vec![
+        (
+            "access-control-allow-origin".to_string(),
+            origin.into_bytes(),
+        ),
+        ("vary".to_string(), b"origin".to_vec()),
+        (
+            "access-control-expose-headers".to_string(),
+            b"retry-after".to_vec(),
+        ),
+    ]
+}
+
+/// Answers a CORS preflight: `204`, with the CORS headers for an allowed origin.
+async fn preflight(out: ResponseOutparam, route: Route, cors: Vec<(String, Vec<u8>)>) {
+    let allowed = cors.iter().any(|(n, _)| n == "access-control-allow-origin");
+    let mut headers = cors;
+    if allowed {
+        headers.push((
+            "access-control-allow-methods".to_string(),
+            format!("{}, OPTIONS", route.method_name()).into_bytes(),
+        ));
+        headers.push((
+            "access-control-allow-headers".to_string(),
+            CORS_REQUEST_HEADERS.as_bytes().to_vec(),
+        ));
+        headers.push(("access-control-max-age".to_string(), b"600".to_vec()));
+    }
+    headers.push(("content-length".to_string(), b"0".to_vec()));
+    let Ok(fields) = Fields::from_list(&headers) else {
+        eprintln!("could not build preflight headers");
+        return;
+    };
+    let response = OutgoingResponse::new(fields);
+    if response.set_status_code(204).is_err() {
+        eprintln!("invalid status code 204");
+    }
+    let sink = response.take_body();
+    out.set(response);
+    drop(sink);
 }
 
 /// Every check before the handler, in order; reads what the handler needs.
 async fn read_call(req: IncomingRequest, route: Route) -> Result<Call, PublicError> {
     if route.access == Access::Internal {
         authorize(&req)?;
+    }
+    let path_with_query = req.path_with_query().unwrap_or_default();
+    if route.access == Access::Chained {
+        authorize_chained(&req)?;
+        let mut call = Call {
+            method: method_name(&req.method()),
+            path: path_with_query
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            query: query_pairs(&path_with_query),
+            ..Call::default()
+        };
+        for (name, value) in req.headers().entries() {
+            if name.starts_with("x-edge-auth-") {
+                call.params
+                    .insert(name, String::from_utf8_lossy(&value).into_owned());
+            }
+        }
+        call.body = read_body(req, route.max_body).await?;
+        return Ok(call);
     }
     let method = if route.post {
         Method::Post
@@ -215,7 +437,8 @@ async fn read_call(req: IncomingRequest, route: Route) -> Result<Call, PublicErr
     }
     // Spin appends its own `spin-*` values after any a client sent: the last one is Spin's.
     let mut call = Call {
-        query: query_pairs(&req.path_with_query().unwrap_or_default()),
+        method: route.method_name().to_string(),
+        query: query_pairs(&path_with_query),
         caller: Caller {
             client: ClientHops {
                 peer: header(&req, "spin-client-addr").pop().unwrap_or_default(),
@@ -232,11 +455,16 @@ async fn read_call(req: IncomingRequest, route: Route) -> Result<Call, PublicErr
         // `spin-path-match-device-session-id`.
         let header_name = format!("spin-path-match-{}", name.replace('_', "-"));
         if let Some(value) = header(&req, &header_name).pop() {
-            call.params.insert((*name).to_string(), decode(&value));
+            let value = decode(&value);
+            // Path parameters are ids (device sessions, users): safe to log.
+            if value.len() <= 128 {
+                request_log::note(name, value.clone());
+            }
+            call.params.insert((*name).to_string(), value);
         }
     }
     if route.post {
-        call.body = read_json_body(req).await?;
+        call.body = read_json_body(req, route.max_body).await?;
     }
     Ok(call)
 }
@@ -261,8 +489,46 @@ fn authorize(req: &IncomingRequest) -> Result<(), PublicError> {
     }
 }
 
+fn method_name(method: &Method) -> String {
+    match method {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(other) => other.to_ascii_uppercase(),
+    }
+}
+
+/// A chained call must carry `backend_token` when one is set.
+fn authorize_chained(req: &IncomingRequest) -> Result<(), PublicError> {
+    let expected = optional("backend_token").map_err(|e| {
+        log_cause("backend_token", &e);
+        public_errors::unavailable()
+    })?;
+    match expected {
+        Some(token)
+            if !edge_auth_domain::sessions::auth::bearer_matches(
+                &token,
+                header(req, "authorization").pop().as_deref(),
+            ) =>
+        {
+            Err(PublicError::new(
+                401,
+                "unauthorized",
+                "a valid backend token is required",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A JSON body: content type and size checked.
-async fn read_json_body(req: IncomingRequest) -> Result<Vec<u8>, PublicError> {
+async fn read_json_body(req: IncomingRequest, max: usize) -> Result<Vec<u8>, PublicError> {
     let content_type = header(&req, "content-type");
     let is_json = content_type.len() == 1
         && content_type[0]
@@ -276,19 +542,23 @@ async fn read_json_body(req: IncomingRequest) -> Result<Vec<u8>, PublicError> {
             "send the body as Content-Type: application/json",
         ));
     }
+    read_body(req, max).await
+}
+
+/// The body, at most `max` bytes (`413` above).
+async fn read_body(req: IncomingRequest, max: usize) -> Result<Vec<u8>, PublicError> {
     let too_large = || {
         PublicError::new(
             413,
             "payload_too_large",
-            format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+            format!("the body must be at most {max} bytes"),
         )
     };
     let declared = header(&req, "content-length");
-    if declared.iter().any(|v| {
-        v.trim()
-            .parse::<usize>()
-            .map_or(true, |n| n > MAX_BODY_BYTES)
-    }) {
+    if declared
+        .iter()
+        .any(|v| v.trim().parse::<usize>().map_or(true, |n| n > max))
+    {
         return Err(too_large());
     }
     let mut body = Vec::new();
@@ -296,7 +566,7 @@ async fn read_json_body(req: IncomingRequest) -> Result<Vec<u8>, PublicError> {
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|e| invalid_request(format!("could not read the body: {e:?}")))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
+        if body.len() + chunk.len() > max {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
@@ -335,14 +605,28 @@ async fn send(
             (err.status, fallback.into_bytes())
         }
     };
+    send_bytes(out, status, "application/json", bytes, extra).await;
+}
+
+/// Sends `bytes` as they are.
+async fn send_bytes(
+    out: ResponseOutparam,
+    status: u16,
+    content_type: &str,
+    bytes: Vec<u8>,
+    extra: &[(String, Vec<u8>)],
+) {
     let mut headers = vec![
-        ("content-type".to_string(), b"application/json".to_vec()),
-        ("cache-control".to_string(), b"no-store".to_vec()),
+        ("content-type".to_string(), content_type.as_bytes().to_vec()),
         (
             "content-length".to_string(),
             bytes.len().to_string().into_bytes(),
         ),
     ];
+    // Answers are per request unless the handler says otherwise (the JWKS).
+    if !extra.iter().any(|(name, _)| name == "cache-control") {
+        headers.push(("cache-control".to_string(), b"no-store".to_vec()));
+    }
     headers.extend_from_slice(extra);
     let Ok(fields) = Fields::from_list(&headers) else {
         eprintln!("could not build response headers");

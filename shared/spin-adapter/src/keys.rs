@@ -30,6 +30,12 @@
 //! | `ea:{a:<tag>}:gw:<session_id>` | hash | gateway projection: user_id, client_public_key, status, created_at, expires_at, last_used_at, idle_timeout_ms, revoked_at / expired_at |
 //! | `ea:{a:<tag>}:lifecycle` | stream | session_created / session_revoked / user_blocked / user_unblocked |
 //! | `ea:{a:<tag>}:audit` | stream | who did what, when, why |
+//! | `ea:{a:<tag>}:gw:<session_id>:rp:<request_id>` | string | replay reservation of a signed command; expires 2 × freshness window + 5 s after it was made |
+//! | `ea:{a:<tag>}:rl:cmd:s:<session_id>` | string | GCRA time of a session's command budget |
+//! | `ea:{a:<tag>}:rl:cmd:user` | string | GCRA time of the address's user's command budget |
+//! | `ea:{a:<tag>}:rl:cmd:t:<message_type>` | string | GCRA time of the address's user's budget for one message type |
+//! | `ea:{ea:c<0-f>}:rl:command:client:<client>` | string | GCRA time of a client's command budget (a client budget like the login routes') |
+//! | `ea:{x:<h>}:profile` | string | the example backend's profile of a user (`<h>` as for `tags`); not the gateway's data |
 //! | `ea:{u:<h>}:tags` | set | address tags an external directory's user has logged in with (`<h>`: first 16 hex digits of SHA-256 of the user id, so any id makes a clean hash tag); written before a session is created under a tag |
 
 use edge_auth_domain::ids::AddressTag;
@@ -105,12 +111,22 @@ pub fn budget(budget: &Budget) -> String {
     )
 }
 
-/// The address tags of an external directory's user (ids of our own carry their tag).
-pub fn user_index(user_id: &str) -> String {
+/// The first 16 hex digits of SHA-256 of a user id: a clean hash tag for any id.
+fn user_hash(user_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(user_id.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("ea:{{u:{hex}}}:tags")
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The address tags of an external directory's user (ids of our own carry their tag).
+pub fn user_index(user_id: &str) -> String {
+    format!("ea:{{u:{}}}:tags", user_hash(user_id))
+}
+
+/// The example backend's profile of a user (the backend is a demo of a team's service;
+/// its one key lives here so the layout has one owner).
+pub fn example_profile(user_id: &str) -> String {
+    format!("ea:{{x:{}}}:profile", user_hash(user_id))
 }
 
 /// How long revoked session records and projections are kept.
@@ -183,5 +199,18 @@ impl AddressKeys {
     }
     pub fn projection(&self, id: &str) -> String {
         format!("{}{SESSION_PROJECTION}{id}", self.prefix)
+    }
+    /// The replay reservation of `request_id` by session `id`.
+    pub fn replay(&self, id: &str, request_id: &str) -> String {
+        format!("{}{SESSION_PROJECTION}{id}:rp:{request_id}", self.prefix)
+    }
+    pub fn session_command_budget(&self, id: &str) -> String {
+        format!("{}rl:cmd:s:{id}", self.prefix)
+    }
+    pub fn user_command_budget(&self) -> String {
+        format!("{}rl:cmd:user", self.prefix)
+    }
+    pub fn message_type_budget(&self, message_type: &str) -> String {
+        format!("{}rl:cmd:t:{message_type}", self.prefix)
     }
 }

@@ -7,15 +7,21 @@
 //! - [`config`], [`settings`]: Spin variables, with the name in every error.
 //! - [`redis`]: the connection, scripts (EVALSHA → EVAL) and flat replies.
 //! - [`keys`]: every Redis key name, in one table.
-//! - [`login_store`], [`session_store`]: the stores as Lua scripts.
+//! - [`login_store`], [`session_store`], [`command_gate`]: the stores as Lua scripts.
+//! - [`gateway`]: the gateway's settings; [`backend`]: the team's backend over HTTP.
 //! - [`mail`]: the mail adapters (`webhook`, `log`); [`user_directory`]: the REST user
 //!   directory; [`outbound`]: outgoing HTTP with timeouts.
+//! - [`request_log`]: one JSON line per request; the request id and `traceparent` that
+//!   outgoing calls carry.
 //! - [`http`]: the one handler idiom every function uses ([`http::serve`]: route, checks,
 //!   typed call, answer, deferred work); [`public_errors`]: the error table.
 //! - [`internal`]: what the internal routes share (revoke body, block context, session
 //!   records as JSON).
 
+pub mod backend;
+pub mod command_gate;
 pub mod config;
+pub mod gateway;
 pub mod http;
 pub mod internal;
 pub mod keys;
@@ -24,6 +30,7 @@ pub mod mail;
 pub mod outbound;
 pub mod public_errors;
 pub mod redis;
+pub mod request_log;
 pub mod session_store;
 pub mod settings;
 pub mod user_directory;

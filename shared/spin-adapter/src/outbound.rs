@@ -5,12 +5,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use spin_sdk::http::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
-use spin_sdk::wit::wasi::http0_2_0::types::RequestOptions;
+use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, RequestOptions};
 
-/// The largest response body read (larger bodies are an error).
+/// The largest response body read by [`send`] (larger bodies are an error).
 const MAX_RESPONSE: usize = 64 * 1024;
 
-/// An outgoing request.
+/// An outgoing JSON request.
 #[derive(Debug)]
 pub struct Call<'a> {
     pub method: Method,
@@ -21,12 +21,78 @@ pub struct Call<'a> {
     pub timeout: Duration,
 }
 
+/// An outgoing request of any content type, with its own headers and timeouts.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    /// `Authorization: Bearer`, when set.
+    pub bearer: Option<&'a str>,
+    /// More headers (never `authorization`).
+    pub headers: &'a [(&'a str, &'a str)],
+    /// The body and its content type.
+    pub body: Option<(&'a str, &'a [u8])>,
+    pub connect_timeout: Duration,
+    /// First byte of the response; also the between-bytes timeout.
+    pub first_byte_timeout: Duration,
+    /// The largest response body read.
+    pub max_response: usize,
+}
+
+/// How a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    /// A connect, first-byte or between-bytes timeout.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
 /// Sends `call` and returns the status and body.
 ///
 /// # Errors
 /// A malformed URL, a transport error, a timeout, or a body over 64 KiB. Errors never
 /// contain the bearer token or the request body.
 pub fn send(call: &Call<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
+    let accept = [("accept", "application/json")];
+    let request = Request {
+        method: call.method.clone(),
+        url: call.url,
+        bearer: Some(call.bearer),
+        headers: &accept,
+        body: call.json_body.map(|b| ("application/json", b)),
+        connect_timeout: call.timeout,
+        first_byte_timeout: call.timeout,
+        max_response: MAX_RESPONSE,
+    };
+    send_request(&request).map_err(|e| match e {
+        OutboundError::Timeout(what) => anyhow::anyhow!("the request timed out: {what}"),
+        OutboundError::Failed(e) => e,
+    })
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A timeout reported by the host (inside [`exchange`]'s errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TimedOut(String);
+
+/// Sends `req` and returns the status and body.
+///
+/// # Errors
+/// See [`OutboundError`]. Errors never contain the bearer token or the request body.
+pub fn send_request(call: &Request<'_>) -> Result<(u16, Vec<u8>), OutboundError> {
+    exchange(call).map_err(|e| match e.downcast::<TimedOut>() {
+        Ok(TimedOut(what)) => OutboundError::Timeout(what),
+        Err(e) => OutboundError::Failed(e),
+    })
+}
+
+fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
     let uri: http::Uri = call.url.parse().context("not a URL")?;
     let scheme = match uri.scheme_str() {
         Some("http") => Scheme::Http,
@@ -38,15 +104,23 @@ pub fn send(call: &Call<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
         .path_and_query()
         .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
 
-    let mut headers = vec![
-        ("accept".to_string(), b"application/json".to_vec()),
-        (
+    let mut headers: Vec<(String, Vec<u8>)> = call
+        .headers
+        .iter()
+        .map(|(name, value)| ((*name).to_string(), value.as_bytes().to_vec()))
+        .collect();
+    // The request's id and trace context travel on to every service it calls.
+    for (name, value) in crate::request_log::outgoing_headers() {
+        headers.push((name.to_string(), value.into_bytes()));
+    }
+    if let Some(token) = call.bearer {
+        headers.push((
             "authorization".to_string(),
-            format!("Bearer {}", call.bearer).into_bytes(),
-        ),
-    ];
-    if let Some(body) = call.json_body {
-        headers.push(("content-type".to_string(), b"application/json".to_vec()));
+            format!("Bearer {token}").into_bytes(),
+        ));
+    }
+    if let Some((content_type, body)) = call.body {
+        headers.push(("content-type".to_string(), content_type.as_bytes().to_vec()));
         headers.push((
             "content-length".to_string(),
             body.len().to_string().into_bytes(),
@@ -69,7 +143,7 @@ pub fn send(call: &Call<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
         .set_path_with_query(Some(&path))
         .map_err(|()| fail("path"))?;
     let outgoing = request.body().map_err(|()| fail("body"))?;
-    if let Some(body) = call.json_body {
+    if let Some((_, body)) = call.body {
         let stream = outgoing.write().map_err(|()| fail("body stream"))?;
         for chunk in body.chunks(4096) {
             stream
@@ -80,12 +154,11 @@ pub fn send(call: &Call<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
     OutgoingBody::finish(outgoing, None)
         .map_err(|e| anyhow::anyhow!("finishing the request body: {e:?}"))?;
 
-    let nanos = u64::try_from(call.timeout.as_nanos()).unwrap_or(u64::MAX);
     let options = RequestOptions::new();
     // A host that cannot honour a timeout refuses it; the request still goes out.
-    let _ = options.set_connect_timeout(Some(nanos));
-    let _ = options.set_first_byte_timeout(Some(nanos));
-    let _ = options.set_between_bytes_timeout(Some(nanos));
+    let _ = options.set_connect_timeout(Some(nanos(call.connect_timeout)));
+    let _ = options.set_first_byte_timeout(Some(nanos(call.first_byte_timeout)));
+    let _ = options.set_between_bytes_timeout(Some(nanos(call.first_byte_timeout)));
     let future = outgoing_handler::handle(request, Some(options))
         .map_err(|e| anyhow::anyhow!("sending the request: {e:?}"))?;
     future.subscribe().block();
@@ -93,7 +166,13 @@ pub fn send(call: &Call<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
         .get()
         .context("the response was not ready")?
         .map_err(|()| anyhow::anyhow!("the response was already taken"))?
-        .map_err(|e| anyhow::anyhow!("the request failed: {e:?}"))?;
+        .map_err(|e| match e {
+            ErrorCode::ConnectionTimeout
+            | ErrorCode::ConnectionReadTimeout
+            | ErrorCode::ConnectionWriteTimeout
+            | ErrorCode::HttpResponseTimeout => anyhow::Error::new(TimedOut(format!("{e:?}"))),
+            e => anyhow::anyhow!("the request failed: {e:?}"),
+        })?;
     let status = response.status();
 
     let body = response
@@ -107,12 +186,17 @@ pub fn send(call: &Call<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
         match stream.blocking_read(16 * 1024) {
             Ok(chunk) => {
                 bytes.extend_from_slice(&chunk);
-                if bytes.len() > MAX_RESPONSE {
-                    bail!("the response body is larger than {MAX_RESPONSE} bytes");
+                if bytes.len() > call.max_response {
+                    bail!(
+                        "the response body is larger than {} bytes",
+                        call.max_response
+                    );
                 }
             }
             Err(wasi::io::streams::StreamError::Closed) => break,
-            Err(e) => bail!("reading the response body: {e:?}"),
+            Err(wasi::io::streams::StreamError::LastOperationFailed(e)) => {
+                bail!("reading the response body: {}", e.to_debug_string())
+            }
         }
     }
     Ok((status, bytes))

@@ -3,6 +3,7 @@
 //! logged by the caller, never sent.
 
 use edge_auth_domain::error::PublicError;
+use edge_auth_domain::gateway::execute::{CommandError, Refusal};
 use edge_auth_domain::login::confirm::ConfirmError;
 use edge_auth_domain::login::send::SendError;
 use edge_auth_domain::sessions::usecases::SessionError;
@@ -93,4 +94,57 @@ pub fn unauthorized() -> PublicError {
         "unauthorized",
         "a valid internal API token is required",
     )
+}
+
+/// `execute-command` errors found before the session is proven (plain JSON errors).
+pub fn command(err: &CommandError) -> PublicError {
+    use CommandError as E;
+    let status = match err {
+        E::InvalidRequest(_) => return PublicError::new(400, "invalid_request", err.to_string()),
+        E::UnsupportedVersion(_) => 400,
+        E::PayloadTooLarge { .. } => 413,
+        E::PayloadHashMismatch => 400,
+        E::InvalidSignature(_) => 401,
+        E::Stale { server_time_ms, .. } => {
+            return PublicError {
+                server_time_ms: Some(*server_time_ms),
+                ..PublicError::new(401, "stale_request", err.to_string())
+            };
+        }
+        E::UnknownSession | E::KeyMismatch => 401,
+        E::RateLimited { retry_after_ms } => return rate_limited(*retry_after_ms),
+        E::NotConfigured(_) | E::Unexpected(_) => return unavailable(),
+    };
+    let code = match err {
+        E::UnsupportedVersion(_) => "unsupported_protocol_version",
+        E::PayloadTooLarge { .. } => "payload_too_large",
+        E::PayloadHashMismatch => "payload_hash_mismatch",
+        E::InvalidSignature(_) => "invalid_signature",
+        E::UnknownSession => "unknown_session",
+        _ => "key_mismatch",
+    };
+    let message = match err {
+        // The reason a signature failed is for the log, not for a forger.
+        E::InvalidSignature(_) => {
+            "the signature does not verify for this envelope and client_public_key".to_string()
+        }
+        other => other.to_string(),
+    };
+    PublicError::new(status, code, message)
+}
+
+/// The HTTP status of a signed refusal, and its `Retry-After` in seconds. Chosen so a
+/// client can act: 401 → log in again, 403 → contact support, 409 → sign again with a
+/// new request id, 429 → wait, 502/504 → retry later, 422 → the backend said no.
+pub fn refusal(refusal: &Refusal) -> (u16, Option<u64>) {
+    match refusal {
+        Refusal::SessionRevoked | Refusal::SessionExpired => (401, None),
+        Refusal::UserBlocked => (403, None),
+        Refusal::Replayed => (409, None),
+        Refusal::RateLimited { retry_after_ms, .. } => (429, Some(retry_after(*retry_after_ms))),
+        Refusal::UnknownMessageType => (404, None),
+        Refusal::BackendRejected { .. } => (422, None),
+        Refusal::BackendUnavailable => (502, None),
+        Refusal::BackendTimeout => (504, None),
+    }
 }

@@ -109,6 +109,7 @@ impl SpinRedis {
                 .map(|k| RedisParameter::Binary(k.as_bytes().to_vec())),
         );
         params.extend(args.iter().map(param));
+        crate::request_log::count_round_trip();
         match self.conn.execute("EVALSHA", &params) {
             Ok(reply) => Ok(reply),
             // Redis says `NOSCRIPT`; redis-rs (behind Spin) reports it as `NoScriptError`.
@@ -116,6 +117,7 @@ impl SpinRedis {
                 if message.contains("NOSCRIPT") || message.contains("NoScriptError") =>
             {
                 params[0] = RedisParameter::Binary(script.source.as_bytes().to_vec());
+                crate::request_log::count_round_trip();
                 self.conn
                     .execute("EVAL", &params)
                     .with_context(|| format!("running Redis script `{}`", script.name))
@@ -131,6 +133,7 @@ impl SpinRedis {
     /// Redis is unreachable or refused the command.
     pub fn command(&self, name: &str, args: &[Arg]) -> anyhow::Result<Vec<RedisResult>> {
         let params: Vec<RedisParameter> = args.iter().map(param).collect();
+        crate::request_log::count_round_trip();
         self.conn
             .execute(name, &params)
             .with_context(|| format!("sending {name} to Redis"))

@@ -172,6 +172,11 @@ impl RedisSessionStore {
     pub fn new(redis: SpinRedis) -> Self {
         Self { redis }
     }
+
+    /// The connection, for another store of the same request.
+    pub fn redis(&self) -> &SpinRedis {
+        &self.redis
+    }
 }
 
 impl SessionStore for RedisSessionStore {

@@ -1,0 +1,44 @@
+//! What the gateway functions share: their settings from Spin variables.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use edge_auth_domain::gateway::settings::GatewaySettings;
+
+use crate::settings::optional;
+
+/// Every variable the gateway settings read; a component declares the ones it needs.
+const NAMES: [&str; 17] = [
+    "gateway_signing_key",
+    "gateway_key_id",
+    "gateway_next_public_key",
+    "gateway_next_key_id",
+    "command_freshness_window_seconds",
+    "command_max_payload_bytes",
+    "command_rate_limit_per_session",
+    "command_rate_limit_per_user",
+    "command_rate_limit_per_message_type",
+    "command_rate_limit_per_client",
+    "backend_routes",
+    "backend_url",
+    "backend_token",
+    "backend_connect_timeout_ms",
+    "backend_first_byte_timeout_ms",
+    "trusted_proxies",
+    "client_ipv6_prefix",
+];
+
+/// Reads and checks the gateway settings.
+///
+/// # Errors
+/// A variable that cannot be read or a value out of range (the message names it).
+pub fn gateway_settings() -> anyhow::Result<GatewaySettings> {
+    let mut values = HashMap::new();
+    for name in NAMES {
+        if let Some(value) = optional(name)? {
+            values.insert(name, value);
+        }
+    }
+    GatewaySettings::from_settings(|name| values.get(name).cloned())
+        .context("invalid gateway settings")
+}

@@ -1,0 +1,49 @@
+-- The second step of a signed command, in the session's slot (the address tag its id
+-- carries). In order: the command is still fresh by this node's clock too (on a cluster
+-- the client step ran on another node; the reservation below must outlive the window by
+-- the clock that times it), the projection exists, the key is the bound one, the session is
+-- active and not past its end (expiry recorded if due), the address is not blocked, the
+-- request id is new (reserved now), every budget allows the command (all spent only if
+-- all allow it), and the last use is recorded. Nothing changes before the reservation.
+-- KEYS: 1 projection, 2 record, 3 blocked, 4 replay reservation, 5 session budget,
+--       6 user budget, 7 message-type budget, 8 active, 9 expired, 10 lifecycle, 11 audit
+-- ARGV: 1 client_public_key, 2 replay ttl ms, 3/4 session interval/tolerance,
+--       5/6 user interval/tolerance, 7/8 message-type interval/tolerance,
+--       9 '1' when the message type is known (routed or reserved), 10 lifecycle ttl,
+--       11 lifecycle maxlen, 12 audit ttl, 13 audit maxlen, 14 timestamp_ms, 15 window ms
+-- Returns {code, now[, more]}: 'stale', 'unknown_session', 'key_mismatch', 'revoked', 'expired',
+--   'blocked', 'replayed', {'rate_limited', now, wait_ms, budget}, {'admitted', now, user_id}
+local now = now_ms()
+if math.abs(now - tonumber(ARGV[14])) > tonumber(ARGV[15]) then
+  return {'stale', now}
+end
+local p = redis.call('HMGET', KEYS[1], 'client_public_key', 'status', 'user_id')
+if not p[1] then return {'unknown_session', now} end
+if p[1] ~= ARGV[1] then return {'key_mismatch', now} end
+if p[2] == 'revoked' then return {'revoked', now} end
+if p[2] == 'expired' then return {'expired', now} end
+if p[2] ~= 'active' then
+  error('gateway projection ' .. KEYS[1] .. ': unknown status ' .. tostring(p[2]))
+end
+local c = {now = now, active = KEYS[8], expired = KEYS[9], lifecycle = KEYS[10],
+  audit = KEYS[11], lifecycle_ttl = ARGV[10], lifecycle_max = ARGV[11],
+  audit_ttl = ARGV[12], audit_max = ARGV[13]}
+if expire_if_due(c, KEYS[2]) then return {'expired', now} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'blocked', now} end
+if not redis.call('SET', KEYS[4], now, 'NX', 'PX', ARGV[2]) then
+  return {'replayed', now}
+end
+local budgets = {{KEYS[5], ARGV[3], ARGV[4], 'session'}, {KEYS[6], ARGV[5], ARGV[6], 'user'}}
+if ARGV[9] == '1' then
+  budgets[3] = {KEYS[7], ARGV[7], ARGV[8], 'message_type'}
+end
+for _, b in ipairs(budgets) do
+  local wait = gcra(b[1], now, tonumber(b[2]), tonumber(b[3]), false)
+  if wait > 0 then return {'rate_limited', now, wait, b[4]} end
+end
+for _, b in ipairs(budgets) do
+  gcra(b[1], now, tonumber(b[2]), tonumber(b[3]), true)
+end
+redis.call('HSET', KEYS[1], 'last_used_at', now)
+redis.call('HSET', KEYS[2], 'last_used_at', now)
+return {'admitted', now, p[3]}
