@@ -12,6 +12,7 @@ use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::login_store::RedisLoginStore;
 use edge_auth_spin::public_errors;
 use edge_auth_spin::redis::SpinRedis;
+use edge_auth_spin::request_log;
 use edge_auth_spin::settings::login_settings;
 use edge_auth_spin::user_directory;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,9 @@ struct ConfirmResponse<'a> {
 async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, ROUTE, |call| {
         let body: ConfirmBody = call.json()?;
+        if edge_auth_domain::ids::ChallengeId::parse(body.challenge_id.trim()).is_ok() {
+            request_log::note("challenge_id", body.challenge_id.trim());
+        }
         let request = ConfirmRequest {
             challenge_id: body.challenge_id,
             code: body.code,
@@ -67,6 +71,7 @@ async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) 
             public_errors::confirm(&err)
         })?;
         let id = confirmed.device_session_id.to_string();
+        request_log::note("device_session_id", id.clone());
         Answer::ok(&ConfirmResponse {
             device_session_id: &id,
         })

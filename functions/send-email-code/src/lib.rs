@@ -13,6 +13,7 @@ use edge_auth_spin::login_store::RedisLoginStore;
 use edge_auth_spin::mail::Mailer;
 use edge_auth_spin::public_errors;
 use edge_auth_spin::redis::SpinRedis;
+use edge_auth_spin::request_log;
 use edge_auth_spin::settings::login_settings;
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
@@ -53,6 +54,7 @@ async fn handle_send_email_code(req: IncomingRequest, out: ResponseOutparam) {
             public_errors::send(&err)
         })?;
         let challenge_id = outcome.challenge_id.to_string();
+        request_log::note("challenge_id", challenge_id.clone());
         let answer = Answer::ok(&SendResponse {
             challenge_id: &challenge_id,
         })?;

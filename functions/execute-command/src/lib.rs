@@ -1,0 +1,79 @@
+//! `POST /api/v1/gateway/execute-command` `{"envelope","payload","signature"}` → a signed
+//! response `{"envelope","payload","signature"}` (see `shared/protocol/PROTOCOL.md`). Errors before
+//! the session is proven are plain JSON errors; everything after is signed.
+
+// `#[http_component]` expands to the unsafe component-model export glue.
+#![allow(unsafe_code)]
+
+use edge_auth_domain::gateway::command::parse;
+use edge_auth_domain::gateway::execute::{CommandError, Gateway, execute_command, prepare};
+use edge_auth_domain::gateway::settings::MAX_PAYLOAD_LIMIT;
+use edge_auth_spin::backend::HttpBackend;
+use edge_auth_spin::command_gate::RedisCommandGate;
+use edge_auth_spin::gateway::gateway_settings;
+use edge_auth_spin::http::{Answer, Route, log_cause, serve};
+use edge_auth_spin::public_errors;
+use edge_auth_spin::redis::SpinRedis;
+use edge_auth_spin::session_store::RedisSessionStore;
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
+use spin_sdk::http_component;
+
+/// The body may carry the largest payload the settings can allow, in base64, and its
+/// envelope; `command_max_payload_bytes` is checked on the decoded payload.
+const ROUTE: Route = Route::public(true).max_body(MAX_PAYLOAD_LIMIT / 3 * 4 + 8 * 1024);
+
+#[http_component]
+async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
+    serve(req, out, ROUTE, |call| {
+        let fail = |e: CommandError| {
+            match &e {
+                CommandError::NotConfigured(name) => eprintln!(
+                    "execute-command: {name} is not set; the gateway answers 503 until it is"
+                ),
+                CommandError::Unexpected(cause) => log_cause("execute-command failed", cause),
+                _ => {}
+            }
+            public_errors::command(&e)
+        };
+        let command = parse(call.body()).map_err(fail)?;
+        let settings = gateway_settings().map_err(|e| fail(e.into()))?;
+        // Checked (signature included) before Redis is even connected to.
+        let command = prepare(&settings, &command).map_err(fail)?;
+        // Verified, so these are the device's own (signed) identifiers.
+        call.note("device_session_id", command.session.as_str());
+        call.note("message_type", command.message_type.as_str());
+        call.note("command_request_id", command.request_id.as_str());
+        let client = settings
+            .clients
+            .budget_key(&settings.clients.resolve(&call.caller.client));
+        let store = RedisSessionStore::new(SpinRedis::connect().map_err(|e| fail(e.into()))?);
+        let gate = RedisCommandGate::new(store.redis());
+        let backend = HttpBackend {
+            target: settings.backend.as_ref(),
+        };
+        let gateway = Gateway {
+            gate: &gate,
+            backend: &backend,
+            sessions: &store,
+            settings: &settings,
+        };
+        let executed = execute_command(&gateway, &client, &command).map_err(fail)?;
+        if let Some(cause) = &executed.cause {
+            log_cause("execute-command: backend", cause);
+        }
+        call.note(
+            "result_code",
+            executed.response.envelope.result_code.clone(),
+        );
+        let (status, retry_after) = executed
+            .refusal
+            .as_ref()
+            .map_or((200, None), public_errors::refusal);
+        let answer = Answer::json(status, &executed.response)?;
+        Ok(match retry_after {
+            Some(seconds) => answer.header("retry-after", seconds.to_string()),
+            None => answer,
+        })
+    })
+    .await;
+}
