@@ -1,0 +1,274 @@
+//! `edge-auth`: a command-line device for edge-auth.
+//!
+//! ```text
+//! edge-auth [--url URL] [--home DIR] keygen
+//! edge-auth [--url URL] [--home DIR] login --email ADDRESS [--code CODE]
+//! edge-auth [--url URL] [--home DIR] command MESSAGE_TYPE [PAYLOAD | --file PATH | -]
+//!   (no payload: standard input when it is piped, else empty)
+//! edge-auth [--url URL] keys
+//! ```
+//!
+//! `--url` (or `EDGE_AUTH_URL`) defaults to `http://127.0.0.1:3000`, where `infra/run`
+//! serves; plain `http://` is refused except on loopback (`--insecure` allows it). `--home`
+//! (or `EDGE_AUTH_HOME`) defaults to `~/.edge-auth`, which holds `device.key` (0600),
+//! `session.json` (the session and the URL it belongs to) and `jwks.json`.
+//!
+//! Trust: `login` pins the gateway's JWKS. Before each command the CLI fetches the JWKS
+//! again and accepts it only if it shares a key with the pinned one (a rotation publishes
+//! the next key ahead, so a legitimate new set always overlaps the old one); a set that
+//! does not is refused. `command` prints the verified response payload; any error,
+//! including an answer whose signature does not verify, exits non-zero with a message.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use edge_auth_client::{Client, ClientError, DeviceKey};
+use edge_auth_protocol::wire::Jwks;
+use serde::{Deserialize, Serialize};
+
+const USAGE: &str = "usage (--insecure allows plain http:// beyond this machine):
+  edge-auth [--url URL] [--home DIR] keygen
+  edge-auth [--url URL] [--home DIR] login --email ADDRESS [--code CODE]
+  edge-auth [--url URL] [--home DIR] command MESSAGE_TYPE [PAYLOAD | --file PATH | -]
+  edge-auth [--url URL] keys";
+
+#[derive(Serialize, Deserialize)]
+struct SessionFile {
+    url: String,
+    device_session_id: String,
+}
+
+struct Options {
+    url: String,
+    home: PathBuf,
+    insecure: bool,
+    rest: Vec<String>,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut url = std::env::var("EDGE_AUTH_URL").unwrap_or_else(|_| "http://127.0.0.1:3000".into());
+    let mut home = std::env::var_os("EDGE_AUTH_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from("."), PathBuf::from)
+                .join(".edge-auth")
+        });
+    let mut rest = Vec::new();
+    let mut insecure = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--url" => url = args.next().context("--url needs a value")?,
+            "--home" => home = PathBuf::from(args.next().context("--home needs a value")?),
+            "--insecure" => insecure = true,
+            _ => rest.push(arg),
+        }
+    }
+    Ok(Options {
+        url,
+        home,
+        insecure,
+        rest,
+    })
+}
+
+/// Plain HTTP only to this machine (or with `--insecure`): the JWKS and the code travel
+/// over it.
+fn check_transport(url: &str, insecure: bool) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        bail!("{url:?}: credentials do not belong in the gateway's URL");
+    }
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback || insecure => Ok(()),
+        "http" => bail!(
+            "refusing plain http:// to {}: use https://, or --insecure for a test setup",
+            parsed.host_str().unwrap_or_default()
+        ),
+        other => bail!("{url:?}: the scheme must be https (or http on this machine), not {other}"),
+    }
+}
+
+/// Whether two key sets share a key (same `kid` and same public key).
+fn overlaps(a: &Jwks, b: &Jwks) -> bool {
+    a.keys
+        .iter()
+        .any(|k| b.keys.iter().any(|l| l.kid == k.kid && l.x == k.x))
+}
+
+/// The value after `flag` in `args`, removed from it.
+fn take(args: &mut Vec<String>, flag: &str) -> anyhow::Result<Option<String>> {
+    let Some(i) = args.iter().position(|a| a == flag) else {
+        return Ok(None);
+    };
+    if i + 1 >= args.len() {
+        bail!("{flag} needs a value");
+    }
+    let value = args.remove(i + 1);
+    args.remove(i);
+    Ok(Some(value))
+}
+
+async fn run() -> anyhow::Result<()> {
+    let Options {
+        url,
+        home,
+        insecure,
+        rest,
+    } = options()?;
+    let mut args = rest;
+    if args.is_empty() {
+        bail!("{USAGE}");
+    }
+    let command = args.remove(0);
+    if matches!(command.as_str(), "login" | "keys") {
+        check_transport(&url, insecure)?;
+    }
+    let client = Client::new(&url);
+    let key_path = home.join("device.key");
+    let session_path = home.join("session.json");
+    let jwks_path = home.join("jwks.json");
+    match command.as_str() {
+        "keygen" => {
+            std::fs::create_dir_all(&home)
+                .with_context(|| format!("creating {}", home.display()))?;
+            let key = DeviceKey::generate()?;
+            key.save(&key_path)?;
+            println!("{}", key.public_key());
+            eprintln!("device key written to {} (0600)", key_path.display());
+        }
+        "login" => {
+            let email = take(&mut args, "--email")?.context("login needs --email ADDRESS")?;
+            let code = take(&mut args, "--code")?;
+            let key = DeviceKey::load(&key_path)?;
+            let challenge = client.send_email_code(&email).await?;
+            eprintln!("a code was sent to {email} (challenge {challenge})");
+            let code = match code {
+                Some(code) => code,
+                None => {
+                    eprint!("code: ");
+                    std::io::stderr().flush().ok();
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .lock()
+                        .read_line(&mut line)
+                        .context("reading the code")?;
+                    line.trim().to_string()
+                }
+            };
+            let session = client.confirm_email_code(&challenge, &code, &key).await?;
+            // Trust on first use: the keys this session's answers must be signed with.
+            let jwks = client.jwks().await?;
+            std::fs::write(&jwks_path, serde_json::to_vec_pretty(&jwks)?)
+                .with_context(|| format!("writing {}", jwks_path.display()))?;
+            let file = SessionFile {
+                url: url.clone(),
+                device_session_id: session.clone(),
+            };
+            std::fs::write(&session_path, serde_json::to_vec_pretty(&file)?)
+                .with_context(|| format!("writing {}", session_path.display()))?;
+            println!("{session}");
+        }
+        "command" => {
+            if args.is_empty() {
+                bail!("command needs a MESSAGE_TYPE\n{USAGE}");
+            }
+            let message_type = args.remove(0);
+            let file = take(&mut args, "--file")?;
+            let payload = match (file, args.first().map(String::as_str)) {
+                (Some(path), None) => {
+                    std::fs::read(&path).with_context(|| format!("reading {path}"))?
+                }
+                // No payload and nobody piping one in: an empty payload.
+                (None, None) if std::io::stdin().is_terminal() => Vec::new(),
+                (None, Some("-")) | (None, None) => {
+                    let mut bytes = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut bytes)
+                        .context("reading stdin")?;
+                    bytes
+                }
+                (None, Some(text)) => text.as_bytes().to_vec(),
+                (Some(_), Some(_)) => bail!("give the payload as an argument or --file, not both"),
+            };
+            let key = DeviceKey::load(&key_path)?;
+            let session: SessionFile =
+                serde_json::from_slice(&std::fs::read(&session_path).with_context(|| {
+                    format!("reading {} (run `edge-auth login`)", session_path.display())
+                })?)
+                .context("session.json is damaged")?;
+            // The session belongs to the gateway it was made at.
+            check_transport(&session.url, insecure)?;
+            let client = Client::new(&session.url);
+            let pinned: Jwks =
+                serde_json::from_slice(&std::fs::read(&jwks_path).with_context(|| {
+                    format!("reading {} (run `edge-auth login`)", jwks_path.display())
+                })?)
+                .context("jwks.json is damaged")?;
+            let current = client.jwks().await?;
+            if !overlaps(&pinned, &current) {
+                bail!(
+                    "the gateway's keys share nothing with the pinned ones ({}): refusing them; \
+                     log in again if the gateway really replaced its keys",
+                    jwks_path.display()
+                );
+            }
+            if current != pinned {
+                std::fs::write(&jwks_path, serde_json::to_vec_pretty(&current)?)
+                    .with_context(|| format!("writing {}", jwks_path.display()))?;
+            }
+            let result = client
+                .execute(
+                    &key,
+                    &session.device_session_id,
+                    &message_type,
+                    &payload,
+                    &current,
+                )
+                .await?;
+            std::io::stdout().write_all(&result.payload)?;
+        }
+        "keys" => {
+            let jwks = client.jwks().await?;
+            println!("{}", serde_json::to_string_pretty(&jwks)?);
+        }
+        other => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Api {
+                    code,
+                    server_time_ms: Some(server),
+                    ..
+                }) if code == "stale_request" => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i128::try_from(d.as_millis()).unwrap_or(0));
+                    let off_s = (now - i128::from(*server)) / 1000;
+                    eprintln!(
+                        "edge-auth: {e}\nthis device's clock is {off_s} s off the gateway's: fix the clock and retry"
+                    );
+                }
+                _ => eprintln!("edge-auth: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

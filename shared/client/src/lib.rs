@@ -1,0 +1,434 @@
+//! A client of edge-auth: logs a device in by e-mail code, keeps its Ed25519 key, signs
+//! commands and checks the gateway's signed answers against its JWKS. The encodings come
+//! from `edge-auth-protocol`, the same code the gateway verifies with.
+//!
+//! # Layout
+//! - [`DeviceKey`]: the device's key, generated once and kept in a 0600 file.
+//! - [`sign_command`]: a signed command for any session, message type and payload.
+//! - [`Client`]: the HTTP calls (send, confirm, keys, execute) with typed errors.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ed25519_dalek::SigningKey;
+use edge_auth_protocol::PROTOCOL_VERSION;
+use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_command as sign_envelope};
+use edge_auth_protocol::verify::{ResponseError, verify_response};
+use edge_auth_protocol::wire::{
+    CommandEnvelope, Jwks, ResponseEnvelope, STATUS_OK, SignedCommand, SignedResponse,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The device's Ed25519 key.
+#[derive(Clone)]
+pub struct DeviceKey {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceKey({})", self.public_key())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    /// The 32-byte seed, standard base64.
+    ed25519_seed: String,
+}
+
+impl DeviceKey {
+    /// A new random key.
+    ///
+    /// # Errors
+    /// The OS random source failed.
+    pub fn generate() -> anyhow::Result<Self> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        Ok(Self::from_seed(&seed))
+    }
+
+    /// The key of a 32-byte seed (test vectors, fixtures).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self {
+            key: SigningKey::from_bytes(seed),
+        }
+    }
+
+    /// The public key as confirm and the envelope carry it (standard base64).
+    pub fn public_key(&self) -> String {
+        STANDARD.encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// The signing key.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// Writes the key to `path`, readable by the owner only (0600), refusing to replace
+    /// an existing file.
+    ///
+    /// # Errors
+    /// The file exists or cannot be written.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        let text = serde_json::to_string(&KeyFile {
+            ed25519_seed: STANDARD.encode(self.key.to_bytes()),
+        })?;
+        file.write_all(text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Reads a key written by [`DeviceKey::save`].
+    ///
+    /// # Errors
+    /// The file is missing or not a key file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("reading {}: {e} (run `edge-auth keygen`)", path.display())
+        })?;
+        let file: KeyFile = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a key file: {e}", path.display()))?;
+        let seed: [u8; 32] = STANDARD
+            .decode(file.ed25519_seed)
+            .map_err(|e| anyhow::anyhow!("{}: bad seed: {e}", path.display()))?
+            .try_into()
+            .map_err(|b: Vec<u8>| {
+                anyhow::anyhow!("{}: seed of {} bytes", path.display(), b.len())
+            })?;
+        Ok(Self::from_seed(&seed))
+    }
+}
+
+/// A fresh request id: 16 random bytes, unpadded base64url (22 characters).
+///
+/// # Errors
+/// The OS random source failed.
+pub fn new_request_id() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// A signed command and the hash its response must carry.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub command: SignedCommand,
+    pub request_sha256: String,
+}
+
+/// Signs `payload` as `message_type` for `device_session_id`.
+pub fn sign_command(
+    key: &DeviceKey,
+    device_session_id: &str,
+    message_type: &str,
+    payload: &[u8],
+    timestamp_ms: u64,
+    request_id: &str,
+) -> Prepared {
+    let envelope = CommandEnvelope {
+        protocol_version: PROTOCOL_VERSION,
+        device_session_id: device_session_id.to_string(),
+        client_public_key: key.public_key(),
+        message_type: message_type.to_string(),
+        request_id: request_id.to_string(),
+        timestamp_ms,
+        payload_sha256: sha256_hex(payload),
+    };
+    let (raw, signature) = sign_envelope(&key.key, &envelope);
+    Prepared {
+        request_sha256: request_sha256(&envelope, &raw),
+        command: SignedCommand {
+            envelope,
+            payload: STANDARD.encode(payload),
+            signature,
+        },
+    }
+}
+
+/// What can go wrong talking to edge-auth.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A plain error answer (before a session was proven, or a login route).
+    #[error("{code} ({status}): {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        server_time_ms: Option<u64>,
+    },
+    /// A signed refusal: verified, so it really is the gateway's.
+    #[error("{code} ({status}): {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+        /// The backend's status for `backend_rejected` (0 otherwise).
+        backend_status: u16,
+        payload: Vec<u8>,
+    },
+    /// The answer is not what the gateway would sign: never trust it.
+    #[error("the gateway's answer failed verification: {0}")]
+    Unverified(#[from] ResponseError),
+    #[error("unexpected answer ({status}): {body}")]
+    Unexpected { status: u16, body: String },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// A verified successful answer.
+#[derive(Debug, Clone)]
+pub struct CommandResult {
+    pub envelope: ResponseEnvelope,
+    pub payload: Vec<u8>,
+}
+
+/// edge-auth at one base URL.
+///
+/// Trust: only signed answers are trusted. A plain error (e.g. `stale_request`) is
+/// unauthenticated, so the client never acts on it by itself: it learns the gateway's
+/// clock from the `timestamp_ms` of verified answers only.
+#[derive(Debug)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    /// The gateway's clock minus this device's, from the last verified answer.
+    clock_offset_ms: std::sync::atomic::AtomicI64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Client {
+    /// A client of the edge-auth at `base` (e.g. `http://127.0.0.1:3000`).
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            // A redirect would resend a signed command somewhere else: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("edge-auth-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The gateway's clock minus this device's, as learnt from verified answers (0
+    /// before the first one).
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.clock_offset_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// This device's clock corrected by [`Client::clock_offset_ms`].
+    pub fn gateway_now_ms(&self) -> u64 {
+        now_ms().saturating_add_signed(self.clock_offset_ms())
+    }
+
+    async fn post(&self, path: &str, body: &impl Serialize) -> Result<(u16, Vec<u8>), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let transport = |source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let response = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(transport)?;
+        Ok((status, bytes.to_vec()))
+    }
+
+    fn api_error(status: u16, body: &[u8]) -> ClientError {
+        let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        match value["error"]["code"].as_str() {
+            Some(code) => ClientError::Api {
+                status,
+                code: code.to_string(),
+                message: value["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                server_time_ms: value["error"]["server_time_ms"].as_u64(),
+            },
+            None => ClientError::Unexpected {
+                status,
+                body: String::from_utf8_lossy(body).into_owned(),
+            },
+        }
+    }
+
+    fn field(status: u16, body: &[u8], name: &str) -> Result<String, ClientError> {
+        if status != 200 {
+            return Err(Self::api_error(status, body));
+        }
+        let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        value[name]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Unexpected {
+                status,
+                body: String::from_utf8_lossy(body).into_owned(),
+            })
+    }
+
+    /// Mails a code to `email`; the challenge id.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn send_email_code(&self, email: &str) -> Result<String, ClientError> {
+        let (status, body) = self
+            .post(
+                "/api/v1/public/auth/send-email-code",
+                &json!({ "email": email }),
+            )
+            .await?;
+        Self::field(status, &body, "challenge_id")
+    }
+
+    /// Confirms the code and binds `key`; the device session id.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn confirm_email_code(
+        &self,
+        challenge_id: &str,
+        code: &str,
+        key: &DeviceKey,
+    ) -> Result<String, ClientError> {
+        let body = json!({
+            "challenge_id": challenge_id,
+            "code": code,
+            "client_public_key": key.public_key(),
+        });
+        let (status, body) = self
+            .post("/api/v1/public/auth/confirm-email-code", &body)
+            .await?;
+        Self::field(status, &body, "device_session_id")
+    }
+
+    /// The gateway's JWKS.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn jwks(&self) -> Result<Jwks, ClientError> {
+        let url = format!("{}/api/v1/public/gateway/keys", self.base);
+        let transport = |source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let response = self.http.get(&url).send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport)?;
+        if status != 200 {
+            return Err(Self::api_error(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Unexpected {
+            status,
+            body: format!("not a JWKS ({e}): {}", String::from_utf8_lossy(&body)),
+        })
+    }
+
+    /// Sends a prepared command and verifies the answer against `jwks`.
+    ///
+    /// # Errors
+    /// A plain error ([`ClientError::Api`]), a verified refusal
+    /// ([`ClientError::Refused`]), or an answer that does not verify.
+    pub async fn send_prepared(
+        &self,
+        prepared: &Prepared,
+        jwks: &Jwks,
+    ) -> Result<CommandResult, ClientError> {
+        let (status, body) = self
+            .post("/api/v1/gateway/execute-command", &prepared.command)
+            .await?;
+        let Ok(response) = serde_json::from_slice::<SignedResponse>(&body) else {
+            return Err(Self::api_error(status, &body));
+        };
+        let payload = verify_response(
+            &response,
+            jwks,
+            &prepared.command.envelope.request_id,
+            &prepared.request_sha256,
+        )?;
+        let envelope = response.envelope;
+        // The answer is authentic: its time is the gateway's clock.
+        let offset = i64::try_from(envelope.timestamp_ms).unwrap_or(i64::MAX)
+            - i64::try_from(now_ms()).unwrap_or(i64::MAX);
+        self.clock_offset_ms
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        if envelope.status == STATUS_OK {
+            return Ok(CommandResult { envelope, payload });
+        }
+        let value: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+        Err(ClientError::Refused {
+            status,
+            message: value["error"]["message"].as_str().map_or_else(
+                || String::from_utf8_lossy(&payload).into_owned(),
+                str::to_string,
+            ),
+            code: envelope.result_code,
+            backend_status: envelope.backend_status,
+            payload,
+        })
+    }
+
+    /// Signs and sends a command with a fresh request id, timestamped by the gateway's
+    /// clock as learnt from earlier verified answers.
+    ///
+    /// A `stale_request` comes back as [`ClientError::Api`] with `server_time_ms`: it is
+    /// not signed, so it is never retried automatically (a forged one could make the
+    /// device sign the same command twice, or date it for later use). Fix the device
+    /// clock, or retry deliberately.
+    ///
+    /// # Errors
+    /// As [`Client::send_prepared`].
+    pub async fn execute(
+        &self,
+        key: &DeviceKey,
+        device_session_id: &str,
+        message_type: &str,
+        payload: &[u8],
+        jwks: &Jwks,
+    ) -> Result<CommandResult, ClientError> {
+        let prepared = sign_command(
+            key,
+            device_session_id,
+            message_type,
+            payload,
+            self.gateway_now_ms(),
+            &new_request_id()?,
+        );
+        self.send_prepared(&prepared, jwks).await
+    }
+}
