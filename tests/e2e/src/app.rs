@@ -13,6 +13,7 @@ use edge_auth_domain::crypto::ServerKey;
 use edge_auth_domain::email::EmailAddress;
 use serde_json::{Value, json};
 
+use crate::backend_stub::BackendStub;
 use crate::build::ensure_components_built;
 use crate::mail_stub::MailStub;
 use crate::openapi::check_response;
@@ -31,8 +32,17 @@ pub const MAIL_TOKEN: &str = "mail-token-for-tests";
 /// The internal API token every test app runs with.
 pub const INTERNAL_TOKEN: &str = "internal-token-for-tests-0123456789abcdef";
 
+/// The bearer token sent to the backend stub.
+pub const BACKEND_TOKEN: &str = "backend-token-for-tests";
+
 /// The bearer token sent to the user service stub.
 pub const USER_SERVICE_TOKEN: &str = "user-service-token-for-tests";
+
+/// The seed of the gateway signing key every test app runs with.
+pub const GATEWAY_SEED: [u8; 32] = [7; 32];
+
+/// Its `kid`.
+pub const GATEWAY_KEY_ID: &str = "gw-test-1";
 
 /// The base64 public key of a deterministic test device.
 pub fn device_key(seed: u8) -> String {
@@ -52,6 +62,8 @@ pub struct Spawn {
     /// Shift the guests' wall clock (our host only; see
     /// [`edge_auth_host::HostOptions::guest_clock_offset_ms`]).
     pub guest_clock_offset_ms: i64,
+    /// Point `backend_url` at the test's [`BackendStub`] instead of the example backend.
+    pub backend_stub: bool,
 }
 
 impl Default for Spawn {
@@ -61,6 +73,7 @@ impl Default for Spawn {
             variables: HashMap::new(),
             without_redis_url: false,
             guest_clock_offset_ms: 0,
+            backend_stub: false,
         }
     }
 }
@@ -81,6 +94,13 @@ impl Spawn {
         self
     }
 
+    /// Sends routed message types to the test's [`BackendStub`].
+    #[must_use]
+    pub fn backend_stub(mut self) -> Self {
+        self.backend_stub = true;
+        self
+    }
+
     /// Runs the guests with their wall clock `ms` off (an instance with a skewed clock).
     #[must_use]
     pub fn guest_clock_offset(mut self, ms: i64) -> Self {
@@ -94,8 +114,20 @@ impl Spawn {
         redis: &RedisServer,
         mail: &MailStub,
         users: &UserServiceStub,
+        backend: &BackendStub,
     ) -> HashMap<String, String> {
         let mut env = HashMap::new();
+        if self.backend_stub {
+            env.insert("SPIN_VARIABLE_BACKEND_URL".to_string(), backend.url());
+            env.insert(
+                "SPIN_VARIABLE_BACKEND_ALLOWED_HOST".to_string(),
+                backend.url(),
+            );
+            env.insert(
+                "SPIN_VARIABLE_BACKEND_TOKEN".to_string(),
+                BACKEND_TOKEN.to_string(),
+            );
+        }
         for (name, value) in [
             ("CODE_HMAC_KEY", TEST_SECRET.to_string()),
             ("INTERNAL_API_TOKEN", INTERNAL_TOKEN.to_string()),
@@ -106,6 +138,11 @@ impl Spawn {
             ("USER_SERVICE_URL", users.url()),
             ("USER_SERVICE_TOKEN", USER_SERVICE_TOKEN.to_string()),
             ("USER_SERVICE_ALLOWED_HOST", users.url()),
+            (
+                "GATEWAY_SIGNING_KEY",
+                base64::engine::general_purpose::STANDARD.encode(GATEWAY_SEED),
+            ),
+            ("GATEWAY_KEY_ID", GATEWAY_KEY_ID.to_string()),
         ] {
             env.insert(format!("SPIN_VARIABLE_{name}"), value);
         }
@@ -139,7 +176,8 @@ impl Spawn {
         let slot_watch = SlotWatch::start(redis.port());
         let mail = MailStub::start().await?;
         let users = UserServiceStub::start().await?;
-        let runtime = self.start_runtime(&redis, &mail, &users).await?;
+        let backend = BackendStub::start().await?;
+        let runtime = self.start_runtime(&redis, &mail, &users, &backend).await?;
         Ok(TestApp {
             address: runtime.url(),
             runtime,
@@ -147,6 +185,7 @@ impl Spawn {
             redis,
             mail,
             users,
+            backend,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -163,8 +202,9 @@ impl Spawn {
         redis: &RedisServer,
         mail: &MailStub,
         users: &UserServiceStub,
+        backend: &BackendStub,
     ) -> anyhow::Result<Runtime> {
-        let env = self.environment(redis, mail, users);
+        let env = self.environment(redis, mail, users, backend);
         let manifest = workspace_root().join(&self.manifest);
         Runtime::start_with_clock(&manifest, env, self.guest_clock_offset_ms).await
     }
@@ -354,6 +394,8 @@ pub struct TestApp {
     pub redis: RedisServer,
     pub mail: MailStub,
     pub users: UserServiceStub,
+    /// The backend, for apps spawned with [`Spawn::backend_stub`].
+    pub backend: BackendStub,
     pub client: reqwest::Client,
 }
 
@@ -373,8 +415,32 @@ impl TestApp {
     }
 
     /// Every log line so far (the runtime's and the components').
+    ///
+    /// A line can reach the log after the response it belongs to: a request's own line
+    /// is written once its response is sent, and Spin copies a component's output to its
+    /// log files as it comes. A test that expects a line waits for it with
+    /// [`TestApp::logs_once`].
     pub fn logs(&self) -> Vec<String> {
         self.runtime.logs()
+    }
+
+    /// The log lines as soon as `ready` holds for them, or, after 10 s, as they are then
+    /// (the test's own assertion on them fails and prints them).
+    pub async fn logs_once(&self, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let lines = self.logs();
+            if ready(&lines) || std::time::Instant::now() >= deadline {
+                return lines;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The log lines once one contains `text` (see [`TestApp::logs_once`]).
+    pub async fn logs_with(&self, text: &str) -> Vec<String> {
+        self.logs_once(|lines| lines.iter().any(|l| l.contains(text)))
+            .await
     }
 
     /// The address the app listens on.
@@ -389,7 +455,7 @@ impl TestApp {
     /// It does not start.
     pub async fn instance_beside(&self, spawn: Spawn) -> Runtime {
         match spawn
-            .start_runtime(&self.redis, &self.mail, &self.users)
+            .start_runtime(&self.redis, &self.mail, &self.users, &self.backend)
             .await
         {
             Ok(runtime) => runtime,
@@ -568,6 +634,50 @@ impl TestApp {
     pub fn prefix_of_id(id: &str) -> String {
         let tag = id.split('_').nth(1).expect("tagged id");
         format!("ea:{{a:{tag}}}:")
+    }
+
+    /// `POST /api/v1/gateway/execute-command` with `body` (checked against the spec).
+    pub async fn execute(&self, body: &impl serde::Serialize) -> ApiResponse {
+        let body = serde_json::to_value(body).expect("serialisable");
+        self.post_json("/api/v1/gateway/execute-command", &body)
+            .await
+    }
+
+    /// Logs in a deterministic device (`seed`) as `email`.
+    pub async fn device(&self, email: &str, seed: u8) -> crate::Device {
+        let key = edge_auth_client::DeviceKey::from_seed(&[seed; 32]);
+        let session = self.login(email, &key.public_key()).await;
+        crate::Device { key, session }
+    }
+
+    /// `GET /api/v1/public/gateway/keys`, checked against the spec.
+    pub async fn gateway_keys(&self) -> ApiResponse {
+        let path = "/api/v1/public/gateway/keys";
+        ApiResponse::checked(self.get(path).await, path, "get").await
+    }
+
+    /// The gateway's JWKS (asserting the 200).
+    pub async fn jwks(&self) -> edge_auth_protocol::wire::Jwks {
+        let keys = self.gateway_keys().await;
+        assert_eq!(keys.status(), 200, "{:?}", keys.body);
+        serde_json::from_value(keys.body).expect("a JWKS")
+    }
+
+    /// Every key in Redis with its serialised value (`DUMP`), sorted: two snapshots are
+    /// equal when no state changed (expiry times aside).
+    pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
+        let mut conn = self.redis();
+        let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
+        keys.sort();
+        keys.into_iter()
+            .map(|key| {
+                let dump: Vec<u8> = redis::cmd("DUMP")
+                    .arg(&key)
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                (key, dump)
+            })
+            .collect()
     }
 
     /// Sets the operator's session limit through the internal API (asserting the 200).

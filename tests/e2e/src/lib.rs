@@ -12,13 +12,17 @@
 //! - [`app`]: [`spawn_app`] and [`TestApp`], one method per endpoint, on a [`Runtime`].
 //! - [`spin_process`]: [`SpinProcess`], real `spin up` as a child process killed on drop.
 //! - [`mail_stub`]: [`MailStub`], the team's mail webhook as a recording stub.
+//! - [`backend_stub`]: [`BackendStub`], the team's backend behind the gateway.
+//! - [`device`]: [`Device`], a logged-in test device that signs commands.
 //! - [`user_service_stub`]: [`UserServiceStub`], the team's user service (REST directory).
 //! - [`openapi`]: checks responses against the OpenAPI file.
 //! - [`slot_watch`]: [`slot_watch::SlotWatch`], which fails a test whose Redis calls touch
 //!   more than one hash slot in one call (they would fail on Redis Cluster).
 
 pub mod app;
+pub mod backend_stub;
 pub mod build;
+pub mod device;
 pub mod mail_stub;
 pub mod openapi;
 pub mod redis_server;
@@ -28,9 +32,12 @@ pub mod stub_server;
 pub mod user_service_stub;
 
 pub use app::{
-    ApiResponse, INTERNAL_TOKEN, MAIL_TOKEN, Runtime, RuntimeKind, SELECTED_RUNTIME, Spawn,
-    TEST_SECRET, TestApp, USER_SERVICE_TOKEN, device_key, round_trips, spawn_app,
+    ApiResponse, BACKEND_TOKEN, GATEWAY_KEY_ID, GATEWAY_SEED, INTERNAL_TOKEN, MAIL_TOKEN, Runtime,
+    RuntimeKind, SELECTED_RUNTIME, Spawn, TEST_SECRET, TestApp, USER_SERVICE_TOKEN, device_key,
+    round_trips, spawn_app,
 };
+pub use backend_stub::BackendStub;
+pub use device::Device;
 pub use mail_stub::MailStub;
 pub use redis_server::RedisServer;
 pub use spin_process::SpinProcess;

@@ -112,6 +112,11 @@ impl SpinProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // `spin up` runs the trigger as a child process: give both a process group of
+        // their own, so that dropping this kills the trigger too (killing `spin up` alone
+        // leaves it serving).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))
@@ -196,6 +201,13 @@ impl SpinProcess {
 
 impl Drop for SpinProcess {
     fn drop(&mut self) {
+        // The whole group: `spin up` and its trigger process.
+        #[cfg(unix)]
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

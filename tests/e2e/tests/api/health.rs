@@ -42,12 +42,11 @@ async fn health_answers_503_degraded_while_redis_is_down_and_recovers_after() {
         down.body,
         json!({ "status": "degraded", "redis": "unreachable" })
     );
+    let logs = app.logs_with("Redis unreachable").await;
     assert!(
-        app.logs()
-            .iter()
+        logs.iter()
             .any(|l| l.starts_with("[health]") && l.contains("Redis unreachable")),
-        "the cause is logged under the component id: {:?}",
-        app.logs()
+        "the cause is logged under the component id: {logs:?}"
     );
 
     app.redis.restart().expect("redis restarts");

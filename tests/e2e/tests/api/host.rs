@@ -252,12 +252,13 @@ async fn disallowed_redis_and_http_hosts_are_refused_like_spin() {
             .is_some_and(|e| e.contains("ConnectionRefused")),
         "an allowed host is tried for real: {v}"
     );
+    let logs = app
+        .logs_with("Outbound network destination not allowed")
+        .await;
     assert!(
-        app.logs()
-            .iter()
+        logs.iter()
             .any(|l| l.contains("Outbound network destination not allowed")),
-        "{:?}",
-        app.logs()
+        "{logs:?}"
     );
 }
 
@@ -348,7 +349,7 @@ async fn a_trapping_component_gets_an_empty_500_and_the_host_keeps_serving() {
 
     let (status, _) = json_of(&app, "/probe/counter").await;
     assert_eq!(status, 200);
-    let logs = app.logs();
+    let logs = app.logs_with("probe asked to trap").await;
     assert!(
         logs.iter()
             .any(|l| l.starts_with("[probe]") && l.contains("probe asked to trap")),

@@ -678,14 +678,12 @@ async fn an_invalid_session_limit_fails_closed_and_names_the_key() {
         .confirm_email_code(&challenge, &code, &device_key(1))
         .await;
     assert_eq!(response.error(), (503, "service_unavailable".into()));
-    assert!(
-        app.logs()
-            .iter()
-            .any(|l| l.contains("ea:{ea:c0..f}:config:session_limit")
-                && l.contains("POST /api/v1/internal/config/session-limit")),
-        "{:?}",
-        app.logs()
-    );
+    let named = |l: &String| {
+        l.contains("ea:{ea:c0..f}:config:session_limit")
+            && l.contains("POST /api/v1/internal/config/session-limit")
+    };
+    let logs = app.logs_once(|lines| lines.iter().any(named)).await;
+    assert!(logs.iter().any(named), "{logs:?}");
     let prefix = app.address_prefix("mia@example.com");
     let sessions: i64 = app
         .redis()
