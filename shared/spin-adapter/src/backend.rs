@@ -52,7 +52,10 @@ impl Backend for HttpBackend<'_> {
             first_byte_timeout: Duration::from_millis(target.first_byte_timeout_ms),
             max_response: MAX_ANSWER,
         };
-        match outbound::send_request(&request) {
+        let started = std::time::Instant::now();
+        let sent = outbound::send_request(&request);
+        crate::metrics::observe_backend(started.elapsed());
+        match sent {
             Ok((status, body)) => BackendReply::Answered { status, body },
             Err(OutboundError::Timeout(_)) => BackendReply::Timeout,
             Err(OutboundError::Failed(e)) => {

@@ -9,6 +9,7 @@ use edge_auth_domain::gateway::ports::{
 };
 
 use crate::keys::{self, AddressKeys};
+use crate::metrics::{self, Budget, Counter, Ride, When};
 use crate::redis::{Arg, Reply, Script, SpinRedis};
 
 struct Scripts {
@@ -45,16 +46,33 @@ fn wait(reply: &mut Reply) -> anyhow::Result<u64> {
 
 impl CommandGate for RedisCommandGate<'_> {
     fn admit_client(&self, a: &ClientAdmission<'_>) -> anyhow::Result<ClientOutcome> {
-        let script = &scripts().client;
+        let message_type = metrics::command_label(a.message_type.as_str(), a.known_type);
+        let counted = |result| Counter::Command {
+            message_type,
+            result,
+        };
+        // A stale or over-budget command is counted by the script that refuses it.
+        let ride = Ride::default()
+            .on(When::Stale, &counted("stale_request"))
+            .on(When::Limited, &counted("rate_limited"))
+            .on(
+                When::Limited,
+                &Counter::RateLimited {
+                    route: "command",
+                    budget: Budget::Client,
+                },
+            );
+        let mut args = vec![
+            Arg::from(a.timestamp_ms),
+            Arg::from(a.window_ms),
+            Arg::from(a.budget.rate.interval_ms()),
+            Arg::from(a.budget.rate.tolerance_ms()),
+        ];
+        args.extend(ride.into_args());
         let items = self.redis.run(
-            script,
-            &[keys::budget(a.budget)],
-            &[
-                Arg::from(a.timestamp_ms),
-                Arg::from(a.window_ms),
-                Arg::from(a.budget.rate.interval_ms()),
-                Arg::from(a.budget.rate.tolerance_ms()),
-            ],
+            &scripts().client,
+            &[keys::budget(a.budget), keys::metrics_for(&a.budget.client)],
+            &args,
         )?;
         let mut reply = Reply::new("command_client", items);
         Ok(match reply.required()?.as_str() {
@@ -109,7 +127,7 @@ impl CommandGate for RedisCommandGate<'_> {
         let mut reply = Reply::new("command_session", items);
         let code = reply.required()?;
         let now_ms = wait(&mut reply)?;
-        Ok(match code.as_str() {
+        let outcome = match code.as_str() {
             "stale" => SessionOutcome::Stale { now_ms },
             "unknown_session" => SessionOutcome::UnknownSession,
             "key_mismatch" => SessionOutcome::KeyMismatch,
@@ -125,17 +143,54 @@ impl CommandGate for RedisCommandGate<'_> {
                     "message_type" => BudgetKind::MessageType,
                     other => bail!("`command_session` reply: unknown budget {other:?}"),
                 };
+                metrics::count(&Counter::RateLimited {
+                    route: "command",
+                    budget: Budget::Command(budget),
+                });
                 SessionOutcome::RateLimited {
                     now_ms,
                     retry_after_ms,
                     budget,
                 }
             }
-            "admitted" => SessionOutcome::Admitted {
-                now_ms,
-                user_id: reply.required()?,
-            },
+            // Counted with its result once it has one (see `count_command`).
+            "admitted" => {
+                return Ok(SessionOutcome::Admitted {
+                    now_ms,
+                    user_id: reply.required()?,
+                });
+            }
             other => bail!("`command_session` reply: unknown outcome {other:?}"),
-        })
+        };
+        metrics::count(&Counter::Command {
+            message_type: metrics::command_label(a.message_type.as_str(), a.known_type),
+            result: session_result(&outcome),
+        });
+        Ok(outcome)
     }
+}
+
+/// The `result` label of a command the session step refused: the `result_code` (or
+/// plain error code) the client gets.
+fn session_result(outcome: &SessionOutcome) -> &'static str {
+    match outcome {
+        SessionOutcome::Stale { .. } => "stale_request",
+        SessionOutcome::UnknownSession => "unknown_session",
+        SessionOutcome::KeyMismatch => "key_mismatch",
+        SessionOutcome::Revoked { .. } => "session_revoked",
+        SessionOutcome::Expired { .. } => "session_expired",
+        SessionOutcome::Blocked { .. } => "user_blocked",
+        SessionOutcome::Replayed { .. } => "replayed_request",
+        SessionOutcome::RateLimited { .. } => "rate_limited",
+        SessionOutcome::Admitted { .. } => "admitted",
+    }
+}
+
+/// Counts the result of a command the session step admitted: `result_code` of its
+/// response (refusals of the steps before are counted where they are decided).
+pub fn count_command(message_type: &str, known_type: bool, result_code: &str) {
+    metrics::count(&Counter::Command {
+        message_type: metrics::command_label(message_type, known_type),
+        result: result_code,
+    });
 }

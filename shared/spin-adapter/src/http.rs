@@ -259,6 +259,7 @@ pub async fn serve(
     handler: impl FnOnce(Call) -> Result<Answer, PublicError>,
 ) {
     let started = std::time::Instant::now();
+    crate::metrics::begin();
     let request_id = request_log::begin(
         header(&req, "x-request-id").pop().as_deref(),
         header(&req, "traceparent").pop().as_deref(),
@@ -324,6 +325,9 @@ pub async fn serve(
             log(err.status, Some(err.code));
         }
     }
+    // What the request counted and no script carried: after the response, so it adds
+    // no latency (see `metrics`).
+    crate::metrics::flush();
 }
 
 /// The request headers a browser may send to a public route.

@@ -13,6 +13,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `ea:{ea:c<0-f>}:config:session_limit` | string | max active sessions per user (absent: no limit); one copy per client shard, all written by `POST /api/v1/internal/config/session-limit` |
+//! | `ea:{ea:c<0-f>}:metrics` | hash | metrics counted in this shard: a field per series (`family{labels}`), its count (see `metrics.rs`); the scrape adds the 16 up |
 //! | `ea:{ea:c<0-f>}:rl:<route>:client:<client>` | string | GCRA time of a client budget (`<client>`: IPv4 address or IPv6 prefix) |
 //! | `ea:{a:<tag>}:ch:<challenge_id>` | hash | challenge (state, code MAC, times, attempts) |
 //! | `ea:{a:<tag>}:latest` | string | the address's newest challenge id |
@@ -96,6 +97,16 @@ pub fn session_limit_copies() -> Vec<String> {
     (0..CLIENT_SHARDS)
         .map(|shard| format!("{}config:session_limit", shard_prefix(shard)))
         .collect()
+}
+
+/// The metrics hash of shard `shard` (`0..CLIENT_SHARDS`).
+pub fn metrics_shard(shard: u8) -> String {
+    format!("{}metrics", shard_prefix(shard))
+}
+
+/// The metrics hash in `client`'s shard (where increments ride in its budget scripts).
+pub fn metrics_for(client: &str) -> String {
+    metrics_shard(client_shard(client))
 }
 
 /// How the log names the session-limit setting.

@@ -27,6 +27,7 @@ pub mod internal;
 pub mod keys;
 pub mod login_store;
 pub mod mail;
+pub mod metrics;
 pub mod outbound;
 pub mod public_errors;
 pub mod redis;

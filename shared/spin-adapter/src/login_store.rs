@@ -14,6 +14,7 @@ use edge_auth_domain::login::ports::{
 use edge_auth_domain::time::Timestamp;
 
 use crate::keys::{self, AddressKeys};
+use crate::metrics::{self, Budget, Counter, Directory, Resolution, Ride, When};
 use crate::redis::{Arg, Reply, Script, SpinRedis};
 
 struct Scripts {
@@ -51,14 +52,33 @@ impl RedisLoginStore {
 
 impl LoginStore for RedisLoginStore {
     fn guard(&self, request: &GuardRequest) -> anyhow::Result<GuardOutcome> {
-        let client = request.budgets.first().map_or("", |b| b.client.as_str());
-        let mut keys_ = vec![keys::session_limit_for(client)];
-        let mut args: Vec<Arg> = vec![(if request.read_session_limit { "1" } else { "0" }).into()];
+        let (client, route) = request
+            .budgets
+            .first()
+            .map_or(("", ""), |b| (b.client.as_str(), b.route));
+        let mut keys_ = vec![keys::session_limit_for(client), keys::metrics_for(client)];
+        let mut args: Vec<Arg> = vec![
+            (if request.read_session_limit { "1" } else { "0" }).into(),
+            u32::try_from(request.budgets.len())?.into(),
+        ];
         for budget in &request.budgets {
             keys_.push(keys::budget(budget));
             args.push(budget.rate.interval_ms().into());
             args.push(budget.rate.tolerance_ms().into());
         }
+        let mut ride = Ride::default().on(
+            When::Limited,
+            &Counter::RateLimited {
+                route,
+                budget: Budget::Client,
+            },
+        );
+        if route == "confirm" {
+            ride = ride
+                .on(When::Always, &Counter::ConfirmAttempt)
+                .on(When::Limited, &Counter::ConfirmResult("rate_limited"));
+        }
+        args.extend(ride.into_args());
         let mut reply = Reply::new("guard", self.redis.run(&scripts().guard, &keys_, &args)?);
         let allowed = reply.int()?;
         let retry_after_ms = u64::try_from(reply.int()?)?;
@@ -98,14 +118,30 @@ impl LoginStore for RedisLoginStore {
                     bail!("`send` reply: unknown state {state:?}");
                 };
                 let expires_at = Timestamp(u64::try_from(reply.int()?)?);
+                metrics::count(&Counter::ChallengeCreated);
+                if state == ChallengeState::Suppressed {
+                    metrics::count(&Counter::Delivery(state));
+                }
                 Ok(CreateOutcome::Created { state, expires_at })
             }
-            "rate_limited" => Ok(CreateOutcome::RateLimited {
-                retry_after_ms: u64::try_from(reply.int()?)?,
-            }),
-            "throttled" => Ok(CreateOutcome::Throttled {
-                latest: reply.text()?.and_then(|id| ChallengeId::parse(&id).ok()),
-            }),
+            "rate_limited" => {
+                metrics::count(&Counter::RateLimited {
+                    route: "send",
+                    budget: Budget::Address,
+                });
+                Ok(CreateOutcome::RateLimited {
+                    retry_after_ms: u64::try_from(reply.int()?)?,
+                })
+            }
+            "throttled" => {
+                metrics::count(&Counter::RateLimited {
+                    route: "send",
+                    budget: Budget::Resend,
+                });
+                Ok(CreateOutcome::Throttled {
+                    latest: reply.text()?.and_then(|id| ChallengeId::parse(&id).ok()),
+                })
+            }
             other => bail!("`send` reply: unexpected {other:?}"),
         }
     }
@@ -117,6 +153,7 @@ impl LoginStore for RedisLoginStore {
             &[k.challenge(id.as_str())],
             &[state.as_str().into()],
         )?;
+        metrics::count(&Counter::Delivery(state));
         Ok(())
     }
 
@@ -187,20 +224,57 @@ impl LoginStore for RedisLoginStore {
             "confirm",
             self.redis.run(&scripts().confirm, &keys_, &args)?,
         );
-        Ok(match reply.required()?.as_str() {
+        let outcome = match reply.required()?.as_str() {
             "ok" => {
                 let id = reply.required()?;
-                ConfirmOutcome::Confirmed {
-                    session_id: DeviceSessionId::parse(&id)?,
+                if reply.required()? == "created" {
+                    metrics::count(&Counter::ConfirmResult("created"));
+                    metrics::count(&Counter::SessionCreated);
+                    metrics::count_n(
+                        &Counter::SessionsRevoked {
+                            reason: "session_limit_evicted",
+                        },
+                        u64::try_from(reply.int()?)?,
+                    );
+                    if matches!(a.user, UserChoice::Local { .. }) {
+                        let resolution = if reply.int()? == 1 {
+                            Resolution::Created
+                        } else {
+                            Resolution::Existing
+                        };
+                        metrics::count(&Counter::UserResolution(Directory::Redis, resolution));
+                    }
+                } else {
+                    metrics::count(&Counter::ConfirmResult("repeat"));
                 }
+                return Ok(ConfirmOutcome::Confirmed {
+                    session_id: DeviceSessionId::parse(&id)?,
+                });
+            }
+            "need_user" => {
+                return Ok(ConfirmOutcome::NeedUser {
+                    email: EmailAddress::parse(&reply.required()?)?,
+                });
             }
             "not_found" => ConfirmOutcome::NotFound,
-            "rate_limited" => ConfirmOutcome::RateLimited {
-                retry_after_ms: u64::try_from(reply.int()?)?,
-            },
-            "locked" => ConfirmOutcome::Locked {
-                retry_after_ms: u64::try_from(reply.int()?)?,
-            },
+            "rate_limited" => {
+                metrics::count(&Counter::RateLimited {
+                    route: "confirm",
+                    budget: Budget::Address,
+                });
+                ConfirmOutcome::RateLimited {
+                    retry_after_ms: u64::try_from(reply.int()?)?,
+                }
+            }
+            "locked" => {
+                metrics::count(&Counter::RateLimited {
+                    route: "confirm",
+                    budget: Budget::WrongCodes,
+                });
+                ConfirmOutcome::Locked {
+                    retry_after_ms: u64::try_from(reply.int()?)?,
+                }
+            }
             "expired" => ConfirmOutcome::Expired,
             "superseded" => ConfirmOutcome::Superseded,
             "consumed" => ConfirmOutcome::Consumed,
@@ -210,11 +284,33 @@ impl LoginStore for RedisLoginStore {
             },
             "too_many_attempts" => ConfirmOutcome::TooManyAttempts,
             "blocked" => ConfirmOutcome::Blocked,
-            "session_limit" => ConfirmOutcome::SessionLimitExceeded,
-            "need_user" => ConfirmOutcome::NeedUser {
-                email: EmailAddress::parse(&reply.required()?)?,
-            },
+            "session_limit" => {
+                metrics::count(&Counter::SessionLimitRejected);
+                ConfirmOutcome::SessionLimitExceeded
+            }
             other => bail!("`confirm` reply: unexpected {other:?}"),
-        })
+        };
+        metrics::count(&Counter::ConfirmResult(result_code(&outcome)));
+        Ok(outcome)
+    }
+}
+
+/// The `result` label of a confirm: the error code the client gets, finer for a challenge
+/// that can no longer be confirmed (expired, superseded or consumed).
+fn result_code(outcome: &ConfirmOutcome) -> &'static str {
+    match outcome {
+        ConfirmOutcome::Confirmed { .. } => "created",
+        ConfirmOutcome::NeedUser { .. } => "need_user",
+        ConfirmOutcome::NotFound => "challenge_not_found",
+        ConfirmOutcome::RateLimited { .. } => "rate_limited",
+        ConfirmOutcome::Locked { .. } => "login_locked",
+        ConfirmOutcome::Expired => "challenge_expired",
+        ConfirmOutcome::Superseded => "challenge_superseded",
+        ConfirmOutcome::Consumed => "challenge_consumed",
+        ConfirmOutcome::SessionRevoked => "session_revoked",
+        ConfirmOutcome::InvalidCode { .. } => "invalid_code",
+        ConfirmOutcome::TooManyAttempts => "too_many_attempts",
+        ConfirmOutcome::Blocked => "blocked_by_policy",
+        ConfirmOutcome::SessionLimitExceeded => "session_limit_exceeded",
     }
 }

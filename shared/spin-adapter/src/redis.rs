@@ -1,6 +1,9 @@
 //! Redis over Spin's Redis interface: the connection, Lua scripts with EVALSHA → EVAL
 //! fallback, and reading the flat replies Spin's `execute` returns.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use anyhow::{Context, bail};
 use edge_auth_domain::health::StorePing;
 use spin_sdk::redis::{Connection, Error as RedisError, RedisParameter, RedisResult};
@@ -8,8 +11,17 @@ use spin_sdk::redis::{Connection, Error as RedisError, RedisParameter, RedisResu
 use crate::config;
 
 /// An open connection to the Redis named by the `redis_url` variable.
+///
+/// A request opens one connection and every [`SpinRedis::connect`] of the request shares
+/// it (an instance serves one request, and each open is a new TCP connection for Spin),
+/// so work done after the response (metrics, delivery records) costs no new connection.
 pub struct SpinRedis {
-    conn: Connection,
+    conn: Rc<Connection>,
+}
+
+thread_local! {
+    /// The request's connection, once opened.
+    static CONNECTION: RefCell<Option<Rc<Connection>>> = const { RefCell::new(None) };
 }
 
 impl std::fmt::Debug for SpinRedis {
@@ -85,8 +97,12 @@ impl SpinRedis {
     /// The variable is missing, the address is not allowed or malformed, or Redis
     /// refused the connection.
     pub fn connect() -> anyhow::Result<Self> {
+        if let Some(conn) = CONNECTION.with_borrow(Clone::clone) {
+            return Ok(Self { conn });
+        }
         let url = config::variable("redis_url")?;
-        let conn = Connection::open(&url).context("opening the Redis connection")?;
+        let conn = Rc::new(Connection::open(&url).context("opening the Redis connection")?);
+        CONNECTION.set(Some(Rc::clone(&conn)));
         Ok(Self { conn })
     }
 

@@ -18,6 +18,7 @@ use edge_auth_domain::sessions::ports::{
 use edge_auth_domain::time::Timestamp;
 
 use crate::keys::{self, AddressKeys};
+use crate::metrics::{self, Counter};
 use crate::redis::{Arg, Reply, Script, SpinRedis};
 
 struct Scripts {
@@ -274,7 +275,12 @@ impl SessionStore for RedisSessionStore {
         let mut reply = Reply::new("revoke", self.redis.run(&scripts().revoke, &keys_, &args)?);
         Ok(match reply.required()?.as_str() {
             "not_found" => RevokeOutcome::NotFound,
-            "revoked" => RevokeOutcome::Revoked(record(&mut reply)?),
+            "revoked" => {
+                metrics::count(&Counter::SessionsRevoked {
+                    reason: reason.reason_code.as_str(),
+                });
+                RevokeOutcome::Revoked(record(&mut reply)?)
+            }
             "already" => RevokeOutcome::AlreadyRevoked(record(&mut reply)?),
             other => bail!("`revoke` reply: unexpected {other:?}"),
         })
@@ -311,11 +317,20 @@ impl SessionStore for RedisSessionStore {
         );
         Ok(match reply.required()?.as_str() {
             "user_not_found" => BatchOutcome::UserNotFound,
-            "ok" => BatchOutcome::Revoked {
-                count: u64::try_from(reply.int()?)?,
-                more: reply.int()? > 0,
-                bound: Timestamp(u64::try_from(reply.int()?)?),
-            },
+            "ok" => {
+                let count = u64::try_from(reply.int()?)?;
+                metrics::count_n(
+                    &Counter::SessionsRevoked {
+                        reason: b.reason.reason_code.as_str(),
+                    },
+                    count,
+                );
+                BatchOutcome::Revoked {
+                    count,
+                    more: reply.int()? > 0,
+                    bound: Timestamp(u64::try_from(reply.int()?)?),
+                }
+            }
             other => bail!("`revoke_batch` reply: unexpected {other:?}"),
         })
     }

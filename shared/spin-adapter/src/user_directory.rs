@@ -18,13 +18,14 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use edge_auth_domain::email::EmailAddress;
 use edge_auth_domain::login::ports::{DirectoryUser, UserDirectory};
 use edge_auth_domain::login::settings::DirectoryKind;
 use serde::Deserialize;
 use spin_sdk::http::Method;
 
+use crate::metrics::{self, Counter, Directory, Resolution};
 use crate::outbound::{self, Call};
 use crate::settings::optional;
 
@@ -155,11 +156,20 @@ impl RestUserDirectory {
 impl UserDirectory for RestUserDirectory {
     fn resolve(&self, email: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
         let path = format!("/users/by-email?email={}", encode(email.as_str()));
-        match self.idempotent(Method::Get, &path, None, "looking the user up")? {
-            (200, body) => user(200, &body).map(Some),
-            (404, _) => Ok(None),
-            (status, _) => bail!("the user service answered {status} to a lookup"),
-        }
+        let found = match self.idempotent(Method::Get, &path, None, "looking the user up") {
+            Ok((200, body)) => user(200, &body).map(Some),
+            Ok((404, _)) => Ok(None),
+            Ok((status, _)) => Err(anyhow!("the user service answered {status} to a lookup")),
+            Err(e) => Err(e),
+        };
+        let resolution = match &found {
+            Ok(Some(user)) if user.blocked => Resolution::Blocked,
+            Ok(Some(_)) => Resolution::Existing,
+            Ok(None) => Resolution::NotFound,
+            Err(_) => Resolution::Failed,
+        };
+        metrics::count(&Counter::UserResolution(Directory::Rest, resolution));
+        found
     }
 
     fn set_blocked(&self, user_id: &str, blocked: bool) -> anyhow::Result<bool> {
@@ -174,13 +184,21 @@ impl UserDirectory for RestUserDirectory {
 
     fn create(&self, email: &EmailAddress) -> anyhow::Result<DirectoryUser> {
         let body = serde_json::to_vec(&serde_json::json!({ "email": email.as_str() }))?;
-        match self
+        let created = match self
             .call(Method::Post, "/users", Some(&body))
-            .context("creating the user")?
+            .context("creating the user")
         {
-            (status @ (200 | 201), body) => user(status, &body),
-            (status, _) => bail!("the user service answered {status} to a create"),
-        }
+            Ok((status @ (200 | 201), body)) => user(status, &body),
+            Ok((status, _)) => Err(anyhow!("the user service answered {status} to a create")),
+            Err(e) => Err(e),
+        };
+        let resolution = if created.is_ok() {
+            Resolution::Created
+        } else {
+            Resolution::Failed
+        };
+        metrics::count(&Counter::UserResolution(Directory::Rest, resolution));
+        created
     }
 }
 

@@ -92,6 +92,22 @@ impl Refusal {
         }
     }
 
+    /// Whether the command gate decided it (the session step), rather than dispatch
+    /// (an unknown type, the backend's answer or failure).
+    pub fn by_gate(&self) -> bool {
+        match self {
+            Self::SessionRevoked
+            | Self::SessionExpired
+            | Self::UserBlocked
+            | Self::Replayed
+            | Self::RateLimited { .. } => true,
+            Self::UnknownMessageType
+            | Self::BackendRejected { .. }
+            | Self::BackendTimeout
+            | Self::BackendUnavailable => false,
+        }
+    }
+
     /// Human text for the payload.
     pub fn message(&self) -> String {
         match self {
@@ -218,6 +234,8 @@ pub fn execute_command<G: CommandGate, B: Backend, S: SessionStore>(
     };
     match gw.gate.admit_client(&ClientAdmission {
         budget: &budget,
+        message_type: &command.message_type,
+        known_type,
         timestamp_ms: command.envelope.timestamp_ms,
         window_ms: settings.window_ms,
     })? {

@@ -12,6 +12,9 @@ use crate::rate_limit::Budget;
 #[derive(Debug, Clone)]
 pub struct ClientAdmission<'a> {
     pub budget: &'a Budget,
+    /// What the command is, for the store's accounting (as in [`SessionAdmission`]).
+    pub message_type: &'a MessageType,
+    pub known_type: bool,
     pub timestamp_ms: u64,
     pub window_ms: u64,
 }

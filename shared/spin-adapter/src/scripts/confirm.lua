@@ -60,7 +60,7 @@ if state == 'confirmed' then
     if redis.call('HGET', session_record_key(KEYS[1], ch[7]), 'status') ~= 'active' then
       return {'session_revoked'}
     end
-    return {'ok', ch[7]}
+    return {'ok', ch[7], 'repeat'}
   end
   return {'consumed'}
 end
@@ -109,6 +109,7 @@ else
 end
 
 local limit = tonumber(ARGV[6])
+local evicted = 0
 if limit then
   -- Sessions whose life is over do not count: end them first.
   local sweep = {now = now, active = KEYS[5], expired = KEYS[14], lifecycle = KEYS[12],
@@ -127,6 +128,7 @@ if limit then
       active = KEYS[5], revoked = KEYS[11], lifecycle = KEYS[12]}
     for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, active - limit)) do
       local sid = revoke_member(c, member)
+      evicted = evicted + 1
       append(KEYS[13], ARGV[15], ARGV[16], 'action', 'revoke_session',
         'device_session_id', sid, 'user_id', user_id, 'reason_code', 'session_limit_evicted',
         'actor', 'system', 'at', now)
@@ -162,4 +164,4 @@ redis.call('DEL', KEYS[10])
 redis.call('HSET', KEYS[1], 'state', 'confirmed', 'confirmed_key', ARGV[3],
   'session_id', ARGV[4], 'user_id', user_id, 'confirmed_at', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
-return {'ok', ARGV[4]}
+return {'ok', ARGV[4], 'created', evicted, new_user and ARGV[11] == 'local' and 1 or 0}

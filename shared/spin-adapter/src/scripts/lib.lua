@@ -96,3 +96,14 @@ local RECORD_FIELDS = {'device_session_id', 'user_id', 'client_public_key', 'sta
   'created_at', 'revoked_at', 'revoke_reason_code', 'revoke_actor', 'client_addr',
   'user_agent', 'expires_at', 'last_used_at', 'idle_timeout_ms', 'expired_at',
   'expire_reason'}
+
+-- Metrics riding in a script (see metrics.rs): ARGV[from..] holds (when, field, amount)
+-- triples; each whose `when` is 'always' or `outcome` adds its amount to its field of
+-- `key`, the shard's metrics hash.
+local function count_metrics(key, from, outcome)
+  for i = from, #ARGV - 2, 3 do
+    if ARGV[i] == 'always' or ARGV[i] == outcome then
+      redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2])
+    end
+  end
+end

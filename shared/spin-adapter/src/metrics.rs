@@ -1,0 +1,483 @@
+//! Metrics: counters and one histogram, kept in Redis and read by
+//! `GET /api/v1/internal/metrics` in Prometheus' text format.
+//!
+//! # Layout
+//! One hash per client shard, `ea:{ea:c<0-f>}:metrics` (named by [`crate::keys`]): a field
+//! per series, written as Prometheus writes it (`family{label="value",…}`), holding its
+//! count. A histogram observation adds 1 to every `_bucket` field whose bound it is under,
+//! to `_count`, and its microseconds to `_sum_us`, in one script: the fields stay
+//! cumulative and consistent in every shard, so the scrape only adds shards up. A scrape
+//! reads the 16 hashes ([`scrape`]); no single hash takes every write.
+//!
+//! # What a request pays
+//! Counting adds no round trip before the response. A request counts into a tally of its
+//! own (an instance serves one request). What is known when the request runs its client
+//! shard script (`guard`, `command_client`) rides in that script, decided by the script's
+//! own outcome (a client over its budget is counted there and costs nothing more). What
+//! is learnt later is written after the response has been sent, by one script call on the
+//! request's own connection ([`flush`]), into a shard picked at random.
+//!
+//! # Labels
+//! Every label value comes from a closed set or a validated code: message types are
+//! counted under their own name only when the gateway routes them (else `unknown`), so a
+//! client cannot grow the number of series. Requests refused before Redis (malformed
+//! bodies, bad signatures) are not counted here: counting them would let anyone write to
+//! Redis; the request log has them.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use edge_auth_domain::challenge::ChallengeState;
+use edge_auth_domain::gateway::ports::BudgetKind;
+
+use crate::keys;
+use crate::redis::{Arg, Reply, Script, SpinRedis};
+
+/// What Prometheus is told about a family.
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A counter without labels: written as 0 until it moves.
+    Counter,
+    /// A counter with labels: no series until one moves.
+    LabelledCounter,
+    Histogram,
+}
+
+/// Every family, in the order the scrape writes them.
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "edge_auth_challenges_created_total",
+        help: "Login challenges created (delivered or, for a blocked address, suppressed).",
+        kind: Kind::Counter,
+    },
+    Family {
+        name: "edge_auth_deliveries_total",
+        help: "Challenge deliveries by result: sent, suppressed (blocked address), failed.",
+        kind: Kind::LabelledCounter,
+    },
+    Family {
+        name: "edge_auth_confirm_attempts_total",
+        help: "Confirm requests that reached the client budget check.",
+        kind: Kind::Counter,
+    },
+    Family {
+        name: "edge_auth_confirm_results_total",
+        help: "Confirm results: created, repeat (idempotent), or the error code of a refusal.",
+        kind: Kind::LabelledCounter,
+    },
+    Family {
+        name: "edge_auth_sessions_created_total",
+        help: "Device sessions created.",
+        kind: Kind::Counter,
+    },
+    Family {
+        name: "edge_auth_session_limit_rejections_total",
+        help: "Confirms refused because the user is at the session limit.",
+        kind: Kind::Counter,
+    },
+    Family {
+        name: "edge_auth_sessions_revoked_total",
+        help: "Device sessions revoked, by reason code.",
+        kind: Kind::LabelledCounter,
+    },
+    Family {
+        name: "edge_auth_user_resolutions_total",
+        help: "User lookups and creations, by directory and outcome.",
+        kind: Kind::LabelledCounter,
+    },
+    Family {
+        name: "edge_auth_commands_total",
+        help: "Signed commands past the signature check, by message type and result code.",
+        kind: Kind::LabelledCounter,
+    },
+    Family {
+        name: "edge_auth_rate_limited_total",
+        help: "Requests refused or throttled by a budget, by route and budget.",
+        kind: Kind::LabelledCounter,
+    },
+    Family {
+        name: "edge_auth_backend_latency_seconds",
+        help: "Time from sending a command to the backend to its answer (or failure).",
+        kind: Kind::Histogram,
+    },
+];
+
+/// Upper bounds of the backend latency buckets, in seconds (`+Inf` follows).
+const BACKEND_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BACKEND: &str = "edge_auth_backend_latency_seconds";
+
+/// Which directory answered a user lookup.
+#[derive(Debug, Clone, Copy)]
+pub enum Directory {
+    Redis,
+    Rest,
+}
+
+/// What a user lookup found.
+#[derive(Debug, Clone, Copy)]
+pub enum Resolution {
+    Existing,
+    Created,
+    Blocked,
+    /// The directory has no user with that address (a block by e-mail, say).
+    NotFound,
+    Failed,
+}
+
+/// One thing counted.
+#[derive(Debug, Clone)]
+pub enum Counter<'a> {
+    ChallengeCreated,
+    Delivery(ChallengeState),
+    ConfirmAttempt,
+    /// `created`, `repeat` or an error code.
+    ConfirmResult(&'static str),
+    SessionCreated,
+    SessionLimitRejected,
+    SessionsRevoked {
+        reason: &'a str,
+    },
+    UserResolution(Directory, Resolution),
+    /// `message_type` as [`command_label`] gives it.
+    Command {
+        message_type: &'a str,
+        result: &'a str,
+    },
+    RateLimited {
+        route: &'a str,
+        budget: Budget,
+    },
+}
+
+/// Which budget refused or throttled.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    /// A client address's budget (any route).
+    Client,
+    /// An e-mail address's send or confirm budget.
+    Address,
+    /// The resend interval of an address (send answers with the latest challenge).
+    Resend,
+    /// The cap of consecutive wrong codes of an address.
+    WrongCodes,
+    /// A command budget of the session's step.
+    Command(BudgetKind),
+}
+
+impl Budget {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Address => "address",
+            Self::Resend => "resend",
+            Self::WrongCodes => "wrong_codes",
+            Self::Command(kind) => kind.as_str(),
+        }
+    }
+}
+
+impl Counter<'_> {
+    /// The field this counter increments.
+    fn series(&self) -> String {
+        match self {
+            Self::ChallengeCreated => "edge_auth_challenges_created_total".into(),
+            Self::Delivery(state) => {
+                let result = match state {
+                    ChallengeState::Sent => "sent",
+                    ChallengeState::Suppressed => "suppressed",
+                    ChallengeState::DeliveryFailed => "failed",
+                    other => other.as_str(),
+                };
+                format!("edge_auth_deliveries_total{{result=\"{result}\"}}")
+            }
+            Self::ConfirmAttempt => "edge_auth_confirm_attempts_total".into(),
+            Self::ConfirmResult(result) => {
+                format!("edge_auth_confirm_results_total{{result=\"{result}\"}}")
+            }
+            Self::SessionCreated => "edge_auth_sessions_created_total".into(),
+            Self::SessionLimitRejected => "edge_auth_session_limit_rejections_total".into(),
+            Self::SessionsRevoked { reason } => {
+                format!("edge_auth_sessions_revoked_total{{reason=\"{reason}\"}}")
+            }
+            Self::UserResolution(directory, resolution) => {
+                let directory = match directory {
+                    Directory::Redis => "redis",
+                    Directory::Rest => "rest",
+                };
+                let outcome = match resolution {
+                    Resolution::Existing => "existing",
+                    Resolution::Created => "created",
+                    Resolution::Blocked => "blocked",
+                    Resolution::NotFound => "not_found",
+                    Resolution::Failed => "failed",
+                };
+                format!(
+                    "edge_auth_user_resolutions_total{{directory=\"{directory}\",outcome=\"{outcome}\"}}"
+                )
+            }
+            Self::Command {
+                message_type,
+                result,
+            } => format!(
+                "edge_auth_commands_total{{message_type=\"{message_type}\",result=\"{result}\"}}"
+            ),
+            Self::RateLimited { route, budget } => format!(
+                "edge_auth_rate_limited_total{{route=\"{route}\",budget=\"{}\"}}",
+                budget.as_str()
+            ),
+        }
+    }
+}
+
+/// The label a message type is counted under: its own name when `routed` (the gateway
+/// answers it or routes it to the backend), else `unknown`.
+pub fn command_label(message_type: &str, routed: bool) -> &str {
+    if routed { message_type } else { "unknown" }
+}
+
+/// Increments (field, amount) of the current request not written yet.
+static TALLY: Mutex<Vec<(String, i64)>> = Mutex::new(Vec::new());
+
+fn tally<T>(f: impl FnOnce(&mut Vec<(String, i64)>) -> T) -> T {
+    let mut guard = TALLY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(&mut guard)
+}
+
+/// Starts a request's tally (an instance serves one request at a time).
+pub(crate) fn begin() {
+    tally(Vec::clear);
+}
+
+/// Counts `counter` once.
+pub fn count(counter: &Counter<'_>) {
+    count_n(counter, 1);
+}
+
+/// Counts `counter` `n` times.
+pub fn count_n(counter: &Counter<'_>, n: u64) {
+    if n > 0 {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        tally(|t| t.push((counter.series(), n)));
+    }
+}
+
+/// Records how long a backend call took.
+pub fn observe_backend(took: Duration) {
+    let seconds = took.as_secs_f64();
+    let micros = i64::try_from(took.as_micros()).unwrap_or(i64::MAX);
+    tally(|t| {
+        for bound in BACKEND_BUCKETS.iter().filter(|b| seconds <= **b) {
+            t.push((format!("{BACKEND}_bucket{{le=\"{bound}\"}}"), 1));
+        }
+        t.push((format!("{BACKEND}_bucket{{le=\"+Inf\"}}"), 1));
+        t.push((format!("{BACKEND}_count"), 1));
+        t.push((format!("{BACKEND}_sum_us"), micros));
+    });
+}
+
+/// When a riding increment is counted, by the outcome of the script it rides in.
+#[derive(Debug, Clone, Copy)]
+pub enum When {
+    /// Whatever the script decides.
+    Always,
+    /// The script refused for a budget (`guard`: any budget; `command_client`: the
+    /// client's).
+    Limited,
+    /// `command_client` found the command stale.
+    Stale,
+}
+
+impl When {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Limited => "limited",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// Increments that ride in a client-shard script: the script's metrics key and its
+/// arguments, `(when, field, amount)` triples for `count_metrics` of `lib.lua`.
+#[derive(Debug, Default)]
+pub struct Ride {
+    triples: Vec<(When, String, i64)>,
+}
+
+impl Ride {
+    /// Counts `counter` when the script's outcome is `when`.
+    #[must_use]
+    pub fn on(mut self, when: When, counter: &Counter<'_>) -> Self {
+        self.triples.push((when, counter.series(), 1));
+        self
+    }
+
+    /// The script arguments: these triples and everything the request has counted so far
+    /// (which is then written).
+    pub(crate) fn into_args(mut self) -> Vec<Arg> {
+        let pending = tally(std::mem::take);
+        self.triples
+            .extend(pending.into_iter().map(|(f, n)| (When::Always, f, n)));
+        self.triples
+            .into_iter()
+            .flat_map(|(when, field, n)| [when.as_str().into(), field.into(), Arg::Int(n)])
+            .collect()
+    }
+}
+
+fn flush_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new("metrics", include_str!("scripts/metrics.lua")))
+}
+
+/// Writes what the request counted and has not written yet: one script call on the
+/// request's connection (opened if the request had none), into a random shard. Called
+/// by [`crate::http::serve`] after the response is sent; a failure is logged, never
+/// answered.
+pub(crate) fn flush() {
+    let pending = tally(std::mem::take);
+    if pending.is_empty() {
+        return;
+    }
+    let write = || -> anyhow::Result<()> {
+        let mut byte = [0u8; 1];
+        getrandom::fill(&mut byte).map_err(|e| anyhow::anyhow!("picking a metrics shard: {e}"))?;
+        let key = keys::metrics_shard(byte[0] % keys::CLIENT_SHARDS);
+        let args: Vec<Arg> = pending
+            .into_iter()
+            .flat_map(|(field, n)| [When::Always.as_str().into(), field.into(), Arg::Int(n)])
+            .collect();
+        SpinRedis::connect()?.run(flush_script(), &[key], &args)?;
+        Ok(())
+    };
+    if let Err(cause) = write() {
+        eprintln!("metrics not written: {cause:#}");
+    }
+}
+
+/// The metrics of every shard, added up, in Prometheus' text format (version 0.0.4).
+/// Costs one round trip per shard.
+///
+/// # Errors
+/// Redis is unreachable or answered something unexpected.
+pub fn scrape(redis: &SpinRedis) -> anyhow::Result<String> {
+    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+    for shard in 0..keys::CLIENT_SHARDS {
+        let key = keys::metrics_shard(shard);
+        let mut reply = Reply::new("HGETALL", redis.command("HGETALL", &[key.as_str().into()])?);
+        let items = reply.rest()?;
+        for pair in items.chunks(2) {
+            let [field, value] = pair else {
+                anyhow::bail!("HGETALL of {key}: an odd number of items");
+            };
+            let n: i64 = value
+                .parse()
+                .with_context(|| format!("metrics field {field:?} holds {value:?}"))?;
+            *totals.entry(field.clone()).or_default() += n;
+        }
+    }
+    Ok(render(&totals))
+}
+
+/// Writes the families in [`FAMILIES`] order; a counter family without labels that has
+/// not moved is written as 0, a histogram that has not is written with empty buckets.
+fn render(totals: &BTreeMap<String, i64>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for family in FAMILIES {
+        let kind = match family.kind {
+            Kind::Histogram => "histogram",
+            Kind::Counter | Kind::LabelledCounter => "counter",
+        };
+        let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+        let _ = writeln!(out, "# TYPE {} {kind}", family.name);
+        if family.kind == Kind::Histogram {
+            render_histogram(&mut out, family.name, totals);
+            continue;
+        }
+        let series: Vec<(&String, &i64)> = totals
+            .iter()
+            .filter(|(field, _)| {
+                field.as_str() == family.name
+                    || field
+                        .strip_prefix(family.name)
+                        .is_some_and(|rest| rest.starts_with('{'))
+            })
+            .collect();
+        if series.is_empty() && family.kind == Kind::Counter {
+            let _ = writeln!(out, "{} 0", family.name);
+        }
+        for (field, n) in series {
+            let _ = writeln!(out, "{field} {n}");
+        }
+    }
+    out
+}
+
+fn render_histogram(out: &mut String, name: &str, totals: &BTreeMap<String, i64>) {
+    use std::fmt::Write as _;
+    let get = |field: String| totals.get(&field).copied().unwrap_or(0);
+    for bound in BACKEND_BUCKETS {
+        let n = get(format!("{name}_bucket{{le=\"{bound}\"}}"));
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let n = get(format!("{name}_bucket{{le=\"+Inf\"}}"));
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
+    #[allow(clippy::cast_precision_loss)]
+    let sum = get(format!("{name}_sum_us")) as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {}", get(format!("{name}_count")));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unmoved_registry_writes_zeroes_and_empty_buckets() {
+        let text = render(&BTreeMap::new());
+        assert!(text.contains("edge_auth_sessions_created_total 0\n"));
+        assert!(text.contains("edge_auth_backend_latency_seconds_bucket{le=\"+Inf\"} 0\n"));
+        assert!(!text.contains("edge_auth_commands_total{"));
+    }
+
+    #[test]
+    fn shards_add_up_per_series() {
+        let mut totals = BTreeMap::new();
+        totals.insert(
+            Counter::Command {
+                message_type: "echo",
+                result: "ok",
+            }
+            .series(),
+            5,
+        );
+        totals.insert(format!("{BACKEND}_sum_us"), 1_500_000);
+        let text = render(&totals);
+        assert!(text.contains("edge_auth_commands_total{message_type=\"echo\",result=\"ok\"} 5\n"));
+        assert!(text.contains("edge_auth_backend_latency_seconds_sum 1.5\n"));
+    }
+
+    #[test]
+    fn a_slow_backend_call_lands_only_in_the_wider_buckets() {
+        begin();
+        observe_backend(Duration::from_millis(30));
+        let fields: Vec<String> = tally(std::mem::take).into_iter().map(|(f, _)| f).collect();
+        assert!(!fields.iter().any(|f| f.contains("le=\"0.025\"")));
+        assert!(fields.iter().any(|f| f.contains("le=\"0.05\"")));
+        assert!(fields.iter().any(|f| f.contains("le=\"+Inf\"")));
+    }
+}
