@@ -6,10 +6,12 @@
 #![allow(unsafe_code)]
 
 use edge_auth_domain::gateway::command::parse;
-use edge_auth_domain::gateway::execute::{CommandError, Gateway, execute_command, prepare};
+use edge_auth_domain::gateway::execute::{
+    CommandError, Gateway, Refusal, execute_command, prepare,
+};
 use edge_auth_domain::gateway::settings::MAX_PAYLOAD_LIMIT;
 use edge_auth_spin::backend::HttpBackend;
-use edge_auth_spin::command_gate::RedisCommandGate;
+use edge_auth_spin::command_gate::{RedisCommandGate, count_command};
 use edge_auth_spin::gateway::gateway_settings;
 use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::public_errors;
@@ -61,10 +63,14 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
         if let Some(cause) = &executed.cause {
             log_cause("execute-command: backend", cause);
         }
-        call.note(
-            "result_code",
-            executed.response.envelope.result_code.clone(),
-        );
+        let result_code = executed.response.envelope.result_code.clone();
+        // The gate counted its own refusals.
+        if !executed.refusal.as_ref().is_some_and(Refusal::by_gate) {
+            let known = command.message_type.is_reserved()
+                || settings.routes.route(&command.message_type).is_some();
+            count_command(command.message_type.as_str(), known, &result_code);
+        }
+        call.note("result_code", result_code);
         let (status, retry_after) = executed
             .refusal
             .as_ref()
