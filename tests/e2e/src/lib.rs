@@ -14,6 +14,7 @@
 //! - [`mail_stub`]: [`MailStub`], the team's mail webhook as a recording stub.
 //! - [`backend_stub`]: [`BackendStub`], the team's backend behind the gateway.
 //! - [`device`]: [`Device`], a logged-in test device that signs commands.
+//! - [`metrics`]: [`metrics::Metrics`], the metrics route parsed as a scraper parses it.
 //! - [`user_service_stub`]: [`UserServiceStub`], the team's user service (REST directory).
 //! - [`openapi`]: checks responses against the OpenAPI file.
 //! - [`slot_watch`]: [`slot_watch::SlotWatch`], which fails a test whose Redis calls touch
@@ -24,6 +25,7 @@ pub mod backend_stub;
 pub mod build;
 pub mod device;
 pub mod mail_stub;
+pub mod metrics;
 pub mod openapi;
 pub mod redis_server;
 pub mod slot_watch;

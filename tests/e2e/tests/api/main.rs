@@ -5,4 +5,5 @@ mod health;
 mod host;
 mod login;
 mod logs;
+mod metrics;
 mod sessions;
