@@ -30,8 +30,10 @@ use crate::routes::{Router, SpinHeaders, Target};
 use crate::state::{ComponentConfig, RequestState};
 use crate::variables::{Resolver, Template, check_references, component_templates};
 
-/// Response header carrying the Redis round trips of the request, when the host was
-/// started with `expose_redis_round_trips` (never by default: Spin has no such header).
+/// Response header carrying the Redis round trips the request made before its guest set
+/// the response (what its latency paid; work after the response is not in it), when the
+/// host was started with `expose_redis_round_trips` (never by default: Spin has no such
+/// header).
 pub const ROUND_TRIPS_HEADER: &str = "edge-auth-host-redis-round-trips";
 
 /// What the host needs to load an app.
@@ -442,6 +444,7 @@ impl App {
             .new_incoming_request(Scheme::Http, Request::from_parts(parts, body))?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let outparam = store.data_mut().http().new_response_outparam(sender)?;
+        store.data_mut().response_outparam = Some(outparam.rep());
         let pre = component.pre.clone();
         let task = tokio::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;

@@ -48,7 +48,9 @@ impl RequestState {
         cmd: redis::Cmd,
     ) -> Reply<T> {
         let mut conn = self.connection(handle)?;
-        self.redis_round_trips.fetch_add(1, Ordering::Relaxed);
+        if self.before_response() {
+            self.redis_round_trips.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(cmd.query_async::<T>(&mut conn).await.map_err(other))
     }
 }

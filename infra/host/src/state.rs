@@ -63,8 +63,11 @@ pub struct RequestState {
     component: Arc<ComponentConfig>,
     resolver: Arc<Resolver>,
     logs: Logs,
-    /// Redis commands this request's guest has sent.
+    /// Redis commands this request's guest sent before it set its response (what the
+    /// response's latency paid; work done after the response is not counted).
     pub(crate) redis_round_trips: Arc<AtomicU64>,
+    /// The table entry of the request's response outparam, until the guest sets it.
+    pub(crate) response_outparam: Option<u32>,
     pub(crate) redis_connections: usize,
     allowed: Arc<AllowedHosts>,
 }
@@ -95,9 +98,20 @@ impl RequestState {
             resolver,
             logs,
             redis_round_trips,
+            response_outparam: None,
             redis_connections: 0,
             allowed,
         }
+    }
+
+    /// Whether the guest has not set its response yet: setting it takes the outparam out
+    /// of the table (a later resource may reuse its slot, hence the type check).
+    pub(crate) fn before_response(&mut self) -> bool {
+        self.response_outparam.is_some_and(|rep| {
+            self.table.get_any_mut(rep).is_ok_and(|entry| {
+                entry.is::<wasmtime_wasi_http::p2::types::HostResponseOutparam>()
+            })
+        })
     }
 
     pub(crate) fn allowed_hosts(&self) -> wasmtime::Result<Arc<AllowedHosts>> {
