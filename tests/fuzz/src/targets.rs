@@ -1,0 +1,204 @@
+//! The targets: each takes any bytes, must never panic, and checks the properties its
+//! parser promises. Each returns an *outcome*: a small number naming what the input led
+//! to (which error, which branch), so the driver keeps inputs that reach new outcomes.
+
+use edge_auth_domain::code::VerificationCode;
+use edge_auth_domain::email::EmailAddress;
+use edge_auth_domain::gateway::command::{parse, verify};
+use edge_auth_domain::gateway::execute::CommandError;
+use edge_auth_domain::ids::{ChallengeId, DeviceSessionId, UserId};
+use edge_auth_domain::public_key::ClientPublicKey;
+use edge_auth_domain::sessions::input::ReasonCode;
+use edge_auth_protocol::canonical::{command_bytes, response_bytes};
+use edge_auth_protocol::rules::{is_message_type, is_request_id};
+use edge_auth_protocol::wire::{CommandEnvelope, ResponseEnvelope};
+
+/// A fuzz target.
+pub struct Target {
+    pub name: &'static str,
+    pub run: fn(&[u8]) -> u64,
+}
+
+/// Every target, by name.
+pub const TARGETS: [Target; 4] = [
+    Target {
+        name: "command",
+        run: command,
+    },
+    Target {
+        name: "canonical",
+        run: canonical,
+    },
+    Target {
+        name: "email",
+        run: email,
+    },
+    Target {
+        name: "ids",
+        run: ids,
+    },
+];
+
+/// A stable number for a text (an error message's first words, a variant's name).
+fn outcome_of(text: &str) -> u64 {
+    // FNV-1a: only needs to tell outcomes apart.
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The class of an error message: its text up to the first detail (a `:`, `(`, quote,
+/// backtick or digit), so that values quoted in it do not count as new outcomes.
+fn class(message: &str) -> u64 {
+    let cut = message
+        .find(|c: char| ":(\"`".contains(c) || c.is_ascii_digit())
+        .unwrap_or(message.len());
+    outcome_of(&message[..cut.min(48)])
+}
+
+/// The execute-command body parser, then the CPU-only verification the gateway runs
+/// before Redis: never a panic, and whatever passes obeys the protocol's rules.
+pub fn command(bytes: &[u8]) -> u64 {
+    let command = match parse(bytes) {
+        Ok(command) => command,
+        Err(e) => return 1 ^ class(&e.to_string()),
+    };
+    match verify(&command, 65_536) {
+        Ok(verified) => {
+            assert!(is_message_type(verified.message_type.as_str()));
+            assert!(is_request_id(verified.request_id.as_str()));
+            assert!(DeviceSessionId::parse(verified.session.as_str()).is_ok());
+            2
+        }
+        Err(CommandError::InvalidSignature(_)) => 3,
+        Err(e) => 4 ^ class(&e.to_string()),
+    }
+}
+
+/// Reads length-prefixed fields from fuzz bytes (for building envelopes).
+struct Fields<'a> {
+    bytes: &'a [u8],
+}
+
+impl Fields<'_> {
+    fn text(&mut self) -> String {
+        let Some((&n, rest)) = self.bytes.split_first() else {
+            return String::new();
+        };
+        let n = usize::from(n % 24).min(rest.len());
+        let (field, rest) = rest.split_at(n);
+        self.bytes = rest;
+        String::from_utf8_lossy(field).into_owned()
+    }
+
+    fn number(&mut self) -> u64 {
+        let n = self.bytes.len().min(8);
+        let (field, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        field.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b))
+    }
+
+    fn command(&mut self) -> CommandEnvelope {
+        CommandEnvelope {
+            protocol_version: u32::try_from(self.number() % 3).unwrap_or(0),
+            device_session_id: self.text(),
+            client_public_key: self.text(),
+            message_type: self.text(),
+            request_id: self.text(),
+            timestamp_ms: self.number(),
+            payload_sha256: self.text(),
+        }
+    }
+
+    fn response(&mut self) -> ResponseEnvelope {
+        ResponseEnvelope {
+            protocol_version: u32::try_from(self.number() % 3).unwrap_or(0),
+            request_id: self.text(),
+            device_session_id: self.text(),
+            timestamp_ms: self.number(),
+            status: self.text(),
+            result_code: self.text(),
+            backend_status: u16::try_from(self.number() % 600).unwrap_or(0),
+            payload_sha256: self.text(),
+            request_sha256: self.text(),
+            key_id: self.text(),
+        }
+    }
+}
+
+/// The canonical encodings are injective: two different envelopes never sign the same
+/// bytes (else a signature over one would pass for the other), and a command's bytes
+/// are never a response's.
+pub fn canonical(bytes: &[u8]) -> u64 {
+    let (left, right) = bytes.split_at(bytes.len() / 2);
+    let (a, b) = (
+        Fields { bytes: left }.command(),
+        Fields { bytes: right }.command(),
+    );
+    assert_eq!(
+        a == b,
+        command_bytes(&a) == command_bytes(&b),
+        "{a:?} / {b:?}"
+    );
+    let (r, s) = (
+        Fields { bytes: left }.response(),
+        Fields { bytes: right }.response(),
+    );
+    assert_eq!(
+        r == s,
+        response_bytes(&r) == response_bytes(&s),
+        "{r:?} / {s:?}"
+    );
+    assert_ne!(command_bytes(&a), response_bytes(&r));
+    u64::from(a == b) | (u64::from(r == s) << 1)
+}
+
+/// The e-mail parser: never a panic; what it accepts is normalised once and for all
+/// (parsing the result gives it back) and fits the limits of an address.
+pub fn email(bytes: &[u8]) -> u64 {
+    let raw = String::from_utf8_lossy(bytes);
+    match EmailAddress::parse(&raw) {
+        Ok(address) => {
+            let again = EmailAddress::parse(address.as_str()).expect("a parsed address parses");
+            assert_eq!(again, address);
+            assert!(address.as_str().len() <= 254);
+            assert_eq!(address.as_str().matches('@').count(), 1);
+            assert!(!address.as_str().chars().any(char::is_whitespace));
+            2
+        }
+        Err(e) => 1 ^ class(&e.to_string()),
+    }
+}
+
+/// The id, code, key and reason parsers of the public and internal routes: never a
+/// panic, and what they accept round-trips through its text.
+pub fn ids(bytes: &[u8]) -> u64 {
+    let Some((&which, rest)) = bytes.split_first() else {
+        return 0;
+    };
+    let raw = String::from_utf8_lossy(rest);
+    let ok = match which % 7 {
+        0 => ChallengeId::parse(&raw)
+            .map(|id| assert_eq!(ChallengeId::parse(id.as_str()), Ok(id.clone())))
+            .is_ok(),
+        1 => DeviceSessionId::parse(&raw)
+            .map(|id| assert_eq!(DeviceSessionId::parse(id.as_str()), Ok(id.clone())))
+            .is_ok(),
+        2 => UserId::parse(&raw)
+            .map(|id| assert_eq!(UserId::parse(id.as_str()), Ok(id.clone())))
+            .is_ok(),
+        3 => ClientPublicKey::parse(&raw)
+            .map(|key| assert_eq!(key.as_str(), raw.trim()))
+            .is_ok(),
+        4 => VerificationCode::parse(&raw, 6)
+            .map(|code| assert_eq!(code.expose().len(), 6))
+            .is_some(),
+        5 => VerificationCode::parse(&raw, 8)
+            .map(|code| assert!(code.expose().bytes().all(|b| b.is_ascii_digit())))
+            .is_some(),
+        _ => ReasonCode::parse(&raw)
+            .map(|r| assert_eq!(r.as_str(), raw))
+            .is_ok(),
+    };
+    u64::from(which % 7) << 1 | u64::from(ok)
+}
