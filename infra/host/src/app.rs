@@ -36,6 +36,10 @@ use crate::variables::{Resolver, Template, check_references, component_templates
 /// header).
 pub const ROUND_TRIPS_HEADER: &str = "edge-auth-host-redis-round-trips";
 
+/// Response header carrying how long instantiating the component took for this request,
+/// in microseconds (sent with [`ROUND_TRIPS_HEADER`], for the benchmark).
+pub const INSTANTIATE_HEADER: &str = "edge-auth-host-instantiate-us";
+
 /// What the host needs to load an app.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -446,8 +450,13 @@ impl App {
         let outparam = store.data_mut().http().new_response_outparam(sender)?;
         store.data_mut().response_outparam = Some(outparam.rep());
         let pre = component.pre.clone();
+        let instantiate_us = Arc::new(AtomicU64::new(0));
+        let timed = instantiate_us.clone();
         let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let proxy = pre.instantiate_async(&mut store).await?;
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            timed.store(took, Ordering::Relaxed);
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, request, outparam)
@@ -472,6 +481,10 @@ impl App {
                     response.headers_mut().insert(
                         ROUND_TRIPS_HEADER,
                         HeaderValue::from(round_trips.load(Ordering::Relaxed)),
+                    );
+                    response.headers_mut().insert(
+                        INSTANTIATE_HEADER,
+                        HeaderValue::from(instantiate_us.load(Ordering::Relaxed)),
                     );
                 }
                 let logs = self.logs.clone();

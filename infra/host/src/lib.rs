@@ -32,5 +32,5 @@ pub mod server;
 mod state;
 pub mod variables;
 
-pub use app::{App, LoadOptions, ROUND_TRIPS_HEADER};
+pub use app::{App, INSTANTIATE_HEADER, LoadOptions, ROUND_TRIPS_HEADER};
 pub use server::{HostOptions, RunningHost, start};

@@ -301,6 +301,11 @@ async fn counting_adds_no_round_trip_before_the_response() {
         2,
         "client and session steps"
     );
+    let instantiate_us: u64 = executed
+        .header(edge_auth_host::INSTANTIATE_HEADER)
+        .and_then(|v| v.parse().ok())
+        .expect("the host says how long instantiating took");
+    assert!(instantiate_us > 0);
 
     // A client over its budget is counted by the script that refuses it: one round trip
     // and nothing written afterwards.
