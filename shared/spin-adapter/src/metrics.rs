@@ -348,18 +348,15 @@ fn flush_script() -> &'static Script {
 /// by [`crate::http::serve`] after the response is sent; a failure is logged, never
 /// answered.
 pub(crate) fn flush() {
-    let pending = tally(std::mem::take);
-    if pending.is_empty() {
+    // The request's tally as script arguments, as a ride would carry it.
+    let args = Ride::default().into_args();
+    if args.is_empty() {
         return;
     }
     let write = || -> anyhow::Result<()> {
         let mut byte = [0u8; 1];
         getrandom::fill(&mut byte).map_err(|e| anyhow::anyhow!("picking a metrics shard: {e}"))?;
         let key = keys::metrics_shard(byte[0] % keys::CLIENT_SHARDS);
-        let args: Vec<Arg> = pending
-            .into_iter()
-            .flat_map(|(field, n)| [When::Always.as_str().into(), field.into(), Arg::Int(n)])
-            .collect();
         SpinRedis::connect()?.run(flush_script(), &[key], &args)?;
         Ok(())
     };
