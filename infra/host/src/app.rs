@@ -119,6 +119,11 @@ fn engine_config() -> Config {
     config
         .wasm_component_model(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
+    // For profiling (see README, "Profile it"): `perf` resolves compiled guest code through
+    // /tmp/perf-<pid>.map. Off by default, as in Spin.
+    if std::env::var_os("EDGE_AUTH_HOST_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 

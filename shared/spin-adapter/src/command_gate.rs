@@ -1,8 +1,6 @@
 //! [`CommandGate`] on Redis: one script per step, each in one hash slot (the client's
 //! shard, then the session's address), so an accepted command costs two round trips.
 
-use std::sync::OnceLock;
-
 use anyhow::bail;
 use edge_auth_domain::gateway::ports::{
     BudgetKind, ClientAdmission, ClientOutcome, CommandGate, SessionAdmission, SessionOutcome,
@@ -10,23 +8,7 @@ use edge_auth_domain::gateway::ports::{
 
 use crate::keys::{self, AddressKeys};
 use crate::metrics::{self, Budget, Counter, Ride, When};
-use crate::redis::{Arg, Reply, Script, SpinRedis};
-
-struct Scripts {
-    client: Script,
-    session: Script,
-}
-
-fn scripts() -> &'static Scripts {
-    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
-    SCRIPTS.get_or_init(|| Scripts {
-        client: Script::new("command_client", include_str!("scripts/command_client.lua")),
-        session: Script::new(
-            "command_session",
-            include_str!("scripts/command_session.lua"),
-        ),
-    })
-}
+use crate::redis::{Arg, Reply, SpinRedis, scripts};
 
 /// The command gate over a Redis connection.
 #[derive(Debug)]
@@ -70,7 +52,7 @@ impl CommandGate for RedisCommandGate<'_> {
         ];
         args.extend(ride.into_args());
         let items = self.redis.run(
-            &scripts().client,
+            &scripts::COMMAND_CLIENT,
             &[keys::budget(a.budget), keys::metrics_for(&a.budget.client)],
             &args,
         )?;
@@ -92,7 +74,7 @@ impl CommandGate for RedisCommandGate<'_> {
         let id = a.session.as_str();
         let b = a.budgets;
         let items = self.redis.run(
-            &scripts().session,
+            &scripts::COMMAND_SESSION,
             &[
                 k.projection(id),
                 k.session(id),

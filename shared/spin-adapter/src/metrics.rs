@@ -33,7 +33,7 @@ use edge_auth_domain::challenge::ChallengeState;
 use edge_auth_domain::gateway::ports::BudgetKind;
 
 use crate::keys;
-use crate::redis::{Arg, Reply, Script, SpinRedis};
+use crate::redis::{Arg, Reply, SpinRedis};
 
 /// What Prometheus is told about a family.
 #[derive(Debug)]
@@ -338,11 +338,6 @@ impl Ride {
     }
 }
 
-fn flush_script() -> &'static Script {
-    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new("metrics", include_str!("scripts/metrics.lua")))
-}
-
 /// Writes what the request counted and has not written yet: one script call on the
 /// request's connection (opened if the request had none), into a random shard. Called
 /// by [`crate::http::serve`] after the response is sent; a failure is logged, never
@@ -357,7 +352,7 @@ pub(crate) fn flush() {
         let mut byte = [0u8; 1];
         getrandom::fill(&mut byte).map_err(|e| anyhow::anyhow!("picking a metrics shard: {e}"))?;
         let key = keys::metrics_shard(byte[0] % keys::CLIENT_SHARDS);
-        SpinRedis::connect()?.run(flush_script(), &[key], &args)?;
+        SpinRedis::connect()?.run(&crate::redis::scripts::METRICS, &[key], &args)?;
         Ok(())
     };
     if let Err(cause) = write() {

@@ -31,29 +31,18 @@ impl std::fmt::Debug for SpinRedis {
     }
 }
 
-/// A Lua script and its SHA1 (Redis' script id).
+/// A Lua script and its SHA1 (Redis' script id), both fixed at build time: see
+/// [`scripts`] for the list and `build.rs` for how each is assembled (key-layout prelude
+/// from [`crate::keys::lua_prelude`], then `scripts/lib.lua`, then the script's body).
 #[derive(Debug)]
 pub struct Script {
+    /// Appears in errors.
     name: &'static str,
-    source: String,
-    sha1: String,
+    source: &'static str,
+    sha1: &'static str,
 }
 
-/// Helpers every script may use (the one clock, streams, GCRA, session revocation).
-const LIB: &str = include_str!("scripts/lib.lua");
-
-impl Script {
-    /// A script from its body, after the key-layout prelude ([`crate::keys::lua_prelude`])
-    /// and the shared helpers (`scripts/lib.lua`); `name` appears in errors.
-    pub fn new(name: &'static str, body: &str) -> Self {
-        let source = format!("{}{LIB}{body}", crate::keys::lua_prelude());
-        Self {
-            name,
-            sha1: sha1_smol::Sha1::from(&source).digest().to_string(),
-            source,
-        }
-    }
-}
+include!(concat!(env!("OUT_DIR"), "/scripts.rs"));
 
 /// An argument for a script or command.
 #[derive(Debug)]
@@ -235,5 +224,35 @@ impl Reply {
             out.push(self.required()?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scripts;
+
+    #[test]
+    fn every_script_starts_with_the_key_layout_prelude_and_the_shared_helpers() {
+        let head = format!(
+            "{}{}",
+            crate::keys::lua_prelude(),
+            include_str!("scripts/lib.lua")
+        );
+        assert!(!scripts::ALL.is_empty());
+        for script in scripts::ALL {
+            assert!(
+                script.source.starts_with(&head) && script.source.len() > head.len(),
+                "`{}` lacks the prelude and helpers, or has no body",
+                script.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_script_id_is_the_sha1_of_its_source() {
+        for script in scripts::ALL {
+            let sha1 = sha1_smol::Sha1::from(script.source).digest().to_string();
+            assert_eq!(script.sha1, sha1, "`{}`", script.name);
+        }
     }
 }

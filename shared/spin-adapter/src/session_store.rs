@@ -1,7 +1,6 @@
 //! [`SessionStore`] on Redis: one Lua script (or one command) per method.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 use edge_auth_domain::ids::{AddressTag, DeviceSessionId};
@@ -19,28 +18,7 @@ use edge_auth_domain::time::Timestamp;
 
 use crate::keys::{self, AddressKeys};
 use crate::metrics::{self, Counter};
-use crate::redis::{Arg, Reply, Script, SpinRedis};
-
-struct Scripts {
-    get: Script,
-    revoke: Script,
-    revoke_batch: Script,
-    block: Script,
-    list: Script,
-    audit: Script,
-}
-
-fn scripts() -> &'static Scripts {
-    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
-    SCRIPTS.get_or_init(|| Scripts {
-        get: Script::new("get_session", include_str!("scripts/get_session.lua")),
-        revoke: Script::new("revoke", include_str!("scripts/revoke.lua")),
-        revoke_batch: Script::new("revoke_batch", include_str!("scripts/revoke_batch.lua")),
-        block: Script::new("block", include_str!("scripts/block.lua")),
-        list: Script::new("list_sessions", include_str!("scripts/list_sessions.lua")),
-        audit: Script::new("audit", include_str!("scripts/audit.lua")),
-    })
-}
+use crate::redis::{Arg, Reply, SpinRedis, scripts};
 
 fn optional(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
@@ -190,7 +168,9 @@ impl SessionStore for RedisSessionStore {
             k.lifecycle(),
             k.audit(),
         ];
-        let items = self.redis.run(&scripts().get, &keys_, &stream_args())?;
+        let items = self
+            .redis
+            .run(&scripts::GET_SESSION, &keys_, &stream_args())?;
         if items.is_empty() {
             return Ok(None);
         }
@@ -244,7 +224,7 @@ impl SessionStore for RedisSessionStore {
         ];
         let mut reply = Reply::new(
             "list_sessions",
-            self.redis.run(&scripts().list, &keys_, &args)?,
+            self.redis.run(&scripts::LIST_SESSIONS, &keys_, &args)?,
         );
         match reply.required()?.as_str() {
             "user_not_found" => return Ok(None),
@@ -272,7 +252,7 @@ impl SessionStore for RedisSessionStore {
             k.audit(),
             k.expired_sessions(),
         ];
-        let mut reply = Reply::new("revoke", self.redis.run(&scripts().revoke, &keys_, &args)?);
+        let mut reply = Reply::new("revoke", self.redis.run(&scripts::REVOKE, &keys_, &args)?);
         Ok(match reply.required()?.as_str() {
             "not_found" => RevokeOutcome::NotFound,
             "revoked" => {
@@ -304,7 +284,7 @@ impl SessionStore for RedisSessionStore {
         let mut reply = Reply::new(
             "revoke_batch",
             self.redis.run(
-                &scripts().revoke_batch,
+                &scripts::REVOKE_BATCH,
                 &[
                     k.active_sessions(),
                     k.user(),
@@ -350,7 +330,7 @@ impl SessionStore for RedisSessionStore {
         let mut reply = Reply::new(
             "block",
             self.redis.run(
-                &scripts().block,
+                &scripts::BLOCK,
                 &[
                     k.blocked(),
                     k.user(),
@@ -395,7 +375,7 @@ impl SessionStore for RedisSessionStore {
         let mut reply = Reply::new(
             "audit",
             self.redis
-                .run(&scripts().audit, &[k.audit(), k.user()], &args)?,
+                .run(&scripts::AUDIT, &[k.audit(), k.user()], &args)?,
         );
         match reply.required()?.as_str() {
             "user_not_found" => return Ok(None),

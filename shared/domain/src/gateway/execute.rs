@@ -224,8 +224,7 @@ pub fn execute_command<G: CommandGate, B: Backend, S: SessionStore>(
         .signing
         .as_ref()
         .ok_or(CommandError::NotConfigured("gateway_signing_key"))?;
-    let route = settings.routes.route(&command.message_type);
-    let known_type = route.is_some() || RESERVED.contains(&command.message_type.as_str());
+    let known_type = settings.knows(&command.message_type);
 
     let budget = Budget {
         route: "command",

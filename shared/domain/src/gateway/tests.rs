@@ -10,7 +10,7 @@ use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_command};
 use edge_auth_protocol::verify::verify_response;
 use edge_auth_protocol::wire::{CommandEnvelope, SignedCommand};
 
-use crate::gateway::command::verify;
+use crate::gateway::command::{MessageType, verify};
 use crate::gateway::execute::{CommandError, Gateway, Refusal, execute_command, prepare};
 use crate::gateway::ports::{
     Backend, BackendReply, BackendRequest, ClientAdmission, ClientOutcome, CommandGate,
@@ -395,4 +395,14 @@ fn the_backend_table_names_its_bad_entry() {
         let err = BackendRoutes::parse(raw).expect_err(raw).to_string();
         assert!(err.contains(&format!("{bad:?}")), "{err}");
     }
+}
+
+#[test]
+fn only_routed_and_reserved_types_are_known_so_invented_types_share_one_label() {
+    let settings = settings();
+    let known = |raw: &str| settings.knows(&MessageType::parse(raw).expect("a valid type"));
+    assert!(known("echo"), "routed by default");
+    assert!(known("gateway.logout") && known("gateway.sessions"));
+    assert!(!known("gateway.anything_else"));
+    assert!(!known("never.routed"));
 }

@@ -178,6 +178,8 @@ async fn commands_are_counted_by_type_and_result_and_backend_calls_are_timed() {
     assert_eq!(app.execute(&ok.command).await.status(), 409, "a replay");
     let unknown = device.command("made.up", b"x");
     assert_eq!(app.execute(&unknown.command).await.status(), 404);
+    let invented = device.command("gateway.made_up", b"x");
+    assert_eq!(app.execute(&invented.command).await.status(), 404);
     let stale = device.command_at("echo", b"x", now_ms() - 10 * 60 * 1000);
     assert_eq!(app.execute(&stale.command).await.status(), 401);
     let logout = device.command("gateway.logout", b"");
@@ -199,11 +201,12 @@ async fn commands_are_counted_by_type_and_result_and_backend_calls_are_timed() {
     assert_eq!(command("echo", "stale_request"), 1.0);
     assert_eq!(
         command("unknown", "unknown_message_type"),
-        1.0,
-        "a type the gateway does not route is not a label of its own"
+        2.0,
+        "a type the gateway neither routes nor answers is not a label of its own"
     );
     assert_eq!(command("gateway.logout", "ok"), 1.0);
     assert!(!metrics.text.contains("made.up"));
+    assert!(!metrics.text.contains("made_up"));
     assert_eq!(
         metrics.plain("edge_auth_backend_latency_seconds_count"),
         1.0
