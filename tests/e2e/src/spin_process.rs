@@ -155,11 +155,16 @@ impl SpinProcess {
                     StartError::Failed(error)
                 });
             }
-            if let Ok(response) = client
-                .get(&health)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
+            // Ours only once it says it serves this address: another test's Spin may hold
+            // the port (taken between our probe and this bind) and answer the health
+            // check, while ours is still compiling and will fail to bind.
+            let serving = format!("Serving http://{}", self.addr);
+            if self.output_lines().iter().any(|l| l.trim() == serving)
+                && let Ok(response) = client
+                    .get(&health)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
                 && response.status().is_success()
             {
                 return Ok(());

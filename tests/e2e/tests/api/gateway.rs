@@ -1114,9 +1114,13 @@ async fn the_cli_does_keygen_login_and_a_command_against_infra_run() {
     let run = InfraRun::start();
     let client = reqwest::Client::new();
     // infra/run builds what it needs first (at most a few minutes on a fresh checkout).
+    // Ours only once it says it serves this address: while it builds, another test's
+    // runtime may take the same port and answer the health check.
+    let serving = format!("Serving {}", run.url);
     let mut up = false;
     for _ in 0..1200 {
-        if let Ok(r) = client
+        if run.lines().iter().any(|l| l.trim() == serving)
+            && let Ok(r) = client
             .get(format!("{}/api/v1/health", run.url))
             .send()
             .await
