@@ -3,7 +3,15 @@
 //! Codes are never stored: only HMAC-SHA256(code key, challenge_id ‖ 0 ‖ code). The
 //! address tag (the Redis hash tag of everything that belongs to one address) is an HMAC
 //! of the normalised e-mail, so key names never hold an address in clear. Each use gets
-//! its own key derived from the secret with a distinct label.
+//! its own key derived from a secret with a distinct label.
+//!
+//! # Rotation
+//! The two uses rotate differently. A code lives minutes, so the code key can change
+//! at any time: during a rotation the previous secret (`code_hmac_previous_key`) still
+//! checks the codes sent before the switch. An address tag lives as long as the
+//! address's data, so the tag key must never change: `address_tag_key` pins it (it
+//! defaults to `code_hmac_key`, so a deployment sets it to its first `code_hmac_key`
+//! before the first rotation and the tags stay what they were).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -14,13 +22,16 @@ use crate::ids::{AddressTag, ChallengeId};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The minimum length of `code_hmac_key`, in bytes.
+/// The minimum length of each secret (`code_hmac_key`, `code_hmac_previous_key`,
+/// `address_tag_key`), in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
 
-/// The server secret (`code_hmac_key`), split into purpose keys.
+/// The server secrets, as purpose keys: the code key (and, during a rotation, the
+/// previous one) and the tag key.
 #[derive(Clone)]
 pub struct ServerKey {
     code_key: [u8; 32],
+    previous_code_key: Option<[u8; 32]>,
     tag_key: [u8; 32],
 }
 
@@ -30,10 +41,35 @@ impl std::fmt::Debug for ServerKey {
     }
 }
 
-/// The secret is too short to be a key.
+/// A secret is too short to be a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("code_hmac_key must be at least {MIN_SECRET_LEN} bytes, got {0}")]
-pub struct WeakSecret(pub usize);
+#[error("{name} must be at least {MIN_SECRET_LEN} bytes, got {len}")]
+pub struct WeakSecret {
+    /// The variable that holds it.
+    pub name: &'static str,
+    pub len: usize,
+}
+
+fn checked<'a>(name: &'static str, secret: &'a [u8]) -> Result<&'a [u8], WeakSecret> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(WeakSecret {
+            name,
+            len: secret.len(),
+        });
+    }
+    Ok(secret)
+}
+
+fn code_key(secret: &[u8]) -> [u8; 32] {
+    hmac(secret, &[b"edge-auth/code-mac/v1"])
+}
+
+fn code_mac(key: &[u8; 32], challenge: &ChallengeId, code: &str) -> CodeMac {
+    CodeMac(hmac(
+        key,
+        &[challenge.as_str().as_bytes(), &[0], code.as_bytes()],
+    ))
+}
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
@@ -44,26 +80,48 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 }
 
 impl ServerKey {
-    /// Derives the purpose keys from the configured secret.
+    /// Derives every purpose key from one secret (`code_hmac_key`, nothing else set).
     ///
     /// # Errors
     /// A secret shorter than [`MIN_SECRET_LEN`] bytes.
     pub fn new(secret: &[u8]) -> Result<Self, WeakSecret> {
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(WeakSecret(secret.len()));
-        }
+        Self::from_secrets(secret, None, None)
+    }
+
+    /// Derives the purpose keys from a deployment's secrets: `code` (`code_hmac_key`)
+    /// keys new code MACs; `previous` (`code_hmac_previous_key`, during a rotation) keys
+    /// the MACs of codes sent before it; `tag` (`address_tag_key`) keys the address tags,
+    /// `code` when absent.
+    ///
+    /// # Errors
+    /// A secret shorter than [`MIN_SECRET_LEN`] bytes, named by its variable.
+    pub fn from_secrets(
+        code: &[u8],
+        previous: Option<&[u8]>,
+        tag: Option<&[u8]>,
+    ) -> Result<Self, WeakSecret> {
+        let code = checked("code_hmac_key", code)?;
+        let previous = previous
+            .map(|p| checked("code_hmac_previous_key", p))
+            .transpose()?;
+        let tag = tag.map(|t| checked("address_tag_key", t)).transpose()?;
         Ok(Self {
-            code_key: hmac(secret, &[b"edge-auth/code-mac/v1"]),
-            tag_key: hmac(secret, &[b"edge-auth/address-tag/v1"]),
+            code_key: code_key(code),
+            previous_code_key: previous.map(code_key),
+            tag_key: hmac(tag.unwrap_or(code), &[b"edge-auth/address-tag/v1"]),
         })
     }
 
     /// The stored form of a code for one challenge.
     pub fn code_mac(&self, challenge: &ChallengeId, code: &str) -> CodeMac {
-        CodeMac(hmac(
-            &self.code_key,
-            &[challenge.as_str().as_bytes(), &[0], code.as_bytes()],
-        ))
+        code_mac(&self.code_key, challenge, code)
+    }
+
+    /// The stored form of the code under the previous code key, while a rotation keeps
+    /// one: what a challenge made before the switch holds.
+    pub fn previous_code_mac(&self, challenge: &ChallengeId, code: &str) -> Option<CodeMac> {
+        self.previous_code_key
+            .map(|key| code_mac(&key, challenge, code))
     }
 
     /// The tag shared by every key of one address.
@@ -107,7 +165,45 @@ mod tests {
 
     #[test]
     fn a_short_secret_is_refused() {
-        assert_eq!(ServerKey::new(b"short").expect_err("weak"), WeakSecret(5));
+        assert_eq!(
+            ServerKey::new(b"short").expect_err("weak"),
+            WeakSecret {
+                name: "code_hmac_key",
+                len: 5
+            }
+        );
+        let weak_previous = ServerKey::from_secrets(&[7; 32], Some(b"short"), None);
+        assert_eq!(
+            weak_previous.expect_err("weak").name,
+            "code_hmac_previous_key"
+        );
+        let weak_tag = ServerKey::from_secrets(&[7; 32], None, Some(b"short"));
+        assert_eq!(weak_tag.expect_err("weak").name, "address_tag_key");
+    }
+
+    #[test]
+    fn after_a_rotation_the_previous_key_makes_the_old_mac_and_tags_follow_the_tag_key() {
+        let id = ChallengeId::parse("c_0011223344556677_AAAAAAAAAAAAAAAAAAAAAA").expect("id");
+        let email = EmailAddress::parse("ada@example.com").expect("valid");
+        let old = key();
+        let rotated =
+            ServerKey::from_secrets(&[9; 32], Some(&[7; 32]), Some(&[7; 32])).expect("long enough");
+        assert!(
+            !rotated
+                .code_mac(&id, "123456")
+                .matches(&old.code_mac(&id, "123456"))
+        );
+        let previous = rotated.previous_code_mac(&id, "123456").expect("kept");
+        assert!(previous.matches(&old.code_mac(&id, "123456")));
+        assert_eq!(rotated.address_tag(&email), old.address_tag(&email));
+        assert!(old.previous_code_mac(&id, "123456").is_none());
+
+        let unpinned = ServerKey::from_secrets(&[9; 32], Some(&[7; 32]), None).expect("ok");
+        assert_ne!(
+            unpinned.address_tag(&email),
+            old.address_tag(&email),
+            "without address_tag_key the tags follow code_hmac_key"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 
+use anyhow::Context;
 use edge_auth_domain::client::ClientHops;
 use edge_auth_domain::error::PublicError;
 use edge_auth_domain::sessions::auth::InternalApiToken;
@@ -477,11 +478,20 @@ async fn read_call(req: IncomingRequest, route: Route) -> Result<Call, PublicErr
 /// internal API (Spin has no start-up hook for components, so every request says why in
 /// the log).
 fn authorize(req: &IncomingRequest) -> Result<(), PublicError> {
-    let token = match optional("internal_api_token") {
-        Ok(token) => InternalApiToken::parse(&token.unwrap_or_default())
-            .map_err(|weak| anyhow::Error::new(weak).context("the internal API is locked")),
-        Err(e) => Err(e.context("reading internal_api_token")),
+    let configured = || -> anyhow::Result<InternalApiToken> {
+        let current = optional("internal_api_token").context("reading internal_api_token")?;
+        let next =
+            optional("internal_api_next_token").context("reading internal_api_next_token")?;
+        let token = InternalApiToken::parse(&current.unwrap_or_default())
+            .map_err(|weak| anyhow::Error::new(weak).context("the internal API is locked"))?;
+        match next {
+            Some(next) => token
+                .with_next(&next)
+                .map_err(|weak| anyhow::Error::new(weak).context("the internal API is locked")),
+            None => Ok(token),
+        }
     };
+    let token = configured();
     let token = token.map_err(|e| {
         log_cause("internal_api_token", &e);
         public_errors::unavailable()

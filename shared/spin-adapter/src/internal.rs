@@ -33,9 +33,7 @@ impl BlockContext {
     /// # Errors
     /// A missing or invalid variable, or Redis unreachable.
     pub fn open() -> anyhow::Result<Self> {
-        let key = edge_auth_domain::crypto::ServerKey::new(
-            crate::config::variable("code_hmac_key")?.as_bytes(),
-        )?;
+        let key = crate::settings::tag_key()?;
         let directory = crate::user_directory::configured()?;
         Ok(Self {
             store: crate::session_store::RedisSessionStore::new(crate::redis::SpinRedis::connect()?),

@@ -1,10 +1,9 @@
 //! [`LoginStore`] on Redis: one Lua script per operation, so each is one round trip and
 //! atomic (see `scripts/`).
 
-use std::sync::OnceLock;
-
 use anyhow::bail;
 use edge_auth_domain::challenge::ChallengeState;
+use edge_auth_domain::crypto::CodeMac;
 use edge_auth_domain::email::EmailAddress;
 use edge_auth_domain::ids::{AddressTag, ChallengeId, DeviceSessionId};
 use edge_auth_domain::login::ports::{
@@ -15,27 +14,7 @@ use edge_auth_domain::time::Timestamp;
 
 use crate::keys::{self, AddressKeys};
 use crate::metrics::{self, Budget, Counter, Directory, Resolution, Ride, When};
-use crate::redis::{Arg, Reply, Script, SpinRedis};
-
-struct Scripts {
-    guard: Script,
-    send: Script,
-    record_delivery: Script,
-    confirm: Script,
-}
-
-fn scripts() -> &'static Scripts {
-    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
-    SCRIPTS.get_or_init(|| Scripts {
-        guard: Script::new("guard", include_str!("scripts/guard.lua")),
-        send: Script::new("send", include_str!("scripts/send.lua")),
-        record_delivery: Script::new(
-            "record_delivery",
-            include_str!("scripts/record_delivery.lua"),
-        ),
-        confirm: Script::new("confirm", include_str!("scripts/confirm.lua")),
-    })
-}
+use crate::redis::{Arg, Reply, SpinRedis, scripts};
 
 /// The login store on a Spin Redis connection.
 #[derive(Debug)]
@@ -79,7 +58,7 @@ impl LoginStore for RedisLoginStore {
                 .on(When::Limited, &Counter::ConfirmResult("rate_limited"));
         }
         args.extend(ride.into_args());
-        let mut reply = Reply::new("guard", self.redis.run(&scripts().guard, &keys_, &args)?);
+        let mut reply = Reply::new("guard", self.redis.run(&scripts::GUARD, &keys_, &args)?);
         let allowed = reply.int()?;
         let retry_after_ms = u64::try_from(reply.int()?)?;
         let session_limit = reply.text()?;
@@ -110,7 +89,7 @@ impl LoginStore for RedisLoginStore {
             c.address_budget.interval_ms().into(),
             c.address_budget.tolerance_ms().into(),
         ];
-        let mut reply = Reply::new("send", self.redis.run(&scripts().send, &keys_, &args)?);
+        let mut reply = Reply::new("send", self.redis.run(&scripts::SEND, &keys_, &args)?);
         match reply.required()?.as_str() {
             "created" => {
                 let state = reply.required()?;
@@ -149,7 +128,7 @@ impl LoginStore for RedisLoginStore {
     fn record_delivery(&self, id: &ChallengeId, state: ChallengeState) -> anyhow::Result<()> {
         let k = AddressKeys::new(id.tag());
         self.redis.run(
-            &scripts().record_delivery,
+            &scripts::RECORD_DELIVERY,
             &[k.challenge(id.as_str())],
             &[state.as_str().into()],
         )?;
@@ -193,7 +172,7 @@ impl LoginStore for RedisLoginStore {
             UserChoice::External { user_id } => (user_id.as_str(), "external"),
             UserChoice::ExternalUnresolved => ("", "external_unresolved"),
         };
-        let args: [Arg; 22] = [
+        let args: [Arg; 23] = [
             a.challenge_id.as_str().into(),
             a.code_mac.to_hex().into(),
             a.client_public_key.as_str().into(),
@@ -219,11 +198,13 @@ impl LoginStore for RedisLoginStore {
             a.failure_lockout_ms.into(),
             a.session_lifetime_ms.into(),
             a.session_idle_timeout_ms.into(),
+            a.previous_code_mac
+                .as_ref()
+                .map(CodeMac::to_hex)
+                .unwrap_or_default()
+                .into(),
         ];
-        let mut reply = Reply::new(
-            "confirm",
-            self.redis.run(&scripts().confirm, &keys_, &args)?,
-        );
+        let mut reply = Reply::new("confirm", self.redis.run(&scripts::CONFIRM, &keys_, &args)?);
         let outcome = match reply.required()?.as_str() {
             "ok" => {
                 let id = reply.required()?;

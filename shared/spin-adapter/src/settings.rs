@@ -3,12 +3,15 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
+use edge_auth_domain::crypto::ServerKey;
 use edge_auth_domain::login::settings::LoginSettings;
 use spin_sdk::variables::{self, Error};
 
 /// Every variable the login settings read; a component declares the ones it needs.
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 17] = [
     "code_hmac_key",
+    "code_hmac_previous_key",
+    "address_tag_key",
     "code_length",
     "challenge_ttl_seconds",
     "challenge_max_attempts",
@@ -38,6 +41,22 @@ pub fn optional(name: &str) -> anyhow::Result<Option<String>> {
             Err(anyhow::Error::new(e)).with_context(|| format!("reading Spin variable `{name}`"))
         }
     }
+}
+
+/// The key of address tags, which is what `block-user` and `unblock-user` need of the
+/// server keys (not the previous code key: a typo in it must not disable blocking).
+///
+/// # Errors
+/// A variable that cannot be read, `code_hmac_key` missing, or a secret too short.
+pub fn tag_key() -> anyhow::Result<ServerKey> {
+    let mut values = HashMap::new();
+    for name in ["code_hmac_key", "address_tag_key"] {
+        if let Some(value) = optional(name)? {
+            values.insert(name, value);
+        }
+    }
+    edge_auth_domain::login::settings::server_key(&|name| values.get(name).cloned())
+        .context("invalid address tag key")
 }
 
 /// Reads and checks the login settings.

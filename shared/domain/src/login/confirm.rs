@@ -146,6 +146,7 @@ pub fn confirm_email_code(
 
     let mut attempt = ConfirmAttempt {
         code_mac: settings.key.code_mac(&challenge_id, code.expose()),
+        previous_code_mac: settings.key.previous_code_mac(&challenge_id, code.expose()),
         challenge_id,
         client_public_key,
         new_session_id: DeviceSessionId::generate(tag, random)?,

@@ -71,6 +71,9 @@ pub enum LimitPolicy {
 pub struct ConfirmAttempt {
     pub challenge_id: ChallengeId,
     pub code_mac: CodeMac,
+    /// The same code under the previous code key, while a rotation keeps one: the code
+    /// also matches a challenge made before the switch.
+    pub previous_code_mac: Option<CodeMac>,
     pub client_public_key: ClientPublicKey,
     /// Used only if a session is created.
     pub new_session_id: DeviceSessionId,

@@ -65,6 +65,12 @@ pub struct LoginSettings {
 pub enum SettingsError {
     #[error("code_hmac_key is not set")]
     MissingSecret,
+    /// A rotation without pinned tags would move every address to new keys.
+    #[error(
+        "code_hmac_previous_key is set but address_tag_key is not: set address_tag_key to \
+         the first code_hmac_key before rotating it (README, Rotate the code key)"
+    )]
+    UnpinnedTags,
     #[error(transparent)]
     WeakSecret(#[from] WeakSecret),
     #[error(transparent)]
@@ -86,15 +92,34 @@ pub enum SettingsError {
     },
 }
 
+/// The server keys from `code_hmac_key`, `code_hmac_previous_key` and `address_tag_key`
+/// (see [`crate::crypto`], "Rotation"); an empty value is unset.
+///
+/// # Errors
+/// `code_hmac_key` is missing, a secret is too short, or `code_hmac_previous_key` is set
+/// without `address_tag_key`.
+pub fn server_key(get: &impl Fn(&str) -> Option<String>) -> Result<ServerKey, SettingsError> {
+    let set = |name: &str| get(name).filter(|s| !s.is_empty());
+    let code = set("code_hmac_key").ok_or(SettingsError::MissingSecret)?;
+    let previous = set("code_hmac_previous_key");
+    let tag = set("address_tag_key");
+    // A rotation is under way: the tags must not follow the code key to its new value.
+    if previous.is_some() && tag.is_none() {
+        return Err(SettingsError::UnpinnedTags);
+    }
+    Ok(ServerKey::from_secrets(
+        code.as_bytes(),
+        previous.as_deref().map(str::as_bytes),
+        tag.as_deref().map(str::as_bytes),
+    )?)
+}
+
 impl LoginSettings {
     /// Reads all settings through `get` (`None` = not set: default).
     ///
     /// # Errors
     /// See [`SettingsError`].
     pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let secret = get("code_hmac_key")
-            .filter(|s| !s.is_empty())
-            .ok_or(SettingsError::MissingSecret)?;
         let limit_policy = match get("session_limit_policy").as_deref().map(str::trim) {
             None | Some("reject") => LimitPolicy::Reject,
             Some("evict_oldest") => LimitPolicy::EvictOldest,
@@ -119,7 +144,7 @@ impl LoginSettings {
             ),
         };
         Ok(Self {
-            key: ServerKey::new(secret.as_bytes())?,
+            key: server_key(&get)?,
             policy: ChallengePolicy::from_settings(&get)?,
             limits: EdgeLimits::from_settings(&get)?,
             limit_policy,
@@ -219,6 +244,24 @@ mod tests {
         .expect("valid");
         assert_eq!(ok.limit_policy, LimitPolicy::Reject);
         assert_eq!(ok.lockout, FailureLockout::default());
+    }
+
+    #[test]
+    fn a_previous_code_key_without_pinned_tags_is_refused() {
+        const KEY: &str = "0123456789abcdef0123456789abcdef";
+        const OLD: &str = "fedcba9876543210fedcba9876543210";
+        const UNPINNED: &[(&str, &str)] =
+            &[("code_hmac_key", KEY), ("code_hmac_previous_key", OLD)];
+        assert!(matches!(
+            LoginSettings::from_settings(with(UNPINNED)),
+            Err(SettingsError::UnpinnedTags)
+        ));
+        const PINNED: &[(&str, &str)] = &[
+            ("code_hmac_key", KEY),
+            ("code_hmac_previous_key", OLD),
+            ("address_tag_key", OLD),
+        ];
+        assert!(LoginSettings::from_settings(with(PINNED)).is_ok());
     }
 
     #[test]

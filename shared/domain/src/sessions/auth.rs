@@ -1,4 +1,4 @@
-//! The internal API's bearer token.
+//! The internal API's bearer token, and during a rotation the next one.
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -12,16 +12,28 @@ pub struct InternalApiToken {
     /// SHA-256 of the token: compared instead of the token itself, so that neither its
     /// content nor its length shows in the time a comparison takes.
     digest: [u8; 32],
+    /// `internal_api_next_token`'s digest, during a rotation: accepted as well.
+    next: Option<[u8; 32]>,
 }
 
 /// The configured token is too short to be a secret.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "internal_api_token has {chars} characters; at least {MIN_TOKEN_CHARS} are required \
+    "{name} has {chars} characters; at least {MIN_TOKEN_CHARS} are required \
      (e.g. `head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n'`)"
 )]
 pub struct WeakToken {
+    /// The variable that holds it.
+    pub name: &'static str,
     pub chars: usize,
+}
+
+fn digest(name: &'static str, token: &str) -> Result<[u8; 32], WeakToken> {
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        return Err(WeakToken { name, chars });
+    }
+    Ok(Sha256::digest(token.as_bytes()).into())
 }
 
 impl InternalApiToken {
@@ -30,23 +42,35 @@ impl InternalApiToken {
     /// # Errors
     /// [`WeakToken`] when it is shorter (an unset token is empty, so it is refused too).
     pub fn parse(token: &str) -> Result<Self, WeakToken> {
-        let chars = token.chars().count();
-        if chars < MIN_TOKEN_CHARS {
-            return Err(WeakToken { chars });
-        }
         Ok(Self {
-            digest: Sha256::digest(token.as_bytes()).into(),
+            digest: digest("internal_api_token", token)?,
+            next: None,
         })
     }
 
-    /// Whether an `Authorization` header carries `Bearer <this token>`. Constant-time in
-    /// the token's content and length: both sides are hashed, the digests compared.
+    /// Also accepts `next` (`internal_api_next_token`), while callers move to it.
+    ///
+    /// # Errors
+    /// [`WeakToken`] when `next` is shorter than [`MIN_TOKEN_CHARS`].
+    pub fn with_next(self, next: &str) -> Result<Self, WeakToken> {
+        Ok(Self {
+            next: Some(digest("internal_api_next_token", next)?),
+            ..self
+        })
+    }
+
+    /// Whether an `Authorization` header carries `Bearer <this token>` (or the next
+    /// one). Constant-time in the tokens' content and length: both sides are hashed, the
+    /// digests compared, and both comparisons always made.
     pub fn authorizes(&self, header: Option<&str>) -> bool {
         let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
             return false;
         };
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        bool::from(presented.ct_eq(&self.digest))
+        let next = self
+            .next
+            .map_or(subtle::Choice::from(0), |n| presented.ct_eq(&n));
+        bool::from(presented.ct_eq(&self.digest) | next)
     }
 }
 
@@ -99,6 +123,23 @@ mod tests {
             let err = InternalApiToken::parse(short).expect_err("too short");
             assert!(err.to_string().contains("internal_api_token"), "{err}");
         }
+    }
+
+    #[test]
+    fn during_a_rotation_the_next_token_is_accepted_beside_the_current_one() {
+        const NEXT: &str = "fedcba9876543210fedcba9876543210";
+        let token = InternalApiToken::parse(TOKEN)
+            .and_then(|t| t.with_next(NEXT))
+            .expect("32 characters each");
+        assert!(token.authorizes(Some(&format!("Bearer {TOKEN}"))));
+        assert!(token.authorizes(Some(&format!("Bearer {NEXT}"))));
+        assert!(!token.authorizes(Some(&format!("Bearer {NEXT}x"))));
+        assert!(!token.authorizes(None));
+        let only = InternalApiToken::parse(TOKEN).expect("32 characters");
+        assert!(!only.authorizes(Some(&format!("Bearer {NEXT}"))));
+        let weak = InternalApiToken::parse(TOKEN).and_then(|t| t.with_next("short"));
+        let err = weak.expect_err("too short");
+        assert!(err.to_string().contains("internal_api_next_token"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 --       12 revoked-record retention (ms), 13 lifecycle ttl, 14 lifecycle maxlen,
 --       15 audit ttl, 16 audit maxlen, 17/18 emission interval/burst tolerance (ms) of
 --       the address's confirm budget, 19 cap of consecutive wrong codes, 20 how long that
---       count is kept (ms), 21 session lifetime (ms), 22 session idle timeout (ms)
+--       count is kept (ms), 21 session lifetime (ms), 22 session idle timeout (ms),
+--       23 the code's MAC under the previous code key during a rotation ('' = none)
 -- Returns {'ok', session_id} (a new session, or the same one for an exact repeat; evicted
 -- sessions are on the lifecycle and audit streams),
 -- {'need_user', email} (nothing changed) or {error, ...}.
@@ -49,7 +50,9 @@ local function same(a, b)
   end
   return diff == 0
 end
-local code_ok = same(ch[2], ARGV[2])
+-- During a rotation of the code key, a challenge made before the switch holds the MAC
+-- under the previous key.
+local code_ok = same(ch[2], ARGV[2]) or (ARGV[23] ~= '' and same(ch[2], ARGV[23]))
 
 if state == 'confirmed' then
   if code_ok and ch[6] == ARGV[3] then

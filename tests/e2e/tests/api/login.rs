@@ -1358,3 +1358,89 @@ async fn the_rest_directory_retries_reads_and_fails_closed_when_down() {
         200
     );
 }
+
+/// The code key a rotation moves to (the old one is [`TEST_SECRET`]).
+const ROTATED_SECRET: &str = "rotated-secret-fedcba9876543210fedcba9876543210";
+
+/// An instance beside `app` on the rotated code key; `previous` keeps the old one as
+/// `code_hmac_previous_key`. The tags stay pinned to the old secret (`address_tag_key`).
+async fn rotated_instance(app: &TestApp, previous: bool) -> edge_auth_tests::Runtime {
+    let mut spawn = Spawn::default()
+        .variable("resend_interval_seconds", "0")
+        .variable("code_hmac_key", ROTATED_SECRET)
+        .variable("address_tag_key", TEST_SECRET);
+    if previous {
+        spawn = spawn.variable("code_hmac_previous_key", TEST_SECRET);
+    }
+    app.instance_beside(spawn).await
+}
+
+async fn confirm_through(
+    app: &TestApp,
+    url: &str,
+    challenge: &str,
+    code: &str,
+    key: &str,
+) -> ApiResponse {
+    let response = app
+        .client
+        .post(format!("{url}{CONFIRM}"))
+        .json(&json!({ "challenge_id": challenge, "code": code, "client_public_key": key }))
+        .send()
+        .await
+        .expect("sent");
+    ApiResponse::checked(response, CONFIRM, "post").await
+}
+
+#[tokio::test]
+async fn a_code_sent_before_the_code_key_rotated_still_confirms_and_the_user_keeps_their_id() {
+    let app = Spawn::default()
+        .variable("resend_interval_seconds", "0")
+        .spawn()
+        .await;
+    let before = app.login("rosa@example.com", &device_key(1)).await;
+    let challenge = app.new_challenge("rosa@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+
+    let rotated = rotated_instance(&app, true).await;
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    let refused = confirm_through(&app, &rotated.url(), &challenge, wrong, &device_key(2)).await;
+    assert_eq!(refused.error().1, "invalid_code", "{:?}", refused.body);
+    let confirmed = confirm_through(&app, &rotated.url(), &challenge, &code, &device_key(2)).await;
+    assert_eq!(confirmed.status(), 200, "{:?}", confirmed.body);
+    let after = confirmed.field("device_session_id");
+
+    let prefix = app.address_prefix("rosa@example.com");
+    let user = |s: &str| hget(&app, &format!("{prefix}s:{s}"), "user_id");
+    assert!(user(&before).is_some());
+    assert_eq!(user(&before), user(&after));
+
+    // A code sent through the rotated instance confirms there too, under the new key, for
+    // the same user: the send derived the same address tag (nothing was re-keyed).
+    let sent = app
+        .client
+        .post(format!("{}{SEND}", rotated.url()))
+        .json(&json!({ "email": "rosa@example.com" }))
+        .send()
+        .await
+        .expect("sent");
+    let fresh = ApiResponse::checked(sent, SEND, "post")
+        .await
+        .field("challenge_id");
+    let fresh_code = app.mailed_code(&fresh).await;
+    let confirmed =
+        confirm_through(&app, &rotated.url(), &fresh, &fresh_code, &device_key(3)).await;
+    assert_eq!(confirmed.status(), 200, "{:?}", confirmed.body);
+    assert_eq!(user(&confirmed.field("device_session_id")), user(&before));
+}
+
+#[tokio::test]
+async fn once_the_previous_code_key_is_dropped_a_code_sent_before_the_switch_is_wrong() {
+    let app = spawn_app().await;
+    let challenge = app.new_challenge("omar@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+
+    let rotated = rotated_instance(&app, false).await;
+    let refused = confirm_through(&app, &rotated.url(), &challenge, &code, &device_key(1)).await;
+    assert_eq!(refused.error().1, "invalid_code", "{:?}", refused.body);
+}

@@ -97,6 +97,69 @@ async fn no_internal_route_answers_anything_but_401_without_the_token() {
 }
 
 #[tokio::test]
+async fn during_a_token_rotation_the_next_token_works_beside_the_current_one() {
+    const NEXT: &str = "next-internal-token-0123456789abcdef0123";
+    let rotating = Spawn::default()
+        .variable("internal_api_next_token", NEXT)
+        .spawn()
+        .await;
+    let session = rotating.login("una@example.com", &device_key(1)).await;
+    let path = format!("/api/v1/internal/sessions/{session}");
+    let get = |app: &TestApp, token: &str| {
+        app.client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(token)
+            .send()
+    };
+    for token in [INTERNAL_TOKEN, NEXT] {
+        let response = get(&rotating, token).await.expect("sent");
+        assert_eq!(response.status(), 200, "{token}");
+    }
+    let wrong = get(&rotating, &format!("{NEXT}x")).await.expect("sent");
+    assert_eq!(wrong.status(), 401);
+
+    // Before (or after) the rotation, the next token is just a wrong one.
+    let plain = spawn_app().await;
+    let session = plain.login("una@example.com", &device_key(1)).await;
+    let path = format!("/api/v1/internal/sessions/{session}");
+    let response = plain
+        .client
+        .get(format!("{}{path}", plain.address))
+        .bearer_auth(NEXT)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn a_weak_next_token_locks_the_internal_api_and_says_which_variable() {
+    let app = Spawn::default()
+        .variable("internal_api_next_token", "too-short")
+        .spawn()
+        .await;
+    let session = app.login("vic@example.com", &device_key(1)).await;
+    let response = app
+        .client
+        .get(format!(
+            "{}/api/v1/internal/sessions/{session}",
+            app.address
+        ))
+        .bearer_auth(INTERNAL_TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 503);
+    let logs = app
+        .logs_with("internal_api_next_token has 9 characters")
+        .await;
+    assert!(
+        logs.iter().all(|l| !l.contains("too-short")),
+        "never the token itself"
+    );
+}
+
+#[tokio::test]
 async fn an_internal_token_shorter_than_32_characters_locks_the_internal_api() {
     let short = "only-31-characters-long-token-x";
     assert_eq!(short.len(), 31);
