@@ -7,6 +7,7 @@
 //! - [`login`]: `send-email-code` and `confirm-email-code` (use cases and ports).
 //! - [`sessions`]: the session lifecycle behind the internal API.
 //! - [`gateway`]: `execute-command`, the signed-command gateway.
+//! - [`push`]: `subscribe-events` (a signed event stream per device) and publishing.
 //! - [`challenge`]: the challenge state machine and policy.
 //! - [`email`], [`public_key`], [`code`], [`ids`]: parsed newtypes for everything a client sends.
 //! - [`crypto`]: the server key: code MACs and address tags.
@@ -26,6 +27,7 @@ pub mod health;
 pub mod ids;
 pub mod login;
 pub mod public_key;
+pub mod push;
 pub mod random;
 pub mod rate_limit;
 pub mod sessions;

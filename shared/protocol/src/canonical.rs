@@ -8,8 +8,8 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
-use crate::wire::{CommandEnvelope, ResponseEnvelope};
-use crate::{COMMAND_TAG, RESPONSE_TAG};
+use crate::wire::{CommandEnvelope, EventEnvelope, ResponseEnvelope};
+use crate::{COMMAND_TAG, EVENT_TAG, RESPONSE_TAG};
 
 fn put(out: &mut Vec<u8>, field: &[u8]) {
     // Fields are bounded by the request size limit, far below 4 GiB.
@@ -53,6 +53,22 @@ pub fn response_bytes(e: &ResponseEnvelope) -> Vec<u8> {
     out
 }
 
+/// The bytes the gateway signs for a pushed event.
+pub fn event_bytes(e: &EventEnvelope) -> Vec<u8> {
+    let mut out = Vec::with_capacity(320);
+    put(&mut out, EVENT_TAG);
+    put_int(&mut out, u64::from(e.protocol_version));
+    put(&mut out, e.event_id.as_bytes());
+    put(&mut out, e.event_type.as_bytes());
+    put(&mut out, e.device_session_id.as_bytes());
+    put(&mut out, e.target.as_bytes());
+    put(&mut out, e.user_id.as_bytes());
+    put_int(&mut out, e.timestamp_ms);
+    put(&mut out, e.payload_sha256.as_bytes());
+    put(&mut out, e.key_id.as_bytes());
+    out
+}
+
 /// SHA-256 of `bytes`, lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -79,6 +95,11 @@ pub fn sign_command(key: &SigningKey, envelope: &CommandEnvelope) -> ([u8; 64], 
 /// Signs a response envelope; the signature in standard base64.
 pub fn sign_response(key: &SigningKey, envelope: &ResponseEnvelope) -> String {
     STANDARD.encode(key.sign(&response_bytes(envelope)).to_bytes())
+}
+
+/// Signs an event envelope; the signature in standard base64.
+pub fn sign_event(key: &SigningKey, envelope: &EventEnvelope) -> String {
+    STANDARD.encode(key.sign(&event_bytes(envelope)).to_bytes())
 }
 
 #[cfg(test)]

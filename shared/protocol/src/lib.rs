@@ -7,10 +7,11 @@
 //! for third-party clients, and `test-vectors.json` pins the exact bytes.
 //!
 //! # Layout
-//! - [`wire`]: the JSON shapes on the wire (request, response, JWKS).
+//! - [`wire`]: the JSON shapes on the wire (request, response, pushed event, JWKS).
 //! - [`canonical`]: the byte strings that are signed, and the hashes that bind them.
 //! - [`rules`]: what a well-formed field is (request ids, message types, hashes).
-//! - [`verify`]: a client's check of a signed response against the gateway's JWKS.
+//! - [`verify`]: a client's check of a signed response or event against the gateway's
+//!   JWKS.
 
 pub mod canonical;
 pub mod rules;
@@ -25,6 +26,9 @@ pub const COMMAND_TAG: &[u8] = b"edge-auth/command/v1";
 
 /// Domain separation tag of a response's canonical encoding.
 pub const RESPONSE_TAG: &[u8] = b"edge-auth/response/v1";
+
+/// Domain separation tag of a pushed event's canonical encoding.
+pub const EVENT_TAG: &[u8] = b"edge-auth/event/v1";
 
 /// Message types starting with this are the gateway's own (never sent to a backend).
 pub const RESERVED_PREFIX: &str = "gateway.";

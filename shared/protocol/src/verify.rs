@@ -8,8 +8,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signature, VerifyingKey};
 
 use crate::PROTOCOL_VERSION;
-use crate::canonical::{response_bytes, sha256_hex};
-use crate::wire::{Jwks, SignedResponse};
+use crate::canonical::{event_bytes, response_bytes, sha256_hex};
+use crate::wire::{Jwks, SignedEvent, SignedResponse};
 
 /// Why a response is not to be trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +30,8 @@ pub enum ResponseError {
     PayloadMismatch,
     #[error("the response answers another request")]
     OtherRequest,
+    #[error("the event was signed for another device session's stream")]
+    OtherStream,
 }
 
 /// The verifying key of `kid` in `jwks`.
@@ -59,6 +61,63 @@ pub fn key_of(jwks: &Jwks, kid: &str) -> Result<VerifyingKey, ResponseError> {
     VerifyingKey::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
 }
 
+/// Checks the signature of `envelope_bytes` by `kid` and decodes the payload against
+/// its hash.
+fn verified_payload(
+    jwks: &Jwks,
+    kid: &str,
+    envelope_bytes: &[u8],
+    signature: &str,
+    payload: &str,
+    payload_sha256: &str,
+) -> Result<Vec<u8>, ResponseError> {
+    let key = key_of(jwks, kid)?;
+    let signature: [u8; 64] = STANDARD
+        .decode(signature)
+        .map_err(|e| ResponseError::MalformedSignature(e.to_string()))?
+        .try_into()
+        .map_err(|b: Vec<u8>| {
+            ResponseError::MalformedSignature(format!("{} bytes, not 64", b.len()))
+        })?;
+    key.verify_strict(envelope_bytes, &Signature::from_bytes(&signature))
+        .map_err(|e| ResponseError::BadSignature(e.to_string()))?;
+    let payload = STANDARD
+        .decode(payload)
+        .map_err(|e| ResponseError::MalformedPayload(e.to_string()))?;
+    if sha256_hex(&payload) != payload_sha256 {
+        return Err(ResponseError::PayloadMismatch);
+    }
+    Ok(payload)
+}
+
+/// Checks a pushed `event` received on the stream of `device_session_id`: version, key,
+/// signature, payload hash, and that it was signed for this stream. Returns the payload.
+///
+/// # Errors
+/// See [`ResponseError`]; `OtherStream` when it was signed for another session.
+pub fn verify_event(
+    event: &SignedEvent,
+    jwks: &Jwks,
+    device_session_id: &str,
+) -> Result<Vec<u8>, ResponseError> {
+    let e = &event.envelope;
+    if e.protocol_version != PROTOCOL_VERSION {
+        return Err(ResponseError::Version(e.protocol_version));
+    }
+    let payload = verified_payload(
+        jwks,
+        &e.key_id,
+        &event_bytes(e),
+        &event.signature,
+        &event.payload,
+        &e.payload_sha256,
+    )?;
+    if e.device_session_id != device_session_id {
+        return Err(ResponseError::OtherStream);
+    }
+    Ok(payload)
+}
+
 /// Checks `response` (see the module docs) and returns its payload bytes.
 ///
 /// # Errors
@@ -73,22 +132,14 @@ pub fn verify_response(
     if e.protocol_version != PROTOCOL_VERSION {
         return Err(ResponseError::Version(e.protocol_version));
     }
-    let key = key_of(jwks, &e.key_id)?;
-    let signature: [u8; 64] = STANDARD
-        .decode(&response.signature)
-        .map_err(|e| ResponseError::MalformedSignature(e.to_string()))?
-        .try_into()
-        .map_err(|b: Vec<u8>| {
-            ResponseError::MalformedSignature(format!("{} bytes, not 64", b.len()))
-        })?;
-    key.verify_strict(&response_bytes(e), &Signature::from_bytes(&signature))
-        .map_err(|e| ResponseError::BadSignature(e.to_string()))?;
-    let payload = STANDARD
-        .decode(&response.payload)
-        .map_err(|e| ResponseError::MalformedPayload(e.to_string()))?;
-    if sha256_hex(&payload) != e.payload_sha256 {
-        return Err(ResponseError::PayloadMismatch);
-    }
+    let payload = verified_payload(
+        jwks,
+        &e.key_id,
+        &response_bytes(e),
+        &response.signature,
+        &response.payload,
+        &e.payload_sha256,
+    )?;
     if e.request_sha256 != request_sha256 || e.request_id != request_id {
         return Err(ResponseError::OtherRequest);
     }

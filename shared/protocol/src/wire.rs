@@ -71,6 +71,42 @@ pub struct SignedResponse {
     pub signature: String,
 }
 
+/// What the gateway signs for each event of a push stream (see
+/// [`crate::canonical::event_bytes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventEnvelope {
+    pub protocol_version: u32,
+    /// The publisher's id of the event (`ev_…`), the same on every stream it reaches;
+    /// for the gateway's own events, an id of their own.
+    pub event_id: String,
+    /// The backend's type, or one of the gateway's `gateway.*` types.
+    pub event_type: String,
+    /// The device session whose stream carries the event: an event signed for one device
+    /// cannot be replayed into another's stream.
+    pub device_session_id: String,
+    /// `user` (every session of the user) or `device` (this session only).
+    pub target: String,
+    pub user_id: String,
+    /// When the gateway took the event (Redis' clock), Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// SHA-256 of the payload bytes, lower-case hex.
+    pub payload_sha256: String,
+    /// The `kid` of the gateway key that signed.
+    pub key_id: String,
+}
+
+/// One event of a push stream, as the SSE `data` line carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedEvent {
+    pub envelope: EventEnvelope,
+    /// The payload bytes (JSON), standard base64.
+    pub payload: String,
+    /// Ed25519 over the envelope's canonical bytes, standard base64.
+    pub signature: String,
+}
+
 /// One public key of the gateway (RFC 7517 / RFC 8037).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwk {

@@ -32,7 +32,9 @@ use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
+use spin_sdk::http::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 use crate::public_errors;
 use crate::request_log;
@@ -128,6 +130,7 @@ pub struct Call {
     pub path: String,
     params: HashMap<String, String>,
     query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
     body: Vec<u8>,
     /// Who is calling.
     pub caller: Caller,
@@ -143,6 +146,15 @@ impl Call {
     pub fn query(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A request header (names are lower case), the last one if repeated.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
@@ -188,11 +200,52 @@ impl std::fmt::Debug for Answer {
 }
 
 /// What an answer carries.
-#[derive(Debug)]
 enum Body {
     Json(Value),
     /// Bytes as they are, with their content type.
     Raw(String, Vec<u8>),
+    /// A body written as it is produced, with its content type.
+    Stream(String, Box<dyn FnOnce(&mut BodyWriter<'_>)>),
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Json(v) => f.debug_tuple("Json").field(v).finish(),
+            Self::Raw(t, b) => f.debug_tuple("Raw").field(t).field(&b.len()).finish(),
+            Self::Stream(t, _) => f.debug_tuple("Stream").field(t).finish(),
+        }
+    }
+}
+
+/// The client is gone: a streamed body cannot be written any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientGone;
+
+/// Writes a streamed body (see [`Answer::stream`]); every write is flushed to the
+/// client before it returns.
+pub struct BodyWriter<'a> {
+    write: &'a mut dyn FnMut(&[u8]) -> bool,
+}
+
+impl std::fmt::Debug for BodyWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyWriter").finish_non_exhaustive()
+    }
+}
+
+impl BodyWriter<'_> {
+    /// Writes and flushes `bytes`.
+    ///
+    /// # Errors
+    /// `ClientGone` when the connection is closed.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), ClientGone> {
+        if (self.write)(bytes) {
+            Ok(())
+        } else {
+            Err(ClientGone)
+        }
+    }
 }
 
 impl Answer {
@@ -201,6 +254,18 @@ impl Answer {
         Self {
             status,
             body: Body::Raw(content_type.to_string(), bytes),
+            headers: Vec::new(),
+            then: None,
+        }
+    }
+
+    /// `200` with a body that `produce` writes as it goes (a stream of events): the
+    /// status and headers are sent first, and the request's log line is written when
+    /// `produce` returns.
+    pub fn stream(content_type: &str, produce: impl FnOnce(&mut BodyWriter<'_>) + 'static) -> Self {
+        Self {
+            status: 200,
+            body: Body::Stream(content_type.to_string(), Box::new(produce)),
             headers: Vec::new(),
             then: None,
         }
@@ -313,6 +378,9 @@ pub async fn serve(
                 Body::Json(body) => send(out, answer.status, &body, &headers).await,
                 Body::Raw(content_type, bytes) => {
                     send_bytes(out, answer.status, &content_type, bytes, &headers).await;
+                }
+                Body::Stream(content_type, produce) => {
+                    stream(out, answer.status, &content_type, &headers, produce);
                 }
             }
             log(answer.status, None);
@@ -444,6 +512,12 @@ async fn read_call(req: IncomingRequest, route: Route) -> Result<Call, PublicErr
     let mut call = Call {
         method: route.method_name().to_string(),
         query: query_pairs(&path_with_query),
+        headers: req
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+            .collect(),
         caller: Caller {
             client: ClientHops {
                 peer: header(&req, "spin-client-addr").pop().unwrap_or_default(),
@@ -657,6 +731,50 @@ async fn send_bytes(
     }
     // Dropping the sink finishes the body.
     drop(sink);
+}
+
+/// Sends the status and headers, then lets `produce` write the body with blocking,
+/// flushed writes (so each event reaches the client as it is written), then finishes it.
+fn stream(
+    out: ResponseOutparam,
+    status: u16,
+    content_type: &str,
+    extra: &[(String, Vec<u8>)],
+    produce: Box<dyn FnOnce(&mut BodyWriter<'_>)>,
+) {
+    let mut headers = vec![
+        ("content-type".to_string(), content_type.as_bytes().to_vec()),
+        ("cache-control".to_string(), b"no-store".to_vec()),
+    ];
+    headers.extend_from_slice(extra);
+    let Ok(fields) = Fields::from_list(&headers) else {
+        eprintln!("could not build response headers");
+        return;
+    };
+    let response = OutgoingResponse::new(fields);
+    if response.set_status_code(status).is_err() {
+        eprintln!("invalid status code {status}");
+    }
+    let Ok(body) = response.body() else {
+        eprintln!("the response body was already taken");
+        return;
+    };
+    out.set(response);
+    let Ok(output) = body.write() else {
+        eprintln!("the response body is not writable");
+        return;
+    };
+    // WASI allows at most 4096 bytes per blocking write.
+    let mut write = |bytes: &[u8]| {
+        bytes
+            .chunks(4096)
+            .all(|chunk| output.blocking_write_and_flush(chunk).is_ok())
+    };
+    produce(&mut BodyWriter { write: &mut write });
+    drop(output);
+    if let Err(e) = OutgoingBody::finish(body, None) {
+        eprintln!("could not finish the streamed body: {e:?}");
+    }
 }
 
 /// Every value of a request header, in order.

@@ -31,6 +31,8 @@
 //! | `ea:{a:<tag>}:gw:<session_id>` | hash | gateway projection: user_id, client_public_key, status, created_at, expires_at, last_used_at, idle_timeout_ms, revoked_at / expired_at |
 //! | `ea:{a:<tag>}:lifecycle` | stream | session_created / session_revoked / user_blocked / user_unblocked |
 //! | `ea:{a:<tag>}:audit` | stream | who did what, when, why |
+//! | `ea:{a:<tag>}:events` | stream | pushed events of the address's user (fields event_id, type, device ('' = every session), user_id, at, payload); bounded by `push_stream_max_len` and `push_stream_max_age_seconds`, expires that long after the last publish |
+//! | `ea:{a:<tag>}:events:meta` | hash | dropped (newest id trimmed away), newest (newest id appended): how a resume learns of a gap; kept 30 days after the last publish |
 //! | `ea:{a:<tag>}:gw:<session_id>:rp:<request_id>` | string | replay reservation of a signed command; expires 2 × freshness window + 5 s after it was made |
 //! | `ea:{a:<tag>}:rl:cmd:s:<session_id>` | string | GCRA time of a session's command budget |
 //! | `ea:{a:<tag>}:rl:cmd:user` | string | GCRA time of the address's user's command budget |
@@ -118,6 +120,8 @@ pub const REVOKED_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Lifecycle stream: kept 30 days after its last record, about 10,000 records.
 pub const LIFECYCLE_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 pub const LIFECYCLE_MAXLEN: u64 = 10_000;
+/// Event stream meta: kept 30 days after the last publish (longer than any event).
+pub const EVENTS_META_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Audit stream: kept 400 days after its last record, about 100,000 records.
 pub const AUDIT_TTL_MS: u64 = 400 * 24 * 3600 * 1000;
 pub const AUDIT_MAXLEN: u64 = 100_000;
@@ -174,6 +178,12 @@ impl AddressKeys {
     }
     pub fn audit(&self) -> String {
         format!("{}audit", self.prefix)
+    }
+    pub fn events(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+    pub fn events_meta(&self) -> String {
+        format!("{}events:meta", self.prefix)
     }
     pub fn all_sessions(&self) -> String {
         format!("{}sessions:all", self.prefix)

@@ -7,7 +7,8 @@
 //! - [`config`], [`settings`]: Spin variables, with the name in every error.
 //! - [`redis`]: the connection, scripts (EVALSHA → EVAL) and flat replies.
 //! - [`keys`]: every Redis key name, in one table.
-//! - [`login_store`], [`session_store`], [`command_gate`]: the stores as Lua scripts.
+//! - [`login_store`], [`session_store`], [`command_gate`], [`push_store`]: the stores as
+//!   Lua scripts.
 //! - [`gateway`]: the gateway's settings; [`backend`]: the team's backend over HTTP.
 //! - [`mail`]: the mail adapters (`webhook`, `log`); [`user_directory`]: the REST user
 //!   directory; [`outbound`]: outgoing HTTP with timeouts.
@@ -15,6 +16,7 @@
 //!   outgoing calls carry.
 //! - [`http`]: the one handler idiom every function uses ([`http::serve`]: route, checks,
 //!   typed call, answer, deferred work); [`public_errors`]: the error table.
+//! - [`sse`]: the push stream as Server-Sent Events on a streamed body.
 //! - [`internal`]: what the internal routes share (revoke body, block context, session
 //!   records as JSON).
 
@@ -30,8 +32,10 @@ pub mod mail;
 pub mod metrics;
 pub mod outbound;
 pub mod public_errors;
+pub mod push_store;
 pub mod redis;
 pub mod request_log;
 pub mod session_store;
 pub mod settings;
+pub mod sse;
 pub mod user_directory;

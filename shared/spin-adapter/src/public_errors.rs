@@ -6,6 +6,7 @@ use edge_auth_domain::error::PublicError;
 use edge_auth_domain::gateway::execute::{CommandError, Refusal};
 use edge_auth_domain::login::confirm::ConfirmError;
 use edge_auth_domain::login::send::SendError;
+use edge_auth_domain::push::publish::PublishError;
 use edge_auth_domain::sessions::usecases::SessionError;
 
 fn retry_after(ms: u64) -> u64 {
@@ -84,6 +85,18 @@ pub fn session(err: &SessionError) -> PublicError {
         }
         SessionError::UserNotFound => PublicError::new(404, "user_not_found", "no such user"),
         SessionError::Unexpected(_) => unavailable(),
+    }
+}
+
+/// Publish route errors.
+pub fn publish(err: &PublishError) -> PublicError {
+    match err {
+        PublishError::InvalidRequest(m) => PublicError::new(400, "invalid_request", m.clone()),
+        PublishError::UserNotFound => PublicError::new(404, "user_not_found", err.to_string()),
+        PublishError::SessionNotFound => {
+            PublicError::new(404, "session_not_found", err.to_string())
+        }
+        PublishError::Unexpected(_) => unavailable(),
     }
 }
 

@@ -27,6 +27,7 @@ pub mod device;
 pub mod mail_stub;
 pub mod metrics;
 pub mod openapi;
+pub mod push;
 pub mod redis_server;
 pub mod slot_watch;
 pub mod spin_process;

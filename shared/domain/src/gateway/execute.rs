@@ -155,6 +155,10 @@ pub struct Gateway<'a, G, B, S> {
 /// The reserved message types the gateway answers itself.
 pub const RESERVED: [&str; 2] = ["gateway.logout", "gateway.sessions"];
 
+/// The reserved message type that opens a push stream (`subscribe-events` only;
+/// `execute-command` refuses it as an unknown type).
+pub const SUBSCRIBE: &str = "gateway.subscribe";
+
 /// What goes into a signed response.
 #[derive(Debug)]
 struct Outcome {
@@ -209,29 +213,37 @@ pub fn prepare(
     Ok(command)
 }
 
-/// Runs one command [`prepare`]d with the same settings (see the module docs). `client`
-/// is the caller's budget key.
+/// What the gate decided about a proven command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted (budgets spent, request id reserved, last use recorded).
+    Admitted { now_ms: u64, user_id: String },
+    /// Refused after the session was proven: answered with a signed refusal.
+    Refused { now_ms: u64, refusal: Refusal },
+}
+
+/// The command gate's two steps for a command [`prepare`]d with the same settings:
+/// freshness and the client's budget, then the session step (see
+/// [`SessionOutcome`]). `client` is the caller's budget key. Shared by
+/// `execute-command` and `subscribe-events`, so a stream opens only where a command
+/// would run.
 ///
 /// # Errors
-/// See [`CommandError`]; every later outcome is an [`Executed`].
-pub fn execute_command<G: CommandGate, B: Backend, S: SessionStore>(
-    gw: &Gateway<'_, G, B, S>,
+/// The plain [`CommandError`]s of the gate (stale, rate limited by client, unknown
+/// session, key mismatch) and the store's failure.
+pub fn admit<G: CommandGate>(
+    gate: &G,
+    settings: &GatewaySettings,
     client: &str,
     command: &VerifiedCommand,
-) -> Result<Executed, CommandError> {
-    let settings = gw.settings;
-    let key = settings
-        .signing
-        .as_ref()
-        .ok_or(CommandError::NotConfigured("gateway_signing_key"))?;
+) -> Result<Admission, CommandError> {
     let known_type = settings.knows(&command.message_type);
-
     let budget = Budget {
         route: "command",
         client: client.to_string(),
         rate: settings.budgets.per_client,
     };
-    match gw.gate.admit_client(&ClientAdmission {
+    match gate.admit_client(&ClientAdmission {
         budget: &budget,
         message_type: &command.message_type,
         known_type,
@@ -250,7 +262,7 @@ pub fn execute_command<G: CommandGate, B: Backend, S: SessionStore>(
         }
     }
 
-    let admitted = gw.gate.admit_session(&SessionAdmission {
+    let admitted = gate.admit_session(&SessionAdmission {
         session: &command.session,
         key: &command.key,
         request_id: &command.request_id,
@@ -261,33 +273,64 @@ pub fn execute_command<G: CommandGate, B: Backend, S: SessionStore>(
         timestamp_ms: command.envelope.timestamp_ms,
         window_ms: settings.window_ms,
     })?;
-    let (now_ms, outcome) = match admitted {
-        SessionOutcome::Stale { now_ms } => {
-            return Err(CommandError::Stale {
-                server_time_ms: now_ms,
-                window_ms: settings.window_ms,
-            });
-        }
-        SessionOutcome::UnknownSession => return Err(CommandError::UnknownSession),
-        SessionOutcome::KeyMismatch => return Err(CommandError::KeyMismatch),
-        SessionOutcome::Revoked { now_ms } => (now_ms, Outcome::refused(Refusal::SessionRevoked)),
-        SessionOutcome::Expired { now_ms } => (now_ms, Outcome::refused(Refusal::SessionExpired)),
-        SessionOutcome::Blocked { now_ms } => (now_ms, Outcome::refused(Refusal::UserBlocked)),
-        SessionOutcome::Replayed { now_ms } => (now_ms, Outcome::refused(Refusal::Replayed)),
+    let refused = |now_ms, refusal| Ok(Admission::Refused { now_ms, refusal });
+    match admitted {
+        SessionOutcome::Stale { now_ms } => Err(CommandError::Stale {
+            server_time_ms: now_ms,
+            window_ms: settings.window_ms,
+        }),
+        SessionOutcome::UnknownSession => Err(CommandError::UnknownSession),
+        SessionOutcome::KeyMismatch => Err(CommandError::KeyMismatch),
+        SessionOutcome::Revoked { now_ms } => refused(now_ms, Refusal::SessionRevoked),
+        SessionOutcome::Expired { now_ms } => refused(now_ms, Refusal::SessionExpired),
+        SessionOutcome::Blocked { now_ms } => refused(now_ms, Refusal::UserBlocked),
+        SessionOutcome::Replayed { now_ms } => refused(now_ms, Refusal::Replayed),
         SessionOutcome::RateLimited {
             now_ms,
             retry_after_ms,
             budget,
-        } => (
+        } => refused(
             now_ms,
-            Outcome::refused(Refusal::RateLimited {
+            Refusal::RateLimited {
                 retry_after_ms,
                 budget,
-            }),
+            },
         ),
-        SessionOutcome::Admitted { now_ms, user_id } => (now_ms, dispatch(gw, command, &user_id)?),
+        SessionOutcome::Admitted { now_ms, user_id } => Ok(Admission::Admitted { now_ms, user_id }),
+    }
+}
+
+/// Runs one command [`prepare`]d with the same settings (see the module docs). `client`
+/// is the caller's budget key.
+///
+/// # Errors
+/// See [`CommandError`]; every later outcome is an [`Executed`].
+pub fn execute_command<G: CommandGate, B: Backend, S: SessionStore>(
+    gw: &Gateway<'_, G, B, S>,
+    client: &str,
+    command: &VerifiedCommand,
+) -> Result<Executed, CommandError> {
+    let key = gw
+        .settings
+        .signing
+        .as_ref()
+        .ok_or(CommandError::NotConfigured("gateway_signing_key"))?;
+    let (now_ms, outcome) = match admit(gw.gate, gw.settings, client, command)? {
+        Admission::Refused { now_ms, refusal } => (now_ms, Outcome::refused(refusal)),
+        Admission::Admitted { now_ms, user_id } => (now_ms, dispatch(gw, command, &user_id)?),
     };
     Ok(sign(key, command, now_ms, outcome))
+}
+
+/// The signed refusal of `command` (a route that refuses after the gate, e.g. a stream
+/// that cannot open).
+pub fn refuse(
+    key: &GatewayKey,
+    command: &VerifiedCommand,
+    now_ms: u64,
+    refusal: Refusal,
+) -> Executed {
+    sign(key, command, now_ms, Outcome::refused(refusal))
 }
 
 /// An admitted command: a reserved type, or its backend route.

@@ -12,7 +12,7 @@ use edge_auth_protocol::wire::{Jwk, Jwks};
 
 use crate::client::{ClientPolicy, ClientPolicyError};
 use crate::gateway::command::MessageType;
-use crate::gateway::execute::RESERVED;
+use crate::gateway::execute::{RESERVED, SUBSCRIBE};
 use crate::login::settings::{SettingsError, number};
 use crate::rate_limit::{Rate, RateError};
 
@@ -273,12 +273,14 @@ fn rate(
 }
 
 impl GatewaySettings {
-    /// Whether the gateway knows `message_type`: one it answers itself ([`RESERVED`]) or
-    /// one routed to the backend. Only known types get a message-type budget of their own
-    /// and their own metrics label, so a client cannot grow either by inventing types
-    /// (`gateway.` followed by anything else is not known).
+    /// Whether the gateway knows `message_type`: one it answers itself ([`RESERVED`],
+    /// [`SUBSCRIBE`]) or one routed to the backend. Only known types get a message-type
+    /// budget of their own and their own metrics label, so a client cannot grow either by
+    /// inventing types (`gateway.` followed by anything else is not known).
     pub fn knows(&self, message_type: &MessageType) -> bool {
-        self.routes.route(message_type).is_some() || RESERVED.contains(&message_type.as_str())
+        self.routes.route(message_type).is_some()
+            || RESERVED.contains(&message_type.as_str())
+            || message_type.as_str() == SUBSCRIBE
     }
 
     /// Reads every setting through `get` (`None`: not set, the default).

@@ -32,10 +32,21 @@ fn session_id(raw: &str) -> Result<DeviceSessionId, SessionError> {
 /// Finds the address tags of a user: from the id itself for our own ids (one address),
 /// else the index (a directory user may log in with several addresses). Sorted.
 fn locate(store: &impl SessionStore, user: &UserRef) -> Result<Vec<AddressTag>, SessionError> {
+    locate_with(user, |u| store.locate_user(u))
+}
+
+/// [`locate`] with the index read by `index` (for stores other than the session store).
+///
+/// # Errors
+/// `UserNotFound` when the index knows no tag; the index's failure.
+pub(crate) fn locate_with(
+    user: &UserRef,
+    index: impl FnOnce(&UserRef) -> anyhow::Result<Vec<AddressTag>>,
+) -> Result<Vec<AddressTag>, SessionError> {
     if let Ok(own) = UserId::parse(user.as_str()) {
         return Ok(vec![own.tag()]);
     }
-    let mut tags = store.locate_user(user)?;
+    let mut tags = index(user)?;
     tags.sort_by_key(|t| t.to_hex());
     tags.dedup();
     if tags.is_empty() {

@@ -107,3 +107,11 @@ local function count_metrics(key, from, outcome)
     end
   end
 end
+
+-- Stream ids '<ms>-<seq>': true when `a` comes before `b`.
+local function id_less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end

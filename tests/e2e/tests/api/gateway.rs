@@ -1121,9 +1121,9 @@ async fn the_cli_does_keygen_login_and_a_command_against_infra_run() {
     for _ in 0..1200 {
         if run.lines().iter().any(|l| l.trim() == serving)
             && let Ok(r) = client
-            .get(format!("{}/api/v1/health", run.url))
-            .send()
-            .await
+                .get(format!("{}/api/v1/health", run.url))
+                .send()
+                .await
             && r.status() == 200
         {
             up = true;

@@ -6,4 +6,5 @@ mod host;
 mod login;
 mod logs;
 mod metrics;
+mod push;
 mod sessions;

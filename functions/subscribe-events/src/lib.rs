@@ -1,0 +1,140 @@
+//! `POST /api/v1/gateway/subscribe-events`: a signed command of type `gateway.subscribe`
+//! (payload `{"last_event_id"}` or empty; a `Last-Event-ID` header is honoured too) →
+//! `200 text/event-stream`, the device session's push stream (see `edge_auth_domain::push`).
+//!
+//! Every check of a command applies before the stream opens, with the same errors: plain
+//! ones before the session is proven, signed refusals after.
+
+// `#[http_component]` expands to the unsafe component-model export glue.
+#![allow(unsafe_code)]
+
+use edge_auth_domain::gateway::command::{parse, verify};
+use edge_auth_domain::gateway::execute::{Admission, CommandError, SUBSCRIBE, admit, refuse};
+use edge_auth_domain::push::ports::Position;
+use edge_auth_domain::push::stream::{self, StreamEnd, Subscription};
+use edge_auth_domain::random::OsRandom;
+use edge_auth_spin::command_gate::{RedisCommandGate, count_command};
+use edge_auth_spin::gateway::gateway_settings;
+use edge_auth_spin::http::{Answer, Route, log_cause, serve};
+use edge_auth_spin::public_errors;
+use edge_auth_spin::push_store::{RedisPushStore, push_settings};
+use edge_auth_spin::redis::SpinRedis;
+use edge_auth_spin::sse::{Since, SseWriter};
+use serde::Deserialize;
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
+use spin_sdk::http_component;
+
+/// A subscribe command carries at most a resume position.
+const ROUTE: Route = Route::public(true).max_body(4 * 1024);
+
+/// The payload of `gateway.subscribe` (a DTO).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribePayload {
+    #[serde(default)]
+    last_event_id: Option<String>,
+}
+
+/// Where the client resumes: the signed payload's `last_event_id`, else the
+/// `Last-Event-ID` header (what a browser's `EventSource` sends), else from now.
+fn resume(payload: &[u8], header: Option<&str>) -> Result<Option<Position>, CommandError> {
+    let invalid = |m: String| CommandError::InvalidRequest(m);
+    let signed = if payload.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<SubscribePayload>(payload)
+            .map_err(|e| {
+                invalid(format!(
+                    "the payload of {SUBSCRIBE} must be empty or {{\"last_event_id\"}}: {e}"
+                ))
+            })?
+            .last_event_id
+    };
+    signed
+        .as_deref()
+        .or(header.filter(|h| !h.trim().is_empty()).map(str::trim))
+        .map(|raw| Position::parse(raw).map_err(|e| invalid(e.to_string())))
+        .transpose()
+}
+
+#[http_component]
+async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
+    serve(req, out, ROUTE, |call| {
+        let fail = |e: CommandError| {
+            match &e {
+                CommandError::NotConfigured(name) => eprintln!(
+                    "subscribe-events: {name} is not set; the gateway answers 503 until it is"
+                ),
+                CommandError::Unexpected(cause) => log_cause("subscribe-events failed", cause),
+                _ => {}
+            }
+            public_errors::command(&e)
+        };
+        let command = parse(call.body()).map_err(fail)?;
+        let settings = gateway_settings().map_err(|e| fail(e.into()))?;
+        let Some(key) = settings.signing.clone() else {
+            return Err(fail(CommandError::NotConfigured("gateway_signing_key")));
+        };
+        // As `prepare` does for a command, without its backend check: this route never
+        // calls the backend.
+        let command = verify(&command, settings.max_payload).map_err(fail)?;
+        if command.message_type.as_str() != SUBSCRIBE {
+            return Err(fail(CommandError::InvalidRequest(format!(
+                "this route opens a push stream: message_type must be {SUBSCRIBE}"
+            ))));
+        }
+        let resume = resume(&command.payload, call.header("last-event-id")).map_err(fail)?;
+        let push = push_settings().map_err(|e| fail(e.into()))?;
+        call.note("device_session_id", command.session.as_str());
+        call.note("message_type", command.message_type.as_str());
+        call.note("command_request_id", command.request_id.as_str());
+        let client = settings
+            .clients
+            .budget_key(&settings.clients.resolve(&call.caller.client));
+        let store = RedisPushStore::new(SpinRedis::connect().map_err(|e| fail(e.into()))?);
+        let admission = admit(
+            &RedisCommandGate::new(store.redis()),
+            &settings,
+            &client,
+            &command,
+        )
+        .map_err(fail)?;
+        let user_id = match admission {
+            Admission::Refused { now_ms, refusal } => {
+                // The gate counted its refusal.
+                let refused = refuse(&key, &command, now_ms, refusal.clone());
+                call.note("result_code", refusal.code());
+                let (status, retry_after) = public_errors::refusal(&refusal);
+                let answer = Answer::json(status, &refused.response)?;
+                return Ok(match retry_after {
+                    Some(seconds) => answer.header("retry-after", seconds.to_string()),
+                    None => answer,
+                });
+            }
+            Admission::Admitted { user_id, .. } => user_id,
+        };
+        count_command(SUBSCRIBE, true, "ok");
+        call.note("result_code", "ok");
+        let opened = Since(std::time::Instant::now());
+        Ok(Answer::stream("text/event-stream", move |body| {
+            let sub = Subscription {
+                session: &command.session,
+                user_id: &user_id,
+                resume,
+                key: &key,
+            };
+            let mut sse = SseWriter::new(body);
+            match stream::run(&store, &OsRandom, &push, &sub, &opened, &mut sse) {
+                Ok(StreamEnd::Ended(reason)) => {
+                    edge_auth_spin::request_log::note("stream_end", reason.as_str());
+                }
+                Ok(StreamEnd::ClientGone) => {
+                    edge_auth_spin::request_log::note("stream_end", "client_gone");
+                }
+                Err(cause) => log_cause("subscribe-events", &cause),
+            }
+        })
+        .header("x-accel-buffering", "no"))
+    })
+    .await;
+}

@@ -1,0 +1,266 @@
+//! One subscriber's stream: a first read (resume or now), `gateway.server_time`, then
+//! events as they come, heartbeats while idle, and exactly one terminal
+//! `gateway.stream_end`.
+//!
+//! The stream waits on the slot's lifecycle and event streams together, so a revocation,
+//! a block or a new event wakes it at once; it reads the session's state only when woken
+//! or when the session's life is due to end, never on a timer of its own. A heartbeat is
+//! the only thing sent on a timeout.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use edge_auth_protocol::PROTOCOL_VERSION;
+use edge_auth_protocol::canonical::{sha256_hex, sign_event};
+use edge_auth_protocol::wire::{EventEnvelope, SignedEvent};
+use serde_json::json;
+
+use crate::gateway::settings::GatewayKey;
+use crate::ids::DeviceSessionId;
+use crate::push::ports::{
+    EndReason, Gone, Position, PushStore, ReadFrom, SessionState, StoredEvent, StreamRead,
+    Subscriber,
+};
+use crate::push::publish::event_id;
+use crate::push::settings::PushSettings;
+use crate::random::Random;
+
+/// The gateway's event types.
+pub const SERVER_TIME: &str = "gateway.server_time";
+pub const RESYNC_REQUIRED: &str = "gateway.resync_required";
+pub const STREAM_END: &str = "gateway.stream_end";
+
+/// Events read per store call.
+pub const READ_BATCH: u32 = 100;
+
+/// A monotonic clock: milliseconds since the stream opened.
+pub trait Elapsed {
+    fn elapsed_ms(&self) -> u64;
+}
+
+/// An admitted subscription.
+#[derive(Debug)]
+pub struct Subscription<'a> {
+    pub session: &'a DeviceSessionId,
+    pub user_id: &'a str,
+    /// Where the client resumes (`last_event_id`), or `None` for what comes next.
+    pub resume: Option<Position>,
+    pub key: &'a GatewayKey,
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The terminal event was sent with this reason.
+    Ended(EndReason),
+    /// A write failed: the client went away.
+    ClientGone,
+}
+
+struct Stream<'a, R, O> {
+    sub: &'a Subscription<'a>,
+    random: &'a R,
+    out: &'a mut O,
+    /// Store clock at the last read, and the elapsed time then.
+    clock_at_read: (u64, u64),
+}
+
+impl<R: Random, O: Subscriber> Stream<'_, R, O> {
+    fn now_ms(&self, elapsed: u64) -> u64 {
+        self.clock_at_read.0 + elapsed.saturating_sub(self.clock_at_read.1)
+    }
+
+    fn sign(&self, stored: &StoredEvent) -> SignedEvent {
+        let envelope = EventEnvelope {
+            protocol_version: PROTOCOL_VERSION,
+            event_id: stored.event_id.clone(),
+            event_type: stored.event_type.clone(),
+            device_session_id: self.sub.session.as_str().to_string(),
+            target: if stored.device.is_some() {
+                "device"
+            } else {
+                "user"
+            }
+            .to_string(),
+            user_id: stored.user_id.clone(),
+            timestamp_ms: stored.at_ms,
+            payload_sha256: sha256_hex(&stored.payload),
+            key_id: self.sub.key.kid.clone(),
+        };
+        let signature = sign_event(&self.sub.key.key, &envelope);
+        SignedEvent {
+            envelope,
+            payload: STANDARD.encode(&stored.payload),
+            signature,
+        }
+    }
+
+    /// One of the gateway's own events, for this device, at `position`.
+    fn gateway(
+        &mut self,
+        event_type: &str,
+        position: Position,
+        at_ms: u64,
+        payload: &serde_json::Value,
+    ) -> anyhow::Result<Result<(), Gone>> {
+        let stored = StoredEvent {
+            position,
+            event_id: event_id(self.random)?,
+            event_type: event_type.to_string(),
+            device: Some(self.sub.session.as_str().to_string()),
+            user_id: self.sub.user_id.to_string(),
+            at_ms,
+            payload: payload.to_string().into_bytes(),
+        };
+        let signed = self.sign(&stored);
+        Ok(self.out.event(position, &signed))
+    }
+
+    fn end(
+        &mut self,
+        reason: EndReason,
+        position: Position,
+        at_ms: u64,
+    ) -> anyhow::Result<StreamEnd> {
+        let message = match reason {
+            EndReason::SessionRevoked => "this device session was revoked; log in again",
+            EndReason::SessionExpired => "this device session has expired; log in again",
+            EndReason::UserBlocked => "this account is blocked; contact support",
+            EndReason::MaxDuration => {
+                "the stream reached its maximum duration; subscribe again with last_event_id"
+            }
+            EndReason::StoreUnavailable => {
+                "the gateway cannot read events now; subscribe again with last_event_id"
+            }
+        };
+        let payload = json!({"code": reason.code(), "reason": reason.as_str(), "message": message});
+        Ok(match self.gateway(STREAM_END, position, at_ms, &payload)? {
+            Ok(()) => StreamEnd::Ended(reason),
+            Err(Gone) => StreamEnd::ClientGone,
+        })
+    }
+
+    /// Sends what `read` found; `Some(end)` when the stream is over.
+    fn deliver(&mut self, read: &StreamRead) -> anyhow::Result<Option<StreamEnd>> {
+        if read.gap {
+            let payload = json!({
+                "reason": "events_dropped",
+                "message": "events after last_event_id are no longer kept; fetch current state, then go on from this id",
+            });
+            if self
+                .gateway(RESYNC_REQUIRED, read.cursor, read.now_ms, &payload)?
+                .is_err()
+            {
+                return Ok(Some(StreamEnd::ClientGone));
+            }
+        }
+        let session = self.sub.session.as_str();
+        for stored in &read.events {
+            if stored.device.as_deref().is_some_and(|d| d != session) {
+                continue;
+            }
+            let signed = self.sign(stored);
+            if self.out.event(stored.position, &signed).is_err() {
+                return Ok(Some(StreamEnd::ClientGone));
+            }
+        }
+        if let SessionState::Ended(reason) = read.state {
+            return self.end(reason, read.cursor, read.now_ms).map(Some);
+        }
+        Ok(None)
+    }
+}
+
+/// Runs the stream of an admitted `sub` until its terminal event or the client's
+/// departure (see the module docs).
+///
+/// # Errors
+/// The store failed: the stream has sent its terminal `store_unavailable` event if it
+/// could; the error is for the log.
+pub fn run(
+    store: &impl PushStore,
+    random: &impl Random,
+    settings: &PushSettings,
+    sub: &Subscription<'_>,
+    clock: &impl Elapsed,
+    out: &mut impl Subscriber,
+) -> anyhow::Result<StreamEnd> {
+    let from = sub.resume.map_or(ReadFrom::Now, ReadFrom::After);
+    let mut read = store.read(sub.session, from, READ_BATCH)?;
+    let mut stream = Stream {
+        sub,
+        random,
+        out,
+        clock_at_read: (read.now_ms, clock.elapsed_ms()),
+    };
+    // The client's own position (or where the stream starts): the events after it follow.
+    let start = sub.resume.unwrap_or(read.cursor);
+    let hello = json!({"server_time_ms": read.now_ms});
+    if stream
+        .gateway(SERVER_TIME, start, read.now_ms, &hello)?
+        .is_err()
+    {
+        return Ok(StreamEnd::ClientGone);
+    }
+    let mut last_sent = clock.elapsed_ms();
+    loop {
+        if let Some(end) = stream.deliver(&read)? {
+            return Ok(end);
+        }
+        if !read.events.is_empty() || read.gap {
+            last_sent = clock.elapsed_ms();
+        }
+        // When the session's life ends, unless it is used again (its next read records
+        // the expiry).
+        let ends_in = match read.state {
+            SessionState::Active {
+                ends_at_ms: Some(at),
+            } => Some(stream.clock_at_read.1 + at.saturating_sub(read.now_ms)),
+            _ => None,
+        };
+        loop {
+            let now = clock.elapsed_ms();
+            if now >= settings.max_duration_ms {
+                return stream.end(EndReason::MaxDuration, read.cursor, stream.now_ms(now));
+            }
+            if ends_in.is_some_and(|t| now >= t) {
+                break;
+            }
+            if now.saturating_sub(last_sent) >= settings.heartbeat_ms {
+                if stream.out.heartbeat().is_err() {
+                    return Ok(StreamEnd::ClientGone);
+                }
+                last_sent = now;
+            }
+            let mut timeout = (last_sent + settings.heartbeat_ms)
+                .saturating_sub(now)
+                .min(settings.max_duration_ms - now);
+            if let Some(t) = ends_in {
+                timeout = timeout.min(t.saturating_sub(now));
+            }
+            match store.wait(sub.session, read.lifecycle, read.cursor, timeout.max(1)) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return fail(&mut stream, read.cursor, clock, e),
+            }
+        }
+        read = match store.read(sub.session, ReadFrom::After(read.cursor), READ_BATCH) {
+            Ok(next) => next,
+            Err(e) => return fail(&mut stream, read.cursor, clock, e),
+        };
+        stream.clock_at_read = (read.now_ms, clock.elapsed_ms());
+    }
+}
+
+/// Ends the stream after a store failure: the terminal event if it can be sent, then the
+/// cause.
+fn fail<R: Random, O: Subscriber>(
+    stream: &mut Stream<'_, R, O>,
+    cursor: Position,
+    clock: &impl Elapsed,
+    cause: anyhow::Error,
+) -> anyhow::Result<StreamEnd> {
+    let at = stream.now_ms(clock.elapsed_ms());
+    // The client may be gone as well: the cause is what matters.
+    let _sent = stream.end(EndReason::StoreUnavailable, cursor, at);
+    Err(cause.context("push stream: the store failed mid-stream"))
+}

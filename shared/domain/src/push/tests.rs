@@ -1,0 +1,329 @@
+//! The stream's decisions against an in-memory store: what is sent, in which order, and
+//! how each stream ends.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+
+use ed25519_dalek::SigningKey;
+use edge_auth_protocol::verify::verify_event;
+use edge_auth_protocol::wire::{Jwk, Jwks, SignedEvent};
+
+use crate::gateway::settings::GatewayKey;
+use crate::ids::{AddressTag, DeviceSessionId};
+use crate::push::ports::*;
+use crate::push::publish::{Publication, PublishError};
+use crate::push::settings::PushSettings;
+use crate::push::stream::{Elapsed, StreamEnd, Subscription, run};
+use crate::random::Random;
+use crate::sessions::input::UserRef;
+
+struct Counter(Cell<u8>);
+impl Random for Counter {
+    fn fill(&self, buf: &mut [u8]) -> anyhow::Result<()> {
+        self.0.set(self.0.get().wrapping_add(1));
+        buf.fill(self.0.get());
+        Ok(())
+    }
+}
+
+/// Reads answered in order; each wait moves the clock by its timeout (or by `wake_after`
+/// when a read is queued to be woken for).
+struct Script {
+    reads: RefCell<VecDeque<StreamRead>>,
+    woken: RefCell<VecDeque<bool>>,
+    clock: Cell<u64>,
+    waits: Cell<u32>,
+}
+
+impl PushStore for Script {
+    fn locate_user(&self, _: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
+        Ok(vec![])
+    }
+    fn append(&self, _: AddressTag, _: &Append<'_>) -> anyhow::Result<AppendOutcome> {
+        anyhow::bail!("not in these tests")
+    }
+    fn read(&self, _: &DeviceSessionId, _: ReadFrom, _: u32) -> anyhow::Result<StreamRead> {
+        self.reads
+            .borrow_mut()
+            .pop_front()
+            .ok_or_else(|| anyhow::anyhow!("store down"))
+    }
+    fn wait(&self, _: &DeviceSessionId, _: Position, _: Position, t: u64) -> anyhow::Result<bool> {
+        self.waits.set(self.waits.get() + 1);
+        let woke = self.woken.borrow_mut().pop_front().unwrap_or(false);
+        self.clock.set(self.clock.get() + if woke { 5 } else { t });
+        Ok(woke)
+    }
+}
+
+struct ScriptClock<'a>(&'a Script);
+impl Elapsed for ScriptClock<'_> {
+    fn elapsed_ms(&self) -> u64 {
+        self.0.clock.get()
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    items: Vec<(Option<Position>, Option<SignedEvent>)>,
+}
+impl Subscriber for Seen {
+    fn event(&mut self, position: Position, event: &SignedEvent) -> Result<(), Gone> {
+        self.items.push((Some(position), Some(event.clone())));
+        Ok(())
+    }
+    fn heartbeat(&mut self) -> Result<(), Gone> {
+        self.items.push((None, None));
+        Ok(())
+    }
+}
+
+const SESSION: &str = "s_abababababababab_AQEBAQEBAQEBAQEBAQEBAQ";
+const OTHER: &str = "s_abababababababab_AgICAgICAgICAgICAgICAg";
+
+fn pos(text: &str) -> Position {
+    Position::parse(text).expect("position")
+}
+
+fn stored(position: &str, device: Option<&str>) -> StoredEvent {
+    StoredEvent {
+        position: pos(position),
+        event_id: format!("ev_{position}"),
+        event_type: "note".into(),
+        device: device.map(str::to_string),
+        user_id: "u1".into(),
+        at_ms: 1_000,
+        payload: br#"{"n":1}"#.to_vec(),
+    }
+}
+
+fn read(cursor: &str, state: SessionState, events: Vec<StoredEvent>) -> StreamRead {
+    StreamRead {
+        now_ms: 1_000,
+        state,
+        lifecycle: pos("1-0"),
+        cursor: pos(cursor),
+        gap: false,
+        events,
+    }
+}
+
+const ACTIVE: SessionState = SessionState::Active { ends_at_ms: None };
+
+fn go(script: &Script, resume: Option<Position>, settings: PushSettings) -> (StreamEnd, Seen) {
+    let key = GatewayKey {
+        key: SigningKey::from_bytes(&[7; 32]),
+        kid: "k1".into(),
+    };
+    let session = DeviceSessionId::parse(SESSION).expect("session id");
+    let sub = Subscription {
+        session: &session,
+        user_id: "u1",
+        resume,
+        key: &key,
+    };
+    let mut seen = Seen::default();
+    let end = run(
+        script,
+        &Counter(Cell::new(0)),
+        &settings,
+        &sub,
+        &ScriptClock(script),
+        &mut seen,
+    )
+    .expect("the stream runs");
+    (end, seen)
+}
+
+fn script(reads: Vec<StreamRead>, woken: Vec<bool>) -> Script {
+    Script {
+        reads: RefCell::new(reads.into()),
+        woken: RefCell::new(woken.into()),
+        clock: Cell::new(0),
+        waits: Cell::new(0),
+    }
+}
+
+fn types(seen: &Seen) -> Vec<String> {
+    seen.items
+        .iter()
+        .map(|(_, e)| {
+            e.as_ref()
+                .map_or("heartbeat".into(), |e| e.envelope.event_type.clone())
+        })
+        .collect()
+}
+
+fn jwks() -> Jwks {
+    let key = SigningKey::from_bytes(&[7; 32]);
+    Jwks {
+        keys: vec![Jwk::ed25519("k1", key.verifying_key().as_bytes())],
+    }
+}
+
+#[test]
+fn a_stream_says_the_time_then_delivers_its_events_in_order_and_ends_on_revocation() {
+    let s = script(
+        vec![
+            read(
+                "5-0",
+                ACTIVE,
+                vec![stored("4-0", None), stored("5-0", Some(SESSION))],
+            ),
+            read(
+                "7-0",
+                SessionState::Ended(EndReason::SessionRevoked),
+                vec![stored("6-0", Some(OTHER)), stored("7-0", None)],
+            ),
+        ],
+        vec![true],
+    );
+    let (end, seen) = go(&s, Some(pos("3-0")), PushSettings::default());
+    assert_eq!(end, StreamEnd::Ended(EndReason::SessionRevoked));
+    assert_eq!(
+        types(&seen),
+        [
+            "gateway.server_time",
+            "note",
+            "note",
+            "note",
+            "gateway.stream_end"
+        ]
+    );
+    let ids: Vec<String> = seen
+        .items
+        .iter()
+        .map(|(p, _)| p.expect("every event has a position").to_string())
+        .collect();
+    // The device event for another session is skipped; the hello stands at the resume point.
+    assert_eq!(ids, ["3-0", "4-0", "5-0", "7-0", "7-0"]);
+    for (_, event) in &seen.items {
+        let event = event.as_ref().expect("no heartbeat in this stream");
+        verify_event(event, &jwks(), SESSION).expect("signed for this stream");
+    }
+    let last = seen
+        .items
+        .last()
+        .and_then(|(_, e)| e.as_ref())
+        .expect("a last event");
+    let bytes = verify_event(last, &jwks(), SESSION).expect("verifies");
+    let payload: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(payload["code"], "failed_precondition");
+    assert_eq!(payload["reason"], "session_revoked");
+}
+
+#[test]
+fn an_idle_stream_sends_heartbeats_and_ends_at_its_maximum_duration() {
+    let s = script(vec![read("0-0", ACTIVE, vec![])], vec![]);
+    let settings = PushSettings {
+        max_duration_ms: 25_000,
+        heartbeat_ms: 10_000,
+        ..PushSettings::default()
+    };
+    let (end, seen) = go(&s, None, settings);
+    assert_eq!(end, StreamEnd::Ended(EndReason::MaxDuration));
+    assert_eq!(
+        types(&seen),
+        [
+            "gateway.server_time",
+            "heartbeat",
+            "heartbeat",
+            "gateway.stream_end"
+        ]
+    );
+    assert_eq!(s.clock.get(), 25_000, "waited exactly up to the maximum");
+    assert_eq!(
+        s.waits.get(),
+        3,
+        "one store wait per heartbeat interval, no polling"
+    );
+}
+
+#[test]
+fn a_session_due_to_expire_is_read_again_when_its_life_ends() {
+    let s = script(
+        vec![
+            read(
+                "0-0",
+                SessionState::Active {
+                    ends_at_ms: Some(4_000),
+                },
+                vec![],
+            ),
+            read(
+                "0-0",
+                SessionState::Ended(EndReason::SessionExpired),
+                vec![],
+            ),
+        ],
+        vec![],
+    );
+    let (end, _) = go(&s, None, PushSettings::default());
+    assert_eq!(end, StreamEnd::Ended(EndReason::SessionExpired));
+    assert_eq!(s.clock.get(), 3_000, "woke when the session's life ended");
+}
+
+#[test]
+fn a_gap_is_announced_before_anything_else_is_delivered() {
+    let mut first = read("9-0", ACTIVE, vec![]);
+    first.gap = true;
+    let s = script(
+        vec![
+            first,
+            read("9-0", SessionState::Ended(EndReason::UserBlocked), vec![]),
+        ],
+        vec![true],
+    );
+    let (end, seen) = go(&s, Some(pos("2-0")), PushSettings::default());
+    assert_eq!(end, StreamEnd::Ended(EndReason::UserBlocked));
+    assert_eq!(
+        types(&seen),
+        [
+            "gateway.server_time",
+            "gateway.resync_required",
+            "gateway.stream_end"
+        ]
+    );
+    assert_eq!(
+        seen.items[1].0,
+        Some(pos("9-0")),
+        "go on from the newest kept"
+    );
+}
+
+#[test]
+fn positions_parse_strictly_and_order_numerically() {
+    assert!(pos("10-0") > pos("9-5"));
+    assert_eq!(pos("0-0"), Position::START);
+    for bad in [
+        "",
+        "1",
+        "1-",
+        "-1",
+        "a-1",
+        "1-1-1",
+        "1 -1",
+        "123456789012345678901-0",
+    ] {
+        assert!(Position::parse(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_publication_refuses_gateway_types_bad_ids_and_large_payloads() {
+    let ok = Publication::parse("u1", None, "profile.changed", b"{}".to_vec());
+    assert!(ok.is_ok());
+    for (user, device, event_type, payload) in [
+        ("u1", None, "gateway.server_time", b"{}".to_vec()),
+        ("u1", None, "Bad Type", b"{}".to_vec()),
+        ("", None, "note", b"{}".to_vec()),
+        ("u1", Some("s_nope"), "note", b"{}".to_vec()),
+        ("u1", None, "note", vec![b' '; 16 * 1024 + 1]),
+    ] {
+        let result = Publication::parse(user, device, event_type, payload);
+        assert!(
+            matches!(result, Err(PublishError::InvalidRequest(_))),
+            "{user:?} {device:?} {event_type:?}"
+        );
+    }
+}

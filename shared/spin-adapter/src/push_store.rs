@@ -1,0 +1,211 @@
+//! [`PushStore`] on Redis: publishing and reading are one script each, in the address's
+//! slot; waiting is one `XREAD BLOCK` on the slot's lifecycle and event streams together.
+
+use anyhow::{Context, bail};
+use edge_auth_domain::ids::{AddressTag, DeviceSessionId};
+use edge_auth_domain::push::ports::{
+    Append, AppendOutcome, EndReason, Position, PushStore, ReadFrom, SessionState, StoredEvent,
+    StreamRead,
+};
+use edge_auth_domain::sessions::input::UserRef;
+use spin_sdk::redis::RedisResult;
+
+use crate::keys::{self, AddressKeys};
+use crate::redis::{Reply, SpinRedis, scripts};
+
+/// The push store on a Spin Redis connection (a stream holds its own: `XREAD BLOCK`
+/// occupies the connection while it waits).
+#[derive(Debug)]
+pub struct RedisPushStore {
+    redis: SpinRedis,
+}
+
+impl RedisPushStore {
+    pub fn new(redis: SpinRedis) -> Self {
+        Self { redis }
+    }
+
+    /// The connection, for the gate of the same request.
+    pub fn redis(&self) -> &SpinRedis {
+        &self.redis
+    }
+}
+
+fn position(reply: &mut Reply) -> anyhow::Result<Position> {
+    let text = reply.required()?;
+    Position::parse(&text).with_context(|| format!("stream id {text:?} from Redis"))
+}
+
+impl PushStore for RedisPushStore {
+    fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
+        let mut reply = Reply::new(
+            "SMEMBERS user index",
+            self.redis
+                .command("SMEMBERS", &[keys::user_index(user.as_str()).into()])?,
+        );
+        reply
+            .rest()?
+            .into_iter()
+            .map(|hex| {
+                AddressTag::parse_hex(&hex)
+                    .with_context(|| format!("bad address tag {hex:?} in the user index"))
+            })
+            .collect()
+    }
+
+    fn append(&self, tag: AddressTag, e: &Append<'_>) -> anyhow::Result<AppendOutcome> {
+        let k = AddressKeys::new(tag);
+        let device = e.device.map_or("", DeviceSessionId::as_str);
+        let guard = match e.device {
+            Some(d) => k.projection(d.as_str()),
+            None => k.user(),
+        };
+        let payload =
+            String::from_utf8(e.payload.to_vec()).context("an event payload that is not UTF-8")?;
+        let items = self.redis.run(
+            &scripts::PUSH_APPEND,
+            &[k.events(), k.events_meta(), k.user(), guard],
+            &[
+                e.event_id.into(),
+                e.event_type.into(),
+                device.into(),
+                e.user.as_str().into(),
+                payload.into(),
+                e.limits.max_len.into(),
+                e.limits.max_age_ms.into(),
+                keys::EVENTS_META_TTL_MS.max(e.limits.max_age_ms).into(),
+            ],
+        )?;
+        let mut reply = Reply::new("push_append", items);
+        Ok(match reply.required()?.as_str() {
+            "appended" => AppendOutcome::Appended {
+                position: position(&mut reply)?,
+            },
+            "unknown_user" => AppendOutcome::UnknownUser,
+            "unknown_session" => AppendOutcome::UnknownSession,
+            other => bail!("`push_append` reply: unknown outcome {other:?}"),
+        })
+    }
+
+    fn read(
+        &self,
+        session: &DeviceSessionId,
+        from: ReadFrom,
+        max_events: u32,
+    ) -> anyhow::Result<StreamRead> {
+        let k = AddressKeys::new(session.tag());
+        let id = session.as_str();
+        let from = match from {
+            ReadFrom::Now => String::new(),
+            ReadFrom::After(p) => p.to_string(),
+        };
+        let items = self.redis.run(
+            &scripts::PUSH_READ,
+            &[
+                k.projection(id),
+                k.session(id),
+                k.blocked(),
+                k.active_sessions(),
+                k.expired_sessions(),
+                k.lifecycle(),
+                k.audit(),
+                k.events(),
+                k.events_meta(),
+            ],
+            &[
+                id.into(),
+                from.into(),
+                max_events.into(),
+                keys::LIFECYCLE_TTL_MS.into(),
+                keys::LIFECYCLE_MAXLEN.into(),
+                keys::AUDIT_TTL_MS.into(),
+                keys::AUDIT_MAXLEN.into(),
+            ],
+        )?;
+        let mut reply = Reply::new("push_read", items);
+        let state = reply.required()?;
+        let now_ms = u64::try_from(reply.int()?)?;
+        let ends_at = reply.int()?;
+        let state = match state.as_str() {
+            "active" => SessionState::Active {
+                ends_at_ms: u64::try_from(ends_at).ok(),
+            },
+            "session_revoked" => SessionState::Ended(EndReason::SessionRevoked),
+            "session_expired" => SessionState::Ended(EndReason::SessionExpired),
+            "user_blocked" => SessionState::Ended(EndReason::UserBlocked),
+            other => bail!("`push_read` reply: unknown state {other:?}"),
+        };
+        let lifecycle = position(&mut reply)?;
+        let cursor = position(&mut reply)?;
+        let gap = reply.int()? == 1;
+        let n = reply.int()?;
+        let mut events = Vec::with_capacity(usize::try_from(n)?);
+        for _ in 0..n {
+            let position = position(&mut reply)?;
+            let event_id = reply.required()?;
+            let event_type = reply.required()?;
+            let device = reply.required()?;
+            let user_id = reply.required()?;
+            let at_ms = u64::try_from(reply.int()?)?;
+            let payload = reply.required()?.into_bytes();
+            events.push(StoredEvent {
+                position,
+                event_id,
+                event_type,
+                device: (!device.is_empty()).then_some(device),
+                user_id,
+                at_ms,
+                payload,
+            });
+        }
+        Ok(StreamRead {
+            now_ms,
+            state,
+            lifecycle,
+            cursor,
+            gap,
+            events,
+        })
+    }
+
+    fn wait(
+        &self,
+        session: &DeviceSessionId,
+        lifecycle: Position,
+        cursor: Position,
+        timeout_ms: u64,
+    ) -> anyhow::Result<bool> {
+        let k = AddressKeys::new(session.tag());
+        let items = self.redis.command(
+            "XREAD",
+            &[
+                "COUNT".into(),
+                1u32.into(),
+                "BLOCK".into(),
+                timeout_ms.max(1).into(),
+                "STREAMS".into(),
+                k.lifecycle().into(),
+                k.events().into(),
+                lifecycle.to_string().into(),
+                cursor.to_string().into(),
+            ],
+        )?;
+        // Flattened: a timeout is one nil; anything else is a record on either stream.
+        Ok(!matches!(items.as_slice(), [] | [RedisResult::Nil]))
+    }
+}
+
+/// Reads and checks the push settings.
+///
+/// # Errors
+/// A variable that cannot be read or a value out of range (the message names it).
+pub fn push_settings() -> anyhow::Result<edge_auth_domain::push::settings::PushSettings> {
+    use edge_auth_domain::push::settings::PushSettings;
+    let mut values = std::collections::HashMap::new();
+    for name in PushSettings::NAMES {
+        if let Some(value) = crate::settings::optional(name)? {
+            values.insert(name, value);
+        }
+    }
+    PushSettings::from_settings(|name| values.get(name).cloned()).context("invalid push settings")
+}

@@ -1,0 +1,46 @@
+-- Appends one published event to an address slot's event stream, if the slot's address
+-- belongs to the user (or the device session is the user's), then trims the stream to
+-- its length and age and remembers the newest id it dropped, so a resume from before it
+-- learns of the gap.
+-- KEYS: 1 events stream, 2 events meta (hash: dropped, newest), 3 the address's user,
+--       4 the device session's projection (the user key again for a user event)
+-- ARGV: 1 event_id, 2 event_type, 3 device session id ('' = every session of the user),
+--       4 user_id, 5 payload, 6 max length, 7 max age ms, 8 meta ttl ms
+-- Returns {'appended', id}, {'unknown_user'} or {'unknown_session'}; nothing is written
+-- unless appended.
+if ARGV[3] == '' then
+  if redis.call('GET', KEYS[3]) ~= ARGV[4] then return {'unknown_user'} end
+elseif redis.call('HGET', KEYS[4], 'user_id') ~= ARGV[4] then
+  return {'unknown_session'}
+end
+local now = now_ms()
+local id = redis.call('XADD', KEYS[1], '*', 'event_id', ARGV[1], 'type', ARGV[2],
+  'device', ARGV[3], 'user_id', ARGV[4], 'at', now, 'payload', ARGV[5])
+local dropped = nil
+local max_len = tonumber(ARGV[6])
+local len = redis.call('XLEN', KEYS[1])
+if len > max_len then
+  local over = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - max_len + 1)
+  dropped = over[len - max_len][1]
+  redis.call('XTRIM', KEYS[1], 'MINID', over[len - max_len + 1][1])
+end
+local cutoff = now - tonumber(ARGV[7])
+if cutoff > 0 then
+  local old = redis.call('XREVRANGE', KEYS[1], tostring(cutoff - 1), '-', 'COUNT', 1)
+  if old[1] then
+    if not dropped or id_less(dropped, old[1][1]) then dropped = old[1][1] end
+    redis.call('XTRIM', KEYS[1], 'MINID', tostring(cutoff))
+  end
+end
+if dropped then
+  local before = redis.call('HGET', KEYS[2], 'dropped')
+  if not before or id_less(before, dropped) then
+    redis.call('HSET', KEYS[2], 'dropped', dropped)
+  end
+end
+redis.call('HSET', KEYS[2], 'newest', id)
+-- Entries live at most max age; the meta outlives the stream, so a resume after the
+-- whole stream expired still learns of the gap.
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[8])
+return {'appended', id}

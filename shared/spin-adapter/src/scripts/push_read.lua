@@ -1,0 +1,62 @@
+-- One read of a subscriber's slot: the session's state (an expiry that is due is recorded,
+-- as every read of a session does), the newest lifecycle record (to wait from), and the
+-- events after a position for this session (the user's and its own), at most a batch.
+-- KEYS: 1 projection, 2 session record, 3 blocked, 4 active sessions, 5 expired sessions,
+--       6 lifecycle, 7 audit, 8 events stream, 9 events meta
+-- ARGV: 1 device session id, 2 from ('' = the newest event: only what comes next),
+--       3 batch size, 4 lifecycle ttl, 5 lifecycle maxlen, 6 audit ttl, 7 audit maxlen
+-- Returns {state, now, ends_at (-1 none), lifecycle id, cursor, gap (0/1), n, then n
+--   events of 7 fields: id, event_id, type, device, user_id, at, payload}.
+--   state: 'active', 'session_revoked', 'session_expired' or 'user_blocked'.
+local now = now_ms()
+local c = {now = now, active = KEYS[4], expired = KEYS[5], lifecycle = KEYS[6],
+  audit = KEYS[7], lifecycle_ttl = ARGV[4], lifecycle_max = ARGV[5], audit_ttl = ARGV[6],
+  audit_max = ARGV[7]}
+local state, ends = 'active', -1
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'revoked' then
+  state = 'session_revoked'
+elseif status == 'expired' or expire_if_due(c, KEYS[2]) then
+  state = 'session_expired'
+elseif redis.call('EXISTS', KEYS[3]) == 1 then
+  state = 'user_blocked'
+else
+  local r = redis.call('HMGET', KEYS[2], 'expires_at', 'last_used_at', 'idle_timeout_ms')
+  ends = session_end(r[1], r[2], r[3]) or -1
+end
+
+local last = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)
+local lifecycle = last[1] and last[1][1] or '0-0'
+
+local exists = redis.call('EXISTS', KEYS[8]) == 1
+local meta = redis.call('HMGET', KEYS[9], 'dropped', 'newest')
+local top = redis.call('XREVRANGE', KEYS[8], '+', '-', 'COUNT', 1)
+local newest = (top[1] and top[1][1]) or meta[2] or '0-0'
+local from, gap = ARGV[2], 0
+if from == '' then
+  from = newest
+else
+  -- Dropped after `from`: what the meta says was dropped, or everything the stream held
+  -- when it expired as a whole. A position past the newest is not this stream's.
+  local lost = exists and meta[1] or (not exists and meta[2]) or nil
+  if (lost and id_less(from, lost)) or id_less(newest, from) then
+    gap, from = 1, newest
+  end
+end
+
+local out = {state, now, ends, lifecycle, from, gap, 0}
+local n, cursor = 0, from
+local entries = redis.call('XRANGE', KEYS[8], '(' .. from, '+', 'COUNT', ARGV[3])
+for _, entry in ipairs(entries) do
+  cursor = entry[1]
+  local f = {}
+  for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+  if f.device == '' or f.device == ARGV[1] then
+    n = n + 1
+    for _, v in ipairs({entry[1], f.event_id, f.type, f.device, f.user_id, f.at, f.payload}) do
+      out[#out + 1] = v
+    end
+  end
+end
+out[5], out[7] = cursor, n
+return out

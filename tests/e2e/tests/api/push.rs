@@ -1,0 +1,352 @@
+//! The push stream end to end: `subscribe-events` and the backend's publish route.
+
+use std::time::{Duration, Instant};
+
+use edge_auth_tests::push::{EventStream, PushEvent};
+use edge_auth_tests::{Device, Spawn, TestApp, round_trips};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn app_with(spawn: Spawn) -> (TestApp, Device, String) {
+    let app = spawn.variable("resend_interval_seconds", "0").spawn().await;
+    let device = app.device("ada@example.com", 1).await;
+    let user = app.get_session(&device.session).await.field("user_id");
+    (app, device, user)
+}
+
+async fn open(app: &TestApp, device: &Device, last_event_id: Option<&str>) -> EventStream {
+    match app.subscribe(device, last_event_id).await {
+        Ok(stream) => stream,
+        Err(refused) => panic!(
+            "the stream did not open: {} {}",
+            refused.status, refused.body
+        ),
+    }
+}
+
+async fn next(stream: &mut EventStream) -> PushEvent {
+    stream.next(WAIT).await.expect("an event within 10 s")
+}
+
+async fn publish(app: &TestApp, body: Value) -> String {
+    let published = app.publish(&body).await;
+    assert_eq!(published.status(), 200, "{}", published.body);
+    published.field("event_id")
+}
+
+/// Reads the stream's hello and checks where it stands.
+async fn hello(stream: &mut EventStream) -> PushEvent {
+    let first = next(stream).await;
+    assert_eq!(first.event, "gateway.server_time");
+    assert!(first.payload["server_time_ms"].as_u64().is_some());
+    first
+}
+
+fn position(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').expect("an id is <ms>-<seq>");
+    (ms.parse().expect("ms"), seq.parse().expect("seq"))
+}
+
+#[tokio::test]
+async fn events_arrive_in_order_and_a_resume_delivers_the_rest_exactly_once() {
+    let (app, device, user) = app_with(Spawn::default()).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+
+    let mut published = Vec::new();
+    for n in 1..=3 {
+        let body = json!({"user_id": user, "event_type": "note.added", "payload": {"n": n}});
+        published.push(publish(&app, body).await);
+    }
+    let mut seen = Vec::new();
+    for n in 1..=3 {
+        let event = next(&mut stream).await;
+        assert_eq!(event.event, "note.added");
+        assert_eq!(event.payload, json!({"n": n}));
+        assert_eq!(event.signed.envelope.event_id, published[n - 1]);
+        assert_eq!(event.signed.envelope.target, "user");
+        assert_eq!(event.signed.envelope.user_id, user);
+        assert_eq!(event.signed.envelope.device_session_id, device.session);
+        seen.push(event.id.clone());
+    }
+    assert!(seen.windows(2).all(|w| position(&w[0]) < position(&w[1])));
+    // The client goes away after the second event; two more are published meanwhile.
+    drop(stream);
+    for n in 4..=5 {
+        publish(
+            &app,
+            json!({"user_id": user, "event_type": "note.added", "payload": {"n": n}}),
+        )
+        .await;
+    }
+
+    let mut resumed = open(&app, &device, Some(&seen[1])).await;
+    let first = hello(&mut resumed).await;
+    assert_eq!(first.id, seen[1], "the hello stands at the resume position");
+    let mut rest = Vec::new();
+    for _ in 3..=5 {
+        rest.push(next(&mut resumed).await.payload["n"].clone());
+    }
+    assert_eq!(
+        rest,
+        [json!(3), json!(4), json!(5)],
+        "nothing lost, nothing repeated, in order"
+    );
+    assert!(
+        resumed.next(Duration::from_millis(500)).await.is_none(),
+        "and nothing else"
+    );
+}
+
+#[tokio::test]
+async fn the_last_event_id_header_resumes_like_the_signed_payload() {
+    let (app, device, user) = app_with(Spawn::default()).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+    publish(
+        &app,
+        json!({"user_id": user, "event_type": "a", "payload": 1}),
+    )
+    .await;
+    let first = next(&mut stream).await;
+    drop(stream);
+    publish(
+        &app,
+        json!({"user_id": user, "event_type": "b", "payload": 2}),
+    )
+    .await;
+
+    let command = device.command("gateway.subscribe", b"").command;
+    let mut resumed = app
+        .subscribe_with(&device, &command, &[("last-event-id", &first.id)])
+        .await
+        .expect("opens");
+    hello(&mut resumed).await;
+    assert_eq!(next(&mut resumed).await.event, "b");
+}
+
+#[tokio::test]
+async fn a_device_event_reaches_only_its_device_and_a_user_event_reaches_every_device() {
+    let (app, ada1, user) = app_with(Spawn::default()).await;
+    let ada2 = app.device("ada@example.com", 2).await;
+    let mut one = open(&app, &ada1, None).await;
+    let mut two = open(&app, &ada2, None).await;
+    hello(&mut one).await;
+    hello(&mut two).await;
+
+    publish(
+        &app,
+        json!({"user_id": user, "device_session_id": ada1.session, "event_type": "only.one", "payload": {}}),
+    )
+    .await;
+    publish(
+        &app,
+        json!({"user_id": user, "event_type": "everyone", "payload": {}}),
+    )
+    .await;
+
+    let first = next(&mut one).await;
+    assert_eq!(first.event, "only.one");
+    assert_eq!(first.signed.envelope.target, "device");
+    assert_eq!(next(&mut one).await.event, "everyone");
+    let other = next(&mut two).await;
+    assert_eq!(
+        other.event, "everyone",
+        "the other device never sees only.one"
+    );
+    assert_eq!(other.signed.envelope.device_session_id, ada2.session);
+}
+
+#[tokio::test]
+async fn a_resume_from_a_position_no_longer_kept_gets_resync_required_first() {
+    let (app, device, user) = app_with(Spawn::default().variable("push_stream_max_len", "2")).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+    publish(
+        &app,
+        json!({"user_id": user, "event_type": "e", "payload": 1}),
+    )
+    .await;
+    let first = next(&mut stream).await;
+    drop(stream);
+    for n in 2..=4 {
+        publish(
+            &app,
+            json!({"user_id": user, "event_type": "e", "payload": n}),
+        )
+        .await;
+    }
+
+    let mut resumed = open(&app, &device, Some(&first.id)).await;
+    hello(&mut resumed).await;
+    let resync = next(&mut resumed).await;
+    assert_eq!(resync.event, "gateway.resync_required");
+    assert_eq!(resync.payload["reason"], "events_dropped");
+    // From there on, what comes next.
+    publish(
+        &app,
+        json!({"user_id": user, "event_type": "e", "payload": 5}),
+    )
+    .await;
+    let after = next(&mut resumed).await;
+    assert_eq!(after.payload, json!(5));
+    assert!(position(&after.id) > position(&resync.id));
+
+    // A position this stream never had is not trusted either.
+    let mut future = open(&app, &device, Some("99999999999999-0")).await;
+    hello(&mut future).await;
+    assert_eq!(next(&mut future).await.event, "gateway.resync_required");
+}
+
+async fn ends_with(stream: &mut EventStream, code: &str, reason: &str) -> Duration {
+    let started = Instant::now();
+    let end = next(stream).await;
+    let latency = started.elapsed();
+    assert_eq!(end.event, "gateway.stream_end", "{:?}", end.payload);
+    assert_eq!(end.payload["code"], code);
+    assert_eq!(end.payload["reason"], reason);
+    assert!(
+        stream.next(Duration::from_secs(2)).await.is_none() && stream.ended,
+        "the body ends after the terminal event"
+    );
+    latency
+}
+
+#[tokio::test]
+async fn revoking_or_blocking_ends_the_stream_at_once_with_a_reason() {
+    let (app, device, user) = app_with(Spawn::default()).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+    let started = Instant::now();
+    let revoked = app
+        .revoke_session(
+            &device.session,
+            &json!({"reason_code": "lost_device", "actor": "admin:tests"}),
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+    ends_with(&mut stream, "failed_precondition", "session_revoked").await;
+    println!(
+        "revocation reached the stream after {:?}",
+        started.elapsed()
+    );
+
+    let bob = app.device("bob@example.com", 3).await;
+    let bob_user = app.get_session(&bob.session).await.field("user_id");
+    let mut bobs = open(&app, &bob, None).await;
+    hello(&mut bobs).await;
+    let started = Instant::now();
+    app.block(&json!({"user_id": bob_user, "reason_code": "abuse", "actor": "admin:tests"}))
+        .await;
+    ends_with(&mut bobs, "failed_precondition", "user_blocked").await;
+    println!("a block reached the stream after {:?}", started.elapsed());
+
+    // Neither can open again: the same signed refusals as a command.
+    let again = app.subscribe(&device, None).await.expect_err("refused");
+    assert_eq!(again.status(), 401);
+    assert_eq!(again.body["envelope"]["result_code"], "session_revoked");
+    let again = app.subscribe(&bob, None).await.expect_err("refused");
+    assert_eq!(again.status(), 403);
+    assert_eq!(again.body["envelope"]["result_code"], "user_blocked");
+    let _ = user;
+}
+
+#[tokio::test]
+async fn a_stream_ends_at_its_maximum_duration_and_the_client_resumes_without_loss() {
+    let spawn = Spawn::default()
+        .variable("push_max_duration_seconds", "2")
+        .variable("push_heartbeat_seconds", "1");
+    let (app, device, user) = app_with(spawn).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+    publish(
+        &app,
+        json!({"user_id": user, "event_type": "e", "payload": 1}),
+    )
+    .await;
+    let first = next(&mut stream).await;
+    ends_with(&mut stream, "unavailable", "max_duration").await;
+    assert!(stream.heartbeats >= 1, "an idle second brings a heartbeat");
+
+    publish(
+        &app,
+        json!({"user_id": user, "event_type": "e", "payload": 2}),
+    )
+    .await;
+    let mut resumed = open(&app, &device, Some(&first.id)).await;
+    hello(&mut resumed).await;
+    assert_eq!(next(&mut resumed).await.payload, json!(2));
+}
+
+#[tokio::test]
+async fn bad_subscriptions_and_publications_are_refused_and_change_nothing() {
+    let (app, device, user) = app_with(Spawn::default()).await;
+    let before = app.snapshot();
+
+    let echo = device.command("echo", b"").command;
+    let refused = app
+        .subscribe_with(&device, &echo, &[])
+        .await
+        .expect_err("400");
+    assert_eq!(refused.error(), (400, "invalid_request".into()));
+    let bad_id = app
+        .subscribe(&device, Some("yesterday"))
+        .await
+        .expect_err("400");
+    assert_eq!(bad_id.error(), (400, "invalid_request".into()));
+    let bad_payload = device
+        .command("gateway.subscribe", br#"{"from":"1-0"}"#)
+        .command;
+    let refused = app
+        .subscribe_with(&device, &bad_payload, &[])
+        .await
+        .expect_err("400");
+    assert_eq!(refused.error(), (400, "invalid_request".into()));
+
+    for body in [
+        json!({"user_id": user, "event_type": "gateway.stream_end", "payload": {}}),
+        json!({"user_id": user, "event_type": "Bad", "payload": {}}),
+        json!({"user_id": user, "event_type": "e"}),
+        json!({"user_id": user, "event_type": "e", "payload": {}, "extra": 1}),
+        json!({"user_id": user, "event_type": "e", "payload": "x".repeat(16 * 1024)}),
+        json!({"user_id": user, "device_session_id": "s_nope", "event_type": "e", "payload": {}}),
+    ] {
+        assert_eq!(
+            app.publish(&body).await.error(),
+            (400, "invalid_request".into()),
+            "{body}"
+        );
+    }
+    let nobody = json!({"user_id": "someone-else", "event_type": "e", "payload": {}});
+    assert_eq!(
+        app.publish(&nobody).await.error(),
+        (404, "user_not_found".into())
+    );
+    let bob = app.device("bob@example.com", 3).await;
+    let after_bob = app.snapshot();
+    let not_yours = json!({"user_id": user, "device_session_id": bob.session, "event_type": "e", "payload": {}});
+    assert_eq!(
+        app.publish(&not_yours).await.error(),
+        (404, "session_not_found".into())
+    );
+    assert_eq!(
+        app.snapshot(),
+        after_bob,
+        "refused publications write nothing"
+    );
+    assert_ne!(before, after_bob);
+}
+
+#[tokio::test]
+#[cfg_attr(spin_runtime, ignore = "round trips are counted by our host")]
+async fn publishing_for_a_built_in_user_costs_one_redis_round_trip() {
+    let (app, _device, user) = app_with(Spawn::default()).await;
+    let body = json!({"user_id": user, "event_type": "e", "payload": {}});
+    // The first call loads the script (EVALSHA, then EVAL).
+    publish(&app, body.clone()).await;
+    let published = app.publish(&body).await;
+    assert_eq!(published.status(), 200);
+    assert_eq!(published.body["streams"], 1);
+    assert_eq!(round_trips(&published.headers), 1);
+}
