@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`DeviceKey`]: the device's key, generated once and kept in a 0600 file.
 //! - [`sign_command`]: a signed command for any session, message type and payload.
-//! - [`Client`]: the HTTP calls (send, confirm, keys, execute) with typed errors.
+//! - [`Client`]: the HTTP calls (send, confirm, keys, execute, subscribe) with typed
+//!   errors; [`StreamEvent`]: a verified event of a push stream.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,9 +16,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::SigningKey;
 use edge_auth_protocol::PROTOCOL_VERSION;
 use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_command as sign_envelope};
-use edge_auth_protocol::verify::{ResponseError, verify_response};
+use edge_auth_protocol::verify::{ResponseError, verify_event, verify_response};
 use edge_auth_protocol::wire::{
-    CommandEnvelope, Jwks, ResponseEnvelope, STATUS_OK, SignedCommand, SignedResponse,
+    CommandEnvelope, EventEnvelope, Jwks, ResponseEnvelope, STATUS_OK, SignedCommand, SignedEvent,
+    SignedResponse,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -431,4 +433,225 @@ impl Client {
         );
         self.send_prepared(&prepared, jwks).await
     }
+
+    /// Opens the push stream of `device_session_id` once (resuming after
+    /// `last_event_id`), verifies every event against `jwks` and hands it to `on_event`,
+    /// until the body ends.
+    ///
+    /// # Errors
+    /// The stream could not open (as [`Client::send_prepared`]); an event that does not
+    /// verify ([`ClientError::Unverified`]: the stream is not trusted any further).
+    pub async fn subscribe_once(
+        &self,
+        key: &DeviceKey,
+        device_session_id: &str,
+        last_event_id: Option<&str>,
+        jwks: &Jwks,
+        on_event: &mut impl FnMut(&StreamEvent),
+    ) -> Result<StreamClose, ClientError> {
+        let payload = last_event_id
+            .map(|id| json!({ "last_event_id": id }).to_string())
+            .unwrap_or_default();
+        let prepared = sign_command(
+            key,
+            device_session_id,
+            "gateway.subscribe",
+            payload.as_bytes(),
+            self.gateway_now_ms(),
+            &new_request_id()?,
+        );
+        let url = format!("{}/api/v1/gateway/subscribe-events", self.base);
+        let transport = |source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let mut response = self
+            .http
+            .post(&url)
+            .json(&prepared.command)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = response.bytes().await.map_err(transport)?;
+            // A refusal is a signed response: verify it like a command's.
+            if let Ok(signed) = serde_json::from_slice::<SignedResponse>(&body) {
+                verify_response(
+                    &signed,
+                    jwks,
+                    &prepared.command.envelope.request_id,
+                    &prepared.request_sha256,
+                )?;
+                let value: Value =
+                    serde_json::from_slice(&STANDARD.decode(&signed.payload).unwrap_or_default())
+                        .unwrap_or(Value::Null);
+                return Err(ClientError::Refused {
+                    status,
+                    code: signed.envelope.result_code,
+                    message: value["error"]["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    backend_status: 0,
+                    payload: Vec::new(),
+                });
+            }
+            return Err(Self::api_error(status, &body));
+        }
+        let mut pending = String::new();
+        let mut last_id = last_event_id.map(str::to_string);
+        loop {
+            while let Some(end) = pending.find("\n\n") {
+                let frame: String = pending.drain(..end + 2).collect();
+                let Some(event) = parse_frame(&frame, jwks, device_session_id)? else {
+                    continue;
+                };
+                last_id = Some(event.id.clone());
+                on_event(&event);
+                if event.envelope.event_type == "gateway.stream_end" {
+                    let value: Value =
+                        serde_json::from_slice(&event.payload).unwrap_or(Value::Null);
+                    return Ok(StreamClose::Ended {
+                        code: value["code"].as_str().unwrap_or_default().to_string(),
+                        reason: value["reason"].as_str().unwrap_or_default().to_string(),
+                        last_id,
+                    });
+                }
+            }
+            match response.chunk().await {
+                Ok(Some(bytes)) => pending.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(None) | Err(_) => return Ok(StreamClose::Dropped { last_id }),
+            }
+        }
+    }
+
+    /// Follows the push stream: [`Client::subscribe_once`], again from the last id
+    /// after a terminal `unavailable` event (the stream's maximum duration) or a dropped
+    /// connection (after a pause, at most `max_retries` times in a row without an
+    /// event), until a terminal `failed_precondition` (revoked, expired, blocked), which
+    /// it returns.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe_once`], and the last failure once the retries are spent.
+    pub async fn subscribe(
+        &self,
+        key: &DeviceKey,
+        device_session_id: &str,
+        mut last_event_id: Option<String>,
+        jwks: &Jwks,
+        max_retries: u32,
+        on_event: &mut impl FnMut(&StreamEvent),
+    ) -> Result<StreamClose, ClientError> {
+        let mut failures = 0;
+        loop {
+            let mut seen = false;
+            let mut counting = |event: &StreamEvent| {
+                seen |= event.envelope.event_type != "gateway.server_time";
+                on_event(event);
+            };
+            let outcome = self
+                .subscribe_once(
+                    key,
+                    device_session_id,
+                    last_event_id.as_deref(),
+                    jwks,
+                    &mut counting,
+                )
+                .await;
+            if seen {
+                failures = 0;
+            }
+            match outcome {
+                Ok(StreamClose::Ended {
+                    code,
+                    reason,
+                    last_id,
+                }) if code == "failed_precondition" => {
+                    return Ok(StreamClose::Ended {
+                        code,
+                        reason,
+                        last_id,
+                    });
+                }
+                Ok(StreamClose::Ended { last_id, .. }) => {
+                    last_event_id = last_id.or(last_event_id);
+                    continue;
+                }
+                Ok(StreamClose::Dropped { last_id }) => {
+                    last_event_id = last_id.or(last_event_id);
+                    failures += 1;
+                    if failures > max_retries {
+                        return Ok(StreamClose::Dropped {
+                            last_id: last_event_id,
+                        });
+                    }
+                }
+                Err(ClientError::Transport { url, source }) => {
+                    failures += 1;
+                    if failures > max_retries {
+                        return Err(ClientError::Transport { url, source });
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(
+                500 * u64::from(failures.min(10)),
+            ))
+            .await;
+        }
+    }
+}
+
+/// One verified event of a push stream.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    /// The SSE `id`: resume from here.
+    pub id: String,
+    pub envelope: EventEnvelope,
+    /// The verified payload bytes (JSON).
+    pub payload: Vec<u8>,
+}
+
+/// How a push stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamClose {
+    /// The terminal `gateway.stream_end` event: `code` `failed_precondition` (do not
+    /// resume) or `unavailable` (resume from `last_id`).
+    Ended {
+        code: String,
+        reason: String,
+        last_id: Option<String>,
+    },
+    /// The connection ended without a terminal event: resume from `last_id`.
+    Dropped { last_id: Option<String> },
+}
+
+/// Parses and verifies one SSE frame; `None` for a comment (heartbeat).
+fn parse_frame(
+    frame: &str,
+    jwks: &Jwks,
+    device_session_id: &str,
+) -> Result<Option<StreamEvent>, ClientError> {
+    let (mut id, mut data) = (None, None);
+    for line in frame.lines() {
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data = Some(v);
+        }
+    }
+    let (Some(id), Some(data)) = (id, data) else {
+        return Ok(None);
+    };
+    let signed: SignedEvent = serde_json::from_str(data).map_err(|e| ClientError::Unexpected {
+        status: 200,
+        body: format!("an event that is not a SignedEvent ({e}): {data}"),
+    })?;
+    let payload = verify_event(&signed, jwks, device_session_id)?;
+    Ok(Some(StreamEvent {
+        id,
+        envelope: signed.envelope,
+        payload,
+    }))
 }

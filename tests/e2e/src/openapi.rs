@@ -207,7 +207,7 @@ mod tests {
                     .join("/")
             })
             .collect();
-        assert_eq!(internal.len(), 9, "{internal:?}");
+        assert_eq!(internal.len(), 10, "{internal:?}");
         for route in internal {
             assert!(
                 internal_spec()["paths"][&route].is_object(),

@@ -184,6 +184,11 @@ impl SpinProcess {
         format!("http://{}", self.addr)
     }
 
+    /// The `spin up` process's id (its trigger runs as a child).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Spin's own output as `[spin] <line>`, then each component's stdout and stderr as
     /// `[<component id>] <line>` (the form our host logs in).
     pub fn logs(&self) -> Vec<String> {

@@ -5,6 +5,7 @@
 //! edge-auth [--url URL] [--home DIR] login --email ADDRESS [--code CODE]
 //! edge-auth [--url URL] [--home DIR] command MESSAGE_TYPE [PAYLOAD | --file PATH | -]
 //!   (no payload: standard input when it is piped, else empty)
+//! edge-auth [--url URL] [--home DIR] subscribe [--from LAST_EVENT_ID]
 //! edge-auth [--url URL] keys
 //! ```
 //!
@@ -18,6 +19,12 @@
 //! the next key ahead, so a legitimate new set always overlaps the old one); a set that
 //! does not is refused. `command` prints the verified response payload; any error,
 //! including an answer whose signature does not verify, exits non-zero with a message.
+//!
+//! `subscribe` follows the session's push stream and prints each verified event as a JSON
+//! line (`id`, `event_type`, `event_id`, `target`, `timestamp_ms`, `payload`). It resumes
+//! from the last id by itself when the stream reaches its maximum duration or the
+//! connection drops, and exits non-zero on a terminal `failed_precondition` (revoked,
+//! expired, blocked), printing that event first.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -32,6 +39,7 @@ const USAGE: &str = "usage (--insecure allows plain http:// beyond this machine)
   edge-auth [--url URL] [--home DIR] keygen
   edge-auth [--url URL] [--home DIR] login --email ADDRESS [--code CODE]
   edge-auth [--url URL] [--home DIR] command MESSAGE_TYPE [PAYLOAD | --file PATH | -]
+  edge-auth [--url URL] [--home DIR] subscribe [--from LAST_EVENT_ID]
   edge-auth [--url URL] keys";
 
 #[derive(Serialize, Deserialize)]
@@ -201,32 +209,8 @@ async fn run() -> anyhow::Result<()> {
                 (None, Some(text)) => text.as_bytes().to_vec(),
                 (Some(_), Some(_)) => bail!("give the payload as an argument or --file, not both"),
             };
-            let key = DeviceKey::load(&key_path)?;
-            let session: SessionFile =
-                serde_json::from_slice(&std::fs::read(&session_path).with_context(|| {
-                    format!("reading {} (run `edge-auth login`)", session_path.display())
-                })?)
-                .context("session.json is damaged")?;
-            // The session belongs to the gateway it was made at.
-            check_transport(&session.url, insecure)?;
-            let client = Client::new(&session.url);
-            let pinned: Jwks =
-                serde_json::from_slice(&std::fs::read(&jwks_path).with_context(|| {
-                    format!("reading {} (run `edge-auth login`)", jwks_path.display())
-                })?)
-                .context("jwks.json is damaged")?;
-            let current = client.jwks().await?;
-            if !overlaps(&pinned, &current) {
-                bail!(
-                    "the gateway's keys share nothing with the pinned ones ({}): refusing them; \
-                     log in again if the gateway really replaced its keys",
-                    jwks_path.display()
-                );
-            }
-            if current != pinned {
-                std::fs::write(&jwks_path, serde_json::to_vec_pretty(&current)?)
-                    .with_context(|| format!("writing {}", jwks_path.display()))?;
-            }
+            let (key, session, client, current) =
+                signed_in(&key_path, &session_path, &jwks_path, insecure).await?;
             let result = client
                 .execute(
                     &key,
@@ -238,6 +222,45 @@ async fn run() -> anyhow::Result<()> {
                 .await?;
             std::io::stdout().write_all(&result.payload)?;
         }
+        "subscribe" => {
+            let from = take(&mut args, "--from")?;
+            let (key, session, client, current) =
+                signed_in(&key_path, &session_path, &jwks_path, insecure).await?;
+            let mut print = |event: &edge_auth_client::StreamEvent| {
+                let kind = event.envelope.event_type.as_str();
+                let resumable = kind == "gateway.stream_end"
+                    && serde_json::from_slice::<serde_json::Value>(&event.payload)
+                        .is_ok_and(|v| v["code"] == "unavailable");
+                // The hello and the resumable ends are the stream's business, not the user's.
+                if kind == "gateway.server_time" || resumable {
+                    return;
+                }
+                let payload: serde_json::Value = serde_json::from_slice(&event.payload)
+                    .unwrap_or_else(|_| {
+                        serde_json::Value::String(String::from_utf8_lossy(&event.payload).into())
+                    });
+                let line = serde_json::json!({
+                    "id": event.id,
+                    "event_type": kind,
+                    "event_id": event.envelope.event_id,
+                    "target": event.envelope.target,
+                    "timestamp_ms": event.envelope.timestamp_ms,
+                    "payload": payload,
+                });
+                println!("{line}");
+            };
+            let closed = client
+                .subscribe(
+                    &key,
+                    &session.device_session_id,
+                    from,
+                    &current,
+                    5,
+                    &mut print,
+                )
+                .await?;
+            bail!("the stream ended: {closed:?}");
+        }
         "keys" => {
             let jwks = client.jwks().await?;
             println!("{}", serde_json::to_string_pretty(&jwks)?);
@@ -245,6 +268,43 @@ async fn run() -> anyhow::Result<()> {
         other => bail!("unknown command {other:?}\n{USAGE}"),
     }
     Ok(())
+}
+
+/// The device key, the session, a client of the session's gateway and its current JWKS
+/// (checked against the pinned one, which it replaces when they overlap).
+async fn signed_in(
+    key_path: &std::path::Path,
+    session_path: &std::path::Path,
+    jwks_path: &std::path::Path,
+    insecure: bool,
+) -> anyhow::Result<(DeviceKey, SessionFile, Client, Jwks)> {
+    let key = DeviceKey::load(key_path)?;
+    let session: SessionFile =
+        serde_json::from_slice(&std::fs::read(session_path).with_context(|| {
+            format!("reading {} (run `edge-auth login`)", session_path.display())
+        })?)
+        .context("session.json is damaged")?;
+    // The session belongs to the gateway it was made at.
+    check_transport(&session.url, insecure)?;
+    let client = Client::new(&session.url);
+    let pinned: Jwks = serde_json::from_slice(
+        &std::fs::read(jwks_path)
+            .with_context(|| format!("reading {} (run `edge-auth login`)", jwks_path.display()))?,
+    )
+    .context("jwks.json is damaged")?;
+    let current = client.jwks().await?;
+    if !overlaps(&pinned, &current) {
+        bail!(
+            "the gateway's keys share nothing with the pinned ones ({}): refusing them; \
+             log in again if the gateway really replaced its keys",
+            jwks_path.display()
+        );
+    }
+    if current != pinned {
+        std::fs::write(jwks_path, serde_json::to_vec_pretty(&current)?)
+            .with_context(|| format!("writing {}", jwks_path.display()))?;
+    }
+    Ok((key, session, client, current))
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -1010,6 +1010,99 @@ async fn the_cli_does_keygen_login_and_a_command() {
 }
 
 #[tokio::test]
+async fn the_cli_follows_the_push_stream_across_its_maximum_duration_until_a_revocation() {
+    let app = Spawn::default()
+        .variable("push_max_duration_seconds", "1")
+        .variable("push_heartbeat_seconds", "1")
+        .spawn()
+        .await;
+    let device = app.device("cli@example.com", 9).await;
+    let user = app.get_session(&device.session).await.field("user_id");
+    // A signed-in home, as `login` leaves it.
+    let home = tempfile::tempdir().expect("temp dir");
+    device
+        .key
+        .save(&home.path().join("device.key"))
+        .expect("key");
+    let session = json!({"url": app.address, "device_session_id": device.session});
+    std::fs::write(home.path().join("session.json"), session.to_string()).expect("session");
+    let jwks = serde_json::to_vec(&app.jwks().await).expect("jwks");
+    std::fs::write(home.path().join("jwks.json"), jwks).expect("jwks");
+
+    let mut child = std::process::Command::new(cli())
+        .args(["--url", &app.address, "--home"])
+        .arg(home.path())
+        .arg("subscribe")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the CLI starts");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let value = serde_json::from_str(&line).expect("a JSON line");
+                lines.lock().expect("lock").push(value);
+            }
+        })
+    };
+    let wait_for = |n: usize| {
+        let lines = lines.clone();
+        async move {
+            for _ in 0..200 {
+                if lines.lock().expect("lock").len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("fewer than {n} lines: {:?}", lines.lock().expect("lock"));
+        }
+    };
+    // Publish one event per second for three seconds: the stream ends (and the CLI
+    // resumes) every second, so some land while it reconnects.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in 1..=6 {
+        let body = json!({"user_id": user, "event_type": "tick", "payload": {"n": n}});
+        assert_eq!(app.publish(&body).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_for(6).await;
+    let revoked = app
+        .revoke_session(
+            &device.session,
+            &json!({"reason_code": "lost_device", "actor": "admin:tests"}),
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().expect("ends"))
+        .await
+        .expect("joined");
+    reader.join().expect("reader");
+    assert!(!output.status.success(), "a revoked stream exits non-zero");
+    let lines = lines.lock().expect("lock").clone();
+    let ticks: Vec<Value> = lines
+        .iter()
+        .filter(|l| l["event_type"] == "tick")
+        .map(|l| l["payload"]["n"].clone())
+        .collect();
+    assert_eq!(
+        ticks,
+        (1..=6).map(|n| json!(n)).collect::<Vec<_>>(),
+        "{lines:?}"
+    );
+    let last = lines.last().expect("a last line");
+    assert_eq!(last["event_type"], "gateway.stream_end");
+    assert_eq!(last["payload"]["reason"], "session_revoked");
+}
+
+#[tokio::test]
 async fn the_client_refuses_an_answer_signed_by_a_key_outside_the_jwks() {
     let (app, device, _jwks) = app_with_device().await;
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
