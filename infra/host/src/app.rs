@@ -83,6 +83,9 @@ pub struct App {
     guest_clock_offset_ms: i64,
     /// The address the listener got; self-requests are sent there.
     listen: OnceLock<SocketAddr>,
+    /// Set once shutdown begins: blocking Redis commands end at once (see
+    /// [`crate::redis_host::SHUTTING_DOWN`]).
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 /// Spin's `SPIN_MAX_INSTANCE_COUNT` default: at most this many instances are live at once,
@@ -296,7 +299,15 @@ impl App {
             expose_redis_round_trips: options.expose_redis_round_trips,
             guest_clock_offset_ms: options.guest_clock_offset_ms,
             listen: OnceLock::new(),
+            draining: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Begins shutdown: every blocking Redis command in flight or to come answers
+    /// [`crate::redis_host::SHUTTING_DOWN`], so long-lived streams end with their
+    /// terminal event instead of being cut when the host stops.
+    pub(crate) fn begin_draining(&self) {
+        self.draining.send_replace(true);
     }
 
     pub(crate) fn set_listen_addr(&self, addr: SocketAddr) {
@@ -445,6 +456,7 @@ impl App {
             outbound,
             round_trips.clone(),
             self.guest_clock_offset_ms,
+            self.draining.subscribe(),
         );
         let mut store = Store::new(component.pre.engine(), state);
         let request = store

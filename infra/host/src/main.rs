@@ -75,7 +75,7 @@ async fn main() {
 
 async fn run() -> anyhow::Result<()> {
     let options = parse_args()?;
-    let host = start(options).await?;
+    let mut host = start(options).await?;
     println!("Serving {}", host.url());
     println!("Available Routes:");
     for (route, target) in host.routes() {

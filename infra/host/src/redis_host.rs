@@ -4,6 +4,10 @@
 //! multiplexed connection (RESP2); at most 1024 per instance. `execute` flattens nested
 //! replies into one list, turns doubles into their text and refuses maps. Every command a
 //! guest sends counts as one round trip for the request's tally.
+//!
+//! One addition, ours alone: once the host begins to shut down, a blocking command
+//! (`XREAD … BLOCK`, `BLPOP`, …) answers [`SHUTTING_DOWN`] at once, in flight or not, so
+//! a push stream can end with its terminal event. Spin has no such signal.
 
 use std::sync::atomic::Ordering;
 
@@ -15,6 +19,34 @@ use crate::state::RequestState;
 
 /// Spin's per-instance connection limit.
 const MAX_CONNECTIONS: usize = 1024;
+
+/// The error a blocking command answers once the host is shutting down. The adapter
+/// (`shared/spin-adapter/src/push_store.rs`, `HOST_SHUTTING_DOWN`) matches it exactly.
+pub const SHUTTING_DOWN: &str = "edge-auth-host is shutting down";
+
+/// Whether `command` may block the connection (Redis' blocking commands, and `XREAD` /
+/// `XREADGROUP` with a `BLOCK` argument).
+fn blocks(command: &str, arguments: &[RedisParameter]) -> bool {
+    const BLOCKING: [&str; 10] = [
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "WAIT",
+        "WAITAOF",
+    ];
+    if BLOCKING.iter().any(|b| command.eq_ignore_ascii_case(b)) {
+        return true;
+    }
+    (command.eq_ignore_ascii_case("XREAD") || command.eq_ignore_ascii_case("XREADGROUP"))
+        && arguments
+            .iter()
+            .any(|a| matches!(a, RedisParameter::Binary(b) if b.eq_ignore_ascii_case(b"BLOCK")))
+}
 
 /// A guest's open Redis connection.
 pub struct RedisConnection {
@@ -161,6 +193,7 @@ impl wit::HostConnection for RequestState {
         command: String,
         arguments: Vec<RedisParameter>,
     ) -> Reply<Vec<RedisResult>> {
+        let blocking = blocks(&command, &arguments);
         let mut cmd = redis::cmd(&command);
         for argument in arguments {
             match argument {
@@ -168,7 +201,19 @@ impl wit::HostConnection for RequestState {
                 RedisParameter::Binary(bytes) => cmd.arg(bytes),
             };
         }
-        Ok(match self.query::<Value>(&this, cmd).await? {
+        let reply = if blocking {
+            let mut draining = self.draining.clone();
+            if *draining.borrow() {
+                return Ok(Err(other(SHUTTING_DOWN)));
+            }
+            tokio::select! {
+                reply = self.query::<Value>(&this, cmd) => reply?,
+                _ = draining.wait_for(|d| *d) => return Ok(Err(other(SHUTTING_DOWN))),
+            }
+        } else {
+            self.query::<Value>(&this, cmd).await?
+        };
+        Ok(match reply {
             Ok(value) => {
                 let mut out = Vec::new();
                 flatten(value, &mut out).map(|()| out)
@@ -254,6 +299,18 @@ mod tests {
             "rediss://cache.example.com:6380"
         );
         assert_eq!(redacted("not a url"), "<unparseable address>");
+    }
+
+    #[test]
+    fn blocking_commands_are_told_apart_from_the_rest() {
+        let arg = |s: &str| RedisParameter::Binary(s.as_bytes().to_vec());
+        assert!(blocks(
+            "xread",
+            &[arg("COUNT"), RedisParameter::Int64(1), arg("block")]
+        ));
+        assert!(!blocks("XREAD", &[arg("STREAMS"), arg("k"), arg("0-0")]));
+        assert!(blocks("BLPOP", &[arg("k"), RedisParameter::Int64(0)]));
+        assert!(!blocks("EVALSHA", &[arg("BLOCK")]));
     }
 
     #[test]

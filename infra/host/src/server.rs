@@ -81,8 +81,9 @@ impl RunningHost {
         self.app.routes()
     }
 
-    /// Stops accepting, lets requests in flight finish (up to 10 s), and returns.
-    pub async fn shutdown(mut self) {
+    /// Stops accepting, ends blocking Redis reads (push streams send their terminal
+    /// `server_shutdown` event), lets requests in flight finish (up to 10 s), and returns.
+    pub async fn shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -177,5 +178,8 @@ async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: oneshot::Rece
         });
     }
     drop(listener);
+    // Streams blocked on Redis end now, with their terminal event, rather than at the
+    // grace period's end.
+    app.begin_draining();
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
 }

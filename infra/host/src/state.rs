@@ -70,6 +70,8 @@ pub struct RequestState {
     pub(crate) response_outparam: Option<u32>,
     pub(crate) redis_connections: usize,
     allowed: Arc<AllowedHosts>,
+    /// `true` once the host is shutting down (see [`crate::redis_host::SHUTTING_DOWN`]).
+    pub(crate) draining: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RequestState {
@@ -80,6 +82,7 @@ impl RequestState {
         outbound: Outbound,
         redis_round_trips: Arc<AtomicU64>,
         clock_offset_ms: i64,
+        draining: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let allowed = Arc::new(component.resolve_allowed_hosts(&resolver, &logs));
         let mut wasi = WasiCtx::builder();
@@ -101,6 +104,7 @@ impl RequestState {
             response_outparam: None,
             redis_connections: 0,
             allowed,
+            draining,
         }
     }
 

@@ -5,10 +5,10 @@ use anyhow::{Context, bail};
 use edge_auth_domain::ids::{AddressTag, DeviceSessionId};
 use edge_auth_domain::push::ports::{
     Append, AppendOutcome, EndReason, Position, PushStore, ReadFrom, SessionState, StoredEvent,
-    StreamRead,
+    StreamRead, Wake,
 };
 use edge_auth_domain::sessions::input::UserRef;
-use spin_sdk::redis::RedisResult;
+use spin_sdk::redis::{Error as RedisError, RedisResult};
 
 use crate::keys::{self, AddressKeys};
 use crate::redis::{Reply, SpinRedis, scripts};
@@ -29,6 +29,20 @@ impl RedisPushStore {
     pub fn redis(&self) -> &SpinRedis {
         &self.redis
     }
+}
+
+/// How our host (`infra/host`, `redis_host::SHUTTING_DOWN`) answers a blocking command
+/// once it has begun to shut down: the wait ends at once so the stream can send its
+/// terminal event (`server_shutdown`) before the host stops. Real Spin has no such signal:
+/// its streams are cut, and the client resumes from its last id just the same.
+const HOST_SHUTTING_DOWN: &str = "edge-auth-host is shutting down";
+
+/// Whether `error` is our host's shutdown answer (see [`HOST_SHUTTING_DOWN`]).
+fn host_shutting_down(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<RedisError>(),
+        Some(RedisError::Other(message)) if message == HOST_SHUTTING_DOWN
+    )
 }
 
 fn position(reply: &mut Reply) -> anyhow::Result<Position> {
@@ -174,9 +188,9 @@ impl PushStore for RedisPushStore {
         lifecycle: Position,
         cursor: Position,
         timeout_ms: u64,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Wake> {
         let k = AddressKeys::new(session.tag());
-        let items = self.redis.command(
+        let reply = self.redis.command(
             "XREAD",
             &[
                 "COUNT".into(),
@@ -189,9 +203,17 @@ impl PushStore for RedisPushStore {
                 lifecycle.to_string().into(),
                 cursor.to_string().into(),
             ],
-        )?;
+        );
+        let items = match reply {
+            Err(e) if host_shutting_down(&e) => return Ok(Wake::ShuttingDown),
+            other => other?,
+        };
         // Flattened: a timeout is one nil; anything else is a record on either stream.
-        Ok(!matches!(items.as_slice(), [] | [RedisResult::Nil]))
+        Ok(if matches!(items.as_slice(), [] | [RedisResult::Nil]) {
+            Wake::TimedOut
+        } else {
+            Wake::Changed
+        })
     }
 }
 
@@ -208,4 +230,21 @@ pub fn push_settings() -> anyhow::Result<edge_auth_domain::push::settings::PushS
         }
     }
     PushSettings::from_settings(|name| values.get(name).cloned()).context("invalid push settings")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_hosts_exact_shutdown_answer_ends_a_wait_as_a_shutdown() {
+        let shutdown = anyhow::Error::new(RedisError::Other(HOST_SHUTTING_DOWN.to_string()))
+            .context("sending XREAD to Redis");
+        assert!(host_shutting_down(&shutdown));
+        let other = anyhow::Error::new(RedisError::Other(
+            "connection reset; edge-auth-host is shutting down".to_string(),
+        ));
+        assert!(!host_shutting_down(&other));
+        assert!(!host_shutting_down(&anyhow::anyhow!(HOST_SHUTTING_DOWN)));
+    }
 }

@@ -99,6 +99,9 @@ pub enum EndReason {
     MaxDuration,
     /// The store failed mid-stream: resume with the last id.
     StoreUnavailable,
+    /// The runtime is shutting down (where it says so: see [`Wake::ShuttingDown`]):
+    /// resume with the last id, on another instance.
+    ServerShutdown,
 }
 
 impl EndReason {
@@ -110,6 +113,7 @@ impl EndReason {
             Self::UserBlocked => "user_blocked",
             Self::MaxDuration => "max_duration",
             Self::StoreUnavailable => "store_unavailable",
+            Self::ServerShutdown => "server_shutdown",
         }
     }
 
@@ -120,7 +124,7 @@ impl EndReason {
             Self::SessionRevoked | Self::SessionExpired | Self::UserBlocked => {
                 "failed_precondition"
             }
-            Self::MaxDuration | Self::StoreUnavailable => "unavailable",
+            Self::MaxDuration | Self::StoreUnavailable | Self::ServerShutdown => "unavailable",
         }
     }
 }
@@ -160,6 +164,18 @@ pub enum ReadFrom {
     After(Position),
 }
 
+/// How a [`PushStore::wait`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A record arrived on the lifecycle or the event stream: read again.
+    Changed,
+    /// The timeout passed with nothing new.
+    TimedOut,
+    /// The runtime said it is shutting down and will not wait any longer: the stream ends
+    /// now, with a terminal event, instead of being cut off.
+    ShuttingDown,
+}
+
 /// The push store.
 pub trait PushStore {
     /// The address tags an external directory's user has logged in with.
@@ -188,7 +204,9 @@ pub trait PushStore {
     ) -> anyhow::Result<StreamRead>;
 
     /// Blocks until the slot's lifecycle stream has a record after `lifecycle` or its
-    /// event stream one after `cursor` (`true`), or `timeout_ms` passes (`false`).
+    /// event stream one after `cursor` ([`Wake::Changed`]), `timeout_ms` passes
+    /// ([`Wake::TimedOut`]), or the runtime ends the wait because it is shutting down
+    /// ([`Wake::ShuttingDown`]).
     ///
     /// # Errors
     /// The store is unreachable.
@@ -198,7 +216,7 @@ pub trait PushStore {
         lifecycle: Position,
         cursor: Position,
         timeout_ms: u64,
-    ) -> anyhow::Result<bool>;
+    ) -> anyhow::Result<Wake>;
 }
 
 /// The client went away (a write failed): the stream stops.

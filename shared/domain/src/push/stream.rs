@@ -18,7 +18,7 @@ use crate::gateway::settings::GatewayKey;
 use crate::ids::DeviceSessionId;
 use crate::push::ports::{
     EndReason, Gone, Position, PushStore, ReadFrom, SessionState, StoredEvent, StreamRead,
-    Subscriber,
+    Subscriber, Wake,
 };
 use crate::push::publish::event_id;
 use crate::push::settings::PushSettings;
@@ -131,6 +131,9 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
             EndReason::StoreUnavailable => {
                 "the gateway cannot read events now; subscribe again with last_event_id"
             }
+            EndReason::ServerShutdown => {
+                "this gateway instance is shutting down; subscribe again with last_event_id"
+            }
         };
         let payload = json!({"code": reason.code(), "reason": reason.as_str(), "message": message});
         Ok(match self.gateway(STREAM_END, position, at_ms, &payload)? {
@@ -238,8 +241,12 @@ pub fn run(
                 timeout = timeout.min(t.saturating_sub(now));
             }
             match store.wait(sub.session, read.lifecycle, read.cursor, timeout.max(1)) {
-                Ok(true) => break,
-                Ok(false) => {}
+                Ok(Wake::Changed) => break,
+                Ok(Wake::TimedOut) => {}
+                Ok(Wake::ShuttingDown) => {
+                    let at = stream.now_ms(clock.elapsed_ms());
+                    return stream.end(EndReason::ServerShutdown, read.cursor, at);
+                }
                 Err(e) => return fail(&mut stream, read.cursor, clock, e),
             }
         }

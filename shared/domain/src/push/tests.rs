@@ -30,7 +30,7 @@ impl Random for Counter {
 /// when a read is queued to be woken for).
 struct Script {
     reads: RefCell<VecDeque<StreamRead>>,
-    woken: RefCell<VecDeque<bool>>,
+    woken: RefCell<VecDeque<Wake>>,
     clock: Cell<u64>,
     waits: Cell<u32>,
 }
@@ -48,11 +48,16 @@ impl PushStore for Script {
             .pop_front()
             .ok_or_else(|| anyhow::anyhow!("store down"))
     }
-    fn wait(&self, _: &DeviceSessionId, _: Position, _: Position, t: u64) -> anyhow::Result<bool> {
+    fn wait(&self, _: &DeviceSessionId, _: Position, _: Position, t: u64) -> anyhow::Result<Wake> {
         self.waits.set(self.waits.get() + 1);
-        let woke = self.woken.borrow_mut().pop_front().unwrap_or(false);
-        self.clock.set(self.clock.get() + if woke { 5 } else { t });
-        Ok(woke)
+        let wake = self
+            .woken
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or(Wake::TimedOut);
+        self.clock
+            .set(self.clock.get() + if wake == Wake::TimedOut { t } else { 5 });
+        Ok(wake)
     }
 }
 
@@ -135,7 +140,7 @@ fn go(script: &Script, resume: Option<Position>, settings: PushSettings) -> (Str
     (end, seen)
 }
 
-fn script(reads: Vec<StreamRead>, woken: Vec<bool>) -> Script {
+fn script(reads: Vec<StreamRead>, woken: Vec<Wake>) -> Script {
     Script {
         reads: RefCell::new(reads.into()),
         woken: RefCell::new(woken.into()),
@@ -176,7 +181,7 @@ fn a_stream_says_the_time_then_delivers_its_events_in_order_and_ends_on_revocati
                 vec![stored("6-0", Some(OTHER)), stored("7-0", None)],
             ),
         ],
-        vec![true],
+        vec![Wake::Changed],
     );
     let (end, seen) = go(&s, Some(pos("3-0")), PushSettings::default());
     assert_eq!(end, StreamEnd::Ended(EndReason::SessionRevoked));
@@ -240,6 +245,30 @@ fn an_idle_stream_sends_heartbeats_and_ends_at_its_maximum_duration() {
 }
 
 #[test]
+fn a_runtime_shutting_down_ends_the_stream_with_a_terminal_event_to_resume_from() {
+    let s = script(
+        vec![read("4-0", ACTIVE, vec![stored("4-0", None)])],
+        vec![Wake::ShuttingDown],
+    );
+    let (end, seen) = go(&s, Some(pos("3-0")), PushSettings::default());
+    assert_eq!(end, StreamEnd::Ended(EndReason::ServerShutdown));
+    assert_eq!(
+        types(&seen),
+        ["gateway.server_time", "note", "gateway.stream_end"]
+    );
+    let (position, last) = seen.items.last().expect("a terminal event");
+    assert_eq!(
+        *position,
+        Some(pos("4-0")),
+        "resume after what was delivered"
+    );
+    let bytes = verify_event(last.as_ref().expect("an event"), &jwks(), SESSION).expect("verifies");
+    let payload: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(payload["code"], "unavailable");
+    assert_eq!(payload["reason"], "server_shutdown");
+}
+
+#[test]
 fn a_session_due_to_expire_is_read_again_when_its_life_ends() {
     let s = script(
         vec![
@@ -272,7 +301,7 @@ fn a_gap_is_announced_before_anything_else_is_delivered() {
             first,
             read("9-0", SessionState::Ended(EndReason::UserBlocked), vec![]),
         ],
-        vec![true],
+        vec![Wake::Changed],
     );
     let (end, seen) = go(&s, Some(pos("2-0")), PushSettings::default());
     assert_eq!(end, StreamEnd::Ended(EndReason::UserBlocked));

@@ -406,7 +406,7 @@ async fn shutdown_completes_and_frees_the_port() {
     let app = spawn_fixture().await;
     let addr = app.addr();
     let TestApp {
-        runtime: Runtime::Host(host),
+        runtime: Runtime::Host(mut host),
         ..
     } = app
     else {

@@ -280,6 +280,45 @@ async fn a_stream_ends_at_its_maximum_duration_and_the_client_resumes_without_lo
 }
 
 #[tokio::test]
+#[cfg_attr(
+    spin_runtime,
+    ignore = "host only: real Spin cannot tell a guest it is shutting down, so its streams are cut and resumed"
+)]
+async fn host_shutdown_ends_live_streams_with_a_terminal_event_to_resume_from() {
+    let spawn = Spawn::default().variable("push_heartbeat_seconds", "30");
+    let (mut app, device, user) = app_with(spawn).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+    publish(
+        &app,
+        json!({"user_id": user, "event_type": "e", "payload": 1}),
+    )
+    .await;
+    let delivered = next(&mut stream).await;
+    let edge_auth_tests::Runtime::Host(host) = &mut app.runtime else {
+        panic!("this test runs on our host only");
+    };
+
+    let started = Instant::now();
+    let ((), end) = tokio::join!(host.shutdown(), next(&mut stream));
+    eprintln!(
+        "host shutdown: terminal event and stop {:?} after it began (grace period 10 s)",
+        started.elapsed()
+    );
+    assert_eq!(end.event, "gateway.stream_end", "{:?}", end.payload);
+    assert_eq!(end.payload["code"], "unavailable", "the client resumes");
+    assert_eq!(end.payload["reason"], "server_shutdown");
+    assert_eq!(
+        end.id, delivered.id,
+        "the terminal event stands where the client resumes: after what it received"
+    );
+    assert!(
+        stream.next(Duration::from_secs(2)).await.is_none() && stream.ended,
+        "the body ends after the terminal event"
+    );
+}
+
+#[tokio::test]
 async fn bad_subscriptions_and_publications_are_refused_and_change_nothing() {
     let (app, device, user) = app_with(Spawn::default()).await;
     let before = app.snapshot();
