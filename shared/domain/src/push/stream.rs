@@ -158,7 +158,12 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
         }
         let session = self.sub.session.as_str();
         for stored in &read.events {
-            if stored.device.as_deref().is_some_and(|d| d != session) {
+            // Another device's event, or one for another user: an address can change
+            // hands in an external directory while the previous user's sessions in its
+            // slot live on, and they must never see the new user's events.
+            if stored.device.as_deref().is_some_and(|d| d != session)
+                || stored.user_id != self.sub.user_id
+            {
                 continue;
             }
             let signed = self.sign(stored);

@@ -245,6 +245,27 @@ fn an_idle_stream_sends_heartbeats_and_ends_at_its_maximum_duration() {
 }
 
 #[test]
+fn events_for_another_user_of_the_same_address_are_never_delivered() {
+    let mut theirs = stored("5-0", None);
+    theirs.user_id = "u2".into();
+    let s = script(
+        vec![read(
+            "6-0",
+            SessionState::Ended(EndReason::SessionRevoked),
+            vec![stored("4-0", None), theirs, stored("6-0", None)],
+        )],
+        vec![],
+    );
+    let (_, seen) = go(&s, Some(pos("3-0")), PushSettings::default());
+    let ids: Vec<String> = seen
+        .items
+        .iter()
+        .filter_map(|(p, _)| p.map(|p| p.to_string()))
+        .collect();
+    assert_eq!(ids, ["3-0", "4-0", "6-0", "6-0"], "u2's event is skipped");
+}
+
+#[test]
 fn a_runtime_shutting_down_ends_the_stream_with_a_terminal_event_to_resume_from() {
     let s = script(
         vec![read("4-0", ACTIVE, vec![stored("4-0", None)])],

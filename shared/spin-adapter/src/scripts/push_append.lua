@@ -13,6 +13,16 @@ if ARGV[3] == '' then
 elseif redis.call('HGET', KEYS[4], 'user_id') ~= ARGV[4] then
   return {'unknown_session'}
 end
+-- The stream expired as a whole (nothing published for its max age): everything up to the
+-- newest id the meta remembers is gone, so a resume from before it must learn of the gap
+-- once the stream exists again.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local newest = redis.call('HGET', KEYS[2], 'newest')
+  local before = redis.call('HGET', KEYS[2], 'dropped')
+  if newest and (not before or id_less(before, newest)) then
+    redis.call('HSET', KEYS[2], 'dropped', newest)
+  end
+end
 local now = now_ms()
 local id = redis.call('XADD', KEYS[1], '*', 'event_id', ARGV[1], 'type', ARGV[2],
   'device', ARGV[3], 'user_id', ARGV[4], 'at', now, 'payload', ARGV[5])

@@ -199,6 +199,46 @@ async fn a_resume_from_a_position_no_longer_kept_gets_resync_required_first() {
     assert_eq!(next(&mut future).await.event, "gateway.resync_required");
 }
 
+#[tokio::test]
+async fn a_resume_after_the_whole_stream_expired_gets_resync_required_even_once_new_events_came() {
+    let (app, device, user) = app_with(Spawn::default()).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+    publish(
+        &app,
+        json!({"user_id": user, "event_type": "e", "payload": 1}),
+    )
+    .await;
+    let first = next(&mut stream).await;
+    drop(stream);
+    publish(
+        &app,
+        json!({"user_id": user, "event_type": "e", "payload": 2}),
+    )
+    .await;
+    // Nothing published for `push_stream_max_age_seconds`: the stream key expires (its
+    // meta outlives it). Expiry is what DEL does here, without waiting a minute.
+    let events = format!("{}events", TestApp::prefix_of_id(&device.session));
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&events)
+        .query(&mut app.redis())
+        .expect("DEL");
+    assert_eq!(deleted, 1, "{events} held the events");
+    publish(
+        &app,
+        json!({"user_id": user, "event_type": "e", "payload": 3}),
+    )
+    .await;
+
+    let mut resumed = open(&app, &device, Some(&first.id)).await;
+    hello(&mut resumed).await;
+    assert_eq!(
+        next(&mut resumed).await.event,
+        "gateway.resync_required",
+        "event 2 is gone: never a silent gap"
+    );
+}
+
 async fn ends_with(stream: &mut EventStream, code: &str, reason: &str) -> Duration {
     let started = Instant::now();
     let end = next(stream).await;
