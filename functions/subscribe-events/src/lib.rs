@@ -91,14 +91,9 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
         let client = settings
             .clients
             .budget_key(&settings.clients.resolve(&call.caller.client));
-        let store = RedisPushStore::new(SpinRedis::connect().map_err(|e| fail(e.into()))?);
-        let admission = admit(
-            &RedisCommandGate::new(store.redis()),
-            &settings,
-            &client,
-            &command,
-        )
-        .map_err(fail)?;
+        let redis = SpinRedis::connect().map_err(|e| fail(e.into()))?;
+        let admission =
+            admit(&RedisCommandGate::new(&redis), &settings, &client, &command).map_err(fail)?;
         let user_id = match admission {
             Admission::Refused { now_ms, refusal } => {
                 // The gate counted its refusal.
@@ -113,6 +108,9 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
             }
             Admission::Admitted { user_id, .. } => user_id,
         };
+        // The stream waits in `XREAD BLOCK`, which only RESP can do (the gate may have
+        // run on REST): with RESP as the transport this is the same connection.
+        let store = RedisPushStore::new(SpinRedis::connect_resp().map_err(|e| fail(e.into()))?);
         count_command(SUBSCRIBE, true, "ok");
         call.note("result_code", "ok");
         let opened = Since(std::time::Instant::now());

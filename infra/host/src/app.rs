@@ -51,6 +51,8 @@ pub struct LoadOptions {
     /// A dotenv file (Spin reads `.env` in the working directory).
     pub dotenv: Option<PathBuf>,
     pub expose_redis_round_trips: bool,
+    /// See [`crate::HostOptions::redis_rest_origin`].
+    pub redis_rest_origin: Option<String>,
     /// See [`crate::HostOptions::guest_clock_offset_ms`].
     pub guest_clock_offset_ms: i64,
 }
@@ -80,6 +82,7 @@ pub struct App {
     components: HashMap<String, Arc<ComponentRuntime>>,
     statics: HashMap<String, StaticResponse>,
     expose_redis_round_trips: bool,
+    redis_rest_origin: Option<Arc<str>>,
     guest_clock_offset_ms: i64,
     /// The address the listener got; self-requests are sent there.
     listen: OnceLock<SocketAddr>,
@@ -297,6 +300,7 @@ impl App {
             components,
             statics,
             expose_redis_round_trips: options.expose_redis_round_trips,
+            redis_rest_origin: options.redis_rest_origin.as_deref().map(Arc::from),
             guest_clock_offset_ms: options.guest_clock_offset_ms,
             listen: OnceLock::new(),
             draining: tokio::sync::watch::Sender::new(false),
@@ -448,7 +452,12 @@ impl App {
             );
         }
         let round_trips = Arc::new(AtomicU64::new(0));
-        let outbound = Outbound::new(self.clone(), self.listen.get().copied(), self.logs.clone());
+        let outbound = Outbound::new(
+            self.clone(),
+            self.listen.get().copied(),
+            self.logs.clone(),
+            self.redis_rest_origin.clone(),
+        );
         let state = RequestState::new(
             component.config.clone(),
             self.resolver.clone(),

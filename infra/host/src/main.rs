@@ -8,7 +8,7 @@ use edge_auth_host::{HostOptions, start};
 
 const USAGE: &str = "\
 usage: edge-auth-host [--from spin.toml] [--listen 127.0.0.1:3000] [--variable k=v]...
-                      [--expose-redis-round-trips]
+                      [--expose-redis-round-trips] [--redis-rest-origin URL]
 
 Serves the HTTP components of a Spin manifest as Spin 4 does. Variables come from
 --variable, SPIN_VARIABLE_<NAME> in the environment, ./.env, then manifest defaults.";
@@ -34,6 +34,9 @@ fn parse_args() -> anyhow::Result<HostOptions> {
                 options.variables.insert(k.to_string(), v.to_string());
             }
             "--expose-redis-round-trips" => options.expose_redis_round_trips = true,
+            "--redis-rest-origin" => {
+                options.redis_rest_origin = Some(value("--redis-rest-origin")?);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);

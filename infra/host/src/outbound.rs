@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -44,6 +45,8 @@ pub(crate) struct Outbound {
     /// The address the listener got: self-requests are sent there.
     listen: Option<SocketAddr>,
     logs: Logs,
+    /// Requests to this `scheme://host:port` are Redis commands (REST transport).
+    redis_rest_origin: Option<Arc<str>>,
 }
 
 type SendResult = wasmtime_wasi_http::Result<(
@@ -52,20 +55,46 @@ type SendResult = wasmtime_wasi_http::Result<(
 )>;
 
 impl Outbound {
-    pub(crate) fn new(chain: Arc<dyn Chain>, listen: Option<SocketAddr>, logs: Logs) -> Self {
+    pub(crate) fn new(
+        chain: Arc<dyn Chain>,
+        listen: Option<SocketAddr>,
+        logs: Logs,
+        redis_rest_origin: Option<Arc<str>>,
+    ) -> Self {
         Self {
             chain,
             listen,
             logs,
+            redis_rest_origin,
         }
     }
 
-    /// The `wasi:http` hooks of one instance of component `caller`.
-    pub(crate) fn hooks(self, caller: &str, allowed: Arc<AllowedHosts>) -> OutboundHooks {
+    /// The `wasi:http` hooks of one instance of component `caller`; requests to the Redis
+    /// REST origin made before the response count in `redis_round_trips`.
+    pub(crate) fn hooks(
+        self,
+        caller: &str,
+        allowed: Arc<AllowedHosts>,
+        redis_round_trips: Arc<AtomicU64>,
+    ) -> OutboundHooks {
         OutboundHooks {
             outbound: self,
             caller: caller.to_string(),
             allowed,
+            redis_round_trips,
+            before_response: true,
+        }
+    }
+
+    /// Whether `uri` is on the Redis REST origin.
+    fn is_redis_rest(&self, uri: &http::Uri) -> bool {
+        let Some(origin) = &self.redis_rest_origin else {
+            return false;
+        };
+        let scheme = uri.scheme_str().unwrap_or("https");
+        match (uri.host(), uri.port_u16().or_else(|| default_port(scheme))) {
+            (Some(host), Some(port)) => **origin == *format!("{scheme}://{host}:{port}"),
+            _ => false,
         }
     }
 
@@ -161,6 +190,10 @@ pub(crate) struct OutboundHooks {
     outbound: Outbound,
     caller: String,
     allowed: Arc<AllowedHosts>,
+    redis_round_trips: Arc<AtomicU64>,
+    /// Whether the guest has not set its response yet, as of its latest `wasi:http` call
+    /// (kept current by [`crate::state::RequestState`]).
+    pub(crate) before_response: bool,
 }
 
 impl WasiHttpHooks for OutboundHooks {
@@ -175,6 +208,9 @@ impl WasiHttpHooks for OutboundHooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        if self.before_response && self.outbound.is_redis_rest(request.uri()) {
+            self.redis_round_trips.fetch_add(1, Ordering::Relaxed);
+        }
         let outbound = self.outbound.clone();
         let caller = self.caller.clone();
         let allowed = self.allowed.clone();

@@ -29,6 +29,10 @@ pub struct HostOptions {
     /// Dotenv file; `None` means `.env` in the working directory, as Spin.
     pub dotenv: Option<PathBuf>,
     pub expose_redis_round_trips: bool,
+    /// `scheme://host:port` of a Redis REST endpoint (Upstash protocol): outgoing HTTP
+    /// requests to it count as Redis round trips (an edge-auth-host addition, like the
+    /// round-trip header).
+    pub redis_rest_origin: Option<String>,
     /// Shifts the wall clock guests read by this many milliseconds (tests only: it
     /// simulates an instance whose clock is off; Spin has no such option).
     pub guest_clock_offset_ms: i64,
@@ -48,6 +52,7 @@ impl HostOptions {
             env: None,
             dotenv: None,
             expose_redis_round_trips: false,
+            redis_rest_origin: None,
             guest_clock_offset_ms: 0,
             capture_logs: false,
             quiet: false,
@@ -121,6 +126,7 @@ pub async fn start(options: HostOptions) -> anyhow::Result<RunningHost> {
         env,
         dotenv,
         expose_redis_round_trips: options.expose_redis_round_trips,
+        redis_rest_origin: options.redis_rest_origin.clone(),
         guest_clock_offset_ms: options.guest_clock_offset_ms,
     };
     let app = {

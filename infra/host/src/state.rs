@@ -96,7 +96,7 @@ impl RequestState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: outbound.hooks(&component.id, allowed.clone()),
+            hooks: outbound.hooks(&component.id, allowed.clone(), redis_round_trips.clone()),
             component,
             resolver,
             logs,
@@ -138,6 +138,9 @@ impl WasiView for RequestState {
 
 impl WasiHttpView for RequestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // Every outgoing request passes here first: the hooks learn whether it is made
+        // before the response (what the round-trip count covers).
+        self.hooks.before_response = self.before_response();
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,

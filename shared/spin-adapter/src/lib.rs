@@ -34,6 +34,7 @@ pub mod outbound;
 pub mod public_errors;
 pub mod push_store;
 pub mod redis;
+pub mod redis_rest;
 pub mod request_log;
 pub mod session_store;
 pub mod settings;

@@ -143,6 +143,16 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
         .set_path_with_query(Some(&path))
         .map_err(|()| fail("path"))?;
     let outgoing = request.body().map_err(|()| fail("body"))?;
+
+    let options = RequestOptions::new();
+    // A host that cannot honour a timeout refuses it; the request still goes out.
+    let _ = options.set_connect_timeout(Some(nanos(call.connect_timeout)));
+    let _ = options.set_first_byte_timeout(Some(nanos(call.first_byte_timeout)));
+    let _ = options.set_between_bytes_timeout(Some(nanos(call.first_byte_timeout)));
+    // Send first, then write the body: the host buffers only a little of an outgoing
+    // body, so a larger one written before `handle` would wait forever for a reader.
+    let future = outgoing_handler::handle(request, Some(options))
+        .map_err(|e| anyhow::anyhow!("sending the request: {e:?}"))?;
     if let Some((_, body)) = call.body {
         let stream = outgoing.write().map_err(|()| fail("body stream"))?;
         for chunk in body.chunks(4096) {
@@ -153,14 +163,6 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
     }
     OutgoingBody::finish(outgoing, None)
         .map_err(|e| anyhow::anyhow!("finishing the request body: {e:?}"))?;
-
-    let options = RequestOptions::new();
-    // A host that cannot honour a timeout refuses it; the request still goes out.
-    let _ = options.set_connect_timeout(Some(nanos(call.connect_timeout)));
-    let _ = options.set_first_byte_timeout(Some(nanos(call.first_byte_timeout)));
-    let _ = options.set_between_bytes_timeout(Some(nanos(call.first_byte_timeout)));
-    let future = outgoing_handler::handle(request, Some(options))
-        .map_err(|e| anyhow::anyhow!("sending the request: {e:?}"))?;
     future.subscribe().block();
     let response = future
         .get()

@@ -13,8 +13,8 @@ use spin_sdk::redis::{Error as RedisError, RedisResult};
 use crate::keys::{self, AddressKeys};
 use crate::redis::{Reply, SpinRedis, scripts};
 
-/// The push store on a Spin Redis connection (a stream holds its own: `XREAD BLOCK`
-/// occupies the connection while it waits).
+/// The push store on Redis. A stream's store must be on RESP
+/// ([`SpinRedis::connect_resp`]): `XREAD BLOCK` occupies its connection while it waits.
 #[derive(Debug)]
 pub struct RedisPushStore {
     redis: SpinRedis,
@@ -23,11 +23,6 @@ pub struct RedisPushStore {
 impl RedisPushStore {
     pub fn new(redis: SpinRedis) -> Self {
         Self { redis }
-    }
-
-    /// The connection, for the gate of the same request.
-    pub fn redis(&self) -> &SpinRedis {
-        &self.redis
     }
 }
 

@@ -1,5 +1,11 @@
-//! Redis over Spin's Redis interface: the connection, Lua scripts with EVALSHA → EVAL
-//! fallback, and reading the flat replies Spin's `execute` returns.
+//! Redis for the use cases: the connection, Lua scripts with EVALSHA → EVAL fallback, and
+//! reading the flat replies Spin's `execute` returns.
+//!
+//! Two transports carry the same commands: Spin's Redis interface (RESP, `redis_url`), the
+//! default, and the Upstash REST protocol over Spin's outbound HTTP ([`crate::redis_rest`],
+//! when `redis_rest_url` is set). Replies decode to the same flat list on both, so no use
+//! case knows which one it runs on. A push stream's blocking wait always takes RESP
+//! ([`SpinRedis::connect_resp`]): REST cannot block.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -9,25 +15,40 @@ use edge_auth_domain::health::StorePing;
 use spin_sdk::redis::{Connection, Error as RedisError, RedisParameter, RedisResult};
 
 use crate::config;
+use crate::redis_rest::{RedisRestError, RestClient};
 
-/// An open connection to the Redis named by the `redis_url` variable.
+/// How commands reach Redis.
+#[derive(Debug)]
+enum Transport {
+    /// Spin's Redis interface: one connection per request.
+    Resp(Connection),
+    /// Upstash REST: one HTTP request per command, on Spin's pooled outbound HTTP.
+    Rest(RestClient),
+}
+
+/// Redis as the deployment configured it (see the module docs).
 ///
 /// A request opens one connection and every [`SpinRedis::connect`] of the request shares
 /// it (an instance serves one request, and each open is a new TCP connection for Spin),
 /// so work done after the response (metrics, delivery records) costs no new connection.
 pub struct SpinRedis {
-    conn: Rc<Connection>,
+    transport: Rc<Transport>,
 }
 
 thread_local! {
-    /// The request's connection, once opened.
-    static CONNECTION: RefCell<Option<Rc<Connection>>> = const { RefCell::new(None) };
+    /// The request's transport, once opened ([`SpinRedis::connect`]).
+    static SHARED: RefCell<Option<Rc<Transport>>> = const { RefCell::new(None) };
+    /// The request's RESP connection, once opened ([`SpinRedis::connect_resp`]).
+    static RESP: RefCell<Option<Rc<Transport>>> = const { RefCell::new(None) };
 }
 
 impl std::fmt::Debug for SpinRedis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the URL: it may hold credentials.
-        f.write_str("SpinRedis")
+        // Never print the URL or token: they may hold credentials.
+        f.write_str(match *self.transport {
+            Transport::Resp(_) => "SpinRedis(resp)",
+            Transport::Rest(_) => "SpinRedis(rest)",
+        })
     }
 }
 
@@ -79,20 +100,66 @@ fn param(arg: &Arg) -> RedisParameter {
     }
 }
 
+/// Whether `error` is Redis saying it does not know a script (`NOSCRIPT`), on either
+/// transport.
+fn unknown_script(error: &anyhow::Error) -> bool {
+    match error.downcast_ref::<RedisError>() {
+        // redis-rs (behind Spin) reports Redis' `NOSCRIPT` as `NoScriptError`.
+        Some(RedisError::Other(message)) => {
+            message.contains("NOSCRIPT") || message.contains("NoScriptError")
+        }
+        _ => error
+            .downcast_ref::<RedisRestError>()
+            .is_some_and(|e| e.0.starts_with("NOSCRIPT")),
+    }
+}
+
 impl SpinRedis {
-    /// Opens a connection to `redis_url`.
+    /// The request's Redis: Upstash REST when `redis_rest_url` is set (with
+    /// `redis_rest_token`), else a RESP connection to `redis_url`.
     ///
     /// # Errors
-    /// The variable is missing, the address is not allowed or malformed, or Redis
-    /// refused the connection.
+    /// A variable is missing, the address is not allowed or malformed, or Redis refused
+    /// the connection.
     pub fn connect() -> anyhow::Result<Self> {
-        if let Some(conn) = CONNECTION.with_borrow(Clone::clone) {
-            return Ok(Self { conn });
+        if let Some(transport) = SHARED.with_borrow(Clone::clone) {
+            return Ok(Self { transport });
+        }
+        let transport = match crate::settings::optional("redis_rest_url")? {
+            Some(url) => {
+                let token = crate::settings::optional("redis_rest_token")?
+                    .context("`redis_rest_url` is set but `redis_rest_token` is not")?;
+                Rc::new(Transport::Rest(RestClient::new(url, token)))
+            }
+            None => Self::connect_resp()?.transport,
+        };
+        SHARED.set(Some(Rc::clone(&transport)));
+        Ok(Self { transport })
+    }
+
+    /// The request's RESP connection to `redis_url`, whatever [`SpinRedis::connect`]
+    /// uses: for blocking commands (`XREAD BLOCK`), which only RESP can wait in.
+    ///
+    /// # Errors
+    /// As [`SpinRedis::connect`].
+    pub fn connect_resp() -> anyhow::Result<Self> {
+        if let Some(transport) = RESP.with_borrow(Clone::clone) {
+            return Ok(Self { transport });
         }
         let url = config::variable("redis_url")?;
-        let conn = Rc::new(Connection::open(&url).context("opening the Redis connection")?);
-        CONNECTION.set(Some(Rc::clone(&conn)));
-        Ok(Self { conn })
+        let conn = Connection::open(&url).context("opening the Redis connection")?;
+        let transport = Rc::new(Transport::Resp(conn));
+        RESP.set(Some(Rc::clone(&transport)));
+        Ok(Self { transport })
+    }
+
+    /// Sends one command on the transport; counts one round trip.
+    fn execute(&self, name: &str, params: &[RedisParameter]) -> anyhow::Result<Vec<RedisResult>> {
+        crate::request_log::count_round_trip();
+        match &*self.transport {
+            Transport::Resp(conn) => Ok(conn.execute(name, params)?),
+            Transport::Rest(client) => client.execute(name, params),
+        }
     }
 
     /// Runs `script`: EVALSHA, and EVAL (which also caches it) when Redis does not know
@@ -114,21 +181,14 @@ impl SpinRedis {
                 .map(|k| RedisParameter::Binary(k.as_bytes().to_vec())),
         );
         params.extend(args.iter().map(param));
-        crate::request_log::count_round_trip();
-        match self.conn.execute("EVALSHA", &params) {
+        match self.execute("EVALSHA", &params) {
             Ok(reply) => Ok(reply),
-            // Redis says `NOSCRIPT`; redis-rs (behind Spin) reports it as `NoScriptError`.
-            Err(RedisError::Other(message))
-                if message.contains("NOSCRIPT") || message.contains("NoScriptError") =>
-            {
+            Err(e) if unknown_script(&e) => {
                 params[0] = RedisParameter::Binary(script.source.as_bytes().to_vec());
-                crate::request_log::count_round_trip();
-                self.conn
-                    .execute("EVAL", &params)
+                self.execute("EVAL", &params)
                     .with_context(|| format!("running Redis script `{}`", script.name))
             }
-            Err(e) => Err(anyhow::Error::new(e))
-                .with_context(|| format!("running Redis script `{}`", script.name)),
+            Err(e) => Err(e.context(format!("running Redis script `{}`", script.name))),
         }
     }
 
@@ -138,9 +198,7 @@ impl SpinRedis {
     /// Redis is unreachable or refused the command.
     pub fn command(&self, name: &str, args: &[Arg]) -> anyhow::Result<Vec<RedisResult>> {
         let params: Vec<RedisParameter> = args.iter().map(param).collect();
-        crate::request_log::count_round_trip();
-        self.conn
-            .execute(name, &params)
+        self.execute(name, &params)
             .with_context(|| format!("sending {name} to Redis"))
     }
 }
@@ -148,7 +206,9 @@ impl SpinRedis {
 impl StorePing for SpinRedis {
     fn ping(&self) -> anyhow::Result<()> {
         match self.command("PING", &[])?.as_slice() {
+            // A status on RESP, text on REST.
             [RedisResult::Status(s)] if s == "PONG" => Ok(()),
+            [RedisResult::Binary(b)] if b == b"PONG" => Ok(()),
             other => bail!("unexpected PING reply: {other:?}"),
         }
     }

@@ -20,6 +20,7 @@ use crate::openapi::check_response;
 use crate::redis_server::RedisServer;
 use crate::slot_watch::SlotWatch;
 use crate::spin_process::SpinProcess;
+use crate::upstash_rest::{REST_TOKEN, UpstashRest};
 use crate::user_service_stub::UserServiceStub;
 use crate::workspace_root;
 
@@ -64,6 +65,9 @@ pub struct Spawn {
     pub guest_clock_offset_ms: i64,
     /// Point `backend_url` at the test's [`BackendStub`] instead of the example backend.
     pub backend_stub: bool,
+    /// Talk to Redis through an Upstash REST test server ([`SELECTED_TRANSPORT`] by
+    /// default).
+    pub rest_transport: bool,
 }
 
 impl Default for Spawn {
@@ -74,6 +78,7 @@ impl Default for Spawn {
             without_redis_url: false,
             guest_clock_offset_ms: 0,
             backend_stub: false,
+            rest_transport: SELECTED_TRANSPORT == Transport::Rest,
         }
     }
 }
@@ -101,6 +106,14 @@ impl Spawn {
         self
     }
 
+    /// Talks to Redis through an Upstash REST test server (push streams still wait on
+    /// RESP), whatever [`SELECTED_TRANSPORT`] says.
+    #[must_use]
+    pub fn rest_transport(mut self) -> Self {
+        self.rest_transport = true;
+        self
+    }
+
     /// Runs the guests with their wall clock `ms` off (an instance with a skewed clock).
     #[must_use]
     pub fn guest_clock_offset(mut self, ms: i64) -> Self {
@@ -115,8 +128,20 @@ impl Spawn {
         mail: &MailStub,
         users: &UserServiceStub,
         backend: &BackendStub,
+        rest: Option<&UpstashRest>,
     ) -> HashMap<String, String> {
         let mut env = HashMap::new();
+        if let Some(rest) = rest {
+            env.insert("SPIN_VARIABLE_REDIS_REST_URL".to_string(), rest.url());
+            env.insert(
+                "SPIN_VARIABLE_REDIS_REST_TOKEN".to_string(),
+                REST_TOKEN.to_string(),
+            );
+            env.insert(
+                "SPIN_VARIABLE_REDIS_REST_ALLOWED_HOST".to_string(),
+                rest.url(),
+            );
+        }
         if self.backend_stub {
             env.insert("SPIN_VARIABLE_BACKEND_URL".to_string(), backend.url());
             env.insert(
@@ -177,8 +202,16 @@ impl Spawn {
         let mail = MailStub::start().await?;
         let users = UserServiceStub::start().await?;
         let backend = BackendStub::start().await?;
-        let runtime = self.start_runtime(&redis, &mail, &users, &backend).await?;
+        let rest = if self.rest_transport {
+            Some(UpstashRest::start(&redis).await?)
+        } else {
+            None
+        };
+        let runtime = self
+            .start_runtime(&redis, &mail, &users, &backend, rest.as_ref())
+            .await?;
         Ok(TestApp {
+            rest,
             address: runtime.url(),
             runtime,
             slot_watch,
@@ -203,10 +236,15 @@ impl Spawn {
         mail: &MailStub,
         users: &UserServiceStub,
         backend: &BackendStub,
+        rest: Option<&UpstashRest>,
     ) -> anyhow::Result<Runtime> {
-        let env = self.environment(redis, mail, users, backend);
+        let env = self.environment(redis, mail, users, backend, rest);
         let manifest = workspace_root().join(&self.manifest);
-        Runtime::start_with_clock(&manifest, env, self.guest_clock_offset_ms).await
+        let options = RuntimeOptions {
+            clock_offset_ms: self.guest_clock_offset_ms,
+            redis_rest_origin: rest.map(|r| format!("http://{}", r.addr)),
+        };
+        Runtime::start_with(&manifest, env, options).await
     }
 
     /// As [`Spawn::try_spawn`], panicking with the cause on failure.
@@ -296,6 +334,33 @@ pub const SELECTED_RUNTIME: RuntimeKind = if cfg!(spin_runtime) {
     RuntimeKind::Host
 };
 
+/// How the test apps of this run reach Redis: `EDGE_AUTH_TEST_REDIS_TRANSPORT=rest` at
+/// build time (the `rest_transport` cfg) puts an Upstash REST test server in front of each
+/// app's Redis; anything else uses Spin's Redis interface.
+pub const SELECTED_TRANSPORT: Transport = if cfg!(rest_transport) {
+    Transport::Rest
+} else {
+    Transport::Resp
+};
+
+/// How the app reaches Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Spin's Redis interface, `redis_url`.
+    Resp,
+    /// The Upstash REST protocol, `redis_rest_url` (push streams still wait on RESP).
+    Rest,
+}
+
+/// What a runtime is started with beyond manifest and environment.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Shift the guests' wall clock (our host only).
+    pub clock_offset_ms: i64,
+    /// The REST test server's origin: our host counts requests to it as Redis round trips.
+    pub redis_rest_origin: Option<String>,
+}
+
 /// The runtimes a test app can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -336,6 +401,26 @@ impl Runtime {
         env: HashMap<String, String>,
         clock_offset_ms: i64,
     ) -> anyhow::Result<Self> {
+        let options = RuntimeOptions {
+            clock_offset_ms,
+            ..RuntimeOptions::default()
+        };
+        Self::start_with(manifest, env, options).await
+    }
+
+    /// As [`Runtime::start`], with `options`.
+    ///
+    /// # Errors
+    /// As [`Runtime::start`]; a clock offset on real Spin.
+    pub async fn start_with(
+        manifest: &std::path::Path,
+        env: HashMap<String, String>,
+        options: RuntimeOptions,
+    ) -> anyhow::Result<Self> {
+        let RuntimeOptions {
+            clock_offset_ms,
+            redis_rest_origin,
+        } = options;
         match SELECTED_RUNTIME {
             RuntimeKind::Host => {
                 let mut options = HostOptions::new(manifest);
@@ -346,6 +431,7 @@ impl Runtime {
                 options.expose_redis_round_trips = true;
                 options.capture_logs = true;
                 options.guest_clock_offset_ms = clock_offset_ms;
+                options.redis_rest_origin = redis_rest_origin;
                 options.quiet = std::env::var_os("EDGE_AUTH_TEST_LOGS").is_none();
                 Ok(Self::Host(edge_auth_host::start(options).await?))
             }
@@ -396,6 +482,8 @@ pub struct TestApp {
     pub users: UserServiceStub,
     /// The backend, for apps spawned with [`Spawn::backend_stub`].
     pub backend: BackendStub,
+    /// The Upstash REST test server, when the app talks to Redis through it.
+    pub rest: Option<UpstashRest>,
     pub client: reqwest::Client,
 }
 
@@ -455,7 +543,13 @@ impl TestApp {
     /// It does not start.
     pub async fn instance_beside(&self, spawn: Spawn) -> Runtime {
         match spawn
-            .start_runtime(&self.redis, &self.mail, &self.users, &self.backend)
+            .start_runtime(
+                &self.redis,
+                &self.mail,
+                &self.users,
+                &self.backend,
+                self.rest.as_ref(),
+            )
             .await
         {
             Ok(runtime) => runtime,

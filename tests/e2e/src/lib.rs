@@ -32,18 +32,20 @@ pub mod redis_server;
 pub mod slot_watch;
 pub mod spin_process;
 pub mod stub_server;
+pub mod upstash_rest;
 pub mod user_service_stub;
 
 pub use app::{
     ApiResponse, BACKEND_TOKEN, GATEWAY_KEY_ID, GATEWAY_SEED, INTERNAL_TOKEN, MAIL_TOKEN, Runtime,
-    RuntimeKind, SELECTED_RUNTIME, Spawn, TEST_SECRET, TestApp, USER_SERVICE_TOKEN, device_key,
-    round_trips, spawn_app,
+    RuntimeKind, RuntimeOptions, SELECTED_RUNTIME, SELECTED_TRANSPORT, Spawn, TEST_SECRET, TestApp,
+    Transport, USER_SERVICE_TOKEN, device_key, round_trips, spawn_app,
 };
 pub use backend_stub::BackendStub;
 pub use device::Device;
 pub use mail_stub::MailStub;
 pub use redis_server::RedisServer;
 pub use spin_process::SpinProcess;
+pub use upstash_rest::UpstashRest;
 pub use user_service_stub::UserServiceStub;
 
 use std::path::PathBuf;

@@ -7,4 +7,5 @@ mod login;
 mod logs;
 mod metrics;
 mod push;
+mod rest;
 mod sessions;

@@ -1,0 +1,296 @@
+//! A stand-in for Upstash's Redis REST API in front of a real `redis-server`, so the
+//! whole suite can run on the REST transport.
+//!
+//! # What it covers
+//! Checked against Upstash's REST API page (upstash.com/docs/redis/features/restapi) and
+//! the official clients (upstash/redis-js `pkg/http.ts`, `pkg/script.ts`; upstash/redis-py
+//! `upstash_redis/http.py`):
+//! - `POST /` with a JSON array (`["SET","k","v"]`; strings or numbers) and
+//!   `Authorization: Bearer <token>` (or `?_token=`): `200 {"result": …}`, where simple and
+//!   bulk strings are JSON strings, integers numbers, nil `null`, arrays nested as Redis
+//!   nests them (RESP2 rules: doubles as strings).
+//! - Redis refusing a command: `400 {"error": "<Redis' error text>"}`, e.g.
+//!   `NOSCRIPT No matching script. Please use EVAL.`; a missing or wrong token:
+//!   `401 {"error": "Unauthorized"}`; another method: `405`.
+//! - `Upstash-Encoding: base64`: every string of the result base64-encoded except `OK`.
+//! - `POST /pipeline`: an array of commands, answered `200` with one `{"result"}` or
+//!   `{"error"}` per command, not atomic.
+//! - Blocking commands (`BLPOP`, `XREAD … BLOCK`, …) are refused, as Upstash lists them as
+//!   unsupported over REST.
+//!
+//! Not covered (the adapter uses none of it): path-style commands (`/set/k/v`),
+//! `/multi-exec`, `Upstash-Response-Format: resp2`, the `upstash-sync-token` header,
+//! `/subscribe` and `/monitor`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::RedisServer;
+
+/// The token the test server accepts.
+pub const REST_TOKEN: &str = "test-upstash-rest-token";
+
+struct State {
+    client: redis::Client,
+    /// Reopened after a connection error (a test may stop and restart Redis).
+    conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    commands: AtomicU64,
+}
+
+/// Why a command has no result: Redis refused it (`400`), or Redis could not be reached
+/// (`500`, as a service in front of a lost database answers).
+enum Failure {
+    Refused(String),
+    Unreachable(String),
+}
+
+/// The REST server, serving until its test's runtime ends.
+#[derive(Clone)]
+pub struct UpstashRest {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for UpstashRest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstashRest")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstashRest {
+    /// Starts a REST server on a free port in front of `redis`.
+    ///
+    /// # Errors
+    /// Redis cannot be reached or the listener cannot bind.
+    pub async fn start(redis: &RedisServer) -> anyhow::Result<Self> {
+        let client = redis::Client::open(redis.url()).context("the Redis URL")?;
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .context("connecting the REST server to Redis")?;
+        let conn = tokio::sync::Mutex::new(Some(conn));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the REST server")?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            client,
+            conn,
+            commands: AtomicU64::new(0),
+        });
+        let shared = state.clone();
+        crate::stub_server::serve(listener, move |request| {
+            let state = shared.clone();
+            async move { Ok(handle(&state, request).await) }
+        });
+        Ok(Self { addr, state })
+    }
+
+    /// `http://127.0.0.1:<port>`: the `redis_rest_url` (and its allowed host).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Commands run so far (a pipeline counts each of its commands).
+    pub fn commands(&self) -> u64 {
+        self.state.commands.load(Ordering::Relaxed)
+    }
+}
+
+fn answer(status: u16, body: &Value) -> hyper::Response<Full<Bytes>> {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+}
+
+fn authorized(request: &hyper::Request<hyper::body::Incoming>) -> bool {
+    let bearer = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let query = request.uri().query().unwrap_or_default();
+    bearer == Some(REST_TOKEN)
+        || query
+            .split('&')
+            .any(|pair| pair == format!("_token={REST_TOKEN}"))
+}
+
+async fn handle(
+    state: &State,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    if request.method() != hyper::Method::POST {
+        return answer(405, &json!({"error": "method not allowed"}));
+    }
+    if !authorized(&request) {
+        return answer(401, &json!({"error": "Unauthorized"}));
+    }
+    let base64 = request
+        .headers()
+        .get("upstash-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"base64"));
+    let path = request.uri().path().to_string();
+    let body = match request.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return answer(400, &json!({"error": format!("ERR reading the body: {e}")})),
+    };
+    let parsed: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return answer(
+                400,
+                &json!({"error": format!("ERR the body is not JSON: {e}")}),
+            );
+        }
+    };
+    match path.as_str() {
+        "/" => match run(state, &parsed, base64).await {
+            Ok(result) => answer(200, &json!({ "result": result })),
+            Err(Failure::Refused(error)) => answer(400, &json!({ "error": error })),
+            Err(Failure::Unreachable(error)) => answer(500, &json!({ "error": error })),
+        },
+        "/pipeline" => {
+            let Value::Array(commands) = parsed else {
+                return answer(
+                    400,
+                    &json!({"error": "ERR a pipeline is an array of commands"}),
+                );
+            };
+            let mut results = Vec::with_capacity(commands.len());
+            for command in &commands {
+                results.push(match run(state, command, base64).await {
+                    Ok(result) => json!({ "result": result }),
+                    Err(Failure::Refused(error) | Failure::Unreachable(error)) => {
+                        json!({ "error": error })
+                    }
+                });
+            }
+            answer(200, &Value::Array(results))
+        }
+        _ => answer(404, &json!({"error": format!("ERR unknown path {path}")})),
+    }
+}
+
+/// Redis' blocking commands, which Upstash does not serve over REST.
+fn blocking(name: &str, args: &[String]) -> bool {
+    const BLOCKING: [&str; 8] = [
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+    ];
+    BLOCKING.iter().any(|b| name.eq_ignore_ascii_case(b))
+        || ((name.eq_ignore_ascii_case("XREAD") || name.eq_ignore_ascii_case("XREADGROUP"))
+            && args.iter().any(|a| a.eq_ignore_ascii_case("BLOCK")))
+}
+
+/// Runs one command array.
+async fn run(state: &State, command: &Value, base64: bool) -> Result<Value, Failure> {
+    let refused = |text: String| Failure::Refused(text);
+    let Value::Array(items) = command else {
+        return Err(refused("ERR a command is a JSON array".to_string()));
+    };
+    let mut words = Vec::with_capacity(items.len());
+    for item in items {
+        words.push(match item {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => return Err(refused(format!("ERR unsupported argument {other}"))),
+        });
+    }
+    let Some((name, args)) = words.split_first() else {
+        return Err(refused("ERR empty command".to_string()));
+    };
+    if blocking(name, args) {
+        return Err(refused(format!(
+            "ERR {name} with blocking is not supported over REST"
+        )));
+    }
+    let mut cmd = redis::cmd(name);
+    for arg in args {
+        cmd.arg(arg.as_bytes());
+    }
+    state.commands.fetch_add(1, Ordering::Relaxed);
+    let mut conn = {
+        let mut cached = state.conn.lock().await;
+        match &*cached {
+            Some(conn) => conn.clone(),
+            None => {
+                let conn = state
+                    .client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| Failure::Unreachable(format!("ERR Redis unreachable: {e}")))?;
+                *cached = Some(conn.clone());
+                conn
+            }
+        }
+    };
+    match cmd.query_async::<redis::Value>(&mut conn).await {
+        Ok(value) => to_json(value, base64).map_err(refused),
+        Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+            *state.conn.lock().await = None;
+            Err(Failure::Unreachable(format!("ERR Redis unreachable: {e}")))
+        }
+        Err(e) => Err(refused(match (e.code(), e.detail()) {
+            (Some(code), Some(detail)) => format!("{code} {detail}"),
+            _ => e.to_string(),
+        })),
+    }
+}
+
+/// A RESP2 reply as Upstash writes it.
+fn to_json(value: redis::Value, base64: bool) -> Result<Value, String> {
+    use redis::Value as V;
+    let text = |bytes: Vec<u8>| -> Value {
+        if base64 {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+        } else {
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    Ok(match value {
+        V::Nil => Value::Null,
+        V::Int(n) => json!(n),
+        V::Okay => json!("OK"),
+        V::SimpleString(s) if s == "OK" => json!("OK"),
+        V::SimpleString(s) => text(s.into_bytes()),
+        V::BulkString(bytes) => text(bytes),
+        V::Double(d) => text(d.to_string().into_bytes()),
+        V::Boolean(b) => json!(i64::from(b)),
+        V::BigNumber(n) => text(n.to_string().into_bytes()),
+        V::Array(items) | V::Set(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| to_json(v, base64))
+                .collect::<Result<_, _>>()?,
+        ),
+        V::Map(pairs) => {
+            let mut flat = Vec::with_capacity(pairs.len() * 2);
+            for (k, v) in pairs {
+                flat.push(to_json(k, base64)?);
+                flat.push(to_json(v, base64)?);
+            }
+            Value::Array(flat)
+        }
+        V::ServerError(e) => return Err(format!("{e:?}")),
+        other => return Err(format!("ERR unsupported reply {other:?}")),
+    })
+}

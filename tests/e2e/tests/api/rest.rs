@@ -1,0 +1,103 @@
+//! The Upstash REST transport, whatever transport the rest of the run uses: these apps
+//! always talk to Redis through the REST test server (`edge_auth_tests::upstash_rest`).
+//! `EDGE_AUTH_TEST_REDIS_TRANSPORT=rest` runs the whole suite that way too.
+
+use edge_auth_tests::{Spawn, TestApp, round_trips};
+use serde_json::json;
+
+async fn rest_app() -> TestApp {
+    Spawn::default()
+        .rest_transport()
+        .variable("resend_interval_seconds", "0")
+        .spawn()
+        .await
+}
+
+fn rest_commands(app: &TestApp) -> u64 {
+    app.rest
+        .as_ref()
+        .expect("the app talks to the REST server")
+        .commands()
+}
+
+#[tokio::test]
+async fn login_sessions_and_commands_run_over_the_rest_transport() {
+    let app = rest_app().await;
+    let before = rest_commands(&app);
+
+    let device = app.device("ada@example.com", 1).await;
+    let prepared = device.command("echo", b"over rest");
+    let executed = app.execute(&prepared.command).await;
+    assert_eq!(executed.status(), 200, "{}", executed.body);
+    let session = app.get_session(&device.session).await;
+    assert_eq!(session.status(), 200, "{}", session.body);
+    let revoked = app
+        .revoke_session(
+            &device.session,
+            &json!({"reason_code": "user_logout", "actor": "admin:test"}),
+        )
+        .await;
+    assert_eq!(revoked.status(), 200, "{}", revoked.body);
+    let again = app.execute(&device.command("echo", b"x").command).await;
+    assert_eq!(again.status(), 401, "revoked: {}", again.body);
+
+    // Send, confirm, execute twice, get, revoke: at least one command each went to REST.
+    assert!(
+        rest_commands(&app) >= before + 6,
+        "the REST server ran {} commands",
+        rest_commands(&app) - before
+    );
+}
+
+#[tokio::test]
+#[cfg_attr(
+    spin_runtime,
+    ignore = "host only: reads our host's round-trip counter header"
+)]
+async fn each_rest_request_counts_as_one_redis_round_trip() {
+    let app = rest_app().await;
+    let before = rest_commands(&app);
+    let health = app.get_health().await;
+    assert_eq!(health.status(), 200);
+    assert_eq!(round_trips(&health.headers), 1, "one PING");
+    assert_eq!(rest_commands(&app), before + 1, "and it went over REST");
+}
+
+#[tokio::test]
+async fn a_script_redis_no_longer_holds_is_sent_again_with_eval() {
+    let app = rest_app().await;
+    app.device("ada@example.com", 1).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut app.redis())
+        .expect("SCRIPT FLUSH");
+
+    let device = app.device("ada@example.com", 2).await;
+    let session = app.get_session(&device.session).await;
+    assert_eq!(session.status(), 200, "{}", session.body);
+}
+
+#[tokio::test]
+async fn a_wrong_rest_token_fails_closed_with_503_and_changes_nothing() {
+    let app = Spawn::default()
+        .rest_transport()
+        .variable("redis_rest_token", "not-the-token")
+        .spawn()
+        .await;
+    let before = app.snapshot();
+
+    let health = app.get_health().await;
+    assert_eq!(health.status(), 503);
+    let sent = app.send_email_code("ada@example.com").await;
+    assert_eq!(sent.error(), (503, "service_unavailable".into()));
+    assert_eq!(app.snapshot(), before, "nothing was written");
+    let logs = app.logs_with("Redis REST answered 401").await;
+    assert!(
+        logs.iter().any(|l| l.contains("Redis REST answered 401")),
+        "the cause is logged: {logs:?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.contains("not-the-token")),
+        "never the token"
+    );
+}
