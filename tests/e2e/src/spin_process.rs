@@ -70,6 +70,7 @@ impl SpinProcess {
         let binary = spin_binary().context(
             "no Spin binary: set SPIN_BIN, put `spin` on PATH or provide ../shared/bin/spin",
         )?;
+        warm_up(&binary).await?;
         // A port can be taken between our probe and Spin's bind: try a few.
         let mut last_error = None;
         for _ in 0..3 {
@@ -232,6 +233,36 @@ enum StartError {
 /// What Spin needs from the test's own environment: where to find programs, its cache
 /// (`HOME`/`XDG_CACHE_HOME`: the unpacked binary and Wasmtime's compiled components) and
 /// its log filter. `SPIN_VARIABLE_*` of the developer's shell are not passed.
+/// Runs `<binary> --version` once per process before any `spin up`. The wrapper in
+/// `../shared/bin` unpacks Spin on its first call; unpacked by several tests at once, one
+/// test's copy replaces the file another's Spin is running from, and that Spin then fails
+/// to start its trigger process ("No such file or directory").
+async fn warm_up(binary: &Path) -> anyhow::Result<()> {
+    static WARM: tokio::sync::OnceCell<Result<(), String>> = tokio::sync::OnceCell::const_new();
+    let binary = binary.to_path_buf();
+    WARM.get_or_init(|| async move {
+        let result = tokio::task::spawn_blocking(move || {
+            Command::new(&binary)
+                .arg("--version")
+                .envs(passed_through_environment())
+                .output()
+        })
+        .await;
+        match result {
+            Ok(Ok(output)) if output.status.success() => Ok(()),
+            Ok(Ok(output)) => Err(format!(
+                "spin --version failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )),
+            Ok(Err(e)) => Err(format!("running spin --version: {e}")),
+            Err(e) => Err(format!("spin --version task: {e}")),
+        }
+    })
+    .await
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
 fn passed_through_environment() -> Vec<(String, String)> {
     ["PATH", "HOME", "XDG_CACHE_HOME", "TMPDIR", "RUST_LOG"]
         .into_iter()
