@@ -1,0 +1,132 @@
+"""Checks that the SpinKube material agrees with spin.toml and with itself, and that the
+SpinApp schema rejects what the operator rejects (so its check can fail). Run by
+infra/deploy/check, inside the venv that has PyYAML and jsonschema."""
+
+import copy
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBE = ROOT / "infra" / "deploy" / "spinkube"
+failures = []
+
+
+def fail(message):
+    failures.append(message)
+
+
+def docs(name):
+    with open(KUBE / name) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+manifest = tomllib.loads((ROOT / "spin.toml").read_text())
+declared = manifest["variables"]
+required = {n for n, v in declared.items() if v.get("required")}
+secret = {n for n, v in declared.items() if v.get("secret")}
+components = set(manifest["component"])
+routes = {}  # route -> component
+for trigger in manifest["trigger"]["http"]:
+    if isinstance(trigger["route"], str):
+        routes[trigger["route"]] = trigger["component"]
+
+apps = {}
+for path in sorted(KUBE.glob("spinapp-*.yaml")):
+    (app,) = docs(path.name)
+    apps[app["metadata"]["name"]] = app
+    spec = app["spec"]
+    name = app["metadata"]["name"]
+    for c in spec.get("components", []):
+        if c not in components:
+            fail(f"{name}: component {c} is not in spin.toml")
+    if "health" not in spec.get("components", []):
+        fail(f"{name}: every group serves health (its probes use it)")
+    names = [v["name"] for v in spec.get("variables", [])]
+    for v in spec.get("variables", []):
+        if v["name"] not in declared:
+            fail(f"{name}: variable {v['name']} is not declared in spin.toml")
+        if v["name"] in secret and "valueFrom" not in v:
+            fail(f"{name}: secret variable {v['name']} must come from a Secret, not a value")
+    for r in sorted(required - set(names)):
+        fail(f"{name}: required variable {r} is not set")
+
+# Every routed component runs in exactly one group (health in all of them).
+for component in sorted(set(routes.values()) - {"health"}):
+    owners = [n for n, a in apps.items() if component in a["spec"].get("components", [])]
+    if len(owners) != 1:
+        fail(f"component {component} runs in {owners or 'no group'}: expected exactly one")
+
+# The Ingress paths reach the group that runs their routes; internal routes get none.
+ingress_paths = {}
+for ingress in docs("ingress.yaml"):
+    for rule in ingress["spec"]["rules"]:
+        for p in rule["http"]["paths"]:
+            ingress_paths[p["path"]] = (p["pathType"], p["backend"]["service"]["name"])
+for route, component in sorted(routes.items()):
+    matches = [
+        (path, service)
+        for path, (kind, service) in ingress_paths.items()
+        if (kind == "Exact" and route == path)
+        or (kind == "Prefix" and (route == path or route.startswith(path + "/")))
+    ]
+    if route.startswith("/api/v1/internal"):
+        if matches:
+            fail(f"{route}: the internal API must not be on an Ingress")
+        continue
+    if len(matches) != 1:
+        fail(f"{route}: {len(matches)} Ingress paths match it, expected 1")
+        continue
+    service = matches[0][1]
+    if service not in apps or component not in apps[service]["spec"].get("components", []):
+        fail(f"{route}: its Ingress path goes to {service}, which does not run {component}")
+
+# Autoscalers target the Deployments the operator makes (named after each SpinApp).
+scaled = {h["spec"]["scaleTargetRef"]["name"] for h in docs("hpa.yaml")}
+for name, app in apps.items():
+    if app["spec"].get("enableAutoscaling") and name not in scaled:
+        fail(f"{name}: autoscaling is on but no HorizontalPodAutoscaler targets it")
+for target in scaled - set(apps):
+    fail(f"hpa.yaml targets {target}, which is no SpinApp")
+
+# Secret keys referenced exist in the example Secret.
+(example,) = docs("secret.example.yaml")
+for name, app in apps.items():
+    for v in app["spec"].get("variables", []):
+        ref = v.get("valueFrom", {}).get("secretKeyRef")
+        if ref and (ref["name"] != example["metadata"]["name"] or ref["key"] not in example["stringData"]):
+            fail(f"{name}: {v['name']} refers to {ref['name']}/{ref['key']}, not in secret.example.yaml")
+
+# The schema rejects what the operator would: each of these must fail validation.
+schema = json.loads((KUBE / "spinapp.schema.json").read_text())
+base = apps["edge-auth-public"]
+broken = {
+    "replicas with autoscaling on": lambda a: a["spec"].update(replicas=2),
+    "no executor": lambda a: a["spec"].pop("executor"),
+    "a field the CRD lacks": lambda a: a["spec"].update(replica=2),
+    "an empty component list": lambda a: a["spec"].update(components=[]),
+    "a variable with value and valueFrom": lambda a: a["spec"]["variables"][0].update(value="x"),
+    "a probe without a path": lambda a: a["spec"]["checks"]["liveness"]["httpGet"].pop("path"),
+    "no replicas without autoscaling": lambda a: a["spec"].update(enableAutoscaling=False, replicas=0),
+}
+jsonschema.validate(base, schema)
+for what, change in broken.items():
+    bad = copy.deepcopy(base)
+    change(bad)
+    try:
+        jsonschema.validate(bad, schema)
+        fail(f"the SpinApp schema accepts {what}")
+    except jsonschema.ValidationError:
+        pass
+
+if failures:
+    print("deployment material: " + str(len(failures)) + " problem(s)", file=sys.stderr)
+    for f in failures:
+        print("  - " + f, file=sys.stderr)
+    sys.exit(1)
+print(f"deployment material agrees with spin.toml: {len(apps)} route groups, "
+      f"{len(routes)} routes, {len(broken)} broken SpinApps rejected by the schema")
