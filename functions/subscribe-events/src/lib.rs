@@ -118,6 +118,7 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
             let sub = Subscription {
                 session: &command.session,
                 user_id: &user_id,
+                request_sha256: &command.request_sha256,
                 resume,
                 key: &key,
             };

@@ -504,9 +504,24 @@ impl Client {
         loop {
             while let Some(end) = pending.find("\n\n") {
                 let frame: String = pending.drain(..end + 2).collect();
-                let Some(event) = parse_frame(&frame, jwks, device_session_id)? else {
+                let Some(event) =
+                    parse_frame(&frame, jwks, device_session_id, &prepared.request_sha256)?
+                else {
                     continue;
                 };
+                // A backend event comes after the last one: never a repeat or a reorder.
+                if !event.envelope.event_type.starts_with("gateway.")
+                    && let Some(last) = last_id.as_deref()
+                    && position(&event.id) <= position(last)
+                {
+                    return Err(ClientError::Unexpected {
+                        status: 200,
+                        body: format!(
+                            "event {} at {} does not come after {last}: repeated or reordered",
+                            event.envelope.event_id, event.id
+                        ),
+                    });
+                }
                 last_id = Some(event.id.clone());
                 on_event(&event);
                 if event.envelope.event_type == "gateway.stream_end" {
@@ -606,7 +621,7 @@ impl Client {
 /// One verified event of a push stream.
 #[derive(Debug, Clone)]
 pub struct StreamEvent {
-    /// The SSE `id`: resume from here.
+    /// The signed position (the SSE `id`): resume from here.
     pub id: String,
     pub envelope: EventEnvelope,
     /// The verified payload bytes (JSON).
@@ -627,30 +642,33 @@ pub enum StreamClose {
     Dropped { last_id: Option<String> },
 }
 
-/// Parses and verifies one SSE frame; `None` for a comment (heartbeat).
+/// `<ms>-<seq>` as a pair that orders like the stream (a malformed one orders first).
+fn position(id: &str) -> (u64, u64) {
+    id.split_once('-')
+        .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)))
+        .unwrap_or((0, 0))
+}
+
+/// Parses and verifies one SSE frame of the stream `request_sha256` opened; `None` for a
+/// comment (heartbeat). The event's id is its signed position, not the SSE `id` line,
+/// which nothing protects.
 fn parse_frame(
     frame: &str,
     jwks: &Jwks,
     device_session_id: &str,
+    request_sha256: &str,
 ) -> Result<Option<StreamEvent>, ClientError> {
-    let (mut id, mut data) = (None, None);
-    for line in frame.lines() {
-        if let Some(v) = line.strip_prefix("id: ") {
-            id = Some(v.to_string());
-        } else if let Some(v) = line.strip_prefix("data: ") {
-            data = Some(v);
-        }
-    }
-    let (Some(id), Some(data)) = (id, data) else {
+    let data = frame.lines().find_map(|line| line.strip_prefix("data: "));
+    let Some(data) = data else {
         return Ok(None);
     };
     let signed: SignedEvent = serde_json::from_str(data).map_err(|e| ClientError::Unexpected {
         status: 200,
         body: format!("an event that is not a SignedEvent ({e}): {data}"),
     })?;
-    let payload = verify_event(&signed, jwks, device_session_id)?;
+    let payload = verify_event(&signed, jwks, device_session_id, request_sha256)?;
     Ok(Some(StreamEvent {
-        id,
+        id: signed.envelope.position.clone(),
         envelope: signed.envelope,
         payload,
     }))

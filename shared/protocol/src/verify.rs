@@ -30,7 +30,9 @@ pub enum ResponseError {
     PayloadMismatch,
     #[error("the response answers another request")]
     OtherRequest,
-    #[error("the event was signed for another device session's stream")]
+    #[error(
+        "the event was signed for another stream (another device session or subscribe request)"
+    )]
     OtherStream,
 }
 
@@ -90,15 +92,19 @@ fn verified_payload(
     Ok(payload)
 }
 
-/// Checks a pushed `event` received on the stream of `device_session_id`: version, key,
-/// signature, payload hash, and that it was signed for this stream. Returns the payload.
+/// Checks a pushed `event` received on the stream that the subscribe request
+/// `request_sha256` of `device_session_id` opened: version, key, signature, payload hash,
+/// and that it was signed for this very stream. Returns the payload. The caller then
+/// resumes from the signed `envelope.position` (see PROTOCOL.md, section 13).
 ///
 /// # Errors
-/// See [`ResponseError`]; `OtherStream` when it was signed for another session.
+/// See [`ResponseError`]; `OtherStream` when it was signed for another session's stream
+/// or another subscribe request's.
 pub fn verify_event(
     event: &SignedEvent,
     jwks: &Jwks,
     device_session_id: &str,
+    request_sha256: &str,
 ) -> Result<Vec<u8>, ResponseError> {
     let e = &event.envelope;
     if e.protocol_version != PROTOCOL_VERSION {
@@ -112,7 +118,7 @@ pub fn verify_event(
         &event.payload,
         &e.payload_sha256,
     )?;
-    if e.device_session_id != device_session_id {
+    if e.device_session_id != device_session_id || e.request_sha256 != request_sha256 {
         return Err(ResponseError::OtherStream);
     }
     Ok(payload)

@@ -85,6 +85,11 @@ pub struct EventEnvelope {
     /// The device session whose stream carries the event: an event signed for one device
     /// cannot be replayed into another's stream.
     pub device_session_id: String,
+    /// The subscribe request's `request_sha256`: the event belongs to the one stream that
+    /// request opened (an old stream's terminal event does not verify on a new one).
+    pub request_sha256: String,
+    /// The event's position (`<ms>-<seq>`, its SSE `id`), signed: where a client resumes.
+    pub position: String,
     /// `user` (every session of the user) or `device` (this session only).
     pub target: String,
     pub user_id: String,

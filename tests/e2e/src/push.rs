@@ -28,6 +28,8 @@ pub struct EventStream {
     response: reqwest::Response,
     pending: String,
     session: String,
+    /// The subscribe request's `request_sha256`: every event must be signed for it.
+    request_sha256: String,
     jwks: Jwks,
     /// Heartbeat comments seen so far.
     pub heartbeats: u32,
@@ -95,10 +97,15 @@ impl EventStream {
         }
         let data = data?;
         let signed: SignedEvent = serde_json::from_str(&data).expect("data is a SignedEvent");
-        let payload = verify_event(&signed, &self.jwks, &self.session)
+        let payload = verify_event(&signed, &self.jwks, &self.session, &self.request_sha256)
             .unwrap_or_else(|e| panic!("event does not verify: {e}: {data}"));
         let event = event.expect("every event names its type");
         assert_eq!(event, signed.envelope.event_type);
+        assert_eq!(
+            id.as_deref(),
+            Some(signed.envelope.position.as_str()),
+            "the SSE id is the signed position"
+        );
         Some(PushEvent {
             id: id.expect("every event has an id"),
             event,
@@ -106,6 +113,20 @@ impl EventStream {
             payload: serde_json::from_slice(&payload).expect("the payload is JSON"),
         })
     }
+}
+
+/// The `request_sha256` of a subscribe command, as the gateway computes it.
+fn subscribe_request_sha256(command: &impl serde::Serialize) -> String {
+    use base64::Engine;
+    let json = serde_json::to_value(command).expect("the command serializes");
+    let signed: edge_auth_protocol::wire::SignedCommand =
+        serde_json::from_value(json).expect("a signed command");
+    let signature: [u8; 64] = base64::engine::general_purpose::STANDARD
+        .decode(&signed.signature)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .unwrap_or([0; 64]);
+    edge_auth_protocol::canonical::request_sha256(&signed.envelope, &signature)
 }
 
 impl TestApp {
@@ -139,6 +160,7 @@ impl TestApp {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
+        let request_sha256 = subscribe_request_sha256(command);
         let response = request.send().await.expect("the request reaches the host");
         if response.status() != 200 {
             return Err(ApiResponse::checked(response, path, "post").await);
@@ -154,6 +176,7 @@ impl TestApp {
             response,
             pending: String::new(),
             session: device.session.clone(),
+            request_sha256,
             jwks: self.jwks().await,
             heartbeats: 0,
             ended: false,

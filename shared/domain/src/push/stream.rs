@@ -42,6 +42,8 @@ pub trait Elapsed {
 pub struct Subscription<'a> {
     pub session: &'a DeviceSessionId,
     pub user_id: &'a str,
+    /// The subscribe request's `request_sha256`: every event is signed for this stream.
+    pub request_sha256: &'a str,
     /// Where the client resumes (`last_event_id`), or `None` for what comes next.
     pub resume: Option<Position>,
     pub key: &'a GatewayKey,
@@ -75,6 +77,8 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
             event_id: stored.event_id.clone(),
             event_type: stored.event_type.clone(),
             device_session_id: self.sub.session.as_str().to_string(),
+            request_sha256: self.sub.request_sha256.to_string(),
+            position: stored.position.to_string(),
             target: if stored.device.is_some() {
                 "device"
             } else {

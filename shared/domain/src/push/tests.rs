@@ -84,6 +84,7 @@ impl Subscriber for Seen {
 }
 
 const SESSION: &str = "s_abababababababab_AQEBAQEBAQEBAQEBAQEBAQ";
+const REQUEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const OTHER: &str = "s_abababababababab_AgICAgICAgICAgICAgICAg";
 
 fn pos(text: &str) -> Position {
@@ -124,6 +125,7 @@ fn go(script: &Script, resume: Option<Position>, settings: PushSettings) -> (Str
     let sub = Subscription {
         session: &session,
         user_id: "u1",
+        request_sha256: REQUEST,
         resume,
         key: &key,
     };
@@ -204,14 +206,18 @@ fn a_stream_says_the_time_then_delivers_its_events_in_order_and_ends_on_revocati
     assert_eq!(ids, ["3-0", "4-0", "5-0", "7-0", "7-0"]);
     for (_, event) in &seen.items {
         let event = event.as_ref().expect("no heartbeat in this stream");
-        verify_event(event, &jwks(), SESSION).expect("signed for this stream");
+        verify_event(event, &jwks(), SESSION, REQUEST).expect("signed for this stream");
+        assert!(
+            verify_event(event, &jwks(), SESSION, &"f".repeat(64)).is_err(),
+            "and for no other subscribe request's"
+        );
     }
     let last = seen
         .items
         .last()
         .and_then(|(_, e)| e.as_ref())
         .expect("a last event");
-    let bytes = verify_event(last, &jwks(), SESSION).expect("verifies");
+    let bytes = verify_event(last, &jwks(), SESSION, REQUEST).expect("verifies");
     let payload: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
     assert_eq!(payload["code"], "failed_precondition");
     assert_eq!(payload["reason"], "session_revoked");
@@ -283,7 +289,8 @@ fn a_runtime_shutting_down_ends_the_stream_with_a_terminal_event_to_resume_from(
         Some(pos("4-0")),
         "resume after what was delivered"
     );
-    let bytes = verify_event(last.as_ref().expect("an event"), &jwks(), SESSION).expect("verifies");
+    let bytes = verify_event(last.as_ref().expect("an event"), &jwks(), SESSION, REQUEST)
+        .expect("verifies");
     let payload: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
     assert_eq!(payload["code"], "unavailable");
     assert_eq!(payload["reason"], "server_shutdown");
