@@ -42,6 +42,9 @@ struct State {
     client: redis::Client,
     /// Reopened after a connection error (a test may stop and restart Redis).
     conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// `Bearer <token>` and `_token=<token>`.
+    token: String,
+    query_token: String,
     commands: AtomicU64,
 }
 
@@ -73,19 +76,30 @@ impl UpstashRest {
     /// # Errors
     /// Redis cannot be reached or the listener cannot bind.
     pub async fn start(redis: &RedisServer) -> anyhow::Result<Self> {
-        let client = redis::Client::open(redis.url()).context("the Redis URL")?;
+        Self::serve(&redis.url(), "127.0.0.1:0".parse()?, REST_TOKEN).await
+    }
+
+    /// Serves on `listen` in front of the Redis at `redis_url`, accepting `token` (the
+    /// `upstash-rest` binary, for the benchmark).
+    ///
+    /// # Errors
+    /// Redis cannot be reached or the listener cannot bind.
+    pub async fn serve(redis_url: &str, listen: SocketAddr, token: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(redis_url).context("the Redis URL")?;
         let conn = client
             .get_multiplexed_async_connection()
             .await
             .context("connecting the REST server to Redis")?;
         let conn = tokio::sync::Mutex::new(Some(conn));
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind(listen)
             .await
-            .context("binding the REST server")?;
+            .with_context(|| format!("binding the REST server to {listen}"))?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             client,
             conn,
+            token: format!("Bearer {token}"),
+            query_token: format!("_token={token}"),
             commands: AtomicU64::new(0),
         });
         let shared = state.clone();
@@ -115,17 +129,13 @@ fn answer(status: u16, body: &Value) -> hyper::Response<Full<Bytes>> {
         .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
 }
 
-fn authorized(request: &hyper::Request<hyper::body::Incoming>) -> bool {
+fn authorized(state: &State, request: &hyper::Request<hyper::body::Incoming>) -> bool {
     let bearer = request
         .headers()
         .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.to_str().ok());
     let query = request.uri().query().unwrap_or_default();
-    bearer == Some(REST_TOKEN)
-        || query
-            .split('&')
-            .any(|pair| pair == format!("_token={REST_TOKEN}"))
+    bearer == Some(state.token.as_str()) || query.split('&').any(|pair| pair == state.query_token)
 }
 
 async fn handle(
@@ -135,7 +145,7 @@ async fn handle(
     if request.method() != hyper::Method::POST {
         return answer(405, &json!({"error": "method not allowed"}));
     }
-    if !authorized(&request) {
+    if !authorized(state, &request) {
         return answer(401, &json!({"error": "Unauthorized"}));
     }
     let base64 = request
