@@ -20,9 +20,9 @@ use crate::openapi::check_response;
 use crate::redis_server::RedisServer;
 use crate::slot_watch::SlotWatch;
 use crate::spin_process::SpinProcess;
-use crate::upstash_rest::{REST_TOKEN, UpstashRest};
 use crate::user_service_stub::UserServiceStub;
 use crate::workspace_root;
+use upstash_rest::{REST_TOKEN, UpstashRest};
 
 /// The `code_hmac_key` every test app runs with.
 pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
@@ -203,7 +203,7 @@ impl Spawn {
         let users = UserServiceStub::start().await?;
         let backend = BackendStub::start().await?;
         let rest = if self.rest_transport {
-            Some(UpstashRest::start(&redis).await?)
+            Some(UpstashRest::start(&redis.url()).await?)
         } else {
             None
         };

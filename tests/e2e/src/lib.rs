@@ -32,7 +32,6 @@ pub mod redis_server;
 pub mod slot_watch;
 pub mod spin_process;
 pub mod stub_server;
-pub mod upstash_rest;
 pub mod user_service_stub;
 
 pub use app::{

@@ -1,5 +1,6 @@
 //! A stand-in for Upstash's Redis REST API in front of a real `redis-server`, so the
-//! whole suite can run on the REST transport.
+//! whole end-to-end suite (and the benchmark, through the `upstash-rest` binary) can run
+//! on the REST transport.
 //!
 //! # What it covers
 //! Checked against Upstash's REST API page (upstash.com/docs/redis/features/restapi) and
@@ -32,8 +33,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-
-use crate::RedisServer;
 
 /// The token the test server accepts.
 pub const REST_TOKEN: &str = "test-upstash-rest-token";
@@ -71,12 +70,13 @@ impl std::fmt::Debug for UpstashRest {
 }
 
 impl UpstashRest {
-    /// Starts a REST server on a free port in front of `redis`.
+    /// Starts a REST server on a free port in front of the Redis at `redis_url`,
+    /// accepting [`REST_TOKEN`].
     ///
     /// # Errors
     /// Redis cannot be reached or the listener cannot bind.
-    pub async fn start(redis: &RedisServer) -> anyhow::Result<Self> {
-        Self::serve(&redis.url(), "127.0.0.1:0".parse()?, REST_TOKEN).await
+    pub async fn start(redis_url: &str) -> anyhow::Result<Self> {
+        Self::serve(redis_url, "127.0.0.1:0".parse()?, REST_TOKEN).await
     }
 
     /// Serves on `listen` in front of the Redis at `redis_url`, accepting `token` (the
@@ -103,9 +103,19 @@ impl UpstashRest {
             commands: AtomicU64::new(0),
         });
         let shared = state.clone();
-        crate::stub_server::serve(listener, move |request| {
-            let state = shared.clone();
-            async move { Ok(handle(&state, request).await) }
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(&state, request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
         });
         Ok(Self { addr, state })
     }

@@ -1,9 +1,9 @@
 //! `upstash-rest <listen> <redis-url>`: the Upstash REST test server
-//! (`edge_auth_tests::upstash_rest`) as a process, for the benchmark. The token is
+//! (this crate's library) as a process, for the benchmark. The token is
 //! `UPSTASH_REST_TOKEN` from the environment (required).
 
 use anyhow::Context;
-use edge_auth_tests::UpstashRest;
+use upstash_rest::UpstashRest;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
