@@ -85,7 +85,8 @@ pub enum AppendOutcome {
     },
     /// The slot's address does not belong to the user: nothing written.
     UnknownUser,
-    /// The device session does not exist or is another user's: nothing written.
+    /// The device session does not exist, is another user's, or has ended (revoked or
+    /// recorded expired): nothing written.
     UnknownSession,
 }
 

@@ -19,7 +19,7 @@ pub enum PublishError {
     InvalidRequest(String),
     #[error("no such user (the user has never logged in)")]
     UserNotFound,
-    #[error("no such device session for this user")]
+    #[error("no active device session of this user has this id")]
     SessionNotFound,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),

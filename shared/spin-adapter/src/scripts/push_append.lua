@@ -6,12 +6,15 @@
 --       4 the device session's projection (the user key again for a user event)
 -- ARGV: 1 event_id, 2 event_type, 3 device session id ('' = every session of the user),
 --       4 user_id, 5 payload, 6 max length, 7 max age ms, 8 meta ttl ms
--- Returns {'appended', id}, {'unknown_user'} or {'unknown_session'}; nothing is written
+-- Returns {'appended', id}, {'unknown_user'} or {'unknown_session'} (none of the user's,
+-- or not active); nothing is written
 -- unless appended.
 if ARGV[3] == '' then
   if redis.call('GET', KEYS[3]) ~= ARGV[4] then return {'unknown_user'} end
-elseif redis.call('HGET', KEYS[4], 'user_id') ~= ARGV[4] then
-  return {'unknown_session'}
+else
+  -- A device event is for a live session of the user: a revoked one's stream is over.
+  local s = redis.call('HMGET', KEYS[4], 'user_id', 'status')
+  if s[1] ~= ARGV[4] or s[2] ~= 'active' then return {'unknown_session'} end
 end
 -- The stream expired as a whole (nothing published for its max age): everything up to the
 -- newest id the meta remembers is gone, so a resume from before it must learn of the gap

@@ -415,6 +415,22 @@ async fn bad_subscriptions_and_publications_are_refused_and_change_nothing() {
         "refused publications write nothing"
     );
     assert_ne!(before, after_bob);
+
+    // A device event for a revoked session has no stream to reach: refused, not "sent".
+    let revoked = app
+        .revoke_session(
+            &device.session,
+            &json!({"reason_code": "user_logout", "actor": "admin:test"}),
+        )
+        .await;
+    assert_eq!(revoked.status(), 200, "{}", revoked.body);
+    let after_revoke = app.snapshot();
+    let to_revoked = json!({"user_id": user, "device_session_id": device.session, "event_type": "e", "payload": {}});
+    assert_eq!(
+        app.publish(&to_revoked).await.error(),
+        (404, "session_not_found".into())
+    );
+    assert_eq!(app.snapshot(), after_revoke, "nothing written");
 }
 
 #[tokio::test]
