@@ -57,6 +57,16 @@ pub struct LoadOptions {
     pub guest_clock_offset_ms: i64,
 }
 
+/// `scheme://host:port` of `url` (the port made explicit), as outgoing requests are
+/// compared with it.
+fn origin(url: &str) -> anyhow::Result<String> {
+    let parsed = url::Url::parse(url).with_context(|| format!("redis_rest_origin {url:?}"))?;
+    match (parsed.host_str(), parsed.port_or_known_default()) {
+        (Some(host), Some(port)) => Ok(format!("{}://{host}:{port}", parsed.scheme())),
+        _ => anyhow::bail!("redis_rest_origin {url:?}: no host or port"),
+    }
+}
+
 /// A component compiled and pre-instantiated, with its manifest settings.
 pub struct ComponentRuntime {
     config: Arc<ComponentConfig>,
@@ -300,7 +310,10 @@ impl App {
             components,
             statics,
             expose_redis_round_trips: options.expose_redis_round_trips,
-            redis_rest_origin: options.redis_rest_origin.as_deref().map(Arc::from),
+            redis_rest_origin: match options.redis_rest_origin.as_deref() {
+                Some(url) => Some(Arc::from(origin(url)?)),
+                None => None,
+            },
             guest_clock_offset_ms: options.guest_clock_offset_ms,
             listen: OnceLock::new(),
             draining: tokio::sync::watch::Sender::new(false),
@@ -694,6 +707,19 @@ impl http_body::Body for BetweenBytesTimeout {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_rest_origin_is_compared_with_an_explicit_port() {
+        assert_eq!(
+            super::origin("https://db.upstash.io").expect("a URL"),
+            "https://db.upstash.io:443"
+        );
+        assert_eq!(
+            super::origin("http://127.0.0.1:8080/").expect("a URL"),
+            "http://127.0.0.1:8080"
+        );
+        assert!(super::origin("db.upstash.io").is_err());
+    }
+
     use super::*;
 
     /// A guest with one linear memory, as every real one has.

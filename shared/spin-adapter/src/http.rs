@@ -325,6 +325,7 @@ pub async fn serve(
     handler: impl FnOnce(Call) -> Result<Answer, PublicError>,
 ) {
     let started = std::time::Instant::now();
+    crate::redis::forget_connections();
     crate::metrics::begin();
     let request_id = request_log::begin(
         header(&req, "x-request-id").pop().as_deref(),

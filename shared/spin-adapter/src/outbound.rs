@@ -10,8 +10,7 @@ use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, RequestOptions};
 /// The largest response body read by [`send`] (larger bodies are an error).
 const MAX_RESPONSE: usize = 64 * 1024;
 
-/// An outgoing JSON request.
-#[derive(Debug)]
+/// An outgoing JSON request. Its `Debug` shows neither the token nor the body.
 pub struct Call<'a> {
     pub method: Method,
     pub url: &'a str,
@@ -21,8 +20,8 @@ pub struct Call<'a> {
     pub timeout: Duration,
 }
 
-/// An outgoing request of any content type, with its own headers and timeouts.
-#[derive(Debug)]
+/// An outgoing request of any content type, with its own headers and timeouts. Its
+/// `Debug` shows neither the token nor the body.
 pub struct Request<'a> {
     pub method: Method,
     pub url: &'a str,
@@ -37,6 +36,39 @@ pub struct Request<'a> {
     pub first_byte_timeout: Duration,
     /// The largest response body read.
     pub max_response: usize,
+}
+
+impl std::fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("method", &self.method)
+            .field("url", &origin(self.url))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &origin(self.url))
+            .field("body_bytes", &self.body.map(|(_, b)| b.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://host[:port]` of `url`: no credentials, path or query (which can carry a
+/// token, as Upstash's `?_token=` does).
+pub fn origin(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(uri) => match (uri.scheme_str(), uri.host(), uri.port_u16()) {
+            (Some(scheme), Some(host), Some(port)) => format!("{scheme}://{host}:{port}"),
+            (Some(scheme), Some(host), None) => format!("{scheme}://{host}"),
+            _ => "<no origin>".to_string(),
+        },
+        Err(_) => "<unparseable URL>".to_string(),
+    }
 }
 
 /// How a request failed.
@@ -74,6 +106,20 @@ pub fn send(call: &Call<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Writes `body` to the request's body stream (dropped before the body is finished, as
+/// wasi:http requires).
+fn write_body(outgoing: &OutgoingBody, body: &[u8]) -> anyhow::Result<()> {
+    let stream = outgoing
+        .write()
+        .map_err(|()| anyhow::anyhow!("building the request: body stream"))?;
+    for chunk in body.chunks(4096) {
+        stream
+            .blocking_write_and_flush(chunk)
+            .map_err(|e| anyhow::anyhow!("writing the request body: {e:?}"))?;
+    }
+    Ok(())
 }
 
 /// A timeout reported by the host (inside [`exchange`]'s errors).
@@ -153,27 +199,41 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
     // body, so a larger one written before `handle` would wait forever for a reader.
     let future = outgoing_handler::handle(request, Some(options))
         .map_err(|e| anyhow::anyhow!("sending the request: {e:?}"))?;
-    if let Some((_, body)) = call.body {
-        let stream = outgoing.write().map_err(|()| fail("body stream"))?;
-        for chunk in body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| anyhow::anyhow!("writing the request body: {e:?}"))?;
+    let written = match call.body {
+        Some((_, body)) => write_body(&outgoing, body),
+        None => Ok(()),
+    };
+    let write_error = match written {
+        Ok(()) => {
+            OutgoingBody::finish(outgoing, None)
+                .map_err(|e| anyhow::anyhow!("finishing the request body: {e:?}"))?;
+            None
         }
-    }
-    OutgoingBody::finish(outgoing, None)
-        .map_err(|e| anyhow::anyhow!("finishing the request body: {e:?}"))?;
+        // The host stopped taking the body (the connection failed or timed out, or the
+        // server answered early): the request is abandoned, and the response future says
+        // why, which is what the caller needs (a timeout, or the server's answer).
+        Err(e) => {
+            drop(outgoing);
+            Some(e)
+        }
+    };
     future.subscribe().block();
     let response = future
         .get()
         .context("the response was not ready")?
         .map_err(|()| anyhow::anyhow!("the response was already taken"))?
-        .map_err(|e| match e {
-            ErrorCode::ConnectionTimeout
-            | ErrorCode::ConnectionReadTimeout
-            | ErrorCode::ConnectionWriteTimeout
-            | ErrorCode::HttpResponseTimeout => anyhow::Error::new(TimedOut(format!("{e:?}"))),
-            e => anyhow::anyhow!("the request failed: {e:?}"),
+        .map_err(|e| {
+            let error = match e {
+                ErrorCode::ConnectionTimeout
+                | ErrorCode::ConnectionReadTimeout
+                | ErrorCode::ConnectionWriteTimeout
+                | ErrorCode::HttpResponseTimeout => anyhow::Error::new(TimedOut(format!("{e:?}"))),
+                e => anyhow::anyhow!("the request failed: {e:?}"),
+            };
+            match &write_error {
+                Some(write) => error.context(format!("{write:#}")),
+                None => error,
+            }
         })?;
     let status = response.status();
 

@@ -110,8 +110,16 @@ fn unknown_script(error: &anyhow::Error) -> bool {
         }
         _ => error
             .downcast_ref::<RedisRestError>()
-            .is_some_and(|e| e.0.starts_with("NOSCRIPT")),
+            .is_some_and(|e| e.0.contains("NOSCRIPT")),
     }
+}
+
+/// Forgets the connections a previous request opened. Spin gives every request a fresh
+/// instance today; should it reuse instances one day, no request would inherit another's
+/// Redis (or its token).
+pub fn forget_connections() {
+    SHARED.set(None);
+    RESP.set(None);
 }
 
 impl SpinRedis {

@@ -34,10 +34,10 @@ pub struct RestClient {
 
 impl std::fmt::Debug for RestClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the token.
+        // Never print the token, nor a URL that may carry it (`?_token=`).
         f.debug_struct("RestClient")
-            .field("url", &self.url)
-            .finish()
+            .field("origin", &crate::outbound::origin(&self.url))
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,6 +139,20 @@ mod tests {
 
     fn decoded(status: u16, body: &str) -> anyhow::Result<Vec<RedisResult>> {
         decode(status, body.as_bytes())
+    }
+
+    #[test]
+    fn debug_output_shows_the_origin_only() {
+        let client = RestClient::new(
+            "https://db.upstash.io/?_token=s3cret".to_string(),
+            "t0ken".to_string(),
+        );
+        let shown = format!("{client:?}");
+        assert!(shown.contains("https://db.upstash.io"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("t0ken"),
+            "{shown}"
+        );
     }
 
     #[test]
