@@ -68,6 +68,12 @@ pub struct Spawn {
     /// Talk to Redis through an Upstash REST test server ([`SELECTED_TRANSPORT`] by
     /// default).
     pub rest_transport: bool,
+    /// Serve Redis over TLS too, and point `redis_url` at `rediss://` (see
+    /// [`Spawn::redis_tls`]).
+    pub redis_tls: Option<crate::redis_server::ServerTls>,
+    /// The CA file a Spin child trusts (`SSL_CERT_FILE`); our host, in this process,
+    /// reads the process's own environment.
+    pub trusted_ca: Option<PathBuf>,
 }
 
 impl Default for Spawn {
@@ -79,6 +85,8 @@ impl Default for Spawn {
             guest_clock_offset_ms: 0,
             backend_stub: false,
             rest_transport: SELECTED_TRANSPORT == Transport::Rest,
+            redis_tls: None,
+            trusted_ca: None,
         }
     }
 }
@@ -111,6 +119,16 @@ impl Spawn {
     #[must_use]
     pub fn rest_transport(mut self) -> Self {
         self.rest_transport = true;
+        self
+    }
+
+    /// Serves Redis over TLS with `tls` and points the app at `rediss://`; the runtime
+    /// trusts `trusted_ca` (`SSL_CERT_FILE`, which our host reads from this process's
+    /// environment: the test sets it there).
+    #[must_use]
+    pub fn redis_tls(mut self, tls: crate::redis_server::ServerTls, trusted_ca: PathBuf) -> Self {
+        self.redis_tls = Some(tls);
+        self.trusted_ca = Some(trusted_ca);
         self
     }
 
@@ -171,12 +189,18 @@ impl Spawn {
         ] {
             env.insert(format!("SPIN_VARIABLE_{name}"), value);
         }
-        if !self.without_redis_url {
+        if let Some(tls_url) = redis.tls_url().filter(|_| !self.without_redis_url) {
+            env.insert("SPIN_VARIABLE_REDIS_URL".to_string(), tls_url.clone());
+            env.insert("SPIN_VARIABLE_REDIS_ALLOWED_HOST".to_string(), tls_url);
+        } else if !self.without_redis_url {
             env.insert("SPIN_VARIABLE_REDIS_URL".to_string(), redis.url());
             env.insert(
                 "SPIN_VARIABLE_REDIS_ALLOWED_HOST".to_string(),
                 format!("redis://127.0.0.1:{}", redis.port()),
             );
+        }
+        if let Some(ca) = &self.trusted_ca {
+            env.insert("SSL_CERT_FILE".to_string(), ca.display().to_string());
         }
         for (name, value) in &self.variables {
             env.insert(
@@ -195,9 +219,13 @@ impl Spawn {
         tokio::task::spawn_blocking(ensure_components_built)
             .await
             .context("build task panicked")??;
-        let redis = tokio::task::spawn_blocking(RedisServer::start)
-            .await
-            .context("redis task panicked")??;
+        let tls = self.redis_tls.clone();
+        let redis = tokio::task::spawn_blocking(move || match tls {
+            Some(tls) => RedisServer::start_tls(tls),
+            None => RedisServer::start(),
+        })
+        .await
+        .context("redis task panicked")??;
         let slot_watch = SlotWatch::start(redis.port());
         let mail = MailStub::start().await?;
         let users = UserServiceStub::start().await?;

@@ -32,6 +32,7 @@ pub mod redis_server;
 pub mod slot_watch;
 pub mod spin_process;
 pub mod stub_server;
+pub mod tls;
 pub mod user_service_stub;
 
 pub use app::{

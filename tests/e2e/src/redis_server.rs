@@ -12,6 +12,15 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// A TLS port beside the plain one, and its certificate and key files.
+    tls: Option<(u16, ServerTls)>,
+}
+
+/// The certificate (PEM) and key a TLS redis-server presents.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl RedisServer {
@@ -27,13 +36,54 @@ impl RedisServer {
             port,
             child: None,
             dir,
+            tls: None,
         };
         server.spawn()?;
         Ok(server)
     }
 
+    /// As [`RedisServer::start`], also serving TLS on a second port with `tls` (the
+    /// plain port stays for the test's own inspection and the slot watch).
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`].
+    pub fn start_tls(tls: ServerTls) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let mut tls_port = free_port()?;
+        while tls_port == port {
+            tls_port = free_port()?;
+        }
+        let dir = tempfile::tempdir().context("creating a directory for redis-server")?;
+        let mut server = Self {
+            port,
+            child: None,
+            dir,
+            tls: Some((tls_port, tls)),
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// `rediss://127.0.0.1:<tls port>`, for a server started with TLS.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(port, _)| format!("rediss://127.0.0.1:{port}"))
+    }
+
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some((tls_port, tls)) = &self.tls {
+            command
+                .args(["--tls-port", &tls_port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                // Clients are not asked for certificates (as hosted Redis: a password).
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
