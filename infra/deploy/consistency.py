@@ -63,10 +63,16 @@ for component in sorted(set(routes.values()) - {"health"}):
 
 # The Ingress paths reach the group that runs their routes; internal routes get none.
 ingress_paths = {}
+restricted = set()  # paths on an Ingress limited to some source networks
 for ingress in docs("ingress.yaml"):
+    limited = "nginx.ingress.kubernetes.io/whitelist-source-range" in (
+        ingress["metadata"].get("annotations") or {}
+    )
     for rule in ingress["spec"]["rules"]:
         for p in rule["http"]["paths"]:
             ingress_paths[p["path"]] = (p["pathType"], p["backend"]["service"]["name"])
+            if limited:
+                restricted.add(p["path"])
 for route, component in sorted(routes.items()):
     matches = [
         (path, service)
@@ -74,14 +80,12 @@ for route, component in sorted(routes.items()):
         if (kind == "Exact" and route == path)
         or (kind == "Prefix" and (route == path or route.startswith(path + "/")))
     ]
-    if route.startswith("/api/v1/internal"):
-        if matches:
-            fail(f"{route}: the internal API must not be on an Ingress")
-        continue
     if len(matches) != 1:
         fail(f"{route}: {len(matches)} Ingress paths match it, expected 1")
         continue
-    service = matches[0][1]
+    path, service = matches[0]
+    if route.startswith("/api/v1/internal") != (path in restricted):
+        fail(f"{route}: internal routes, and only they, go through the source-restricted Ingress")
     if service not in apps or component not in apps[service]["spec"].get("components", []):
         fail(f"{route}: its Ingress path goes to {service}, which does not run {component}")
 

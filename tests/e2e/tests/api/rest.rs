@@ -1,5 +1,5 @@
 //! The Upstash REST transport, whatever transport the rest of the run uses: these apps
-//! always talk to Redis through the REST test server (`infra/upstash-rest`).
+//! always talk to Redis through the REST test server (`tests/upstash-rest`).
 //! `EDGE_AUTH_TEST_REDIS_TRANSPORT=rest` runs the whole suite that way too.
 
 use edge_auth_tests::{Spawn, TestApp, round_trips};
