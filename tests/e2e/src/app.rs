@@ -709,6 +709,16 @@ impl TestApp {
         .await
     }
 
+    /// Revokes session `id` as an admin would (`user_logout`) and checks it was revoked.
+    ///
+    /// # Panics
+    /// The revoke did not answer 200.
+    pub async fn revoke_as_admin(&self, id: &str) {
+        let body = json!({"reason_code": "user_logout", "actor": "admin:test"});
+        let revoked = self.revoke_session(id, &body).await;
+        assert_eq!(revoked.status(), 200, "{}", revoked.body);
+    }
+
     /// `POST /api/v1/internal/users/{user}/sessions/revoke-all`.
     pub async fn revoke_all(&self, user: &str, body: &Value) -> ApiResponse {
         self.internal(

@@ -11,7 +11,6 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use edge_auth_tests::tls::TestCa;
 use edge_auth_tests::{Spawn, TestApp};
-use serde_json::json;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -68,13 +67,7 @@ async fn rediss_serves_login_sessions_and_commands_and_fails_closed_on_a_wrong_c
         .execute(&device.command("echo", b"over tls").command)
         .await;
     assert_eq!(executed.status(), 200, "{}", executed.body);
-    let revoked = app
-        .revoke_session(
-            &device.session,
-            &json!({"reason_code": "user_logout", "actor": "admin:test"}),
-        )
-        .await;
-    assert_eq!(revoked.status(), 200, "{}", revoked.body);
+    app.revoke_as_admin(&device.session).await;
     drop(app);
 
     let other = TestCa::new("a CA nobody trusts").expect("a CA");

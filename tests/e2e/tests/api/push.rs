@@ -35,6 +35,15 @@ async fn publish(app: &TestApp, body: Value) -> String {
     published.field("event_id")
 }
 
+/// Publishes an `e` event with `payload` for every session of `user`.
+async fn publish_e(app: &TestApp, user: &str, payload: Value) -> String {
+    publish(
+        app,
+        json!({"user_id": user, "event_type": "e", "payload": payload}),
+    )
+    .await
+}
+
 /// Reads the stream's hello and checks where it stands.
 async fn hello(stream: &mut EventStream) -> PushEvent {
     let first = next(stream).await;
@@ -163,19 +172,11 @@ async fn a_resume_from_a_position_no_longer_kept_gets_resync_required_first() {
     let (app, device, user) = app_with(Spawn::default().variable("push_stream_max_len", "2")).await;
     let mut stream = open(&app, &device, None).await;
     hello(&mut stream).await;
-    publish(
-        &app,
-        json!({"user_id": user, "event_type": "e", "payload": 1}),
-    )
-    .await;
+    publish_e(&app, &user, json!(1)).await;
     let first = next(&mut stream).await;
     drop(stream);
     for n in 2..=4 {
-        publish(
-            &app,
-            json!({"user_id": user, "event_type": "e", "payload": n}),
-        )
-        .await;
+        publish_e(&app, &user, json!(n)).await;
     }
 
     let mut resumed = open(&app, &device, Some(&first.id)).await;
@@ -184,11 +185,7 @@ async fn a_resume_from_a_position_no_longer_kept_gets_resync_required_first() {
     assert_eq!(resync.event, "gateway.resync_required");
     assert_eq!(resync.payload["reason"], "events_dropped");
     // From there on, what comes next.
-    publish(
-        &app,
-        json!({"user_id": user, "event_type": "e", "payload": 5}),
-    )
-    .await;
+    publish_e(&app, &user, json!(5)).await;
     let after = next(&mut resumed).await;
     assert_eq!(after.payload, json!(5));
     assert!(position(&after.id) > position(&resync.id));
@@ -204,18 +201,10 @@ async fn a_resume_after_the_whole_stream_expired_gets_resync_required_even_once_
     let (app, device, user) = app_with(Spawn::default()).await;
     let mut stream = open(&app, &device, None).await;
     hello(&mut stream).await;
-    publish(
-        &app,
-        json!({"user_id": user, "event_type": "e", "payload": 1}),
-    )
-    .await;
+    publish_e(&app, &user, json!(1)).await;
     let first = next(&mut stream).await;
     drop(stream);
-    publish(
-        &app,
-        json!({"user_id": user, "event_type": "e", "payload": 2}),
-    )
-    .await;
+    publish_e(&app, &user, json!(2)).await;
     // Nothing published for `push_stream_max_age_seconds`: the stream key expires (its
     // meta outlives it). Expiry is what DEL does here, without waiting a minute.
     let events = format!("{}events", TestApp::prefix_of_id(&device.session));
@@ -224,11 +213,7 @@ async fn a_resume_after_the_whole_stream_expired_gets_resync_required_even_once_
         .query(&mut app.redis())
         .expect("DEL");
     assert_eq!(deleted, 1, "{events} held the events");
-    publish(
-        &app,
-        json!({"user_id": user, "event_type": "e", "payload": 3}),
-    )
-    .await;
+    publish_e(&app, &user, json!(3)).await;
 
     let mut resumed = open(&app, &device, Some(&first.id)).await;
     hello(&mut resumed).await;
@@ -300,20 +285,12 @@ async fn a_stream_ends_at_its_maximum_duration_and_the_client_resumes_without_lo
     let (app, device, user) = app_with(spawn).await;
     let mut stream = open(&app, &device, None).await;
     hello(&mut stream).await;
-    publish(
-        &app,
-        json!({"user_id": user, "event_type": "e", "payload": 1}),
-    )
-    .await;
+    publish_e(&app, &user, json!(1)).await;
     let first = next(&mut stream).await;
     ends_with(&mut stream, "unavailable", "max_duration").await;
     assert!(stream.heartbeats >= 1, "an idle second brings a heartbeat");
 
-    publish(
-        &app,
-        json!({"user_id": user, "event_type": "e", "payload": 2}),
-    )
-    .await;
+    publish_e(&app, &user, json!(2)).await;
     let mut resumed = open(&app, &device, Some(&first.id)).await;
     hello(&mut resumed).await;
     assert_eq!(next(&mut resumed).await.payload, json!(2));
@@ -329,11 +306,7 @@ async fn host_shutdown_ends_live_streams_with_a_terminal_event_to_resume_from() 
     let (mut app, device, user) = app_with(spawn).await;
     let mut stream = open(&app, &device, None).await;
     hello(&mut stream).await;
-    publish(
-        &app,
-        json!({"user_id": user, "event_type": "e", "payload": 1}),
-    )
-    .await;
+    publish_e(&app, &user, json!(1)).await;
     let delivered = next(&mut stream).await;
     let edge_auth_tests::Runtime::Host(host) = &mut app.runtime else {
         panic!("this test runs on our host only");
@@ -417,13 +390,7 @@ async fn bad_subscriptions_and_publications_are_refused_and_change_nothing() {
     assert_ne!(before, after_bob);
 
     // A device event for a revoked session has no stream to reach: refused, not "sent".
-    let revoked = app
-        .revoke_session(
-            &device.session,
-            &json!({"reason_code": "user_logout", "actor": "admin:test"}),
-        )
-        .await;
-    assert_eq!(revoked.status(), 200, "{}", revoked.body);
+    app.revoke_as_admin(&device.session).await;
     let after_revoke = app.snapshot();
     let to_revoked = json!({"user_id": user, "device_session_id": device.session, "event_type": "e", "payload": {}});
     assert_eq!(

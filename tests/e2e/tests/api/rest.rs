@@ -3,7 +3,6 @@
 //! `EDGE_AUTH_TEST_REDIS_TRANSPORT=rest` runs the whole suite that way too.
 
 use edge_auth_tests::{Spawn, TestApp, round_trips};
-use serde_json::json;
 
 async fn rest_app() -> TestApp {
     Spawn::default()
@@ -31,13 +30,7 @@ async fn login_sessions_and_commands_run_over_the_rest_transport() {
     assert_eq!(executed.status(), 200, "{}", executed.body);
     let session = app.get_session(&device.session).await;
     assert_eq!(session.status(), 200, "{}", session.body);
-    let revoked = app
-        .revoke_session(
-            &device.session,
-            &json!({"reason_code": "user_logout", "actor": "admin:test"}),
-        )
-        .await;
-    assert_eq!(revoked.status(), 200, "{}", revoked.body);
+    app.revoke_as_admin(&device.session).await;
     let again = app.execute(&device.command("echo", b"x").command).await;
     assert_eq!(again.status(), 401, "revoked: {}", again.body);
 
