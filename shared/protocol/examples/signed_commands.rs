@@ -44,7 +44,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             device_session_id: session.clone(),
             client_public_key: public.clone(),
             message_type: message_type.clone(),
-            request_id: format!("bench-{}", URL_SAFE_NO_PAD.encode(n.to_be_bytes())),
+            // The run's start time keeps ids unique across runs (a benchmark makes a batch
+            // per round; the gateway keeps ids for its replay window).
+            request_id: format!(
+                "bench-{}-{}",
+                URL_SAFE_NO_PAD.encode(now.to_be_bytes()),
+                URL_SAFE_NO_PAD.encode(n.to_be_bytes())
+            ),
             timestamp_ms: now,
             payload_sha256: payload_hash.clone(),
         };
