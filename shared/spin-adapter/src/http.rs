@@ -130,7 +130,7 @@ pub struct Call {
     pub path: String,
     params: HashMap<String, String>,
     query: Vec<(String, String)>,
-    headers: Vec<(String, String)>,
+    headers: RequestHeaders,
     body: Vec<u8>,
     /// Who is calling.
     pub caller: Caller,
@@ -152,11 +152,7 @@ impl Call {
 
     /// A request header (names are lower case), the last one if repeated.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.last(name)
     }
 
     /// Notes a safe identifier for this request's log line (see [`crate::request_log`]).
@@ -327,13 +323,13 @@ pub async fn serve(
     let started = std::time::Instant::now();
     crate::redis::forget_connections();
     crate::metrics::begin();
-    let request_id = request_log::begin(
-        header(&req, "x-request-id").pop().as_deref(),
-        header(&req, "traceparent").pop().as_deref(),
-    );
-    let route_name = header(&req, "spin-component-route")
-        .pop()
+    // Every header in one host call: a lookup each would cost three (fields, get, drop).
+    let headers = RequestHeaders::of(&req);
+    let request_id = request_log::begin(headers.last("x-request-id"), headers.last("traceparent"));
+    let route_name = headers
+        .last("spin-component-route")
         .filter(|r| !r.is_empty())
+        .map(str::to_string)
         .unwrap_or_else(|| {
             req.path_with_query()
                 .unwrap_or_default()
@@ -356,7 +352,7 @@ pub async fn serve(
         );
     };
     let cors = [
-        cors_headers(&req, route),
+        cors_headers(&headers, route),
         vec![("x-request-id".to_string(), request_id.into_bytes())],
     ]
     .concat();
@@ -364,7 +360,7 @@ pub async fn serve(
         preflight(out, route, cors).await;
         return log(204, None);
     }
-    let call = match read_call(req, route).await {
+    let call = match read_call(req, headers, route).await {
         Ok(call) => call,
         Err(err) => {
             let headers = [error_headers(&err, route), cors].concat();
@@ -405,13 +401,13 @@ const CORS_REQUEST_HEADERS: &str = "content-type, x-request-id, traceparent";
 
 /// `access-control-allow-origin` (and `vary`) for a public route called from an allowed
 /// origin; nothing otherwise. Origins are compared exactly (`*` allows any).
-fn cors_headers(req: &IncomingRequest, route: Route) -> Vec<(String, Vec<u8>)> {
+fn cors_headers(headers: &RequestHeaders, route: Route) -> Vec<(String, Vec<u8>)> {
     if route.access != Access::Public {
         return Vec::new();
     }
     // Answers differ by origin: caches must key on it (the JWKS is cacheable).
     let vary = vec![("vary".to_string(), b"origin".to_vec())];
-    let Some(origin) = header(req, "origin").pop() else {
+    let Some(origin) = headers.last("origin") else {
         return vary;
     };
     let allowed = match optional("cors_allowed_origins") {
@@ -431,7 +427,7 @@ fn cors_headers(req: &IncomingRequest, route: Route) -> Vec<(String, Vec<u8>)> {
     vec![
         (
             "access-control-allow-origin".to_string(),
-            origin.into_bytes(),
+            origin.as_bytes().to_vec(),
         ),
         ("vary".to_string(), b"origin".to_vec()),
         (
@@ -471,13 +467,17 @@ async fn preflight(out: ResponseOutparam, route: Route, cors: Vec<(String, Vec<u
 }
 
 /// Every check before the handler, in order; reads what the handler needs.
-async fn read_call(req: IncomingRequest, route: Route) -> Result<Call, PublicError> {
+async fn read_call(
+    req: IncomingRequest,
+    headers: RequestHeaders,
+    route: Route,
+) -> Result<Call, PublicError> {
     if route.access == Access::Internal {
-        authorize(&req)?;
+        authorize(&headers)?;
     }
     let path_with_query = req.path_with_query().unwrap_or_default();
     if route.access == Access::Chained {
-        authorize_chained(&req)?;
+        authorize_chained(&headers)?;
         let mut call = Call {
             method: method_name(&req.method()),
             path: path_with_query
@@ -488,13 +488,12 @@ async fn read_call(req: IncomingRequest, route: Route) -> Result<Call, PublicErr
             query: query_pairs(&path_with_query),
             ..Call::default()
         };
-        for (name, value) in req.headers().entries() {
+        for (name, value) in &headers.0 {
             if name.starts_with("x-edge-auth-") {
-                call.params
-                    .insert(name, String::from_utf8_lossy(&value).into_owned());
+                call.params.insert(name.clone(), value.clone());
             }
         }
-        call.body = read_body(req, route.max_body).await?;
+        call.body = read_body(req, &headers, route.max_body).await?;
         return Ok(call);
     }
     let method = if route.post {
@@ -510,49 +509,52 @@ async fn read_call(req: IncomingRequest, route: Route) -> Result<Call, PublicErr
         ));
     }
     // Spin appends its own `spin-*` values after any a client sent: the last one is Spin's.
-    let mut call = Call {
-        method: route.method_name().to_string(),
-        query: query_pairs(&path_with_query),
-        headers: req
-            .headers()
-            .entries()
-            .into_iter()
-            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-            .collect(),
-        caller: Caller {
-            client: ClientHops {
-                peer: header(&req, "spin-client-addr").pop().unwrap_or_default(),
-                forwarded: header(&req, "forwarded"),
-                x_forwarded_for: header(&req, "x-forwarded-for"),
-            },
-            user_agent: header(&req, "user-agent").pop().unwrap_or_default(),
-            locale: locale_of(header(&req, "accept-language").first().map(String::as_str)),
+    let caller = Caller {
+        client: ClientHops {
+            peer: headers
+                .last("spin-client-addr")
+                .unwrap_or_default()
+                .to_string(),
+            forwarded: headers.all("forwarded"),
+            x_forwarded_for: headers.all("x-forwarded-for"),
         },
-        ..Call::default()
+        user_agent: headers.last("user-agent").unwrap_or_default().to_string(),
+        locale: locale_of(headers.all("accept-language").first().map(String::as_str)),
     };
+    let mut params = HashMap::new();
     for name in route.params {
         // Spin names the header with hyphens only: `:device_session_id` arrives as
         // `spin-path-match-device-session-id`.
         let header_name = format!("spin-path-match-{}", name.replace('_', "-"));
-        if let Some(value) = header(&req, &header_name).pop() {
-            let value = decode(&value);
+        if let Some(value) = headers.last(&header_name) {
+            let value = decode(value);
             // Path parameters are ids (device sessions, users): safe to log.
             if value.len() <= 128 {
                 request_log::note(name, value.clone());
             }
-            call.params.insert((*name).to_string(), value);
+            params.insert((*name).to_string(), value);
         }
     }
-    if route.post {
-        call.body = read_json_body(req, route.max_body).await?;
-    }
-    Ok(call)
+    let body = if route.post {
+        read_json_body(req, &headers, route.max_body).await?
+    } else {
+        Vec::new()
+    };
+    Ok(Call {
+        method: route.method_name().to_string(),
+        params,
+        query: query_pairs(&path_with_query),
+        headers,
+        body,
+        caller,
+        ..Call::default()
+    })
 }
 
 /// The internal API's token check. A missing or weak configured token locks the whole
 /// internal API (Spin has no start-up hook for components, so every request says why in
 /// the log).
-fn authorize(req: &IncomingRequest) -> Result<(), PublicError> {
+fn authorize(headers: &RequestHeaders) -> Result<(), PublicError> {
     let configured = || -> anyhow::Result<InternalApiToken> {
         let current = optional("internal_api_token").context("reading internal_api_token")?;
         let next =
@@ -571,7 +573,7 @@ fn authorize(req: &IncomingRequest) -> Result<(), PublicError> {
         log_cause("internal_api_token", &e);
         public_errors::unavailable()
     })?;
-    if token.authorizes(header(req, "authorization").pop().as_deref()) {
+    if token.authorizes(headers.last("authorization")) {
         Ok(())
     } else {
         Err(public_errors::unauthorized())
@@ -594,7 +596,7 @@ fn method_name(method: &Method) -> String {
 }
 
 /// A chained call must carry `backend_token` when one is set.
-fn authorize_chained(req: &IncomingRequest) -> Result<(), PublicError> {
+fn authorize_chained(headers: &RequestHeaders) -> Result<(), PublicError> {
     let expected = optional("backend_token").map_err(|e| {
         log_cause("backend_token", &e);
         public_errors::unavailable()
@@ -603,7 +605,7 @@ fn authorize_chained(req: &IncomingRequest) -> Result<(), PublicError> {
         Some(token)
             if !edge_auth_domain::sessions::auth::bearer_matches(
                 &token,
-                header(req, "authorization").pop().as_deref(),
+                headers.last("authorization"),
             ) =>
         {
             Err(PublicError::new(
@@ -617,8 +619,12 @@ fn authorize_chained(req: &IncomingRequest) -> Result<(), PublicError> {
 }
 
 /// A JSON body: content type and size checked.
-async fn read_json_body(req: IncomingRequest, max: usize) -> Result<Vec<u8>, PublicError> {
-    let content_type = header(&req, "content-type");
+async fn read_json_body(
+    req: IncomingRequest,
+    headers: &RequestHeaders,
+    max: usize,
+) -> Result<Vec<u8>, PublicError> {
+    let content_type = headers.all("content-type");
     let is_json = content_type.len() == 1
         && content_type[0]
             .split(';')
@@ -631,11 +637,15 @@ async fn read_json_body(req: IncomingRequest, max: usize) -> Result<Vec<u8>, Pub
             "send the body as Content-Type: application/json",
         ));
     }
-    read_body(req, max).await
+    read_body(req, headers, max).await
 }
 
 /// The body, at most `max` bytes (`413` above).
-async fn read_body(req: IncomingRequest, max: usize) -> Result<Vec<u8>, PublicError> {
+async fn read_body(
+    req: IncomingRequest,
+    headers: &RequestHeaders,
+    max: usize,
+) -> Result<Vec<u8>, PublicError> {
     let too_large = || {
         PublicError::new(
             413,
@@ -643,7 +653,7 @@ async fn read_body(req: IncomingRequest, max: usize) -> Result<Vec<u8>, PublicEr
             format!("the body must be at most {max} bytes"),
         )
     };
-    let declared = header(&req, "content-length");
+    let declared = headers.all("content-length");
     if declared
         .iter()
         .any(|v| v.trim().parse::<usize>().map_or(true, |n| n > max))
@@ -778,13 +788,38 @@ fn stream(
     }
 }
 
-/// Every value of a request header, in order.
-pub fn header(req: &IncomingRequest, name: &str) -> Vec<String> {
-    req.headers()
-        .get(name)
-        .into_iter()
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
-        .collect()
+/// A request's headers, read once: names lower case, values as text (lossy), in order.
+#[derive(Debug, Default)]
+struct RequestHeaders(Vec<(String, String)>);
+
+impl RequestHeaders {
+    fn of(req: &IncomingRequest) -> Self {
+        Self(
+            req.headers()
+                .entries()
+                .into_iter()
+                .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+                .collect(),
+        )
+    }
+
+    /// Every value of `name`, in order.
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// The last value of `name` (Spin appends its own `spin-*` values after a client's).
+    fn last(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 fn locale_of(accept_language: Option<&str>) -> String {
