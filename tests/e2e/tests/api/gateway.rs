@@ -136,6 +136,36 @@ async fn the_example_backend_keeps_a_profile_per_user() {
     assert_eq!(signed.envelope.backend_status, 422);
 }
 
+/// `{"a":[[…]]}` with `depth` nested containers in all.
+fn nested_object(depth: usize) -> String {
+    let inner = depth - 1;
+    format!(r#"{{"a":{}{}}}"#, "[".repeat(inner), "]".repeat(inner))
+}
+
+#[tokio::test]
+async fn a_profile_nested_as_deep_as_the_json_parser_allows_is_kept_and_a_deeper_one_refused() {
+    // The components run on a small stack (see .cargo/config.toml): the deepest document
+    // the parser accepts must parse in the example backend, and one level more must be a
+    // clean refusal, not a trap.
+    let deepest = (2..1_000)
+        .take_while(|&depth| serde_json::from_str::<Value>(&nested_object(depth)).is_ok())
+        .last()
+        .expect("the parser accepts shallow documents");
+    let (app, device, jwks) = app_with_device().await;
+
+    let deep = nested_object(deepest);
+    let update = device.command("profile.update", deep.as_bytes());
+    let response = app.execute(&update.command).await;
+    assert_eq!(response.status(), 200, "{}", response.body);
+    let kept = device.command("profile.get", b"");
+    let response = app.execute(&kept.command).await;
+    assert_eq!(verified(&response, &kept, &jwks).1, deep.as_bytes());
+
+    let deeper = device.command("profile.update", nested_object(deepest + 1).as_bytes());
+    let response = app.execute(&deeper.command).await;
+    assert_signed_refusal(&response, &deeper, &jwks, 422, "backend_rejected");
+}
+
 #[tokio::test]
 async fn the_backend_gets_the_payload_the_token_and_who_is_calling() {
     let app = Spawn::default().backend_stub().spawn().await;

@@ -331,6 +331,37 @@ async fn host_shutdown_ends_live_streams_with_a_terminal_event_to_resume_from() 
     );
 }
 
+/// `depth` nested arrays.
+fn nested(depth: usize) -> Value {
+    (1..depth).fold(json!([]), |inner, _| Value::Array(vec![inner]))
+}
+
+#[tokio::test]
+async fn an_event_nested_as_deep_as_the_json_parser_allows_arrives_and_a_deeper_one_is_refused() {
+    // The components run on a small stack (see .cargo/config.toml): the deepest payload the
+    // parser accepts in a publish body must go through, and one level more must be a
+    // clean refusal, not a trap.
+    let fits = |depth| {
+        let body = json!({"payload": nested(depth)}).to_string();
+        serde_json::from_str::<Value>(&body).is_ok()
+    };
+    let deepest = (1..1_000)
+        .take_while(|&depth| fits(depth))
+        .last()
+        .expect("the parser accepts shallow documents");
+    let (app, device, user) = app_with(Spawn::default()).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+
+    publish_e(&app, &user, nested(deepest)).await;
+    assert_eq!(next(&mut stream).await.payload, nested(deepest));
+    let deeper = json!({"user_id": user, "event_type": "e", "payload": nested(deepest + 1)});
+    assert_eq!(
+        app.publish(&deeper).await.error(),
+        (400, "invalid_request".into())
+    );
+}
+
 #[tokio::test]
 async fn bad_subscriptions_and_publications_are_refused_and_change_nothing() {
     let (app, device, user) = app_with(Spawn::default()).await;
