@@ -4,6 +4,13 @@
 //! Refused: other lengths, bad or non-canonical base64, encodings that are not a valid
 //! point, non-canonical point encodings, and small-order ("weak") points, which would let
 //! anyone forge signatures that verify.
+//!
+//! Two types: [`ClientPublicKey`] is a key checked in full (curve arithmetic included),
+//! as confirm checks a new device's key before storing it; [`StoredPublicKey`] is a key
+//! read back from a session record, which was checked that way before it was written, so
+//! reading it back checks only its shape. The internal API reads a record on every call
+//! and up to a page of them on a list: the full check there cost more CPU than the rest
+//! of get-session's own code.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -43,17 +50,7 @@ impl ClientPublicKey {
     /// # Errors
     /// See [`PublicKeyError`].
     pub fn parse(encoded: &str) -> Result<Self, PublicKeyError> {
-        // The STANDARD engine requires canonical padding and rejects non-zero trailing bits.
-        let bytes = STANDARD
-            .decode(encoded)
-            .map_err(|_| PublicKeyError::NotBase64)?;
-        if STANDARD.encode(&bytes) != encoded {
-            return Err(PublicKeyError::NotBase64);
-        }
-        let bytes: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| PublicKeyError::WrongLength(bytes.len()))?;
+        let bytes = canonical_bytes(encoded)?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| PublicKeyError::NotAPoint)?;
         // `from_bytes` keeps the bytes it was given: re-encode the decoded point.
         if key.to_edwards().compress().to_bytes() != bytes {
@@ -77,6 +74,51 @@ impl ClientPublicKey {
     pub fn verifying_key(&self) -> &VerifyingKey {
         &self.key
     }
+}
+
+/// A device key as a session record holds it: checked in full as a [`ClientPublicKey`]
+/// before it was stored, so [`StoredPublicKey::from_store`] checks only its shape.
+/// Nothing verifies a signature with it (the gateway checks commands against the key they
+/// carry, after Redis has compared the two texts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPublicKey(String);
+
+impl StoredPublicKey {
+    /// Reads a stored key: canonical standard base64 of 32 bytes. No curve arithmetic.
+    ///
+    /// # Errors
+    /// [`PublicKeyError::NotBase64`] or [`PublicKeyError::WrongLength`]: the store holds
+    /// something confirm never wrote.
+    pub fn from_store(encoded: &str) -> Result<Self, PublicKeyError> {
+        canonical_bytes(encoded)?;
+        Ok(Self(encoded.to_string()))
+    }
+
+    /// The canonical wire form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&ClientPublicKey> for StoredPublicKey {
+    fn from(key: &ClientPublicKey) -> Self {
+        Self(key.encoded.clone())
+    }
+}
+
+/// The 32 bytes of canonical standard base64 with padding.
+fn canonical_bytes(encoded: &str) -> Result<[u8; 32], PublicKeyError> {
+    // The STANDARD engine requires canonical padding and rejects non-zero trailing bits.
+    let bytes = STANDARD
+        .decode(encoded)
+        .map_err(|_| PublicKeyError::NotBase64)?;
+    if STANDARD.encode(&bytes) != encoded {
+        return Err(PublicKeyError::NotBase64);
+    }
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| PublicKeyError::WrongLength(bytes.len()))
 }
 
 #[cfg(test)]
@@ -134,6 +176,37 @@ mod tests {
         assert_eq!(
             ClientPublicKey::parse(&non_canonical),
             Err(PublicKeyError::NotBase64)
+        );
+    }
+
+    #[test]
+    fn a_stored_key_is_read_back_as_it_was_stored() {
+        let key = SigningKey::from_bytes(&[42u8; 32]).verifying_key();
+        let checked = ClientPublicKey::parse(&encode(key.as_bytes())).expect("valid");
+        let stored = StoredPublicKey::from_store(checked.as_str()).expect("its shape holds");
+        assert_eq!(stored, StoredPublicKey::from(&checked));
+        assert_eq!(stored.as_str(), checked.as_str());
+    }
+
+    #[test]
+    fn a_stored_key_of_the_wrong_shape_is_refused() {
+        let good = encode(
+            SigningKey::from_bytes(&[42u8; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let unpadded = good.trim_end_matches('=');
+        assert_eq!(
+            StoredPublicKey::from_store(unpadded),
+            Err(PublicKeyError::NotBase64)
+        );
+        assert_eq!(
+            StoredPublicKey::from_store(""),
+            Err(PublicKeyError::WrongLength(0))
+        );
+        assert_eq!(
+            StoredPublicKey::from_store(&encode(&[7u8; 33])),
+            Err(PublicKeyError::WrongLength(33))
         );
     }
 

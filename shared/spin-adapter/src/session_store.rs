@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, bail};
 use edge_auth_domain::ids::{AddressTag, DeviceSessionId};
-use edge_auth_domain::public_key::ClientPublicKey;
+use edge_auth_domain::public_key::StoredPublicKey;
 use edge_auth_domain::sessions::input::{Actor, ReasonCode};
 use edge_auth_domain::sessions::input::{ChangeReason, UserRef};
 use edge_auth_domain::sessions::model::{
@@ -36,7 +36,7 @@ fn record(reply: &mut Reply) -> anyhow::Result<SessionRecord> {
     let mut next = || -> anyhow::Result<String> { Ok(reply.text()?.unwrap_or_default()) };
     let device_session_id = DeviceSessionId::parse(&next()?).context("stored session id")?;
     let user_id = UserRef::parse(&next()?).context("stored user id")?;
-    let client_public_key = ClientPublicKey::parse(&next()?).context("stored device key")?;
+    let client_public_key = StoredPublicKey::from_store(&next()?).context("stored device key")?;
     let status_text = next()?;
     let status = SessionStatus::parse(&status_text)
         .with_context(|| format!("bad session status {status_text:?}"))?;

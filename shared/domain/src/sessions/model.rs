@@ -1,7 +1,7 @@
 //! Session records and what listing returns.
 
 use crate::ids::DeviceSessionId;
-use crate::public_key::ClientPublicKey;
+use crate::public_key::StoredPublicKey;
 use crate::sessions::input::{Actor, ReasonCode, UserRef};
 use crate::time::Timestamp;
 
@@ -97,7 +97,7 @@ pub struct Revocation {
 pub struct SessionRecord {
     pub device_session_id: DeviceSessionId,
     pub user_id: UserRef,
-    pub client_public_key: ClientPublicKey,
+    pub client_public_key: StoredPublicKey,
     pub status: SessionStatus,
     pub created_at: Timestamp,
     /// Set once it is revoked (the first revoke's metadata is kept).

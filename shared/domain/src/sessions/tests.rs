@@ -498,12 +498,14 @@ fn active_session(id: &str, user: &str, created_at: Timestamp) -> SessionRecord 
     }
 }
 
-/// The public key of a fixed device (a valid Ed25519 point, as confirm requires).
-fn device_key() -> crate::public_key::ClientPublicKey {
+/// The public key of a fixed device (a valid Ed25519 point, as confirm requires), as a
+/// session record holds it.
+fn device_key() -> crate::public_key::StoredPublicKey {
     use base64::Engine;
     let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
     let text = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
-    crate::public_key::ClientPublicKey::parse(&text).expect("a valid key")
+    let checked = crate::public_key::ClientPublicKey::parse(&text).expect("a valid key");
+    crate::public_key::StoredPublicKey::from(&checked)
 }
 
 fn reason() -> ChangeReason {
