@@ -6,14 +6,21 @@
 
 use edge_auth_domain::sessions::usecases::list_sessions;
 use edge_auth_spin::http::{Answer, Route, serve};
-use edge_auth_spin::internal::{fail, session_json};
+use edge_auth_spin::internal::{SessionJson, fail, session_json};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
-use serde_json::{Value, json};
+use serde::Serialize;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
 const ROUTE: Route = Route::internal(false, &["user_id"]);
+
+/// The page (fields in the order the API writes them).
+#[derive(Serialize)]
+struct ListResponse<'a> {
+    next_cursor: Option<&'a str>,
+    sessions: Vec<SessionJson<'a>>,
+}
 
 #[http_component]
 async fn handle_list_user_sessions(req: IncomingRequest, out: ResponseOutparam) {
@@ -29,8 +36,10 @@ async fn handle_list_user_sessions(req: IncomingRequest, out: ResponseOutparam) 
             )
         };
         let page = run().map_err(|e| fail("list-user-sessions failed", &e))?;
-        let sessions: Vec<Value> = page.items.iter().map(session_json).collect();
-        Answer::ok(&json!({ "sessions": sessions, "next_cursor": page.next_cursor }))
+        Answer::ok(&ListResponse {
+            next_cursor: page.next_cursor.as_deref(),
+            sessions: page.items.iter().map(session_json).collect(),
+        })
     })
     .await;
 }
