@@ -23,6 +23,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use crate::allowed_hosts::AllowedHosts;
 use crate::bindings;
+use crate::http_client::HttpClient;
 use crate::logs::Logs;
 use crate::manifest::{Manifest, StaticResponse, TriggerTarget};
 use crate::outbound::{Chain, Chained, Outbound};
@@ -93,6 +94,9 @@ pub struct App {
     statics: HashMap<String, StaticResponse>,
     expose_redis_round_trips: bool,
     redis_rest_origin: Option<Arc<str>>,
+    /// Every instance's outgoing HTTP goes through this one client, so its connections are
+    /// pooled across requests, as Spin's are.
+    http_client: HttpClient,
     guest_clock_offset_ms: i64,
     /// The address the listener got; self-requests are sent there.
     listen: OnceLock<SocketAddr>,
@@ -301,6 +305,7 @@ impl App {
             }
         }
 
+        let http_client = HttpClient::new(logs.clone()).context("the outgoing HTTP client")?;
         Ok(Self {
             name: manifest.application.name.clone(),
             version: manifest.application.version.clone().unwrap_or_default(),
@@ -314,6 +319,7 @@ impl App {
                 Some(url) => Some(Arc::from(origin(url)?)),
                 None => None,
             },
+            http_client,
             guest_clock_offset_ms: options.guest_clock_offset_ms,
             listen: OnceLock::new(),
             draining: tokio::sync::watch::Sender::new(false),
@@ -470,6 +476,7 @@ impl App {
             self.listen.get().copied(),
             self.logs.clone(),
             self.redis_rest_origin.clone(),
+            self.http_client.clone(),
         );
         let state = RequestState::new(
             component.config.clone(),

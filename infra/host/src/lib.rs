@@ -14,6 +14,7 @@
 //! - `state`, `redis_host`, `bindings`: the per-request store and the `fermyon:spin` host
 //!   side.
 //! - `outbound`: a guest's outgoing HTTP: allowed hosts, service chaining, self-requests.
+//! - `http_client`: what sends it on: a pooled client, TLS with Spin's roots, timeouts.
 //! - [`variables`]: templates and providers (`--variable`, `SPIN_VARIABLE_*`, `.env`, defaults).
 //! - [`manifest`]: `spin.toml` v2, with Spin's load-time checks.
 //! - [`routes`]: Spin's route precedence (via `routefinder`, as Spin) and the `spin-*` headers.
@@ -23,6 +24,7 @@
 pub mod allowed_hosts;
 mod app;
 mod bindings;
+mod http_client;
 pub mod logs;
 pub mod manifest;
 mod outbound;

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::allowed_hosts::{AllowedHosts, default_port};
+use crate::http_client::HttpClient;
 use crate::logs::Logs;
 use crate::routes::SpinHeaders;
 
@@ -47,6 +47,8 @@ pub(crate) struct Outbound {
     logs: Logs,
     /// Requests to this `scheme://host:port` are Redis commands (REST transport).
     redis_rest_origin: Option<Arc<str>>,
+    /// Sends what the rules above let through; shared by the app's instances.
+    client: HttpClient,
 }
 
 type SendResult = wasmtime_wasi_http::Result<(
@@ -60,12 +62,14 @@ impl Outbound {
         listen: Option<SocketAddr>,
         logs: Logs,
         redis_rest_origin: Option<Arc<str>>,
+        client: HttpClient,
     ) -> Self {
         Self {
             chain,
             listen,
             logs,
             redis_rest_origin,
+            client,
         }
     }
 
@@ -172,16 +176,8 @@ impl Outbound {
                 return Err(Error::HttpRequestDenied);
             }
         }
-        // wasmtime-wasi-http's client adds no `Host`; Spin's (hyper-util's pooled client)
-        // adds the target's host, with the port unless it is the scheme's default.
-        if let Some(value) = host_header(request.uri()) {
-            request.headers_mut().insert(http::header::HOST, value);
-        }
-        let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-        Ok((
-            response.map(BodyExt::boxed_unsync),
-            Box::new(io) as Box<dyn Future<Output = _> + Send>,
-        ))
+        let response = self.client.send(request, options).await?;
+        Ok((response, Box::new(async { Ok(()) })))
     }
 }
 
@@ -216,15 +212,4 @@ impl WasiHttpHooks for OutboundHooks {
         let allowed = self.allowed.clone();
         Box::new(async move { outbound.send(&caller, &allowed, request, options).await })
     }
-}
-
-/// The `Host` header hyper-util's client derives from a URI: `host`, or `host:port` when
-/// the port is not the scheme's default.
-fn host_header(uri: &http::Uri) -> Option<http::HeaderValue> {
-    let host = uri.host()?;
-    let value = match (uri.port_u16(), uri.scheme_str()) {
-        (Some(80), Some("http")) | (Some(443), Some("https")) | (None, _) => host.to_string(),
-        (Some(port), _) => format!("{host}:{port}"),
-    };
-    http::HeaderValue::from_str(&value).ok()
 }

@@ -74,6 +74,9 @@ pub struct Spawn {
     /// The CA file a Spin child trusts (`SSL_CERT_FILE`); our host, in this process,
     /// reads the process's own environment.
     pub trusted_ca: Option<PathBuf>,
+    /// Serve the [`BackendStub`] over HTTPS with this certificate (see
+    /// [`Spawn::backend_tls`]).
+    pub backend_tls: Option<crate::redis_server::ServerTls>,
 }
 
 impl Default for Spawn {
@@ -87,6 +90,7 @@ impl Default for Spawn {
             rest_transport: SELECTED_TRANSPORT == Transport::Rest,
             redis_tls: None,
             trusted_ca: None,
+            backend_tls: None,
         }
     }
 }
@@ -128,6 +132,17 @@ impl Spawn {
     #[must_use]
     pub fn redis_tls(mut self, tls: crate::redis_server::ServerTls, trusted_ca: PathBuf) -> Self {
         self.redis_tls = Some(tls);
+        self.trusted_ca = Some(trusted_ca);
+        self
+    }
+
+    /// Sends routed message types to the [`BackendStub`] served over HTTPS with `tls` (a
+    /// certificate for `localhost`); the runtime trusts `trusted_ca` as in
+    /// [`Spawn::redis_tls`].
+    #[must_use]
+    pub fn backend_tls(mut self, tls: crate::redis_server::ServerTls, trusted_ca: PathBuf) -> Self {
+        self.backend_stub = true;
+        self.backend_tls = Some(tls);
         self.trusted_ca = Some(trusted_ca);
         self
     }
@@ -229,7 +244,10 @@ impl Spawn {
         let slot_watch = SlotWatch::start(redis.port());
         let mail = MailStub::start().await?;
         let users = UserServiceStub::start().await?;
-        let backend = BackendStub::start().await?;
+        let backend = match &self.backend_tls {
+            Some(tls) => BackendStub::start_tls(tls).await?,
+            None => BackendStub::start().await?,
+        };
         let rest = if self.rest_transport {
             Some(UpstashRest::start(&redis.url()).await?)
         } else {

@@ -1,5 +1,6 @@
 //! A stand-in for the team's backend behind the gateway: records every call and answers
-//! as told (default: `200` with the request body echoed), optionally after a delay.
+//! as told (default: `200` with the request body echoed), optionally after a delay. Plain
+//! HTTP, or HTTPS with a certificate the test made ([`BackendStub::start_tls`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -11,9 +12,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::net::TcpListener;
 
+use crate::redis_server::ServerTls;
+
 /// One call the backend received.
 #[derive(Debug, Clone)]
 pub struct BackendCall {
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     pub method: String,
     pub path: String,
     /// Every header, names lower case.
@@ -44,7 +49,10 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct BackendStub {
     pub addr: SocketAddr,
+    /// `http://127.0.0.1:<port>`, or `https://localhost:<port>` over TLS.
+    url: String,
     state: Arc<State>,
+    accepted: Arc<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,13 +71,44 @@ impl BackendStub {
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         let serving = state.clone();
-        crate::stub_server::serve(listener, move |req| handle(serving.clone(), req));
-        Ok(Self { addr, state })
+        let accepted = crate::stub_server::serve(listener, move |req| handle(serving.clone(), req));
+        Ok(Self {
+            addr,
+            url: format!("http://{addr}"),
+            state,
+            accepted,
+        })
     }
 
-    /// `http://127.0.0.1:<port>` (also its allowed host).
+    /// Starts the stub over TLS with `tls` (a certificate for `localhost`), on a free port.
+    ///
+    /// # Errors
+    /// The listener could not bind, or the certificate cannot be read.
+    pub async fn start_tls(tls: &ServerTls) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the backend stub")?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::default());
+        let serving = state.clone();
+        let accepted =
+            crate::stub_server::serve_tls(listener, tls, move |req| handle(serving.clone(), req))?;
+        Ok(Self {
+            addr,
+            url: format!("https://localhost:{}", addr.port()),
+            state,
+            accepted,
+        })
+    }
+
+    /// Its base URL (also its allowed host).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url.clone()
+    }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Answers every call with `status` and `body` from now on.
@@ -96,6 +135,7 @@ async fn handle(
     state: Arc<State>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, hyper::Error> {
+    let version = format!("{:?}", req.version());
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let headers = req
@@ -110,6 +150,7 @@ async fn handle(
         .collect();
     let body = req.into_body().collect().await?.to_bytes().to_vec();
     lock(&state.calls).push(BackendCall {
+        version,
         method,
         path,
         headers,

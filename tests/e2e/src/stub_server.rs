@@ -1,21 +1,35 @@
-//! The accept loop shared by the stub HTTP services (mail webhook, user service).
+//! The accept loop shared by the stub HTTP services (mail webhook, user service, backend):
+//! plain HTTP/1.1, or TLS offering `h2` and `http/1.1` by ALPN, counting the connections
+//! it accepts (so a test can tell a pooled client from one that connects per request).
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
-/// Serves `handler` on `listener` in the background of the current runtime.
-pub fn serve<H, F>(listener: TcpListener, handler: H)
+use crate::redis_server::ServerTls;
+
+/// Serves `handler` on `listener` in the background of the current runtime; answers the
+/// count of connections accepted so far.
+pub fn serve<H, F>(listener: TcpListener, handler: H) -> Arc<AtomicU64>
 where
     H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, hyper::Error>> + Send + 'static,
 {
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
             let handler = handler.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(handler);
@@ -26,4 +40,56 @@ where
         }
         Ok::<(), Infallible>(())
     });
+    accepted
+}
+
+/// As [`serve`], over TLS with `tls`'s certificate; HTTP/2 when the client picks `h2`.
+///
+/// # Errors
+/// The certificate or key cannot be read.
+pub fn serve_tls<H, F>(
+    listener: TcpListener,
+    tls: &ServerTls,
+    handler: H,
+) -> anyhow::Result<Arc<AtomicU64>>
+where
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<Full<Bytes>>, hyper::Error>> + Send + 'static,
+{
+    let chain = CertificateDer::pem_file_iter(&tls.cert)
+        .context("reading the server certificate")?
+        .collect::<Result<Vec<_>, _>>()
+        .context("parsing the server certificate")?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key).context("reading the server key")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS versions")?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .context("the server certificate and key")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let handler = handler.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends here.
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(handler);
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+        Ok::<(), Infallible>(())
+    });
+    Ok(accepted)
 }

@@ -205,6 +205,26 @@ async fn the_backend_gets_the_payload_the_token_and_who_is_calling() {
 }
 
 #[tokio::test]
+async fn commands_reach_the_backend_over_one_kept_alive_connection() {
+    let app = Spawn::default().backend_stub().spawn().await;
+    let device = app.device("ada@example.com", 1).await;
+    for n in 0..3 {
+        let prepared = device.command("echo", format!("call {n}").as_bytes());
+        let response = app.execute(&prepared.command).await;
+        assert_eq!(response.status(), 200, "{}", response.body);
+    }
+    let calls = app.backend.calls();
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|c| c.version == "HTTP/1.1"), "{calls:?}");
+    // Spin pools outbound connections across requests since 3.4; so must our host.
+    assert_eq!(
+        app.backend.connections(),
+        1,
+        "one connection for three calls"
+    );
+}
+
+#[tokio::test]
 #[cfg_attr(
     spin_runtime,
     ignore = "host only: reads our host's round-trip counter header"
