@@ -65,19 +65,7 @@ impl BackendStub {
     /// # Errors
     /// The listener could not bind.
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the backend stub")?;
-        let addr = listener.local_addr()?;
-        let state = Arc::new(State::default());
-        let serving = state.clone();
-        let accepted = crate::stub_server::serve(listener, move |req| handle(serving.clone(), req));
-        Ok(Self {
-            addr,
-            url: format!("http://{addr}"),
-            state,
-            accepted,
-        })
+        Self::start_on(None).await
     }
 
     /// Starts the stub over TLS with `tls` (a certificate for `localhost`), on a free port.
@@ -85,17 +73,30 @@ impl BackendStub {
     /// # Errors
     /// The listener could not bind, or the certificate cannot be read.
     pub async fn start_tls(tls: &ServerTls) -> anyhow::Result<Self> {
+        Self::start_on(Some(tls)).await
+    }
+
+    async fn start_on(tls: Option<&ServerTls>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the backend stub")?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         let serving = state.clone();
-        let accepted =
-            crate::stub_server::serve_tls(listener, tls, move |req| handle(serving.clone(), req))?;
+        let handler = move |req| handle(serving.clone(), req);
+        let (accepted, url) = match tls {
+            None => (
+                crate::stub_server::serve(listener, handler),
+                format!("http://{addr}"),
+            ),
+            Some(tls) => (
+                crate::stub_server::serve_tls(listener, tls, handler)?,
+                format!("https://localhost:{}", addr.port()),
+            ),
+        };
         Ok(Self {
             addr,
-            url: format!("https://localhost:{}", addr.port()),
+            url,
             state,
             accepted,
         })

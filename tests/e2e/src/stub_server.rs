@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rustls::pki_types::pem::PemObject;
@@ -25,22 +24,7 @@ where
     H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, hyper::Error>> + Send + 'static,
 {
-    let accepted = Arc::new(AtomicU64::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(handler);
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-        Ok::<(), Infallible>(())
-    });
-    accepted
+    accept_loop(listener, None, handler)
 }
 
 /// As [`serve`], over TLS with `tls`'s certificate; HTTP/2 when the client picks `h2`.
@@ -71,25 +55,39 @@ where
     .context("the server certificate and key")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    Ok(accept_loop(listener, Some(acceptor), handler))
+}
+
+/// Accepts connections (through `tls` when given) and serves HTTP/1.1 or HTTP/2 on each.
+fn accept_loop<H, F>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: H,
+) -> Arc<AtomicU64>
+where
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<Full<Bytes>>, hyper::Error>> + Send + 'static,
+{
     let accepted = Arc::new(AtomicU64::new(0));
     let counter = accepted.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
-            let handler = handler.clone();
-            let acceptor = acceptor.clone();
+            let service = hyper::service::service_fn(handler.clone());
+            let tls = tls.clone();
             tokio::spawn(async move {
-                // A client that does not trust the certificate ends here.
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
+                let http = auto::Builder::new(TokioExecutor::new());
+                let _ = match tls {
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                    // A client that does not trust the certificate ends here.
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => http.serve_connection(TokioIo::new(stream), service).await,
+                        Err(_refused) => return,
+                    },
                 };
-                let service = hyper::service::service_fn(handler);
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
             });
         }
         Ok::<(), Infallible>(())
     });
-    Ok(accepted)
+    accepted
 }
