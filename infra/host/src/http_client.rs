@@ -350,3 +350,137 @@ fn response_error(error: hyper::Error) -> Error {
         Error::Hyper(error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt, Empty};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn client() -> (HttpClient, Logs) {
+        let logs = Logs::new(true, true);
+        (HttpClient::new(logs.clone()).expect("a client"), logs)
+    }
+
+    fn get(url: &str) -> Request<WasiBody> {
+        Request::get(url)
+            .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+            .expect("a request")
+    }
+
+    fn options(between_bytes_ms: u64) -> Option<RequestOptions> {
+        Some(RequestOptions {
+            between_bytes_timeout: Some(Duration::from_millis(between_bytes_ms)),
+            ..RequestOptions::default()
+        })
+    }
+
+    /// A server that answers each connection with `answer`, then keeps it open, silent.
+    async fn server(answer: &'static [u8]) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0_u8; 1024];
+                    let _ = stream.read(&mut request).await;
+                    let _ = stream.write_all(answer).await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_connection_refused_with_the_cause_in_the_log() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let (client, logs) = client();
+        let error = client
+            .send(get(&format!("http://{addr}/")), None)
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(error, Error::ConnectionRefused), "{error:?}");
+        assert!(
+            logs.captured()
+                .iter()
+                .any(|l| l.contains("outbound HTTP: connecting:")),
+            "{:?}",
+            logs.captured()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_host_is_a_dns_error() {
+        let (client, _logs) = client();
+        let error = client
+            .send(get("http://no-such-host.invalid/"), None)
+            .await
+            .expect_err("no such host");
+        assert!(matches!(error, Error::DnsError { .. }), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_fails_after_the_between_bytes_timeout() {
+        let addr = server(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello").await;
+        let (client, _logs) = client();
+        let response = client
+            .send(get(&format!("http://{addr}/")), options(200))
+            .await
+            .expect("headers arrive");
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().expect("data"), "hello");
+        let stalled = body.frame().await.expect("an error frame");
+        assert!(
+            matches!(stalled, Err(Error::ConnectionReadTimeout)),
+            "{stalled:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_is_read_and_the_host_header_is_the_authority() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("a connection");
+            let mut request = vec![0_u8; 4096];
+            let n = stream.read(&mut request).await.expect("a request");
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .expect("an answer");
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        let (client, _logs) = client();
+        let mut request = get(&format!("http://{addr}/path?q=1"));
+        request.headers_mut().insert(
+            http::header::HOST,
+            "guest-said.example".parse().expect("value"),
+        );
+        let response = client
+            .send(request, options(1_000))
+            .await
+            .expect("an answer");
+        let body = response.into_body().collect().await.expect("a body");
+        assert_eq!(body.to_bytes(), "ok");
+        let request = seen.await.expect("the server");
+        assert!(
+            request.starts_with("GET /path?q=1 HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains(&format!("host: {addr}\r\n")),
+            "{request}"
+        );
+    }
+}
