@@ -7,14 +7,21 @@
 
 use edge_auth_domain::sessions::usecases::audit;
 use edge_auth_spin::http::{Answer, Route, serve};
-use edge_auth_spin::internal::{audit_json, fail};
+use edge_auth_spin::internal::{AuditJson, audit_json, fail};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
-use serde_json::{Value, json};
+use serde::Serialize;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
 const ROUTE: Route = Route::internal(false, &[]);
+
+/// The page (fields in the order the API writes them).
+#[derive(Serialize)]
+struct AuditResponse<'a> {
+    next_cursor: Option<&'a str>,
+    records: Vec<AuditJson<'a>>,
+}
 
 #[http_component]
 async fn handle_audit_log(req: IncomingRequest, out: ResponseOutparam) {
@@ -29,8 +36,10 @@ async fn handle_audit_log(req: IncomingRequest, out: ResponseOutparam) {
             )
         };
         let page = run().map_err(|e| fail("audit-log failed", &e))?;
-        let records: Vec<Value> = page.items.iter().map(audit_json).collect();
-        Answer::ok(&json!({ "records": records, "next_cursor": page.next_cursor }))
+        Answer::ok(&AuditResponse {
+            next_cursor: page.next_cursor.as_deref(),
+            records: page.items.iter().map(audit_json).collect(),
+        })
     })
     .await;
 }

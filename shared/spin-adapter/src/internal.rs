@@ -6,7 +6,6 @@ use edge_auth_domain::error::PublicError;
 use edge_auth_domain::sessions::model::{AuditRecord, SessionRecord};
 use edge_auth_domain::sessions::usecases::SessionError;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
 
 use crate::http::log_cause;
 use crate::public_errors;
@@ -59,27 +58,37 @@ pub fn fail(context: &str, err: &SessionError) -> PublicError {
     public_errors::session(err)
 }
 
-/// The API form of an audit record: present fields only, times in RFC 3339 UTC.
-pub fn audit_json(record: &AuditRecord) -> Value {
-    let mut object = Map::new();
-    object.insert("id".into(), json!(record.id));
-    object.insert("action".into(), json!(record.action.as_str()));
-    object.insert("at".into(), json!(record.at.to_rfc3339()));
-    let optional = [
-        ("device_session_id", record.device_session_id.as_deref()),
-        ("user_id", record.user_id.as_deref()),
-        ("reason_code", record.reason_code.as_deref()),
-        ("actor", record.actor.as_deref()),
-    ];
-    for (name, value) in optional {
-        if let Some(value) = value {
-            object.insert(name.into(), json!(value));
-        }
+/// The API form of an audit record: present fields only, times in RFC 3339 UTC, fields in
+/// alphabetical order (the order the API has always written them in).
+#[derive(Debug, Serialize)]
+pub struct AuditJson<'a> {
+    action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<&'a str>,
+    at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_session_id: Option<&'a str>,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+}
+
+/// The API form of `record`.
+pub fn audit_json(record: &AuditRecord) -> AuditJson<'_> {
+    AuditJson {
+        action: record.action.as_str(),
+        actor: record.actor.as_deref(),
+        at: record.at.to_rfc3339(),
+        device_session_id: record.device_session_id.as_deref(),
+        id: &record.id,
+        reason_code: record.reason_code.as_deref(),
+        revoked_count: record.revoked_count,
+        user_id: record.user_id.as_deref(),
     }
-    if let Some(n) = record.revoked_count {
-        object.insert("revoked_count".into(), json!(n));
-    }
-    Value::Object(object)
 }
 
 /// The API form of a session record (times in RFC 3339 UTC), serialized as it stands:
@@ -133,8 +142,10 @@ mod tests {
     use edge_auth_domain::ids::DeviceSessionId;
     use edge_auth_domain::public_key::StoredPublicKey;
     use edge_auth_domain::sessions::input::{Actor, ReasonCode, UserRef};
+    use edge_auth_domain::sessions::model::AuditAction;
     use edge_auth_domain::sessions::model::{ExpireReason, Lifetime, Revocation, SessionStatus};
     use edge_auth_domain::time::Timestamp;
+    use serde_json::Value;
 
     fn record() -> SessionRecord {
         SessionRecord {
@@ -206,5 +217,42 @@ mod tests {
             assert_eq!(value[field], Value::Null, "{field}");
         }
         assert_eq!(value["status"], "active");
+    }
+
+    #[test]
+    fn an_audit_record_is_written_with_its_present_fields_in_alphabetical_order() {
+        let full = AuditRecord {
+            id: "1700000000000-0".into(),
+            action: AuditAction::BlockRevoke,
+            at: Timestamp(1_700_000_000_000),
+            device_session_id: Some("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA".into()),
+            user_id: Some("u_42".into()),
+            reason_code: Some("fraud.suspected".into()),
+            actor: Some("admin:alice".into()),
+            revoked_count: Some(3),
+        };
+        // The order serde_json's map gave the API before the DTO: clients see no change.
+        assert_eq!(
+            serde_json::to_string(&audit_json(&full)).expect("serializes"),
+            concat!(
+                r#"{"action":"block_revoke","actor":"admin:alice","#,
+                r#""at":"2023-11-14T22:13:20.000Z","#,
+                r#""device_session_id":"s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA","#,
+                r#""id":"1700000000000-0","reason_code":"fraud.suspected","#,
+                r#""revoked_count":3,"user_id":"u_42"}"#,
+            )
+        );
+        let bare = AuditRecord {
+            device_session_id: None,
+            user_id: None,
+            reason_code: None,
+            actor: None,
+            revoked_count: None,
+            ..full
+        };
+        assert_eq!(
+            serde_json::to_string(&audit_json(&bare)).expect("serializes"),
+            r#"{"action":"block_revoke","at":"2023-11-14T22:13:20.000Z","id":"1700000000000-0"}"#
+        );
     }
 }
