@@ -11,8 +11,8 @@
 //! - [`server`]: the listener, graceful shutdown, and [`start`] for tests.
 //! - `app`: loading (manifest, variables, compile once, pre-instantiate) and serving one
 //!   request in a fresh instance; the engine's instance pool; the app's side of chaining.
-//! - `state`, `redis_host`, `bindings`: the per-request store and the `fermyon:spin` host
-//!   side.
+//! - `state`, `redis_host`, `bindings`: the per-request store and the host side of
+//!   `fermyon:spin` (variables, Redis) and `wasi:config/store`.
 //! - `outbound`: a guest's outgoing HTTP: allowed hosts, service chaining, self-requests.
 //! - `http_client`: what sends it on: a pooled client, TLS with Spin's roots, timeouts.
 //! - [`variables`]: templates and providers (`--variable`, `SPIN_VARIABLE_*`, `.env`, defaults).

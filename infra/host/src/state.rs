@@ -1,4 +1,5 @@
-//! Per-request store state: WASI, wasi:http with Spin's outbound rules, Spin variables.
+//! Per-request store state: WASI, wasi:http with Spin's outbound rules, Spin variables
+//! (also as `wasi:config/store`).
 //!
 //! A fresh [`RequestState`] (and so a fresh instance) serves every request, as Spin does
 //! for WASIp2 components: nothing a guest keeps in memory outlives its request. What an
@@ -18,6 +19,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::allowed_hosts::AllowedHosts;
 use crate::bindings::fermyon::spin::variables;
+use crate::bindings::wasi::config::store as config_store;
 use crate::logs::Logs;
 use crate::outbound::{Outbound, OutboundHooks};
 use crate::variables::{Resolver, Template, check_guest_name};
@@ -149,27 +151,60 @@ impl WasiHttpView for RequestState {
     }
 }
 
-impl variables::Host for RequestState {
-    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
-        if let Err(reason) = check_guest_name(&name) {
-            return Ok(Err(variables::Error::InvalidName(reason)));
-        }
+impl RequestState {
+    /// The component's variable `name`, as `fermyon:spin/variables.get` answers it.
+    fn variable(&self, name: &str) -> Result<String, variables::Error> {
+        check_guest_name(name).map_err(variables::Error::InvalidName)?;
         let component = &self.component;
         if component.variables.is_empty() {
-            return Ok(Err(variables::Error::Undefined(format!(
+            return Err(variables::Error::Undefined(format!(
                 "no variable for component {:?}",
                 component.id
-            ))));
+            )));
         }
-        let Some(template) = component.variables.get(&name) else {
-            return Ok(Err(variables::Error::Undefined(format!(
+        let Some(template) = component.variables.get(name) else {
+            return Err(variables::Error::Undefined(format!(
                 "no variable for {:?}.{:?}",
                 component.id, name
-            ))));
+            )));
         };
-        Ok(template
+        template
             .resolve(&self.resolver)
-            .map_err(|e| variables::Error::Provider(format!("{e:#}"))))
+            .map_err(|e| variables::Error::Provider(format!("{e:#}")))
+    }
+}
+
+impl variables::Host for RequestState {
+    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
+        Ok(self.variable(&name))
+    }
+}
+
+/// `wasi:config/store`, as Spin maps it onto the component's variables: an undefined or
+/// invalid name is `none`, a provider failure is `upstream`.
+impl config_store::Host for RequestState {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, config_store::Error>> {
+        Ok(match self.variable(&key) {
+            Ok(value) => Ok(Some(value)),
+            Err(variables::Error::Undefined(_) | variables::Error::InvalidName(_)) => Ok(None),
+            Err(variables::Error::Provider(m)) => Err(config_store::Error::Upstream(m)),
+            Err(variables::Error::Other(m)) => Err(config_store::Error::Io(m)),
+        })
+    }
+
+    async fn get_all(
+        &mut self,
+    ) -> wasmtime::Result<Result<Vec<(String, String)>, config_store::Error>> {
+        let resolved: Result<Vec<(String, String)>, anyhow::Error> = self
+            .component
+            .variables
+            .iter()
+            .map(|(key, template)| Ok((key.clone(), template.resolve(&self.resolver)?)))
+            .collect();
+        Ok(resolved.map_err(|e| config_store::Error::Upstream(format!("{e:#}"))))
     }
 }
 

@@ -205,6 +205,35 @@ async fn variables_resolve_from_templates_defaults_and_the_environment() {
 }
 
 #[tokio::test]
+async fn wasi_config_reads_the_components_own_variables_as_spin_does() {
+    let app = spawn_fixture().await;
+    let (status, v) = json_of(&app, "/probe/config/greeting").await;
+    assert_eq!((status, v["value"].clone()), (200, json!("hello, world")));
+    for absent in ["nope", "Bad-Name"] {
+        let (status, v) = json_of(&app, &format!("/probe/config/{absent}")).await;
+        assert_eq!(
+            (status, v["value"].clone()),
+            (200, Value::Null),
+            "{absent}: {v}"
+        );
+    }
+    let (status, v) = json_of(&app, "/probe/config").await;
+    assert_eq!(status, 200, "{v}");
+    let mut all: Vec<(String, String)> =
+        serde_json::from_value(v["all"].clone()).unwrap_or_else(|e| panic!("{e}: {v}"));
+    all.sort();
+    let names: Vec<&str> = all.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["greeting", "redis_url"], "{v}");
+    assert_eq!(all[0].1, "hello, world");
+    let (_, v) = json_of(&app, "/denied/config/greeting").await;
+    assert_eq!(
+        v["value"],
+        Value::Null,
+        "a component sees only its own variables: {v}"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_required_variable_stops_start_up_and_is_named() {
     let err = Spawn::manifest(FIXTURE)
         .try_spawn()
