@@ -27,7 +27,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -41,9 +41,9 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 tokio::task_local! {
     /// The connect timeout of the request being sent. hyper-util's client gives a connector
-    /// only the URI, so the request's own option reaches it this way; a connection made
-    /// outside the request's task (the pool finishing one in the background) gets the
-    /// default.
+    /// only the URI, so the request's own option reaches it this way. The connector reads
+    /// it before its first await, which runs inside the request's scope, so a connection
+    /// the pool finishes in the background keeps the request's timeout too.
     static CONNECT_TIMEOUT: Duration;
 }
 
@@ -88,7 +88,11 @@ impl HttpClient {
         let connector = Connector {
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
         };
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        // The timer lets the pool close connections idle for 90 s (its default) even to a
+        // host that is not asked again; without it they linger until the server hangs up.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build(connector);
         Ok(Self { client, logs })
     }
 
@@ -143,9 +147,12 @@ impl HttpClient {
 #[derive(Debug)]
 enum ConnectError {
     NoAuthority,
+    /// Neither `http` nor `https` (wasmtime refuses others first; this does not rely on it).
+    Scheme,
     Dns(std::io::Error),
     NoAddress,
     Timeout,
+    /// Connecting failed; `AddrNotAvailable` is a DNS error to the guest, as in Spin.
     Refused(std::io::Error),
     InvalidName,
     Tls(std::io::Error),
@@ -154,15 +161,25 @@ enum ConnectError {
 impl ConnectError {
     fn to_wasi(&self) -> Error {
         match self {
-            Self::NoAuthority => Error::HttpRequestUriInvalid,
-            Self::Dns(_) | Self::NoAddress | Self::InvalidName => Error::DnsError {
-                rcode: Some("address not available".to_string()),
-                info_code: Some(0),
-            },
+            Self::NoAuthority | Self::Scheme => Error::HttpRequestUriInvalid,
+            Self::Dns(_) => dns_error("address not available"),
+            Self::Refused(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                dns_error("address not available")
+            }
+            Self::InvalidName => dns_error("invalid dns name"),
             Self::Timeout => Error::ConnectionTimeout,
-            Self::Refused(_) => Error::ConnectionRefused,
+            // Spin connects to an empty address list, which fails as a refusal.
+            Self::NoAddress | Self::Refused(_) => Error::ConnectionRefused,
             Self::Tls(_) => Error::TlsProtocolError,
         }
+    }
+}
+
+/// Spin's `DnsError` with `rcode`.
+fn dns_error(rcode: &str) -> Error {
+    Error::DnsError {
+        rcode: Some(rcode.to_string()),
+        info_code: Some(0),
     }
 }
 
@@ -170,6 +187,7 @@ impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoAuthority => f.write_str("the URI has no host"),
+            Self::Scheme => f.write_str("the scheme is neither http nor https"),
             Self::Dns(e) => write!(f, "resolving the host: {e}"),
             Self::NoAddress => f.write_str("the host resolved to no address"),
             Self::Timeout => f.write_str("connect timeout"),
@@ -191,9 +209,13 @@ struct Connector {
 impl Connector {
     async fn connect(self, uri: Uri) -> Result<TokioIo<Stream>, ConnectError> {
         let host = uri.host().ok_or(ConnectError::NoAuthority)?;
-        let use_tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let use_tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(ConnectError::Scheme),
+        };
         let port = uri.port_u16().unwrap_or(if use_tls { 443 } else { 80 });
-        // `[::1]` in a URI is `::1` to the resolver and to TLS.
+        // `[::1]` in a URI is `::1` to the resolver.
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let timeout = CONNECT_TIMEOUT.try_with(|t| *t).unwrap_or(DEFAULT_TIMEOUT);
         let addrs: Vec<_> = tokio::net::lookup_host((bare, port))
@@ -212,8 +234,10 @@ impl Connector {
         if !use_tls {
             return Ok(TokioIo::new(Stream::Plain(tcp)));
         }
+        // The URI's host as it stands, as Spin gives it to rustls: `https://[::1]` fails
+        // there as an invalid DNS name, so it fails here too.
         let name =
-            ServerName::try_from(bare.to_string()).map_err(|_invalid| ConnectError::InvalidName)?;
+            ServerName::try_from(host.to_string()).map_err(|_invalid| ConnectError::InvalidName)?;
         let tls = self
             .tls
             .connect(name, tcp)
@@ -295,6 +319,24 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
 }
@@ -481,6 +523,26 @@ mod tests {
                 .to_ascii_lowercase()
                 .contains(&format!("host: {addr}\r\n")),
             "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn https_to_a_bracketed_ipv6_literal_is_an_invalid_dns_name_as_in_spin() {
+        let listener = TcpListener::bind("[::1]:0").await.expect("IPv6 loopback");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                drop(stream);
+            }
+        });
+        let (client, _logs) = client();
+        let error = client
+            .send(get(&format!("https://{addr}/")), None)
+            .await
+            .expect_err("no TLS name");
+        assert!(
+            matches!(&error, Error::DnsError { rcode: Some(r), .. } if r == "invalid dns name"),
+            "{error:?}"
         );
     }
 }
