@@ -37,11 +37,8 @@ fn build_all() -> anyhow::Result<()> {
             }
         }
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut command = Command::new(cargo);
-    command
-        .current_dir(&root)
-        .args(["build", "--target", "wasm32-wasip2", "--release"]);
+    let mut command = nested_cargo(&root);
+    command.args(["build", "--target", "wasm32-wasip2", "--release"]);
     for package in &packages {
         command.args(["-p", package]);
     }
@@ -78,4 +75,43 @@ fn packages_of(manifest: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(packages)
+}
+
+/// `cargo` (the one running the tests), in `root`, for a build run from a test.
+pub fn nested_cargo(root: &Path) -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut command = Command::new(cargo);
+    command.current_dir(root);
+    for_nested_cargo(&mut command);
+    command
+}
+
+/// Leaves out of `command`'s environment what cargo set for the test binary itself
+/// (`CARGO_PKG_*`, `CARGO_MANIFEST_*`, `OUT_DIR`, ...). A cargo run from a test would see
+/// them as changed inputs of build scripts that watch them (ring's watches
+/// `CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, `OUT_DIR` and more): it reran ring's, and the
+/// next test build rebuilt ring and its dependents (rustls, reqwest, redis, ...), some
+/// 30 s of every later CI pass.
+pub fn for_nested_cargo(command: &mut Command) {
+    const SET_FOR_TARGETS: [&str; 7] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ];
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if SET_FOR_TARGETS.contains(&name)
+            || ["CARGO_PKG_", "CARGO_CFG_", "CARGO_BIN_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        {
+            command.env_remove(name);
+        }
+    }
 }

@@ -919,22 +919,51 @@ async fn browsers_from_allowed_origins_pass_cors_and_others_get_no_cors_headers(
 
 // ---- the CLI ----------------------------------------------------------------------------
 
-/// Builds the `edge-auth` CLI (once) and returns its path.
+/// The newest modification time of the files under `paths` (files or directories).
+fn newest(paths: &[std::path::PathBuf]) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut pending: Vec<std::path::PathBuf> = paths.to_vec();
+    while let Some(path) = pending.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if let Ok(modified) = meta.modified() {
+            newest = newest.max(Some(modified));
+        }
+    }
+    newest
+}
+
+/// The `edge-auth` CLI's path. The workspace's `cargo test` builds it (for
+/// `shared/client/tests/cli.rs`) with the same dependency build as these tests; it is
+/// built here only when missing or older than its sources (a build of its own, for
+/// `-p edge-auth-client` alone, took some 30 s of a CI run).
 fn cli() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
             let root = edge_auth_tests::workspace_root();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .current_dir(&root)
-                .args(["build", "-p", "edge-auth-client", "--bin", "edge-auth"])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building the CLI");
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map_or_else(|| root.join("target"), std::path::PathBuf::from);
-            target.join("debug/edge-auth")
+            let binary = target.join("debug/edge-auth");
+            let sources = newest(&[
+                root.join("shared/client"),
+                root.join("shared/protocol"),
+                root.join("Cargo.lock"),
+            ]);
+            let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
+            if built.is_none() || built < sources {
+                let status = edge_auth_tests::build::nested_cargo(&root)
+                    .args(["build", "-p", "edge-auth-client", "--bin", "edge-auth"])
+                    .status()
+                    .expect("cargo runs");
+                assert!(status.success(), "building the CLI");
+            }
+            binary
         })
         .clone()
 }
@@ -1210,6 +1239,8 @@ impl InfraRun {
                 command.env_remove(name);
             }
         }
+        // infra/run runs cargo.
+        edge_auth_tests::build::for_nested_cargo(&mut command);
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command.spawn().expect("infra/run starts");
         let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
