@@ -154,7 +154,7 @@ enum ConnectError {
     Timeout,
     /// Connecting failed; `AddrNotAvailable` is a DNS error to the guest, as in Spin.
     Refused(std::io::Error),
-    InvalidName,
+    InvalidName(rustls::pki_types::InvalidDnsNameError),
     Tls(std::io::Error),
 }
 
@@ -166,7 +166,7 @@ impl ConnectError {
             Self::Refused(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
                 dns_error("address not available")
             }
-            Self::InvalidName => dns_error("invalid dns name"),
+            Self::InvalidName(_) => dns_error("invalid dns name"),
             Self::Timeout => Error::ConnectionTimeout,
             // Spin connects to an empty address list, which fails as a refusal.
             Self::NoAddress | Self::Refused(_) => Error::ConnectionRefused,
@@ -192,7 +192,7 @@ impl fmt::Display for ConnectError {
             Self::NoAddress => f.write_str("the host resolved to no address"),
             Self::Timeout => f.write_str("connect timeout"),
             Self::Refused(e) => write!(f, "connecting: {e}"),
-            Self::InvalidName => f.write_str("the host is not a valid TLS server name"),
+            Self::InvalidName(e) => write!(f, "the host is not a valid TLS server name: {e}"),
             Self::Tls(e) => write!(f, "TLS handshake: {e}"),
         }
     }
@@ -236,8 +236,7 @@ impl Connector {
         }
         // The URI's host as it stands, as Spin gives it to rustls: `https://[::1]` fails
         // there as an invalid DNS name, so it fails here too.
-        let name =
-            ServerName::try_from(host.to_string()).map_err(|_invalid| ConnectError::InvalidName)?;
+        let name = ServerName::try_from(host.to_string()).map_err(ConnectError::InvalidName)?;
         let tls = self
             .tls
             .connect(name, tcp)
