@@ -3,7 +3,8 @@
 //! `200 text/event-stream`, the device session's push stream (see `edge_auth_domain::push`).
 //!
 //! Every check of a command applies before the stream opens, with the same errors: plain
-//! ones before the session is proven, signed refusals after.
+//! ones before the session is proven, signed refusals after; and a session holds at most
+//! `push_max_streams_per_session` open streams (`429 too_many_streams`, signed).
 
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]
@@ -92,8 +93,9 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
             .clients
             .budget_key(&settings.clients.resolve(&call.caller.client));
         let redis = SpinRedis::connect().map_err(|e| fail(e.into()))?;
+        let gate = RedisCommandGate::new(&redis);
         let admission =
-            admit(&RedisCommandGate::new(&redis), &settings, &client, &command).map_err(fail)?;
+            admit(&gate, &settings, &client, &command, Some(push.claim())).map_err(fail)?;
         let user_id = match admission {
             Admission::Refused { now_ms, refusal } => {
                 // The gate counted its refusal.
@@ -118,6 +120,7 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
             let sub = Subscription {
                 session: &command.session,
                 user_id: &user_id,
+                request_id: &command.request_id,
                 request_sha256: &command.request_sha256,
                 resume,
                 key: &key,

@@ -73,6 +73,10 @@ impl CommandGate for RedisCommandGate<'_> {
         let k = AddressKeys::new(a.session.tag());
         let id = a.session.as_str();
         let b = a.budgets;
+        // A command that opens no stream claims none (max 0).
+        let (max_streams, ends_in_ms, grace_ms) = a
+            .stream
+            .map_or((0, 0, 0), |c| (c.max_streams, c.ends_in_ms, c.grace_ms));
         let items = self.redis.run(
             &scripts::COMMAND_SESSION,
             &[
@@ -87,6 +91,7 @@ impl CommandGate for RedisCommandGate<'_> {
                 k.expired_sessions(),
                 k.lifecycle(),
                 k.audit(),
+                k.streams(id),
             ],
             &[
                 Arg::from(a.key.as_str()),
@@ -104,6 +109,10 @@ impl CommandGate for RedisCommandGate<'_> {
                 Arg::from(keys::AUDIT_MAXLEN),
                 Arg::from(a.timestamp_ms),
                 Arg::from(a.window_ms),
+                Arg::from(a.request_id.as_str()),
+                Arg::from(max_streams),
+                Arg::from(ends_in_ms),
+                Arg::from(grace_ms),
             ],
         )?;
         let mut reply = Reply::new("command_session", items);
@@ -135,6 +144,10 @@ impl CommandGate for RedisCommandGate<'_> {
                     budget,
                 }
             }
+            "too_many_streams" => SessionOutcome::TooManyStreams {
+                now_ms,
+                retry_after_ms: wait(&mut reply)?,
+            },
             // Counted with its result once it has one (see `count_command`).
             "admitted" => {
                 return Ok(SessionOutcome::Admitted {
@@ -164,6 +177,7 @@ fn session_result(outcome: &SessionOutcome) -> &'static str {
         SessionOutcome::Blocked { .. } => "user_blocked",
         SessionOutcome::Replayed { .. } => "replayed_request",
         SessionOutcome::RateLimited { .. } => "rate_limited",
+        SessionOutcome::TooManyStreams { .. } => "too_many_streams",
         SessionOutcome::Admitted { .. } => "admitted",
     }
 }

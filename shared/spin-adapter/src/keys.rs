@@ -33,6 +33,7 @@
 //! | `ea:{a:<tag>}:audit` | stream | who did what, when, why |
 //! | `ea:{a:<tag>}:events` | stream | pushed events of the address's user (fields event_id, type, device ('' = every session), user_id, at, payload); bounded by `push_stream_max_len` and `push_stream_max_age_seconds`, expires that long after the last publish |
 //! | `ea:{a:<tag>}:events:meta` | hash | dropped (newest id trimmed away), newest (newest id appended): how a resume learns of a gap; kept 30 days after the last publish |
+//! | `ea:{a:<tag>}:gw:<session_id>:streams` | zset | the session's open push streams: member the subscribe's request id, score when the stream ends by itself (store clock, ms); the stream removes its member when it ends, a member 15 s past its score no longer counts; expires with its last member |
 //! | `ea:{a:<tag>}:gw:<session_id>:rp:<request_id>` | string | replay reservation of a signed command; expires 2 × freshness window + 5 s after it was made |
 //! | `ea:{a:<tag>}:rl:cmd:s:<session_id>` | string | GCRA time of a session's command budget |
 //! | `ea:{a:<tag>}:rl:cmd:user` | string | GCRA time of the address's user's command budget |
@@ -197,6 +198,10 @@ impl AddressKeys {
     /// The replay reservation of `request_id` by session `id`.
     pub fn replay(&self, id: &str, request_id: &str) -> String {
         format!("{}{SESSION_PROJECTION}{id}:rp:{request_id}", self.prefix)
+    }
+    /// The open push streams of session `id`.
+    pub fn streams(&self, id: &str) -> String {
+        format!("{}{SESSION_PROJECTION}{id}:streams", self.prefix)
     }
     pub fn session_command_budget(&self, id: &str) -> String {
         format!("{}rl:cmd:s:{id}", self.prefix)

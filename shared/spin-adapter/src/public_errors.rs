@@ -154,7 +154,8 @@ pub fn refusal(refusal: &Refusal) -> (u16, Option<u64>) {
         Refusal::SessionRevoked | Refusal::SessionExpired => (401, None),
         Refusal::UserBlocked => (403, None),
         Refusal::Replayed => (409, None),
-        Refusal::RateLimited { retry_after_ms, .. } => (429, Some(retry_after(*retry_after_ms))),
+        Refusal::RateLimited { retry_after_ms, .. }
+        | Refusal::TooManyStreams { retry_after_ms } => (429, Some(retry_after(*retry_after_ms))),
         Refusal::UnknownMessageType => (404, None),
         Refusal::BackendRejected { .. } => (422, None),
         Refusal::BackendUnavailable => (502, None),

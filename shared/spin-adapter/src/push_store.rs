@@ -1,7 +1,11 @@
 //! [`PushStore`] on Redis: publishing and reading are one script each, in the address's
-//! slot; waiting is one `XREAD BLOCK` on the slot's lifecycle and event streams together.
+//! slot; waiting is one `XREAD BLOCK` on the slot's lifecycle and event streams together;
+//! a stream's claim (made by the command gate) is released with one `ZREM`.
+
+use std::cell::Cell;
 
 use anyhow::{Context, bail};
+use edge_auth_domain::gateway::command::RequestId;
 use edge_auth_domain::ids::{AddressTag, DeviceSessionId};
 use edge_auth_domain::push::ports::{
     Append, AppendOutcome, EndReason, Position, PushStore, ReadFrom, SessionState, StoredEvent,
@@ -18,11 +22,18 @@ use crate::redis::{Reply, SpinRedis, scripts};
 #[derive(Debug)]
 pub struct RedisPushStore {
     redis: SpinRedis,
+    /// A wait ended by our host's shutdown left its `XREAD BLOCK` pending on the
+    /// connection: Redis answers that connection's next command only once the block
+    /// times out, so what follows goes over a connection of its own.
+    abandoned: Cell<bool>,
 }
 
 impl RedisPushStore {
     pub fn new(redis: SpinRedis) -> Self {
-        Self { redis }
+        Self {
+            redis,
+            abandoned: Cell::new(false),
+        }
     }
 }
 
@@ -200,7 +211,10 @@ impl PushStore for RedisPushStore {
             ],
         );
         let items = match reply {
-            Err(e) if host_shutting_down(&e) => return Ok(Wake::ShuttingDown),
+            Err(e) if host_shutting_down(&e) => {
+                self.abandoned.set(true);
+                return Ok(Wake::ShuttingDown);
+            }
             other => other?,
         };
         // Flattened: a timeout is one nil; anything else is a record on either stream.
@@ -209,6 +223,22 @@ impl PushStore for RedisPushStore {
         } else {
             Wake::Changed
         })
+    }
+
+    fn release(&self, session: &DeviceSessionId, stream: &RequestId) -> anyhow::Result<()> {
+        let k = AddressKeys::new(session.tag());
+        let apart;
+        let redis = if self.abandoned.get() {
+            apart = SpinRedis::connect_resp_apart()?;
+            &apart
+        } else {
+            &self.redis
+        };
+        redis.command(
+            "ZREM",
+            &[k.streams(session.as_str()).into(), stream.as_str().into()],
+        )?;
+        Ok(())
     }
 }
 

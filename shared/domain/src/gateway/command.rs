@@ -47,6 +47,11 @@ impl MessageType {
 pub struct RequestId(String);
 
 impl RequestId {
+    /// A request id of the protocol's form, or `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        rules::is_request_id(text).then(|| Self(text.to_string()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

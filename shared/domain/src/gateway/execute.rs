@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::gateway::command::{VerifiedCommand, verify};
 use crate::gateway::ports::{
     Backend, BackendReply, BackendRequest, BudgetKind, ClientAdmission, ClientOutcome, CommandGate,
-    SessionAdmission, SessionOutcome,
+    SessionAdmission, SessionOutcome, StreamClaim,
 };
 use crate::gateway::settings::{GatewayKey, GatewaySettings};
 use crate::rate_limit::Budget;
@@ -67,6 +67,10 @@ pub enum Refusal {
         retry_after_ms: u64,
         budget: BudgetKind,
     },
+    /// `gateway.subscribe` while the session holds as many open streams as it may.
+    TooManyStreams {
+        retry_after_ms: u64,
+    },
     UnknownMessageType,
     /// The backend answered 4xx; its status and body are passed on.
     BackendRejected {
@@ -85,6 +89,7 @@ impl Refusal {
             Self::UserBlocked => "user_blocked",
             Self::Replayed => "replayed_request",
             Self::RateLimited { .. } => "rate_limited",
+            Self::TooManyStreams { .. } => "too_many_streams",
             Self::UnknownMessageType => "unknown_message_type",
             Self::BackendRejected { .. } => "backend_rejected",
             Self::BackendTimeout => "backend_timeout",
@@ -100,7 +105,8 @@ impl Refusal {
             | Self::SessionExpired
             | Self::UserBlocked
             | Self::Replayed
-            | Self::RateLimited { .. } => true,
+            | Self::RateLimited { .. }
+            | Self::TooManyStreams { .. } => true,
             Self::UnknownMessageType
             | Self::BackendRejected { .. }
             | Self::BackendTimeout
@@ -122,6 +128,9 @@ impl Refusal {
                     "the {} command budget is spent; retry later",
                     budget.as_str()
                 )
+            }
+            Self::TooManyStreams { .. } => {
+                "this device session has as many push streams open as it may; close one, or retry after retry_after_ms".into()
             }
             Self::UnknownMessageType => "no backend route for this message_type".into(),
             Self::BackendRejected { status } => {
@@ -181,7 +190,9 @@ impl Outcome {
     /// A refusal with the standard error payload.
     fn refused(refusal: Refusal) -> Self {
         let mut body = json!({"error": {"code": refusal.code(), "message": refusal.message()}});
-        if let Refusal::RateLimited { retry_after_ms, .. } = refusal {
+        if let Refusal::RateLimited { retry_after_ms, .. }
+        | Refusal::TooManyStreams { retry_after_ms } = refusal
+        {
             body["error"]["retry_after_ms"] = json!(retry_after_ms);
         }
         Self {
@@ -224,9 +235,9 @@ pub enum Admission {
 
 /// The command gate's two steps for a command [`prepare`]d with the same settings:
 /// freshness and the client's budget, then the session step (see
-/// [`SessionOutcome`]). `client` is the caller's budget key. Shared by
-/// `execute-command` and `subscribe-events`, so a stream opens only where a command
-/// would run.
+/// [`SessionOutcome`]). `client` is the caller's budget key; `stream` is the push stream
+/// the command opens (`subscribe-events` only). Shared by `execute-command` and
+/// `subscribe-events`, so a stream opens only where a command would run.
 ///
 /// # Errors
 /// The plain [`CommandError`]s of the gate (stale, rate limited by client, unknown
@@ -236,6 +247,7 @@ pub fn admit<G: CommandGate>(
     settings: &GatewaySettings,
     client: &str,
     command: &VerifiedCommand,
+    stream: Option<StreamClaim>,
 ) -> Result<Admission, CommandError> {
     let known_type = settings.knows(&command.message_type);
     let budget = Budget {
@@ -272,6 +284,7 @@ pub fn admit<G: CommandGate>(
         budgets: &settings.budgets,
         timestamp_ms: command.envelope.timestamp_ms,
         window_ms: settings.window_ms,
+        stream,
     })?;
     let refused = |now_ms, refusal| Ok(Admission::Refused { now_ms, refusal });
     match admitted {
@@ -296,6 +309,10 @@ pub fn admit<G: CommandGate>(
                 budget,
             },
         ),
+        SessionOutcome::TooManyStreams {
+            now_ms,
+            retry_after_ms,
+        } => refused(now_ms, Refusal::TooManyStreams { retry_after_ms }),
         SessionOutcome::Admitted { now_ms, user_id } => Ok(Admission::Admitted { now_ms, user_id }),
     }
 }
@@ -315,7 +332,7 @@ pub fn execute_command<G: CommandGate, B: Backend, S: SessionStore>(
         .signing
         .as_ref()
         .ok_or(CommandError::NotConfigured("gateway_signing_key"))?;
-    let (now_ms, outcome) = match admit(gw.gate, gw.settings, client, command)? {
+    let (now_ms, outcome) = match admit(gw.gate, gw.settings, client, command, None)? {
         Admission::Refused { now_ms, refusal } => (now_ms, Outcome::refused(refusal)),
         Admission::Admitted { now_ms, user_id } => (now_ms, dispatch(gw, command, &user_id)?),
     };

@@ -47,6 +47,24 @@ pub struct SessionAdmission<'a> {
     /// clock that times it.
     pub timestamp_ms: u64,
     pub window_ms: u64,
+    /// The push stream this command opens (`gateway.subscribe`), if any.
+    pub stream: Option<StreamClaim>,
+}
+
+/// A push stream claimed by the session step: it counts against the session's cap from
+/// the moment the command is admitted until the stream releases it
+/// ([`crate::push::ports::PushStore::release`]), or, where the instance died and never
+/// did, until `ends_in_ms + grace_ms` after it opened. The claim is named by the
+/// command's request id (unique per session: the replay reservation guarantees it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamClaim {
+    /// Open streams a session may hold (`push_max_streams_per_session`).
+    pub max_streams: u64,
+    /// When the stream ends by itself (`push_max_duration_seconds`).
+    pub ends_in_ms: u64,
+    /// How long after that a claim no stream released still counts: time to write the
+    /// terminal event, and for the stream to notice a client that stopped reading.
+    pub grace_ms: u64,
 }
 
 /// Which budget refused a command.
@@ -71,8 +89,9 @@ impl BudgetKind {
 
 /// What the second step decided, in this order: the command is fresh, the session exists, the key is the
 /// bound one, it is active and not expired, its address is not blocked, the request id is
-/// new (then reserved), every budget allows it (then all are spent), and its last use is
-/// recorded. Every refusal before the reservation changes nothing.
+/// new (then reserved), every budget allows it, the session has room for the stream it
+/// opens (if it opens one), then every budget is spent, the stream claimed, and the last
+/// use recorded. Every refusal before the reservation changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionOutcome {
     /// Outside the window by this node's clock; nothing changed.
@@ -99,6 +118,13 @@ pub enum SessionOutcome {
         now_ms: u64,
         retry_after_ms: u64,
         budget: BudgetKind,
+    },
+    /// The session already holds [`StreamClaim::max_streams`] open streams (claims past
+    /// their grace are dropped first). The request id stays reserved; no budget spent.
+    /// `retry_after_ms`: until the oldest of them ends by itself.
+    TooManyStreams {
+        now_ms: u64,
+        retry_after_ms: u64,
     },
     Admitted {
         now_ms: u64,

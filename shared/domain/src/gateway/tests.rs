@@ -11,10 +11,12 @@ use edge_auth_protocol::verify::verify_response;
 use edge_auth_protocol::wire::{CommandEnvelope, SignedCommand};
 
 use crate::gateway::command::{MessageType, verify};
-use crate::gateway::execute::{CommandError, Gateway, Refusal, execute_command, prepare};
+use crate::gateway::execute::{
+    Admission, CommandError, Gateway, Refusal, SUBSCRIBE, admit, execute_command, prepare, refuse,
+};
 use crate::gateway::ports::{
     Backend, BackendReply, BackendRequest, ClientAdmission, ClientOutcome, CommandGate,
-    SessionAdmission, SessionOutcome,
+    SessionAdmission, SessionOutcome, StreamClaim,
 };
 use crate::gateway::settings::GatewaySettings;
 use crate::ids::{AddressTag, DeviceSessionId};
@@ -109,6 +111,8 @@ struct Gate {
     client: ClientOutcome,
     session: SessionOutcome,
     calls: RefCell<Vec<&'static str>>,
+    /// The stream claim each session step was given.
+    claims: RefCell<Vec<Option<StreamClaim>>>,
 }
 
 impl Gate {
@@ -120,6 +124,7 @@ impl Gate {
                 user_id: "u_1".into(),
             },
             calls: RefCell::new(Vec::new()),
+            claims: RefCell::new(Vec::new()),
         }
     }
 }
@@ -129,8 +134,9 @@ impl CommandGate for Gate {
         self.calls.borrow_mut().push("client");
         Ok(self.client)
     }
-    fn admit_session(&self, _: &SessionAdmission<'_>) -> anyhow::Result<SessionOutcome> {
+    fn admit_session(&self, a: &SessionAdmission<'_>) -> anyhow::Result<SessionOutcome> {
         self.calls.borrow_mut().push("session");
+        self.claims.borrow_mut().push(a.stream);
         Ok(self.session.clone())
     }
 }
@@ -342,6 +348,56 @@ fn refusals_after_the_session_step_are_signed_and_skip_the_backend() {
             .is_ok()
         );
     }
+}
+
+#[test]
+fn a_command_claims_no_stream_and_a_subscribe_over_its_cap_is_a_signed_refusal_with_a_wait() {
+    let gate = Gate::admitting();
+    let (command, _) = signed("echo", b"x");
+    run(&gate, &Echo::answering(200), &command).expect("executed");
+    assert_eq!(*gate.claims.borrow(), [None]);
+
+    let claim = StreamClaim {
+        max_streams: 3,
+        ends_in_ms: 25_000,
+        grace_ms: 15_000,
+    };
+    let full = Gate {
+        session: SessionOutcome::TooManyStreams {
+            now_ms: 1_795_000_000_005,
+            retry_after_ms: 7_250,
+        },
+        ..Gate::admitting()
+    };
+    let (command, hash) = signed(SUBSCRIBE, b"");
+    let settings = settings();
+    let verified = verify(&command, settings.max_payload).expect("verifies");
+    let admission = admit(&full, &settings, "203.0.113.9", &verified, Some(claim)).expect("gate");
+    assert_eq!(*full.claims.borrow(), [Some(claim)]);
+    let Admission::Refused { now_ms, refusal } = admission else {
+        panic!("admitted over the cap: {admission:?}");
+    };
+    assert_eq!(
+        refusal,
+        Refusal::TooManyStreams {
+            retry_after_ms: 7_250
+        }
+    );
+    assert!(refusal.by_gate(), "the gate counts it");
+    let key = settings.signing.as_ref().expect("a key");
+    let refused = refuse(key, &verified, now_ms, refusal);
+    assert_eq!(refused.response.envelope.result_code, "too_many_streams");
+    let jwks = settings.jwks().expect("a key");
+    let payload = verify_response(
+        &refused.response,
+        &jwks,
+        &command.envelope.request_id,
+        &hash,
+    )
+    .expect("signed");
+    let error: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+    assert_eq!(error["error"]["code"], "too_many_streams");
+    assert_eq!(error["error"]["retry_after_ms"], 7_250);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::gateway::command::RequestId;
 use crate::ids::{AddressTag, DeviceSessionId};
 use crate::push::settings::PushSettings;
 use crate::sessions::input::UserRef;
@@ -218,6 +219,14 @@ pub trait PushStore {
         cursor: Position,
         timeout_ms: u64,
     ) -> anyhow::Result<Wake>;
+
+    /// Releases the claim of the stream opened by `session`'s subscribe `stream` (its
+    /// request id; see [`crate::gateway::ports::StreamClaim`]), so the session may open
+    /// another. Releasing a claim that is gone does nothing.
+    ///
+    /// # Errors
+    /// The store is unreachable; the claim lapses by itself.
+    fn release(&self, session: &DeviceSessionId, stream: &RequestId) -> anyhow::Result<()>;
 }
 
 /// The client went away (a write failed): the stream stops.

@@ -1,5 +1,6 @@
 //! Push settings, read from Spin variables by name on every request.
 
+use crate::gateway::ports::StreamClaim;
 use crate::login::settings::{SettingsError, number};
 
 /// How long a stream stays open before it ends with `max_duration` (the client resumes).
@@ -14,6 +15,11 @@ pub const DEFAULT_HEARTBEAT_SECONDS: u64 = 10;
 pub const DEFAULT_MAX_LEN: u64 = 1_000;
 /// How long an event is kept.
 pub const DEFAULT_MAX_AGE_SECONDS: u64 = 86_400;
+/// Open streams one device session may hold at once.
+pub const DEFAULT_MAX_STREAMS_PER_SESSION: u64 = 3;
+/// How long after its maximum duration a stream's claim still counts when no stream
+/// released it (the instance died): room for the terminal event's write.
+pub const CLAIM_GRACE_MS: u64 = 15_000;
 /// The largest payload a published event may carry (its JSON bytes).
 pub const MAX_EVENT_PAYLOAD_BYTES: usize = 16 * 1024;
 
@@ -28,6 +34,8 @@ pub struct PushSettings {
     pub max_len: u64,
     /// `push_stream_max_age_seconds` (default 86400, 60-2592000), as ms.
     pub max_age_ms: u64,
+    /// `push_max_streams_per_session` (default 3, 1-100).
+    pub max_streams_per_session: u64,
 }
 
 impl Default for PushSettings {
@@ -37,18 +45,29 @@ impl Default for PushSettings {
             heartbeat_ms: DEFAULT_HEARTBEAT_SECONDS * 1000,
             max_len: DEFAULT_MAX_LEN,
             max_age_ms: DEFAULT_MAX_AGE_SECONDS * 1000,
+            max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
         }
     }
 }
 
 impl PushSettings {
     /// Every variable the push settings read.
-    pub const NAMES: [&'static str; 4] = [
+    pub const NAMES: [&'static str; 5] = [
         "push_max_duration_seconds",
         "push_heartbeat_seconds",
         "push_stream_max_len",
         "push_stream_max_age_seconds",
+        "push_max_streams_per_session",
     ];
+
+    /// The claim a subscribe makes on its session's open streams.
+    pub fn claim(&self) -> StreamClaim {
+        StreamClaim {
+            max_streams: self.max_streams_per_session,
+            ends_in_ms: self.max_duration_ms,
+            grace_ms: CLAIM_GRACE_MS,
+        }
+    }
 
     /// Reads every setting through `get` (`None`: not set, the default).
     ///
@@ -64,6 +83,8 @@ impl PushSettings {
             heartbeat_ms: seconds("push_heartbeat_seconds", 1, 60, d.heartbeat_ms)?,
             max_len: number(&get, "push_stream_max_len", 1, 100_000)?.unwrap_or(d.max_len),
             max_age_ms: seconds("push_stream_max_age_seconds", 60, 30 * 86_400, d.max_age_ms)?,
+            max_streams_per_session: number(&get, "push_max_streams_per_session", 1, 100)?
+                .unwrap_or(d.max_streams_per_session),
         })
     }
 }

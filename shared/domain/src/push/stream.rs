@@ -6,7 +6,11 @@
 //! a block or a new event wakes it at once; it reads the session's state only when woken
 //! or when the session's life is due to end, never on a timer of its own. A heartbeat is
 //! the only thing sent on a timeout.
+//!
+//! However it ends, the stream then releases its claim on the session's open streams
+//! (one store call, after its last write).
 
+use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use edge_auth_protocol::PROTOCOL_VERSION;
@@ -14,6 +18,7 @@ use edge_auth_protocol::canonical::{sha256_hex, sign_event};
 use edge_auth_protocol::wire::{EventEnvelope, SignedEvent};
 use serde_json::json;
 
+use crate::gateway::command::RequestId;
 use crate::gateway::settings::GatewayKey;
 use crate::ids::DeviceSessionId;
 use crate::push::ports::{
@@ -42,6 +47,8 @@ pub trait Elapsed {
 pub struct Subscription<'a> {
     pub session: &'a DeviceSessionId,
     pub user_id: &'a str,
+    /// The subscribe request's id: it names the stream's claim.
+    pub request_id: &'a RequestId,
     /// The subscribe request's `request_sha256`: every event is signed for this stream.
     pub request_sha256: &'a str,
     /// Where the client resumes (`last_event_id`), or `None` for what comes next.
@@ -183,12 +190,34 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
 }
 
 /// Runs the stream of an admitted `sub` until its terminal event or the client's
-/// departure (see the module docs).
+/// departure, then releases its claim (see the module docs).
 ///
 /// # Errors
 /// The store failed: the stream has sent its terminal `store_unavailable` event if it
-/// could; the error is for the log.
+/// could, or its claim could not be released (it lapses by itself); the error is for
+/// the log.
 pub fn run(
+    store: &impl PushStore,
+    random: &impl Random,
+    settings: &PushSettings,
+    sub: &Subscription<'_>,
+    clock: &impl Elapsed,
+    out: &mut impl Subscriber,
+) -> anyhow::Result<StreamEnd> {
+    let ended = stream(store, random, settings, sub, clock, out);
+    let released = store
+        .release(sub.session, sub.request_id)
+        .context("push stream: its claim was not released (it lapses by itself)");
+    match (ended, released) {
+        (Ok(end), Ok(())) => Ok(end),
+        (Ok(end), Err(e)) => Err(e.context(format!("the stream itself ended: {end:?}"))),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(release)) => Err(e.context(format!("{release:#}"))),
+    }
+}
+
+/// The stream itself, up to its end.
+fn stream(
     store: &impl PushStore,
     random: &impl Random,
     settings: &PushSettings,

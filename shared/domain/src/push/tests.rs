@@ -8,12 +8,13 @@ use ed25519_dalek::SigningKey;
 use edge_auth_protocol::verify::verify_event;
 use edge_auth_protocol::wire::{Jwk, Jwks, SignedEvent};
 
+use crate::gateway::command::RequestId;
 use crate::gateway::settings::GatewayKey;
 use crate::ids::{AddressTag, DeviceSessionId};
 use crate::push::ports::*;
 use crate::push::publish::{Publication, PublishError};
 use crate::push::settings::PushSettings;
-use crate::push::stream::{Elapsed, StreamEnd, Subscription, run};
+use crate::push::stream::{Elapsed, STREAM_END as STREAM_END_TYPE, StreamEnd, Subscription, run};
 use crate::random::Random;
 use crate::sessions::input::UserRef;
 
@@ -33,6 +34,9 @@ struct Script {
     woken: RefCell<VecDeque<Wake>>,
     clock: Cell<u64>,
     waits: Cell<u32>,
+    /// The claims released, and whether releasing fails.
+    released: RefCell<Vec<String>>,
+    release_fails: Cell<bool>,
 }
 
 impl PushStore for Script {
@@ -58,6 +62,15 @@ impl PushStore for Script {
         self.clock
             .set(self.clock.get() + if wake == Wake::TimedOut { t } else { 5 });
         Ok(wake)
+    }
+    fn release(&self, session: &DeviceSessionId, stream: &RequestId) -> anyhow::Result<()> {
+        if self.release_fails.get() {
+            anyhow::bail!("store down")
+        }
+        self.released
+            .borrow_mut()
+            .push(format!("{}/{}", session.as_str(), stream.as_str()));
+        Ok(())
     }
 }
 
@@ -85,6 +98,7 @@ impl Subscriber for Seen {
 
 const SESSION: &str = "s_abababababababab_AQEBAQEBAQEBAQEBAQEBAQ";
 const REQUEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const STREAM: &str = "subscribe-0123456789";
 const OTHER: &str = "s_abababababababab_AgICAgICAgICAgICAgICAg";
 
 fn pos(text: &str) -> Position {
@@ -117,6 +131,15 @@ fn read(cursor: &str, state: SessionState, events: Vec<StoredEvent>) -> StreamRe
 const ACTIVE: SessionState = SessionState::Active { ends_at_ms: None };
 
 fn go(script: &Script, resume: Option<Position>, settings: PushSettings) -> (StreamEnd, Seen) {
+    let (end, seen) = try_go(script, resume, settings);
+    (end.expect("the stream runs"), seen)
+}
+
+fn try_go(
+    script: &Script,
+    resume: Option<Position>,
+    settings: PushSettings,
+) -> (anyhow::Result<StreamEnd>, Seen) {
     let key = GatewayKey {
         key: SigningKey::from_bytes(&[7; 32]),
         kid: "k1".into(),
@@ -125,6 +148,7 @@ fn go(script: &Script, resume: Option<Position>, settings: PushSettings) -> (Str
     let sub = Subscription {
         session: &session,
         user_id: "u1",
+        request_id: &RequestId::parse(STREAM).expect("request id"),
         request_sha256: REQUEST,
         resume,
         key: &key,
@@ -137,8 +161,7 @@ fn go(script: &Script, resume: Option<Position>, settings: PushSettings) -> (Str
         &sub,
         &ScriptClock(script),
         &mut seen,
-    )
-    .expect("the stream runs");
+    );
     (end, seen)
 }
 
@@ -148,6 +171,8 @@ fn script(reads: Vec<StreamRead>, woken: Vec<Wake>) -> Script {
         woken: RefCell::new(woken.into()),
         clock: Cell::new(0),
         waits: Cell::new(0),
+        released: RefCell::default(),
+        release_fails: Cell::new(false),
     }
 }
 
@@ -349,6 +374,93 @@ fn a_gap_is_announced_before_anything_else_is_delivered() {
 }
 
 #[test]
+fn every_way_a_stream_ends_releases_its_claim_once() {
+    let claim = format!("{SESSION}/{STREAM}");
+    // Ended by the session, by its maximum duration, by a store failure.
+    let revoked = script(
+        vec![read(
+            "0-0",
+            SessionState::Ended(EndReason::SessionRevoked),
+            vec![],
+        )],
+        vec![],
+    );
+    let short = PushSettings {
+        max_duration_ms: 1_000,
+        ..PushSettings::default()
+    };
+    let idle = script(vec![read("0-0", ACTIVE, vec![])], vec![]);
+    let failing = script(vec![read("0-0", ACTIVE, vec![])], vec![Wake::Changed]);
+    for (s, settings, ended) in [
+        (&revoked, PushSettings::default(), true),
+        (&idle, short, true),
+        (&failing, PushSettings::default(), false),
+    ] {
+        let (end, _) = try_go(s, None, settings);
+        assert_eq!(end.is_ok(), ended, "{end:?}");
+        assert_eq!(*s.released.borrow(), std::slice::from_ref(&claim));
+    }
+
+    // A client gone before the first event.
+    struct Gone1;
+    impl Subscriber for Gone1 {
+        fn event(&mut self, _: Position, _: &SignedEvent) -> Result<(), Gone> {
+            Err(Gone)
+        }
+        fn heartbeat(&mut self) -> Result<(), Gone> {
+            Err(Gone)
+        }
+    }
+    let gone = script(vec![read("0-0", ACTIVE, vec![])], vec![]);
+    let key = GatewayKey {
+        key: SigningKey::from_bytes(&[7; 32]),
+        kid: "k1".into(),
+    };
+    let session = DeviceSessionId::parse(SESSION).expect("session id");
+    let request_id = RequestId::parse(STREAM).expect("request id");
+    let sub = Subscription {
+        session: &session,
+        user_id: "u1",
+        request_id: &request_id,
+        request_sha256: REQUEST,
+        resume: None,
+        key: &key,
+    };
+    let clock = ScriptClock(&gone);
+    let end = run(
+        &gone,
+        &Counter(Cell::new(0)),
+        &short,
+        &sub,
+        &clock,
+        &mut Gone1,
+    );
+    assert_eq!(end.expect("ends"), StreamEnd::ClientGone);
+    assert_eq!(*gone.released.borrow(), [claim]);
+}
+
+#[test]
+fn a_claim_that_cannot_be_released_is_an_error_for_the_log_that_names_how_the_stream_ended() {
+    let s = script(
+        vec![read(
+            "0-0",
+            SessionState::Ended(EndReason::UserBlocked),
+            vec![],
+        )],
+        vec![],
+    );
+    s.release_fails.set(true);
+    let (end, seen) = try_go(&s, None, PushSettings::default());
+    let error = format!("{:#}", end.expect_err("release failed"));
+    assert!(error.contains("UserBlocked"), "{error}");
+    assert!(error.contains("not released"), "{error}");
+    assert_eq!(
+        types(&seen).last().map(String::as_str),
+        Some(STREAM_END_TYPE)
+    );
+}
+
+#[test]
 fn positions_parse_strictly_and_order_numerically() {
     assert!(pos("10-0") > pos("9-5"));
     assert_eq!(pos("0-0"), Position::START);
@@ -382,5 +494,22 @@ fn a_publication_refuses_gateway_types_bad_ids_and_large_payloads() {
             matches!(result, Err(PublishError::InvalidRequest(_))),
             "{user:?} {device:?} {event_type:?}"
         );
+    }
+}
+
+#[test]
+fn the_stream_cap_defaults_to_three_and_refuses_values_out_of_its_range() {
+    let read = |value: &'static str| {
+        PushSettings::from_settings(|name| {
+            (name == "push_max_streams_per_session").then(|| value.to_string())
+        })
+    };
+    assert_eq!(PushSettings::default().claim().max_streams, 3);
+    let five = read("5").expect("in range");
+    assert_eq!(five.claim().max_streams, 5);
+    assert_eq!(five.claim().ends_in_ms, five.max_duration_ms);
+    for bad in ["0", "101", "three"] {
+        let error = read(bad).expect_err("out of range").to_string();
+        assert!(error.contains("push_max_streams_per_session"), "{error}");
     }
 }

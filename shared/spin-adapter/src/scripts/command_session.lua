@@ -3,16 +3,23 @@
 -- the client step ran on another node; the reservation below must outlive the window by
 -- the clock that times it), the projection exists, the key is the bound one, the session is
 -- active and not past its end (expiry recorded if due), the address is not blocked, the
--- request id is new (reserved now), every budget allows the command (all spent only if
--- all allow it), and the last use is recorded. Nothing changes before the reservation.
+-- request id is new (reserved now), every budget allows the command, the session has room
+-- for the push stream the command opens (a subscribe: claims past their end and grace are
+-- dropped first), then every budget is spent, the stream claimed (member: the request id,
+-- score: when the stream ends by itself) and the last use recorded. Nothing changes before
+-- the reservation; a refusal after it spends nothing else.
 -- KEYS: 1 projection, 2 record, 3 blocked, 4 replay reservation, 5 session budget,
---       6 user budget, 7 message-type budget, 8 active, 9 expired, 10 lifecycle, 11 audit
+--       6 user budget, 7 message-type budget, 8 active, 9 expired, 10 lifecycle, 11 audit,
+--       12 the session's open streams
 -- ARGV: 1 client_public_key, 2 replay ttl ms, 3/4 session interval/tolerance,
 --       5/6 user interval/tolerance, 7/8 message-type interval/tolerance,
 --       9 '1' when the message type is known (routed or reserved), 10 lifecycle ttl,
---       11 lifecycle maxlen, 12 audit ttl, 13 audit maxlen, 14 timestamp_ms, 15 window ms
+--       11 lifecycle maxlen, 12 audit ttl, 13 audit maxlen, 14 timestamp_ms, 15 window ms,
+--       16 request id, 17 max open streams ('0': the command opens none),
+--       18 ms until the stream ends by itself, 19 grace ms
 -- Returns {code, now[, more]}: 'stale', 'unknown_session', 'key_mismatch', 'revoked', 'expired',
---   'blocked', 'replayed', {'rate_limited', now, wait_ms, budget}, {'admitted', now, user_id}
+--   'blocked', 'replayed', {'rate_limited', now, wait_ms, budget},
+--   {'too_many_streams', now, wait_ms}, {'admitted', now, user_id}
 local now = now_ms()
 if math.abs(now - tonumber(ARGV[14])) > tonumber(ARGV[15]) then
   return {'stale', now}
@@ -41,8 +48,24 @@ for _, b in ipairs(budgets) do
   local wait = gcra(b[1], now, tonumber(b[2]), tonumber(b[3]), false)
   if wait > 0 then return {'rate_limited', now, wait, b[4]} end
 end
+local max_streams = tonumber(ARGV[17])
+local grace = tonumber(ARGV[19])
+if max_streams > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', '(' .. (now - grace))
+  if redis.call('ZCARD', KEYS[12]) >= max_streams then
+    local oldest = redis.call('ZRANGE', KEYS[12], 0, 0, 'WITHSCORES')
+    return {'too_many_streams', now, math.max(0, tonumber(oldest[2]) - now)}
+  end
+end
 for _, b in ipairs(budgets) do
   gcra(b[1], now, tonumber(b[2]), tonumber(b[3]), true)
+end
+if max_streams > 0 then
+  local ends = now + tonumber(ARGV[18])
+  redis.call('ZADD', KEYS[12], ends, ARGV[16])
+  -- The set lives as long as its last claim can count.
+  local last = redis.call('ZRANGE', KEYS[12], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[12], tonumber(last[2]) - now + grace)
 end
 redis.call('HSET', KEYS[1], 'last_used_at', now)
 redis.call('HSET', KEYS[2], 'last_used_at', now)

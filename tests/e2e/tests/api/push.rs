@@ -2,8 +2,12 @@
 
 use std::time::{Duration, Instant};
 
+use edge_auth_client::Prepared;
+use edge_auth_protocol::verify::verify_response;
+use edge_auth_protocol::wire::SignedResponse;
 use edge_auth_tests::push::{EventStream, PushEvent};
-use edge_auth_tests::{Device, Spawn, TestApp, round_trips};
+use edge_auth_tests::{ApiResponse, Device, Spawn, TestApp, round_trips};
+use redis::Commands;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -294,6 +298,165 @@ async fn a_stream_ends_at_its_maximum_duration_and_the_client_resumes_without_lo
     let mut resumed = open(&app, &device, Some(&first.id)).await;
     hello(&mut resumed).await;
     assert_eq!(next(&mut resumed).await.payload, json!(2));
+    ends_with(&mut resumed, "unavailable", "max_duration").await;
+    assert!(
+        claims_become(&app, &device, 0).await,
+        "an ended stream releases its place: {:?}",
+        claims(&app, &device)
+    );
+}
+
+/// The open-stream claims of `device`'s session as Redis holds them: (request id, score).
+fn claims(app: &TestApp, device: &Device) -> Vec<(String, f64)> {
+    let mut redis = app.redis();
+    let keys: Vec<String> = redis
+        .keys(format!("ea:{{a:*}}:gw:{}:streams", device.session))
+        .expect("KEYS");
+    match keys.as_slice() {
+        [] => vec![],
+        [key] => redis.zrange_withscores(key, 0, -1).expect("ZRANGE"),
+        more => panic!("one claim set per session, found {more:?}"),
+    }
+}
+
+/// Whether `device`'s session holds `n` claims within 5 s.
+async fn claims_become(app: &TestApp, device: &Device, n: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while claims(app, device).len() != n {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// Checks a signed `429 too_many_streams` answer to `prepared`; returns its
+/// `error.retry_after_ms`.
+async fn assert_too_many_streams(app: &TestApp, refused: &ApiResponse, prepared: &Prepared) -> u64 {
+    assert_eq!(refused.status(), 429, "{}", refused.body);
+    let signed: SignedResponse =
+        serde_json::from_value(refused.body.clone()).expect("a signed response");
+    let payload = verify_response(
+        &signed,
+        &app.jwks().await,
+        &prepared.command.envelope.request_id,
+        &prepared.request_sha256,
+    )
+    .expect("the refusal verifies");
+    assert_eq!(signed.envelope.result_code, "too_many_streams");
+    let error: Value = serde_json::from_slice(&payload).expect("JSON");
+    assert_eq!(error["error"]["code"], "too_many_streams");
+    let wait = error["error"]["retry_after_ms"].as_u64().expect("a wait");
+    let header: u64 = refused
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert_eq!(header, wait.div_ceil(1000).max(1));
+    wait
+}
+
+#[tokio::test]
+async fn a_session_holds_at_most_its_cap_of_streams_and_an_ended_stream_frees_its_place() {
+    let spawn = Spawn::default()
+        .variable("push_max_streams_per_session", "2")
+        .variable("push_heartbeat_seconds", "1");
+    let (app, device, _) = app_with(spawn).await;
+    let mut first = open(&app, &device, None).await;
+    hello(&mut first).await;
+    let mut second = open(&app, &device, None).await;
+    hello(&mut second).await;
+
+    let prepared = device.command("gateway.subscribe", b"");
+    let refused = app
+        .subscribe_with(&device, &prepared.command, &[])
+        .await
+        .expect_err("a third stream is refused");
+    let wait = assert_too_many_streams(&app, &refused, &prepared).await;
+    assert!(
+        (20_000..=25_000).contains(&wait),
+        "until the oldest stream reaches its 25 s: {wait}"
+    );
+    assert_eq!(
+        claims(&app, &device).len(),
+        2,
+        "the refusal claimed nothing"
+    );
+    // Its request id is spent like any refused command's.
+    let again = app
+        .subscribe_with(&device, &prepared.command, &[])
+        .await
+        .expect_err("replayed");
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.body["envelope"]["result_code"], "replayed_request");
+
+    // The cap is the session's: the user's other device opens its own.
+    let other = app.device("ada@example.com", 2).await;
+    let mut others = open(&app, &other, None).await;
+    hello(&mut others).await;
+
+    // A client that goes away is found gone at the next heartbeat, and its place is free.
+    drop(first);
+    assert!(
+        claims_become(&app, &device, 1).await,
+        "the dropped stream released its place: {:?}",
+        claims(&app, &device)
+    );
+    let mut third = open(&app, &device, None).await;
+    hello(&mut third).await;
+    assert_eq!(claims(&app, &device).len(), 2);
+
+    let metrics = app.metrics().await;
+    let subscribes = |result: &str| {
+        metrics.counter(
+            "edge_auth_commands_total",
+            &[("message_type", "gateway.subscribe"), ("result", result)],
+        )
+    };
+    // (An opened stream is counted when it ends, after its body, like every count
+    // that rides after a response.)
+    assert_eq!(subscribes("too_many_streams"), 1.0);
+}
+
+#[tokio::test]
+async fn a_place_left_by_an_instance_that_died_is_free_15_s_after_its_streams_maximum_duration() {
+    let spawn = Spawn::default().variable("push_max_streams_per_session", "1");
+    let (app, device, _) = app_with(spawn).await;
+    // The session's one place, claimed by a stream whose instance was killed: nothing
+    // will release it. Its key is beside the session's gateway projection.
+    let mut redis = app.redis();
+    let projection: Vec<String> = redis
+        .keys(format!("ea:{{a:*}}:gw:{}", device.session))
+        .expect("KEYS");
+    let key = format!("{}:streams", projection[0]);
+    let mut claim_ended_ago = |ago_ms: u64| {
+        let (s, us): (u64, u64) = redis::cmd("TIME").query(&mut redis).expect("TIME");
+        let score = s * 1000 + us / 1000 - ago_ms;
+        let _: () = redis
+            .zadd(&key, "killed-instance-stream", score)
+            .expect("ZADD");
+        device.command("gateway.subscribe", b"")
+    };
+
+    // It reached its maximum duration 14 s ago: within the grace, it still counts.
+    let within = claim_ended_ago(14_000);
+    let refused = app
+        .subscribe_with(&device, &within.command, &[])
+        .await
+        .expect_err("still counted");
+    assert_eq!(assert_too_many_streams(&app, &refused, &within).await, 0);
+
+    // 16 s ago: no longer counted, and dropped as the new stream takes the place.
+    let past = claim_ended_ago(16_000);
+    let mut stream = app
+        .subscribe_with(&device, &past.command, &[])
+        .await
+        .expect("the place is free");
+    hello(&mut stream).await;
+    let held = claims(&app, &device);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].0, past.command.envelope.request_id);
 }
 
 #[tokio::test]
@@ -328,6 +491,10 @@ async fn host_shutdown_ends_live_streams_with_a_terminal_event_to_resume_from() 
     assert!(
         stream.next(Duration::from_secs(2)).await.is_none() && stream.ended,
         "the body ends after the terminal event"
+    );
+    assert!(
+        claims(&app, &device).is_empty(),
+        "the stream released its place before the host stopped"
     );
 }
 
