@@ -11,7 +11,7 @@
 
 use edge_auth_domain::gateway::command::{parse, verify};
 use edge_auth_domain::gateway::execute::{Admission, CommandError, SUBSCRIBE, admit, refuse};
-use edge_auth_domain::push::ports::Position;
+use edge_auth_domain::push::ports::{Position, PushStore};
 use edge_auth_domain::push::stream::{self, StreamEnd, Subscription};
 use edge_auth_domain::random::OsRandom;
 use edge_auth_spin::command_gate::{RedisCommandGate, count_command};
@@ -112,7 +112,19 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
         };
         // The stream waits in `XREAD BLOCK`, which only RESP can do (the gate may have
         // run on REST): with RESP as the transport this is the same connection.
-        let store = RedisPushStore::new(SpinRedis::connect_resp().map_err(|e| fail(e.into()))?);
+        let store = match SpinRedis::connect_resp() {
+            Ok(resp) => RedisPushStore::new(resp),
+            Err(e) => {
+                // The gate claimed the stream's place: give it back over the gate's
+                // connection, as a stream would at its end.
+                let claim =
+                    RedisPushStore::new(redis).release(&command.session, &command.request_id);
+                if let Err(cause) = claim {
+                    log_cause("subscribe-events: releasing the stream's place", &cause);
+                }
+                return Err(fail(e.into()));
+            }
+        };
         count_command(SUBSCRIBE, true, "ok");
         call.note("result_code", "ok");
         let opened = Since(std::time::Instant::now());
@@ -126,7 +138,8 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                 key: &key,
             };
             let mut sse = SseWriter::new(body);
-            match stream::run(&store, &OsRandom, &push, &sub, &opened, &mut sse) {
+            let ran = stream::run(&store, &OsRandom, &push, &sub, &opened, &mut sse);
+            match ran.ended {
                 Ok(StreamEnd::Ended(reason)) => {
                     edge_auth_spin::request_log::note("stream_end", reason.as_str());
                 }
@@ -134,6 +147,9 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                     edge_auth_spin::request_log::note("stream_end", "client_gone");
                 }
                 Err(cause) => log_cause("subscribe-events", &cause),
+            }
+            if let Err(cause) = ran.released {
+                log_cause("subscribe-events", &cause);
             }
         })
         .header("x-accel-buffering", "no"))

@@ -35,6 +35,7 @@ use serde_json::Value;
 use spin_sdk::http::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
+use wasi::io::streams::OutputStream;
 
 use crate::public_errors;
 use crate::request_log;
@@ -744,8 +745,9 @@ async fn send_bytes(
     drop(sink);
 }
 
-/// Sends the status and headers, then lets `produce` write the body with blocking,
-/// flushed writes (so each event reaches the client as it is written), then finishes it.
+/// Sends the status and headers, then lets `produce` write the body with flushed writes
+/// (so each event reaches the client as it is written), each within
+/// [`STREAM_WRITE_TIMEOUT_MS`], then finishes it.
 fn stream(
     out: ResponseOutparam,
     status: u16,
@@ -758,34 +760,77 @@ fn stream(
         ("cache-control".to_string(), b"no-store".to_vec()),
     ];
     headers.extend_from_slice(extra);
-    let Ok(fields) = Fields::from_list(&headers) else {
-        eprintln!("could not build response headers");
-        return;
+    let fields = match Fields::from_list(&headers) {
+        Ok(fields) => fields,
+        Err(e) => {
+            return unwritable(produce, &format!("could not build response headers: {e:?}"));
+        }
     };
     let response = OutgoingResponse::new(fields);
     if response.set_status_code(status).is_err() {
         eprintln!("invalid status code {status}");
     }
     let Ok(body) = response.body() else {
-        eprintln!("the response body was already taken");
-        return;
+        return unwritable(produce, "the response body was already taken");
     };
     out.set(response);
     let Ok(output) = body.write() else {
-        eprintln!("the response body is not writable");
-        return;
+        return unwritable(produce, "the response body is not writable");
     };
-    // WASI allows at most 4096 bytes per blocking write.
-    let mut write = |bytes: &[u8]| {
-        bytes
-            .chunks(4096)
-            .all(|chunk| output.blocking_write_and_flush(chunk).is_ok())
-    };
+    let mut write = |bytes: &[u8]| write_within(&output, bytes, STREAM_WRITE_TIMEOUT_NS);
     produce(&mut BodyWriter { write: &mut write });
     drop(output);
     if let Err(e) = OutgoingBody::finish(body, None) {
         eprintln!("could not finish the streamed body: {e:?}");
     }
+}
+
+/// The body cannot be written: `produce` still runs, against a client that is gone at
+/// its first write, so what it holds (a push stream's claim) is let go as at any end.
+fn unwritable(produce: Box<dyn FnOnce(&mut BodyWriter<'_>)>, why: &str) {
+    eprintln!("{why}");
+    produce(&mut BodyWriter {
+        write: &mut |_: &[u8]| false,
+    });
+}
+
+/// How long one write of a streamed body may wait for the client to take it: a client
+/// that stops reading (its buffers and ours full) counts as gone after this, so its
+/// stream ends instead of holding an instance and a Redis connection for ever.
+pub const STREAM_WRITE_TIMEOUT_MS: u64 = 10_000;
+const STREAM_WRITE_TIMEOUT_NS: u64 = STREAM_WRITE_TIMEOUT_MS * 1_000_000;
+
+/// Writes and flushes `bytes`, waiting at most `timeout_ns` (WASI monotonic clock) in
+/// all for room and for the flush; `false` when the stream failed or the time ran out.
+fn write_within(output: &OutputStream, bytes: &[u8], timeout_ns: u64) -> bool {
+    use wasi::clocks::monotonic_clock;
+    let deadline = monotonic_clock::now().saturating_add(timeout_ns);
+    // Until the stream can take bytes again (`check-write` above 0), or the deadline.
+    let room = || -> Option<usize> {
+        loop {
+            match output.check_write() {
+                Ok(0) => {}
+                Ok(n) => return Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                Err(_) => return None,
+            }
+            let ready = output.subscribe();
+            let timer = monotonic_clock::subscribe_instant(deadline);
+            if !wasi::io::poll::poll(&[&ready, &timer]).contains(&0) {
+                return None;
+            }
+        }
+    };
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Some(n) = room() else { return false };
+        let (now, later) = rest.split_at(n.min(rest.len()));
+        if output.write(now).is_err() {
+            return false;
+        }
+        rest = later;
+    }
+    // A flush is done when the stream has room again.
+    output.flush().is_ok() && room().is_some()
 }
 
 /// A request's headers, read once: names lower case, values as text (lossy), in order.

@@ -227,17 +227,21 @@ impl PushStore for RedisPushStore {
 
     fn release(&self, session: &DeviceSessionId, stream: &RequestId) -> anyhow::Result<()> {
         let k = AddressKeys::new(session.tag());
-        let apart;
-        let redis = if self.abandoned.get() {
-            apart = SpinRedis::connect_resp_apart()?;
-            &apart
-        } else {
-            &self.redis
-        };
-        redis.command(
-            "ZREM",
-            &[k.streams(session.as_str()).into(), stream.as_str().into()],
-        )?;
+        let args = [k.streams(session.as_str()).into(), stream.as_str().into()];
+        // The stream's own connection, unless a wait was left pending on it; if it fails
+        // (a stream that ended because the store failed), once more on a new connection.
+        if !self.abandoned.get() {
+            match self.redis.command("ZREM", &args) {
+                Ok(_) => return Ok(()),
+                Err(first) => {
+                    return SpinRedis::connect_resp_apart()
+                        .and_then(|apart| apart.command("ZREM", &args))
+                        .map(drop)
+                        .with_context(|| format!("and on the stream's connection: {first:#}"));
+                }
+            }
+        }
+        SpinRedis::connect_resp_apart()?.command("ZREM", &args)?;
         Ok(())
     }
 }

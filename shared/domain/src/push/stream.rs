@@ -189,13 +189,18 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
     }
 }
 
+/// How a stream's run went.
+#[derive(Debug)]
+pub struct Ran {
+    /// How it ended; an error is the store failing mid-stream (the stream sent its
+    /// terminal `store_unavailable` event if it could), for the log.
+    pub ended: anyhow::Result<StreamEnd>,
+    /// An error: its claim could not be released (it lapses by itself), for the log.
+    pub released: anyhow::Result<()>,
+}
+
 /// Runs the stream of an admitted `sub` until its terminal event or the client's
 /// departure, then releases its claim (see the module docs).
-///
-/// # Errors
-/// The store failed: the stream has sent its terminal `store_unavailable` event if it
-/// could, or its claim could not be released (it lapses by itself); the error is for
-/// the log.
 pub fn run(
     store: &impl PushStore,
     random: &impl Random,
@@ -203,17 +208,12 @@ pub fn run(
     sub: &Subscription<'_>,
     clock: &impl Elapsed,
     out: &mut impl Subscriber,
-) -> anyhow::Result<StreamEnd> {
+) -> Ran {
     let ended = stream(store, random, settings, sub, clock, out);
     let released = store
         .release(sub.session, sub.request_id)
-        .context("push stream: its claim was not released (it lapses by itself)");
-    match (ended, released) {
-        (Ok(end), Ok(())) => Ok(end),
-        (Ok(end), Err(e)) => Err(e.context(format!("the stream itself ended: {end:?}"))),
-        (Err(e), Ok(())) => Err(e),
-        (Err(e), Err(release)) => Err(e.context(format!("{release:#}"))),
-    }
+        .context("push stream: its place was not released (it lapses by itself)");
+    Ran { ended, released }
 }
 
 /// The stream itself, up to its end.

@@ -14,7 +14,9 @@ use crate::ids::{AddressTag, DeviceSessionId};
 use crate::push::ports::*;
 use crate::push::publish::{Publication, PublishError};
 use crate::push::settings::PushSettings;
-use crate::push::stream::{Elapsed, STREAM_END as STREAM_END_TYPE, StreamEnd, Subscription, run};
+use crate::push::stream::{
+    Elapsed, Ran, STREAM_END as STREAM_END_TYPE, StreamEnd, Subscription, run,
+};
 use crate::random::Random;
 use crate::sessions::input::UserRef;
 
@@ -131,15 +133,12 @@ fn read(cursor: &str, state: SessionState, events: Vec<StoredEvent>) -> StreamRe
 const ACTIVE: SessionState = SessionState::Active { ends_at_ms: None };
 
 fn go(script: &Script, resume: Option<Position>, settings: PushSettings) -> (StreamEnd, Seen) {
-    let (end, seen) = try_go(script, resume, settings);
-    (end.expect("the stream runs"), seen)
+    let (ran, seen) = try_go(script, resume, settings);
+    ran.released.expect("the place is released");
+    (ran.ended.expect("the stream runs"), seen)
 }
 
-fn try_go(
-    script: &Script,
-    resume: Option<Position>,
-    settings: PushSettings,
-) -> (anyhow::Result<StreamEnd>, Seen) {
+fn try_go(script: &Script, resume: Option<Position>, settings: PushSettings) -> (Ran, Seen) {
     let key = GatewayKey {
         key: SigningKey::from_bytes(&[7; 32]),
         kid: "k1".into(),
@@ -154,7 +153,7 @@ fn try_go(
         key: &key,
     };
     let mut seen = Seen::default();
-    let end = run(
+    let ran = run(
         script,
         &Counter(Cell::new(0)),
         &settings,
@@ -162,7 +161,7 @@ fn try_go(
         &ScriptClock(script),
         &mut seen,
     );
-    (end, seen)
+    (ran, seen)
 }
 
 fn script(reads: Vec<StreamRead>, woken: Vec<Wake>) -> Script {
@@ -391,13 +390,16 @@ fn every_way_a_stream_ends_releases_its_claim_once() {
     };
     let idle = script(vec![read("0-0", ACTIVE, vec![])], vec![]);
     let failing = script(vec![read("0-0", ACTIVE, vec![])], vec![Wake::Changed]);
+    let shutdown = script(vec![read("0-0", ACTIVE, vec![])], vec![Wake::ShuttingDown]);
     for (s, settings, ended) in [
         (&revoked, PushSettings::default(), true),
         (&idle, short, true),
         (&failing, PushSettings::default(), false),
+        (&shutdown, PushSettings::default(), true),
     ] {
-        let (end, _) = try_go(s, None, settings);
-        assert_eq!(end.is_ok(), ended, "{end:?}");
+        let (ran, _) = try_go(s, None, settings);
+        assert_eq!(ran.ended.is_ok(), ended, "{:?}", ran.ended);
+        assert!(ran.released.is_ok());
         assert_eq!(*s.released.borrow(), std::slice::from_ref(&claim));
     }
 
@@ -427,7 +429,7 @@ fn every_way_a_stream_ends_releases_its_claim_once() {
         key: &key,
     };
     let clock = ScriptClock(&gone);
-    let end = run(
+    let ran = run(
         &gone,
         &Counter(Cell::new(0)),
         &short,
@@ -435,12 +437,12 @@ fn every_way_a_stream_ends_releases_its_claim_once() {
         &clock,
         &mut Gone1,
     );
-    assert_eq!(end.expect("ends"), StreamEnd::ClientGone);
+    assert_eq!(ran.ended.expect("ends"), StreamEnd::ClientGone);
     assert_eq!(*gone.released.borrow(), [claim]);
 }
 
 #[test]
-fn a_claim_that_cannot_be_released_is_an_error_for_the_log_that_names_how_the_stream_ended() {
+fn a_place_that_cannot_be_released_is_an_error_for_the_log_beside_how_the_stream_ended() {
     let s = script(
         vec![read(
             "0-0",
@@ -450,9 +452,12 @@ fn a_claim_that_cannot_be_released_is_an_error_for_the_log_that_names_how_the_st
         vec![],
     );
     s.release_fails.set(true);
-    let (end, seen) = try_go(&s, None, PushSettings::default());
-    let error = format!("{:#}", end.expect_err("release failed"));
-    assert!(error.contains("UserBlocked"), "{error}");
+    let (ran, seen) = try_go(&s, None, PushSettings::default());
+    assert_eq!(
+        ran.ended.expect("ended"),
+        StreamEnd::Ended(EndReason::UserBlocked)
+    );
+    let error = format!("{:#}", ran.released.expect_err("release failed"));
     assert!(error.contains("not released"), "{error}");
     assert_eq!(
         types(&seen).last().map(String::as_str),

@@ -53,8 +53,18 @@ local grace = tonumber(ARGV[19])
 if max_streams > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', '(' .. (now - grace))
   if redis.call('ZCARD', KEYS[12]) >= max_streams then
-    local oldest = redis.call('ZRANGE', KEYS[12], 0, 0, 'WITHSCORES')
-    return {'too_many_streams', now, math.max(0, tonumber(oldest[2]) - now)}
+    -- When a place frees by itself: the oldest claim's stream ends at its score; one past
+    -- its score (its instance died, or its client stalls) stops counting after the grace,
+    -- unless a later stream ends sooner.
+    local oldest = tonumber(redis.call('ZRANGE', KEYS[12], 0, 0, 'WITHSCORES')[2])
+    local wait = oldest - now
+    if wait <= 0 then
+      wait = oldest + grace - now
+      local live = redis.call('ZRANGEBYSCORE', KEYS[12], '(' .. now, '+inf', 'WITHSCORES',
+        'LIMIT', 0, 1)
+      if live[2] then wait = math.min(wait, tonumber(live[2]) - now) end
+    end
+    return {'too_many_streams', now, wait}
   end
 end
 for _, b in ipairs(budgets) do
