@@ -9,6 +9,7 @@ use edge_auth_domain::push::publish::{Publication, PublishError, publish};
 use edge_auth_domain::push::settings::MAX_EVENT_PAYLOAD_BYTES;
 use edge_auth_domain::random::OsRandom;
 use edge_auth_spin::http::{Answer, Route, log_cause, serve};
+use edge_auth_spin::metrics::{self, Counter};
 use edge_auth_spin::public_errors;
 use edge_auth_spin::push_store::{RedisPushStore, push_settings};
 use edge_auth_spin::redis::SpinRedis;
@@ -55,6 +56,12 @@ async fn handle_publish_event(req: IncomingRequest, out: ResponseOutparam) {
         let store = RedisPushStore::new(SpinRedis::connect().map_err(|e| fail(e.into()))?);
         let published = publish(&store, &OsRandom, &settings, &publication).map_err(fail)?;
         call.note("event_id", published.event_id.clone());
+        let target = if publication.device.is_some() {
+            "device"
+        } else {
+            "user"
+        };
+        metrics::count(&Counter::PushEventPublished { target });
         Answer::ok(&json!({ "event_id": published.event_id, "streams": published.streams }))
     })
     .await;

@@ -11,7 +11,7 @@
 
 use edge_auth_domain::gateway::command::{parse, verify};
 use edge_auth_domain::gateway::execute::{Admission, CommandError, SUBSCRIBE, admit, refuse};
-use edge_auth_domain::push::ports::{Position, PushStore};
+use edge_auth_domain::push::ports::{EndReason, Position, PushStore};
 use edge_auth_domain::push::stream::{self, StreamEnd, Subscription};
 use edge_auth_domain::random::OsRandom;
 use edge_auth_spin::command_gate::{RedisCommandGate, count_command};
@@ -20,7 +20,7 @@ use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::public_errors;
 use edge_auth_spin::push_store::{RedisPushStore, push_settings};
 use edge_auth_spin::redis::SpinRedis;
-use edge_auth_spin::sse::{Since, SseWriter};
+use edge_auth_spin::sse::{Live, Since, SseWriter};
 use serde::Deserialize;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
@@ -94,8 +94,8 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
             .budget_key(&settings.clients.resolve(&call.caller.client));
         let redis = SpinRedis::connect().map_err(|e| fail(e.into()))?;
         let gate = RedisCommandGate::new(&redis);
-        let admission =
-            admit(&gate, &settings, &client, &command, Some(push.claim())).map_err(fail)?;
+        let claim = push.claim();
+        let admission = admit(&gate, &settings, &client, &command, Some(claim)).map_err(fail)?;
         let user_id = match admission {
             Admission::Refused { now_ms, refusal } => {
                 // The gate counted its refusal.
@@ -137,16 +137,26 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                 resume,
                 key: &key,
             };
-            let mut sse = SseWriter::new(body);
+            let live = Live {
+                stream: format!(
+                    "{}/{}",
+                    command.session.as_str(),
+                    command.request_id.as_str()
+                ),
+                counts_for_ms: claim.ends_in_ms + claim.grace_ms,
+            };
+            let mut sse = SseWriter::new(body, live);
             let ran = stream::run(&store, &OsRandom, &push, &sub, &opened, &mut sse);
-            match ran.ended {
-                Ok(StreamEnd::Ended(reason)) => {
-                    edge_auth_spin::request_log::note("stream_end", reason.as_str());
-                }
-                Ok(StreamEnd::ClientGone) => {
-                    edge_auth_spin::request_log::note("stream_end", "client_gone");
-                }
-                Err(cause) => log_cause("subscribe-events", &cause),
+            let end = match &ran.ended {
+                Ok(StreamEnd::Ended(reason)) => reason.as_str(),
+                Ok(StreamEnd::ClientGone) => "client_gone",
+                // It sent its terminal event if it could.
+                Err(_) => EndReason::StoreUnavailable.as_str(),
+            };
+            edge_auth_spin::request_log::note("stream_end", end);
+            sse.ended(end);
+            if let Err(cause) = ran.ended {
+                log_cause("subscribe-events", &cause);
             }
             if let Err(cause) = ran.released {
                 log_cause("subscribe-events", &cause);

@@ -14,6 +14,7 @@
 //! | --- | --- | --- |
 //! | `ea:{ea:c<0-f>}:config:session_limit` | string | max active sessions per user (absent: no limit); one copy per client shard, all written by `POST /api/v1/internal/config/session-limit` |
 //! | `ea:{ea:c<0-f>}:metrics` | hash | metrics counted in this shard: a field per series (`family{labels}`), its count (see `metrics.rs`); the scrape adds the 16 up |
+//! | `ea:{ea:c<0-f>}:push:live` | zset | push streams open in this shard (member `<session_id>/<request_id>`, the shard its SHA-256 picks; score: until when it counts unless it ends, its maximum duration and 15 s on); the gauge of open streams counts them at each scrape |
 //! | `ea:{ea:c<0-f>}:rl:<route>:client:<client>` | string | GCRA time of a client budget (`<client>`: IPv4 address or IPv6 prefix) |
 //! | `ea:{a:<tag>}:ch:<challenge_id>` | hash | challenge (state, code MAC, times, attempts) |
 //! | `ea:{a:<tag>}:latest` | string | the address's newest challenge id |
@@ -83,6 +84,17 @@ pub fn metrics_shard(shard: u8) -> String {
 /// The metrics hash in `client`'s shard (where increments ride in its budget scripts).
 pub fn metrics_for(client: &str) -> String {
     metrics_shard(client_shard(client))
+}
+
+/// The live push streams of shard `shard` (`0..CLIENT_SHARDS`).
+pub fn live_streams_shard(shard: u8) -> String {
+    format!("{}push:live", shard_prefix(shard))
+}
+
+/// The shard of the live stream `member`: its live-stream set and that shard's metrics.
+pub fn live_stream_keys(member: &str) -> [String; 2] {
+    let shard = client_shard(member);
+    [metrics_shard(shard), live_streams_shard(shard)]
 }
 
 /// How the log names the session-limit setting.

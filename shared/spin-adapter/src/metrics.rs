@@ -9,13 +9,22 @@
 //! cumulative and consistent in every shard, so the scrape only adds shards up. A scrape
 //! reads the 16 hashes ([`scrape`]); no single hash takes every write.
 //!
+//! The gauge of open push streams is the one value not kept as a count: each shard also
+//! holds a set of live streams, `ea:{ea:c<0-f>}:push:live`, each stream in the shard its
+//! id picks, scored by when it stops counting unless it ends (its maximum duration and
+//! 15 s). A stream enters it once its first event is out and leaves it when it ends; one
+//! whose instance died lapses. A scrape counts the members not lapsed, so the gauge never
+//! drifts the way a pair of opened/ended counters would.
+//!
 //! # What a request pays
 //! Counting adds no round trip before the response. A request counts into a tally of its
 //! own (an instance serves one request). What is known when the request runs its client
 //! shard script (`guard`, `command_client`) rides in that script, decided by the script's
 //! own outcome (a client over its budget is counted there and costs nothing more). What
 //! is learnt later is written after the response has been sent, by one script call on the
-//! request's own connection ([`flush`]), into a shard picked at random.
+//! request's own connection ([`flush`]), into a shard picked at random. A push stream
+//! pays one more call, right after its first event ([`stream_opened`]); its end rides in
+//! that flush.
 //!
 //! # Labels
 //! Every label value comes from a closed set or a validated code: message types are
@@ -50,6 +59,8 @@ enum Kind {
     /// A counter with labels: no series until one moves.
     LabelledCounter,
     Histogram,
+    /// The open push streams (see the module docs).
+    LiveStreams,
 }
 
 /// Every family, in the order the scrape writes them.
@@ -105,6 +116,31 @@ const FAMILIES: &[Family] = &[
         kind: Kind::LabelledCounter,
     },
     Family {
+        name: "edge_auth_push_streams_open",
+        help: "Push streams open now (a stream whose instance died stops counting 15 s after its maximum duration).",
+        kind: Kind::LiveStreams,
+    },
+    Family {
+        name: "edge_auth_push_streams_opened_total",
+        help: "Push streams opened (counted once their first event is out).",
+        kind: Kind::Counter,
+    },
+    Family {
+        name: "edge_auth_push_streams_ended_total",
+        help: "Push streams ended, by reason: the terminal event's, or client_gone.",
+        kind: Kind::LabelledCounter,
+    },
+    Family {
+        name: "edge_auth_push_events_published_total",
+        help: "Events published by the backend, by target: user or device.",
+        kind: Kind::LabelledCounter,
+    },
+    Family {
+        name: "edge_auth_push_events_delivered_total",
+        help: "Published events sent on push streams (one per stream that sent it; counted when the stream ends).",
+        kind: Kind::Counter,
+    },
+    Family {
         name: "edge_auth_backend_latency_seconds",
         help: "Time from sending a command to the backend to its answer (or failure).",
         kind: Kind::Histogram,
@@ -158,6 +194,16 @@ pub enum Counter<'a> {
         route: &'a str,
         budget: Budget,
     },
+    PushStreamOpened,
+    /// `reason`: the terminal event's, or `client_gone`.
+    PushStreamEnded {
+        reason: &'a str,
+    },
+    /// `target`: `user` or `device`.
+    PushEventPublished {
+        target: &'static str,
+    },
+    PushEventsDelivered,
 }
 
 /// Which budget refused or throttled.
@@ -236,6 +282,14 @@ impl Counter<'_> {
                 "edge_auth_rate_limited_total{{route=\"{route}\",budget=\"{}\"}}",
                 budget.as_str()
             ),
+            Self::PushStreamOpened => "edge_auth_push_streams_opened_total".into(),
+            Self::PushStreamEnded { reason } => {
+                format!("edge_auth_push_streams_ended_total{{reason=\"{reason}\"}}")
+            }
+            Self::PushEventPublished { target } => {
+                format!("edge_auth_push_events_published_total{{target=\"{target}\"}}")
+            }
+            Self::PushEventsDelivered => "edge_auth_push_events_delivered_total".into(),
         }
     }
 }
@@ -256,9 +310,43 @@ fn tally<T>(f: impl FnOnce(&mut Vec<(String, i64)>) -> T) -> T {
     f(&mut guard)
 }
 
+/// The push stream the current request holds open in the gauge, if any (its member):
+/// [`flush`] takes it out when the request ends.
+static LIVE: Mutex<Option<String>> = Mutex::new(None);
+
+fn live<T>(f: impl FnOnce(&mut Option<String>) -> T) -> T {
+    let mut guard = LIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(&mut guard)
+}
+
 /// Starts a request's tally (an instance serves one request at a time).
 pub(crate) fn begin() {
     tally(Vec::clear);
+    live(Option::take);
+}
+
+/// The push stream `stream` (`<session>/<request id>`) is open, its first event out:
+/// counts it, enters it in the gauge until `counts_for_ms` from now unless it ends first,
+/// and writes what the request counted so far, in one call. The request's [`flush`]
+/// takes it out of the gauge again.
+///
+/// # Errors
+/// Redis failed: nothing is known to have been written (the stream goes on regardless).
+pub fn stream_opened(redis: &SpinRedis, stream: &str, counts_for_ms: u64) -> anyhow::Result<()> {
+    count(&Counter::PushStreamOpened);
+    live(|l| *l = Some(stream.to_string()));
+    let mut args = vec![Arg::from("open"), stream.into(), counts_for_ms.into()];
+    args.extend(Ride::default().into_args());
+    redis
+        .run(
+            &crate::redis::scripts::PUSH_LIVE,
+            &keys::live_stream_keys(stream),
+            &args,
+        )
+        .context("entering a push stream in the gauge")?;
+    Ok(())
 }
 
 /// Counts `counter` once.
@@ -345,6 +433,22 @@ impl Ride {
 pub(crate) fn flush() {
     // The request's tally as script arguments, as a ride would carry it.
     let args = Ride::default().into_args();
+    // A push stream leaves the gauge in its shard, with the rest of its counts.
+    if let Some(stream) = live(Option::take) {
+        let mut end = vec![Arg::from("end"), stream.as_str().into(), Arg::Int(0)];
+        end.extend(args);
+        let write = SpinRedis::connect().and_then(|redis| {
+            redis.run(
+                &crate::redis::scripts::PUSH_LIVE,
+                &keys::live_stream_keys(&stream),
+                &end,
+            )
+        });
+        if let Err(cause) = write {
+            eprintln!("metrics not written (the stream lapses from the gauge): {cause:#}");
+        }
+        return;
+    }
     if args.is_empty() {
         return;
     }
@@ -367,9 +471,16 @@ pub(crate) fn flush() {
 /// Redis is unreachable or answered something unexpected.
 pub fn scrape(redis: &SpinRedis) -> anyhow::Result<String> {
     let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+    let mut live = 0;
     for shard in 0..keys::CLIENT_SHARDS {
         let key = keys::metrics_shard(shard);
-        let mut reply = Reply::new("HGETALL", redis.command("HGETALL", &[key.as_str().into()])?);
+        let items = redis.run(
+            &crate::redis::scripts::METRICS_SCRAPE,
+            &[key.clone(), keys::live_streams_shard(shard)],
+            &[],
+        )?;
+        let mut reply = Reply::new("metrics_scrape", items);
+        live += reply.int()?;
         let items = reply.rest()?;
         for pair in items.chunks(2) {
             let [field, value] = pair else {
@@ -381,23 +492,29 @@ pub fn scrape(redis: &SpinRedis) -> anyhow::Result<String> {
             *totals.entry(field.clone()).or_default() += n;
         }
     }
-    Ok(render(&totals))
+    Ok(render(&totals, live))
 }
 
 /// Writes the families in [`FAMILIES`] order; a counter family without labels that has
 /// not moved is written as 0, a histogram that has not is written with empty buckets.
-fn render(totals: &BTreeMap<String, i64>) -> String {
+/// `live`: the open push streams.
+fn render(totals: &BTreeMap<String, i64>, live: i64) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     for family in FAMILIES {
         let kind = match family.kind {
             Kind::Histogram => "histogram",
             Kind::Counter | Kind::LabelledCounter => "counter",
+            Kind::LiveStreams => "gauge",
         };
         let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
         let _ = writeln!(out, "# TYPE {} {kind}", family.name);
         if family.kind == Kind::Histogram {
             render_histogram(&mut out, family.name, totals);
+            continue;
+        }
+        if family.kind == Kind::LiveStreams {
+            let _ = writeln!(out, "{} {live}", family.name);
             continue;
         }
         let series: Vec<(&String, &i64)> = totals
@@ -440,7 +557,12 @@ mod tests {
 
     #[test]
     fn an_unmoved_registry_writes_zeroes_and_empty_buckets() {
-        let text = render(&BTreeMap::new());
+        let text = render(&BTreeMap::new(), 0);
+        assert!(
+            text.contains(
+                "# TYPE edge_auth_push_streams_open gauge\nedge_auth_push_streams_open 0\n"
+            )
+        );
         assert!(text.contains("edge_auth_sessions_created_total 0\n"));
         assert!(text.contains("edge_auth_backend_latency_seconds_bucket{le=\"+Inf\"} 0\n"));
         assert!(!text.contains("edge_auth_commands_total{"));
@@ -458,7 +580,8 @@ mod tests {
             5,
         );
         totals.insert(format!("{BACKEND}_sum_us"), 1_500_000);
-        let text = render(&totals);
+        let text = render(&totals, 3);
+        assert!(text.contains("edge_auth_push_streams_open 3\n"));
         assert!(text.contains("edge_auth_commands_total{message_type=\"echo\",result=\"ok\"} 5\n"));
         assert!(text.contains("edge_auth_backend_latency_seconds_sum 1.5\n"));
     }

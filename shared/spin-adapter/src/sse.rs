@@ -3,22 +3,73 @@
 //! Each event is `id: <position>`, `event: <type>`, `data: <signed event JSON>` and a
 //! blank line; a heartbeat is the comment line `: heartbeat`. JSON has no raw line
 //! breaks, so `data` is always one line.
+//!
+//! The writer also keeps the stream's metrics: it is open once its first event is out
+//! (then it enters the gauge, [`crate::metrics::stream_opened`]), and [`SseWriter::ended`]
+//! counts how it ended and the published events it sent.
 
 use edge_auth_domain::push::ports::{Gone, Position, Subscriber};
 use edge_auth_domain::push::stream::Elapsed;
+use edge_auth_protocol::RESERVED_PREFIX;
 use edge_auth_protocol::wire::SignedEvent;
 
 use crate::http::BodyWriter;
+use crate::metrics::{self, Counter};
+use crate::redis::SpinRedis;
+
+/// The stream a writer counts in the gauge of open streams.
+#[derive(Debug)]
+pub struct Live {
+    /// `<session>/<request id>`.
+    pub stream: String,
+    /// How long it counts unless it ends (its maximum duration and the claim's grace).
+    pub counts_for_ms: u64,
+}
 
 /// Writes a push stream as SSE.
 #[derive(Debug)]
 pub struct SseWriter<'a, 'b> {
     body: &'a mut BodyWriter<'b>,
+    /// Entered in the gauge at the first event written (then `None`).
+    live: Option<Live>,
+    opened: bool,
+    /// Published events written (the gateway's own not counted).
+    delivered: u64,
 }
 
 impl<'a, 'b> SseWriter<'a, 'b> {
-    pub fn new(body: &'a mut BodyWriter<'b>) -> Self {
-        Self { body }
+    pub fn new(body: &'a mut BodyWriter<'b>, live: Live) -> Self {
+        Self {
+            body,
+            live: Some(live),
+            opened: false,
+            delivered: 0,
+        }
+    }
+
+    /// Counts how the stream ended (`reason`: the terminal event's, or `client_gone`) and
+    /// the published events it sent; a stream that never got its first event out was
+    /// never open, and counts nothing.
+    pub fn ended(self, reason: &str) {
+        if self.opened {
+            metrics::count(&Counter::PushStreamEnded { reason });
+            metrics::count_n(&Counter::PushEventsDelivered, self.delivered);
+        }
+    }
+
+    fn write(&mut self, frame: &[u8]) -> Result<(), Gone> {
+        self.body
+            .write(frame)
+            .map_err(|crate::http::ClientGone| Gone)?;
+        if let Some(live) = self.live.take() {
+            self.opened = true;
+            let entered = SpinRedis::connect()
+                .and_then(|redis| metrics::stream_opened(&redis, &live.stream, live.counts_for_ms));
+            if let Err(cause) = entered {
+                crate::http::log_cause("push stream metrics (the stream goes on)", &cause);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -34,15 +85,15 @@ impl Subscriber for SseWriter<'_, '_> {
             "id: {position}\nevent: {}\ndata: {data}\n\n",
             event.envelope.event_type
         );
-        self.body
-            .write(frame.as_bytes())
-            .map_err(|crate::http::ClientGone| Gone)
+        self.write(frame.as_bytes())?;
+        if !event.envelope.event_type.starts_with(RESERVED_PREFIX) {
+            self.delivered += 1;
+        }
+        Ok(())
     }
 
     fn heartbeat(&mut self) -> Result<(), Gone> {
-        self.body
-            .write(b": heartbeat\n\n")
-            .map_err(|crate::http::ClientGone| Gone)
+        self.write(b": heartbeat\n\n")
     }
 }
 

@@ -62,6 +62,21 @@ impl Metrics {
             .unwrap_or_else(|| panic!("no histogram {name}:\n{}", self.text))
     }
 
+    /// The gauge `name` (without labels).
+    ///
+    /// # Panics
+    /// There is no such gauge.
+    pub fn gauge(&self, name: &str) -> f64 {
+        self.scrape
+            .samples
+            .iter()
+            .find_map(|s| match s.value {
+                Value::Gauge(n) if s.metric == name => Some(n),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no gauge {name}:\n{}", self.text))
+    }
+
     /// The untyped sample `name` (a histogram's `_sum` and `_count`), 0 when absent.
     pub fn plain(&self, name: &str) -> f64 {
         self.scrape

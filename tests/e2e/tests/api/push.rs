@@ -433,8 +433,6 @@ async fn a_session_holds_at_most_its_cap_of_streams_and_an_ended_stream_frees_it
             &[("message_type", "gateway.subscribe"), ("result", result)],
         )
     };
-    // (An opened stream is counted when it ends, after its body, like every count
-    // that rides after a response.)
     assert_eq!(subscribes("too_many_streams"), 1.0);
 }
 
@@ -686,4 +684,73 @@ async fn publishing_for_a_built_in_user_costs_one_redis_round_trip() {
     assert_eq!(published.status(), 200);
     assert_eq!(published.body["streams"], 1);
     assert_eq!(round_trips(&published.headers), 1);
+}
+
+#[tokio::test]
+async fn push_metrics_count_open_streams_while_they_are_open_and_events_by_target() {
+    let (app, device, user) = app_with(Spawn::default()).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+    // Open means open now: counted once the first event is out, before the stream ends.
+    let metrics = app
+        .metrics_once(|m| m.gauge("edge_auth_push_streams_open") == 1.0)
+        .await;
+    assert_eq!(
+        metrics.gauge("edge_auth_push_streams_open"),
+        1.0,
+        "{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.counter("edge_auth_push_streams_opened_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        metrics.counter(
+            "edge_auth_commands_total",
+            &[("message_type", "gateway.subscribe"), ("result", "ok")]
+        ),
+        1.0
+    );
+
+    publish_e(&app, &user, json!(1)).await;
+    publish(
+        &app,
+        json!({"user_id": user, "device_session_id": device.session, "event_type": "e", "payload": 2}),
+    )
+    .await;
+    assert_eq!(next(&mut stream).await.payload, json!(1));
+    assert_eq!(next(&mut stream).await.payload, json!(2));
+    let revoked = app
+        .revoke_session(
+            &device.session,
+            &json!({"reason_code": "lost_device", "actor": "admin:tests"}),
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+    ends_with(&mut stream, "failed_precondition", "session_revoked").await;
+
+    let metrics = app
+        .metrics_once(|m| m.gauge("edge_auth_push_streams_open") == 0.0)
+        .await;
+    assert_eq!(
+        metrics.gauge("edge_auth_push_streams_open"),
+        0.0,
+        "{}",
+        metrics.text
+    );
+    let ended =
+        |reason: &str| metrics.counter("edge_auth_push_streams_ended_total", &[("reason", reason)]);
+    assert_eq!(ended("session_revoked"), 1.0);
+    assert_eq!(
+        metrics.counter("edge_auth_push_events_delivered_total", &[]),
+        2.0
+    );
+    let published = |target: &str| {
+        metrics.counter(
+            "edge_auth_push_events_published_total",
+            &[("target", target)],
+        )
+    };
+    assert_eq!((published("user"), published("device")), (1.0, 1.0));
 }
