@@ -143,7 +143,8 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                     command.session.as_str(),
                     command.request_id.as_str()
                 ),
-                counts_for_ms: claim.ends_in_ms + claim.grace_ms,
+                ends_in_ms: claim.ends_in_ms,
+                grace_ms: claim.grace_ms,
             };
             let mut sse = SseWriter::new(body, live);
             let ran = stream::run(&store, &OsRandom, &push, &sub, &opened, &mut sse);

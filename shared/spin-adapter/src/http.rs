@@ -220,14 +220,19 @@ impl std::fmt::Debug for Body {
 pub struct ClientGone;
 
 /// Writes a streamed body (see [`Answer::stream`]); every write is flushed to the
-/// client before it returns.
+/// client before it returns, within [`STREAM_WRITE_TIMEOUT_MS`] and, once
+/// [`BodyWriter::end_by`] has set one, before the body's deadline.
 pub struct BodyWriter<'a> {
-    write: &'a mut dyn FnMut(&[u8]) -> bool,
+    /// Writes and flushes the bytes, by the deadline given (WASI monotonic ns) if any.
+    write: &'a mut dyn FnMut(&[u8], Option<u64>) -> bool,
+    deadline: Option<u64>,
 }
 
 impl std::fmt::Debug for BodyWriter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BodyWriter").finish_non_exhaustive()
+        f.debug_struct("BodyWriter")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
     }
 }
 
@@ -235,13 +240,22 @@ impl BodyWriter<'_> {
     /// Writes and flushes `bytes`.
     ///
     /// # Errors
-    /// `ClientGone` when the connection is closed.
+    /// `ClientGone` when the connection is closed, or the client did not take the bytes
+    /// in time (nothing more is written after that).
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), ClientGone> {
-        if (self.write)(bytes) {
+        if (self.write)(bytes, self.deadline) {
             Ok(())
         } else {
             Err(ClientGone)
         }
+    }
+
+    /// No write completes later than `after` from now: one that would counts as the
+    /// client gone. A stream that must not outlive something (its place in a count) sets
+    /// this, so a client that reads slowly cannot stretch it.
+    pub fn end_by(&mut self, after: std::time::Duration) {
+        let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+        self.deadline = Some(wasi::clocks::monotonic_clock::now().saturating_add(after));
     }
 }
 
@@ -777,9 +791,21 @@ fn stream(
     let Ok(output) = body.write() else {
         return unwritable(produce, "the response body is not writable");
     };
-    let mut write = |bytes: &[u8]| write_within(&output, bytes, STREAM_WRITE_TIMEOUT_NS);
-    produce(&mut BodyWriter { write: &mut write });
+    // After a failed write nothing more is written: a timeout may have cut a frame.
+    let mut failed = false;
+    let mut write = |bytes: &[u8], end_by: Option<u64>| {
+        let ok = !failed && write_within(&output, bytes, STREAM_WRITE_TIMEOUT_NS, end_by);
+        failed = !ok;
+        ok
+    };
+    produce(&mut BodyWriter {
+        write: &mut write,
+        deadline: None,
+    });
     drop(output);
+    // Finished even after a failed write: Spin ends an abandoned body cleanly all the
+    // same (and so does our host), so the bytes already queued still reach a client that
+    // reads again.
     if let Err(e) = OutgoingBody::finish(body, None) {
         eprintln!("could not finish the streamed body: {e:?}");
     }
@@ -790,7 +816,8 @@ fn stream(
 fn unwritable(produce: Box<dyn FnOnce(&mut BodyWriter<'_>)>, why: &str) {
     eprintln!("{why}");
     produce(&mut BodyWriter {
-        write: &mut |_: &[u8]| false,
+        write: &mut |_: &[u8], _| false,
+        deadline: None,
     });
 }
 
@@ -800,37 +827,66 @@ fn unwritable(produce: Box<dyn FnOnce(&mut BodyWriter<'_>)>, why: &str) {
 pub const STREAM_WRITE_TIMEOUT_MS: u64 = 10_000;
 const STREAM_WRITE_TIMEOUT_NS: u64 = STREAM_WRITE_TIMEOUT_MS * 1_000_000;
 
-/// Writes and flushes `bytes`, waiting at most `timeout_ns` (WASI monotonic clock) in
-/// all for room and for the flush; `false` when the stream failed or the time ran out.
-fn write_within(output: &OutputStream, bytes: &[u8], timeout_ns: u64) -> bool {
+/// Writes and flushes `bytes`, waiting for room and for the flush at most `timeout_ns`
+/// in all, and never past `end_by` (WASI monotonic clock); `false` when the stream
+/// failed or the time ran out (a failure or a timeout is logged; a closed stream, the
+/// usual way a client leaves, is not).
+fn write_within(output: &OutputStream, bytes: &[u8], timeout_ns: u64, end_by: Option<u64>) -> bool {
     use wasi::clocks::monotonic_clock;
-    let deadline = monotonic_clock::now().saturating_add(timeout_ns);
+    use wasi::io::streams::StreamError;
+    let now = monotonic_clock::now();
+    if end_by.is_some_and(|d| now >= d) {
+        eprintln!("streamed body: past the body's deadline; letting the client go");
+        return false;
+    }
+    let deadline = end_by
+        .unwrap_or(u64::MAX)
+        .min(now.saturating_add(timeout_ns));
+    let report = |e: StreamError| {
+        if let StreamError::LastOperationFailed(error) = e {
+            eprintln!(
+                "streamed body: the write failed: {}",
+                error.to_debug_string()
+            );
+        }
+    };
     // Until the stream can take bytes again (`check-write` above 0), or the deadline.
     let room = || -> Option<usize> {
         loop {
             match output.check_write() {
                 Ok(0) => {}
                 Ok(n) => return Some(usize::try_from(n).unwrap_or(usize::MAX)),
-                Err(_) => return None,
+                Err(e) => {
+                    report(e);
+                    return None;
+                }
+            }
+            if monotonic_clock::now() >= deadline {
+                eprintln!("streamed body: the client took nothing in time; letting it go");
+                return None;
             }
             let ready = output.subscribe();
             let timer = monotonic_clock::subscribe_instant(deadline);
-            if !wasi::io::poll::poll(&[&ready, &timer]).contains(&0) {
-                return None;
-            }
+            // Woken by the stream (index 0) or the timer: the loop looks again.
+            let _woken = wasi::io::poll::poll(&[&ready, &timer]);
         }
     };
     let mut rest = bytes;
     while !rest.is_empty() {
         let Some(n) = room() else { return false };
         let (now, later) = rest.split_at(n.min(rest.len()));
-        if output.write(now).is_err() {
+        if let Err(e) = output.write(now) {
+            report(e);
             return false;
         }
         rest = later;
     }
     // A flush is done when the stream has room again.
-    output.flush().is_ok() && room().is_some()
+    if let Err(e) = output.flush() {
+        report(e);
+        return false;
+    }
+    room().is_some()
 }
 
 /// A request's headers, read once: names lower case, values as text (lossy), in order.

@@ -13,8 +13,10 @@
 //! holds a set of live streams, `ea:{ea:c<0-f>}:push:live`, each stream in the shard its
 //! id picks, scored by when it stops counting unless it ends (its maximum duration and
 //! 15 s). A stream enters it once its first event is out and leaves it when it ends; one
-//! whose instance died lapses. A scrape counts the members not lapsed, so the gauge never
-//! drifts the way a pair of opened/ended counters would.
+//! that could not leave it (its instance died, or Redis failed as it ended) lapses. A
+//! scrape counts the members not lapsed, so the gauge never drifts the way a pair of
+//! opened/ended counters would. No write of a stream completes after its entry lapses
+//! ([`crate::sse::SseWriter::new`]), so the gauge never misses a stream still open.
 //!
 //! # What a request pays
 //! Counting adds no round trip before the response. A request counts into a tally of its
@@ -24,7 +26,7 @@
 //! is learnt later is written after the response has been sent, by one script call on the
 //! request's own connection ([`flush`]), into a shard picked at random. A push stream
 //! pays one more call, right after its first event ([`stream_opened`]); its end rides in
-//! that flush.
+//! that flush, in the stream's own shard.
 //!
 //! # Labels
 //! Every label value comes from a closed set or a validated code: message types are
@@ -117,7 +119,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "edge_auth_push_streams_open",
-        help: "Push streams open now (a stream whose instance died stops counting 15 s after its maximum duration).",
+        help: "Push streams open now (one that could not say it ended, its instance dead, stops counting 15 s after its maximum duration).",
         kind: Kind::LiveStreams,
     },
     Family {
@@ -336,17 +338,39 @@ pub(crate) fn begin() {
 /// Redis failed: nothing is known to have been written (the stream goes on regardless).
 pub fn stream_opened(redis: &SpinRedis, stream: &str, counts_for_ms: u64) -> anyhow::Result<()> {
     count(&Counter::PushStreamOpened);
-    live(|l| *l = Some(stream.to_string()));
+    let pending = tally(std::mem::take);
     let mut args = vec![Arg::from("open"), stream.into(), counts_for_ms.into()];
-    args.extend(Ride::default().into_args());
-    redis
-        .run(
-            &crate::redis::scripts::PUSH_LIVE,
-            &keys::live_stream_keys(stream),
-            &args,
-        )
-        .context("entering a push stream in the gauge")?;
-    Ok(())
+    args.extend(as_args(&pending));
+    let entered = redis.run(
+        &crate::redis::scripts::PUSH_LIVE,
+        &keys::live_stream_keys(stream),
+        &args,
+    );
+    match entered {
+        Ok(_) => {
+            live(|l| *l = Some(stream.to_string()));
+            Ok(())
+        }
+        Err(cause) => {
+            // Not in the gauge; its counts wait for the request's flush.
+            tally(|t| t.extend(pending));
+            Err(cause.context("entering a push stream in the gauge"))
+        }
+    }
+}
+
+/// `(when, field, amount)` triples of `counts`, all `always`.
+fn as_args(counts: &[(String, i64)]) -> Vec<Arg> {
+    counts
+        .iter()
+        .flat_map(|(field, n)| {
+            [
+                When::Always.as_str().into(),
+                field.as_str().into(),
+                Arg::Int(*n),
+            ]
+        })
+        .collect()
 }
 
 /// Counts `counter` once.
@@ -427,40 +451,49 @@ impl Ride {
 }
 
 /// Writes what the request counted and has not written yet: one script call on the
-/// request's connection (opened if the request had none), into a random shard. Called
+/// request's connection (opened if the request had none; a new one if that call fails),
+/// into a random shard, or, for a push stream, its own shard as it leaves the gauge. Called
 /// by [`crate::http::serve`] after the response is sent; a failure is logged, never
 /// answered.
 pub(crate) fn flush() {
     // The request's tally as script arguments, as a ride would carry it.
     let args = Ride::default().into_args();
     // A push stream leaves the gauge in its shard, with the rest of its counts.
-    if let Some(stream) = live(Option::take) {
-        let mut end = vec![Arg::from("end"), stream.as_str().into(), Arg::Int(0)];
-        end.extend(args);
-        let write = SpinRedis::connect().and_then(|redis| {
-            redis.run(
+    let (script, keys, args) = match live(Option::take) {
+        Some(stream) => {
+            let mut end = vec![Arg::from("end"), stream.as_str().into(), Arg::Int(0)];
+            end.extend(args);
+            (
                 &crate::redis::scripts::PUSH_LIVE,
-                &keys::live_stream_keys(&stream),
-                &end,
+                keys::live_stream_keys(&stream).to_vec(),
+                end,
             )
-        });
-        if let Err(cause) = write {
-            eprintln!("metrics not written (the stream lapses from the gauge): {cause:#}");
         }
-        return;
-    }
-    if args.is_empty() {
-        return;
-    }
-    let write = || -> anyhow::Result<()> {
-        let mut byte = [0u8; 1];
-        getrandom::fill(&mut byte).map_err(|e| anyhow::anyhow!("picking a metrics shard: {e}"))?;
-        let key = keys::metrics_shard(byte[0] % keys::CLIENT_SHARDS);
-        SpinRedis::connect()?.run(&crate::redis::scripts::METRICS, &[key], &args)?;
-        Ok(())
+        None if args.is_empty() => return,
+        None => {
+            let mut byte = [0u8; 1];
+            if let Err(e) = getrandom::fill(&mut byte) {
+                eprintln!("metrics not written: picking a metrics shard: {e}");
+                return;
+            }
+            let shard = byte[0] % keys::CLIENT_SHARDS;
+            (
+                &crate::redis::scripts::METRICS,
+                vec![keys::metrics_shard(shard)],
+                args,
+            )
+        }
     };
-    if let Err(cause) = write() {
-        eprintln!("metrics not written: {cause:#}");
+    let write = || SpinRedis::connect().and_then(|redis| redis.run(script, &keys, &args));
+    if let Err(first) = write() {
+        // The request's connection may be what failed (a stream that ended because the
+        // store failed): once more, on a new one.
+        crate::redis::forget_connections();
+        if let Err(cause) = write() {
+            eprintln!(
+                "metrics not written (a push stream lapses from the gauge): {cause:#}; before that: {first:#}"
+            );
+        }
     }
 }
 

@@ -213,9 +213,16 @@ impl PushStore for RedisPushStore {
         let items = match reply {
             Err(e) if host_shutting_down(&e) => {
                 self.abandoned.set(true);
+                // Nothing else of this request may queue behind it either.
+                crate::redis::forget_connections();
                 return Ok(Wake::ShuttingDown);
             }
-            other => other?,
+            Err(e) => {
+                // The connection may be broken: what follows opens a new one.
+                crate::redis::forget_connections();
+                return Err(e);
+            }
+            Ok(items) => items,
         };
         // Flattened: a timeout is one nil; anything else is a record on either stream.
         Ok(if matches!(items.as_slice(), [] | [RedisResult::Nil]) {

@@ -17,14 +17,19 @@ use crate::http::BodyWriter;
 use crate::metrics::{self, Counter};
 use crate::redis::SpinRedis;
 
-/// The stream a writer counts in the gauge of open streams.
+/// The stream a writer counts in the gauge of open streams, and how long it may last.
 #[derive(Debug)]
 pub struct Live {
     /// `<session>/<request id>`.
     pub stream: String,
-    /// How long it counts unless it ends (its maximum duration and the claim's grace).
-    pub counts_for_ms: u64,
+    /// When it ends by itself (`push_max_duration_seconds`).
+    pub ends_in_ms: u64,
+    /// How long after that its place (its claim, its gauge entry) still counts.
+    pub grace_ms: u64,
 }
+
+/// Time the stream keeps, within the grace, to give its place back after its last write.
+const RELEASE_MARGIN_MS: u64 = 5_000;
 
 /// Writes a push stream as SSE.
 #[derive(Debug)]
@@ -38,7 +43,12 @@ pub struct SseWriter<'a, 'b> {
 }
 
 impl<'a, 'b> SseWriter<'a, 'b> {
+    /// A writer for the stream `live`. No write completes after the stream's place has
+    /// lapsed (less a margin to give it back): a client that reads slowly cannot keep a
+    /// stream that no longer counts.
     pub fn new(body: &'a mut BodyWriter<'b>, live: Live) -> Self {
+        let last_write = (live.ends_in_ms + live.grace_ms).saturating_sub(RELEASE_MARGIN_MS);
+        body.end_by(std::time::Duration::from_millis(last_write));
         Self {
             body,
             live: Some(live),
@@ -63,8 +73,9 @@ impl<'a, 'b> SseWriter<'a, 'b> {
             .map_err(|crate::http::ClientGone| Gone)?;
         if let Some(live) = self.live.take() {
             self.opened = true;
+            let counts_for_ms = live.ends_in_ms + live.grace_ms;
             let entered = SpinRedis::connect()
-                .and_then(|redis| metrics::stream_opened(&redis, &live.stream, live.counts_for_ms));
+                .and_then(|redis| metrics::stream_opened(&redis, &live.stream, counts_for_ms));
             if let Err(cause) = entered {
                 crate::http::log_cause("push stream metrics (the stream goes on)", &cause);
             }
