@@ -139,6 +139,18 @@ fn go(script: &Script, resume: Option<Position>, settings: PushSettings) -> (Str
 }
 
 fn try_go(script: &Script, resume: Option<Position>, settings: PushSettings) -> (Ran, Seen) {
+    let mut seen = Seen::default();
+    let ran = run_to(script, resume, settings, &mut seen);
+    (ran, seen)
+}
+
+/// Runs the scripted stream of `SESSION`'s subscribe `STREAM`, writing to `out`.
+fn run_to(
+    script: &Script,
+    resume: Option<Position>,
+    settings: PushSettings,
+    out: &mut impl Subscriber,
+) -> Ran {
     let key = GatewayKey {
         key: SigningKey::from_bytes(&[7; 32]),
         kid: "k1".into(),
@@ -152,16 +164,14 @@ fn try_go(script: &Script, resume: Option<Position>, settings: PushSettings) -> 
         resume,
         key: &key,
     };
-    let mut seen = Seen::default();
-    let ran = run(
+    run(
         script,
         &Counter(Cell::new(0)),
         &settings,
         &sub,
         &ScriptClock(script),
-        &mut seen,
-    );
-    (ran, seen)
+        out,
+    )
 }
 
 fn script(reads: Vec<StreamRead>, woken: Vec<Wake>) -> Script {
@@ -414,29 +424,7 @@ fn every_way_a_stream_ends_releases_its_claim_once() {
         }
     }
     let gone = script(vec![read("0-0", ACTIVE, vec![])], vec![]);
-    let key = GatewayKey {
-        key: SigningKey::from_bytes(&[7; 32]),
-        kid: "k1".into(),
-    };
-    let session = DeviceSessionId::parse(SESSION).expect("session id");
-    let request_id = RequestId::parse(STREAM).expect("request id");
-    let sub = Subscription {
-        session: &session,
-        user_id: "u1",
-        request_id: &request_id,
-        request_sha256: REQUEST,
-        resume: None,
-        key: &key,
-    };
-    let clock = ScriptClock(&gone);
-    let ran = run(
-        &gone,
-        &Counter(Cell::new(0)),
-        &short,
-        &sub,
-        &clock,
-        &mut Gone1,
-    );
+    let ran = run_to(&gone, None, short, &mut Gone1);
     assert_eq!(ran.ended.expect("ends"), StreamEnd::ClientGone);
     assert_eq!(*gone.released.borrow(), [claim]);
 }
