@@ -483,9 +483,9 @@ impl Client {
                     &prepared.command.envelope.request_id,
                     &prepared.request_sha256,
                 )?;
-                let value: Value =
-                    serde_json::from_slice(&STANDARD.decode(&signed.payload).unwrap_or_default())
-                        .unwrap_or(Value::Null);
+                // Verified, so the payload's hash matched: it decodes.
+                let payload = STANDARD.decode(&signed.payload).unwrap_or_default();
+                let value: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
                 return Err(ClientError::Refused {
                     status,
                     code: signed.envelope.result_code,
@@ -494,7 +494,7 @@ impl Client {
                         .unwrap_or_default()
                         .to_string(),
                     backend_status: 0,
-                    payload: Vec::new(),
+                    payload,
                 });
             }
             return Err(Self::api_error(status, &body));
@@ -545,7 +545,10 @@ impl Client {
     /// after a terminal `unavailable` event (the stream's maximum duration) or a dropped
     /// connection (after a pause, at most `max_retries` times in a row without an
     /// event), until a terminal `failed_precondition` (revoked, expired, blocked), which
-    /// it returns.
+    /// it returns. A signed `rate_limited` refusal is waited out as its `retry_after_ms`
+    /// says (0.5-30 s); a `too_many_streams` one (the session's earlier streams not yet
+    /// found gone, say, after the network dropped) is tried again sooner, one second more
+    /// after each; both count as failures.
     ///
     /// # Errors
     /// As [`Client::subscribe_once`], and the last failure once the retries are spent.
@@ -607,6 +610,36 @@ impl Client {
                     if failures > max_retries {
                         return Err(ClientError::Transport { url, source });
                     }
+                }
+                Err(ClientError::Refused {
+                    status,
+                    code,
+                    message,
+                    backend_status,
+                    payload,
+                }) if matches!(code.as_str(), "too_many_streams" | "rate_limited") => {
+                    failures += 1;
+                    if failures > max_retries {
+                        return Err(ClientError::Refused {
+                            status,
+                            code,
+                            message,
+                            backend_status,
+                            payload,
+                        });
+                    }
+                    let mut wait = serde_json::from_slice::<Value>(&payload)
+                        .ok()
+                        .and_then(|v| v["error"]["retry_after_ms"].as_u64())
+                        .unwrap_or(0);
+                    if code == "too_many_streams" {
+                        // That is when a place surely frees; one held by a client that
+                        // went away frees as soon as the gateway finds it gone.
+                        wait = wait.min(1_000 * u64::from(failures));
+                    }
+                    let wait = wait.clamp(500, 30_000);
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                    continue;
                 }
                 Err(other) => return Err(other),
             }

@@ -754,3 +754,60 @@ async fn push_metrics_count_open_streams_while_they_are_open_and_events_by_targe
     };
     assert_eq!((published("user"), published("device")), (1.0, 1.0));
 }
+
+#[tokio::test]
+async fn the_client_library_waits_for_a_place_when_its_session_holds_every_stream_it_may() {
+    let spawn = Spawn::default()
+        .variable("push_max_streams_per_session", "1")
+        .variable("push_heartbeat_seconds", "1");
+    let (app, device, _) = app_with(spawn).await;
+    // A stream whose connection dropped, not yet found gone: it holds the one place.
+    let mut held = open(&app, &device, None).await;
+    hello(&mut held).await;
+
+    let client = edge_auth_client::Client::new(&app.address);
+    let jwks = app.jwks().await;
+    let (seen, mut events) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let follower = {
+        let device = device.clone();
+        tokio::spawn(async move {
+            client
+                .subscribe(&device.key, &device.session, None, &jwks, 5, &mut |e| {
+                    let _ = seen.send(e.envelope.event_type.clone());
+                })
+                .await
+        })
+    };
+    // Refused at first (too_many_streams), the client waits; the held stream's client
+    // goes away, its next heartbeat finds it gone, and the place is the follower's.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+    let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("the follower got in within 10 s");
+    assert_eq!(first.as_deref(), Some("gateway.server_time"));
+
+    let revoked = app
+        .revoke_session(
+            &device.session,
+            &json!({"reason_code": "lost_device", "actor": "admin:tests"}),
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+    let closed = follower.await.expect("joined").expect("followed");
+    assert!(
+        matches!(&closed, edge_auth_client::StreamClose::Ended { reason, .. } if reason == "session_revoked"),
+        "{closed:?}"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.counter(
+            "edge_auth_commands_total",
+            &[
+                ("message_type", "gateway.subscribe"),
+                ("result", "too_many_streams")
+            ]
+        ) >= 1.0,
+        "the follower was refused before it got in"
+    );
+}
