@@ -525,6 +525,13 @@ impl Client {
                 last_id = Some(event.id.clone());
                 on_event(&event);
                 if event.envelope.event_type == "gateway.stream_end" {
+                    // The body ends once the gateway has given the stream's place back:
+                    // wait for that (briefly), so a resume does not find its own old
+                    // stream still counted. Whatever the wait ends with, the stream ended.
+                    let _ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                        while let Ok(Some(_)) = response.chunk().await {}
+                    })
+                    .await;
                     let value: Value =
                         serde_json::from_slice(&event.payload).unwrap_or(Value::Null);
                     return Ok(StreamClose::Ended {
@@ -545,10 +552,10 @@ impl Client {
     /// after a terminal `unavailable` event (the stream's maximum duration) or a dropped
     /// connection (after a pause, at most `max_retries` times in a row without an
     /// event), until a terminal `failed_precondition` (revoked, expired, blocked), which
-    /// it returns. A signed `rate_limited` refusal is waited out as its `retry_after_ms`
-    /// says (0.5-30 s); a `too_many_streams` one (the session's earlier streams not yet
-    /// found gone, say, after the network dropped) is tried again sooner, one second more
-    /// after each; both count as failures.
+    /// it returns. A signed `rate_limited` or `too_many_streams` refusal (the session's
+    /// earlier streams not yet found gone, say, after the network dropped) is waited out
+    /// (see `refusal_wait`); refusals that come after waiting their hint in full count
+    /// against `max_retries`, and a stream that opens clears them.
     ///
     /// # Errors
     /// As [`Client::subscribe_once`], and the last failure once the retries are spent.
@@ -561,7 +568,12 @@ impl Client {
         max_retries: u32,
         on_event: &mut impl FnMut(&StreamEvent),
     ) -> Result<StreamClose, ClientError> {
+        // Drops and transport failures in a row without an event.
         let mut failures = 0;
+        // Refusals since a stream last opened, and those that came after waiting a hint
+        // out in full (only those count against `max_retries`).
+        let mut refusals = 0u32;
+        let mut counted_refusals = 0u32;
         loop {
             let mut seen = false;
             let mut counting = |event: &StreamEvent| {
@@ -579,6 +591,11 @@ impl Client {
                 .await;
             if seen {
                 failures = 0;
+            }
+            if outcome.is_ok() {
+                // A stream opened: the refusals before it are over.
+                refusals = 0;
+                counted_refusals = 0;
             }
             match outcome {
                 Ok(StreamClose::Ended {
@@ -618,8 +635,18 @@ impl Client {
                     backend_status,
                     payload,
                 }) if matches!(code.as_str(), "too_many_streams" | "rate_limited") => {
-                    failures += 1;
-                    if failures > max_retries {
+                    let hint = serde_json::from_slice::<Value>(&payload)
+                        .ok()
+                        .and_then(|v| v["error"]["retry_after_ms"].as_u64())
+                        .unwrap_or(0);
+                    refusals += 1;
+                    let wait = refusal_wait(&code, hint, refusals);
+                    // A refusal after waiting its hint out in full means the place or the
+                    // budget is really taken: that counts.
+                    if wait >= hint {
+                        counted_refusals += 1;
+                    }
+                    if counted_refusals > max_retries {
                         return Err(ClientError::Refused {
                             status,
                             code,
@@ -628,16 +655,6 @@ impl Client {
                             payload,
                         });
                     }
-                    let mut wait = serde_json::from_slice::<Value>(&payload)
-                        .ok()
-                        .and_then(|v| v["error"]["retry_after_ms"].as_u64())
-                        .unwrap_or(0);
-                    if code == "too_many_streams" {
-                        // That is when a place surely frees; one held by a client that
-                        // went away frees as soon as the gateway finds it gone.
-                        wait = wait.min(1_000 * u64::from(failures));
-                    }
-                    let wait = wait.clamp(500, 30_000);
                     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
                     continue;
                 }
@@ -680,6 +697,21 @@ fn position(id: &str) -> (u64, u64) {
     id.split_once('-')
         .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)))
         .unwrap_or((0, 0))
+}
+
+/// How long [`Client::subscribe`] waits after its `refusals`-th refusal in a row, given the
+/// refusal's `retry_after_ms` (`hint`). `rate_limited`: the hint, which is exact (at least
+/// 0.5 s, at most 5 min). `too_many_streams`: the hint is when a place surely frees, but
+/// one held by a client that went away frees as soon as the gateway finds it gone (at its
+/// next heartbeat), so try sooner: 1 s more after each refusal, at most 5 s, never later
+/// than the hint.
+fn refusal_wait(code: &str, hint: u64, refusals: u32) -> u64 {
+    let wait = if code == "too_many_streams" {
+        hint.min(1_000 * u64::from(refusals.min(5)))
+    } else {
+        hint.min(300_000)
+    };
+    wait.max(500)
 }
 
 /// Parses and verifies one SSE frame of the stream `request_sha256` opened; `None` for a

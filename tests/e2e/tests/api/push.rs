@@ -755,38 +755,55 @@ async fn push_metrics_count_open_streams_while_they_are_open_and_events_by_targe
     assert_eq!((published("user"), published("device")), (1.0, 1.0));
 }
 
-#[tokio::test]
-async fn the_client_library_waits_for_a_place_when_its_session_holds_every_stream_it_may() {
-    let spawn = Spawn::default()
-        .variable("push_max_streams_per_session", "1")
-        .variable("push_heartbeat_seconds", "1");
-    let (app, device, _) = app_with(spawn).await;
-    // A stream whose connection dropped, not yet found gone: it holds the one place.
-    let mut held = open(&app, &device, None).await;
-    hello(&mut held).await;
-
+/// The client library following `device`'s stream (with `max_retries`) in a task: the
+/// types of the events it hands over arrive on the channel.
+fn follow(
+    app: &TestApp,
+    device: &Device,
+    jwks: edge_auth_protocol::wire::Jwks,
+    max_retries: u32,
+) -> (
+    tokio::task::JoinHandle<Result<edge_auth_client::StreamClose, edge_auth_client::ClientError>>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     let client = edge_auth_client::Client::new(&app.address);
-    let jwks = app.jwks().await;
-    let (seen, mut events) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let follower = {
-        let device = device.clone();
-        tokio::spawn(async move {
-            client
-                .subscribe(&device.key, &device.session, None, &jwks, 5, &mut |e| {
+    let (seen, events) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let device = device.clone();
+    let task = tokio::spawn(async move {
+        client
+            .subscribe(
+                &device.key,
+                &device.session,
+                None,
+                &jwks,
+                max_retries,
+                &mut |e| {
                     let _ = seen.send(e.envelope.event_type.clone());
-                })
-                .await
-        })
-    };
-    // Refused at first (too_many_streams), the client waits; the held stream's client
-    // goes away, its next heartbeat finds it gone, and the place is the follower's.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(held);
-    let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
-        .await
-        .expect("the follower got in within 10 s");
-    assert_eq!(first.as_deref(), Some("gateway.server_time"));
+                },
+            )
+            .await
+    });
+    (task, events)
+}
 
+/// The follower's first event within `within`, then its end once the session is revoked.
+async fn followed_in(
+    app: &TestApp,
+    device: &Device,
+    (task, mut events): (
+        tokio::task::JoinHandle<
+            Result<edge_auth_client::StreamClose, edge_auth_client::ClientError>,
+        >,
+        tokio::sync::mpsc::UnboundedReceiver<String>,
+    ),
+    within: Duration,
+) {
+    let first = tokio::time::timeout(within, events.recv()).await;
+    assert_eq!(
+        first.ok().flatten().as_deref(),
+        Some("gateway.server_time"),
+        "the follower got in within {within:?}"
+    );
     let revoked = app
         .revoke_session(
             &device.session,
@@ -794,11 +811,28 @@ async fn the_client_library_waits_for_a_place_when_its_session_holds_every_strea
         )
         .await;
     assert_eq!(revoked.status(), 200);
-    let closed = follower.await.expect("joined").expect("followed");
+    let closed = task.await.expect("joined").expect("followed");
     assert!(
         matches!(&closed, edge_auth_client::StreamClose::Ended { reason, .. } if reason == "session_revoked"),
         "{closed:?}"
     );
+}
+
+#[tokio::test]
+async fn the_client_library_waits_for_a_place_when_its_session_holds_every_stream_it_may() {
+    let spawn = Spawn::default()
+        .variable("push_max_streams_per_session", "1")
+        .variable("push_heartbeat_seconds", "1");
+    let (app, device, _) = app_with(spawn).await;
+    // A stream whose client went away, not yet found gone: it holds the one place.
+    let mut held = open(&app, &device, None).await;
+    hello(&mut held).await;
+    let follower = follow(&app, &device, app.jwks().await, 5);
+    // Refused at first (too_many_streams), the client waits; the held stream's next
+    // heartbeat finds its client gone, and the place is the follower's.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+    followed_in(&app, &device, follower, Duration::from_secs(10)).await;
     let metrics = app.metrics().await;
     assert!(
         metrics.counter(
@@ -810,4 +844,34 @@ async fn the_client_library_waits_for_a_place_when_its_session_holds_every_strea
         ) >= 1.0,
         "the follower was refused before it got in"
     );
+}
+
+#[tokio::test]
+async fn the_client_library_follows_the_hints_until_a_dead_instances_place_lapses() {
+    let spawn = Spawn::default().variable("push_max_streams_per_session", "1");
+    let (app, device, _) = app_with(spawn).await;
+    // A place held by a stream whose instance died: 4 s of its grace are left.
+    let mut redis = app.redis();
+    let (s, us): (u64, u64) = redis::cmd("TIME").query(&mut redis).expect("TIME");
+    let _: () = redis
+        .zadd(
+            claim_set(&app, &device),
+            "killed-instance-stream",
+            s * 1000 + us / 1000 - 11_000,
+        )
+        .expect("ZADD");
+    // One retry only: the early tries (1 s, then 2 s) do not count, the one after
+    // waiting the hint in full does.
+    let follower = follow(&app, &device, app.jwks().await, 1);
+    followed_in(&app, &device, follower, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_client_library_waits_out_a_signed_rate_limit() {
+    let spawn = Spawn::default().variable("command_rate_limit_per_session", "1/3");
+    let (app, device, _) = app_with(spawn).await;
+    let spent = app.execute(&device.command("echo", b"x").command).await;
+    assert_eq!(spent.status(), 200, "{}", spent.body);
+    let follower = follow(&app, &device, app.jwks().await, 1);
+    followed_in(&app, &device, follower, Duration::from_secs(8)).await;
 }
