@@ -340,7 +340,9 @@ pub fn stream_opened(redis: &SpinRedis, stream: &str, counts_for_ms: u64) -> any
     count(&Counter::PushStreamOpened);
     let pending = tally(std::mem::take);
     let mut args = vec![Arg::from("open"), stream.into(), counts_for_ms.into()];
-    args.extend(as_args(&pending));
+    args.extend(triple_args(
+        pending.iter().map(|(f, n)| (When::Always, f.clone(), *n)),
+    ));
     let entered = redis.run(
         &crate::redis::scripts::PUSH_LIVE,
         &keys::live_stream_keys(stream),
@@ -359,17 +361,12 @@ pub fn stream_opened(redis: &SpinRedis, stream: &str, counts_for_ms: u64) -> any
     }
 }
 
-/// `(when, field, amount)` triples of `counts`, all `always`.
-fn as_args(counts: &[(String, i64)]) -> Vec<Arg> {
-    counts
-        .iter()
-        .flat_map(|(field, n)| {
-            [
-                When::Always.as_str().into(),
-                field.as_str().into(),
-                Arg::Int(*n),
-            ]
-        })
+/// The script arguments of `(when, field, amount)` triples, for `count_metrics` of
+/// `lib.lua`.
+fn triple_args(triples: impl IntoIterator<Item = (When, String, i64)>) -> Vec<Arg> {
+    triples
+        .into_iter()
+        .flat_map(|(when, field, n)| [when.as_str().into(), field.into(), Arg::Int(n)])
         .collect()
 }
 
@@ -443,10 +440,7 @@ impl Ride {
         let pending = tally(std::mem::take);
         self.triples
             .extend(pending.into_iter().map(|(f, n)| (When::Always, f, n)));
-        self.triples
-            .into_iter()
-            .flat_map(|(when, field, n)| [when.as_str().into(), field.into(), Arg::Int(n)])
-            .collect()
+        triple_args(self.triples)
     }
 }
 

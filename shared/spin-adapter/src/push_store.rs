@@ -24,7 +24,8 @@ pub struct RedisPushStore {
     redis: SpinRedis,
     /// A wait ended by our host's shutdown left its `XREAD BLOCK` pending on the
     /// connection: Redis answers that connection's next command only once the block
-    /// times out, so what follows goes over a connection of its own.
+    /// times out, so what follows goes over the request's next connection (the wait made
+    /// the request forget this one).
     abandoned: Cell<bool>,
 }
 
@@ -235,21 +236,19 @@ impl PushStore for RedisPushStore {
     fn release(&self, session: &DeviceSessionId, stream: &RequestId) -> anyhow::Result<()> {
         let k = AddressKeys::new(session.tag());
         let args = [k.streams(session.as_str()).into(), stream.as_str().into()];
-        // The stream's own connection, unless a wait was left pending on it; if it fails
-        // (a stream that ended because the store failed), once more on a new connection.
-        if !self.abandoned.get() {
-            match self.redis.command("ZREM", &args) {
-                Ok(_) => return Ok(()),
-                Err(first) => {
-                    return SpinRedis::connect_resp_apart()
-                        .and_then(|apart| apart.command("ZREM", &args))
-                        .map(drop)
-                        .with_context(|| format!("and on the stream's connection: {first:#}"));
-                }
-            }
+        let zrem = |redis: &SpinRedis| redis.command("ZREM", &args).map(drop);
+        // The stream's own connection, unless a wait was left pending on it. If that
+        // fails (a stream that ended because the store failed), once more on the request's
+        // next connection, which the metrics written after the body then reuse.
+        if self.abandoned.get() {
+            return SpinRedis::connect_resp().and_then(|redis| zrem(&redis));
         }
-        SpinRedis::connect_resp_apart()?.command("ZREM", &args)?;
-        Ok(())
+        zrem(&self.redis).or_else(|first| {
+            crate::redis::forget_connections();
+            SpinRedis::connect_resp()
+                .and_then(|redis| zrem(&redis))
+                .with_context(|| format!("and on the stream's connection: {first:#}"))
+        })
     }
 }
 

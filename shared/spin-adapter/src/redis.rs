@@ -154,22 +154,11 @@ impl SpinRedis {
         if let Some(transport) = RESP.with_borrow(Clone::clone) {
             return Ok(Self { transport });
         }
-        let fresh = Self::connect_resp_apart()?;
-        RESP.set(Some(Rc::clone(&fresh.transport)));
-        Ok(fresh)
-    }
-
-    /// A RESP connection of its own, apart from the request's: for a command that must
-    /// not queue behind a blocking command left waiting on the request's connection.
-    ///
-    /// # Errors
-    /// As [`SpinRedis::connect`].
-    pub fn connect_resp_apart() -> anyhow::Result<Self> {
         let url = config::variable("redis_url")?;
         let conn = Connection::open(&url).context("opening the Redis connection")?;
-        Ok(Self {
-            transport: Rc::new(Transport::Resp(conn)),
-        })
+        let transport = Rc::new(Transport::Resp(conn));
+        RESP.set(Some(Rc::clone(&transport)));
+        Ok(Self { transport })
     }
 
     /// Sends one command on the transport; counts one round trip.

@@ -35,9 +35,8 @@ const RELEASE_MARGIN_MS: u64 = 5_000;
 #[derive(Debug)]
 pub struct SseWriter<'a, 'b> {
     body: &'a mut BodyWriter<'b>,
-    /// Entered in the gauge at the first event written (then `None`).
+    /// Entered in the gauge at the first event written; `None` once the stream is open.
     live: Option<Live>,
-    opened: bool,
     /// Published events written (the gateway's own not counted).
     delivered: u64,
 }
@@ -52,7 +51,6 @@ impl<'a, 'b> SseWriter<'a, 'b> {
         Self {
             body,
             live: Some(live),
-            opened: false,
             delivered: 0,
         }
     }
@@ -61,7 +59,7 @@ impl<'a, 'b> SseWriter<'a, 'b> {
     /// the published events it sent; a stream that never got its first event out was
     /// never open, and counts nothing.
     pub fn ended(self, reason: &str) {
-        if self.opened {
+        if self.live.is_none() {
             metrics::count(&Counter::PushStreamEnded { reason });
             metrics::count_n(&Counter::PushEventsDelivered, self.delivered);
         }
@@ -72,7 +70,6 @@ impl<'a, 'b> SseWriter<'a, 'b> {
             .write(frame)
             .map_err(|crate::http::ClientGone| Gone)?;
         if let Some(live) = self.live.take() {
-            self.opened = true;
             let counts_for_ms = live.ends_in_ms + live.grace_ms;
             let entered = SpinRedis::connect()
                 .and_then(|redis| metrics::stream_opened(&redis, &live.stream, counts_for_ms));
