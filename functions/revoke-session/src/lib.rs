@@ -1,6 +1,7 @@
 //! `POST /api/v1/internal/sessions/:device_session_id/revoke` `{"reason_code","actor"}` →
 //! `{"device_session_id","status":"revoked","already_revoked"}`. Idempotent: a second
-//! revoke keeps the first one's metadata.
+//! revoke keeps the first one's metadata. A session whose life is over is not revoked: it
+//! answers `"status":"expired"`, `"already_revoked":false`.
 
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]

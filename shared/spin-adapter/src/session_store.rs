@@ -261,7 +261,7 @@ impl SessionStore for RedisSessionStore {
                 });
                 RevokeOutcome::Revoked(record(&mut reply)?)
             }
-            "already" => RevokeOutcome::AlreadyRevoked(record(&mut reply)?),
+            "already" => RevokeOutcome::Ended(record(&mut reply)?),
             other => bail!("`revoke` reply: unexpected {other:?}"),
         })
     }

@@ -12,8 +12,9 @@ pub enum RevokeOutcome {
     NotFound,
     /// Revoked now; the record after the change.
     Revoked(SessionRecord),
-    /// Was already revoked; the record with the first revoke's metadata.
-    AlreadyRevoked(SessionRecord),
+    /// Had already ended, and nothing was revoked: revoked before (the record keeps the
+    /// first revoke's metadata) or expired (its life was over, perhaps found only now).
+    Ended(SessionRecord),
 }
 
 /// One bounded step of revoking every active session of a user.

@@ -291,7 +291,7 @@ impl SessionStore for MemoryStore {
             return Ok(RevokeOutcome::NotFound);
         };
         if record.status != SessionStatus::Active {
-            return Ok(RevokeOutcome::AlreadyRevoked(record.clone()));
+            return Ok(RevokeOutcome::Ended(record.clone()));
         }
         Self::revoke_record(record, reason, now);
         Ok(RevokeOutcome::Revoked(record.clone()))
@@ -634,6 +634,40 @@ fn a_cursor_of_the_wrong_shape_is_refused_before_the_store_is_asked() {
         assert_invalid(audit(&store, Some(DIRECTORY_USER), Some(bad), None));
     }
     assert!(store.calls().is_empty(), "{:?}", store.calls());
+}
+
+#[test]
+fn an_audit_cursor_that_is_no_record_id_is_refused_before_the_store_is_asked() {
+    // Sessions are paged by member (any text orders); audit records by stream id, which
+    // the store's range refuses to take in any other shape.
+    let store = MemoryStore::new();
+    store.index_user(DIRECTORY_USER, tag(1));
+    store.assign(tag(1), DIRECTORY_USER);
+    let hex = tag(1).to_hex();
+    for inner in [
+        "abc",
+        "1",
+        "1-",
+        "-1",
+        "1-x",
+        "0-0",
+        "99999999999999999999-1",
+    ] {
+        let bad = format!("{hex}.{inner}");
+        assert_invalid(audit(&store, Some(DIRECTORY_USER), Some(&bad), None));
+    }
+    assert!(store.calls().is_empty(), "{:?}", store.calls());
+    // A record id reaches the store (this fake knows no such record, so it fails there).
+    let _ = audit(
+        &store,
+        Some(DIRECTORY_USER),
+        Some(&format!("{hex}.1700000000000-0")),
+        None,
+    );
+    assert_eq!(
+        store.calls().last().map(String::as_str),
+        Some(format!("audit:{hex}:1700000000000-0").as_str())
+    );
 }
 
 #[test]

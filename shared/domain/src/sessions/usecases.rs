@@ -3,9 +3,10 @@
 use crate::crypto::ServerKey;
 use crate::ids::{AddressTag, DeviceSessionId, UserId};
 use crate::login::ports::UserDirectory;
+use crate::push::ports::Position as RecordId;
 use crate::sessions::input::{BlockTarget, ChangeReason, InvalidInput, UserRef};
 use crate::sessions::model::{
-    AuditRecord, DEFAULT_PAGE, MAX_PAGE, Page, SessionRecord, StatusFilter,
+    AuditRecord, DEFAULT_PAGE, MAX_PAGE, Page, SessionRecord, SessionStatus, StatusFilter,
 };
 use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
 
@@ -191,7 +192,8 @@ pub fn list_sessions(
     })
 }
 
-/// `POST /sessions/:id/revoke`: `(record, already_revoked)`.
+/// `POST /sessions/:id/revoke`: `(record, already_revoked)`. A session whose life is
+/// over is not revoked: its record says `expired`, and `already_revoked` is false.
 ///
 /// # Errors
 /// See [`SessionError`].
@@ -203,7 +205,10 @@ pub fn revoke_session(
     match store.revoke(&session_id(raw_id)?, reason)? {
         RevokeOutcome::NotFound => Err(SessionError::SessionNotFound),
         RevokeOutcome::Revoked(record) => Ok((record, false)),
-        RevokeOutcome::AlreadyRevoked(record) => Ok((record, true)),
+        RevokeOutcome::Ended(record) => {
+            let already_revoked = record.status == SessionStatus::Revoked;
+            Ok((record, already_revoked))
+        }
     }
 }
 
@@ -368,6 +373,15 @@ pub fn audit(
     let user = UserRef::parse(raw_user.ok_or(InvalidInput::MissingUserId)?)?;
     let limit = page_size(limit)?;
     let start = position(raw_cursor)?;
+    // Inside an address, the audit's cursor is the id of the last record read (never
+    // `0-0`, which no record has): anything else would make the store's range fail.
+    let record_id = |inner: &str| RecordId::parse(inner).is_ok_and(|p| p != RecordId::START);
+    if start
+        .and_then(|p| p.inner)
+        .is_some_and(|inner| !record_id(inner))
+    {
+        return Err(InvalidInput::Cursor.into());
+    }
     let tags = locate(store, &user)?;
     page_across(&tags, start, |tag, inner| {
         store.audit(tag, &user, inner, limit)

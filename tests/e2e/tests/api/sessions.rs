@@ -614,6 +614,16 @@ async fn the_audit_trail_lists_every_change_newest_first_with_who_what_when_why(
     assert_eq!(rest.body["next_cursor"], Value::Null);
 
     assert_eq!(app.audit("").await.error(), (400, "invalid_request".into()));
+    // A cursor whose part after the address is no record id (review finding: Redis
+    // refused the range, and the answer was a 503).
+    let (address, _) = cursor.split_once('.').expect("<tag>.<record id>");
+    for inner in ["abc", "0-0", "1-x"] {
+        let bad = format!("{address}.{inner}");
+        let answer = app
+            .audit(&format!("user_id={user}&cursor={}", urlencode(&bad)))
+            .await;
+        assert_eq!(answer.error(), (400, "invalid_request".into()), "{bad}");
+    }
 }
 
 // ---- races and scale --------------------------------------------------------------------
@@ -887,6 +897,32 @@ async fn expired_sessions_do_not_count_against_the_session_limit() {
     let second = app.login("rosa@example.com", &device_key(2)).await;
     assert_ne!(first, second);
     assert_eq!(record_status(&app, &first).as_deref(), Some("expired"));
+}
+
+#[tokio::test]
+async fn revoking_a_session_whose_life_is_over_answers_expired_and_records_no_revoke() {
+    let app = spawn_quick()
+        .variable("session_lifetime_seconds", "1")
+        .spawn()
+        .await;
+    let session = app.login("jon@example.com", &device_key(1)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+
+    for _ in 0..2 {
+        let answer = app
+            .revoke_session(&session, &reason("fraud.suspected"))
+            .await;
+        assert_eq!(
+            answer.body,
+            json!({ "device_session_id": session, "status": "expired", "already_revoked": false })
+        );
+    }
+    let prefix = TestApp::prefix_of_id(&session);
+    let revoke_reason: Option<String> = app
+        .redis()
+        .hget(format!("{prefix}s:{session}"), "revoke_reason_code")
+        .expect("HGET");
+    assert_eq!(revoke_reason, None);
 }
 
 #[tokio::test]
