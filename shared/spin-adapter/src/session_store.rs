@@ -291,6 +291,7 @@ impl SessionStore for RedisSessionStore {
                     k.revoked_sessions(),
                     k.lifecycle(),
                     k.audit(),
+                    k.expired_sessions(),
                 ],
                 &args,
             )?,

@@ -95,7 +95,8 @@ pub trait SessionStore {
     /// As [`SessionStore::get`]; then nothing changed.
     fn revoke(&self, id: &DeviceSessionId, reason: &ChangeReason) -> anyhow::Result<RevokeOutcome>;
 
-    /// Revokes up to `batch_size` active sessions.
+    /// Revokes up to `batch_size` active sessions; one whose life is already over is
+    /// ended as expired instead, and not counted.
     ///
     /// # Errors
     /// As [`SessionStore::get`]; earlier batches stay done.

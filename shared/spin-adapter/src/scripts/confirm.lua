@@ -119,7 +119,9 @@ if limit then
     audit = KEYS[13], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
     audit_ttl = ARGV[15], audit_max = ARGV[16]}
   for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
-    expire_if_due(sweep, session_record_key(KEYS[5], string.sub(member, 18)))
+    if not record_gone(KEYS[5], member) then
+      expire_if_due(sweep, session_record_key(KEYS[5], string.sub(member, 18)))
+    end
   end
   local active = redis.call('ZCARD', KEYS[5])
   if active >= limit then
@@ -129,6 +131,7 @@ if limit then
     local c = {now = now, reason = 'session_limit_evicted', actor = 'system',
       retention = ARGV[12], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
       active = KEYS[5], revoked = KEYS[11], lifecycle = KEYS[12]}
+    -- The sweep above left only members with a record: each one evicted is a session.
     for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, active - limit)) do
       local sid = revoke_member(c, member)
       evicted = evicted + 1
@@ -137,6 +140,12 @@ if limit then
         'actor', 'system', 'at', now)
     end
   end
+end
+
+-- Members of sessions long over whose records Redis has expired (see prune_gone): up to
+-- four per set, more than the one member a login adds.
+for _, set in ipairs({KEYS[5], KEYS[6], KEYS[11], KEYS[14]}) do
+  prune_gone(set, 4)
 end
 
 local member = string.format('%016d|%s', now, ARGV[4])

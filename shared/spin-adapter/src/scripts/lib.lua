@@ -33,9 +33,14 @@ end
 -- `c` holds now, reason, actor, retention, lifecycle_ttl, lifecycle_max and the keys
 -- active, revoked and lifecycle (all of one address: the record and projection keys are
 -- derived from `active` by the layout prelude).
+-- Returns the session id, or nil (and only drops the member) when the record is gone.
 local function revoke_member(c, member)
   local sid = string.sub(member, 18)
   local record = session_record_key(c.active, sid)
+  if redis.call('EXISTS', record) == 0 then
+    redis.call('ZREM', c.active, member)
+    return nil
+  end
   local projection = projection_key(c.active, sid)
   local user_id = redis.call('HGET', record, 'user_id') or ''
   redis.call('HSET', record, 'status', 'revoked', 'revoked_at', c.now,
@@ -49,6 +54,28 @@ local function revoke_member(c, member)
     'event', 'session_revoked', 'device_session_id', sid, 'user_id', user_id,
     'reason_code', c.reason, 'actor', c.actor, 'at', c.now)
   return sid
+end
+
+-- True (and the member dropped from `set`) when the session's record is gone: Redis
+-- expires a record once its retention after the session's end is over, and nothing else
+-- would ever remove its member from the address's sets. Such a member is no session: it
+-- must not count against the session limit, be revoked (that would write a record of a
+-- few fields) or be listed.
+local function record_gone(set, member)
+  if redis.call('EXISTS', session_record_key(set, string.sub(member, 18))) == 1 then
+    return false
+  end
+  redis.call('ZREM', set, member)
+  return true
+end
+
+-- Drops the members whose record is gone among the `n` oldest of `set` (records go in
+-- roughly the order their sessions began): a bounded sweep on every login keeps an
+-- address's sets from growing with every session it ever had.
+local function prune_gone(set, n)
+  for _, member in ipairs(redis.call('ZRANGE', set, 0, n - 1)) do
+    record_gone(set, member)
+  end
 end
 
 -- When a session's life ends: its absolute expiry or its idle deadline (last use plus

@@ -899,6 +899,104 @@ async fn expired_sessions_do_not_count_against_the_session_limit() {
     assert_eq!(record_status(&app, &first).as_deref(), Some("expired"));
 }
 
+/// What Redis does once a session's retention is over: its record and projection go, and
+/// the address's sets still name it.
+fn drop_record_as_redis_would(app: &TestApp, session: &str) {
+    let prefix = TestApp::prefix_of_id(session);
+    let _: i64 = app
+        .redis()
+        .del(&[
+            format!("{prefix}s:{session}"),
+            format!("{prefix}gw:{session}"),
+        ])
+        .expect("DEL");
+}
+
+fn set_members(app: &TestApp, session: &str, set: &str) -> Vec<String> {
+    let prefix = TestApp::prefix_of_id(session);
+    app.redis()
+        .zrange(format!("{prefix}sessions:{set}"), 0, -1)
+        .expect("ZRANGE")
+}
+
+fn names(members: &[String], session: &str) -> bool {
+    members.iter().any(|m| m.ends_with(&format!("|{session}")))
+}
+
+#[tokio::test]
+async fn a_session_whose_record_redis_has_dropped_no_longer_counts_against_the_session_limit() {
+    // Review finding: the member stayed in the active set for ever, and a user away
+    // longer than lifetime + retention was refused every login after.
+    let app = spawn_quick().spawn().await;
+    app.set_session_limit(Some(1)).await;
+    let gone = app.login("gus@example.com", &device_key(1)).await;
+    drop_record_as_redis_would(&app, &gone);
+
+    let again = app.login("gus@example.com", &device_key(2)).await;
+    let active = set_members(&app, &again, "active");
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert!(names(&active, &again), "{active:?}");
+}
+
+#[tokio::test]
+async fn revoke_all_counts_only_live_sessions_and_writes_no_record_for_a_dropped_one() {
+    let app = spawn_quick()
+        .variable("session_idle_timeout_seconds", "2")
+        .spawn()
+        .await;
+    let gone = app.login("hal@example.com", &device_key(1)).await;
+    let over = app.login("hal@example.com", &device_key(2)).await;
+    let user = session_user(&app, &over).await;
+    drop_record_as_redis_would(&app, &gone);
+    tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
+    let live = app.login("hal@example.com", &device_key(3)).await;
+
+    let revoked = app.revoke_all(&user, &reason("fraud.suspected")).await;
+    assert_eq!(
+        revoked.body,
+        json!({ "revoked_count": 1 }),
+        "only the live one"
+    );
+    assert_eq!(record_status(&app, &live).as_deref(), Some("revoked"));
+    assert_eq!(
+        record_status(&app, &over).as_deref(),
+        Some("expired"),
+        "a session already over is ended as expired, not revoked"
+    );
+    assert_eq!(record_status(&app, &gone), None, "no record written for it");
+    let listed = app.list_sessions(&user, "status=all").await;
+    assert_eq!(listed.status(), 200, "{:?}", listed.body);
+    let listed: Vec<&str> = listed.body["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter_map(|s| s["device_session_id"].as_str())
+        .collect();
+    assert_eq!(listed, [over.as_str(), live.as_str()]);
+}
+
+#[tokio::test]
+async fn a_login_drops_the_members_of_sessions_whose_records_are_gone() {
+    let app = spawn_quick().spawn().await;
+    let revoked = app.login("ida@example.com", &device_key(1)).await;
+    let active = app.login("ida@example.com", &device_key(2)).await;
+    app.revoke_as_admin(&revoked).await;
+    for session in [&revoked, &active] {
+        drop_record_as_redis_would(&app, session);
+    }
+    assert!(names(&set_members(&app, &revoked, "revoked"), &revoked));
+
+    let next = app.login("ida@example.com", &device_key(3)).await;
+    for set in ["active", "all", "revoked", "expired"] {
+        let members = set_members(&app, &next, set);
+        assert!(
+            !names(&members, &revoked) && !names(&members, &active),
+            "{set}: {members:?}"
+        );
+    }
+    assert_eq!(set_members(&app, &next, "all").len(), 1);
+}
+
 #[tokio::test]
 async fn revoking_a_session_whose_life_is_over_answers_expired_and_records_no_revoke() {
     let app = spawn_quick()
