@@ -1092,16 +1092,32 @@ fn a_block_is_mirrored_into_the_external_directory_and_its_unknown_user_is_not_f
     .expect("blocked in Redis only");
     assert_eq!(directory.blocks.borrow().len(), 2);
 
-    // A user the store knows but the directory does not.
+    // A user the store knows but the directory does not: refused, and nothing changed.
     let empty = FakeDirectory::default();
+    let before = store.calls().len();
+    let was_blocked = store.is_blocked(tag(1));
     assert_user_not_found(block(
         &store,
         Some(&empty),
         &key,
         &user_target(DIRECTORY_USER),
         &reason(),
-        false,
+        true,
     ));
+    assert_eq!(
+        store.is_blocked(tag(1)),
+        was_blocked,
+        "the refused block left the address as it was"
+    );
+    assert_eq!(store.count(tag(1), SessionStatus::Active), 1);
+    let after = store.calls();
+    assert!(
+        after[before..]
+            .iter()
+            .all(|c| !c.starts_with("block") && !c.starts_with("revoke")),
+        "{:?}",
+        &after[before..]
+    );
 }
 
 // ---------------------------------------------------------------------------------------

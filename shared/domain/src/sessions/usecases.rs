@@ -331,9 +331,10 @@ pub fn block(
     revoke_sessions: bool,
 ) -> Result<u64, SessionError> {
     let (tags, user) = target_tags(store, key, target)?;
-    // Block first: from here on no confirm can create a session.
-    let blocked = set_blocked_everywhere(store, &tags, user, true, reason)?;
+    // The directory first: a user it does not know is refused before anything changes.
     mirror_block(directory, target, true)?;
+    // Block before revoking: from here on no confirm can create a session.
+    let blocked = set_blocked_everywhere(store, &tags, user, true, reason)?;
     if !revoke_sessions {
         return Ok(0);
     }
@@ -356,8 +357,10 @@ pub fn unblock(
     reason: &ChangeReason,
 ) -> Result<(), SessionError> {
     let (tags, user) = target_tags(store, key, target)?;
+    // The directory first: a user it does not know is refused before anything changes.
+    mirror_block(directory, target, false)?;
     set_blocked_everywhere(store, &tags, user, false, reason)?;
-    mirror_block(directory, target, false)
+    Ok(())
 }
 
 /// `GET /audit?user_id=…`: newest first.
