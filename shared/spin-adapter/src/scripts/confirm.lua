@@ -33,7 +33,10 @@ if failures >= tonumber(ARGV[19]) then
   return {'locked', math.max(redis.call('PTTL', KEYS[10]), 1)}
 end
 
--- The address's budget, spent only now that the challenge is known to exist.
+-- The address's budget, spent only now that the challenge is known to exist. A call that
+-- only asks for the user ('need_user') gives it back: the call that follows spends it.
+local budget_before = redis.call('GET', KEYS[9])
+local budget_ttl = redis.call('PTTL', KEYS[9])
 local wait = gcra(KEYS[9], now, tonumber(ARGV[17]), tonumber(ARGV[18]), true)
 if wait > 0 then
   return {'rate_limited', wait}
@@ -108,6 +111,11 @@ elseif ARGV[11] == 'external' then
   user_id = ARGV[5]
   new_user = true
 else
+  if budget_before and budget_ttl > 0 then
+    redis.call('SET', KEYS[9], budget_before, 'PX', budget_ttl)
+  else
+    redis.call('DEL', KEYS[9])
+  end
   return {'need_user', ch[9]}
 end
 

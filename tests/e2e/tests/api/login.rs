@@ -1301,6 +1301,22 @@ async fn the_rest_directory_creates_a_user_once_after_the_code_is_proven() {
 }
 
 #[tokio::test]
+async fn the_rest_directory_spends_the_address_confirm_budget_once_per_login() {
+    // Review finding: the call that only asked for the user spent the budget, and the
+    // call after it spent it again (half the documented logins per address).
+    let app = rest_directory()
+        .variable("rate_limit_per_address", "1/3600")
+        .spawn()
+        .await;
+    let challenge = app.new_challenge("una@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let confirm = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(confirm.status(), 200, "{:?}", confirm.body);
+}
+
+#[tokio::test]
 async fn the_rest_directory_refuses_a_blocked_user() {
     let app = rest_directory().spawn().await;
     let _ = app.login("vera@example.com", &device_key(1)).await;
