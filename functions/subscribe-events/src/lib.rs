@@ -1,5 +1,5 @@
 //! `POST /api/v1/gateway/subscribe-events`: a signed command of type `gateway.subscribe`
-//! (payload `{"last_event_id"}` or empty; a `Last-Event-ID` header is honoured too) →
+//! (payload `{"last_event_id"}` or empty; a `Last-Event-ID` header must name the same) →
 //! `200 text/event-stream`, the device session's push stream (see `edge_auth_domain::push`).
 //!
 //! Every check of a command applies before the stream opens, with the same errors: plain
@@ -36,8 +36,13 @@ struct SubscribePayload {
     last_event_id: Option<String>,
 }
 
-/// Where the client resumes: the signed payload's `last_event_id`, else the
-/// `Last-Event-ID` header (what a browser's `EventSource` sends), else from now.
+/// Where the client resumes: the signed payload's `last_event_id`, else from now.
+///
+/// A `Last-Event-ID` header is no resume point: anyone on the path could add one, and a
+/// fresh stream would then replay old (genuinely signed) events the client has no
+/// position to refuse. One that does not name the signed position is refused, so a
+/// client that relies on it learns so at once instead of silently starting from now.
+/// (A browser's `EventSource` cannot send this POST anyway.)
 fn resume(payload: &[u8], header: Option<&str>) -> Result<Option<Position>, CommandError> {
     let invalid = |m: String| CommandError::InvalidRequest(m);
     let signed = if payload.is_empty() {
@@ -51,11 +56,19 @@ fn resume(payload: &[u8], header: Option<&str>) -> Result<Option<Position>, Comm
             })?
             .last_event_id
     };
-    signed
+    let signed = signed
         .as_deref()
-        .or(header.filter(|h| !h.trim().is_empty()).map(str::trim))
         .map(|raw| Position::parse(raw).map_err(|e| invalid(e.to_string())))
-        .transpose()
+        .transpose()?;
+    if let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) {
+        if signed.is_none_or(|at| Position::parse(header).ok() != Some(at)) {
+            return Err(invalid(format!(
+                "a Last-Event-ID header must name the signed payload's last_event_id: \
+                 the resume point is signed (put it in the {SUBSCRIBE} payload)"
+            )));
+        }
+    }
+    Ok(signed)
 }
 
 #[http_component]

@@ -113,7 +113,9 @@ async fn events_arrive_in_order_and_a_resume_delivers_the_rest_exactly_once() {
 }
 
 #[tokio::test]
-async fn the_last_event_id_header_resumes_like_the_signed_payload() {
+async fn a_last_event_id_header_is_no_resume_point_and_is_refused_unless_it_names_the_signed_one() {
+    // Review finding: the header moved a fresh stream's start, so a party on the path
+    // could replay old events (genuinely signed) to a client with no position yet.
     let (app, device, user) = app_with(Spawn::default()).await;
     let mut stream = open(&app, &device, None).await;
     hello(&mut stream).await;
@@ -130,7 +132,39 @@ async fn the_last_event_id_header_resumes_like_the_signed_payload() {
     )
     .await;
 
-    let command = device.command("gateway.subscribe", b"").command;
+    let resume = json!({ "last_event_id": first.id }).to_string();
+    for (payload, header) in [
+        ("", "0-0"),
+        ("", first.id.as_str()),
+        (resume.as_str(), "0-0"),
+    ] {
+        let command = device
+            .command("gateway.subscribe", payload.as_bytes())
+            .command;
+        let refused = app
+            .subscribe_with(&device, &command, &[("last-event-id", header)])
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(
+            refused.error(),
+            (400, "invalid_request".into()),
+            "{payload} {header}"
+        );
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Last-Event-ID")),
+            "{:?}",
+            refused.body
+        );
+    }
+    assert!(claims(&app, &device).is_empty(), "nothing admitted");
+
+    // A header naming the signed position (a library that adds it by itself) is fine.
+    let command = device
+        .command("gateway.subscribe", resume.as_bytes())
+        .command;
     let mut resumed = app
         .subscribe_with(&device, &command, &[("last-event-id", &first.id)])
         .await
