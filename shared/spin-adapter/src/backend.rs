@@ -59,7 +59,12 @@ impl Backend for HttpBackend<'_> {
             Ok((status, body)) => BackendReply::Answered { status, body },
             Err(OutboundError::Timeout(_)) => BackendReply::Timeout,
             Err(OutboundError::Failed(e)) => {
-                BackendReply::Unavailable(e.context(format!("calling the backend at {url}")))
+                // The origin only: a URL can carry credentials or secrets in its path.
+                BackendReply::Unavailable(e.context(format!(
+                    "calling the backend at {} ({})",
+                    outbound::origin(&target.url),
+                    r.route.path
+                )))
             }
         }
     }

@@ -146,6 +146,13 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
         _ => bail!("the URL must be http:// or https://"),
     };
     let authority = uri.authority().context("the URL has no host")?.to_string();
+    // Credentials in a URL would travel in the Host header and show up wherever the URL
+    // does; each target takes its token from a variable of its own.
+    if authority.contains('@') {
+        bail!(
+            "the URL holds credentials (`user:password@`): give the target's token variable instead"
+        );
+    }
     let path = uri
         .path_and_query()
         .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());

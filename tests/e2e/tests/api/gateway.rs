@@ -712,6 +712,38 @@ async fn an_unreachable_backend_is_backend_unavailable() {
 }
 
 #[tokio::test]
+async fn a_backend_url_holding_credentials_is_not_called_and_never_logged() {
+    // Review finding: a failed call logged the whole URL, credentials and all.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let host = closed.local_addr().expect("addr");
+    drop(closed);
+    let app = Spawn::default()
+        .variable(
+            "backend_url",
+            &format!("http://ops:s3cret-pass@{host}/base"),
+        )
+        .variable("backend_allowed_host", &format!("http://{host}"))
+        .spawn()
+        .await;
+    let device = app.device("ada@example.com", 1).await;
+    let jwks = app.jwks().await;
+    let p = device.command("echo", b"x");
+    assert_signed_refusal(
+        &app.execute(&p.command).await,
+        &p,
+        &jwks,
+        502,
+        "backend_unavailable",
+    );
+    let logs = app.logs_with("holds credentials").await;
+    assert!(
+        logs.iter().any(|l| l.contains("holds credentials")),
+        "{logs:#?}"
+    );
+    assert!(!logs.iter().any(|l| l.contains("s3cret-pass")), "{logs:#?}");
+}
+
+#[tokio::test]
 async fn without_a_signing_key_the_gateway_answers_503_and_says_why_in_the_log() {
     let app = Spawn::default()
         .variable("gateway_signing_key", "")
