@@ -549,10 +549,11 @@ impl Client {
     }
 
     /// Follows the push stream: [`Client::subscribe_once`], again from the last id
-    /// after a terminal `unavailable` event (the stream's maximum duration) or a dropped
-    /// connection (after a pause, at most `max_retries` times in a row without an
-    /// event), until a terminal `failed_precondition` (revoked, expired, blocked), which
-    /// it returns. A signed `rate_limited` or `too_many_streams` refusal (the session's
+    /// at once after the stream's maximum duration (`unavailable`/`max_duration`); after
+    /// a pause after a dropped connection or another `unavailable` end (the server could
+    /// not keep the stream: `store_unavailable`, `server_shutdown`), at most
+    /// `max_retries` times in a row without a backend event; until a terminal
+    /// `failed_precondition` (revoked, expired, blocked), which it returns. A signed `rate_limited` or `too_many_streams` refusal (the session's
     /// earlier streams not yet found gone, say, after the network dropped) is waited out
     /// (see `refusal_wait`); refusals that come after waiting their hint in full count
     /// against `max_retries`, and a stream that opens clears them.
@@ -568,7 +569,8 @@ impl Client {
         max_retries: u32,
         on_event: &mut impl FnMut(&StreamEvent),
     ) -> Result<StreamClose, ClientError> {
-        // Drops and transport failures in a row without an event.
+        // Drops, transport failures and streams the server could not keep, in a row
+        // without a backend event.
         let mut failures = 0;
         // Refusals since a stream last opened, and those that came after waiting a hint
         // out in full (only those count against `max_retries`).
@@ -577,7 +579,9 @@ impl Client {
         loop {
             let mut seen = false;
             let mut counting = |event: &StreamEvent| {
-                seen |= event.envelope.event_type != "gateway.server_time";
+                // The gateway's own events (`gateway.*`) come even from a stream that
+                // fails at once: they are no sign of health.
+                seen |= !event.envelope.event_type.starts_with("gateway.");
                 on_event(event);
             };
             let outcome = self
@@ -609,9 +613,28 @@ impl Client {
                         last_id,
                     });
                 }
-                Ok(StreamClose::Ended { last_id, .. }) => {
+                Ok(StreamClose::Ended {
+                    last_id, reason, ..
+                }) if reason == "max_duration" => {
+                    // A stream that ran its course: nothing failed.
+                    failures = 0;
                     last_event_id = last_id.or(last_event_id);
                     continue;
+                }
+                Ok(StreamClose::Ended {
+                    code,
+                    reason,
+                    last_id,
+                }) => {
+                    last_event_id = last_id.or(last_event_id);
+                    failures += 1;
+                    if failures > max_retries {
+                        return Ok(StreamClose::Ended {
+                            code,
+                            reason,
+                            last_id: last_event_id,
+                        });
+                    }
                 }
                 Ok(StreamClose::Dropped { last_id }) => {
                     last_event_id = last_id.or(last_event_id);

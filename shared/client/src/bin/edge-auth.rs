@@ -22,9 +22,10 @@
 //!
 //! `subscribe` follows the session's push stream and prints each verified event as a JSON
 //! line (`id`, `event_type`, `event_id`, `target`, `timestamp_ms`, `payload`). It resumes
-//! from the last id by itself when the stream reaches its maximum duration or the
-//! connection drops, and exits non-zero on a terminal `failed_precondition` (revoked,
-//! expired, blocked), printing that event first.
+//! from the last id by itself when the stream reaches its maximum duration, the
+//! connection drops or the server cannot keep the stream (those last two after a pause,
+//! five times in a row at most without an event), and exits non-zero on a terminal
+//! `failed_precondition` (revoked, expired, blocked), printing that event first.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;

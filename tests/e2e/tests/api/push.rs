@@ -820,6 +820,41 @@ fn follow(
     (task, events)
 }
 
+#[tokio::test]
+async fn the_client_library_pauses_after_streams_the_server_cannot_keep_and_stops_after_its_retries()
+ {
+    // Review finding: a stream that ended `unavailable` at once (its wait failing every
+    // time) was followed again at once, for ever, until the budgets refused it.
+    let (app, device, _) = app_with(Spawn::default()).await;
+    // Admission and the first read go through scripts; the blocking wait cannot.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "-xread"])
+        .query(&mut app.redis())
+        .expect("ACL SETUSER");
+    let started = Instant::now();
+    let (task, mut events) = follow(&app, &device, app.jwks().await, 2);
+    let closed = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the follower gave up in time")
+        .expect("joined")
+        .expect("followed");
+    assert!(
+        matches!(&closed, edge_auth_client::StreamClose::Ended { code, reason, .. }
+            if code == "unavailable" && reason == "store_unavailable"),
+        "{closed:?}"
+    );
+    let mut ends = 0;
+    while let Ok(event) = events.try_recv() {
+        ends += usize::from(event == "gateway.stream_end");
+    }
+    assert_eq!(ends, 3, "the first stream and two retries");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "paused 0.5 s, then 1 s: {:?}",
+        started.elapsed()
+    );
+}
+
 /// The follower's first event within `within`, then its end once the session is revoked.
 async fn followed_in(
     app: &TestApp,
