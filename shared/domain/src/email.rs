@@ -91,7 +91,9 @@ fn normalise_domain(domain: &str) -> Result<String, EmailError> {
     if domain.is_empty() || domain.starts_with('[') {
         return Err(EmailError::InvalidDomain);
     }
-    let ascii = idna::domain_to_ascii_strict(domain).map_err(|_| EmailError::InvalidDomain)?;
+    // idna's error type is empty (`Errors {}`): it says no more than `InvalidDomain`.
+    let ascii = idna::domain_to_ascii_strict(domain)
+        .map_err(|_empty: idna::Errors| EmailError::InvalidDomain)?;
     let labels: Vec<&str> = ascii.split('.').collect();
     let label_ok = |l: &&str| {
         !l.is_empty()

@@ -55,6 +55,9 @@ impl fmt::Debug for AddressTag {
 #[error("not a valid {kind} id")]
 pub struct InvalidId {
     pub kind: &'static str,
+    /// The decoder's error, when the random part was not base64url.
+    #[source]
+    pub cause: Option<base64::DecodeError>,
 }
 
 fn generate(prefix: char, tag: AddressTag, random: &impl Random) -> anyhow::Result<String> {
@@ -68,17 +71,17 @@ fn generate(prefix: char, tag: AddressTag, random: &impl Random) -> anyhow::Resu
 }
 
 fn parse(prefix: char, kind: &'static str, text: &str) -> Result<AddressTag, InvalidId> {
-    let err = InvalidId { kind };
+    let err = |cause| InvalidId { kind, cause };
     let rest = text
         .strip_prefix(prefix)
         .and_then(|r| r.strip_prefix('_'))
-        .ok_or(err.clone())?;
-    let (tag, random) = rest.split_once('_').ok_or(err.clone())?;
-    let tag = AddressTag::parse_hex(tag).ok_or(err.clone())?;
+        .ok_or(err(None))?;
+    let (tag, random) = rest.split_once('_').ok_or(err(None))?;
+    let tag = AddressTag::parse_hex(tag).ok_or(err(None))?;
     // Canonical unpadded base64url of exactly 16 bytes.
-    let decoded = URL_SAFE_NO_PAD.decode(random).map_err(|_| err.clone())?;
+    let decoded = URL_SAFE_NO_PAD.decode(random).map_err(|e| err(Some(e)))?;
     if random.len() != 22 || decoded.len() != 16 {
-        return Err(err);
+        return Err(err(None));
     }
     Ok(tag)
 }

@@ -32,8 +32,10 @@ impl std::fmt::Debug for ClientPublicKey {
 /// Why a key was refused; all map to the public `invalid_client_public_key`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublicKeyError {
+    /// With the decoder's error when it refused the text (`None`: it decoded, but not
+    /// from the canonical text).
     #[error("client_public_key is not canonical standard base64 with padding")]
-    NotBase64,
+    NotBase64(#[source] Option<base64::DecodeError>),
     #[error("client_public_key must decode to exactly 32 bytes, got {0}")]
     WrongLength(usize),
     #[error("client_public_key is not a valid Ed25519 point")]
@@ -51,7 +53,10 @@ impl ClientPublicKey {
     /// See [`PublicKeyError`].
     pub fn parse(encoded: &str) -> Result<Self, PublicKeyError> {
         let bytes = canonical_bytes(encoded)?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| PublicKeyError::NotAPoint)?;
+        // `from_bytes` fails only when the bytes do not decompress to a point: its error
+        // says no more than `NotAPoint` does.
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|_decompression: ed25519_dalek::SignatureError| PublicKeyError::NotAPoint)?;
         // `from_bytes` keeps the bytes it was given: re-encode the decoded point.
         if key.to_edwards().compress().to_bytes() != bytes {
             return Err(PublicKeyError::NonCanonical);
@@ -112,14 +117,11 @@ fn canonical_bytes(encoded: &str) -> Result<[u8; 32], PublicKeyError> {
     // The STANDARD engine requires canonical padding and rejects non-zero trailing bits.
     let bytes = STANDARD
         .decode(encoded)
-        .map_err(|_| PublicKeyError::NotBase64)?;
+        .map_err(|e| PublicKeyError::NotBase64(Some(e)))?;
     if STANDARD.encode(&bytes) != encoded {
-        return Err(PublicKeyError::NotBase64);
+        return Err(PublicKeyError::NotBase64(None));
     }
-    bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| PublicKeyError::WrongLength(bytes.len()))
+    <[u8; 32]>::try_from(bytes).map_err(|bytes| PublicKeyError::WrongLength(bytes.len()))
 }
 
 #[cfg(test)]
@@ -147,18 +149,15 @@ mod tests {
         let good = encode(key.as_bytes());
         let unpadded = good.trim_end_matches('=').to_string();
         let url_safe = base64::engine::general_purpose::URL_SAFE.encode([0xfb; 32]);
-        assert_eq!(
-            ClientPublicKey::parse(&unpadded),
-            Err(PublicKeyError::NotBase64)
-        );
-        assert_eq!(
-            ClientPublicKey::parse(&url_safe),
-            Err(PublicKeyError::NotBase64)
-        );
-        assert_eq!(
-            ClientPublicKey::parse("not base64!"),
-            Err(PublicKeyError::NotBase64)
-        );
+        for bad in [unpadded.as_str(), url_safe.as_str(), "not base64!"] {
+            assert!(
+                matches!(
+                    ClientPublicKey::parse(bad),
+                    Err(PublicKeyError::NotBase64(Some(_)))
+                ),
+                "{bad}: the decoder's error is kept"
+            );
+        }
         assert_eq!(
             ClientPublicKey::parse(""),
             Err(PublicKeyError::WrongLength(0))
@@ -174,10 +173,10 @@ mod tests {
         let index = alphabet.find(chars[last]).expect("base64 char");
         chars[last] = alphabet.chars().nth(index ^ 1).expect("in range");
         let non_canonical: String = chars.into_iter().collect();
-        assert_eq!(
+        assert!(matches!(
             ClientPublicKey::parse(&non_canonical),
-            Err(PublicKeyError::NotBase64)
-        );
+            Err(PublicKeyError::NotBase64(Some(_)))
+        ));
     }
 
     #[test]
@@ -197,10 +196,10 @@ mod tests {
                 .as_bytes(),
         );
         let unpadded = good.trim_end_matches('=');
-        assert_eq!(
+        assert!(matches!(
             StoredPublicKey::from_store(unpadded),
-            Err(PublicKeyError::NotBase64)
-        );
+            Err(PublicKeyError::NotBase64(Some(_)))
+        ));
         assert_eq!(
             StoredPublicKey::from_store(""),
             Err(PublicKeyError::WrongLength(0))

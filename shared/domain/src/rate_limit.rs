@@ -21,6 +21,9 @@ pub struct Rate {
 pub struct RateError {
     pub setting: &'static str,
     pub got: String,
+    /// Why a number in it did not parse, when that was the trouble.
+    #[source]
+    pub cause: Option<std::num::ParseIntError>,
 }
 
 impl Rate {
@@ -29,15 +32,16 @@ impl Rate {
     /// # Errors
     /// Anything else, or zero in either place.
     pub fn parse(setting: &'static str, raw: &str) -> Result<Self, RateError> {
-        let err = || RateError {
+        let err = |cause| RateError {
             setting,
             got: raw.to_string(),
+            cause,
         };
-        let (limit, seconds) = raw.trim().split_once('/').ok_or_else(err)?;
-        let limit: u32 = limit.trim().parse().map_err(|_| err())?;
-        let seconds: u64 = seconds.trim().parse().map_err(|_| err())?;
+        let (limit, seconds) = raw.trim().split_once('/').ok_or_else(|| err(None))?;
+        let limit: u32 = limit.trim().parse().map_err(|e| err(Some(e)))?;
+        let seconds: u64 = seconds.trim().parse().map_err(|e| err(Some(e)))?;
         if limit == 0 || seconds == 0 {
-            return Err(err());
+            return Err(err(None));
         }
         Ok(Self {
             limit,

@@ -210,7 +210,7 @@ pub fn parse_session_limit(raw: Option<&str>) -> Result<Option<u32>, String> {
             .trim()
             .parse::<u32>()
             .map(Some)
-            .map_err(|_| format!("session limit {text:?} is not a non-negative integer")),
+            .map_err(|e| format!("session limit {text:?} is not a non-negative integer: {e}")),
     }
 }
 

@@ -18,8 +18,13 @@ pub struct Position {
 
 /// Why a resume position was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("last_event_id must be an event id of this stream (`<ms>-<seq>`, digits), got {0:?}")]
-pub struct InvalidPosition(pub String);
+#[error("last_event_id must be an event id of this stream (`<ms>-<seq>`, digits), got {got:?}")]
+pub struct InvalidPosition {
+    pub got: String,
+    /// A number past `u64` (the only way digits fail to parse).
+    #[source]
+    pub cause: Option<std::num::ParseIntError>,
+}
 
 impl Position {
     /// Before the first event.
@@ -30,16 +35,19 @@ impl Position {
     /// # Errors
     /// Anything else.
     pub fn parse(text: &str) -> Result<Self, InvalidPosition> {
-        let bad = || InvalidPosition(text.chars().take(64).collect());
-        let (ms, seq) = text.split_once('-').ok_or_else(bad)?;
+        let bad = |cause| InvalidPosition {
+            got: text.chars().take(64).collect(),
+            cause,
+        };
+        let (ms, seq) = text.split_once('-').ok_or_else(|| bad(None))?;
         let digits =
             |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(ms) || !digits(seq) {
-            return Err(bad());
+            return Err(bad(None));
         }
         Ok(Self {
-            ms: ms.parse().map_err(|_| bad())?,
-            seq: seq.parse().map_err(|_| bad())?,
+            ms: ms.parse().map_err(|e| bad(Some(e)))?,
+            seq: seq.parse().map_err(|e| bad(Some(e)))?,
         })
     }
 }
