@@ -60,13 +60,13 @@ fn resume(payload: &[u8], header: Option<&str>) -> Result<Option<Position>, Comm
         .as_deref()
         .map(|raw| Position::parse(raw).map_err(|e| invalid(e.to_string())))
         .transpose()?;
-    if let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) {
-        if signed.is_none_or(|at| Position::parse(header).ok() != Some(at)) {
-            return Err(invalid(format!(
-                "a Last-Event-ID header must name the signed payload's last_event_id: \
-                 the resume point is signed (put it in the {SUBSCRIBE} payload)"
-            )));
-        }
+    if let Some(header) = header.map(str::trim).filter(|h| !h.is_empty())
+        && signed.is_none_or(|at| Position::parse(header).ok() != Some(at))
+    {
+        return Err(invalid(format!(
+            "a Last-Event-ID header must name the signed payload's last_event_id: \
+             the resume point is signed (put it in the {SUBSCRIBE} payload)"
+        )));
     }
     Ok(signed)
 }
