@@ -550,10 +550,11 @@ impl Client {
 
     /// Follows the push stream: [`Client::subscribe_once`], again from the last id
     /// at once after the stream's maximum duration (`unavailable`/`max_duration`); after
-    /// a pause after a dropped connection or another `unavailable` end (the server could
-    /// not keep the stream: `store_unavailable`, `server_shutdown`), at most
-    /// `max_retries` times in a row without a backend event; until a terminal
-    /// `failed_precondition` (revoked, expired, blocked), which it returns. A signed `rate_limited` or `too_many_streams` refusal (the session's
+    /// a pause after a dropped connection, another `unavailable` end (the server could
+    /// not keep the stream: `store_unavailable`, `server_shutdown`), an unreachable
+    /// gateway or a plain `503`, at most `max_retries` times in a row without a backend
+    /// event; until a terminal `failed_precondition` (revoked, expired, blocked), which it
+    /// returns. A signed `rate_limited` or `too_many_streams` refusal (the session's
     /// earlier streams not yet found gone, say, after the network dropped) is waited out
     /// (see `refusal_wait`); refusals that come after waiting their hint in full count
     /// against `max_retries`, and a stream that opens clears them.
@@ -645,10 +646,18 @@ impl Client {
                         });
                     }
                 }
-                Err(ClientError::Transport { url, source }) => {
+                // The gateway unreachable, or up without its store (a plain 503 before the
+                // stream opens, the same outage that ended the last one): pause and retry.
+                Err(
+                    e @ (ClientError::Transport { .. }
+                    | ClientError::Api { status: 503, .. }
+                    | ClientError::Unexpected {
+                        status: 502..=504, ..
+                    }),
+                ) => {
                     failures += 1;
                     if failures > max_retries {
-                        return Err(ClientError::Transport { url, source });
+                        return Err(e);
                     }
                 }
                 Err(ClientError::Refused {
