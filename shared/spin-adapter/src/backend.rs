@@ -59,7 +59,8 @@ impl Backend for HttpBackend<'_> {
             Ok((status, body)) => BackendReply::Answered { status, body },
             Err(OutboundError::Timeout(_)) => BackendReply::Timeout,
             Err(OutboundError::Failed(e)) => {
-                // The origin only: a URL can carry credentials or secrets in its path.
+                // The backend's origin, not its URL (which may carry secrets), and the
+                // route's path from backend_routes.
                 BackendReply::Unavailable(e.context(format!(
                     "calling the backend at {} ({})",
                     outbound::origin(&target.url),
