@@ -35,8 +35,11 @@ end
 
 -- The address's budget, spent only now that the challenge is known to exist. A call that
 -- only asks for the user ('need_user') gives it back: the call that follows spends it.
-local budget_before = redis.call('GET', KEYS[9])
-local budget_ttl = redis.call('PTTL', KEYS[9])
+local budget_before, budget_ttl
+if ARGV[11] == 'external_unresolved' then
+  budget_before = redis.call('GET', KEYS[9])
+  budget_ttl = redis.call('PTTL', KEYS[9])
+end
 local wait = gcra(KEYS[9], now, tonumber(ARGV[17]), tonumber(ARGV[18]), true)
 if wait > 0 then
   return {'rate_limited', wait}
