@@ -43,11 +43,14 @@ async fn handle_send_email_code(req: IncomingRequest, out: ResponseOutparam) {
         };
         let run = || -> Result<_, SendError> {
             let settings = login_settings()?;
+            // Before anything is stored: a mailer that cannot send is a 503 that changed
+            // nothing, not a challenge that is never mailed.
+            let mailer = Mailer::from_variables()?;
             let store = RedisLoginStore::new(SpinRedis::connect()?);
             let outcome = send_email_code(&settings, &store, &OsRandom, &request)?;
-            Ok((store, outcome))
+            Ok((store, mailer, outcome))
         };
-        let (store, outcome) = run().map_err(|err| {
+        let (store, mailer, outcome) = run().map_err(|err| {
             if let SendError::Unexpected(cause) = &err {
                 log_cause("send-email-code failed", cause);
             }
@@ -63,10 +66,8 @@ async fn handle_send_email_code(req: IncomingRequest, out: ResponseOutparam) {
         let Some(message) = outcome.delivery else {
             return Ok(answer);
         };
-        Ok(answer.then(move || {
-            let result =
-                Mailer::from_variables().and_then(|mailer| deliver(&store, &mailer, &message));
-            match result {
+        Ok(
+            answer.then(move || match deliver(&store, &mailer, &message) {
                 Ok((state, None)) => println!("challenge {challenge_id}: {}", state.as_str()),
                 Ok((state, Some(cause))) => log_cause(
                     &format!("challenge {challenge_id}: {}", state.as_str()),
@@ -76,8 +77,8 @@ async fn handle_send_email_code(req: IncomingRequest, out: ResponseOutparam) {
                     &format!("challenge {challenge_id}: delivery not recorded"),
                     &cause,
                 ),
-            }
-        }))
+            }),
+        )
     })
     .await;
 }

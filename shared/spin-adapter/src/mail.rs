@@ -4,7 +4,7 @@
 //!   <mail_webhook_token>` and JSON `{"to","code","challenge_id","expires_at","locale"}`.
 //!   Any 2xx is `sent`; another status, a transport error or a timeout
 //!   (`mail_webhook_timeout_ms`, default 5000) is `delivery_failed`.
-//! - `log`: local development only. Prints the code to the component log.
+//! - `log`: local development only. Prints the code and the address to the component log.
 
 use std::time::Duration;
 
@@ -24,15 +24,19 @@ pub enum Mailer {
 }
 
 impl Mailer {
-    /// Builds the adapter named by `mail_delivery`.
+    /// Builds the adapter named by `mail_delivery`. Send builds it before it answers, so
+    /// a misconfigured mailer is a 503 that changed nothing, not a challenge nobody mails.
     ///
     /// # Errors
-    /// An unknown adapter name or unreadable variables.
+    /// An unknown adapter name, a webhook without its URL or token, or unreadable
+    /// variables.
     pub fn from_variables() -> anyhow::Result<Self> {
         match optional("mail_delivery")?.as_deref() {
             None | Some("webhook") => Ok(Self::Webhook(WebhookMailer {
-                url: optional("mail_webhook_url")?,
-                token: optional("mail_webhook_token")?,
+                url: optional("mail_webhook_url")?
+                    .context("mail_delivery is webhook, and mail_webhook_url is not set")?,
+                token: optional("mail_webhook_token")?
+                    .context("mail_delivery is webhook, and mail_webhook_token is not set")?,
                 timeout: Duration::from_millis(
                     optional("mail_webhook_timeout_ms")?
                         .map(|v| v.parse::<u64>())
@@ -67,8 +71,8 @@ impl MailSender for Mailer {
 
 /// The webhook adapter.
 pub struct WebhookMailer {
-    url: Option<String>,
-    token: Option<String>,
+    url: String,
+    token: String,
     timeout: Duration,
 }
 
@@ -91,11 +95,6 @@ struct WebhookBody<'a> {
 
 impl WebhookMailer {
     fn send(&self, message: &MailMessage) -> anyhow::Result<()> {
-        let url = self.url.as_deref().context("mail_webhook_url is not set")?;
-        let token = self
-            .token
-            .as_deref()
-            .context("mail_webhook_token is not set")?;
         let body = serde_json::to_vec(&WebhookBody {
             to: message.to.as_str(),
             code: message.code.expose(),
@@ -105,8 +104,8 @@ impl WebhookMailer {
         })?;
         let (status, _) = outbound::send(&Call {
             method: Method::Post,
-            url,
-            bearer: token,
+            url: &self.url,
+            bearer: &self.token,
             json_body: Some(&body),
             timeout: self.timeout,
         })

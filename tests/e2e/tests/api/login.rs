@@ -267,6 +267,28 @@ async fn a_failing_or_slow_webhook_marks_the_challenge_delivery_failed() {
 }
 
 #[tokio::test]
+async fn a_mailer_that_cannot_send_makes_send_answer_503_before_anything_is_stored() {
+    // Review finding: the mailer was built only after the answer, so a bad
+    // mail_delivery gave a 200, spent both budgets and left a challenge nobody mailed.
+    for (name, value) in [
+        ("mail_delivery", "smtp"),
+        ("mail_webhook_url", ""),
+        ("mail_webhook_token", ""),
+    ] {
+        let app = Spawn::default().variable(name, value).spawn().await;
+        let answer = app.send_email_code("mo@example.com").await;
+        assert_eq!(
+            answer.error(),
+            (503, "service_unavailable".into()),
+            "{name}={value:?}"
+        );
+        assert_eq!(db_size(&app), 0, "{name}={value:?}: nothing stored");
+        let logs = app.logs_with(name).await;
+        assert!(logs.iter().any(|l| l.contains(name)), "{logs:#?}");
+    }
+}
+
+#[tokio::test]
 async fn a_resend_within_the_interval_answers_the_same_challenge_without_a_new_mail() {
     let app = spawn_app().await;
     let first = app.new_challenge("twice@example.com").await;
