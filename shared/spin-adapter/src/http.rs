@@ -28,6 +28,7 @@ use anyhow::Context;
 use edge_auth_domain::client::ClientHops;
 use edge_auth_domain::error::PublicError;
 use edge_auth_domain::sessions::auth::InternalApiToken;
+use edge_auth_domain::sessions::input::UserRef;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -543,8 +544,10 @@ async fn read_call(
         let header_name = format!("spin-path-match-{}", name.replace('_', "-"));
         if let Some(value) = headers.last(&header_name) {
             let value = decode(value);
-            // Path parameters are ids (device sessions, users): safe to log.
-            if value.len() <= 128 {
+            // Path parameters are ids (device sessions, users), logged only when they are
+            // in a user id's alphabet (session ids are within it): a wrong value, such as
+            // an e-mail address given as a user id, never reaches the log.
+            if UserRef::parse(&value).is_ok() {
                 request_log::note(name, value.clone());
             }
             params.insert((*name).to_string(), value);
