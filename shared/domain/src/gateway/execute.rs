@@ -249,7 +249,10 @@ pub fn admit<G: CommandGate>(
     command: &VerifiedCommand,
     stream: Option<StreamClaim>,
 ) -> Result<Admission, CommandError> {
-    let known_type = settings.knows(&command.message_type);
+    // `gateway.subscribe` is known only where it opens a stream: sent to execute-command it
+    // is refused as an unknown type, and must not spend the push route's type budget.
+    let known_type = settings.knows(&command.message_type)
+        && (stream.is_some() || command.message_type.as_str() != SUBSCRIBE);
     let budget = Budget {
         route: "command",
         client: client.to_string(),

@@ -113,6 +113,8 @@ struct Gate {
     calls: RefCell<Vec<&'static str>>,
     /// The stream claim each session step was given.
     claims: RefCell<Vec<Option<StreamClaim>>>,
+    /// Whether each session step was told the type is known.
+    known: RefCell<Vec<bool>>,
 }
 
 impl Gate {
@@ -125,6 +127,7 @@ impl Gate {
             },
             calls: RefCell::new(Vec::new()),
             claims: RefCell::new(Vec::new()),
+            known: RefCell::new(Vec::new()),
         }
     }
 }
@@ -137,6 +140,7 @@ impl CommandGate for Gate {
     fn admit_session(&self, a: &SessionAdmission<'_>) -> anyhow::Result<SessionOutcome> {
         self.calls.borrow_mut().push("session");
         self.claims.borrow_mut().push(a.stream);
+        self.known.borrow_mut().push(a.known_type);
         Ok(self.session.clone())
     }
 }
@@ -451,6 +455,27 @@ fn the_backend_table_names_its_bad_entry() {
         let err = BackendRoutes::parse(raw).expect_err(raw).to_string();
         assert!(err.contains(&format!("{bad:?}")), "{err}");
     }
+}
+
+#[test]
+fn a_subscribe_sent_to_execute_command_is_an_unknown_type_that_spends_no_type_budget() {
+    // Review finding: it spent the push route's `gateway.subscribe` budget, then got 404.
+    let settings = settings();
+    let (command, _) = signed(SUBSCRIBE, b"");
+    let verified = verify(&command, settings.max_payload).expect("verifies");
+    let gate = Gate::admitting();
+    admit(&gate, &settings, "203.0.113.9", &verified, None).expect("gate");
+    let claim = StreamClaim {
+        max_streams: 3,
+        ends_in_ms: 25_000,
+        grace_ms: 15_000,
+    };
+    admit(&gate, &settings, "203.0.113.9", &verified, Some(claim)).expect("gate");
+    assert_eq!(
+        *gate.known.borrow(),
+        [false, true],
+        "unknown through execute-command, known where it opens a stream"
+    );
 }
 
 #[test]
