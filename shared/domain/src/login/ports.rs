@@ -139,8 +139,10 @@ pub enum ConfirmOutcome {
     TooManyAttempts,
     Blocked,
     SessionLimitExceeded,
-    /// The code is right and nothing else stands in the way; resolve the user of this
-    /// address in the external directory and confirm again. Nothing was changed.
+    /// The code is right and nothing else stands in the way (the session limit
+    /// included); resolve the user of this address in the external directory and confirm
+    /// again. Nothing was changed, except that sessions found over were recorded as
+    /// expired, as any read of them does.
     NeedUser {
         email: EmailAddress,
     },

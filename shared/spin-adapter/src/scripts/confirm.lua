@@ -102,6 +102,26 @@ if state == 'suppressed' or redis.call('EXISTS', KEYS[3]) == 1 then
   return {'blocked'}
 end
 
+-- The session limit, before the user is asked for: a login the limit refuses must not
+-- first create the user in an external directory.
+local limit = tonumber(ARGV[6])
+local active = 0
+if limit then
+  -- Sessions whose life is over do not count: end them first.
+  local sweep = {now = now, active = KEYS[5], expired = KEYS[14], lifecycle = KEYS[12],
+    audit = KEYS[13], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
+    audit_ttl = ARGV[15], audit_max = ARGV[16]}
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    if not record_gone(KEYS[5], member) then
+      expire_if_due(sweep, session_record_key(KEYS[5], string.sub(member, 18)))
+    end
+  end
+  active = redis.call('ZCARD', KEYS[5])
+  if active >= limit and (ARGV[7] ~= 'evict_oldest' or limit == 0) then
+    return {'session_limit'}
+  end
+end
+
 local user_id
 local new_user = false
 if ARGV[11] == 'local' then
@@ -122,34 +142,19 @@ else
   return {'need_user', ch[9]}
 end
 
-local limit = tonumber(ARGV[6])
 local evicted = 0
-if limit then
-  -- Sessions whose life is over do not count: end them first.
-  local sweep = {now = now, active = KEYS[5], expired = KEYS[14], lifecycle = KEYS[12],
-    audit = KEYS[13], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
-    audit_ttl = ARGV[15], audit_max = ARGV[16]}
-  for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
-    if not record_gone(KEYS[5], member) then
-      expire_if_due(sweep, session_record_key(KEYS[5], string.sub(member, 18)))
-    end
-  end
-  local active = redis.call('ZCARD', KEYS[5])
-  if active >= limit then
-    if ARGV[7] ~= 'evict_oldest' or limit == 0 then
-      return {'session_limit'}
-    end
-    local c = {now = now, reason = 'session_limit_evicted', actor = 'system',
-      retention = ARGV[12], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
-      active = KEYS[5], revoked = KEYS[11], lifecycle = KEYS[12]}
-    -- The sweep above left only members with a record: each one evicted is a session.
-    for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, active - limit)) do
-      local sid = revoke_member(c, member)
-      evicted = evicted + 1
-      append(KEYS[13], ARGV[15], ARGV[16], 'action', 'revoke_session',
-        'device_session_id', sid, 'user_id', user_id, 'reason_code', 'session_limit_evicted',
-        'actor', 'system', 'at', now)
-    end
+if limit and active >= limit then
+  -- evict_oldest (the check above refused anything else). The sweep left only members
+  -- with a record: each one evicted is a session.
+  local c = {now = now, reason = 'session_limit_evicted', actor = 'system',
+    retention = ARGV[12], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
+    active = KEYS[5], revoked = KEYS[11], lifecycle = KEYS[12]}
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, active - limit)) do
+    local sid = revoke_member(c, member)
+    evicted = evicted + 1
+    append(KEYS[13], ARGV[15], ARGV[16], 'action', 'revoke_session',
+      'device_session_id', sid, 'user_id', user_id, 'reason_code', 'session_limit_evicted',
+      'actor', 'system', 'at', now)
   end
 end
 

@@ -1339,6 +1339,22 @@ async fn the_rest_directory_spends_the_address_confirm_budget_once_per_login() {
 }
 
 #[tokio::test]
+async fn the_rest_directory_is_not_asked_for_a_login_the_session_limit_refuses() {
+    // Review finding: the limit was checked only in the second call, after the
+    // directory had created the user.
+    let app = rest_directory().spawn().await;
+    app.set_session_limit(Some(0)).await;
+    let challenge = app.new_challenge("ula@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let refused = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(refused.error(), (409, "session_limit_exceeded".into()));
+    let calls = app.users.calls();
+    assert!(calls.is_empty(), "{calls:?}");
+}
+
+#[tokio::test]
 async fn the_rest_directory_refuses_a_blocked_user() {
     let app = rest_directory().spawn().await;
     let _ = app.login("vera@example.com", &device_key(1)).await;
