@@ -689,14 +689,18 @@ async fn backend_failures_are_signed_and_say_what_happened() {
     );
 }
 
-#[tokio::test]
-async fn an_unreachable_backend_is_backend_unavailable() {
+/// A local port nothing listens on.
+fn closed_port() -> std::net::SocketAddr {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", closed.local_addr().expect("addr"));
-    drop(closed);
+    closed.local_addr().expect("addr")
+}
+
+/// An app whose backend is `backend_url`, after an echo command it answered with a signed
+/// `502 backend_unavailable`.
+async fn echo_without_a_backend(backend_url: &str, allowed_host: &str) -> TestApp {
     let app = Spawn::default()
-        .variable("backend_url", &url)
-        .variable("backend_allowed_host", &url)
+        .variable("backend_url", backend_url)
+        .variable("backend_allowed_host", allowed_host)
         .spawn()
         .await;
     let device = app.device("ada@example.com", 1).await;
@@ -709,32 +713,24 @@ async fn an_unreachable_backend_is_backend_unavailable() {
         502,
         "backend_unavailable",
     );
+    app
+}
+
+#[tokio::test]
+async fn an_unreachable_backend_is_backend_unavailable() {
+    let url = format!("http://{}", closed_port());
+    echo_without_a_backend(&url, &url).await;
 }
 
 #[tokio::test]
 async fn a_backend_url_holding_credentials_is_not_called_and_never_logged() {
     // Review finding: a failed call logged the whole URL, credentials and all.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let host = closed.local_addr().expect("addr");
-    drop(closed);
-    let app = Spawn::default()
-        .variable(
-            "backend_url",
-            &format!("http://ops:s3cret-pass@{host}/base"),
-        )
-        .variable("backend_allowed_host", &format!("http://{host}"))
-        .spawn()
-        .await;
-    let device = app.device("ada@example.com", 1).await;
-    let jwks = app.jwks().await;
-    let p = device.command("echo", b"x");
-    assert_signed_refusal(
-        &app.execute(&p.command).await,
-        &p,
-        &jwks,
-        502,
-        "backend_unavailable",
-    );
+    let host = closed_port();
+    let app = echo_without_a_backend(
+        &format!("http://ops:s3cret-pass@{host}/base"),
+        &format!("http://{host}"),
+    )
+    .await;
     let logs = app.logs_with("holds credentials").await;
     assert!(
         logs.iter().any(|l| l.contains("holds credentials")),
