@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 /// A `redis-server` child process owned by one test.
 #[derive(Debug)]
@@ -30,16 +30,7 @@ impl RedisServer {
     /// `redis-server` is missing (install it with `apt-get install redis-server`) or
     /// did not answer within 10 s.
     pub fn start() -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let dir = tempfile::tempdir().context("creating a directory for redis-server")?;
-        let mut server = Self {
-            port,
-            child: None,
-            dir,
-            tls: None,
-        };
-        server.spawn()?;
-        Ok(server)
+        Self::start_on_free_ports(None)
     }
 
     /// As [`RedisServer::start`], also serving TLS on a second port with `tls` (the
@@ -48,20 +39,40 @@ impl RedisServer {
     /// # Errors
     /// As [`RedisServer::start`].
     pub fn start_tls(tls: ServerTls) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let mut tls_port = free_port()?;
-        while tls_port == port {
-            tls_port = free_port()?;
+        Self::start_on_free_ports(Some(tls))
+    }
+
+    /// Picks free ports and starts the server there. A port is free only when probed:
+    /// another test's server (ours or Spin's) can take it before redis-server binds it,
+    /// and then redis-server exits. So a start whose server is gone is tried again on
+    /// new ports.
+    fn start_on_free_ports(tls: Option<ServerTls>) -> anyhow::Result<Self> {
+        let mut last_error = None;
+        for _ in 0..3 {
+            let port = free_port()?;
+            let tls = match &tls {
+                Some(tls) => {
+                    let mut tls_port = free_port()?;
+                    while tls_port == port {
+                        tls_port = free_port()?;
+                    }
+                    Some((tls_port, tls.clone()))
+                }
+                None => None,
+            };
+            let mut server = Self {
+                port,
+                child: None,
+                dir: tempfile::tempdir().context("creating a directory for redis-server")?,
+                tls,
+            };
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(SpawnError::Exited(e)) => last_error = Some(e),
+                Err(SpawnError::Failed(e)) => return Err(e),
+            }
         }
-        let dir = tempfile::tempdir().context("creating a directory for redis-server")?;
-        let mut server = Self {
-            port,
-            child: None,
-            dir,
-            tls: Some((tls_port, tls)),
-        };
-        server.spawn()?;
-        Ok(server)
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server could not bind a port")))
     }
 
     /// `rediss://127.0.0.1:<tls port>`, for a server started with TLS.
@@ -71,7 +82,7 @@ impl RedisServer {
             .map(|(port, _)| format!("rediss://127.0.0.1:{port}"))
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
+    fn spawn(&mut self) -> Result<(), SpawnError> {
         let mut command = Command::new("redis-server");
         if let Some((tls_port, tls)) = &self.tls {
             command
@@ -93,24 +104,56 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting redis-server (is it installed? `apt-get install redis-server`)")?;
+            .context("starting redis-server (is it installed? `apt-get install redis-server`)")
+            .map_err(SpawnError::Failed)?;
         self.child = Some(child);
         self.wait_ready()
     }
 
-    fn wait_ready(&self) -> anyhow::Result<()> {
+    /// Waits until the server answers PING, and checks that the server answering is this
+    /// one (`INFO server`'s `process_id`): with the port taken by another test's
+    /// redis-server, ours exits and the other one would answer.
+    fn wait_ready(&mut self) -> Result<(), SpawnError> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let pong = redis::Client::open(self.url())
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(SpawnError::Exited(anyhow::anyhow!(
+                    "redis-server on port {} exited with {status} (port taken?)",
+                    self.port
+                )));
+            }
+            let info = redis::Client::open(self.url())
                 .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            match pong {
-                Ok(_) => return Ok(()),
+                .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
+            match info {
+                Ok(info) => {
+                    let ours = self.child.as_ref().map(Child::id);
+                    let answering = info
+                        .lines()
+                        .find_map(|line| line.strip_prefix("process_id:"))
+                        .and_then(|pid| pid.trim().parse::<u32>().ok());
+                    if answering.is_some() && answering == ours {
+                        return Ok(());
+                    }
+                    // Another server holds the port; ours is about to exit.
+                    if Instant::now() > deadline {
+                        self.stop();
+                        return Err(SpawnError::Exited(anyhow::anyhow!(
+                            "another redis-server answers on port {}",
+                            self.port
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 Err(e) if Instant::now() > deadline => {
-                    bail!(
+                    self.stop();
+                    return Err(SpawnError::Failed(anyhow::anyhow!(
                         "redis-server on port {} did not answer PING: {e}",
                         self.port
-                    )
+                    )));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -162,7 +205,7 @@ impl RedisServer {
     /// As [`RedisServer::start`].
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
-        self.spawn()
+        self.spawn().map_err(SpawnError::into_inner)
     }
 }
 
@@ -172,8 +215,45 @@ impl Drop for RedisServer {
     }
 }
 
+/// Why a start failed: the server exited or another one answers on its port (worth
+/// another try on new ports), or anything else.
+enum SpawnError {
+    Exited(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+impl SpawnError {
+    fn into_inner(self) -> anyhow::Error {
+        match self {
+            Self::Exited(e) | Self::Failed(e) => e,
+        }
+    }
+}
+
 /// A port that was free a moment ago (the OS picks it).
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_started_on_a_port_another_server_holds_is_not_taken_for_the_other() {
+        let first = RedisServer::start().expect("first server");
+        let mut second = RedisServer {
+            port: first.port(),
+            child: None,
+            dir: tempfile::tempdir().expect("temporary directory"),
+            tls: None,
+        };
+        let started = second.spawn();
+        assert!(
+            matches!(started, Err(SpawnError::Exited(_))),
+            "the second server must be reported as gone, not as ready"
+        );
+        assert!(second.child.is_none(), "nothing is left running");
+    }
 }

@@ -150,7 +150,12 @@ impl SpinProcess {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let printed = self.output_lines().join("\n");
                 let error = anyhow::anyhow!("spin up exited with {status}:\n{printed}");
-                return Err(if printed.contains("Address already in use") {
+                // Spin 4.0.2 says "<addr> is already in use. To have Spin search for a
+                // free port, use the --find-free-port option."; the OS's own wording is
+                // kept in case a Spin version passes it through.
+                let taken = printed.contains("is already in use")
+                    || printed.contains("Address already in use");
+                return Err(if taken {
                     StartError::PortTaken(error)
                 } else {
                     StartError::Failed(error)
