@@ -689,10 +689,14 @@ async fn backend_failures_are_signed_and_say_what_happened() {
     );
 }
 
-/// A local port nothing listens on.
-fn closed_port() -> std::net::SocketAddr {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    closed.local_addr().expect("addr")
+/// A local port nothing listens on, held for as long as the socket lives: it is bound
+/// but never listens, so a connection is refused, and no other test's server can take
+/// the port meanwhile (a port bound and released could be anyone's a moment later).
+fn closed_port() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    (socket, addr)
 }
 
 /// An app whose backend is `backend_url`, after an echo command it answered with a signed
@@ -718,14 +722,15 @@ async fn echo_without_a_backend(backend_url: &str, allowed_host: &str) -> TestAp
 
 #[tokio::test]
 async fn an_unreachable_backend_is_backend_unavailable() {
-    let url = format!("http://{}", closed_port());
+    let (_held, addr) = closed_port();
+    let url = format!("http://{addr}");
     echo_without_a_backend(&url, &url).await;
 }
 
 #[tokio::test]
 async fn a_backend_url_holding_credentials_is_not_called_and_never_logged() {
     // Review finding: a failed call logged the whole URL, credentials and all.
-    let host = closed_port();
+    let (_held, host) = closed_port();
     let app = echo_without_a_backend(
         &format!("http://ops:s3cret-pass@{host}/base"),
         &format!("http://{host}"),
