@@ -154,7 +154,7 @@ impl AddressKeys {
     }
 
     pub fn challenge(&self, id: &str) -> String {
-        format!("{}ch:{id}", self.prefix)
+        format!("{}{CHALLENGE}{id}", self.prefix)
     }
     pub fn latest(&self) -> String {
         format!("{}latest", self.prefix)

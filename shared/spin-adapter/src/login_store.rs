@@ -1,7 +1,7 @@
 //! [`LoginStore`] on Redis: one Lua script per operation, so each is one round trip and
 //! atomic (see `scripts/`).
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use edge_auth_domain::challenge::ChallengeState;
 use edge_auth_domain::crypto::CodeMac;
 use edge_auth_domain::email::EmailAddress;
@@ -117,8 +117,12 @@ impl LoginStore for RedisLoginStore {
                     route: "send",
                     budget: Budget::Resend,
                 });
+                let latest = reply
+                    .text()?
+                    .context("`send` reply: throttled without the newest challenge")?;
                 Ok(CreateOutcome::Throttled {
-                    latest: reply.text()?.and_then(|id| ChallengeId::parse(&id).ok()),
+                    latest: ChallengeId::parse(&latest)
+                        .context("`send` reply: the newest challenge's id")?,
                 })
             }
             other => bail!("`send` reply: unexpected {other:?}"),

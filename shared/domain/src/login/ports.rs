@@ -53,8 +53,10 @@ pub enum CreateOutcome {
         state: ChallengeState,
         expires_at: Timestamp,
     },
-    /// The address had a challenge within the resend interval: nothing was stored.
-    Throttled { latest: Option<ChallengeId> },
+    /// The address is within its resend interval and its newest challenge can still be
+    /// confirmed (pending, sent or suppressed, not expired): nothing was stored, and
+    /// `latest` is that challenge.
+    Throttled { latest: ChallengeId },
     /// The address's send budget is spent: nothing was stored.
     RateLimited { retry_after_ms: u64 },
 }
@@ -168,8 +170,10 @@ pub trait LoginStore {
     /// The store is unreachable.
     fn index_user(&self, user_id: &str, tag: AddressTag) -> anyhow::Result<()>;
 
-    /// Stores a challenge unless the address is within its resend interval; makes it the
-    /// address's newest challenge.
+    /// Stores a challenge unless the address is within its resend interval with a newest
+    /// challenge that can still be confirmed; makes it the address's newest challenge.
+    /// A newest challenge that is confirmed, exhausted, expired or `delivery_failed`
+    /// holds nothing back.
     ///
     /// # Errors
     /// As [`LoginStore::guard`]; nothing was stored.

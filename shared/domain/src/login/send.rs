@@ -97,7 +97,7 @@ pub fn send_email_code(
         },
         // Same shape as a new challenge: the newest one stays the one to confirm.
         CreateOutcome::Throttled { latest } => SendOutcome {
-            challenge_id: latest.unwrap_or(id),
+            challenge_id: latest,
             delivery: None,
         },
         CreateOutcome::RateLimited { retry_after_ms } => {

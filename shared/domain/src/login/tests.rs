@@ -213,7 +213,7 @@ fn suppressed_and_throttled_challenges_answer_alike_and_deliver_nothing() {
 
     let latest = ChallengeId::parse("c_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id");
     *store.create.borrow_mut() = Some(CreateOutcome::Throttled {
-        latest: Some(latest.clone()),
+        latest: latest.clone(),
     });
     let out = send_email_code(
         &settings(),

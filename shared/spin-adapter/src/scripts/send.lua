@@ -1,18 +1,30 @@
--- Create a challenge unless the address is within its resend interval.
+-- Create a challenge unless the address is within its resend interval and its newest
+-- challenge can still be confirmed.
 -- KEYS[1] challenge   KEYS[2] newest challenge of the address
 -- KEYS[3] resend marker   KEYS[4] address blocked flag   KEYS[5] the address's send budget
 -- ARGV: 1 challenge_id, 2 code_mac, 3 email, 4 lifetime (ms), 5 max_attempts,
 --       6 resend interval (ms), 7 keep (ms), 8/9 emission interval/burst tolerance (ms)
 --       of the address's send budget
--- Returns {'created', state, expires_at}, {'throttled', newest id|nil} or
+-- Returns {'created', state, expires_at}, {'throttled', newest id} or
 -- {'rate_limited', retry ms}.
 local now = now_ms()
 local wait = gcra(KEYS[5], now, tonumber(ARGV[8]), tonumber(ARGV[9]), true)
 if wait > 0 then
   return {'rate_limited', wait}
 end
+-- The interval spares the address a second mail while the first code still works. A
+-- newest challenge that is confirmed (another device logging in), dead of wrong codes,
+-- expired, or whose mail failed holds nothing back: answering it would hand the client a
+-- challenge it cannot use. (The address's send budget, spent above, still bounds mails.)
 if redis.call('EXISTS', KEYS[3]) == 1 then
-  return {'throttled', redis.call('GET', KEYS[2])}
+  local newest = redis.call('GET', KEYS[2])
+  if newest then
+    local ch = redis.call('HMGET', challenge_key(KEYS[2], newest), 'state', 'expires_at')
+    local open = ch[1] == 'pending' or ch[1] == 'sent' or ch[1] == 'suppressed'
+    if open and now < (tonumber(ch[2]) or 0) then
+      return {'throttled', newest}
+    end
+  end
 end
 local state = 'pending'
 if redis.call('EXISTS', KEYS[4]) == 1 then

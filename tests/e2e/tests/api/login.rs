@@ -212,6 +212,9 @@ async fn a_blocked_address_gets_the_same_answer_but_no_mail_and_a_dead_challenge
         "a blocked address is never mailed"
     );
 
+    // A resend answers it, as a known address's live challenge is answered.
+    assert_eq!(app.new_challenge(blocked).await, challenge);
+
     // Nobody knows its code; guessing behaves exactly like any other challenge.
     let (status, code) = app
         .confirm_email_code(challenge, "000000", &device_key(1))
@@ -297,6 +300,83 @@ async fn a_resend_within_the_interval_answers_the_same_challenge_without_a_new_m
     assert_eq!(first, second);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(app.mail.deliveries().len(), 1);
+}
+
+/// Review finding for the three tests below: within the resend interval, send answered the
+/// address's newest challenge whatever its state, so a client that could no longer use it
+/// was handed it again, and no mail went out.
+#[tokio::test]
+async fn a_second_device_gets_a_new_code_right_after_the_first_logged_in() {
+    let app = spawn_app().await;
+    let first_challenge = app.new_challenge("two@example.com").await;
+    let code = app.mailed_code(&first_challenge).await;
+    let first = app
+        .confirm_email_code(&first_challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(first.status(), 200, "{:?}", first.body);
+
+    let second_challenge = app.new_challenge("two@example.com").await;
+    assert_ne!(second_challenge, first_challenge);
+    let code = app.mailed_code(&second_challenge).await;
+    let second = app
+        .confirm_email_code(&second_challenge, &code, &device_key(2))
+        .await;
+    assert_eq!(second.status(), 200, "{:?}", second.body);
+    assert_ne!(
+        second.field("device_session_id"),
+        first.field("device_session_id")
+    );
+}
+
+#[tokio::test]
+async fn a_code_dead_of_wrong_guesses_does_not_hold_back_a_new_one() {
+    let app = Spawn::default()
+        .variable("challenge_max_attempts", "2")
+        .spawn()
+        .await;
+    let dead = app.new_challenge("typo@example.com").await;
+    let code = app.mailed_code(&dead).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let _ = app.confirm_email_code(&dead, wrong, &device_key(1)).await;
+    assert_eq!(
+        app.confirm_email_code(&dead, wrong, &device_key(1))
+            .await
+            .error(),
+        (429, "too_many_attempts".to_string())
+    );
+
+    let fresh = app.new_challenge("typo@example.com").await;
+    assert_ne!(fresh, dead, "the dead challenge is not handed out again");
+    let code = app.mailed_code(&fresh).await;
+    assert_eq!(
+        app.confirm_email_code(&fresh, &code, &device_key(1))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_code_whose_mail_failed_does_not_hold_back_a_new_one() {
+    let app = spawn_app().await;
+    app.mail.answer_with(500);
+    let lost = app.new_challenge("lost@example.com").await;
+    let key = format!("{}ch:{lost}", app.address_prefix("lost@example.com"));
+    eventually("the failed mail is recorded", || {
+        hget(&app, &key, "state").as_deref() == Some("delivery_failed")
+    })
+    .await;
+
+    app.mail.answer_with(202);
+    let fresh = app.new_challenge("lost@example.com").await;
+    assert_ne!(fresh, lost, "a new challenge, mailed again");
+    let code = app.mailed_code(&fresh).await;
+    assert_eq!(
+        app.confirm_email_code(&fresh, &code, &device_key(1))
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
