@@ -1045,6 +1045,59 @@ fn unblock_clears_the_block_on_every_address_of_the_user() {
 }
 
 #[test]
+fn a_block_by_address_reaches_every_address_of_the_directorys_user() {
+    // Review finding: the directory blocked the whole user, but only the named address was
+    // flagged and revoked here, so the user's sessions on other addresses ran on.
+    let store = MemoryStore::new();
+    let key = server_key();
+    let email = EmailAddress::parse("someone@example.com").expect("a valid address");
+    let own = key.address_tag(&email);
+    for t in [own, tag(2)] {
+        store.index_user(DIRECTORY_USER, t);
+        store.login(t, DIRECTORY_USER);
+    }
+    // An address of the index that has changed hands is left alone.
+    store.index_user(DIRECTORY_USER, tag(3));
+    store.login(tag(3), "ext-someone-else");
+    let directory = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+
+    let revoked = block(
+        &store,
+        Some(&directory),
+        &key,
+        &BlockTarget::Email(email.clone()),
+        &reason(),
+        true,
+    )
+    .expect("blocked");
+
+    assert_eq!(revoked, 2);
+    assert!(store.is_blocked(own) && store.is_blocked(tag(2)));
+    assert!(!store.is_blocked(tag(3)));
+    assert_eq!(store.count(tag(2), SessionStatus::Revoked), 1);
+    assert_eq!(store.count(tag(3), SessionStatus::Active), 1);
+    assert_eq!(
+        *directory.blocks.borrow(),
+        [(DIRECTORY_USER.to_string(), true)]
+    );
+    let batches = store.batches.borrow().clone();
+    assert_eq!(
+        batches[0].user, None,
+        "the named address, whoever it belongs to"
+    );
+
+    unblock(
+        &store,
+        Some(&directory),
+        &key,
+        &BlockTarget::Email(email),
+        &reason(),
+    )
+    .expect("unblocked");
+    assert!(!store.is_blocked(own) && !store.is_blocked(tag(2)));
+}
+
+#[test]
 fn a_block_is_mirrored_into_the_external_directory_and_its_unknown_user_is_not_found() {
     let store = MemoryStore::new();
     let key = server_key();

@@ -56,14 +56,15 @@ pub(crate) fn locate_with(
     Ok(tags)
 }
 
-/// Runs `op` on every tag of a user; `UserNotFound` only if no tag knows the user.
-fn on_every_tag<T>(
-    tags: &[AddressTag],
-    mut op: impl FnMut(AddressTag) -> Result<T, SessionError>,
+/// Runs `op` on every address of a user; `UserNotFound` only if no address knows the
+/// user.
+fn on_every_tag<'a, I, T>(
+    addresses: &'a [I],
+    mut op: impl FnMut(&'a I) -> Result<T, SessionError>,
 ) -> Result<Vec<T>, SessionError> {
     let mut done = Vec::new();
-    for &tag in tags {
-        match op(tag) {
+    for address in addresses {
+        match op(address) {
             Ok(value) => done.push(value),
             Err(SessionError::UserNotFound) => {}
             Err(e) => return Err(e),
@@ -257,62 +258,114 @@ pub fn revoke_all(
 ) -> Result<u64, SessionError> {
     let user = UserRef::parse(raw_user)?;
     let tags = locate(store, &user)?;
-    let counts = on_every_tag(&tags, |tag| {
+    let counts = on_every_tag(&tags, |&tag| {
         revoke_everything(store, tag, Some(&user), reason, "revoke_all")
     })?;
     Ok(counts.into_iter().sum())
 }
 
-/// The addresses a block applies to: one for an e-mail address, every one of a user.
-fn target_tags<'a>(
-    store: &impl SessionStore,
-    key: &ServerKey,
-    target: &'a BlockTarget,
-) -> Result<(Vec<AddressTag>, Option<&'a UserRef>), SessionError> {
+/// An address a block applies to, and the user it must still belong to (`None`: whoever
+/// it belongs to).
+#[derive(Debug)]
+struct BlockSite {
+    tag: AddressTag,
+    user: Option<UserRef>,
+}
+
+/// The user an external directory blocks for `target`: the user named, or the one it has
+/// for the address (`None`: no directory, or an address it has nobody for).
+///
+/// # Errors
+/// The directory's failure.
+fn directory_user(
+    directory: Option<&dyn UserDirectory>,
+    target: &BlockTarget,
+) -> Result<Option<String>, SessionError> {
+    let Some(directory) = directory else {
+        return Ok(None);
+    };
     Ok(match target {
-        BlockTarget::Email(email) => (vec![key.address_tag(email)], None),
-        BlockTarget::User(user) => (locate(store, user)?, Some(user)),
+        BlockTarget::User(user) => Some(user.as_str().to_string()),
+        BlockTarget::Email(email) => directory.resolve(email)?.map(|u| u.user_id),
     })
 }
 
-/// Sets or clears the block on every address; `UserNotFound` if none matched the user.
-fn set_blocked_everywhere(
+/// The addresses a block applies to: every one of a user; for an e-mail address, that
+/// address, and, when an external directory has a user for it, every other address of
+/// that user (the directory blocks the whole user, so its sessions elsewhere must stop
+/// too).
+fn block_sites(
     store: &impl SessionStore,
-    tags: &[AddressTag],
-    user: Option<&UserRef>,
+    key: &ServerKey,
+    target: &BlockTarget,
+    directory_user: Option<&str>,
+) -> Result<Vec<BlockSite>, SessionError> {
+    let sites_of = |user: &UserRef, skip: Option<AddressTag>| -> Result<_, SessionError> {
+        Ok(locate(store, user)?
+            .into_iter()
+            .filter(|&tag| Some(tag) != skip)
+            .map(|tag| BlockSite {
+                tag,
+                user: Some(user.clone()),
+            })
+            .collect::<Vec<_>>())
+    };
+    match target {
+        BlockTarget::User(user) => sites_of(user, None),
+        BlockTarget::Email(email) => {
+            let own = key.address_tag(email);
+            let mut sites = vec![BlockSite {
+                tag: own,
+                user: None,
+            }];
+            // An id that is no valid user reference has no sessions here: confirm refuses
+            // such ids before it indexes the user.
+            if let Some(Ok(user)) = directory_user.map(UserRef::parse) {
+                match sites_of(&user, Some(own)) {
+                    Ok(more) => sites.extend(more),
+                    // The user never logged in with another address.
+                    Err(SessionError::UserNotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(sites)
+        }
+    }
+}
+
+/// Sets or clears the block on every address; `UserNotFound` if none matched the user.
+/// Returns the addresses it was set on.
+fn set_blocked_everywhere<'a>(
+    store: &impl SessionStore,
+    sites: &'a [BlockSite],
     blocked: bool,
     reason: &ChangeReason,
-) -> Result<Vec<AddressTag>, SessionError> {
-    on_every_tag(tags, |tag| {
+) -> Result<Vec<&'a BlockSite>, SessionError> {
+    on_every_tag(sites, |site| {
         if store.set_blocked(&BlockChange {
-            tag,
-            user,
+            tag: site.tag,
+            user: site.user.as_ref(),
             blocked,
             reason,
         })? {
-            Ok(tag)
+            Ok(site)
         } else {
             Err(SessionError::UserNotFound)
         }
     })
 }
 
-/// Mirrors a block into an external user directory, when there is one: by user id, or
-/// by the user the directory has for the address (an unknown address has nobody to mirror).
+/// Mirrors a block into the external user directory, when there is one and it has a user
+/// for the target.
 fn mirror_block(
     directory: Option<&dyn UserDirectory>,
-    target: &BlockTarget,
+    user_id: Option<&str>,
     blocked: bool,
 ) -> Result<(), SessionError> {
-    let Some(directory) = directory else {
-        return Ok(());
-    };
-    let user_id = match target {
-        BlockTarget::User(user) => Some(user.as_str().to_string()),
-        BlockTarget::Email(email) => directory.resolve(email)?.map(|u| u.user_id),
-    };
-    match user_id {
-        Some(id) if !directory.set_blocked(&id, blocked)? => Err(SessionError::UserNotFound),
+    match (directory, user_id) {
+        (Some(directory), Some(id)) if !directory.set_blocked(id, blocked)? => {
+            Err(SessionError::UserNotFound)
+        }
         _ => Ok(()),
     }
 }
@@ -330,22 +383,24 @@ pub fn block(
     reason: &ChangeReason,
     revoke_sessions: bool,
 ) -> Result<u64, SessionError> {
-    let (tags, user) = target_tags(store, key, target)?;
+    let user_id = directory_user(directory, target)?;
+    let sites = block_sites(store, key, target, user_id.as_deref())?;
     // The directory first: a user it does not know is refused before anything changes.
-    mirror_block(directory, target, true)?;
+    mirror_block(directory, user_id.as_deref(), true)?;
     // Block before revoking: from here on no confirm can create a session.
-    let blocked = set_blocked_everywhere(store, &tags, user, true, reason)?;
+    let blocked = set_blocked_everywhere(store, &sites, true, reason)?;
     if !revoke_sessions {
         return Ok(0);
     }
     let mut total = 0;
-    for tag in blocked {
-        total += revoke_everything(store, tag, user, reason, "block_revoke")?;
+    for site in blocked {
+        total += revoke_everything(store, site.tag, site.user.as_ref(), reason, "block_revoke")?;
     }
     Ok(total)
 }
 
-/// `POST /users/unblock` (in Redis, and in the external directory if there is one).
+/// `POST /users/unblock` (in Redis, and in the external directory if there is one): the
+/// same addresses as [`block`].
 ///
 /// # Errors
 /// See [`SessionError`].
@@ -356,10 +411,11 @@ pub fn unblock(
     target: &BlockTarget,
     reason: &ChangeReason,
 ) -> Result<(), SessionError> {
-    let (tags, user) = target_tags(store, key, target)?;
+    let user_id = directory_user(directory, target)?;
+    let sites = block_sites(store, key, target, user_id.as_deref())?;
     // The directory first: a user it does not know is refused before anything changes.
-    mirror_block(directory, target, false)?;
-    set_blocked_everywhere(store, &tags, user, false, reason)?;
+    mirror_block(directory, user_id.as_deref(), false)?;
+    set_blocked_everywhere(store, &sites, false, reason)?;
     Ok(())
 }
 

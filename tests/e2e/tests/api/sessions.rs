@@ -779,6 +779,46 @@ async fn a_directory_user_with_several_addresses_is_listed_revoked_and_blocked_e
 }
 
 #[tokio::test]
+async fn a_block_by_address_stops_the_directory_users_sessions_on_every_address() {
+    // Review finding: the directory blocked the whole user, but only the named address was
+    // flagged and revoked, so the user's sessions on other addresses ran on.
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let emails = ["kim@example.com", "kim@example.org"];
+    let first = app.login(emails[0], &device_key(1)).await;
+    let user = app.users.user_of(emails[0]).expect("created");
+    app.users.link(emails[1], &user);
+    let second = app.login(emails[1], &device_key(2)).await;
+
+    let blocked = app
+        .block(&json!({ "email": emails[0], "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true }))
+        .await;
+    assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
+    assert_eq!(blocked.body["revoked_count"], 2);
+    for session in [&first, &second] {
+        assert_eq!(
+            record_status(&app, session).as_deref(),
+            Some("revoked"),
+            "{session}"
+        );
+    }
+    let flagged = |email: &str| -> bool {
+        app.redis()
+            .exists(format!("{}blocked", app.address_prefix(email)))
+            .expect("EXISTS")
+    };
+    assert!(emails.iter().all(|e| flagged(e)));
+
+    let unblocked = app
+        .unblock(&json!({ "email": emails[0], "reason_code": "cleared", "actor": "admin:tests" }))
+        .await;
+    assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
+    assert!(emails.iter().all(|e| !flagged(e)));
+}
+
+#[tokio::test]
 async fn sessions_expire_by_lifetime_and_by_idleness_visibly_and_with_their_keys() {
     // Finding 3: sessions never expired.
     let app = spawn_quick()
