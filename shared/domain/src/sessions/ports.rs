@@ -76,7 +76,9 @@ pub trait SessionStore {
     /// As [`SessionStore::get`].
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>>;
 
-    /// A page of a user's sessions, oldest first (`None`: no such user at `tag`).
+    /// A page of a user's sessions at `tag`, oldest first (`None`: no such user at
+    /// `tag`). Only the user's own records: with an external directory an address can
+    /// pass to another user, and the sessions of its previous user live on in its sets.
     ///
     /// # Errors
     /// As [`SessionStore::get`].

@@ -268,7 +268,7 @@ impl SessionStore for MemoryStore {
         };
         let rest: Vec<SessionRecord> = sessions[start..]
             .iter()
-            .filter(|s| filter_matches(filter, s.status))
+            .filter(|s| s.user_id == *user && filter_matches(filter, s.status))
             .cloned()
             .collect();
         Ok(Some(first_page(rest, limit, |s| {

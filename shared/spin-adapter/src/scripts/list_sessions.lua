@@ -6,6 +6,8 @@
 --       6 audit ttl, 7 audit maxlen
 -- Returns {'user_not_found'} or {'ok', next cursor ('' = end), n, n x RECORD_FIELDS}.
 -- Members whose record has expired (old ended sessions) are dropped from the set.
+-- Only the user's own sessions are listed: with an external directory an address can pass
+-- from one user to another, and the previous user's sessions live on in its sets.
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return {'user_not_found'}
 end
@@ -30,7 +32,8 @@ while found < limit do
     local record = session_record_key(KEYS[1], string.sub(member, 18))
     if redis.call('EXISTS', record) == 0 then
       redis.call('ZREM', KEYS[1], member)
-    elseif not (expire_if_due(c, record) and KEYS[1] == KEYS[3]) then
+    elseif redis.call('HGET', record, 'user_id') == ARGV[1]
+        and not (expire_if_due(c, record) and KEYS[1] == KEYS[3]) then
       local rec = redis.call('HMGET', record, unpack(RECORD_FIELDS))
       for i = 1, #RECORD_FIELDS do
         out[#out + 1] = rec[i] or ''

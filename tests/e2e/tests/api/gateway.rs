@@ -794,6 +794,48 @@ async fn gateway_sessions_lists_the_users_devices_and_marks_the_caller() {
 }
 
 #[tokio::test]
+async fn an_address_passed_to_another_user_shows_that_user_none_of_the_previous_users_devices() {
+    // Review finding: the listing read every session in the address's sets, so once an
+    // external directory gave the address to another user, that user's `gateway.sessions`
+    // showed the previous user's devices (ids, user agents, addresses).
+    let app = several_devices()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let email = "shared@example.com";
+    let previous = app.device(email, 1).await;
+    let previous_user = app.users.user_of(email).expect("created");
+    app.users.link(email, "ext-next-owner");
+    let next = app.device(email, 2).await;
+    let jwks = app.jwks().await;
+
+    let p = next.command("gateway.sessions", b"");
+    let response = app.execute(&p.command).await;
+    assert_eq!(response.status(), 200, "{}", response.body);
+    let (_, payload) = verified(&response, &p, &jwks);
+    let body: Value = serde_json::from_slice(&payload).expect("json");
+    let ids: Vec<&str> = body["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| s["device_session_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [next.session.as_str()]);
+
+    let listed = app.list_sessions("ext-next-owner", "").await;
+    assert_eq!(listed.status(), 200, "{:?}", listed.body);
+    let listed: Vec<&str> = listed.body["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| s["device_session_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(listed, [next.session.as_str()]);
+    assert_ne!(previous_user, "ext-next-owner");
+    assert_ne!(previous.session, next.session);
+}
+
+#[tokio::test]
 async fn a_response_replayed_for_another_request_fails_the_clients_check() {
     let (app, device, jwks) = app_with_device().await;
     let first = device.command("echo", b"same");
