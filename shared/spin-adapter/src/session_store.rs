@@ -281,6 +281,7 @@ impl SessionStore for RedisSessionStore {
         args.push(b.action.into());
         args.push(keys::AUDIT_TTL_MS.into());
         args.push(keys::AUDIT_MAXLEN.into());
+        args.push(b.after.unwrap_or_default().into());
         let mut reply = Reply::new(
             "revoke_batch",
             self.redis.run(
@@ -310,6 +311,7 @@ impl SessionStore for RedisSessionStore {
                     count,
                     more: reply.int()? > 0,
                     bound: Timestamp(u64::try_from(reply.int()?)?),
+                    next: reply.text()?.unwrap_or_default(),
                 }
             }
             other => bail!("`revoke_batch` reply: unexpected {other:?}"),

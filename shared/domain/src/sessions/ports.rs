@@ -21,7 +21,9 @@ pub enum RevokeOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokeBatch<'a> {
     pub tag: AddressTag,
-    /// Checked against the address's user; `None` for an address-only block.
+    /// Whose sessions: only this user's (the address may have passed to another user in
+    /// an external directory, and both users' sessions live in its sets); `None` for an
+    /// address-only block: every session of the address.
     pub user: Option<&'a UserRef>,
     pub reason: &'a ChangeReason,
     /// Sessions created at or before this time are revoked; later ones are new logins.
@@ -33,17 +35,22 @@ pub struct RevokeBatch<'a> {
     pub revoked_so_far: u64,
     /// The audit action, e.g. `revoke_all` or `block`.
     pub action: &'static str,
+    /// Where the previous batch stopped (its `next`); `None` for the first batch.
+    pub after: Option<&'a str>,
 }
 
 /// What one batch did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOutcome {
+    /// The address is not the user's and holds no active session of the user.
     UserNotFound,
     Revoked {
         count: u64,
         more: bool,
         /// The creation bound this batch used (pass it to the next one).
         bound: Timestamp,
+        /// The store's cursor: where the next batch starts.
+        next: String,
     },
 }
 
@@ -97,8 +104,10 @@ pub trait SessionStore {
     /// As [`SessionStore::get`]; then nothing changed.
     fn revoke(&self, id: &DeviceSessionId, reason: &ChangeReason) -> anyhow::Result<RevokeOutcome>;
 
-    /// Revokes up to `batch_size` active sessions; one whose life is already over is
-    /// ended as expired instead, and not counted.
+    /// Looks at up to `batch_size` active sessions after `after` and revokes those of
+    /// `user` (every one without a user); one whose life is already over is ended as
+    /// expired instead, and not counted. The audit record is written by the last batch
+    /// (none for an address that is not the user's where nothing was revoked).
     ///
     /// # Errors
     /// As [`SessionStore::get`]; earlier batches stay done.

@@ -224,6 +224,7 @@ fn revoke_everything(
 ) -> Result<u64, SessionError> {
     let mut total = 0;
     let mut created_up_to = None;
+    let mut after: Option<String> = None;
     loop {
         let outcome = store.revoke_batch(&RevokeBatch {
             tag,
@@ -233,15 +234,22 @@ fn revoke_everything(
             batch_size: REVOKE_BATCH,
             revoked_so_far: total,
             action,
+            after: after.as_deref(),
         })?;
         match outcome {
             BatchOutcome::UserNotFound => return Err(SessionError::UserNotFound),
-            BatchOutcome::Revoked { count, more, bound } => {
+            BatchOutcome::Revoked {
+                count,
+                more,
+                bound,
+                next,
+            } => {
                 total += count;
                 if !more {
                     return Ok(total);
                 }
                 created_up_to = Some(bound);
+                after = Some(next);
             }
         }
     }
@@ -333,26 +341,25 @@ fn block_sites(
     }
 }
 
-/// Sets or clears the block on every address; `UserNotFound` if none matched the user.
-/// Returns the addresses it was set on.
-fn set_blocked_everywhere<'a>(
+/// Clears the block on every address; `UserNotFound` if none matched the user.
+fn unblock_everywhere(
     store: &impl SessionStore,
-    sites: &'a [BlockSite],
-    blocked: bool,
+    sites: &[BlockSite],
     reason: &ChangeReason,
-) -> Result<Vec<&'a BlockSite>, SessionError> {
+) -> Result<(), SessionError> {
     on_every_tag(sites, |site| {
         if store.set_blocked(&BlockChange {
             tag: site.tag,
             user: site.user.as_ref(),
-            blocked,
+            blocked: false,
             reason,
         })? {
-            Ok(site)
+            Ok(())
         } else {
             Err(SessionError::UserNotFound)
         }
-    })
+    })?;
+    Ok(())
 }
 
 /// Mirrors a block into the external user directory, when there is one and it has a user
@@ -388,13 +395,35 @@ pub fn block(
     // The directory first: a user it does not know is refused before anything changes.
     mirror_block(directory, user_id.as_deref(), true)?;
     // Block before revoking: from here on no confirm can create a session.
-    let blocked = set_blocked_everywhere(store, &sites, true, reason)?;
-    if !revoke_sessions {
-        return Ok(0);
+    let mut flagged = Vec::with_capacity(sites.len());
+    for site in &sites {
+        flagged.push(store.set_blocked(&BlockChange {
+            tag: site.tag,
+            user: site.user.as_ref(),
+            blocked: true,
+            reason,
+        })?);
     }
+    let mut found = flagged.iter().any(|&f| f);
     let mut total = 0;
-    for site in blocked {
-        total += revoke_everything(store, site.tag, site.user.as_ref(), reason, "block_revoke")?;
+    for (site, flagged) in sites.iter().zip(flagged) {
+        // An address of the user's that has passed to another user keeps its flag clear
+        // (the flag would block that user); the blocked user's sessions there can only be
+        // stopped by revoking them, asked or not.
+        if flagged && !revoke_sessions {
+            continue;
+        }
+        match revoke_everything(store, site.tag, site.user.as_ref(), reason, "block_revoke") {
+            Ok(n) => {
+                total += n;
+                found = true;
+            }
+            Err(SessionError::UserNotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !found {
+        return Err(SessionError::UserNotFound);
     }
     Ok(total)
 }
@@ -415,7 +444,7 @@ pub fn unblock(
     let sites = block_sites(store, key, target, user_id.as_deref())?;
     // The directory first: a user it does not know is refused before anything changes.
     mirror_block(directory, user_id.as_deref(), false)?;
-    set_blocked_everywhere(store, &sites, false, reason)?;
+    unblock_everywhere(store, &sites, reason)?;
     Ok(())
 }
 

@@ -1,16 +1,17 @@
--- Revoke up to ARGV[6] active sessions created at or before a bound, oldest first. A
--- member whose life is already over is ended as expired instead, and one whose record is
--- gone is only dropped: neither is counted as revoked.
+-- Revoke the active sessions created at or before a bound, oldest first, looking at up to
+-- ARGV[6] of them after a cursor. A member whose life is already over is ended as expired
+-- instead, and one whose record is gone is only dropped: neither is counted as revoked.
+-- With a user, only that user's sessions are revoked: with an external directory an
+-- address can pass to another user, and the sessions of both live in its sets.
 -- KEYS: 1 active sessions, 2 address -> user id, 3 revoked sessions, 4 lifecycle, 5 audit,
 --       6 expired sessions
 -- ARGV: 1 reason_code, 2 actor, 3 retention ms, 4 lifecycle ttl ms, 5 lifecycle maxlen,
 --       6 batch size, 7 creation bound (ms; '' = now, for the first batch),
 --       8 user id ('' = any), 9 revoked so far, 10 audit action, 11 audit ttl ms,
---       12 audit maxlen
--- Returns {'user_not_found'} or {'ok', revoked, more (0/1), bound}.
-if ARGV[8] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[8] then
-  return {'user_not_found'}
-end
+--       12 audit maxlen, 13 the last member the previous batch looked at ('' = first batch)
+-- Returns {'user_not_found'} (the address is not the user's and holds none of the user's
+-- active sessions) or {'ok', revoked, more (0/1), bound, cursor for the next batch}.
+local foreign = ARGV[8] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[8]
 local now = now_ms()
 local bound = tonumber(ARGV[7]) or now
 local c = {now = now, reason = ARGV[1], actor = ARGV[2], retention = ARGV[3],
@@ -19,20 +20,41 @@ local c = {now = now, reason = ARGV[1], actor = ARGV[2], retention = ARGV[3],
   audit = KEYS[5], expired = KEYS[6]}
 -- Every member created at or before the bound sorts before "<bound>|~".
 local upper = '[' .. string.format('%016d|~', bound)
-local members = redis.call('ZRANGEBYLEX', KEYS[1], '-', upper, 'LIMIT', 0, ARGV[6])
+local from = '-'
+if ARGV[13] ~= '' then
+  from = '(' .. ARGV[13]
+end
+local members = redis.call('ZRANGEBYLEX', KEYS[1], from, upper, 'LIMIT', 0, ARGV[6])
 local revoked = 0
+local theirs = 0
+local last = ARGV[13]
 for _, member in ipairs(members) do
-  if not record_gone(KEYS[1], member)
-      and not expire_if_due(c, session_record_key(KEYS[1], string.sub(member, 18))) then
-    revoke_member(c, member)
-    revoked = revoked + 1
+  last = member
+  if not record_gone(KEYS[1], member) then
+    local record = session_record_key(KEYS[1], string.sub(member, 18))
+    if ARGV[8] == '' or redis.call('HGET', record, 'user_id') == ARGV[8] then
+      theirs = theirs + 1
+      if not expire_if_due(c, record) then
+        revoke_member(c, member)
+        revoked = revoked + 1
+      end
+    end
   end
 end
-local more = #redis.call('ZRANGEBYLEX', KEYS[1], '-', upper, 'LIMIT', 0, 1)
-if more == 0 then
-  local user_id = redis.call('GET', KEYS[2]) or ''
+local more = 0
+if last ~= '' then
+  more = #redis.call('ZRANGEBYLEX', KEYS[1], '(' .. last, upper, 'LIMIT', 0, 1)
+end
+if foreign and ARGV[13] == '' and theirs == 0 and more == 0 then
+  return {'user_not_found'}
+end
+if more == 0 and (not foreign or tonumber(ARGV[9]) + revoked > 0) then
+  local user_id = ARGV[8]
+  if user_id == '' then
+    user_id = redis.call('GET', KEYS[2]) or ''
+  end
   append(KEYS[5], ARGV[11], ARGV[12], 'action', ARGV[10], 'user_id', user_id,
     'revoked_count', tonumber(ARGV[9]) + revoked, 'reason_code', ARGV[1],
     'actor', ARGV[2], 'at', now)
 end
-return {'ok', revoked, more, bound}
+return {'ok', revoked, more, bound, last}

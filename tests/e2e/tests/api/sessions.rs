@@ -819,6 +819,53 @@ async fn a_block_by_address_stops_the_directory_users_sessions_on_every_address(
 }
 
 #[tokio::test]
+async fn revoke_all_and_block_reach_a_users_sessions_on_an_address_that_passed_to_another_user() {
+    // Review finding: once an external directory gave an address to another user, the
+    // previous user's revoke-all and block skipped it (their sessions there stayed active),
+    // and the new user's revoke-all revoked them instead.
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let email = "handed@example.com";
+    let first = app.login(email, &device_key(1)).await;
+    let second = app.login(email, &device_key(2)).await;
+    let previous = app.users.user_of(email).expect("created");
+    // The user moves to another address, and the old one goes to someone else.
+    app.users.link("moved@example.com", &previous);
+    app.users.link(email, "ext-next-owner");
+    let next = app.login(email, &device_key(3)).await;
+
+    let revoked = app
+        .revoke_all("ext-next-owner", &reason("password_reset"))
+        .await;
+    assert_eq!(revoked.status(), 200, "{:?}", revoked.body);
+    assert_eq!(revoked.body["revoked_count"], 1);
+    assert_eq!(record_status(&app, &next).as_deref(), Some("revoked"));
+    assert_eq!(record_status(&app, &first).as_deref(), Some("active"));
+
+    // Blocked without revoke_sessions: the address cannot be flagged (it would block its
+    // new user), so the previous user's sessions there are revoked.
+    let blocked = app
+        .block(&json!({ "user_id": previous, "reason_code": "fraud", "actor": "admin:tests" }))
+        .await;
+    assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
+    assert_eq!(blocked.body["revoked_count"], 2);
+    for session in [&first, &second] {
+        assert_eq!(
+            record_status(&app, session).as_deref(),
+            Some("revoked"),
+            "{session}"
+        );
+    }
+    let flagged: bool = app
+        .redis()
+        .exists(format!("{}blocked", app.address_prefix(email)))
+        .expect("EXISTS");
+    assert!(!flagged, "the new user is not blocked");
+}
+
+#[tokio::test]
 async fn sessions_expire_by_lifetime_and_by_idleness_visibly_and_with_their_keys() {
     // Finding 3: sessions never expired.
     let app = spawn_quick()
