@@ -428,10 +428,27 @@ fn reserved(
             Ok(Outcome::ok(body.to_string().into_bytes()))
         }
         "gateway.sessions" => {
-            let page = list_sessions(sessions, user_id, Some("active"), None, Some("100"))
+            // A listing pages one address at a time (a directory user may have several):
+            // follow its cursor, up to DEVICES_LISTED devices and LISTING_CALLS calls.
+            let mut items = Vec::new();
+            let mut cursor: Option<String> = None;
+            for _ in 0..LISTING_CALLS {
+                let room = (DEVICES_LISTED - items.len()).to_string();
+                let page = list_sessions(
+                    sessions,
+                    user_id,
+                    Some("active"),
+                    cursor.as_deref(),
+                    Some(&room),
+                )
                 .map_err(unexpected)?;
-            let list: Vec<_> = page
-                .items
+                items.extend(page.items);
+                match page.next_cursor {
+                    Some(next) if items.len() < DEVICES_LISTED => cursor = Some(next),
+                    _ => break,
+                }
+            }
+            let list: Vec<_> = items
                 .iter()
                 .map(|s| device_entry(s, command.session.as_str()))
                 .collect();
@@ -442,6 +459,11 @@ fn reserved(
         _ => Ok(Outcome::refused(Refusal::UnknownMessageType)),
     }
 }
+
+/// The most devices `gateway.sessions` lists.
+const DEVICES_LISTED: usize = 100;
+/// The most store calls (one round trip each) `gateway.sessions` makes.
+const LISTING_CALLS: usize = 8;
 
 fn device_entry(record: &SessionRecord, caller: &str) -> serde_json::Value {
     json!({

@@ -805,22 +805,39 @@ async fn an_address_passed_to_another_user_shows_that_user_none_of_the_previous_
     let email = "shared@example.com";
     let previous = app.device(email, 1).await;
     let previous_user = app.users.user_of(email).expect("created");
+    // The previous user also has an address of its own, with a device there.
+    app.users.link("mine@example.com", &previous_user);
+    let elsewhere = app.device("mine@example.com", 3).await;
     app.users.link(email, "ext-next-owner");
     let next = app.device(email, 2).await;
     let jwks = app.jwks().await;
+    let devices = |device: &Device| {
+        let p = device.command("gateway.sessions", b"");
+        let app = &app;
+        let jwks = &jwks;
+        async move {
+            let response = app.execute(&p.command).await;
+            assert_eq!(response.status(), 200, "{}", response.body);
+            let (_, payload) = verified(&response, &p, jwks);
+            let body: Value = serde_json::from_slice(&payload).expect("json");
+            let mut ids: Vec<String> = body["sessions"]
+                .as_array()
+                .expect("sessions")
+                .iter()
+                .map(|s| s["device_session_id"].as_str().expect("id").to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
 
-    let p = next.command("gateway.sessions", b"");
-    let response = app.execute(&p.command).await;
-    assert_eq!(response.status(), 200, "{}", response.body);
-    let (_, payload) = verified(&response, &p, &jwks);
-    let body: Value = serde_json::from_slice(&payload).expect("json");
-    let ids: Vec<&str> = body["sessions"]
-        .as_array()
-        .expect("sessions")
-        .iter()
-        .map(|s| s["device_session_id"].as_str().expect("id"))
-        .collect();
-    assert_eq!(ids, [next.session.as_str()]);
+    assert_eq!(devices(&next).await, [next.session.clone()]);
+    // The previous user still sees its own devices, on both addresses (the listing
+    // follows the user from one address to the next).
+    let mut expected = vec![previous.session.clone(), elsewhere.session.clone()];
+    expected.sort();
+    assert_eq!(devices(&previous).await, expected);
+    assert_eq!(devices(&elsewhere).await, expected);
 
     let listed = app.list_sessions("ext-next-owner", "").await;
     assert_eq!(listed.status(), 200, "{:?}", listed.body);

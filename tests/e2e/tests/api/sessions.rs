@@ -863,6 +863,44 @@ async fn revoke_all_and_block_reach_a_users_sessions_on_an_address_that_passed_t
         .exists(format!("{}blocked", app.address_prefix(email)))
         .expect("EXISTS");
     assert!(!flagged, "the new user is not blocked");
+
+    // Each user's audit shows its own records of the address, and none of the other's.
+    let audit_of = |user: String| {
+        let app = &app;
+        async move {
+            let page = app.audit(&format!("user_id={user}")).await;
+            assert_eq!(page.status(), 200, "{:?}", page.body);
+            page.body["records"]
+                .as_array()
+                .expect("records")
+                .iter()
+                .map(|r| {
+                    (
+                        r["action"].as_str().expect("action").to_string(),
+                        r["user_id"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let previous_records = audit_of(previous.clone()).await;
+    assert!(
+        previous_records.contains(&("block_revoke".to_string(), previous.clone())),
+        "{previous_records:?}"
+    );
+    assert!(
+        previous_records.iter().all(|(_, user)| *user == previous),
+        "{previous_records:?}"
+    );
+    let next_records = audit_of("ext-next-owner".to_string()).await;
+    assert!(
+        next_records.contains(&("revoke_all".to_string(), "ext-next-owner".to_string())),
+        "{next_records:?}"
+    );
+    assert!(
+        next_records.iter().all(|(_, user)| user != &previous),
+        "{next_records:?}"
+    );
 }
 
 #[tokio::test]
