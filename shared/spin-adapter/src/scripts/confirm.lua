@@ -150,10 +150,12 @@ if limit and active >= limit then
     retention = ARGV[12], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
     active = KEYS[5], revoked = KEYS[11], lifecycle = KEYS[12]}
   for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, active - limit)) do
-    local sid = revoke_member(c, member)
+    -- The session's own user: with an external directory the address may have passed
+    -- to this user from another, whose sessions live on here.
+    local sid, owner = revoke_member(c, member)
     evicted = evicted + 1
     append(KEYS[13], ARGV[15], ARGV[16], 'action', 'revoke_session',
-      'device_session_id', sid, 'user_id', user_id, 'reason_code', 'session_limit_evicted',
+      'device_session_id', sid, 'user_id', owner, 'reason_code', 'session_limit_evicted',
       'actor', 'system', 'at', now)
   end
 end

@@ -33,7 +33,8 @@ end
 -- `c` holds now, reason, actor, retention, lifecycle_ttl, lifecycle_max and the keys
 -- active, revoked and lifecycle (all of one address: the record and projection keys are
 -- derived from `active` by the layout prelude).
--- Returns the session id, or nil (and only drops the member) when the record is gone.
+-- Returns the session id and its user id, or nil (and only drops the member) when the
+-- record is gone.
 local function revoke_member(c, member)
   local sid = string.sub(member, 18)
   local record = session_record_key(c.active, sid)
@@ -53,7 +54,7 @@ local function revoke_member(c, member)
   append(c.lifecycle, c.lifecycle_ttl, c.lifecycle_max,
     'event', 'session_revoked', 'device_session_id', sid, 'user_id', user_id,
     'reason_code', c.reason, 'actor', c.actor, 'at', c.now)
-  return sid
+  return sid, user_id
 end
 
 -- True (and the member dropped from `set`) when the session's record is gone: Redis
