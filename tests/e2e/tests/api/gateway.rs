@@ -831,7 +831,7 @@ async fn an_address_passed_to_another_user_shows_that_user_none_of_the_previous_
         }
     };
 
-    assert_eq!(devices(&next).await, [next.session.clone()]);
+    assert_eq!(devices(&next).await, vec![next.session.clone()]);
     // The previous user still sees its own devices, on both addresses (the listing
     // follows the user from one address to the next).
     let mut expected = vec![previous.session.clone(), elsewhere.session.clone()];
