@@ -24,7 +24,7 @@ use crate::rate_limit::Budget;
 use crate::sessions::input::ChangeReason;
 use crate::sessions::model::SessionRecord;
 use crate::sessions::ports::SessionStore;
-use crate::sessions::usecases::{SessionError, list_sessions, revoke_session};
+use crate::sessions::usecases::{SessionError, active_sessions, revoke_session};
 
 /// A command refused before its session was proven: a plain JSON error.
 #[derive(Debug, thiserror::Error)]
@@ -428,26 +428,8 @@ fn reserved(
             Ok(Outcome::ok(body.to_string().into_bytes()))
         }
         "gateway.sessions" => {
-            // A listing pages one address at a time (a directory user may have several):
-            // follow its cursor, up to DEVICES_LISTED devices and LISTING_CALLS calls.
-            let mut items = Vec::new();
-            let mut cursor: Option<String> = None;
-            for _ in 0..LISTING_CALLS {
-                let room = (DEVICES_LISTED - items.len()).to_string();
-                let page = list_sessions(
-                    sessions,
-                    user_id,
-                    Some("active"),
-                    cursor.as_deref(),
-                    Some(&room),
-                )
+            let items = active_sessions(sessions, user_id, DEVICES_LISTED, LISTING_CALLS)
                 .map_err(unexpected)?;
-                items.extend(page.items);
-                match page.next_cursor {
-                    Some(next) if items.len() < DEVICES_LISTED => cursor = Some(next),
-                    _ => break,
-                }
-            }
             let list: Vec<_> = items
                 .iter()
                 .map(|s| device_entry(s, command.session.as_str()))
@@ -462,7 +444,8 @@ fn reserved(
 
 /// The most devices `gateway.sessions` lists.
 const DEVICES_LISTED: usize = 100;
-/// The most store calls (one round trip each) `gateway.sessions` makes.
+/// The most listing calls (one round trip each, after the one that locates the user)
+/// `gateway.sessions` makes: a page per address, more where one address holds many.
 const LISTING_CALLS: usize = 8;
 
 fn device_entry(record: &SessionRecord, caller: &str) -> serde_json::Value {

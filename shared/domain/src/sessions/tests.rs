@@ -23,8 +23,8 @@ use crate::sessions::model::{
 };
 use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
 use crate::sessions::usecases::{
-    REVOKE_BATCH, SessionError, audit, block, get_session, list_sessions, page_size, revoke_all,
-    revoke_session, unblock,
+    REVOKE_BATCH, SessionError, active_sessions, audit, block, get_session, list_sessions,
+    page_size, revoke_all, revoke_session, unblock,
 };
 use crate::time::Timestamp;
 
@@ -268,14 +268,33 @@ impl SessionStore for MemoryStore {
                     + 1
             }
         };
-        let rest: Vec<SessionRecord> = sessions[start..]
-            .iter()
-            .filter(|s| s.user_id == *user && filter_matches(filter, s.status))
-            .cloned()
-            .collect();
-        Ok(Some(first_page(rest, limit, |s| {
-            s.device_session_id.to_string()
-        })))
+        // As the script: the user's sessions of the listed kind, looking at a bounded
+        // number of sessions (here `limit` + 2), so a page can be short, even empty, and
+        // still carry a cursor (the last session looked at).
+        let limit = usize::try_from(limit).expect("a page size fits usize");
+        let in_set = |s: &SessionRecord| filter_matches(filter, s.status);
+        let mut items = Vec::new();
+        let mut last = None;
+        for (looked, record) in sessions[start..].iter().filter(|s| in_set(s)).enumerate() {
+            if items.len() == limit || looked == limit + 2 {
+                break;
+            }
+            last = Some(record.device_session_id.to_string());
+            if record.user_id == *user {
+                items.push(record.clone());
+            }
+        }
+        let more = last.as_ref().is_some_and(|l| {
+            let at = sessions
+                .iter()
+                .position(|s| s.device_session_id.as_str() == l)
+                .expect("a session of this store");
+            sessions[at + 1..].iter().any(in_set)
+        });
+        Ok(Some(Page {
+            items,
+            next_cursor: last.filter(|_| more),
+        }))
     }
 
     fn revoke(&self, id: &DeviceSessionId, reason: &ChangeReason) -> anyhow::Result<RevokeOutcome> {
@@ -1031,6 +1050,45 @@ fn revoke_all_pages_past_more_than_a_batch_of_another_users_sessions() {
         batch + 20,
         "the other user's sessions stay"
     );
+}
+
+#[test]
+fn a_devices_listing_follows_the_user_across_addresses_and_past_pages_of_someone_else() {
+    // Review finding: gateway.sessions read one page of one address. The listing of a
+    // directory user must cross addresses, and pages that hold only another user's
+    // sessions (empty, with a cursor).
+    let store = MemoryStore::new();
+    for t in [tag(1), tag(2)] {
+        store.index_user(DIRECTORY_USER, t);
+    }
+    let mut expected = vec![store.login(tag(1), DIRECTORY_USER)];
+    store.assign(tag(1), "ext-next-owner");
+    store.logins(tag(1), "ext-next-owner", 6);
+    expected.push(store.login(tag(1), DIRECTORY_USER));
+    expected.extend(store.logins(tag(2), DIRECTORY_USER, 2));
+
+    let listed: Vec<String> = active_sessions(&store, DIRECTORY_USER, 3, 10)
+        .expect("listed")
+        .iter()
+        .map(|s| s.device_session_id.to_string())
+        .collect();
+    assert_eq!(listed, expected[..3]);
+    assert_eq!(
+        store.calls().first().map(String::as_str),
+        Some(format!("locate:{DIRECTORY_USER}").as_str()),
+    );
+    assert_eq!(
+        store
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("locate"))
+            .count(),
+        1,
+        "located once"
+    );
+
+    let all = active_sessions(&store, DIRECTORY_USER, 100, 10).expect("listed");
+    assert_eq!(all.len(), 4);
 }
 
 #[test]

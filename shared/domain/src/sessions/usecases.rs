@@ -189,8 +189,62 @@ pub fn list_sessions(
     let start = position(raw_cursor)?;
     let tags = locate(store, &user)?;
     page_across(&tags, start, |tag, inner| {
-        store.list(tag, &user, filter, inner, limit)
+        known_at(&user, store.list(tag, &user, filter, inner, limit)?)
     })
+}
+
+/// A store's page of `user` at one of its addresses, where `None` means the address is
+/// not the user's. The index names only addresses the user has logged in with: for a
+/// directory user such an address has at most passed to another user since, and is an
+/// empty page, whatever is listed. Our own ids name their address, which is theirs or
+/// nobody's.
+fn known_at<T>(user: &UserRef, page: Option<Page<T>>) -> anyhow::Result<Option<Page<T>>> {
+    let indexed = UserId::parse(user.as_str()).is_err();
+    Ok(page.or_else(|| {
+        indexed.then(|| Page {
+            items: Vec::new(),
+            next_cursor: None,
+        })
+    }))
+}
+
+/// Up to `max` active sessions of a user, across its addresses (a device's own listing):
+/// the user is located once, then pages are followed for at most `max_calls` store calls
+/// (one round trip each); a user with sessions beyond that is listed in part.
+///
+/// # Errors
+/// See [`SessionError`].
+pub fn active_sessions(
+    store: &impl SessionStore,
+    raw_user: &str,
+    max: usize,
+    max_calls: usize,
+) -> Result<Vec<SessionRecord>, SessionError> {
+    let user = UserRef::parse(raw_user)?;
+    let tags = locate(store, &user)?;
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..max_calls {
+        let room = max.saturating_sub(items.len());
+        if room == 0 {
+            break;
+        }
+        let limit = u32::try_from(room).unwrap_or(MAX_PAGE).min(MAX_PAGE);
+        let start = position(cursor.as_deref())?;
+        let page = page_across(&tags, start, |tag, inner| {
+            known_at(
+                &user,
+                store.list(tag, &user, StatusFilter::Active, inner, limit)?,
+            )
+        })?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    items.truncate(max);
+    Ok(items)
 }
 
 /// `POST /sessions/:id/revoke`: `(record, already_revoked)`. A session whose life is
@@ -472,7 +526,7 @@ pub fn audit(
     }
     let tags = locate(store, &user)?;
     page_across(&tags, start, |tag, inner| {
-        store.audit(tag, &user, inner, limit)
+        known_at(&user, store.audit(tag, &user, inner, limit)?)
     })
 }
 
