@@ -189,7 +189,10 @@ pub fn list_sessions(
     let start = position(raw_cursor)?;
     let tags = locate(store, &user)?;
     page_across(&tags, start, |tag, inner| {
-        known_at(&user, store.list(tag, &user, filter, inner, limit)?)
+        Ok(known_at(
+            &user,
+            store.list(tag, &user, filter, inner, limit)?,
+        ))
     })
 }
 
@@ -198,14 +201,14 @@ pub fn list_sessions(
 /// directory user such an address has at most passed to another user since, and is an
 /// empty page, whatever is listed. Our own ids name their address, which is theirs or
 /// nobody's.
-fn known_at<T>(user: &UserRef, page: Option<Page<T>>) -> anyhow::Result<Option<Page<T>>> {
+fn known_at<T>(user: &UserRef, page: Option<Page<T>>) -> Option<Page<T>> {
     let indexed = UserId::parse(user.as_str()).is_err();
-    Ok(page.or_else(|| {
+    page.or_else(|| {
         indexed.then(|| Page {
             items: Vec::new(),
             next_cursor: None,
         })
-    }))
+    })
 }
 
 /// Up to `max` active sessions of a user, across its addresses (a device's own listing):
@@ -232,10 +235,10 @@ pub fn active_sessions(
         let limit = u32::try_from(room).unwrap_or(MAX_PAGE).min(MAX_PAGE);
         let start = position(cursor.as_deref())?;
         let page = page_across(&tags, start, |tag, inner| {
-            known_at(
+            Ok(known_at(
                 &user,
                 store.list(tag, &user, StatusFilter::Active, inner, limit)?,
-            )
+            ))
         })?;
         items.extend(page.items);
         match page.next_cursor {
@@ -526,7 +529,7 @@ pub fn audit(
     }
     let tags = locate(store, &user)?;
     page_across(&tags, start, |tag, inner| {
-        known_at(&user, store.audit(tag, &user, inner, limit)?)
+        Ok(known_at(&user, store.audit(tag, &user, inner, limit)?))
     })
 }
 
