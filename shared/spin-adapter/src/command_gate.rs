@@ -92,6 +92,7 @@ impl CommandGate for RedisCommandGate<'_> {
                 k.lifecycle(),
                 k.audit(),
                 k.streams(id),
+                k.user(),
             ],
             &[
                 Arg::from(a.key.as_str()),

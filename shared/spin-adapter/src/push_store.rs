@@ -132,6 +132,7 @@ impl PushStore for RedisPushStore {
                 k.audit(),
                 k.events(),
                 k.events_meta(),
+                k.user(),
             ],
             &[
                 id.into(),

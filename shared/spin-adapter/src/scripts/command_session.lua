@@ -10,7 +10,7 @@
 -- the reservation; a refusal after it spends nothing else.
 -- KEYS: 1 projection, 2 record, 3 blocked, 4 replay reservation, 5 session budget,
 --       6 user budget, 7 message-type budget, 8 active, 9 expired, 10 lifecycle, 11 audit,
---       12 the session's open streams
+--       12 the session's open streams, 13 address -> user id
 -- ARGV: 1 client_public_key, 2 replay ttl ms, 3/4 session interval/tolerance,
 --       5/6 user interval/tolerance, 7/8 message-type interval/tolerance,
 --       9 '1' when the message type is known (routed or reserved), 10 lifecycle ttl,
@@ -36,7 +36,13 @@ local c = {now = now, active = KEYS[8], expired = KEYS[9], lifecycle = KEYS[10],
   audit = KEYS[11], lifecycle_ttl = ARGV[10], lifecycle_max = ARGV[11],
   audit_ttl = ARGV[12], audit_max = ARGV[13]}
 if expire_if_due(c, KEYS[2]) then return {'expired', now} end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'blocked', now} end
+-- The block of the address is its user's: with an external directory the address may
+-- have passed to another user, and this session may be the previous user's (whose own
+-- block revoked its sessions here).
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  local owner = redis.call('GET', KEYS[13])
+  if not owner or owner == p[3] then return {'blocked', now} end
+end
 if not redis.call('SET', KEYS[4], now, 'NX', 'PX', ARGV[2]) then
   return {'replayed', now}
 end

@@ -2,7 +2,7 @@
 -- as every read of a session does), the newest lifecycle record (to wait from), and the
 -- events after a position for this session (the user's and its own), at most a batch.
 -- KEYS: 1 projection, 2 session record, 3 blocked, 4 active sessions, 5 expired sessions,
---       6 lifecycle, 7 audit, 8 events stream, 9 events meta
+--       6 lifecycle, 7 audit, 8 events stream, 9 events meta, 10 address -> user id
 -- ARGV: 1 device session id, 2 from ('' = the newest event: only what comes next),
 --       3 batch size, 4 lifecycle ttl, 5 lifecycle maxlen, 6 audit ttl, 7 audit maxlen
 -- Returns {state, now, ends_at (-1 none), lifecycle id, cursor, gap (0/1), n, then n
@@ -13,12 +13,19 @@ local c = {now = now, active = KEYS[4], expired = KEYS[5], lifecycle = KEYS[6],
   audit = KEYS[7], lifecycle_ttl = ARGV[4], lifecycle_max = ARGV[5], audit_ttl = ARGV[6],
   audit_max = ARGV[7]}
 local state, ends = 'active', -1
-local status = redis.call('HGET', KEYS[1], 'status')
+local p = redis.call('HMGET', KEYS[1], 'status', 'user_id')
+local status = p[1]
+-- The block of the address is its user's (see command_session.lua).
+local function blocked()
+  if redis.call('EXISTS', KEYS[3]) == 0 then return false end
+  local owner = redis.call('GET', KEYS[10])
+  return not owner or owner == p[2]
+end
 if not status or status == 'revoked' then
   state = 'session_revoked'
 elseif status == 'expired' or expire_if_due(c, KEYS[2]) then
   state = 'session_expired'
-elseif redis.call('EXISTS', KEYS[3]) == 1 then
+elseif blocked() then
   state = 'user_blocked'
 else
   local r = redis.call('HMGET', KEYS[2], 'expires_at', 'last_used_at', 'idle_timeout_ms')

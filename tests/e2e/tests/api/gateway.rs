@@ -853,6 +853,39 @@ async fn an_address_passed_to_another_user_shows_that_user_none_of_the_previous_
 }
 
 #[tokio::test]
+async fn blocking_the_user_an_address_passed_to_leaves_the_previous_users_device_there_running() {
+    // Review finding: the command gate checked the address's block flag whoever's session
+    // it was, so blocking the address's new user refused the previous user's devices too.
+    let app = several_devices()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let email = "passed@example.com";
+    let previous = app.device(email, 1).await;
+    app.users.link(email, "ext-next-owner");
+    let next = app.device(email, 2).await;
+    let jwks = app.jwks().await;
+
+    let blocked = app
+        .block(
+            &json!({"user_id": "ext-next-owner", "reason_code": "fraud", "actor": "admin:tests"}),
+        )
+        .await;
+    assert_eq!(blocked.status(), 200, "{}", blocked.body);
+    let p = next.command("echo", b"x");
+    assert_signed_refusal(
+        &app.execute(&p.command).await,
+        &p,
+        &jwks,
+        403,
+        "user_blocked",
+    );
+    let p = previous.command("echo", b"still mine");
+    let response = app.execute(&p.command).await;
+    assert_eq!(response.status(), 200, "{}", response.body);
+}
+
+#[tokio::test]
 async fn a_response_replayed_for_another_request_fails_the_clients_check() {
     let (app, device, jwks) = app_with_device().await;
     let first = device.command("echo", b"same");

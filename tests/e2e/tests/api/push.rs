@@ -321,6 +321,41 @@ async fn revoking_or_blocking_ends_the_stream_at_once_with_a_reason() {
 }
 
 #[tokio::test]
+async fn blocking_the_user_an_address_passed_to_leaves_the_previous_users_stream_there_open() {
+    // Review finding: the stream checked the address's block flag whoever's session it
+    // was, so blocking the address's new user ended the previous user's streams too.
+    let app = Spawn::default()
+        .variable("resend_interval_seconds", "0")
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let email = "passed@example.com";
+    let previous = app.device(email, 1).await;
+    let previous_user = app.users.user_of(email).expect("created");
+    app.users.link(email, "ext-next-owner");
+    let next_owner = app.device(email, 2).await;
+    let mut previous_stream = open(&app, &previous, None).await;
+    hello(&mut previous_stream).await;
+    let mut next_stream = open(&app, &next_owner, None).await;
+    hello(&mut next_stream).await;
+
+    let blocked = app
+        .block(
+            &json!({"user_id": "ext-next-owner", "reason_code": "abuse", "actor": "admin:tests"}),
+        )
+        .await;
+    assert_eq!(blocked.status(), 200, "{}", blocked.body);
+    ends_with(&mut next_stream, "failed_precondition", "user_blocked").await;
+    publish(
+        &app,
+        json!({"user_id": previous_user, "device_session_id": previous.session, "event_type": "still.open", "payload": {}}),
+    )
+    .await;
+    let event = next(&mut previous_stream).await;
+    assert_eq!(event.event, "still.open", "{:?}", event.payload);
+}
+
+#[tokio::test]
 async fn a_stream_ends_at_its_maximum_duration_and_the_client_resumes_without_loss() {
     let spawn = Spawn::default()
         .variable("push_max_duration_seconds", "2")
