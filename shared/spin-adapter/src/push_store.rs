@@ -85,7 +85,13 @@ impl PushStore for RedisPushStore {
             String::from_utf8(e.payload.to_vec()).context("an event payload that is not UTF-8")?;
         let items = self.redis.run(
             &scripts::PUSH_APPEND,
-            &[k.events(), k.events_meta(), k.user(), guard],
+            &[
+                k.events(),
+                k.events_meta(),
+                k.user(),
+                guard,
+                k.active_sessions(),
+            ],
             &[
                 e.event_id.into(),
                 e.event_type.into(),

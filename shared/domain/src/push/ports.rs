@@ -92,7 +92,9 @@ pub enum AppendOutcome {
     Appended {
         position: Position,
     },
-    /// The slot's address does not belong to the user: nothing written.
+    /// The slot's address does not belong to the user and holds no active session of
+    /// the user (with an external directory an address can pass to another user, and
+    /// the previous user's sessions live on there): nothing written.
     UnknownUser,
     /// The device session does not exist, is another user's, or has ended (revoked or
     /// recorded expired): nothing written.

@@ -1,16 +1,30 @@
 -- Appends one published event to an address slot's event stream, if the slot's address
--- belongs to the user (or the device session is the user's), then trims the stream to
--- its length and age and remembers the newest id it dropped, so a resume from before it
--- learns of the gap.
+-- belongs to the user or holds an active session of the user (or the device session is
+-- the user's), then trims the stream to its length and age and remembers the newest id
+-- it dropped, so a resume from before it learns of the gap.
 -- KEYS: 1 events stream, 2 events meta (hash: dropped, newest), 3 the address's user,
---       4 the device session's projection (the user key again for a user event)
+--       4 the device session's projection (the user key again for a user event),
+--       5 the address's active sessions
 -- ARGV: 1 event_id, 2 event_type, 3 device session id ('' = every session of the user),
 --       4 user_id, 5 payload, 6 max length, 7 max age ms, 8 meta ttl ms
 -- Returns {'appended', id}, {'unknown_user'} or {'unknown_session'} (none of the user's,
 -- or not active); nothing is written
 -- unless appended.
+-- Whether the address still holds an active session of the user although it is no longer
+-- theirs: with an external directory an address can pass to another user, and the
+-- previous user's sessions live on here (older than the new user's, so among the first
+-- members). Readers skip events of another user, so both users can share the stream.
+local function holds_session_of(user)
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, 199)) do
+    local record = session_record_key(KEYS[5], string.sub(member, 18))
+    if redis.call('HGET', record, 'user_id') == user then return true end
+  end
+  return false
+end
 if ARGV[3] == '' then
-  if redis.call('GET', KEYS[3]) ~= ARGV[4] then return {'unknown_user'} end
+  if redis.call('GET', KEYS[3]) ~= ARGV[4] and not holds_session_of(ARGV[4]) then
+    return {'unknown_user'}
+  end
 else
   -- A device event is for a live session of the user: a revoked one's stream is over.
   local s = redis.call('HMGET', KEYS[4], 'user_id', 'status')

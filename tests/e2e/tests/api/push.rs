@@ -353,6 +353,16 @@ async fn blocking_the_user_an_address_passed_to_leaves_the_previous_users_stream
     .await;
     let event = next(&mut previous_stream).await;
     assert_eq!(event.event, "still.open", "{:?}", event.payload);
+
+    // A user-wide event for the previous user reaches their device there too (the address
+    // is no longer theirs, but it holds their session).
+    publish(
+        &app,
+        json!({"user_id": previous_user, "event_type": "to.every.device", "payload": {}}),
+    )
+    .await;
+    let event = next(&mut previous_stream).await;
+    assert_eq!(event.event, "to.every.device", "{:?}", event.payload);
 }
 
 #[tokio::test]
