@@ -117,6 +117,14 @@ impl MemoryStore {
             .push(tag);
     }
 
+    /// A directory user indexed under each of `tags`, with one active session at each.
+    fn signed_in_at(&self, user: &str, tags: &[AddressTag]) {
+        for &t in tags {
+            self.index_user(user, t);
+            self.login(t, user);
+        }
+    }
+
     /// One new active session of `user` at `tag`, created now; its id.
     fn login(&self, tag: AddressTag, user: &str) -> String {
         let n = self.next_session.get();
@@ -1096,10 +1104,7 @@ fn block_revokes_the_users_sessions_on_an_address_that_passed_to_another_user_ev
     // Review finding: such an address cannot be flagged (that would block its new user),
     // so the blocked user's sessions there went on running commands.
     let store = MemoryStore::new();
-    for t in [tag(1), tag(2)] {
-        store.index_user(DIRECTORY_USER, t);
-        store.login(t, DIRECTORY_USER);
-    }
+    store.signed_in_at(DIRECTORY_USER, &[tag(1), tag(2)]);
     // tag(2) passes to another user, who logs in there too.
     store.assign(tag(2), "ext-next-owner");
     store.login(tag(2), "ext-next-owner");
@@ -1134,10 +1139,7 @@ fn revoke_all_reaches_the_users_sessions_on_an_address_that_passed_to_another_us
     // Review finding: revoke-all skipped such an address, so the user's sessions there
     // stayed active, and a revoke-all of the new user revoked them instead.
     let store = MemoryStore::new();
-    for t in [tag(1), tag(2)] {
-        store.index_user(DIRECTORY_USER, t);
-        store.login(t, DIRECTORY_USER);
-    }
+    store.signed_in_at(DIRECTORY_USER, &[tag(1), tag(2)]);
     store.index_user("ext-next-owner", tag(2));
     store.assign(tag(2), "ext-next-owner");
     store.login(tag(2), "ext-next-owner");
@@ -1227,10 +1229,7 @@ fn block_and_unblock_answer_user_not_found_when_no_address_is_the_users() {
 fn unblock_clears_the_block_on_every_address_of_the_user() {
     let store = MemoryStore::new();
     let key = server_key();
-    for t in [tag(1), tag(2)] {
-        store.index_user(DIRECTORY_USER, t);
-        store.login(t, DIRECTORY_USER);
-    }
+    store.signed_in_at(DIRECTORY_USER, &[tag(1), tag(2)]);
     block(
         &store,
         None,
@@ -1264,10 +1263,7 @@ fn a_block_by_address_reaches_every_address_of_the_directorys_user() {
     let key = server_key();
     let email = EmailAddress::parse("someone@example.com").expect("a valid address");
     let own = key.address_tag(&email);
-    for t in [own, tag(2)] {
-        store.index_user(DIRECTORY_USER, t);
-        store.login(t, DIRECTORY_USER);
-    }
+    store.signed_in_at(DIRECTORY_USER, &[own, tag(2)]);
     // An address of the index that has changed hands is left alone.
     store.index_user(DIRECTORY_USER, tag(3));
     store.login(tag(3), "ext-someone-else");

@@ -79,6 +79,11 @@ fn several_devices() -> Spawn {
     Spawn::default().variable("resend_interval_seconds", "0")
 }
 
+/// As [`several_devices`], with users in the external directory (the user service stub).
+fn directory_devices() -> Spawn {
+    several_devices().variable("user_directory", "rest")
+}
+
 async fn app_with_device() -> (TestApp, Device, Jwks) {
     let app = several_devices().spawn().await;
     let device = app.device("ada@example.com", 1).await;
@@ -798,10 +803,7 @@ async fn an_address_passed_to_another_user_shows_that_user_none_of_the_previous_
     // Review finding: the listing read every session in the address's sets, so once an
     // external directory gave the address to another user, that user's `gateway.sessions`
     // showed the previous user's devices (ids, user agents, addresses).
-    let app = several_devices()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = directory_devices().spawn().await;
     let email = "shared@example.com";
     let previous = app.device(email, 1).await;
     let previous_user = app.users.user_of(email).expect("created");
@@ -856,10 +858,7 @@ async fn an_address_passed_to_another_user_shows_that_user_none_of_the_previous_
 async fn blocking_the_user_an_address_passed_to_leaves_the_previous_users_device_there_running() {
     // Review finding: the command gate checked the address's block flag whoever's session
     // it was, so blocking the address's new user refused the previous user's devices too.
-    let app = several_devices()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = directory_devices().spawn().await;
     let email = "passed@example.com";
     let previous = app.device(email, 1).await;
     app.users.link(email, "ext-next-owner");

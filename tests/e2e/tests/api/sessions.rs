@@ -22,6 +22,23 @@ fn record_status(app: &TestApp, session: &str) -> Option<String> {
     app.redis().hget(key, "status").expect("HGET")
 }
 
+/// Whether the address carries the block flag.
+fn flagged(app: &TestApp, email: &str) -> bool {
+    app.redis()
+        .exists(format!("{}blocked", app.address_prefix(email)))
+        .expect("EXISTS")
+}
+
+fn assert_revoked(app: &TestApp, sessions: &[&String]) {
+    for session in sessions {
+        assert_eq!(
+            record_status(app, session).as_deref(),
+            Some("revoked"),
+            "{session}"
+        );
+    }
+}
+
 async fn session_user(app: &TestApp, session: &str) -> String {
     let got = app.get_session(session).await;
     assert_eq!(got.status(), 200, "{:?}", got.body);
@@ -797,25 +814,14 @@ async fn a_block_by_address_stops_the_directory_users_sessions_on_every_address(
         .await;
     assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
     assert_eq!(blocked.body["revoked_count"], 2);
-    for session in [&first, &second] {
-        assert_eq!(
-            record_status(&app, session).as_deref(),
-            Some("revoked"),
-            "{session}"
-        );
-    }
-    let flagged = |email: &str| -> bool {
-        app.redis()
-            .exists(format!("{}blocked", app.address_prefix(email)))
-            .expect("EXISTS")
-    };
-    assert!(emails.iter().all(|e| flagged(e)));
+    assert_revoked(&app, &[&first, &second]);
+    assert!(emails.iter().all(|e| flagged(&app, e)));
 
     let unblocked = app
         .unblock(&json!({ "email": emails[0], "reason_code": "cleared", "actor": "admin:tests" }))
         .await;
     assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
-    assert!(emails.iter().all(|e| !flagged(e)));
+    assert!(emails.iter().all(|e| !flagged(&app, e)));
 }
 
 #[tokio::test]
@@ -851,18 +857,8 @@ async fn revoke_all_and_block_reach_a_users_sessions_on_an_address_that_passed_t
         .await;
     assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
     assert_eq!(blocked.body["revoked_count"], 2);
-    for session in [&first, &second] {
-        assert_eq!(
-            record_status(&app, session).as_deref(),
-            Some("revoked"),
-            "{session}"
-        );
-    }
-    let flagged: bool = app
-        .redis()
-        .exists(format!("{}blocked", app.address_prefix(email)))
-        .expect("EXISTS");
-    assert!(!flagged, "the new user is not blocked");
+    assert_revoked(&app, &[&first, &second]);
+    assert!(!flagged(&app, email), "the new user is not blocked");
 
     // Each user's audit shows its own records of the address, and none of the other's.
     let audit_of = |user: String| {
