@@ -28,7 +28,7 @@ use crate::logs::Logs;
 use crate::manifest::{Manifest, StaticResponse, TriggerTarget};
 use crate::outbound::{Chain, Chained, Outbound};
 use crate::routes::{Router, SpinHeaders, Target};
-use crate::state::{ComponentConfig, RequestState};
+use crate::state::{ComponentConfig, RequestCounters, RequestState};
 use crate::variables::{Resolver, Template, check_references, component_templates};
 
 /// Response header carrying the Redis round trips the request made before its guest set
@@ -40,6 +40,13 @@ pub const ROUND_TRIPS_HEADER: &str = "edge-auth-host-redis-round-trips";
 /// Response header carrying how long instantiating the component took for this request,
 /// in microseconds (sent with [`ROUND_TRIPS_HEADER`], for the benchmark).
 pub const INSTANTIATE_HEADER: &str = "edge-auth-host-instantiate-us";
+
+/// Response header carrying how many times the guest grew its linear memory before it set
+/// the response (sent with [`ROUND_TRIPS_HEADER`], for the benchmark and its tests). Each
+/// growth costs the runtime an `mprotect` now and another when the instance is reset for
+/// reuse (Spin's pooling allocator does the same), so a route that fits in its initial
+/// memory (`--initial-heap` in `.cargo/config.toml`) reports 0.
+pub const MEMORY_GROWS_HEADER: &str = "edge-auth-host-memory-grows";
 
 /// What the host needs to load an app.
 #[derive(Debug, Clone)]
@@ -470,7 +477,7 @@ impl App {
                 HeaderValue::from_str(&value).context("spin header value")?,
             );
         }
-        let round_trips = Arc::new(AtomicU64::new(0));
+        let counters = RequestCounters::default();
         let outbound = Outbound::new(
             self.clone(),
             self.listen.get().copied(),
@@ -483,11 +490,12 @@ impl App {
             self.resolver.clone(),
             self.logs.clone(),
             outbound,
-            round_trips.clone(),
+            &counters,
             self.guest_clock_offset_ms,
             self.draining.subscribe(),
         );
         let mut store = Store::new(component.pre.engine(), state);
+        store.limiter(|state| state);
         let request = store
             .data_mut()
             .http()
@@ -526,11 +534,15 @@ impl App {
                 if self.expose_redis_round_trips {
                     response.headers_mut().insert(
                         ROUND_TRIPS_HEADER,
-                        HeaderValue::from(round_trips.load(Ordering::Relaxed)),
+                        HeaderValue::from(counters.redis_round_trips.load(Ordering::Relaxed)),
                     );
                     response.headers_mut().insert(
                         INSTANTIATE_HEADER,
                         HeaderValue::from(instantiate_us.load(Ordering::Relaxed)),
+                    );
+                    response.headers_mut().insert(
+                        MEMORY_GROWS_HEADER,
+                        HeaderValue::from(counters.memory_grows.load(Ordering::Relaxed)),
                     );
                 }
                 let logs = self.logs.clone();

@@ -34,5 +34,5 @@ pub mod server;
 mod state;
 pub mod variables;
 
-pub use app::{App, INSTANTIATE_HEADER, LoadOptions, ROUND_TRIPS_HEADER};
+pub use app::{App, INSTANTIATE_HEADER, LoadOptions, MEMORY_GROWS_HEADER, ROUND_TRIPS_HEADER};
 pub use server::{HostOptions, RunningHost, start};

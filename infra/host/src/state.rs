@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use wasmtime::component::ResourceTable;
@@ -57,6 +57,14 @@ impl ComponentConfig {
 }
 
 /// What one request's instance can reach.
+/// What the host counts of one request before its response (for the benchmark's and the
+/// tests' headers, see [`crate::ROUND_TRIPS_HEADER`]).
+#[derive(Debug, Default)]
+pub(crate) struct RequestCounters {
+    pub(crate) redis_round_trips: Arc<AtomicU64>,
+    pub(crate) memory_grows: Arc<AtomicU64>,
+}
+
 pub struct RequestState {
     pub(crate) table: ResourceTable,
     wasi: WasiCtx,
@@ -68,6 +76,9 @@ pub struct RequestState {
     /// Redis commands this request's guest sent before it set its response (what the
     /// response's latency paid; work done after the response is not counted).
     pub(crate) redis_round_trips: Arc<AtomicU64>,
+    /// Times the guest grew a linear memory before it set its response (see
+    /// [`crate::MEMORY_GROWS_HEADER`]).
+    memory_grows: Arc<AtomicU64>,
     /// The table entry of the request's response outparam, until the guest sets it.
     pub(crate) response_outparam: Option<u32>,
     pub(crate) redis_connections: usize,
@@ -82,7 +93,7 @@ impl RequestState {
         resolver: Arc<Resolver>,
         logs: Logs,
         outbound: Outbound,
-        redis_round_trips: Arc<AtomicU64>,
+        counters: &RequestCounters,
         clock_offset_ms: i64,
         draining: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
@@ -98,11 +109,16 @@ impl RequestState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: outbound.hooks(&component.id, allowed.clone(), redis_round_trips.clone()),
+            hooks: outbound.hooks(
+                &component.id,
+                allowed.clone(),
+                counters.redis_round_trips.clone(),
+            ),
             component,
             resolver,
             logs,
-            redis_round_trips,
+            redis_round_trips: counters.redis_round_trips.clone(),
+            memory_grows: counters.memory_grows.clone(),
             response_outparam: None,
             redis_connections: 0,
             allowed,
@@ -305,5 +321,31 @@ impl wasmtime_wasi::HostWallClock for OffsetClock {
         } else {
             now.saturating_add(shift)
         }
+    }
+}
+
+/// Counts memory growth and allows it up to the memory's own maximum, as the runtime does
+/// without a limiter (the pooling allocator's limits still apply on top).
+impl wasmtime::ResourceLimiter for RequestState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Instantiation creates each memory at its initial size (from 0): not a growth.
+        if current > 0 && self.before_response() {
+            self.memory_grows.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use edge_auth_host::{HostOptions, ROUND_TRIPS_HEADER, RunningHost};
+use edge_auth_host::{HostOptions, MEMORY_GROWS_HEADER, ROUND_TRIPS_HEADER, RunningHost};
 
 use base64::Engine;
 use edge_auth_domain::crypto::ServerKey;
@@ -863,9 +863,18 @@ impl TestApp {
 
 /// The Redis round trips the host counted for a response (from its headers).
 pub fn round_trips(headers: &reqwest::header::HeaderMap) -> u64 {
+    counter(headers, ROUND_TRIPS_HEADER)
+}
+
+/// How many times the guest grew its memory before it answered, as the host counted it.
+pub fn memory_grows(headers: &reqwest::header::HeaderMap) -> u64 {
+    counter(headers, MEMORY_GROWS_HEADER)
+}
+
+fn counter(headers: &reqwest::header::HeaderMap, name: &str) -> u64 {
     headers
-        .get(ROUND_TRIPS_HEADER)
+        .get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-        .expect("the host was spawned with the round-trip header on")
+        .unwrap_or_else(|| panic!("the host was spawned with its counter headers on ({name})"))
 }

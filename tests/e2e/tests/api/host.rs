@@ -3,7 +3,7 @@
 //! These tests run on real Spin too (`EDGE_AUTH_TEST_RUNTIME=spin`): there they check that
 //! what the facts sheet and our host say of Spin is what Spin does.
 
-use edge_auth_tests::{Runtime, Spawn, TestApp, round_trips};
+use edge_auth_tests::{Runtime, Spawn, TestApp, memory_grows, round_trips};
 use serde_json::{Value, json};
 
 const FIXTURE: &str = "tests/fixtures/spin.toml";
@@ -366,6 +366,36 @@ async fn redis_round_trips_are_counted_per_request() {
     let all = app.get("/probe/redis/all").await;
     assert_eq!(all.status(), 200);
     assert_eq!(round_trips(all.headers()), 14, "one command per operation");
+}
+
+#[tokio::test]
+#[cfg_attr(
+    spin_runtime,
+    ignore = "host only: the memory-growth counter header is our host's"
+)]
+async fn the_host_counts_the_guest_memory_growth_of_each_request() {
+    let app = spawn_fixture().await;
+    let small = app.get("/probe/counter").await;
+    assert_eq!(small.status(), 200);
+    assert_eq!(
+        memory_grows(small.headers()),
+        0,
+        "a counter fits its memory"
+    );
+
+    // The probe reads the whole body into its heap: 1 MiB cannot fit the initial memory.
+    let big = app
+        .client
+        .post(format!("{}/probe/body", app.address))
+        .body(vec![b'x'; 1 << 20])
+        .send()
+        .await
+        .expect("the request reaches the host");
+    assert_eq!(big.status(), 200);
+    assert!(memory_grows(big.headers()) >= 1, "a 1 MiB body grew it");
+
+    let after = app.get("/probe/counter").await;
+    assert_eq!(memory_grows(after.headers()), 0, "counted per request");
 }
 
 #[tokio::test]
