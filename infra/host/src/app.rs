@@ -41,11 +41,11 @@ pub const ROUND_TRIPS_HEADER: &str = "edge-auth-host-redis-round-trips";
 /// in microseconds (sent with [`ROUND_TRIPS_HEADER`], for the benchmark).
 pub const INSTANTIATE_HEADER: &str = "edge-auth-host-instantiate-us";
 
-/// Response header carrying how many times the guest grew its linear memory before it set
-/// the response (sent with [`ROUND_TRIPS_HEADER`], for the benchmark and its tests). Each
-/// growth costs the runtime an `mprotect` now and another when the instance is reset for
-/// reuse (Spin's pooling allocator does the same), so a route that fits in its initial
-/// memory (`--initial-heap` in `.cargo/config.toml`) reports 0.
+/// Response header carrying how many times the guest asked to grow its linear memory
+/// before it set the response (sent with [`ROUND_TRIPS_HEADER`], for the benchmark and its
+/// tests). Each growth costs the runtime an `mprotect` now and another when the memory's
+/// pool slot is next used (Spin's pooling allocator does the same), so a route that fits
+/// in its initial memory (`--initial-heap` in `.cargo/config.toml`) reports 0.
 pub const MEMORY_GROWS_HEADER: &str = "edge-auth-host-memory-grows";
 
 /// What the host needs to load an app.

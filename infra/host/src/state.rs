@@ -56,7 +56,6 @@ impl ComponentConfig {
     }
 }
 
-/// What one request's instance can reach.
 /// What the host counts of one request before its response (for the benchmark's and the
 /// tests' headers, see [`crate::ROUND_TRIPS_HEADER`]).
 #[derive(Debug, Default)]
@@ -65,6 +64,7 @@ pub(crate) struct RequestCounters {
     pub(crate) memory_grows: Arc<AtomicU64>,
 }
 
+/// What one request's instance can reach.
 pub struct RequestState {
     pub(crate) table: ResourceTable,
     wasi: WasiCtx,
@@ -76,7 +76,7 @@ pub struct RequestState {
     /// Redis commands this request's guest sent before it set its response (what the
     /// response's latency paid; work done after the response is not counted).
     pub(crate) redis_round_trips: Arc<AtomicU64>,
-    /// Times the guest grew a linear memory before it set its response (see
+    /// Times the guest asked to grow a linear memory before it set its response (see
     /// [`crate::MEMORY_GROWS_HEADER`]).
     memory_grows: Arc<AtomicU64>,
     /// The table entry of the request's response outparam, until the guest sets it.
@@ -324,8 +324,10 @@ impl wasmtime_wasi::HostWallClock for OffsetClock {
     }
 }
 
-/// Counts memory growth and allows it up to the memory's own maximum, as the runtime does
-/// without a limiter (the pooling allocator's limits still apply on top).
+/// Counts requests to grow a memory (a failed one too) and allows growth up to the
+/// memory's own maximum, as the runtime does without a limiter (the pooling allocator's
+/// limits still apply on top). The instance, table and memory counts keep the defaults
+/// the store has without a limiter.
 impl wasmtime::ResourceLimiter for RequestState {
     fn memory_growing(
         &mut self,

@@ -236,9 +236,11 @@ async fn commands_reach_the_backend_over_one_kept_alive_connection() {
     ignore = "host only: reads our host's memory-growth counter header"
 )]
 async fn the_busiest_routes_answer_without_growing_the_guest_memory() {
-    // Each growth costs the runtime two `mprotect` calls (grow, then shrink when the
-    // instance is reset), which measured 8-23 % of these routes' throughput: the
+    // Each growth costs the runtime two `mprotect` calls (grow now, shrink when the pool
+    // slot is next used), which measured up to 23 % of these routes' throughput: the
     // components start with heap room for them (`--initial-heap` in .cargo/config.toml).
+    // Without it, confirm, its repeat and get grew before answering (send and list grew
+    // after it, which this counter does not see).
     let (app, device, _jwks) = app_with_device().await;
     // Warm the script cache: a first run sends the script's source too.
     let _ = app.execute(&device.command("echo", b"warm").command).await;
@@ -265,20 +267,19 @@ async fn the_busiest_routes_answer_without_growing_the_guest_memory() {
     let execute = app.execute(&device.command("echo", b"x").command).await;
     assert_eq!(execute.status(), 200);
 
-    for (route, response) in [
+    let grown: Vec<(&str, u64)> = [
         ("send", &send),
         ("confirm", &confirm),
         ("confirm again", &repeat),
         ("get session", &get),
         ("list sessions", &list),
         ("execute", &execute),
-    ] {
-        assert_eq!(
-            memory_grows(&response.headers),
-            0,
-            "{route} grew its memory"
-        );
-    }
+    ]
+    .into_iter()
+    .map(|(route, response)| (route, memory_grows(&response.headers)))
+    .filter(|(_, grows)| *grows > 0)
+    .collect();
+    assert!(grown.is_empty(), "routes that grew their memory: {grown:?}");
 }
 
 #[tokio::test]
