@@ -398,6 +398,22 @@ fn block_sites(
     }
 }
 
+/// Sets or clears the block flag of one address: `false` if the address is not the
+/// site's user's (then nothing changed).
+fn set_block(
+    store: &impl SessionStore,
+    site: &BlockSite,
+    blocked: bool,
+    reason: &ChangeReason,
+) -> anyhow::Result<bool> {
+    store.set_blocked(&BlockChange {
+        tag: site.tag,
+        user: site.user.as_ref(),
+        blocked,
+        reason,
+    })
+}
+
 /// Clears the block on every address; `UserNotFound` if none matched the user.
 fn unblock_everywhere(
     store: &impl SessionStore,
@@ -405,12 +421,7 @@ fn unblock_everywhere(
     reason: &ChangeReason,
 ) -> Result<(), SessionError> {
     on_every_tag(sites, |site| {
-        if store.set_blocked(&BlockChange {
-            tag: site.tag,
-            user: site.user.as_ref(),
-            blocked: false,
-            reason,
-        })? {
+        if set_block(store, site, false, reason)? {
             Ok(())
         } else {
             Err(SessionError::UserNotFound)
@@ -452,15 +463,10 @@ pub fn block(
     // The directory first: a user it does not know is refused before anything changes.
     mirror_block(directory, user_id.as_deref(), true)?;
     // Block before revoking: from here on no confirm can create a session.
-    let mut flagged = Vec::with_capacity(sites.len());
-    for site in &sites {
-        flagged.push(store.set_blocked(&BlockChange {
-            tag: site.tag,
-            user: site.user.as_ref(),
-            blocked: true,
-            reason,
-        })?);
-    }
+    let flagged = sites
+        .iter()
+        .map(|site| set_block(store, site, true, reason))
+        .collect::<anyhow::Result<Vec<bool>>>()?;
     let mut found = flagged.iter().any(|&f| f);
     let mut total = 0;
     for (site, flagged) in sites.iter().zip(flagged) {
