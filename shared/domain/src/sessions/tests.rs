@@ -1382,6 +1382,86 @@ fn a_block_is_mirrored_into_the_external_directory_and_its_unknown_user_is_not_f
     );
 }
 
+#[test]
+fn a_directory_user_with_no_address_here_is_blocked_and_unblocked_in_the_directory() {
+    // Review finding: a block by user id of a user the directory knows but no address here
+    // is the user's (a login that failed after the directory created the user left the
+    // index pointing at an address that is not theirs) blocked the user in the directory,
+    // then answered 404. A user who never logged in here was refused outright.
+    let store = MemoryStore::new();
+    let key = server_key();
+    let directory = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+    store.index_user(DIRECTORY_USER, tag(4));
+
+    let revoked = block(
+        &store,
+        Some(&directory),
+        &key,
+        &user_target(DIRECTORY_USER),
+        &reason(),
+        true,
+    )
+    .expect("the directory knows the user");
+    assert_eq!(revoked, 0);
+    assert!(
+        !store.is_blocked(tag(4)),
+        "the address is not the user's: its flag would block whoever gets it"
+    );
+    unblock(
+        &store,
+        Some(&directory),
+        &key,
+        &user_target(DIRECTORY_USER),
+        &reason(),
+    )
+    .expect("the directory knows the user");
+
+    // Never logged in here: no index entry at all.
+    let newcomer = "ext-newcomer";
+    let directory = FakeDirectory::with_user("newcomer@example.com", newcomer);
+    let before = store.calls().len();
+    let revoked = block(
+        &store,
+        Some(&directory),
+        &key,
+        &user_target(newcomer),
+        &reason(),
+        true,
+    )
+    .expect("the directory knows the user");
+    assert_eq!(revoked, 0);
+    assert_eq!(store.calls()[before..], [format!("locate:{newcomer}")]);
+    unblock(
+        &store,
+        Some(&directory),
+        &key,
+        &user_target(newcomer),
+        &reason(),
+    )
+    .expect("the directory knows the user");
+    assert_eq!(
+        *directory.blocks.borrow(),
+        [(newcomer.to_string(), true), (newcomer.to_string(), false)]
+    );
+
+    // Nobody knows the user: 404, and the directory (asked) changed nothing.
+    assert_user_not_found(block(
+        &store,
+        Some(&FakeDirectory::default()),
+        &key,
+        &user_target("ext-nobody"),
+        &reason(),
+        true,
+    ));
+    assert_user_not_found(unblock(
+        &store,
+        Some(&FakeDirectory::default()),
+        &key,
+        &user_target("ext-nobody"),
+        &reason(),
+    ));
+}
+
 // ---------------------------------------------------------------------------------------
 // List and audit across addresses
 // ---------------------------------------------------------------------------------------

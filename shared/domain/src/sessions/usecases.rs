@@ -376,7 +376,14 @@ fn block_sites(
             .collect::<Vec<_>>())
     };
     match target {
-        BlockTarget::User(user) => sites_of(user, None),
+        BlockTarget::User(user) => match sites_of(user, None) {
+            // With an external directory, the directory says whether the user exists
+            // ([`mirror_block`]): a user it knows may have no address here yet (never
+            // logged in through the gateway, or a login that failed after the directory
+            // created the user), and is still blocked there.
+            Err(SessionError::UserNotFound) if directory_user.is_some() => Ok(Vec::new()),
+            sites => sites,
+        },
         BlockTarget::Email(email) => {
             let own = key.address_tag(email);
             let mut sites = vec![BlockSite {
@@ -431,17 +438,23 @@ fn unblock_everywhere(
 }
 
 /// Mirrors a block into the external user directory, when there is one and it has a user
-/// for the target.
+/// for the target: `true` if the directory changed its user, `false` if there was none to
+/// change (no directory, or an address it has nobody for).
+///
+/// # Errors
+/// `UserNotFound` when the directory does not know the user named; its failure.
 fn mirror_block(
     directory: Option<&dyn UserDirectory>,
     user_id: Option<&str>,
     blocked: bool,
-) -> Result<(), SessionError> {
-    match (directory, user_id) {
-        (Some(directory), Some(id)) if !directory.set_blocked(id, blocked)? => {
-            Err(SessionError::UserNotFound)
-        }
-        _ => Ok(()),
+) -> Result<bool, SessionError> {
+    let (Some(directory), Some(id)) = (directory, user_id) else {
+        return Ok(false);
+    };
+    if directory.set_blocked(id, blocked)? {
+        Ok(true)
+    } else {
+        Err(SessionError::UserNotFound)
     }
 }
 
@@ -461,13 +474,15 @@ pub fn block(
     let user_id = directory_user(directory, target)?;
     let sites = block_sites(store, key, target, user_id.as_deref())?;
     // The directory first: a user it does not know is refused before anything changes.
-    mirror_block(directory, user_id.as_deref(), true)?;
+    // One it knows is blocked there, so the call has found its user even when no address
+    // here is the user's (then nothing is left to do here).
+    let mirrored = mirror_block(directory, user_id.as_deref(), true)?;
     // Block before revoking: from here on no confirm can create a session.
     let flagged = sites
         .iter()
         .map(|site| set_block(store, site, true, reason))
         .collect::<anyhow::Result<Vec<bool>>>()?;
-    let mut found = flagged.iter().any(|&f| f);
+    let mut found = mirrored || flagged.iter().any(|&f| f);
     let mut total = 0;
     for (site, flagged) in sites.iter().zip(flagged) {
         // An address of the user's that has passed to another user keeps its flag clear
@@ -506,9 +521,12 @@ pub fn unblock(
     let user_id = directory_user(directory, target)?;
     let sites = block_sites(store, key, target, user_id.as_deref())?;
     // The directory first: a user it does not know is refused before anything changes.
-    mirror_block(directory, user_id.as_deref(), false)?;
-    unblock_everywhere(store, &sites, reason)?;
-    Ok(())
+    let mirrored = mirror_block(directory, user_id.as_deref(), false)?;
+    match unblock_everywhere(store, &sites, reason) {
+        // The directory's user, with no address here that is the user's.
+        Err(SessionError::UserNotFound) if mirrored => Ok(()),
+        done => done,
+    }
 }
 
 /// `GET /audit?user_id=…`: newest first.

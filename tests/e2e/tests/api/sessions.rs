@@ -473,6 +473,55 @@ async fn users_of_the_rest_directory_are_found_by_their_external_id() {
     let _ = app.login("nia@example.com", &device_key(3)).await;
 }
 
+#[tokio::test]
+async fn a_directory_user_who_never_logged_in_here_is_blocked_and_unblocked_by_user_id() {
+    // Review finding: with a user index that named an address not the user's, a block by
+    // user id changed the directory and then answered 404; a user with no address here at
+    // all could not be blocked by id before their first login.
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let email = "pre@example.com";
+    app.users.link(email, "ext-pre");
+
+    let blocked = app
+        .block(&json!({ "user_id": "ext-pre", "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true }))
+        .await;
+    assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
+    assert_eq!(blocked.body["revoked_count"], 0);
+    assert!(app.users.is_blocked(email));
+    assert!(
+        !flagged(&app, email),
+        "the address is not known to be the user's"
+    );
+    let challenge = app.new_challenge(email).await;
+    let code = app.mailed_code(&challenge).await;
+    let refused = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(refused.error(), (403, "blocked_by_policy".into()));
+
+    let unblocked = app
+        .unblock(&json!({ "user_id": "ext-pre", "reason_code": "cleared", "actor": "admin:tests" }))
+        .await;
+    assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
+    assert!(!app.users.is_blocked(email));
+    let session = app.login(email, &device_key(2)).await;
+    assert_eq!(session_user(&app, &session).await, "ext-pre");
+
+    // A user the directory does not know either: 404, as before.
+    let nobody = json!({ "user_id": "ext-nobody", "reason_code": "fraud", "actor": "admin:tests" });
+    assert_eq!(
+        app.block(&nobody).await.error(),
+        (404, "user_not_found".into())
+    );
+    assert_eq!(
+        app.unblock(&nobody).await.error(),
+        (404, "user_not_found".into())
+    );
+}
+
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
