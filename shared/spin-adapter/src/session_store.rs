@@ -282,6 +282,7 @@ impl SessionStore for RedisSessionStore {
         args.push(keys::AUDIT_TTL_MS.into());
         args.push(keys::AUDIT_MAXLEN.into());
         args.push(b.after.unwrap_or_default().into());
+        args.push(b.seen_so_far.into());
         let mut reply = Reply::new(
             "revoke_batch",
             self.redis.run(
@@ -312,6 +313,7 @@ impl SessionStore for RedisSessionStore {
                     more: reply.int()? > 0,
                     bound: Timestamp(u64::try_from(reply.int()?)?),
                     next: reply.text()?.unwrap_or_default(),
+                    seen: u64::try_from(reply.int()?)?,
                 }
             }
             other => bail!("`revoke_batch` reply: unexpected {other:?}"),

@@ -37,12 +37,16 @@ pub struct RevokeBatch<'a> {
     pub action: &'static str,
     /// Where the previous batch stopped (its `next`); `None` for the first batch.
     pub after: Option<&'a str>,
+    /// The user's active sessions earlier batches looked at (their `seen`): with none at
+    /// all on an address that is not the user's, the last batch answers `UserNotFound`.
+    pub seen_so_far: u64,
 }
 
 /// What one batch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOutcome {
-    /// The address is not the user's and holds no active session of the user.
+    /// The address is not the user's and holds no active session of the user (answered
+    /// by the last batch; earlier ones changed nothing of the user's).
     UserNotFound,
     Revoked {
         count: u64,
@@ -51,6 +55,9 @@ pub enum BatchOutcome {
         bound: Timestamp,
         /// The store's cursor: where the next batch starts.
         next: String,
+        /// The user's active sessions this batch looked at (revoked, or ended as expired);
+        /// every session it looked at when no user was named.
+        seen: u64,
     },
 }
 

@@ -338,8 +338,8 @@ impl SessionStore for MemoryStore {
             bound: None,
         };
         // As the script: a window of `batch_size` active sessions (created up to the bound)
-        // after the cursor, of which only the user's are revoked; "not found" only for an
-        // address that is not the user's and holds none of them.
+        // after the cursor, of which only the user's are revoked; "not found", at the last
+        // batch, only for an address that is not the user's and holds none of them.
         assert!(
             self.batches.borrow().len() < 10_000,
             "a revoke that never ends (is the cursor passed on?)"
@@ -390,7 +390,7 @@ impl SessionStore for MemoryStore {
                 address.user.clone().unwrap_or_default(),
             )
         };
-        if foreign && theirs == 0 && !more && batch.after.is_none() {
+        if foreign && batch.seen_so_far + theirs == 0 && !more {
             self.batches.borrow_mut().push(call);
             return Ok(BatchOutcome::UserNotFound);
         }
@@ -420,6 +420,7 @@ impl SessionStore for MemoryStore {
             more,
             bound,
             next,
+            seen: theirs,
         })
     }
 
@@ -1158,6 +1159,42 @@ fn revoke_all_reaches_the_users_sessions_on_an_address_that_passed_to_another_us
         2
     );
     assert_eq!(store.count(tag(2), SessionStatus::Active), 0);
+}
+
+#[test]
+fn revoke_all_finds_no_user_on_a_passed_address_however_many_sessions_its_new_user_has() {
+    // Review finding: the store could say "not found" only in its first batch, so an
+    // address that had passed to a user with more than a batch of sessions answered 200
+    // with a count of 0 instead of 404.
+    let store = MemoryStore::new();
+    store.index_user(DIRECTORY_USER, tag(2));
+    store.assign(tag(2), "ext-next-owner");
+    let batch = usize::try_from(REVOKE_BATCH).expect("fits");
+    store.logins(tag(2), "ext-next-owner", batch + 1);
+
+    assert_user_not_found(revoke_all(&store, DIRECTORY_USER, &reason()));
+    assert_eq!(
+        store.batches.borrow().len(),
+        2,
+        "looked past the first batch"
+    );
+    assert_eq!(
+        store.count(tag(2), SessionStatus::Active),
+        batch + 1,
+        "the new user's sessions stay"
+    );
+
+    // One session of the user's, in the first batch: found at the last, and revoked.
+    let store = MemoryStore::new();
+    store.index_user(DIRECTORY_USER, tag(3));
+    store.assign(tag(3), "ext-next-owner");
+    store.login(tag(3), DIRECTORY_USER);
+    store.logins(tag(3), "ext-next-owner", batch + 1);
+    assert_eq!(
+        revoke_all(&store, DIRECTORY_USER, &reason()).expect("found"),
+        1
+    );
+    assert_eq!(store.batches.borrow().len(), 2);
 }
 
 #[test]

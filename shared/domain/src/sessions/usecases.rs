@@ -280,6 +280,7 @@ fn revoke_everything(
     action: &'static str,
 ) -> Result<u64, SessionError> {
     let mut total = 0;
+    let mut seen_so_far = 0;
     let mut created_up_to = None;
     let mut after: Option<String> = None;
     loop {
@@ -292,6 +293,7 @@ fn revoke_everything(
             revoked_so_far: total,
             action,
             after: after.as_deref(),
+            seen_so_far,
         })?;
         match outcome {
             BatchOutcome::UserNotFound => return Err(SessionError::UserNotFound),
@@ -300,8 +302,10 @@ fn revoke_everything(
                 more,
                 bound,
                 next,
+                seen,
             } => {
                 total += count;
+                seen_so_far += seen;
                 if !more {
                     return Ok(total);
                 }

@@ -8,9 +8,12 @@
 -- ARGV: 1 reason_code, 2 actor, 3 retention ms, 4 lifecycle ttl ms, 5 lifecycle maxlen,
 --       6 batch size, 7 creation bound (ms; '' = now, for the first batch),
 --       8 user id ('' = any), 9 revoked so far, 10 audit action, 11 audit ttl ms,
---       12 audit maxlen, 13 the last member the previous batch looked at ('' = first batch)
--- Returns {'user_not_found'} (the address is not the user's and holds none of the user's
--- active sessions) or {'ok', revoked, more (0/1), bound, cursor for the next batch}.
+--       12 audit maxlen, 13 the last member the previous batch looked at ('' = first batch),
+--       14 the user's active sessions earlier batches looked at
+-- Returns {'user_not_found'} (the address is not the user's and, once the last batch has
+-- looked, holds none of the user's active sessions: nothing of the user's changed) or
+-- {'ok', revoked, more (0/1), bound, cursor for the next batch, the user's active
+-- sessions this batch looked at}.
 local foreign = ARGV[8] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[8]
 local now = now_ms()
 local bound = tonumber(ARGV[7]) or now
@@ -45,7 +48,8 @@ local more = 0
 if last ~= '' then
   more = #redis.call('ZRANGEBYLEX', KEYS[1], '(' .. last, upper, 'LIMIT', 0, 1)
 end
-if foreign and ARGV[13] == '' and theirs == 0 and more == 0 then
+-- Decided at the last batch, however many sessions of other users came before it.
+if foreign and more == 0 and tonumber(ARGV[14]) + theirs == 0 then
   return {'user_not_found'}
 end
 if more == 0 and (not foreign or tonumber(ARGV[9]) + revoked > 0) then
@@ -57,4 +61,4 @@ if more == 0 and (not foreign or tonumber(ARGV[9]) + revoked > 0) then
     'revoked_count', tonumber(ARGV[9]) + revoked, 'reason_code', ARGV[1],
     'actor', ARGV[2], 'at', now)
 end
-return {'ok', revoked, more, bound, last}
+return {'ok', revoked, more, bound, last, theirs}

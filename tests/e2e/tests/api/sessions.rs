@@ -949,6 +949,43 @@ async fn revoke_all_and_block_reach_a_users_sessions_on_an_address_that_passed_t
 }
 
 #[tokio::test]
+async fn revoke_all_on_a_passed_address_answers_alike_however_many_sessions_its_new_user_has() {
+    // Review finding: the revoke script could say "not found" only in its first batch of
+    // 500, so behind more sessions of the new user a revoke-all of the previous user
+    // answered 200 with a count of 0 instead of 404.
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let email = "crowded@example.com";
+    let mine = app.login(email, &device_key(1)).await;
+    let previous = app.users.user_of(email).expect("created");
+    app.users.link("moved-on@example.com", &previous);
+    app.users.link(email, "ext-crowd");
+    let _theirs = app.login(email, &device_key(3)).await;
+    // 600 more sessions of the new user, all created after the previous user's: the first
+    // batch holds the previous user's session, the last batch none.
+    let created: u64 = app
+        .redis()
+        .hget(
+            format!("{}s:{mine}", TestApp::prefix_of_id(&mine)),
+            "created_at",
+        )
+        .expect("HGET");
+    seed_sessions(&app, email, "ext-crowd", created + 1, 600);
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+
+    let revoked = app.revoke_all(&previous, &reason("password_reset")).await;
+    assert_eq!(revoked.body, json!({ "revoked_count": 1 }));
+    assert_eq!(record_status(&app, &mine).as_deref(), Some("revoked"));
+    assert_eq!(active_count(&app, email), 601, "the new user's stay");
+
+    let again = app.revoke_all(&previous, &reason("password_reset")).await;
+    assert_eq!(again.error(), (404, "user_not_found".into()));
+    assert_eq!(active_count(&app, email), 601);
+}
+
+#[tokio::test]
 async fn sessions_expire_by_lifetime_and_by_idleness_visibly_and_with_their_keys() {
     // Finding 3: sessions never expired.
     let app = spawn_quick()
@@ -1243,27 +1280,23 @@ async fn a_revoke_racing_the_confirm_that_created_the_session_wins_or_comes_afte
     projections_agree(&app, "lea@example.com");
 }
 
-#[tokio::test]
-async fn ten_thousand_sessions_page_exactly_once_and_revoke_all_reports_them() {
-    let app = spawn_quick().spawn().await;
-    let seed_session = app.login("max@example.com", &device_key(1)).await;
-    let user = session_user(&app, &seed_session).await;
-    // Seed 9,999 more sessions the way confirm writes them (one pipeline).
-    let prefix = app.address_prefix("max@example.com");
+/// Seeds `count` active sessions of `user` at `email`, created one millisecond apart from
+/// `first_created` (ms since the epoch), the way confirm writes them (one pipeline).
+fn seed_sessions(app: &TestApp, email: &str, user: &str, first_created: u64, count: u64) {
+    let prefix = app.address_prefix(email);
     let mut pipe = redis::pipe();
-    let base: u64 = 1_700_000_000_000;
     let key = device_key(2);
-    for i in 0..9_999u64 {
-        let random_part =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(u128::from(i).to_be_bytes());
+    for i in 0..count {
+        let random_part = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(u128::from(first_created + i).to_be_bytes());
         let id = format!("s_{}_{random_part}", &prefix[6..22]);
-        let created = base + i;
+        let created = first_created + i;
         let member = format!("{created:016}|{id}");
         pipe.hset_multiple(
             format!("{prefix}s:{id}"),
             &[
                 ("device_session_id", id.as_str()),
-                ("user_id", user.as_str()),
+                ("user_id", user),
                 ("client_public_key", key.as_str()),
                 ("status", "active"),
                 ("created_at", &created.to_string()),
@@ -1275,7 +1308,7 @@ async fn ten_thousand_sessions_page_exactly_once_and_revoke_all_reports_them() {
         .ignore();
         pipe.hset_multiple(
             format!("{prefix}gw:{id}"),
-            &[("user_id", user.as_str()), ("status", "active")],
+            &[("user_id", user), ("status", "active")],
         )
         .ignore();
         pipe.zadd(format!("{prefix}sessions:active"), member.as_str(), 0)
@@ -1284,6 +1317,14 @@ async fn ten_thousand_sessions_page_exactly_once_and_revoke_all_reports_them() {
             .ignore();
     }
     let _: () = pipe.query(&mut app.redis()).expect("seeding");
+}
+
+#[tokio::test]
+async fn ten_thousand_sessions_page_exactly_once_and_revoke_all_reports_them() {
+    let app = spawn_quick().spawn().await;
+    let seed_session = app.login("max@example.com", &device_key(1)).await;
+    let user = session_user(&app, &seed_session).await;
+    seed_sessions(&app, "max@example.com", &user, 1_700_000_000_000, 9_999);
     assert_eq!(active_count(&app, "max@example.com"), 10_000);
 
     let mut seen = std::collections::HashSet::new();
