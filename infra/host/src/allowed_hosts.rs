@@ -62,16 +62,19 @@ impl AllowedHost {
             );
         }
         let Some((scheme, rest)) = entry.split_once("://") else {
-            bail!("{entry:?} does not contain a scheme (e.g., 'http://' or '*://')");
+            bail!(
+                "{:?} does not contain a scheme (e.g., 'http://' or '*://')",
+                shown(entry)
+            );
         };
         if scheme.is_empty() || !(scheme == "*" || scheme.chars().all(|c| c.is_ascii_alphabetic()))
         {
-            bail!("{entry:?} has an invalid scheme {scheme:?}");
+            bail!("{:?} has an invalid scheme", shown(entry));
         }
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') && rest.parse::<IpNet>().is_err() && !looks_like_cidr_with_port(rest)
         {
-            bail!("{entry:?} must not include a path");
+            bail!("{:?} must not include a path", shown(entry));
         }
         let (host, port) = split_host_port(rest);
         let scheme = (scheme != "*").then(|| scheme.to_string());
@@ -79,7 +82,8 @@ impl AllowedHost {
             None => match scheme.as_deref().and_then(default_port) {
                 Some(p) => PortPattern::One(p),
                 None => bail!(
-                    "{entry:?}: no port was provided and the scheme {:?} does not have a known default port number",
+                    "{:?}: no port was provided and the scheme {:?} does not have a known default port number",
+                    shown(entry),
                     scheme.as_deref().unwrap_or("*")
                 ),
             },
@@ -95,15 +99,21 @@ impl AllowedHost {
             HostPattern::SelfApp
         } else if let Some(suffix) = host.strip_prefix("*.") {
             if suffix.contains('*') {
-                bail!("{entry:?}: wildcards are allowed only as subdomains");
+                bail!(
+                    "{:?}: wildcards are allowed only as subdomains",
+                    shown(entry)
+                );
             }
             HostPattern::Subdomain(suffix.to_ascii_lowercase())
         } else if host.contains('*') {
-            bail!("{entry:?}: wildcards are allowed only as subdomains");
+            bail!(
+                "{:?}: wildcards are allowed only as subdomains",
+                shown(entry)
+            );
         } else if let Ok(net) = host.parse::<IpNet>() {
             HostPattern::Cidr(net)
         } else if host.is_empty() {
-            bail!("{entry:?} has no host");
+            bail!("{:?} has no host", shown(entry));
         } else {
             HostPattern::Literal(host.trim_matches(['[', ']']).to_ascii_lowercase())
         };
@@ -173,8 +183,31 @@ fn split_host_port(rest: &str) -> (&str, Option<&str>) {
 }
 
 fn parse_port(entry: &str, text: &str) -> anyhow::Result<u16> {
+    // The port's text is not shown: in a pasted URL with credentials it is their end.
     text.parse()
-        .map_err(|e| anyhow::anyhow!("{entry:?}: invalid port {text:?}: {e}"))
+        .map_err(|e| anyhow::anyhow!("{:?}: invalid port: {e}", shown(entry)))
+}
+
+/// An entry as error messages show it. An allowed host holds neither credentials nor a
+/// path, so an entry with either is most likely a URL pasted into the wrong variable, and
+/// what they hold may be secret (a password, a token in a query): both are left out.
+/// Spin's messages show the whole entry.
+fn shown(entry: &str) -> String {
+    let (scheme, rest) = match entry.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), entry),
+    };
+    let (authority, path) = match rest.split_once('/') {
+        // A CIDR's prefix length is no path.
+        Some(_) if rest.parse::<IpNet>().is_ok() || looks_like_cidr_with_port(rest) => (rest, ""),
+        Some((authority, _)) => (authority, "/…"),
+        None => (rest, ""),
+    };
+    let host = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("…@{host}"),
+        None => authority.to_string(),
+    };
+    format!("{scheme}{host}{path}")
 }
 
 /// A component's allowed hosts, ready to check targets against.
@@ -284,6 +317,38 @@ mod tests {
             let err = AllowedHost::parse(entry).expect_err(entry).to_string();
             assert!(err.contains(reason), "{entry}: {err}");
         }
+    }
+
+    #[test]
+    fn a_malformed_entry_is_shown_without_credentials_or_path() {
+        for (entry, secret, reason) in [
+            (
+                "https://user:hunter2@api.example.com",
+                "hunter2",
+                "invalid port",
+            ),
+            (
+                "https://bot@api.example.com/hooks?token=s3cr3t",
+                "s3cr3t",
+                "must not include a path",
+            ),
+            ("foo://admin:pw-42@x.example.com", "pw-42", "invalid port"),
+            (
+                "foo://x.example.com/k?key=abc123",
+                "abc123",
+                "must not include a path",
+            ),
+        ] {
+            let err = AllowedHost::parse(entry).expect_err(entry).to_string();
+            assert!(err.contains(reason), "{entry}: {err}");
+            assert!(!err.contains(secret), "{entry}: {err}");
+            assert!(err.contains("example.com"), "still names the host: {err}");
+        }
+        assert_eq!(shown("redis://127.0.0.0/24:*"), "redis://127.0.0.0/24:*");
+        assert_eq!(
+            shown("https://a.example.com:8443"),
+            "https://a.example.com:8443"
+        );
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl Resolver {
             Some(path) if path.exists() => dotenvy::from_path_iter(path)
                 .with_context(|| format!("failed to read {}", path.display()))?
                 .collect::<Result<HashMap<_, _>, _>>()
-                .with_context(|| format!("failed to parse {}", path.display()))?,
+                .map_err(|e| dotenv_error(path, e))?,
             _ => HashMap::new(),
         };
         let resolver = Self {
@@ -160,6 +160,27 @@ impl Resolver {
             .references()
             .all(|n| self.declared.get(n).is_some_and(|d| d.default.is_some()))
     }
+}
+
+/// A dotenv file that does not parse, named by its line number only. Spin prints the
+/// line, but a `.env` file holds secrets (tokens, keys), and a line that does not parse
+/// is as likely to hold one as any other: it is never shown.
+fn dotenv_error(path: &Path, error: dotenvy::Error) -> anyhow::Error {
+    let dotenvy::Error::LineParse(line, at) = &error else {
+        return anyhow::Error::new(error).context(format!("failed to parse {}", path.display()));
+    };
+    let number = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            let offset = text.find(line.as_str())?;
+            Some(text[..offset].matches('\n').count() + 1)
+        })
+        .map_or_else(String::new, |n| format!(" at line {n}"));
+    anyhow::anyhow!(
+        "failed to parse {}: a malformed line{number} (error at character {at} of the line; \
+         the line is not shown, it may hold a secret)",
+        path.display()
+    )
 }
 
 /// Parses a component's `variables` table, checking each reference is declared.
@@ -276,6 +297,26 @@ mod tests {
     fn a_missing_required_variable_is_named() {
         let err = resolver(&[]).expect_err("must fail");
         assert!(err.to_string().contains("Key(\"need\")"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_dotenv_line_is_named_by_its_number_and_never_shown() {
+        let dir = std::env::temp_dir().join(format!("edge-auth-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(".env");
+        std::fs::write(
+            &path,
+            "# settings\nSPIN_VARIABLE_NEED=x\nSPIN_VARIABLE_TOKEN sk_live_secret_value\n",
+        )
+        .expect("written");
+        let declared = IndexMap::from([("need".to_string(), decl(None))]);
+        let Err(err) = Resolver::new(declared, HashMap::new(), HashMap::new(), Some(&path)) else {
+            panic!("a malformed line must fail");
+        };
+        let text = format!("{err:#}");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(text.contains("at line 3"), "{text}");
+        assert!(!text.contains("sk_live_secret_value"), "{text}");
     }
 
     #[test]
