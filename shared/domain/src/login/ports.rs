@@ -141,10 +141,10 @@ pub enum ConfirmOutcome {
     TooManyAttempts,
     Blocked,
     SessionLimitExceeded,
-    /// The code is right and nothing else stands in the way (the session limit
-    /// included); resolve the user of this address in the external directory and confirm
-    /// again. Nothing was changed, except that sessions found over were recorded as
-    /// expired, as any read of them does.
+    /// The code is right and nothing else stands in the way (a session limit of 0
+    /// included: any other limit counts the user's sessions, so it waits for the user);
+    /// resolve the user of this address in the external directory and confirm again.
+    /// Nothing was changed.
     NeedUser {
         email: EmailAddress,
     },

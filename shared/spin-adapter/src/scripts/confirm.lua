@@ -102,22 +102,39 @@ if state == 'suppressed' or redis.call('EXISTS', KEYS[3]) == 1 then
   return {'blocked'}
 end
 
--- The session limit, before the user is asked for: a login the limit refuses must not
--- first create the user in an external directory.
+-- The session limit counts the active sessions the login's user holds on this address.
+-- With an external directory an address can pass from one user to another, and the
+-- previous user's sessions live on in its sets: they neither count against the new
+-- user's limit nor are evicted for it. Before the directory is asked the user is not
+-- known, but one it would create has no session here: only a limit of 0 refuses such a
+-- login, and it does so now, so that the directory never creates a user for a login the
+-- limit refuses.
 local limit = tonumber(ARGV[6])
-local active = 0
-if limit then
+local mine = {}
+if limit and ARGV[11] == 'external_unresolved' then
+  if limit == 0 then
+    return {'session_limit'}
+  end
+elseif limit then
+  -- The address's user for a local login (none yet: a new user, with no sessions).
+  local owner = ARGV[5]
+  if ARGV[11] == 'local' then
+    owner = redis.call('GET', KEYS[4])
+  end
   -- Sessions whose life is over do not count: end them first.
   local sweep = {now = now, active = KEYS[5], expired = KEYS[14], lifecycle = KEYS[12],
     audit = KEYS[13], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
     audit_ttl = ARGV[15], audit_max = ARGV[16]}
   for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
     if not record_gone(KEYS[5], member) then
-      expire_if_due(sweep, session_record_key(KEYS[5], string.sub(member, 18)))
+      local record = session_record_key(KEYS[5], string.sub(member, 18))
+      if not expire_if_due(sweep, record) and owner
+          and redis.call('HGET', record, 'user_id') == owner then
+        mine[#mine + 1] = member
+      end
     end
   end
-  active = redis.call('ZCARD', KEYS[5])
-  if active >= limit and (ARGV[7] ~= 'evict_oldest' or limit == 0) then
+  if #mine >= limit and (ARGV[7] ~= 'evict_oldest' or limit == 0) then
     return {'session_limit'}
   end
 end
@@ -143,16 +160,14 @@ else
 end
 
 local evicted = 0
-if limit and active >= limit then
-  -- evict_oldest (the check above refused anything else). The sweep left only members
-  -- with a record: each one evicted is a session.
+if limit and #mine >= limit then
+  -- evict_oldest (the check above refused anything else): the user's oldest sessions
+  -- (the sweep listed them in creation order, each with its record).
   local c = {now = now, reason = 'session_limit_evicted', actor = 'system',
     retention = ARGV[12], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
     active = KEYS[5], revoked = KEYS[11], lifecycle = KEYS[12]}
-  for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, active - limit)) do
-    -- The session's own user: with an external directory the address may have passed
-    -- to this user from another, whose sessions live on here.
-    local sid, owner = revoke_member(c, member)
+  for i = 1, #mine - limit + 1 do
+    local sid, owner = revoke_member(c, mine[i])
     evicted = evicted + 1
     append(KEYS[13], ARGV[15], ARGV[16], 'action', 'revoke_session',
       'device_session_id', sid, 'user_id', owner, 'reason_code', 'session_limit_evicted',

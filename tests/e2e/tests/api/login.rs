@@ -1435,6 +1435,45 @@ async fn the_rest_directory_is_not_asked_for_a_login_the_session_limit_refuses()
 }
 
 #[tokio::test]
+async fn the_session_limit_on_a_passed_address_counts_and_evicts_only_the_new_users_sessions() {
+    // Review finding: the limit counted every session on the address, so the previous
+    // user's sessions there refused the new user's login, or were evicted for it.
+    for policy in ["reject", "evict_oldest"] {
+        let app = rest_directory()
+            .variable("session_limit_policy", policy)
+            .spawn()
+            .await;
+        app.set_session_limit(Some(1)).await;
+        let email = "passed-on@example.com";
+        let previous = app.login(email, &device_key(1)).await;
+        let previous_user = app.users.user_of(email).expect("created");
+        app.users.link("moved-away@example.com", &previous_user);
+        app.users.link(email, "ext-heir");
+
+        let heirs = app.login(email, &device_key(2)).await;
+        let prefix = app.address_prefix(email);
+        let status = |session: &str| hget(&app, &format!("{prefix}s:{session}"), "status");
+        assert_eq!(status(&previous).as_deref(), Some("active"), "{policy}");
+        assert_eq!(status(&heirs).as_deref(), Some("active"), "{policy}");
+
+        // At the new user's own limit, the policy applies to the new user's sessions.
+        let challenge = app.new_challenge(email).await;
+        let code = app.mailed_code(&challenge).await;
+        let again = app
+            .confirm_email_code(&challenge, &code, &device_key(3))
+            .await;
+        if policy == "reject" {
+            assert_eq!(again.error(), (409, "session_limit_exceeded".into()));
+            assert_eq!(status(&heirs).as_deref(), Some("active"));
+        } else {
+            assert_eq!(again.status(), 200, "{:?}", again.body);
+            assert_eq!(status(&heirs).as_deref(), Some("revoked"));
+        }
+        assert_eq!(status(&previous).as_deref(), Some("active"), "{policy}");
+    }
+}
+
+#[tokio::test]
 async fn the_rest_directory_refuses_a_blocked_user() {
     let app = rest_directory().spawn().await;
     let _ = app.login("vera@example.com", &device_key(1)).await;
