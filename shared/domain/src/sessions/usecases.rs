@@ -380,14 +380,10 @@ fn block_sites(
             .collect::<Vec<_>>())
     };
     match target {
-        BlockTarget::User(user) => match sites_of(user, None) {
-            // With an external directory, the directory says whether the user exists
-            // ([`mirror_block`]): a user it knows may have no address here yet (never
-            // logged in through the gateway, or a login that failed after the directory
-            // created the user), and is still blocked there.
-            Err(SessionError::UserNotFound) if directory_user.is_some() => Ok(Vec::new()),
-            sites => sites,
-        },
+        // A user no address here knows is not found, even if an external directory knows
+        // them: nothing here could record the block (audit), and the id never reaches the
+        // directory unless the directory itself gave it.
+        BlockTarget::User(user) => sites_of(user, None),
         BlockTarget::Email(email) => {
             let own = key.address_tag(email);
             let mut sites = vec![BlockSite {
@@ -478,8 +474,8 @@ pub fn block(
     let user_id = directory_user(directory, target)?;
     let sites = block_sites(store, key, target, user_id.as_deref())?;
     // The directory first: a user it does not know is refused before anything changes.
-    // One it knows is blocked there, so the call has found its user even when no address
-    // here is the user's (then nothing is left to do here).
+    // One it knows is blocked there, so the call has found its user even when none of the
+    // user's addresses here is still theirs (then nothing is left to do here).
     let mirrored = mirror_block(directory, user_id.as_deref(), true)?;
     // Block before revoking: from here on no confirm can create a session.
     let flagged = sites
@@ -527,7 +523,7 @@ pub fn unblock(
     // The directory first: a user it does not know is refused before anything changes.
     let mirrored = mirror_block(directory, user_id.as_deref(), false)?;
     match unblock_everywhere(store, &sites, reason) {
-        // The directory's user, with no address here that is the user's.
+        // The directory's user, none of whose addresses here is still theirs.
         Err(SessionError::UserNotFound) if mirrored => Ok(()),
         done => done,
     }

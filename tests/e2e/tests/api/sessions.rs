@@ -474,52 +474,53 @@ async fn users_of_the_rest_directory_are_found_by_their_external_id() {
 }
 
 #[tokio::test]
-async fn a_directory_user_who_never_logged_in_here_is_blocked_and_unblocked_by_user_id() {
-    // Review finding: with a user index that named an address not the user's, a block by
-    // user id changed the directory and then answered 404; a user with no address here at
-    // all could not be blocked by id before their first login.
+async fn a_block_by_user_id_whose_addresses_here_all_passed_on_blocks_the_directory_user() {
+    // Review finding: when none of the addresses the index holds for a directory user was
+    // still theirs (and held no session of theirs), a block by user id blocked the user in
+    // the directory and then answered 404.
     let app = spawn_quick()
         .variable("user_directory", "rest")
         .spawn()
         .await;
-    let email = "pre@example.com";
-    app.users.link(email, "ext-pre");
+    let email = "left-behind@example.com";
+    let mine = app.login(email, &device_key(1)).await;
+    let user = app.users.user_of(email).expect("created");
+    app.revoke_session(&mine, &reason("user_request")).await;
+    app.users.link("elsewhere@example.com", &user);
+    app.users.link(email, "ext-successor");
+    let theirs = app.login(email, &device_key(2)).await;
 
     let blocked = app
-        .block(&json!({ "user_id": "ext-pre", "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true }))
+        .block(&json!({ "user_id": user, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true }))
         .await;
     assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
     assert_eq!(blocked.body["revoked_count"], 0);
-    assert!(app.users.is_blocked(email));
-    assert!(
-        !flagged(&app, email),
-        "the address is not known to be the user's"
-    );
-    let challenge = app.new_challenge(email).await;
-    let code = app.mailed_code(&challenge).await;
-    let refused = app
-        .confirm_email_code(&challenge, &code, &device_key(1))
-        .await;
-    assert_eq!(refused.error(), (403, "blocked_by_policy".into()));
+    assert!(app.users.is_blocked("elsewhere@example.com"));
+    assert!(!flagged(&app, email), "the address is its new user's");
+    assert_eq!(record_status(&app, &theirs).as_deref(), Some("active"));
 
     let unblocked = app
-        .unblock(&json!({ "user_id": "ext-pre", "reason_code": "cleared", "actor": "admin:tests" }))
+        .unblock(&json!({ "user_id": user, "reason_code": "cleared", "actor": "admin:tests" }))
         .await;
     assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
-    assert!(!app.users.is_blocked(email));
-    let session = app.login(email, &device_key(2)).await;
-    assert_eq!(session_user(&app, &session).await, "ext-pre");
+    assert!(!app.users.is_blocked("elsewhere@example.com"));
 
-    // A user the directory does not know either: 404, as before.
-    let nobody = json!({ "user_id": "ext-nobody", "reason_code": "fraud", "actor": "admin:tests" });
-    assert_eq!(
-        app.block(&nobody).await.error(),
-        (404, "user_not_found".into())
-    );
-    assert_eq!(
-        app.unblock(&nobody).await.error(),
-        (404, "user_not_found".into())
-    );
+    // A user no address here knows: 404, and the directory is not asked, even when it
+    // knows the user (nothing here could record the block).
+    app.users.link("never-here@example.com", "ext-never-here");
+    let calls = app.users.calls().len();
+    for user_id in ["ext-never-here", "ext-nobody"] {
+        let body = json!({ "user_id": user_id, "reason_code": "fraud", "actor": "admin:tests" });
+        assert_eq!(
+            app.block(&body).await.error(),
+            (404, "user_not_found".into())
+        );
+        assert_eq!(
+            app.unblock(&body).await.error(),
+            (404, "user_not_found".into())
+        );
+    }
+    assert_eq!(app.users.calls().len(), calls);
 }
 
 fn urlencode(text: &str) -> String {
