@@ -188,26 +188,27 @@ fn parse_port(entry: &str, text: &str) -> anyhow::Result<u16> {
         .map_err(|e| anyhow::anyhow!("{:?}: invalid port: {e}", shown(entry)))
 }
 
-/// An entry as error messages show it. An allowed host holds neither credentials nor a
-/// path, so an entry with either is most likely a URL pasted into the wrong variable, and
-/// what they hold may be secret (a password, a token in a query): both are left out.
+/// An entry as error messages show it. An allowed host holds neither credentials, a
+/// path, a query nor a fragment, so an entry with any of them is most likely a URL pasted
+/// into the wrong variable, and what they hold may be secret (a password, a token): all
+/// are left out. Credentials first (everything up to the last `@`, which may itself hold
+/// `/`), then everything from the first `/`, `?` or `#` (a CIDR's `/` excepted).
 /// Spin's messages show the whole entry.
 fn shown(entry: &str) -> String {
     let (scheme, rest) = match entry.split_once("://") {
         Some((scheme, rest)) => (format!("{scheme}://"), rest),
         None => (String::new(), entry),
     };
-    let (authority, path) = match rest.split_once('/') {
-        // A CIDR's prefix length is no path.
-        Some(_) if rest.parse::<IpNet>().is_ok() || looks_like_cidr_with_port(rest) => (rest, ""),
-        Some((authority, _)) => (authority, "/…"),
-        None => (rest, ""),
+    let (credentials, rest) = match rest.rsplit_once('@') {
+        Some((_, rest)) => ("…@", rest),
+        None => ("", rest),
     };
-    let host = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("…@{host}"),
-        None => authority.to_string(),
+    let cidr = rest.parse::<IpNet>().is_ok() || looks_like_cidr_with_port(rest);
+    let host = match rest.find(['/', '?', '#']) {
+        Some(cut) if !cidr => format!("{}…", &rest[..cut]),
+        _ => rest.to_string(),
     };
-    format!("{scheme}{host}{path}")
+    format!("{scheme}{credentials}{host}")
 }
 
 /// A component's allowed hosts, ready to check targets against.
@@ -337,6 +338,26 @@ mod tests {
                 "foo://x.example.com/k?key=abc123",
                 "abc123",
                 "must not include a path",
+            ),
+            (
+                "https://bot:ab/cd@api.example.com",
+                "ab",
+                "must not include a path",
+            ),
+            (
+                "https://api.example.com:8443?token=s3cr3t",
+                "s3cr3t",
+                "invalid port",
+            ),
+            (
+                "https://api.example.com?key=ab/cd",
+                "ab/",
+                "must not include a path",
+            ),
+            (
+                "https://api.example.com:1#frag-secret",
+                "frag-secret",
+                "invalid port",
             ),
         ] {
             let err = AllowedHost::parse(entry).expect_err(entry).to_string();

@@ -29,7 +29,9 @@ fn parse_args() -> anyhow::Result<HostOptions> {
             "--variable" => {
                 let pair = value("--variable")?;
                 let Some((k, v)) = pair.split_once('=') else {
-                    bail!("--variable {pair}: expected key=value");
+                    // Not echoed: a value given without its key is a secret as often
+                    // as not.
+                    bail!("--variable: expected key=value (the argument is not shown)");
                 };
                 options.variables.insert(k.to_string(), v.to_string());
             }

@@ -164,21 +164,27 @@ impl Resolver {
 
 /// A dotenv file that does not parse, named by its line number only. Spin prints the
 /// line, but a `.env` file holds secrets (tokens, keys), and a line that does not parse
-/// is as likely to hold one as any other: it is never shown.
+/// is as likely to hold one as any other: it is never shown. The parser reports the text
+/// it failed on (a line, or only a value): when that text occurs once in the file, its
+/// line is named.
 fn dotenv_error(path: &Path, error: dotenvy::Error) -> anyhow::Error {
-    let dotenvy::Error::LineParse(line, at) = &error else {
+    let dotenvy::Error::LineParse(failed, _) = &error else {
         return anyhow::Error::new(error).context(format!("failed to parse {}", path.display()));
     };
     let number = std::fs::read_to_string(path)
         .ok()
         .and_then(|text| {
-            let offset = text.find(line.as_str())?;
+            let mut found = text.match_indices(failed.as_str());
+            let (offset, _) = found.next()?;
+            if found.next().is_some() {
+                return None;
+            }
             Some(text[..offset].matches('\n').count() + 1)
         })
         .map_or_else(String::new, |n| format!(" at line {n}"));
     anyhow::anyhow!(
-        "failed to parse {}: a malformed line{number} (error at character {at} of the line; \
-         the line is not shown, it may hold a secret)",
+        "failed to parse {}: a malformed line{number} (the line is not shown: it may hold a \
+         secret)",
         path.display()
     )
 }

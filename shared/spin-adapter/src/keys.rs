@@ -12,7 +12,7 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `ea:{ea:c<0-f>}:config:session_limit` | string | max active sessions per address (absent: no limit); one copy per client shard, all written by `POST /api/v1/internal/config/session-limit` |
+//! | `ea:{ea:c<0-f>}:config:session_limit` | string | max active sessions a user holds per address (absent: no limit); one copy per client shard, all written by `POST /api/v1/internal/config/session-limit` |
 //! | `ea:{ea:c<0-f>}:metrics` | hash | metrics counted in this shard: a field per series (`family{labels}`), its count (see `metrics.rs`); the scrape adds the 16 up |
 //! | `ea:{ea:c<0-f>}:push:live` | zset | push streams open in this shard (member `<session_id>/<request_id>`, the shard its SHA-256 picks; score: until when it counts unless it ends, its maximum duration and 15 s on); the gauge of open streams counts them at each scrape |
 //! | `ea:{ea:c<0-f>}:rl:<route>:client:<client>` | string | GCRA time of a client budget (`<client>`: IPv4 address or IPv6 prefix) |
