@@ -381,8 +381,8 @@ fn block_sites(
     };
     match target {
         // A user no address here knows is not found, even if an external directory knows
-        // them: nothing here could record the block (audit), and the id never reaches the
-        // directory unless the directory itself gave it.
+        // them: nothing here could record the block (audit), and the directory is asked
+        // only about ids it gave (the index holds them) or our own.
         BlockTarget::User(user) => sites_of(user, None),
         BlockTarget::Email(email) => {
             let own = key.address_tag(email);
