@@ -322,7 +322,7 @@ impl SessionStore for RedisSessionStore {
 
     fn set_blocked(&self, c: &BlockChange<'_>) -> anyhow::Result<bool> {
         let k = AddressKeys::new(c.tag);
-        let args: [Arg; 8] = [
+        let args: [Arg; 9] = [
             c.reason.reason_code.as_str().into(),
             c.reason.actor.as_str().into(),
             (if c.blocked { "1" } else { "0" }).into(),
@@ -331,6 +331,7 @@ impl SessionStore for RedisSessionStore {
             keys::LIFECYCLE_MAXLEN.into(),
             keys::AUDIT_TTL_MS.into(),
             keys::AUDIT_MAXLEN.into(),
+            (if c.directory_changed { "1" } else { "0" }).into(),
         ];
         let mut reply = Reply::new(
             "block",

@@ -68,6 +68,11 @@ pub struct BlockChange<'a> {
     pub user: Option<&'a UserRef>,
     pub blocked: bool,
     pub reason: &'a ChangeReason,
+    /// The external directory has made the change to `user`: an address that is no longer
+    /// the user's is left as it is, but the change goes on its audit stream under the
+    /// user (the user's audit reads it there), so that a block made in the directory
+    /// alone is on record.
+    pub directory_changed: bool,
 }
 
 /// The session store.
@@ -120,7 +125,8 @@ pub trait SessionStore {
     /// As [`SessionStore::get`]; earlier batches stay done.
     fn revoke_batch(&self, batch: &RevokeBatch<'_>) -> anyhow::Result<BatchOutcome>;
 
-    /// Sets or clears the block of an address (`false`: the user does not match).
+    /// Sets or clears the block of an address (`false`: the user does not match; then
+    /// only an audit record is written, and only when `directory_changed`).
     ///
     /// # Errors
     /// As [`SessionStore::get`].

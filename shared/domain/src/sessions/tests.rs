@@ -427,7 +427,16 @@ impl SessionStore for MemoryStore {
     fn set_blocked(&self, change: &BlockChange<'_>) -> anyhow::Result<bool> {
         let verb = if change.blocked { "block" } else { "unblock" };
         self.record(format!("{verb}:{}", change.tag.to_hex()));
-        if change.user.is_some_and(|u| !self.belongs_to(change.tag, u)) {
+        let event = if change.blocked {
+            AuditAction::UserBlocked
+        } else {
+            AuditAction::UserUnblocked
+        };
+        if let Some(u) = change.user.filter(|u| !self.belongs_to(change.tag, u)) {
+            // As the script: on record under the user when the directory made the change.
+            if change.directory_changed {
+                self.append_audit(change.tag, event, Some(u.as_str().to_string()), None);
+            }
             return Ok(false);
         }
         let user = {
@@ -435,11 +444,6 @@ impl SessionStore for MemoryStore {
             let address = addresses.entry(change.tag).or_default();
             address.blocked = change.blocked;
             address.user.clone().unwrap_or_default()
-        };
-        let event = if change.blocked {
-            AuditAction::UserBlocked
-        } else {
-            AuditAction::UserUnblocked
         };
         self.append_audit(change.tag, event, Some(user), None);
         Ok(true)
@@ -1458,6 +1462,33 @@ fn a_directory_user_whose_indexed_address_is_not_theirs_is_blocked_in_the_direct
             (DIRECTORY_USER.to_string(), false)
         ]
     );
+    // On record under the user, at the address the index holds for them.
+    let trail = audit(&store, Some(DIRECTORY_USER), None, None).expect("the user's audit");
+    let actions: Vec<AuditAction> = trail.items.iter().map(|r| r.action).collect();
+    assert_eq!(
+        actions,
+        [AuditAction::UserUnblocked, AuditAction::UserBlocked],
+        "newest first"
+    );
+    assert!(
+        trail
+            .items
+            .iter()
+            .all(|r| r.user_id.as_deref() == Some(DIRECTORY_USER))
+    );
+
+    // Without the directory's change (no directory), nothing is written there: the block
+    // found nobody.
+    let before = store.addresses.borrow()[&tag(4)].audit.len();
+    assert_user_not_found(block(
+        &store,
+        None,
+        &key,
+        &user_target(DIRECTORY_USER),
+        &reason(),
+        true,
+    ));
+    assert_eq!(store.addresses.borrow()[&tag(4)].audit.len(), before);
 }
 
 #[test]

@@ -412,12 +412,14 @@ fn set_block(
     site: &BlockSite,
     blocked: bool,
     reason: &ChangeReason,
+    directory_changed: bool,
 ) -> anyhow::Result<bool> {
     store.set_blocked(&BlockChange {
         tag: site.tag,
         user: site.user.as_ref(),
         blocked,
         reason,
+        directory_changed,
     })
 }
 
@@ -426,9 +428,10 @@ fn unblock_everywhere(
     store: &impl SessionStore,
     sites: &[BlockSite],
     reason: &ChangeReason,
+    directory_changed: bool,
 ) -> Result<(), SessionError> {
     on_every_tag(sites, |site| {
-        if set_block(store, site, false, reason)? {
+        if set_block(store, site, false, reason, directory_changed)? {
             Ok(())
         } else {
             Err(SessionError::UserNotFound)
@@ -480,7 +483,7 @@ pub fn block(
     // Block before revoking: from here on no confirm can create a session.
     let flagged = sites
         .iter()
-        .map(|site| set_block(store, site, true, reason))
+        .map(|site| set_block(store, site, true, reason, mirrored))
         .collect::<anyhow::Result<Vec<bool>>>()?;
     let mut found = mirrored || flagged.iter().any(|&f| f);
     let mut total = 0;
@@ -522,7 +525,7 @@ pub fn unblock(
     let sites = block_sites(store, key, target, user_id.as_deref())?;
     // The directory first: a user it does not know is refused before anything changes.
     let mirrored = mirror_block(directory, user_id.as_deref(), false)?;
-    match unblock_everywhere(store, &sites, reason) {
+    match unblock_everywhere(store, &sites, reason, mirrored) {
         // The directory's user, none of whose addresses here is still theirs.
         Err(SessionError::UserNotFound) if mirrored => Ok(()),
         done => done,

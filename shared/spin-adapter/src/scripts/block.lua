@@ -2,17 +2,26 @@
 -- KEYS: 1 blocked flag (hash), 2 address -> user id, 3 consecutive wrong codes (an
 --       unblock clears them, ending a wrong-code lockout too), 4 lifecycle, 5 audit
 -- ARGV: 1 reason_code, 2 actor, 3 '1' block / '0' unblock, 4 user id ('' = by address),
---       5 lifecycle ttl, 6 lifecycle maxlen, 7 audit ttl, 8 audit maxlen
--- Returns {'ok'} or {'user_not_found'}.
+--       5 lifecycle ttl, 6 lifecycle maxlen, 7 audit ttl, 8 audit maxlen,
+--       9 '1' when the external directory has made the change to the user
+-- Returns {'ok'} or {'user_not_found'} (the address is not the user's: nothing changed,
+-- except, when the directory made the change, an audit record under the user, which the
+-- user's audit reads here).
 local user_id = redis.call('GET', KEYS[2])
-if ARGV[4] ~= '' and user_id ~= ARGV[4] then
-  return {'user_not_found'}
-end
 local now = now_ms()
 local event = 'user_unblocked'
 if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[1], 'blocked_at', now, 'reason_code', ARGV[1], 'actor', ARGV[2])
   event = 'user_blocked'
+end
+if ARGV[4] ~= '' and user_id ~= ARGV[4] then
+  if ARGV[9] == '1' then
+    append(KEYS[5], ARGV[7], ARGV[8], 'action', event, 'user_id', ARGV[4],
+      'reason_code', ARGV[1], 'actor', ARGV[2], 'at', now)
+  end
+  return {'user_not_found'}
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], 'blocked_at', now, 'reason_code', ARGV[1], 'actor', ARGV[2])
 else
   redis.call('DEL', KEYS[1], KEYS[3])
 end

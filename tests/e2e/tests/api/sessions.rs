@@ -505,6 +505,28 @@ async fn a_block_by_user_id_whose_addresses_here_all_passed_on_blocks_the_direct
     assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
     assert!(!app.users.is_blocked("elsewhere@example.com"));
 
+    // Both changes are on record in the user's audit, and not in the new user's.
+    let actions_of = |user: String| {
+        let app = &app;
+        async move {
+            let page = app.audit(&format!("user_id={user}")).await;
+            assert_eq!(page.status(), 200, "{:?}", page.body);
+            page.body["records"]
+                .as_array()
+                .expect("records")
+                .iter()
+                .map(|r| r["action"].as_str().expect("action").to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let trail = actions_of(user.clone()).await;
+    assert_eq!(trail[..2], ["user_unblocked", "user_blocked"], "{trail:?}");
+    let successors = actions_of("ext-successor".to_string()).await;
+    assert!(
+        !successors.iter().any(|a| a.starts_with("user_")),
+        "{successors:?}"
+    );
+
     // A user no address here knows: 404, and the directory is not asked, even when it
     // knows the user (nothing here could record the block).
     app.users.link("never-here@example.com", "ext-never-here");
