@@ -92,6 +92,20 @@ impl UserServiceStub {
         lock(&self.state.users).insert(email.to_string(), user_id.to_string());
     }
 
+    /// Passes `email` on to `next_owner`, as a directory does when it gives an address to
+    /// another user: the address's current user moves to `moved_to`. Returns that user.
+    ///
+    /// # Panics
+    /// `email` has no user yet.
+    pub fn pass_on(&self, email: &str, moved_to: &str, next_owner: &str) -> String {
+        let previous = self
+            .user_of(email)
+            .expect("the address has a user to pass on");
+        self.link(moved_to, &previous);
+        self.link(email, next_owner);
+        previous
+    }
+
     /// The user id of an address, if created.
     pub fn user_of(&self, email: &str) -> Option<String> {
         lock(&self.state.users).get(email).cloned()

@@ -110,16 +110,20 @@ end
 -- login, and it does so now, so that the directory never creates a user for a login the
 -- limit refuses.
 local limit = tonumber(ARGV[6])
+-- The address's user, for a local login (none yet: a new user, with no sessions).
+local local_user = nil
+if ARGV[11] == 'local' then
+  local_user = redis.call('GET', KEYS[4])
+end
 local mine = {}
 if limit and ARGV[11] == 'external_unresolved' then
   if limit == 0 then
     return {'session_limit'}
   end
 elseif limit then
-  -- The address's user for a local login (none yet: a new user, with no sessions).
   local owner = ARGV[5]
   if ARGV[11] == 'local' then
-    owner = redis.call('GET', KEYS[4])
+    owner = local_user
   end
   -- Sessions whose life is over do not count: end them first.
   local sweep = {now = now, active = KEYS[5], expired = KEYS[14], lifecycle = KEYS[12],
@@ -142,7 +146,7 @@ end
 local user_id
 local new_user = false
 if ARGV[11] == 'local' then
-  user_id = redis.call('GET', KEYS[4])
+  user_id = local_user
   if not user_id then
     user_id = ARGV[5]
     new_user = true

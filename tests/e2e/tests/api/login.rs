@@ -1446,9 +1446,8 @@ async fn the_session_limit_on_a_passed_address_counts_and_evicts_only_the_new_us
         app.set_session_limit(Some(1)).await;
         let email = "passed-on@example.com";
         let previous = app.login(email, &device_key(1)).await;
-        let previous_user = app.users.user_of(email).expect("created");
-        app.users.link("moved-away@example.com", &previous_user);
-        app.users.link(email, "ext-heir");
+        app.users
+            .pass_on(email, "moved-away@example.com", "ext-heir");
 
         let heirs = app.login(email, &device_key(2)).await;
         let prefix = app.address_prefix(email);

@@ -39,6 +39,23 @@ fn assert_revoked(app: &TestApp, sessions: &[&String]) {
     }
 }
 
+/// A user's audit records, newest first: `(action, user_id)` each.
+async fn audit_trail(app: &TestApp, user: &str) -> Vec<(String, String)> {
+    let page = app.audit(&format!("user_id={user}")).await;
+    assert_eq!(page.status(), 200, "{:?}", page.body);
+    page.body["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().expect("action").to_string(),
+                r["user_id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 async fn session_user(app: &TestApp, session: &str) -> String {
     let got = app.get_session(session).await;
     assert_eq!(got.status(), 200, "{:?}", got.body);
@@ -484,10 +501,10 @@ async fn a_block_by_user_id_whose_addresses_here_all_passed_on_blocks_the_direct
         .await;
     let email = "left-behind@example.com";
     let mine = app.login(email, &device_key(1)).await;
-    let user = app.users.user_of(email).expect("created");
     app.revoke_session(&mine, &reason("user_request")).await;
-    app.users.link("elsewhere@example.com", &user);
-    app.users.link(email, "ext-successor");
+    let user = app
+        .users
+        .pass_on(email, "elsewhere@example.com", "ext-successor");
     let theirs = app.login(email, &device_key(2)).await;
 
     let blocked = app
@@ -506,24 +523,16 @@ async fn a_block_by_user_id_whose_addresses_here_all_passed_on_blocks_the_direct
     assert!(!app.users.is_blocked("elsewhere@example.com"));
 
     // Both changes are on record in the user's audit, and not in the new user's.
-    let actions_of = |user: String| {
-        let app = &app;
-        async move {
-            let page = app.audit(&format!("user_id={user}")).await;
-            assert_eq!(page.status(), 200, "{:?}", page.body);
-            page.body["records"]
-                .as_array()
-                .expect("records")
-                .iter()
-                .map(|r| r["action"].as_str().expect("action").to_string())
-                .collect::<Vec<_>>()
-        }
-    };
-    let trail = actions_of(user.clone()).await;
-    assert_eq!(trail[..2], ["user_unblocked", "user_blocked"], "{trail:?}");
-    let successors = actions_of("ext-successor".to_string()).await;
+    let trail = audit_trail(&app, &user).await;
+    let actions: Vec<&str> = trail.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        actions[..2],
+        ["user_unblocked", "user_blocked"],
+        "{trail:?}"
+    );
+    let successors = audit_trail(&app, "ext-successor").await;
     assert!(
-        !successors.iter().any(|a| a.starts_with("user_")),
+        !successors.iter().any(|(a, _)| a.starts_with("user_")),
         "{successors:?}"
     );
 
@@ -908,10 +917,10 @@ async fn revoke_all_and_block_reach_a_users_sessions_on_an_address_that_passed_t
     let email = "handed@example.com";
     let first = app.login(email, &device_key(1)).await;
     let second = app.login(email, &device_key(2)).await;
-    let previous = app.users.user_of(email).expect("created");
     // The user moves to another address, and the old one goes to someone else.
-    app.users.link("moved@example.com", &previous);
-    app.users.link(email, "ext-next-owner");
+    let previous = app
+        .users
+        .pass_on(email, "moved@example.com", "ext-next-owner");
     let next = app.login(email, &device_key(3)).await;
 
     let revoked = app
@@ -933,25 +942,7 @@ async fn revoke_all_and_block_reach_a_users_sessions_on_an_address_that_passed_t
     assert!(!flagged(&app, email), "the new user is not blocked");
 
     // Each user's audit shows its own records of the address, and none of the other's.
-    let audit_of = |user: String| {
-        let app = &app;
-        async move {
-            let page = app.audit(&format!("user_id={user}")).await;
-            assert_eq!(page.status(), 200, "{:?}", page.body);
-            page.body["records"]
-                .as_array()
-                .expect("records")
-                .iter()
-                .map(|r| {
-                    (
-                        r["action"].as_str().expect("action").to_string(),
-                        r["user_id"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        }
-    };
-    let previous_records = audit_of(previous.clone()).await;
+    let previous_records = audit_trail(&app, &previous).await;
     assert!(
         previous_records.contains(&("block_revoke".to_string(), previous.clone())),
         "{previous_records:?}"
@@ -960,7 +951,7 @@ async fn revoke_all_and_block_reach_a_users_sessions_on_an_address_that_passed_t
         previous_records.iter().all(|(_, user)| *user == previous),
         "{previous_records:?}"
     );
-    let next_records = audit_of("ext-next-owner".to_string()).await;
+    let next_records = audit_trail(&app, "ext-next-owner").await;
     assert!(
         next_records.contains(&("revoke_all".to_string(), "ext-next-owner".to_string())),
         "{next_records:?}"
@@ -982,9 +973,9 @@ async fn revoke_all_on_a_passed_address_answers_alike_however_many_sessions_its_
         .await;
     let email = "crowded@example.com";
     let mine = app.login(email, &device_key(1)).await;
-    let previous = app.users.user_of(email).expect("created");
-    app.users.link("moved-on@example.com", &previous);
-    app.users.link(email, "ext-crowd");
+    let previous = app
+        .users
+        .pass_on(email, "moved-on@example.com", "ext-crowd");
     let _theirs = app.login(email, &device_key(3)).await;
     // 600 more sessions of the new user, all created after the previous user's: the first
     // batch holds the previous user's session, the last batch none.
