@@ -153,8 +153,15 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
         })
     }
 
-    /// Sends what `read` found; `Some(end)` when the stream is over.
-    fn deliver(&mut self, read: &StreamRead) -> anyhow::Result<Option<StreamEnd>> {
+    /// Sends what `read` found, the client standing at `at` (where the read began);
+    /// `Some(end)` when the stream is over.
+    fn deliver(&mut self, read: &StreamRead, at: Position) -> anyhow::Result<Option<StreamEnd>> {
+        // An ended session gets nothing more, not even the events this read found: they
+        // may have been published after it ended (a revoke between two reads, or while a
+        // slow client held up the last batch). Its end stands where the client is.
+        if let SessionState::Ended(reason) = read.state {
+            return self.end(reason, at, read.now_ms).map(Some);
+        }
         if read.gap {
             let payload = json!({
                 "reason": "events_dropped",
@@ -181,9 +188,6 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
             if self.out.event(stored.position, &signed).is_err() {
                 return Ok(Some(StreamEnd::ClientGone));
             }
-        }
-        if let SessionState::Ended(reason) = read.state {
-            return self.end(reason, read.cursor, read.now_ms).map(Some);
         }
         Ok(None)
     }
@@ -243,8 +247,9 @@ fn stream(
         return Ok(StreamEnd::ClientGone);
     }
     let mut last_sent = clock.elapsed_ms();
+    let mut at = start;
     loop {
-        if let Some(end) = stream.deliver(&read)? {
+        if let Some(end) = stream.deliver(&read, at)? {
             return Ok(end);
         }
         if !read.events.is_empty() || read.gap {
@@ -288,9 +293,10 @@ fn stream(
                 Err(e) => return fail(&mut stream, read.cursor, clock, e),
             }
         }
-        read = match store.read(sub.session, ReadFrom::After(read.cursor), READ_BATCH) {
+        at = read.cursor;
+        read = match store.read(sub.session, ReadFrom::After(at), READ_BATCH) {
             Ok(next) => next,
-            Err(e) => return fail(&mut stream, read.cursor, clock, e),
+            Err(e) => return fail(&mut stream, at, clock, e),
         };
         stream.clock_at_read = (read.now_ms, clock.elapsed_ms());
     }
