@@ -66,7 +66,7 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
         let result_code = executed.response.envelope.result_code.clone();
         // The gate counted its own refusals.
         if !executed.refusal.as_ref().is_some_and(Refusal::by_gate) {
-            let known = settings.knows(&command.message_type);
+            let known = settings.knows(&command.message_type, false);
             count_command(command.message_type.as_str(), known, &result_code);
         }
         call.note("result_code", result_code);

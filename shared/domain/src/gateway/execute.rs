@@ -251,8 +251,7 @@ pub fn admit<G: CommandGate>(
 ) -> Result<Admission, CommandError> {
     // `gateway.subscribe` is known only where it opens a stream: sent to execute-command it
     // is refused as an unknown type, and must not spend the push route's type budget.
-    let known_type = settings.knows(&command.message_type)
-        && (stream.is_some() || command.message_type.as_str() != SUBSCRIBE);
+    let known_type = settings.knows(&command.message_type, stream.is_some());
     let budget = Budget {
         route: "command",
         client: client.to_string(),
@@ -283,7 +282,14 @@ pub fn admit<G: CommandGate>(
         request_id: &command.request_id,
         message_type: &command.message_type,
         known_type,
-        replay_ttl_ms: settings.replay_ttl_ms(),
+        // A subscribe's request id also names its stream's claim: it stays reserved as long
+        // as the claim can count, or a fresh command reusing the id would take the same
+        // place again instead of a new one (and the stream cap would not hold).
+        replay_ttl_ms: stream.map_or(settings.replay_ttl_ms(), |claim| {
+            settings
+                .replay_ttl_ms()
+                .max(claim.ends_in_ms + claim.grace_ms)
+        }),
         budgets: &settings.budgets,
         timestamp_ms: command.envelope.timestamp_ms,
         window_ms: settings.window_ms,

@@ -55,7 +55,8 @@ pub struct SessionAdmission<'a> {
 /// the moment the command is admitted until the stream releases it
 /// ([`crate::push::ports::PushStore::release`]), or, where the instance died and never
 /// did, until `ends_in_ms + grace_ms` after it opened. The claim is named by the
-/// command's request id (unique per session: the replay reservation guarantees it).
+/// command's request id (unique per session: the replay reservation guarantees it, and a
+/// subscribe's lasts as long as its claim can count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamClaim {
     /// Open streams a session may hold (`push_max_streams_per_session`).

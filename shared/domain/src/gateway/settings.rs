@@ -273,14 +273,16 @@ fn rate(
 }
 
 impl GatewaySettings {
-    /// Whether the gateway knows `message_type`: one it answers itself ([`RESERVED`],
-    /// [`SUBSCRIBE`]) or one routed to the backend. Only known types get a message-type
-    /// budget of their own and their own metrics label, so a client cannot grow either by
-    /// inventing types (`gateway.` followed by anything else is not known).
-    pub fn knows(&self, message_type: &MessageType) -> bool {
+    /// Whether the gateway knows `message_type` on the route it came to: one it answers
+    /// itself ([`RESERVED`]), one routed to the backend, or [`SUBSCRIBE`] where it opens a
+    /// stream (`opens_stream`: the push route; sent to execute-command it is unknown).
+    /// Only known types get a message-type budget of their own and their own metrics
+    /// label, so a client cannot grow either by inventing types (`gateway.` followed by
+    /// anything else is not known).
+    pub fn knows(&self, message_type: &MessageType, opens_stream: bool) -> bool {
         self.routes.route(message_type).is_some()
             || RESERVED.contains(&message_type.as_str())
-            || message_type.as_str() == SUBSCRIBE
+            || (opens_stream && message_type.as_str() == SUBSCRIBE)
     }
 
     /// Reads every setting through `get` (`None`: not set, the default).

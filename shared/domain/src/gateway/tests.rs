@@ -115,6 +115,8 @@ struct Gate {
     claims: RefCell<Vec<Option<StreamClaim>>>,
     /// Whether each session step was told the type is known.
     known: RefCell<Vec<bool>>,
+    /// How long each session step was told to reserve the request id.
+    reserved_ms: RefCell<Vec<u64>>,
 }
 
 impl Gate {
@@ -128,6 +130,7 @@ impl Gate {
             calls: RefCell::new(Vec::new()),
             claims: RefCell::new(Vec::new()),
             known: RefCell::new(Vec::new()),
+            reserved_ms: RefCell::new(Vec::new()),
         }
     }
 }
@@ -141,6 +144,7 @@ impl CommandGate for Gate {
         self.calls.borrow_mut().push("session");
         self.claims.borrow_mut().push(a.stream);
         self.known.borrow_mut().push(a.known_type);
+        self.reserved_ms.borrow_mut().push(a.replay_ttl_ms);
         Ok(self.session.clone())
     }
 }
@@ -479,11 +483,41 @@ fn a_subscribe_sent_to_execute_command_is_an_unknown_type_that_spends_no_type_bu
 }
 
 #[test]
+fn a_subscribes_request_id_stays_reserved_as_long_as_its_stream_can_count() {
+    // Review finding: the reservation lapsed while a longer stream was open, and a fresh
+    // subscribe reusing the id moved that stream's claim instead of taking a place.
+    let settings = settings();
+    let (command, _) = signed(SUBSCRIBE, b"");
+    let verified = verify(&command, settings.max_payload).expect("verifies");
+    let gate = Gate::admitting();
+    let long = StreamClaim {
+        max_streams: 3,
+        ends_in_ms: 3_600_000,
+        grace_ms: 15_000,
+    };
+    let short = StreamClaim {
+        ends_in_ms: 1_000,
+        ..long
+    };
+    for claim in [Some(long), Some(short), None] {
+        admit(&gate, &settings, "203.0.113.9", &verified, claim).expect("gate");
+    }
+    let window = settings.replay_ttl_ms();
+    assert!(window < 3_615_000 && window > 16_000, "{window}");
+    assert_eq!(*gate.reserved_ms.borrow(), [3_615_000, window, window]);
+}
+
+#[test]
 fn only_routed_and_reserved_types_are_known_so_invented_types_share_one_label() {
     let settings = settings();
-    let known = |raw: &str| settings.knows(&MessageType::parse(raw).expect("a valid type"));
+    let known = |raw: &str| settings.knows(&MessageType::parse(raw).expect("a valid type"), false);
     assert!(known("echo"), "routed by default");
     assert!(known("gateway.logout") && known("gateway.sessions"));
     assert!(!known("gateway.anything_else"));
     assert!(!known("never.routed"));
+    let subscribe = MessageType::parse(SUBSCRIBE).expect("a valid type");
+    assert!(
+        settings.knows(&subscribe, true) && !settings.knows(&subscribe, false),
+        "known only where it opens a stream"
+    );
 }

@@ -2,9 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use edge_auth_client::Prepared;
+use edge_auth_client::{Prepared, sign_command};
 use edge_auth_protocol::verify::verify_response;
 use edge_auth_protocol::wire::SignedResponse;
+use edge_auth_tests::device::now_ms;
 use edge_auth_tests::push::{EventStream, PushEvent};
 use edge_auth_tests::{ApiResponse, Device, Spawn, TestApp, round_trips};
 use redis::Commands;
@@ -518,6 +519,40 @@ async fn a_session_holds_at_most_its_cap_of_streams_and_an_ended_stream_frees_it
         )
     };
     assert_eq!(subscribes("too_many_streams"), 1.0);
+}
+
+#[tokio::test]
+async fn a_subscribe_cannot_reuse_the_request_id_of_a_stream_still_open_to_get_past_the_cap() {
+    // Review finding: the id's reservation (2 x window + 5 s: 7 s here) lapsed while its
+    // 25 s stream was open, and a fresh subscribe reusing the id moved that stream's claim
+    // instead of taking a place of its own: the cap did not hold.
+    let spawn = Spawn::default()
+        .variable("command_freshness_window_seconds", "1")
+        .variable("push_max_streams_per_session", "1");
+    let (app, device, _) = app_with(spawn).await;
+    let first = device.command("gateway.subscribe", b"");
+    let mut stream = app
+        .subscribe_with(&device, &first.command, &[])
+        .await
+        .expect("the stream opens");
+    hello(&mut stream).await;
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
+
+    let reused = sign_command(
+        &device.key,
+        &device.session,
+        "gateway.subscribe",
+        b"",
+        now_ms(),
+        &first.command.envelope.request_id,
+    );
+    let refused = app
+        .subscribe_with(&device, &reused.command, &[])
+        .await
+        .expect_err("the id stays reserved while its stream can count");
+    assert_eq!(refused.status(), 409, "{}", refused.body);
+    assert_eq!(refused.body["envelope"]["result_code"], "replayed_request");
+    assert_eq!(claims(&app, &device).len(), 1);
 }
 
 #[tokio::test]
