@@ -33,7 +33,7 @@
 //! | `ea:{a:<tag>}:lifecycle` | stream | session_created / session_revoked / user_blocked / user_unblocked |
 //! | `ea:{a:<tag>}:audit` | stream | who did what, when, why |
 //! | `ea:{a:<tag>}:events` | stream | pushed events of the address's user (fields event_id, type, device ('' = every session), user_id, at, payload); bounded by `push_stream_max_len` and `push_stream_max_age_seconds`, expires that long after the last publish |
-//! | `ea:{a:<tag>}:events:meta` | hash | dropped (newest id trimmed away), newest (newest id appended): how a resume learns of a gap; kept 30 days after the last publish |
+//! | `ea:{a:<tag>}:events:meta` | hash | dropped (newest id trimmed away), newest (newest id appended): how a resume learns of a gap; kept a year, a day and the max age after the last publish (longer than any session could resume) |
 //! | `ea:{a:<tag>}:gw:<session_id>:streams` | zset | the session's open push streams: member the subscribe's request id, score when the stream ends by itself (store clock, ms); the stream removes its member when it ends, a member 15 s past its score no longer counts; expires with its last member |
 //! | `ea:{a:<tag>}:gw:<session_id>:rp:<request_id>` | string | replay reservation of a signed command; expires 2 × freshness window + 5 s after it was made |
 //! | `ea:{a:<tag>}:rl:cmd:s:<session_id>` | string | GCRA time of a session's command budget |
@@ -44,6 +44,7 @@
 //! | `ea:{u:<h>}:tags` | set | address tags an external directory's user has logged in with (`<h>`: first 16 hex digits of SHA-256 of the user id, so any id makes a clean hash tag); written before a session is created under a tag |
 
 use edge_auth_domain::ids::AddressTag;
+use edge_auth_domain::login::settings::MAX_SESSION_LIFETIME_SECONDS;
 use edge_auth_domain::rate_limit::Budget;
 
 // The names scripts derive and the Lua that derives them: in their own file, because
@@ -133,8 +134,11 @@ pub const REVOKED_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Lifecycle stream: kept 30 days after its last record, about 10,000 records.
 pub const LIFECYCLE_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 pub const LIFECYCLE_MAXLEN: u64 = 10_000;
-/// Event stream meta: kept 30 days after the last publish (longer than any event).
-pub const EVENTS_META_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Event stream meta: kept this long plus the stream's max age after the last publish. A
+/// session holds a position only while the events after it are still kept (at most max age
+/// after they were published), and resumes within its life (a year at most): whenever a
+/// resume could miss an event, the meta recording the loss is still there.
+pub const EVENTS_META_TTL_MS: u64 = (MAX_SESSION_LIFETIME_SECONDS + 24 * 3600) * 1000;
 /// Audit stream: kept 400 days after its last record, about 100,000 records.
 pub const AUDIT_TTL_MS: u64 = 400 * 24 * 3600 * 1000;
 pub const AUDIT_MAXLEN: u64 = 100_000;

@@ -100,7 +100,7 @@ impl PushStore for RedisPushStore {
                 payload.into(),
                 e.limits.max_len.into(),
                 e.limits.max_age_ms.into(),
-                keys::EVENTS_META_TTL_MS.max(e.limits.max_age_ms).into(),
+                (keys::EVENTS_META_TTL_MS + e.limits.max_age_ms).into(),
             ],
         )?;
         let mut reply = Reply::new("push_append", items);

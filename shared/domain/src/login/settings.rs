@@ -6,6 +6,9 @@ use crate::crypto::{ServerKey, WeakSecret};
 use crate::login::ports::LimitPolicy;
 use crate::rate_limit::{EdgeLimits, RateError};
 
+/// The longest a session may live (`session_lifetime_seconds` at most: 365 days).
+pub const MAX_SESSION_LIFETIME_SECONDS: u64 = 31_536_000;
+
 /// The cap on consecutive wrong codes per e-mail address (across challenges): at the cap,
 /// confirms of that address are refused until `lockout` has passed since the last wrong
 /// code, a confirm succeeds (impossible while locked), or the internal API unblocks it.
@@ -136,8 +139,13 @@ impl LoginSettings {
         };
         let session_defaults = SessionLifetime::default();
         let sessions = SessionLifetime {
-            lifetime: number(&get, "session_lifetime_seconds", 1, 31_536_000)?
-                .map_or(session_defaults.lifetime, std::time::Duration::from_secs),
+            lifetime: number(
+                &get,
+                "session_lifetime_seconds",
+                1,
+                MAX_SESSION_LIFETIME_SECONDS,
+            )?
+            .map_or(session_defaults.lifetime, std::time::Duration::from_secs),
             idle_timeout: number(&get, "session_idle_timeout_seconds", 1, 31_536_000)?.map_or(
                 session_defaults.idle_timeout,
                 std::time::Duration::from_secs,

@@ -291,7 +291,11 @@ fn events_for_another_user_of_the_same_address_are_never_delivered() {
                 ACTIVE,
                 vec![stored("4-0", None), theirs, stored("6-0", None)],
             ),
-            read("6-0", SessionState::Ended(EndReason::SessionRevoked), vec![]),
+            read(
+                "6-0",
+                SessionState::Ended(EndReason::SessionRevoked),
+                vec![],
+            ),
         ],
         vec![Wake::Changed],
     );

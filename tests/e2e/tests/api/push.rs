@@ -257,6 +257,14 @@ async fn a_resume_after_the_whole_stream_expired_gets_resync_required_even_once_
         .query(&mut app.redis())
         .expect("DEL");
     assert_eq!(deleted, 1, "{events} held the events");
+    // The meta must outlive every session that could resume from before a lost event: the
+    // longest a session lives (a year) after the last publish. Kept 30 days, a resume
+    // after it lapsed met a stream made anew and learnt of no gap (review finding).
+    let meta_ttl: i64 = app.redis().pttl(format!("{events}:meta")).expect("PTTL");
+    assert!(
+        meta_ttl > 365 * 24 * 3600 * 1000,
+        "{events}:meta lasts {meta_ttl} ms"
+    );
     publish_e(&app, &user, json!(3)).await;
 
     let mut resumed = open(&app, &device, Some(&first.id)).await;
