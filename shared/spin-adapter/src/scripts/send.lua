@@ -12,22 +12,24 @@ local wait = gcra(KEYS[5], now, tonumber(ARGV[8]), tonumber(ARGV[9]), true)
 if wait > 0 then
   return {'rate_limited', wait}
 end
+local blocked = redis.call('EXISTS', KEYS[4]) == 1
 -- The interval spares the address a second mail while the first code still works. A
 -- newest challenge that is confirmed (another device logging in), dead of wrong codes,
 -- expired, or whose mail failed holds nothing back: answering it would hand the client a
--- challenge it cannot use. (The address's send budget, spent above, still bounds mails.)
+-- challenge it cannot use. Nor does one suppressed while the address was blocked, once it
+-- is unblocked. (The address's send budget, spent above, still bounds mails.)
 if redis.call('EXISTS', KEYS[3]) == 1 then
   local newest = redis.call('GET', KEYS[2])
   if newest then
     local ch = redis.call('HMGET', challenge_key(KEYS[2], newest), 'state', 'expires_at')
-    local open = ch[1] == 'pending' or ch[1] == 'sent' or ch[1] == 'suppressed'
+    local open = ch[1] == 'pending' or ch[1] == 'sent' or (ch[1] == 'suppressed' and blocked)
     if open and now < (tonumber(ch[2]) or 0) then
       return {'throttled', newest}
     end
   end
 end
 local state = 'pending'
-if redis.call('EXISTS', KEYS[4]) == 1 then
+if blocked then
   state = 'suppressed'
 end
 local expires_at = now + tonumber(ARGV[4])

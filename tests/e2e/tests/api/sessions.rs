@@ -624,6 +624,41 @@ async fn blocking_an_address_before_any_user_exists_hides_it_and_unblocking_rest
 }
 
 #[tokio::test]
+async fn a_code_asked_for_right_after_an_unblock_is_mailed_within_the_resend_interval() {
+    // Review finding: the challenge suppressed while the address was blocked still held
+    // back new ones for the resend interval, so the unblocked user got no code for 60 s.
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "100000/60")
+        .variable("rate_limit_per_address", "100000/60")
+        .spawn()
+        .await;
+    let block =
+        json!({ "email": "ivy@example.com", "reason_code": "abuse", "actor": "admin:tests" });
+    assert_eq!(app.block(&block).await.status(), 200);
+    let suppressed = app.new_challenge("ivy@example.com").await;
+    assert_eq!(
+        app.new_challenge("ivy@example.com").await,
+        suppressed,
+        "while blocked, a second send within the interval answers as for any address"
+    );
+
+    assert_eq!(app.unblock(&block).await.status(), 200);
+    let fresh = app.new_challenge("ivy@example.com").await;
+    assert_ne!(
+        fresh, suppressed,
+        "the suppressed challenge holds nothing back"
+    );
+    let code = app.mailed_code(&fresh).await;
+    assert_eq!(
+        app.new_challenge("ivy@example.com").await,
+        fresh,
+        "the mailed one holds back others within the interval"
+    );
+    let confirmed = app.confirm_email_code(&fresh, &code, &device_key(1)).await;
+    assert_eq!(confirmed.status(), 200, "{:?}", confirmed.body);
+}
+
+#[tokio::test]
 async fn blocking_a_user_with_revoke_sessions_ends_them_and_refuses_confirms() {
     let app = spawn_quick().spawn().await;
     let first = app.login("hal@example.com", &device_key(1)).await;
