@@ -9,8 +9,9 @@
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]
 
-use edge_auth_domain::gateway::command::{parse, verify};
+use edge_auth_domain::gateway::command::{VerifiedCommand, parse, verify};
 use edge_auth_domain::gateway::execute::{Admission, CommandError, SUBSCRIBE, admit, refuse};
+use edge_auth_domain::gateway::settings::GatewayKey;
 use edge_auth_domain::push::ports::{EndReason, Position, PushStore};
 use edge_auth_domain::push::stream::{self, StreamEnd, Subscription};
 use edge_auth_domain::random::OsRandom;
@@ -69,6 +70,28 @@ fn resume(payload: &[u8], header: Option<&str>) -> Result<Option<Position>, Comm
         )));
     }
     Ok(signed)
+}
+
+/// What a stream keeps of its admitted subscribe: its [`Subscription`] before answering
+/// (the first read) and after (the stream).
+struct Subscribed {
+    command: VerifiedCommand,
+    user_id: String,
+    resume: Option<Position>,
+    key: GatewayKey,
+}
+
+impl Subscribed {
+    fn subscription(&self) -> Subscription<'_> {
+        Subscription {
+            session: &self.command.session,
+            user_id: &self.user_id,
+            request_id: &self.command.request_id,
+            request_sha256: &self.command.request_sha256,
+            resume: self.resume,
+            key: &self.key,
+        }
+    }
 }
 
 #[http_component]
@@ -138,29 +161,27 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                 return Err(fail(e.into()));
             }
         };
+        let since = Since(std::time::Instant::now());
+        let subscribed = Subscribed {
+            command,
+            user_id,
+            resume,
+            key,
+        };
+        // Before answering: a store that fails now gets a plain 503 (and the place back).
+        let opened =
+            stream::open(&store, &subscribed.subscription()).map_err(|e| fail(e.into()))?;
         count_command(SUBSCRIBE, true, "ok");
         call.note("result_code", "ok");
-        let opened = Since(std::time::Instant::now());
         Ok(Answer::stream("text/event-stream", move |body| {
-            let sub = Subscription {
-                session: &command.session,
-                user_id: &user_id,
-                request_id: &command.request_id,
-                request_sha256: &command.request_sha256,
-                resume,
-                key: &key,
-            };
+            let sub = subscribed.subscription();
             let live = Live {
-                stream: format!(
-                    "{}/{}",
-                    command.session.as_str(),
-                    command.request_id.as_str()
-                ),
+                stream: format!("{}/{}", sub.session.as_str(), sub.request_id.as_str()),
                 ends_in_ms: claim.ends_in_ms,
                 grace_ms: claim.grace_ms,
             };
             let mut sse = SseWriter::new(body, live);
-            let ran = stream::run(&store, &OsRandom, &push, &sub, &opened, &mut sse);
+            let ran = stream::run(&store, &OsRandom, &push, &sub, opened, &since, &mut sse);
             let end = match &ran.ended {
                 Ok(StreamEnd::Ended(reason)) => reason.as_str(),
                 Ok(StreamEnd::ClientGone) => "client_gone",

@@ -1,6 +1,6 @@
-//! One subscriber's stream: a first read (resume or now), `gateway.server_time`, then
-//! events as they come, heartbeats while idle, and exactly one terminal
-//! `gateway.stream_end`.
+//! One subscriber's stream: a first read (resume or now, [`open`], before the subscribe
+//! answers), `gateway.server_time`, then events as they come, heartbeats while idle, and
+//! exactly one terminal `gateway.stream_end` ([`run`]).
 //!
 //! The stream waits on the slot's lifecycle and event streams together, so a revocation,
 //! a block or a new event wakes it at once; it reads the session's state only when woken
@@ -203,17 +203,46 @@ pub struct Ran {
     pub released: anyhow::Result<()>,
 }
 
-/// Runs the stream of an admitted `sub` until its terminal event or the client's
-/// departure, then releases its claim (see the module docs).
+/// A stream whose first read is done ([`open`]), ready to [`run`].
+#[derive(Debug)]
+pub struct Opened {
+    first: StreamRead,
+}
+
+/// The first read of an admitted `sub` (from its resume point, or from what comes next),
+/// done before the subscribe answers: a store failing here makes a plain error answer,
+/// never a stream that ends without its terminal event (which needs a position to stand
+/// at). The stream's claim is then released, as a stream releases it at its end.
+///
+/// # Errors
+/// The store's failure, also saying when the claim could not be released (it lapses by
+/// itself).
+pub fn open(store: &impl PushStore, sub: &Subscription<'_>) -> anyhow::Result<Opened> {
+    let from = sub.resume.map_or(ReadFrom::Now, ReadFrom::After);
+    match store.read(sub.session, from, READ_BATCH) {
+        Ok(first) => Ok(Opened { first }),
+        Err(cause) => Err(match store.release(sub.session, sub.request_id) {
+            Ok(()) => cause.context("push stream: the first read failed"),
+            Err(release) => cause.context(format!(
+                "push stream: the first read failed, and its place was not released (it \
+                 lapses by itself: {release:#})"
+            )),
+        }),
+    }
+}
+
+/// Runs the stream of an admitted and [`open`]ed `sub` until its terminal event or the
+/// client's departure, then releases its claim (see the module docs).
 pub fn run(
     store: &impl PushStore,
     random: &impl Random,
     settings: &PushSettings,
     sub: &Subscription<'_>,
+    opened: Opened,
     clock: &impl Elapsed,
     out: &mut impl Subscriber,
 ) -> Ran {
-    let ended = stream(store, random, settings, sub, clock, out);
+    let ended = stream(store, random, settings, sub, opened.first, clock, out);
     let released = store
         .release(sub.session, sub.request_id)
         .context("push stream: its place was not released (it lapses by itself)");
@@ -226,11 +255,11 @@ fn stream(
     random: &impl Random,
     settings: &PushSettings,
     sub: &Subscription<'_>,
+    first: StreamRead,
     clock: &impl Elapsed,
     out: &mut impl Subscriber,
 ) -> anyhow::Result<StreamEnd> {
-    let from = sub.resume.map_or(ReadFrom::Now, ReadFrom::After);
-    let mut read = store.read(sub.session, from, READ_BATCH)?;
+    let mut read = first;
     let mut stream = Stream {
         sub,
         random,

@@ -15,7 +15,7 @@ use crate::push::ports::*;
 use crate::push::publish::{Publication, PublishError};
 use crate::push::settings::PushSettings;
 use crate::push::stream::{
-    Elapsed, Ran, STREAM_END as STREAM_END_TYPE, StreamEnd, Subscription, run,
+    Elapsed, Ran, STREAM_END as STREAM_END_TYPE, StreamEnd, Subscription, open, run,
 };
 use crate::random::Random;
 use crate::sessions::input::UserRef;
@@ -144,31 +144,52 @@ fn try_go(script: &Script, resume: Option<Position>, settings: PushSettings) -> 
     (ran, seen)
 }
 
-/// Runs the scripted stream of `SESSION`'s subscribe `STREAM`, writing to `out`.
+/// The test key, session and subscribe request id: what a [`Subscription`] borrows.
+struct Parts {
+    key: GatewayKey,
+    session: DeviceSessionId,
+    request: RequestId,
+}
+
+fn parts() -> Parts {
+    Parts {
+        key: GatewayKey {
+            key: SigningKey::from_bytes(&[7; 32]),
+            kid: "k1".into(),
+        },
+        session: DeviceSessionId::parse(SESSION).expect("session id"),
+        request: RequestId::parse(STREAM).expect("request id"),
+    }
+}
+
+/// `SESSION`'s subscribe `STREAM`.
+fn subscription(parts: &Parts, resume: Option<Position>) -> Subscription<'_> {
+    Subscription {
+        session: &parts.session,
+        user_id: "u1",
+        request_id: &parts.request,
+        request_sha256: REQUEST,
+        resume,
+        key: &parts.key,
+    }
+}
+
+/// Opens and runs the scripted stream of `SESSION`'s subscribe `STREAM`, writing to `out`.
 fn run_to(
     script: &Script,
     resume: Option<Position>,
     settings: PushSettings,
     out: &mut impl Subscriber,
 ) -> Ran {
-    let key = GatewayKey {
-        key: SigningKey::from_bytes(&[7; 32]),
-        kid: "k1".into(),
-    };
-    let session = DeviceSessionId::parse(SESSION).expect("session id");
-    let sub = Subscription {
-        session: &session,
-        user_id: "u1",
-        request_id: &RequestId::parse(STREAM).expect("request id"),
-        request_sha256: REQUEST,
-        resume,
-        key: &key,
-    };
+    let parts = parts();
+    let sub = subscription(&parts, resume);
+    let opened = open(script, &sub).expect("the first read");
     run(
         script,
         &Counter(Cell::new(0)),
         &settings,
         &sub,
+        opened,
         &ScriptClock(script),
         out,
     )
@@ -430,6 +451,26 @@ fn every_way_a_stream_ends_releases_its_claim_once() {
     let ran = run_to(&gone, None, short, &mut Gone1);
     assert_eq!(ran.ended.expect("ends"), StreamEnd::ClientGone);
     assert_eq!(*gone.released.borrow(), [claim]);
+}
+
+#[test]
+fn a_first_read_that_fails_answers_nothing_yet_and_releases_the_place() {
+    // Review finding: the first read ran after the 200 and its headers had gone out, so
+    // its failure left an empty stream without a terminal event. Now it runs before the
+    // subscribe answers, which can still be a plain error.
+    let parts = parts();
+    let sub = subscription(&parts, Some(pos("3-0")));
+    let down = script(vec![], vec![]);
+    let error = format!("{:#}", open(&down, &sub).expect_err("the store is down"));
+    assert!(
+        error.contains("first read failed") && error.contains("store down"),
+        "{error}"
+    );
+    assert_eq!(*down.released.borrow(), [format!("{SESSION}/{STREAM}")]);
+
+    down.release_fails.set(true);
+    let error = format!("{:#}", open(&down, &sub).expect_err("still down"));
+    assert!(error.contains("not released"), "{error}");
 }
 
 #[test]
