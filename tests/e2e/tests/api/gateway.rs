@@ -1387,6 +1387,34 @@ async fn the_client_refuses_an_answer_signed_by_a_key_outside_the_jwks() {
     );
 }
 
+#[tokio::test]
+async fn the_client_keeps_the_gateways_clock_after_a_backend_slower_than_the_window() {
+    // Review finding: the client took the gateway's clock as the answer's time minus when
+    // the answer arrived, though the answer is timed before the backend call. After a
+    // backend slower than the window, every later command was dated too early (stale),
+    // and a stale answer, unsigned, never corrected it.
+    let app = several_devices()
+        .backend_stub()
+        .variable("command_freshness_window_seconds", "1")
+        .spawn()
+        .await;
+    let device = app.device("ada@example.com", 1).await;
+    let jwks = app.jwks().await;
+    let client = edge_auth_client::Client::new(&app.address);
+    app.backend.delay(Duration::from_millis(2_500));
+    let slow = client
+        .execute(&device.key, &device.session, "echo", b"slow", &jwks)
+        .await
+        .expect("a slow backend's answer");
+    assert_eq!(slow.payload, b"slow");
+    app.backend.delay(Duration::ZERO);
+    let next = client
+        .execute(&device.key, &device.session, "echo", b"next", &jwks)
+        .await
+        .expect("the next command is fresh");
+    assert_eq!(next.payload, b"next");
+}
+
 /// `infra/run` as a developer runs it (its own Redis, generated keys and backend token,
 /// codes in the log), in a process group of its own so that everything it starts stops
 /// with it.
