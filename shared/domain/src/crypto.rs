@@ -146,7 +146,7 @@ impl std::fmt::Debug for CodeMac {
 impl CodeMac {
     /// Lower-case hex, the stored form.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        edge_auth_protocol::canonical::hex(&self.0)
     }
 
     /// Constant-time equality.

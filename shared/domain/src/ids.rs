@@ -24,7 +24,7 @@ impl AddressTag {
 
     /// Sixteen lower-case hex digits.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        edge_auth_protocol::canonical::hex(&self.0)
     }
 
     /// Parses sixteen lower-case hex digits.

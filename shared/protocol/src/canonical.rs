@@ -71,12 +71,21 @@ pub fn event_bytes(e: &EventEnvelope) -> Vec<u8> {
     out
 }
 
+/// `bytes` in lower-case hex: two digits per byte, one allocation (the one hex encoder of
+/// the workspace; ids, tags, MACs and digests all go through it).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 /// SHA-256 of `bytes`, lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
 }
 
 /// `request_sha256`: SHA-256 of the command's canonical bytes followed by its 64
@@ -107,6 +116,17 @@ pub fn sign_event(key: &SigningKey, envelope: &EventEnvelope) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_writes_two_lower_case_digits_per_byte() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff, 0x5c]), "000fa0ff5c");
+        // SHA-256 of "hello", as every other implementation writes it.
+        assert_eq!(
+            sha256_hex(b"hello"),
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+    }
 
     fn envelope() -> CommandEnvelope {
         CommandEnvelope {

@@ -115,7 +115,7 @@ pub fn budget(budget: &Budget) -> String {
 fn user_hash(user_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(user_id.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    edge_auth_protocol::canonical::hex(&digest[..8])
 }
 
 /// The address tags of an external directory's user (ids of our own carry their tag).

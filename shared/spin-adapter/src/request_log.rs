@@ -71,7 +71,7 @@ fn fresh_request_id() -> String {
         // No randomness: still a usable, if guessable, id.
         return "no-random".to_string();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    edge_auth_protocol::canonical::hex(&bytes)
 }
 
 /// Starts a request's context; returns its request id.
