@@ -371,7 +371,6 @@ impl Client {
         prepared: &Prepared,
         jwks: &Jwks,
     ) -> Result<CommandResult, ClientError> {
-        let sent_ms = now_ms();
         let (status, body) = self
             .post("/api/v1/gateway/execute-command", &prepared.command)
             .await?;
@@ -385,11 +384,12 @@ impl Client {
             &prepared.request_sha256,
         )?;
         let envelope = response.envelope;
-        // The answer is authentic: its time is the gateway's clock when it took the
-        // command in, before any backend call. Set against when the command was sent (not
-        // when the answer came, which a slow backend would put seconds later).
+        // The answer is authentic: its time is the gateway's clock when it signed it, after
+        // any backend call. Set against its arrival, the offset errs low by the answer's
+        // way back, never high: a party delaying traffic can make commands stale (as it can
+        // drop them), but never date them for later.
         let offset = i64::try_from(envelope.timestamp_ms).unwrap_or(i64::MAX)
-            - i64::try_from(sent_ms).unwrap_or(i64::MAX);
+            - i64::try_from(now_ms()).unwrap_or(i64::MAX);
         self.clock_offset_ms
             .store(offset, std::sync::atomic::Ordering::Relaxed);
         if envelope.status == STATUS_OK {

@@ -1,4 +1,5 @@
-//! Wall-clock time as Unix milliseconds, the unit stored in Redis.
+//! Wall-clock time as Unix milliseconds, the unit stored in Redis, and a monotonic
+//! [`Elapsed`] clock for time spent within one request.
 //!
 //! There is deliberately no "now" here: the one clock that decides expiry, idempotency
 //! and budgets is Redis' (`TIME`, read inside the scripts), so that instances with skewed
@@ -15,6 +16,12 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(self.0)).to_string()
     }
+}
+
+/// A monotonic clock: milliseconds since some start (a push stream's opening, a
+/// command's admission). It only measures time spent here; it never says what time it is.
+pub trait Elapsed: std::fmt::Debug {
+    fn elapsed_ms(&self) -> u64;
 }
 
 /// Milliseconds of a duration, for Redis `PX` arguments.

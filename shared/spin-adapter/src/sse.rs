@@ -9,7 +9,7 @@
 //! counts how it ended and the published events it sent.
 
 use edge_auth_domain::push::ports::{Gone, Position, Subscriber};
-use edge_auth_domain::push::stream::Elapsed;
+use edge_auth_domain::time::Elapsed;
 use edge_auth_protocol::RESERVED_PREFIX;
 use edge_auth_protocol::wire::SignedEvent;
 

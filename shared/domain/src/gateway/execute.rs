@@ -25,6 +25,7 @@ use crate::sessions::input::ChangeReason;
 use crate::sessions::model::SessionRecord;
 use crate::sessions::ports::SessionStore;
 use crate::sessions::usecases::{SessionError, active_sessions, revoke_session};
+use crate::time::Elapsed;
 
 /// A command refused before its session was proven: a plain JSON error.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +160,8 @@ pub struct Gateway<'a, G, B, S> {
     /// For the reserved types (`gateway.logout`, `gateway.sessions`).
     pub sessions: &'a S,
     pub settings: &'a GatewaySettings,
+    /// Times the backend call, so that the answer is stamped when it is signed.
+    pub clock: &'a dyn Elapsed,
 }
 
 /// The reserved message types the gateway answers itself.
@@ -341,11 +344,20 @@ pub fn execute_command<G: CommandGate, B: Backend, S: SessionStore>(
         .signing
         .as_ref()
         .ok_or(CommandError::NotConfigured("gateway_signing_key"))?;
-    let (now_ms, outcome) = match admit(gw.gate, gw.settings, client, command, None)? {
+    let admission = admit(gw.gate, gw.settings, client, command, None)?;
+    let admitted = gw.clock.elapsed_ms();
+    let (admitted_ms, outcome) = match admission {
         Admission::Refused { now_ms, refusal } => (now_ms, Outcome::refused(refusal)),
         Admission::Admitted { now_ms, user_id } => (now_ms, dispatch(gw, command, &user_id)?),
     };
-    Ok(sign(key, command, now_ms, outcome))
+    // The answer's time is the gateway's clock when it is signed: the store's clock at
+    // admission, plus the time since on this instance's monotonic clock (the backend's).
+    // A client sets its clock by the answer as it arrives: stamped at admission, the
+    // answer would be early by the backend's time, and after a backend slower than the
+    // window the client would date every later command stale. (The reply's way back
+    // from the store is not counted: the stamp errs early by that, never late.)
+    let signed_ms = admitted_ms + gw.clock.elapsed_ms().saturating_sub(admitted);
+    Ok(sign(key, command, signed_ms, outcome))
 }
 
 /// The signed refusal of `command` (a route that refuses after the gate, e.g. a stream

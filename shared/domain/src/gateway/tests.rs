@@ -1,7 +1,7 @@
 //! The gateway's rules with in-memory ports: order of checks, what each refusal costs,
 //! signed answers, and that no byte of a signed command can change unnoticed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -23,6 +23,7 @@ use crate::ids::{AddressTag, DeviceSessionId};
 use crate::sessions::input::{ChangeReason, UserRef};
 use crate::sessions::model::{AuditRecord, Page, SessionRecord, StatusFilter};
 use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
+use crate::time::Elapsed;
 
 /// The reserved types are tested end to end; here no session store is ever reached.
 struct NoSessions;
@@ -186,8 +187,59 @@ fn run(
         backend,
         sessions: &NoSessions,
         settings: &settings,
+        clock: &Clock::default(),
     };
     execute_command(&gw, "203.0.113.9", &verified)
+}
+
+/// A monotonic clock the test moves.
+#[derive(Debug, Default)]
+struct Clock(Cell<u64>);
+
+impl Elapsed for Clock {
+    fn elapsed_ms(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+#[test]
+fn the_answer_is_stamped_when_it_is_signed_after_the_backend_call() {
+    // Review finding: stamped at admission, the answer of a slow backend was early by the
+    // backend's time; a client setting its clock by it then dated every command stale.
+    struct Slow<'a>(&'a Clock);
+    impl Backend for Slow<'_> {
+        fn call(&self, request: &BackendRequest<'_>) -> BackendReply {
+            self.0.0.set(self.0.0.get() + 2_500);
+            BackendReply::Answered {
+                status: 200,
+                body: request.payload.to_vec(),
+            }
+        }
+    }
+    let settings = settings();
+    let (command, hash) = signed("echo", b"x");
+    let verified = prepare(&settings, &command).expect("prepared");
+    let clock = Clock(Cell::new(40));
+    let gw = Gateway {
+        gate: &Gate::admitting(),
+        backend: &Slow(&clock),
+        sessions: &NoSessions,
+        settings: &settings,
+        clock: &clock,
+    };
+    let executed = execute_command(&gw, "203.0.113.9", &verified).expect("executed");
+    assert_eq!(
+        executed.response.envelope.timestamp_ms,
+        1_795_000_000_005 + 2_500,
+        "admitted at ...005 by the store's clock, signed 2.5 s later"
+    );
+    verify_response(
+        &executed.response,
+        &settings.jwks().expect("a key"),
+        &command.envelope.request_id,
+        &hash,
+    )
+    .expect("the stamp is signed");
 }
 
 #[test]

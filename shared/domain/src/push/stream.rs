@@ -28,6 +28,7 @@ use crate::push::ports::{
 use crate::push::publish::event_id;
 use crate::push::settings::PushSettings;
 use crate::random::Random;
+use crate::time::Elapsed;
 
 /// The gateway's event types.
 pub const SERVER_TIME: &str = "gateway.server_time";
@@ -36,11 +37,6 @@ pub const STREAM_END: &str = "gateway.stream_end";
 
 /// Events read per store call.
 pub const READ_BATCH: u32 = 100;
-
-/// A monotonic clock: milliseconds since the stream opened.
-pub trait Elapsed {
-    fn elapsed_ms(&self) -> u64;
-}
 
 /// An admitted subscription.
 #[derive(Debug)]

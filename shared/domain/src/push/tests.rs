@@ -14,11 +14,10 @@ use crate::ids::{AddressTag, DeviceSessionId};
 use crate::push::ports::*;
 use crate::push::publish::{Publication, PublishError};
 use crate::push::settings::PushSettings;
-use crate::push::stream::{
-    Elapsed, Ran, STREAM_END as STREAM_END_TYPE, StreamEnd, Subscription, open, run,
-};
+use crate::push::stream::{Ran, STREAM_END as STREAM_END_TYPE, StreamEnd, Subscription, open, run};
 use crate::random::Random;
 use crate::sessions::input::UserRef;
+use crate::time::Elapsed;
 
 struct Counter(Cell<u8>);
 impl Random for Counter {
@@ -31,6 +30,7 @@ impl Random for Counter {
 
 /// Reads answered in order; each wait moves the clock by its timeout (or by `wake_after`
 /// when a read is queued to be woken for).
+#[derive(Debug)]
 struct Script {
     reads: RefCell<VecDeque<StreamRead>>,
     woken: RefCell<VecDeque<Wake>>,
@@ -76,6 +76,7 @@ impl PushStore for Script {
     }
 }
 
+#[derive(Debug)]
 struct ScriptClock<'a>(&'a Script);
 impl Elapsed for ScriptClock<'_> {
     fn elapsed_ms(&self) -> u64 {
