@@ -146,6 +146,8 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
             }
             Admission::Admitted { user_id, .. } => user_id,
         };
+        // The stream's clock starts with its place (claimed by the admission).
+        let since = Since(std::time::Instant::now());
         // The stream waits in `XREAD BLOCK`, which only RESP can do (the gate may have
         // run on REST): with RESP as the transport this is the same connection.
         let store = match SpinRedis::connect_resp() {
@@ -161,7 +163,6 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                 return Err(fail(e.into()));
             }
         };
-        let since = Since(std::time::Instant::now());
         let subscribed = Subscribed {
             command,
             user_id,
@@ -170,7 +171,7 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
         };
         // Before answering: a store that fails now gets a plain 503 (and the place back).
         let opened =
-            stream::open(&store, &subscribed.subscription()).map_err(|e| fail(e.into()))?;
+            stream::open(&store, &subscribed.subscription(), &since).map_err(|e| fail(e.into()))?;
         count_command(SUBSCRIBE, true, "ok");
         call.note("result_code", "ok");
         Ok(Answer::stream("text/event-stream", move |body| {
@@ -180,7 +181,7 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                 ends_in_ms: claim.ends_in_ms,
                 grace_ms: claim.grace_ms,
             };
-            let mut sse = SseWriter::new(body, live);
+            let mut sse = SseWriter::new(body, live, &since);
             let ran = stream::run(&store, &OsRandom, &push, &sub, opened, &since, &mut sse);
             let end = match &ran.ended {
                 Ok(StreamEnd::Ended(reason)) => reason.as_str(),

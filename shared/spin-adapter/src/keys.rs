@@ -35,7 +35,7 @@
 //! | `ea:{a:<tag>}:events` | stream | pushed events of the address's user (fields event_id, type, device ('' = every session), user_id, at, payload); bounded by `push_stream_max_len` and `push_stream_max_age_seconds`, expires that long after the last publish |
 //! | `ea:{a:<tag>}:events:meta` | hash | dropped (newest id trimmed away), newest (newest id appended): how a resume learns of a gap; kept a year, a day and the max age after the last publish (longer than any session could resume) |
 //! | `ea:{a:<tag>}:gw:<session_id>:streams` | zset | the session's open push streams: member the subscribe's request id, score when the stream ends by itself (store clock, ms); the stream removes its member when it ends, a member 15 s past its score no longer counts; expires with its last member |
-//! | `ea:{a:<tag>}:gw:<session_id>:rp:<request_id>` | string | replay reservation of a signed command; expires 2 × freshness window + 5 s after it was made |
+//! | `ea:{a:<tag>}:gw:<session_id>:rp:<request_id>` | string | replay reservation of a signed command; expires 2 × freshness window + 5 s after it was made (a subscribe's: at least `push_max_duration_seconds` + 15 s, as long as its stream's claim can count) |
 //! | `ea:{a:<tag>}:rl:cmd:s:<session_id>` | string | GCRA time of a session's command budget |
 //! | `ea:{a:<tag>}:rl:cmd:user` | string | GCRA time of the address's user's command budget |
 //! | `ea:{a:<tag>}:rl:cmd:t:<message_type>` | string | GCRA time of the address's user's budget for one message type |

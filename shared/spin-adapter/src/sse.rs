@@ -42,11 +42,13 @@ pub struct SseWriter<'a, 'b> {
 }
 
 impl<'a, 'b> SseWriter<'a, 'b> {
-    /// A writer for the stream `live`. No write completes after the stream's place has
-    /// lapsed (less a margin to give it back): a client that reads slowly cannot keep a
-    /// stream that no longer counts.
-    pub fn new(body: &'a mut BodyWriter<'b>, live: Live) -> Self {
-        let last_write = (live.ends_in_ms + live.grace_ms).saturating_sub(RELEASE_MARGIN_MS);
+    /// A writer for the stream `live`, admitted `admitted.elapsed_ms()` ago. No write
+    /// completes after the stream's place has lapsed (less a margin to give it back): a
+    /// client that reads slowly cannot keep a stream that no longer counts.
+    pub fn new(body: &'a mut BodyWriter<'b>, live: Live, admitted: &impl Elapsed) -> Self {
+        let last_write = (live.ends_in_ms + live.grace_ms)
+            .saturating_sub(RELEASE_MARGIN_MS)
+            .saturating_sub(admitted.elapsed_ms());
         body.end_by(std::time::Duration::from_millis(last_write));
         Self {
             body,

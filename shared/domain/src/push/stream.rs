@@ -203,6 +203,9 @@ pub struct Ran {
 #[derive(Debug)]
 pub struct Opened {
     first: StreamRead,
+    /// The stream's clock when the first read came back: its store time is paired with
+    /// this, not with when the stream starts writing.
+    read_at_ms: u64,
 }
 
 /// The first read of an admitted `sub` (from its resume point, or from what comes next),
@@ -213,10 +216,17 @@ pub struct Opened {
 /// # Errors
 /// The store's failure, also saying when the claim could not be released (it lapses by
 /// itself).
-pub fn open(store: &impl PushStore, sub: &Subscription<'_>) -> anyhow::Result<Opened> {
+pub fn open(
+    store: &impl PushStore,
+    sub: &Subscription<'_>,
+    clock: &impl Elapsed,
+) -> anyhow::Result<Opened> {
     let from = sub.resume.map_or(ReadFrom::Now, ReadFrom::After);
     match store.read(sub.session, from, READ_BATCH) {
-        Ok(first) => Ok(Opened { first }),
+        Ok(first) => Ok(Opened {
+            first,
+            read_at_ms: clock.elapsed_ms(),
+        }),
         Err(cause) => Err(match store.release(sub.session, sub.request_id) {
             Ok(()) => cause.context("push stream: the first read failed"),
             Err(release) => cause.context(format!(
@@ -238,7 +248,7 @@ pub fn run(
     clock: &impl Elapsed,
     out: &mut impl Subscriber,
 ) -> Ran {
-    let ended = stream(store, random, settings, sub, opened.first, clock, out);
+    let ended = stream(store, random, settings, sub, opened, clock, out);
     let released = store
         .release(sub.session, sub.request_id)
         .context("push stream: its place was not released (it lapses by itself)");
@@ -251,16 +261,16 @@ fn stream(
     random: &impl Random,
     settings: &PushSettings,
     sub: &Subscription<'_>,
-    first: StreamRead,
+    opened: Opened,
     clock: &impl Elapsed,
     out: &mut impl Subscriber,
 ) -> anyhow::Result<StreamEnd> {
-    let mut read = first;
+    let mut read = opened.first;
     let mut stream = Stream {
         sub,
         random,
         out,
-        clock_at_read: (read.now_ms, clock.elapsed_ms()),
+        clock_at_read: (read.now_ms, opened.read_at_ms),
     };
     // The client's own position (or where the stream starts): the events after it follow.
     let start = sub.resume.unwrap_or(read.cursor);

@@ -184,7 +184,7 @@ fn run_to(
 ) -> Ran {
     let parts = parts();
     let sub = subscription(&parts, resume);
-    let opened = open(script, &sub).expect("the first read");
+    let opened = open(script, &sub, &ScriptClock(script)).expect("the first read");
     run(
         script,
         &Counter(Cell::new(0)),
@@ -231,7 +231,11 @@ fn a_stream_says_the_time_delivers_its_events_in_order_and_nothing_once_revoked(
             read(
                 "5-0",
                 ACTIVE,
-                vec![stored("4-0", None), stored("5-0", Some(SESSION))],
+                vec![
+                    stored("4-0", None),
+                    stored("4-1", Some(OTHER)),
+                    stored("5-0", Some(SESSION)),
+                ],
             ),
             read(
                 "7-0",
@@ -252,7 +256,8 @@ fn a_stream_says_the_time_delivers_its_events_in_order_and_nothing_once_revoked(
         .iter()
         .map(|(p, _)| p.expect("every event has a position").to_string())
         .collect();
-    // The hello stands at the resume point. The read that finds the session revoked
+    // The hello stands at the resume point; the event for another device is passed over.
+    // The read that finds the session revoked
     // delivers none of its events (7-0 may have been published after the revocation), and
     // the end stands where the client is.
     assert_eq!(ids, ["3-0", "4-0", "5-0", "5-0"]);
@@ -462,7 +467,11 @@ fn a_first_read_that_fails_answers_nothing_yet_and_releases_the_place() {
     let parts = parts();
     let sub = subscription(&parts, Some(pos("3-0")));
     let down = script(vec![], vec![]);
-    let error = format!("{:#}", open(&down, &sub).expect_err("the store is down"));
+    let clock = ScriptClock(&down);
+    let error = format!(
+        "{:#}",
+        open(&down, &sub, &clock).expect_err("the store is down")
+    );
     assert!(
         error.contains("first read failed") && error.contains("store down"),
         "{error}"
@@ -470,7 +479,7 @@ fn a_first_read_that_fails_answers_nothing_yet_and_releases_the_place() {
     assert_eq!(*down.released.borrow(), [format!("{SESSION}/{STREAM}")]);
 
     down.release_fails.set(true);
-    let error = format!("{:#}", open(&down, &sub).expect_err("still down"));
+    let error = format!("{:#}", open(&down, &sub, &clock).expect_err("still down"));
     assert!(error.contains("not released"), "{error}");
 }
 

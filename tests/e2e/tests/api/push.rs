@@ -533,10 +533,11 @@ async fn a_session_holds_at_most_its_cap_of_streams_and_an_ended_stream_frees_it
 async fn a_subscribe_cannot_reuse_the_request_id_of_a_stream_still_open_to_get_past_the_cap() {
     // Review finding: the id's reservation (2 x window + 5 s: 7 s here) lapsed while its
     // 25 s stream was open, and a fresh subscribe reusing the id moved that stream's claim
-    // instead of taking a place of its own: the cap did not hold.
+    // instead of taking a place of its own: a second stream opened and the session still
+    // held one claim, so the cap did not hold.
     let spawn = Spawn::default()
         .variable("command_freshness_window_seconds", "1")
-        .variable("push_max_streams_per_session", "1");
+        .variable("push_max_streams_per_session", "2");
     let (app, device, _) = app_with(spawn).await;
     let first = device.command("gateway.subscribe", b"");
     let mut stream = app
