@@ -50,7 +50,7 @@ impl Backend for HttpBackend<'_> {
                 .then_some(("application/octet-stream", r.payload)),
             connect_timeout: Duration::from_millis(target.connect_timeout_ms),
             first_byte_timeout: Duration::from_millis(target.first_byte_timeout_ms),
-            max_response: MAX_ANSWER,
+            max_response: Some(MAX_ANSWER),
         };
         let started = std::time::Instant::now();
         let sent = outbound::send_request(&request);

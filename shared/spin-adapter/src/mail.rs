@@ -37,13 +37,7 @@ impl Mailer {
                     .context("mail_delivery is webhook, and mail_webhook_url is not set")?,
                 token: optional("mail_webhook_token")?
                     .context("mail_delivery is webhook, and mail_webhook_token is not set")?,
-                timeout: Duration::from_millis(
-                    optional("mail_webhook_timeout_ms")?
-                        .map(|v| v.parse::<u64>())
-                        .transpose()
-                        .context("mail_webhook_timeout_ms must be an integer")?
-                        .unwrap_or(5_000),
-                ),
+                timeout: crate::settings::timeout("mail_webhook_timeout_ms", 5_000)?,
             })),
             Some("log") => Ok(Self::Log),
             Some(other) => bail!("mail_delivery must be `webhook` or `log`, got {other:?}"),
@@ -102,7 +96,8 @@ impl WebhookMailer {
             expires_at: message.expires_at.to_rfc3339(),
             locale: &message.locale,
         })?;
-        let (status, _) = outbound::send(&Call {
+        // The status decides: a 2xx whose body is large or slow still sent the mail.
+        let status = outbound::send_for_status(&Call {
             method: Method::Post,
             url: &self.url,
             bearer: &self.token,

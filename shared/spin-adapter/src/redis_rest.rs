@@ -65,7 +65,7 @@ impl RestClient {
             body: Some(("application/json", &body)),
             connect_timeout: TIMEOUT,
             first_byte_timeout: TIMEOUT,
-            max_response: MAX_RESPONSE,
+            max_response: Some(MAX_RESPONSE),
         };
         let (status, answer) = outbound::send_request(&request).map_err(|e| match e {
             OutboundError::Timeout(what) => anyhow::anyhow!("Redis REST request timed out: {what}"),

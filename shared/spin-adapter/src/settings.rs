@@ -43,6 +43,18 @@ pub fn optional(name: &str) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// A timeout setting in milliseconds, 1 to 60000 as the backend's are, or `default_ms`
+/// when not set.
+///
+/// # Errors
+/// The variable cannot be read, or holds anything but a whole number in range.
+pub fn timeout(name: &'static str, default_ms: u64) -> anyhow::Result<std::time::Duration> {
+    let raw = optional(name)?;
+    let ms = edge_auth_domain::login::settings::number(&|_| raw.clone(), name, 1, 60_000)?
+        .unwrap_or(default_ms);
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 /// The key of address tags, which is what `block-user` and `unblock-user` need of the
 /// server keys (not the previous code key: a typo in it must not disable blocking).
 ///

@@ -85,21 +85,16 @@ impl RestUserDirectory {
     /// `user_service_timeout_ms` (default 2000).
     ///
     /// # Errors
-    /// A missing URL or token, or a timeout that is not an integer.
+    /// A missing URL or token, or a timeout that is not a whole number of ms in 1–60000.
     pub fn from_variables() -> anyhow::Result<Self> {
         let base = optional("user_service_url")?
             .context("user_directory = rest needs user_service_url")?;
         let token = optional("user_service_token")?
             .context("user_directory = rest needs user_service_token")?;
-        let timeout = optional("user_service_timeout_ms")?
-            .map(|v| v.parse::<u64>())
-            .transpose()
-            .context("user_service_timeout_ms must be an integer")?
-            .unwrap_or(2_000);
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             token,
-            timeout: Duration::from_millis(timeout),
+            timeout: crate::settings::timeout("user_service_timeout_ms", 2_000)?,
         })
     }
 

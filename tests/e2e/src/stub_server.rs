@@ -91,3 +91,38 @@ where
     });
     accepted
 }
+
+/// A server that answers every request `200` with a 16-byte body sent as `pace` says: the
+/// first 4 bytes at once, then one byte every `pace` (`None`: nothing more, the body
+/// stalls). Plain HTTP/1.1 written by hand, since a body that stalls or drips is what a
+/// well-behaved server never sends. Returns its base URL.
+///
+/// # Panics
+/// No local port to listen on.
+pub async fn answering_200_slowly(pace: Option<std::time::Duration>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 16 * 1024];
+                let _ = socket.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                            content-length: 16\r\n\r\nabcd";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for _ in 0..12 {
+                    let Some(pace) = pace else { break };
+                    tokio::time::sleep(pace).await;
+                    if socket.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            });
+        }
+    });
+    url
+}

@@ -164,7 +164,10 @@ impl LoginSettings {
 }
 
 /// A whole-number setting in `min..=max` (`None` = not set).
-pub(crate) fn number(
+///
+/// # Errors
+/// A value that is not a whole number in range (surrounding blanks are allowed).
+pub fn number(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
     min: u64,

@@ -10,6 +10,7 @@ use edge_auth_client::{DeviceKey, Prepared, sign_command};
 use edge_auth_protocol::verify::verify_response;
 use edge_auth_protocol::wire::{Jwks, SignedResponse};
 use edge_auth_tests::device::now_ms;
+use edge_auth_tests::stub_server::answering_200_slowly;
 use edge_auth_tests::{
     ApiResponse, BACKEND_TOKEN, Device, GATEWAY_KEY_ID, Spawn, TestApp, device_key, memory_grows,
     round_trips, spawn_app,
@@ -755,6 +756,28 @@ fn closed_port() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
     socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
     let addr = socket.local_addr().expect("addr");
     (socket, addr)
+}
+
+#[tokio::test]
+async fn a_backend_whose_body_stalls_or_drips_is_backend_timeout() {
+    // Review finding: only a stall before the headers was a timeout. One in the body was
+    // 502 backend_unavailable, and a body dripping a byte within each between-bytes
+    // timeout held the call for as long as the backend liked.
+    for pace in [None, Some(Duration::from_millis(300))] {
+        let url = answering_200_slowly(pace).await;
+        let app = Spawn::default()
+            .variable("backend_url", &url)
+            .variable("backend_allowed_host", &url)
+            .variable("backend_first_byte_timeout_ms", "1000")
+            .spawn()
+            .await;
+        let device = app.device("ada@example.com", 1).await;
+        let jwks = app.jwks().await;
+        let p = device.command("echo", b"x");
+        // Dripping, the whole body would be there after 3.6 s: a 200 without the deadline.
+        let response = app.execute(&p.command).await;
+        assert_signed_refusal(&response, &p, &jwks, 504, "backend_timeout");
+    }
 }
 
 /// An app whose backend is `backend_url`, after an echo command it answered with a signed

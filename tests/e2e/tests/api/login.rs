@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use edge_auth_tests::stub_server::answering_200_slowly;
 use edge_auth_tests::{
     ApiResponse, MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, device_key, round_trips, spawn_app,
 };
@@ -270,6 +271,28 @@ async fn a_failing_or_slow_webhook_marks_the_challenge_delivery_failed() {
 }
 
 #[tokio::test]
+async fn a_webhook_that_answers_2xx_has_sent_the_mail_however_its_body_comes() {
+    // Review finding: the body was read (and thrown away) under the timeouts and a 64 KiB
+    // cap, so a 2xx whose body stalled marked the challenge delivery_failed, and a
+    // delivery_failed challenge holds back no resend.
+    let url = answering_200_slowly(None).await;
+    let app = Spawn::default()
+        .variable("mail_webhook_url", &url)
+        .variable("mail_webhook_allowed_host", &url)
+        .variable("mail_webhook_timeout_ms", "300")
+        .spawn()
+        .await;
+    let challenge = app.new_challenge("body@example.com").await;
+    let key = format!("{}ch:{challenge}", app.address_prefix("body@example.com"));
+    eventually("a 2xx is sent", || {
+        hget(&app, &key, "state").as_deref() == Some("sent")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(hget(&app, &key, "state").as_deref(), Some("sent"));
+}
+
+#[tokio::test]
 async fn a_mailer_that_cannot_send_makes_send_answer_503_before_anything_is_stored() {
     // Review finding: the mailer was built only after the answer, so a bad
     // mail_delivery gave a 200, spent both budgets and left a challenge nobody mailed.
@@ -277,6 +300,9 @@ async fn a_mailer_that_cannot_send_makes_send_answer_503_before_anything_is_stor
         ("mail_delivery", "smtp"),
         ("mail_webhook_url", ""),
         ("mail_webhook_token", ""),
+        // Review finding: any number was taken; 0 failed every mail at once.
+        ("mail_webhook_timeout_ms", "0"),
+        ("mail_webhook_timeout_ms", "600000"),
     ] {
         let app = Spawn::default().variable(name, value).spawn().await;
         let answer = app.send_email_code("mo@example.com").await;
