@@ -16,7 +16,8 @@ pub struct Call<'a> {
     pub url: &'a str,
     pub bearer: &'a str,
     pub json_body: Option<&'a [u8]>,
-    /// Connect, first-byte and between-bytes timeout.
+    /// Connect, first-byte and between-bytes timeout, and how long the whole body may
+    /// take after the headers.
     pub timeout: Duration,
 }
 
@@ -32,10 +33,12 @@ pub struct Request<'a> {
     /// The body and its content type.
     pub body: Option<(&'a str, &'a [u8])>,
     pub connect_timeout: Duration,
-    /// First byte of the response; also the between-bytes timeout.
+    /// First byte of the response; also the between-bytes timeout, and how long the whole
+    /// body may take after the headers.
     pub first_byte_timeout: Duration,
-    /// The largest response body read; `None`: the body is not read at all (only the
-    /// status matters), and its size or pace can fail nothing.
+    /// The largest response body read; `None`: only the status matters (the body is
+    /// read, up to 64 KiB, so that the connection can be reused, and its size, pace or
+    /// failure fail nothing).
     pub max_response: Option<usize>,
 }
 
@@ -91,8 +94,8 @@ pub fn send(call: &Call<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
     call_with(call, Some(MAX_RESPONSE))
 }
 
-/// Sends `call` and returns its status alone: the response body is never read, so a
-/// large or slow one cannot turn an answered call into a failure.
+/// Sends `call` and returns its status alone: nothing about the response body (its size,
+/// pace or failure) can turn an answered call into a failure.
 ///
 /// # Errors
 /// As [`send`], but for the body.
@@ -257,57 +260,73 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
             }
         })?;
     let status = response.status();
-    let Some(max_response) = call.max_response else {
-        return Ok((status, Vec::new()));
-    };
-
     let body = response
         .consume()
         .map_err(|()| anyhow::anyhow!("the response body was already taken"))?;
     let stream = body
         .stream()
         .map_err(|()| anyhow::anyhow!("the response body stream was already taken"))?;
-    // The whole body within the first-byte timeout again: the between-bytes timeout alone
-    // would let a server dripping a byte at a time hold the call for as long as it likes.
-    // (A read blocks at most the between-bytes timeout, so this bounds the body at twice
-    // the first-byte timeout.)
-    let body_deadline = Instant::now() + call.first_byte_timeout;
-    let mut last_chunk = Instant::now();
+    match (read_body(&stream, call), call.max_response) {
+        (Ok(bytes), _) => Ok((status, bytes)),
+        // Only the status matters: the body was read so that the connection can serve
+        // another call, and nothing about it fails the call.
+        (Err(_ignored), None) => Ok((status, Vec::new())),
+        (Err(e), Some(_)) => Err(e),
+    }
+}
+
+/// Reads a response body: at most `call.max_response` bytes (64 KiB when only the status
+/// matters), all of it within the first-byte timeout after the headers. The between-bytes
+/// timeout alone would let a server dripping a byte at a time hold the call for as long
+/// as it likes; the deadline is checked only when a read would wait, so a body that is
+/// all there is never failed by it (a wait lasts at most the between-bytes timeout: the
+/// body takes at most twice the first-byte timeout).
+fn read_body(
+    stream: &wasi::io::streams::InputStream,
+    call: &Request<'_>,
+) -> anyhow::Result<Vec<u8>> {
+    let max = call.max_response.unwrap_or(MAX_RESPONSE);
+    let timeout = call.first_byte_timeout;
+    let deadline = Instant::now() + timeout;
+    let mut waited_from = Instant::now();
     let mut bytes = Vec::new();
     loop {
-        match stream.blocking_read(16 * 1024) {
-            Ok(chunk) => {
-                last_chunk = Instant::now();
-                bytes.extend_from_slice(&chunk);
-                if bytes.len() > max_response {
-                    bail!("the response body is larger than {max_response} bytes");
-                }
-                if last_chunk > body_deadline {
+        match stream.read(16 * 1024) {
+            Ok(chunk) if chunk.is_empty() => {
+                if Instant::now() > deadline {
                     return Err(anyhow::Error::new(TimedOut(format!(
                         "the response body took longer than {} ms",
-                        call.first_byte_timeout.as_millis()
+                        timeout.as_millis()
                     ))));
                 }
+                stream.subscribe().block();
             }
-            Err(wasi::io::streams::StreamError::Closed) => break,
+            Ok(chunk) => {
+                waited_from = Instant::now();
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() > max {
+                    bail!("the response body is larger than {max} bytes");
+                }
+            }
+            Err(wasi::io::streams::StreamError::Closed) => return Ok(bytes),
             // A stall between bytes is the timeout it is, not a broken answer. Hosts do not
-            // all say so (`http-error-code` of a body's error is empty on wasmtime 48's),
-            // but the wait does: the host's timer starts after the last chunk came.
+            // all say so (`http-error-code` of a body's error is empty on wasmtime 48), but
+            // the wait does. Hosts start their timer at slightly different moments (after
+            // the last chunk, or when it was handed over): a tenth of slack covers that.
             Err(wasi::io::streams::StreamError::LastOperationFailed(e)) => {
                 use wasi::http::types::{ErrorCode as Code, http_error_code};
                 let said = matches!(
                     http_error_code(&e),
                     Some(Code::ConnectionReadTimeout | Code::HttpResponseTimeout)
                 );
-                if said || last_chunk.elapsed() >= call.first_byte_timeout {
+                if said || waited_from.elapsed() >= timeout * 9 / 10 {
                     return Err(anyhow::Error::new(TimedOut(format!(
                         "no more of the response body within {} ms",
-                        call.first_byte_timeout.as_millis()
+                        timeout.as_millis()
                     ))));
                 }
                 bail!("reading the response body: {}", e.to_debug_string())
             }
         }
     }
-    Ok((status, bytes))
 }

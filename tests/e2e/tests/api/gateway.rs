@@ -1412,10 +1412,11 @@ async fn the_client_refuses_an_answer_signed_by_a_key_outside_the_jwks() {
 
 #[tokio::test]
 async fn the_client_keeps_the_gateways_clock_after_a_backend_slower_than_the_window() {
-    // Review finding: the client took the gateway's clock as the answer's time minus when
-    // the answer arrived, though the answer is timed before the backend call. After a
-    // backend slower than the window, every later command was dated too early (stale),
-    // and a stale answer, unsigned, never corrected it.
+    // Review finding: the answer was timed at admission, before the backend call, and the
+    // client takes the gateway's clock as the answer's time minus when it arrived. After
+    // a backend slower than the window, every later command was dated too early (stale),
+    // and a stale answer, unsigned, never corrected it. Now the answer is timed when it
+    // is signed.
     let app = several_devices()
         .backend_stub()
         .variable("command_freshness_window_seconds", "1")

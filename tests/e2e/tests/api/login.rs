@@ -271,7 +271,7 @@ async fn a_failing_or_slow_webhook_marks_the_challenge_delivery_failed() {
 }
 
 #[tokio::test]
-async fn a_webhook_that_answers_2xx_has_sent_the_mail_however_its_body_comes() {
+async fn a_webhook_that_answers_2xx_has_sent_the_mail_even_if_its_body_stalls() {
     // Review finding: the body was read (and thrown away) under the timeouts and a 64 KiB
     // cap, so a 2xx whose body stalled marked the challenge delivery_failed, and a
     // delivery_failed challenge holds back no resend.
