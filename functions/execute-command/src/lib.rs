@@ -11,13 +11,13 @@ use edge_auth_domain::gateway::execute::{
 };
 use edge_auth_domain::gateway::settings::MAX_PAYLOAD_LIMIT;
 use edge_auth_spin::backend::HttpBackend;
+use edge_auth_spin::clock::Since;
 use edge_auth_spin::command_gate::{RedisCommandGate, count_command};
 use edge_auth_spin::gateway::gateway_settings;
 use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::public_errors;
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
-use edge_auth_spin::sse::Since;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
@@ -59,7 +59,7 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
             backend: &backend,
             sessions: &store,
             settings: &settings,
-            clock: &Since(std::time::Instant::now()),
+            clock: &Since::now(),
         };
         let executed = execute_command(&gateway, &client, &command).map_err(fail)?;
         if let Some(cause) = &executed.cause {

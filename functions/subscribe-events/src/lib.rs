@@ -15,13 +15,14 @@ use edge_auth_domain::gateway::settings::GatewayKey;
 use edge_auth_domain::push::ports::{EndReason, Position, PushStore};
 use edge_auth_domain::push::stream::{self, StreamEnd, Subscription};
 use edge_auth_domain::random::OsRandom;
+use edge_auth_spin::clock::Since;
 use edge_auth_spin::command_gate::{RedisCommandGate, count_command};
 use edge_auth_spin::gateway::gateway_settings;
 use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::public_errors;
 use edge_auth_spin::push_store::{RedisPushStore, push_settings};
 use edge_auth_spin::redis::SpinRedis;
-use edge_auth_spin::sse::{Live, Since, SseWriter};
+use edge_auth_spin::sse::{Live, SseWriter};
 use serde::Deserialize;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
@@ -147,7 +148,7 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
             Admission::Admitted { user_id, .. } => user_id,
         };
         // The stream's clock starts with its place (claimed by the admission).
-        let since = Since(std::time::Instant::now());
+        let since = Since::now();
         // The stream waits in `XREAD BLOCK`, which only RESP can do (the gate may have
         // run on REST): with RESP as the transport this is the same connection.
         let store = match SpinRedis::connect_resp() {

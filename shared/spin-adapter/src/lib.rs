@@ -16,11 +16,13 @@
 //!   outgoing calls carry.
 //! - [`http`]: the one handler idiom every function uses ([`http::serve`]: route, checks,
 //!   typed call, answer, deferred work); [`public_errors`]: the error table.
-//! - [`sse`]: the push stream as Server-Sent Events on a streamed body.
+//! - [`sse`]: the push stream as Server-Sent Events on a streamed body; [`clock`]: the
+//!   monotonic clock the stream and the gateway time themselves by.
 //! - [`internal`]: what the internal routes share (revoke body, block context, session
 //!   records as JSON).
 
 pub mod backend;
+pub mod clock;
 pub mod command_gate;
 pub mod config;
 pub mod gateway;

@@ -106,13 +106,3 @@ impl Subscriber for SseWriter<'_, '_> {
         self.write(b": heartbeat\n\n")
     }
 }
-
-/// The stream's clock: the WASI monotonic clock since the stream opened.
-#[derive(Debug, Clone, Copy)]
-pub struct Since(pub std::time::Instant);
-
-impl Elapsed for Since {
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-}
