@@ -944,14 +944,18 @@ fn invalid_request(message: impl Into<String>) -> PublicError {
 }
 
 /// Percent-decodes (`+` stays `+`); invalid escapes stay as written.
+///
+/// Works on bytes: a query may carry raw UTF-8 (Spin passes it on as sent), and an escape
+/// cut short by a multi-byte character is simply not an escape.
 fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && i + 3 <= bytes.len()
-            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+            && let Some(b) = bytes
+                .get(i + 1..i + 3)
+                .and_then(|pair| Some((hex_digit(pair[0])? << 4) | hex_digit(pair[1])?))
         {
             out.push(b);
             i += 3;
@@ -961,6 +965,13 @@ fn decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of one hexadecimal digit (`u8::from_str_radix` would also take a sign).
+fn hex_digit(byte: u8) -> Option<u8> {
+    char::from(byte)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 fn query_pairs(path_with_query: &str) -> Vec<(String, String)> {
@@ -1004,6 +1015,23 @@ mod tests {
                 ("cursor".into(), "0001|s_a".into()),
                 ("limit".into(), "5".into()),
                 ("flag".into(), String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cut_short_or_signed_escape_stays_as_written_and_raw_utf8_passes() {
+        let pairs =
+            query_pairs("/x?a=%a\u{20ac}&b=%\u{20ac}&c=%+1&d=%4&e=caf\u{e9}%21&f=%F0%9F%94%91");
+        assert_eq!(
+            pairs,
+            vec![
+                ("a".into(), "%a\u{20ac}".into()),
+                ("b".into(), "%\u{20ac}".into()),
+                ("c".into(), "%+1".into()),
+                ("d".into(), "%4".into()),
+                ("e".into(), "caf\u{e9}!".into()),
+                ("f".into(), "\u{1f511}".into()),
             ]
         );
     }

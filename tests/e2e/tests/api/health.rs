@@ -69,3 +69,45 @@ async fn health_refuses_other_methods_with_a_json_405() {
     assert_eq!(response.header("allow"), Some("GET"));
     assert_eq!(response.body["error"]["code"], "method_not_allowed");
 }
+
+/// One HTTP/1.1 request written as raw bytes (clients escape non-ASCII; scripts do not
+/// always): the answer's status code and whether it had a body.
+async fn raw_get(app: &edge_auth_tests::TestApp, target: &[u8]) -> (u16, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr())
+        .await
+        .expect("connects");
+    let mut request = b"GET ".to_vec();
+    request.extend_from_slice(target);
+    request.extend_from_slice(b" HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    stream.write_all(&request).await.expect("request written");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("answer read");
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .is_some_and(|(_, body)| !body.is_empty());
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_request_target_with_raw_non_ascii_bytes_is_refused_before_routing_as_spin_does() {
+    let app = spawn_app().await;
+
+    let in_query = raw_get(&app, "/api/v1/health?x=%a\u{20ac}".as_bytes()).await;
+    let in_path = raw_get(&app, "/api/v1/internal/sessions/caf\u{e9}".as_bytes()).await;
+    let escaped = raw_get(&app, b"/api/v1/health?x=%a%E2%82%AC&y=%zz").await;
+
+    assert_eq!(
+        in_query,
+        (400, false),
+        "Spin 4.0.2's parser refuses it, bare"
+    );
+    assert_eq!(in_path, (400, false));
+    assert_eq!(escaped, (200, true), "escaped, and a stray %, are read");
+}
