@@ -1,9 +1,11 @@
 //! The client address of a request, as the per-client budgets key it.
 //!
 //! The TCP peer is the client unless it is one of the `trusted_proxies`: then the client
-//! is the right-most hop of `Forwarded` (RFC 7239, preferred when present) or
-//! `X-Forwarded-For` that is not itself a trusted proxy. Hops to the left of it were
-//! written by the client and are never believed. A hop that cannot be read (obfuscated,
+//! is the right-most hop of the one header the proxies maintain (`trusted_proxy_header`:
+//! `X-Forwarded-For` by default, or RFC 7239 `Forwarded`) that is not itself a trusted
+//! proxy. Hops to the left of it were written by the client and are never believed. The
+//! other header is never read: a proxy passes on, untouched, a header it does not
+//! maintain, so a client could name its own address in it. A hop that cannot be read (obfuscated,
 //! `unknown`, garbage) ends the walk: the nearest trusted proxy to its right stands in
 //! for the client, so a proxy chain that hides its clients shares one budget instead of
 //! letting a client pick its own.
@@ -57,12 +59,23 @@ pub enum ClientPolicyError {
     },
     #[error("client_ipv6_prefix must be a whole number from 32 to 128, got {0:?}")]
     Ipv6Prefix(String),
+    #[error("trusted_proxy_header must be x-forwarded-for or forwarded, got {0:?}")]
+    ProxyHeader(String),
+}
+
+/// The header trusted proxies write the client into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProxyHeader {
+    #[default]
+    XForwardedFor,
+    Forwarded,
 }
 
 /// How client addresses are found and keyed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientPolicy {
     trusted_proxies: Vec<IpNet>,
+    header: ProxyHeader,
     ipv6_prefix: u8,
 }
 
@@ -70,13 +83,15 @@ impl Default for ClientPolicy {
     fn default() -> Self {
         Self {
             trusted_proxies: Vec::new(),
+            header: ProxyHeader::default(),
             ipv6_prefix: 64,
         }
     }
 }
 
 impl ClientPolicy {
-    /// Reads `trusted_proxies` (default none) and `client_ipv6_prefix` (default 64).
+    /// Reads `trusted_proxies` (default none), `trusted_proxy_header` (default
+    /// `x-forwarded-for`) and `client_ipv6_prefix` (default 64).
     ///
     /// # Errors
     /// A value that does not parse, naming the variable.
@@ -96,6 +111,13 @@ impl ClientPolicy {
                 };
                 policy.trusted_proxies.push(net);
             }
+        }
+        if let Some(raw) = get("trusted_proxy_header") {
+            policy.header = match raw.trim().to_ascii_lowercase().as_str() {
+                "x-forwarded-for" => ProxyHeader::XForwardedFor,
+                "forwarded" => ProxyHeader::Forwarded,
+                _ => return Err(ClientPolicyError::ProxyHeader(raw)),
+            };
         }
         if let Some(raw) = get("client_ipv6_prefix") {
             policy.ipv6_prefix = raw
@@ -120,17 +142,18 @@ impl ClientPolicy {
         if !self.trusted(peer) {
             return ClientAddr::Ip(peer);
         }
-        let reported: Vec<&str> = if hops.forwarded.is_empty() {
-            hops.x_forwarded_for
+        let reported: Vec<&str> = match self.header {
+            ProxyHeader::XForwardedFor => hops
+                .x_forwarded_for
                 .iter()
                 .flat_map(|v| v.split(','))
-                .collect()
-        } else {
-            hops.forwarded
+                .collect(),
+            ProxyHeader::Forwarded => hops
+                .forwarded
                 .iter()
                 .flat_map(|v| v.split(','))
                 .map(forwarded_for)
-                .collect()
+                .collect(),
         };
         let mut nearest_trusted = peer;
         for hop in reported.iter().rev() {
@@ -191,10 +214,16 @@ mod tests {
     use super::*;
 
     fn policy(trusted: &str, prefix: Option<&str>) -> ClientPolicy {
+        policy_reading(trusted, None, prefix)
+    }
+
+    fn policy_reading(trusted: &str, header: Option<&str>, prefix: Option<&str>) -> ClientPolicy {
         let trusted = trusted.to_string();
+        let header = header.map(str::to_string);
         let prefix = prefix.map(str::to_string);
         ClientPolicy::from_settings(move |name| match name {
             "trusted_proxies" => Some(trusted.clone()),
+            "trusted_proxy_header" => header.clone(),
             "client_ipv6_prefix" => prefix.clone(),
             _ => None,
         })
@@ -232,20 +261,36 @@ mod tests {
             &["6.6.6.6, 198.51.100.9", "192.168.1.1"],
         );
         assert_eq!(p.resolve(&request), ip("198.51.100.9"));
-        // Forwarded wins over X-Forwarded-For.
+    }
+
+    #[test]
+    fn only_the_header_the_proxies_maintain_is_read() {
+        // The proxy appends to X-Forwarded-For and passes the client's own Forwarded on.
         let request = hops(
             "10.0.0.2:443",
             &[r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https"#],
             &["198.51.100.9"],
         );
-        assert_eq!(p.resolve(&request), ip("2001:db8:cafe::17"));
+        let by_default = policy("10.0.0.0/8", None);
+        assert_eq!(by_default.resolve(&request), ip("198.51.100.9"));
+        let forwarded = policy_reading("10.0.0.0/8", Some("Forwarded"), None);
+        assert_eq!(forwarded.resolve(&request), ip("2001:db8:cafe::17"));
+        // A proxy that writes Forwarded and no X-Forwarded-For: the client's own
+        // X-Forwarded-For is not read.
+        let request = hops("10.0.0.2:443", &["for=198.51.100.9"], &["6.6.6.6"]);
+        assert_eq!(forwarded.resolve(&request), ip("198.51.100.9"));
+        let without = hops("10.0.0.2:443", &[], &["6.6.6.6"]);
+        assert_eq!(forwarded.resolve(&without), ip("10.0.0.2"));
     }
 
     #[test]
     fn an_unreadable_hop_leaves_the_nearest_trusted_proxy_as_the_client() {
         let p = policy("10.0.0.0/8", None);
-        let request = hops("10.0.0.2:443", &["for=unknown, for=10.0.0.9"], &[]);
+        let request = hops("10.0.0.2:443", &[], &["unknown, 10.0.0.9"]);
         assert_eq!(p.resolve(&request), ip("10.0.0.9"));
+        let forwarded = policy_reading("10.0.0.0/8", Some("forwarded"), None);
+        let request = hops("10.0.0.2:443", &["for=_hidden, for=10.0.0.9"], &[]);
+        assert_eq!(forwarded.resolve(&request), ip("10.0.0.9"));
         let request = hops("10.0.0.2:443", &[], &[]);
         assert_eq!(p.resolve(&request), ip("10.0.0.2"));
     }
@@ -268,6 +313,7 @@ mod tests {
     fn bad_settings_are_refused_with_the_variable_named() {
         for (name, value) in [
             ("trusted_proxies", "10.0.0.0/8, proxy.example"),
+            ("trusted_proxy_header", "x-real-ip"),
             ("client_ipv6_prefix", "16"),
             ("client_ipv6_prefix", "sixty-four"),
         ] {

@@ -8,7 +8,7 @@ use edge_auth_domain::gateway::settings::GatewaySettings;
 use crate::settings::optional;
 
 /// Every variable the gateway settings read; a component declares the ones it needs.
-const NAMES: [&str; 17] = [
+const NAMES: [&str; 18] = [
     "gateway_signing_key",
     "gateway_key_id",
     "gateway_next_public_key",
@@ -25,6 +25,7 @@ const NAMES: [&str; 17] = [
     "backend_connect_timeout_ms",
     "backend_first_byte_timeout_ms",
     "trusted_proxies",
+    "trusted_proxy_header",
     "client_ipv6_prefix",
 ];
 

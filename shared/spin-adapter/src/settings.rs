@@ -8,7 +8,7 @@ use edge_auth_domain::login::settings::LoginSettings;
 use spin_sdk::variables::{self, Error};
 
 /// Every variable the login settings read; a component declares the ones it needs.
-const NAMES: [&str; 17] = [
+const NAMES: [&str; 18] = [
     "code_hmac_key",
     "code_hmac_previous_key",
     "address_tag_key",
@@ -23,6 +23,7 @@ const NAMES: [&str; 17] = [
     "failed_confirm_cap",
     "failed_confirm_lockout_seconds",
     "trusted_proxies",
+    "trusted_proxy_header",
     "client_ipv6_prefix",
     "session_lifetime_seconds",
     "session_idle_timeout_seconds",

@@ -1043,10 +1043,15 @@ async fn consecutive_wrong_codes_across_challenges_lock_the_address_until_unbloc
 
 /// `send-email-code` as a proxy would forward it: `X-Forwarded-For: <xff>`.
 async fn send_via(app: &TestApp, email: &str, xff: &str) -> ApiResponse {
+    send_with_header(app, email, "x-forwarded-for", xff).await
+}
+
+/// `send-email-code` with one more header.
+async fn send_with_header(app: &TestApp, email: &str, name: &str, value: &str) -> ApiResponse {
     let response = app
         .client
         .post(format!("{}{SEND}", app.address))
-        .header("x-forwarded-for", xff)
+        .header(name, value)
         .json(&json!({ "email": email }))
         .send()
         .await
@@ -1067,6 +1072,53 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
     }
     let third = send_via(&app, "p3@example.com", "203.0.113.3").await;
     assert_eq!(third.error(), (429, "rate_limited".into()));
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_a_client_cannot_pick_its_budget_with_a_header_the_proxy_passes_on()
+{
+    // A proxy like ingress-nginx maintains X-Forwarded-For and forwards a client's own
+    // Forwarded header untouched: by default only X-Forwarded-For is read.
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "2/60")
+        .variable("trusted_proxies", "127.0.0.1")
+        .spawn()
+        .await;
+    for i in 1..=2 {
+        let spoofed = format!("for=203.0.113.{i}");
+        let answer =
+            send_with_header(&app, &format!("f{i}@example.com"), "forwarded", &spoofed).await;
+        assert_eq!(answer.status(), 200);
+    }
+    let third = send_with_header(&app, "f3@example.com", "forwarded", "for=203.0.113.3").await;
+    assert_eq!(
+        third.error(),
+        (429, "rate_limited".into()),
+        "one client: the proxy"
+    );
+
+    // A proxy that writes Forwarded is named so; X-Forwarded-For is then not read.
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "1/60")
+        .variable("trusted_proxies", "127.0.0.1")
+        .variable("trusted_proxy_header", "forwarded")
+        .spawn()
+        .await;
+    let first = send_with_header(&app, "g1@example.com", "forwarded", "for=203.0.113.1").await;
+    let other = send_with_header(&app, "g2@example.com", "forwarded", "for=203.0.113.2").await;
+    assert_eq!((first.status(), other.status()), (200, 200), "two clients");
+    let spoofed = send_via(&app, "g3@example.com", "203.0.113.3").await;
+    let again = send_via(&app, "g4@example.com", "203.0.113.4").await;
+    assert_eq!(
+        spoofed.status(),
+        200,
+        "no Forwarded: the proxy itself, a new budget"
+    );
+    assert_eq!(
+        again.error(),
+        (429, "rate_limited".into()),
+        "X-Forwarded-For is not read"
+    );
 }
 
 #[tokio::test]
