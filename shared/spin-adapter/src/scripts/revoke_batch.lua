@@ -52,13 +52,18 @@ end
 if foreign and more == 0 and tonumber(ARGV[14]) + theirs == 0 then
   return {'user_not_found'}
 end
-if more == 0 and (not foreign or tonumber(ARGV[9]) + revoked > 0) then
+-- Every batch that revoked something audits what it revoked, in the script that did it,
+-- so a call that stops between batches (an error, an instance ended) leaves no revocation
+-- unaudited; the last batch of a call that revoked nothing audits the call (not on an
+-- address that is not the user's).
+local total = tonumber(ARGV[9]) + revoked
+if revoked > 0 or (more == 0 and total == 0 and not foreign) then
   local user_id = ARGV[8]
   if user_id == '' then
     user_id = redis.call('GET', KEYS[2]) or ''
   end
   append(KEYS[5], ARGV[11], ARGV[12], 'action', ARGV[10], 'user_id', user_id,
-    'revoked_count', tonumber(ARGV[9]) + revoked, 'reason_code', ARGV[1],
+    'revoked_count', revoked, 'reason_code', ARGV[1],
     'actor', ARGV[2], 'at', now)
 end
 return {'ok', revoked, more, bound, last, theirs}

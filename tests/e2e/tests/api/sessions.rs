@@ -1406,3 +1406,28 @@ async fn ten_thousand_sessions_page_exactly_once_and_revoke_all_reports_them() {
     assert_eq!(active_count(&app, "max@example.com"), 0);
     projections_agree(&app, "max@example.com");
 }
+
+#[tokio::test]
+async fn a_revoke_all_in_several_batches_audits_each_batch_as_it_revokes() {
+    let app = spawn_quick().spawn().await;
+    let seed_session = app.login("batch@example.com", &device_key(1)).await;
+    let user = session_user(&app, &seed_session).await;
+    seed_sessions(&app, "batch@example.com", &user, 1_700_000_000_000, 1_199);
+
+    let revoked = app.revoke_all(&user, &reason("password_reset")).await;
+    assert_eq!(revoked.body, json!({ "revoked_count": 1_200 }));
+
+    // Each batch's count stands in the record its script wrote, so a call that stopped
+    // after a batch would still have audited what it revoked.
+    let page = app.audit(&format!("user_id={user}")).await;
+    assert_eq!(page.status(), 200, "{:?}", page.body);
+    let mut counts: Vec<u64> = page.body["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["action"] == "revoke_all")
+        .map(|r| r["revoked_count"].as_u64().expect("count"))
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, vec![200, 500, 500]);
+}
