@@ -42,6 +42,7 @@
 //! | `ea:{ea:c<0-f>}:rl:command:client:<client>` | string | GCRA time of a client's command budget (a client budget like the login routes') |
 //! | `ea:{x:<h>}:profile` | string | the example backend's profile of a user (`<h>` as for `tags`); not the gateway's data |
 //! | `ea:{u:<h>}:tags` | set | address tags an external directory's user has logged in with (`<h>`: first 16 hex digits of SHA-256 of the user id, so any id makes a clean hash tag); written before a session is created under a tag |
+//! | `ea:{u:<h>}:blocking` | string, TTL 180 s | the user's block fence: set (with a read of `:tags`) by a block of the user, cleared by an unblock; a confirm that indexes an address while it stands is refused |
 
 use edge_auth_domain::ids::AddressTag;
 use edge_auth_domain::login::settings::MAX_SESSION_LIFETIME_SECONDS;
@@ -122,6 +123,16 @@ fn user_hash(user_id: &str) -> String {
 pub fn user_index(user_id: &str) -> String {
     format!("ea:{{u:{}}}:tags", user_hash(user_id))
 }
+
+/// The block fence of an external directory's user: stands while a block of the user is
+/// under way ([`USER_BLOCK_FENCE_MS`]), beside [`user_index`] in the user's slot.
+pub fn user_block_fence(user_id: &str) -> String {
+    format!("ea:{{u:{}}}:blocking", user_hash(user_id))
+}
+
+/// How long a block fence stands: longer than a confirm can take from the directory's
+/// answer to indexing the address (two directory calls of at most 60 s each).
+pub const USER_BLOCK_FENCE_MS: u64 = 180_000;
 
 /// The example backend's profile of a user (the backend is a demo of a team's service;
 /// its one key lives here so the layout has one owner).

@@ -140,12 +140,16 @@ impl LoginStore for RedisLoginStore {
         Ok(())
     }
 
-    fn index_user(&self, user_id: &str, tag: AddressTag) -> anyhow::Result<()> {
-        self.redis.command(
-            "SADD",
-            &[keys::user_index(user_id).into(), tag.to_hex().into()],
-        )?;
-        Ok(())
+    fn index_user(&self, user_id: &str, tag: AddressTag) -> anyhow::Result<bool> {
+        let mut reply = Reply::new(
+            "index_user",
+            self.redis.run(
+                &scripts::INDEX_USER,
+                &[keys::user_index(user_id), keys::user_block_fence(user_id)],
+                &[tag.to_hex().into()],
+            )?,
+        );
+        Ok(reply.int()? == 1)
     }
 
     fn confirm(&self, a: &ConfirmAttempt) -> anyhow::Result<ConfirmOutcome> {

@@ -120,6 +120,18 @@ fn audit_record(id: String, mut fields: HashMap<String, String>) -> anyhow::Resu
 }
 
 /// The stream arguments of the scripts that may end expired sessions as they read.
+/// The address tags of a user index reply (`SMEMBERS`, or a script returning it).
+fn address_tags(mut reply: Reply) -> anyhow::Result<Vec<AddressTag>> {
+    reply
+        .rest()?
+        .into_iter()
+        .map(|hex| {
+            AddressTag::parse_hex(&hex)
+                .with_context(|| format!("bad address tag {hex:?} in the user index"))
+        })
+        .collect()
+}
+
 fn stream_args() -> Vec<Arg> {
     vec![
         keys::LIFECYCLE_TTL_MS.into(),
@@ -178,19 +190,32 @@ impl SessionStore for RedisSessionStore {
     }
 
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
-        let mut reply = Reply::new(
+        let reply = Reply::new(
             "SMEMBERS user index",
             self.redis
                 .command("SMEMBERS", &[keys::user_index(user.as_str()).into()])?,
         );
-        reply
-            .rest()?
-            .into_iter()
-            .map(|hex| {
-                AddressTag::parse_hex(&hex)
-                    .with_context(|| format!("bad address tag {hex:?} in the user index"))
-            })
-            .collect()
+        address_tags(reply)
+    }
+
+    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<Vec<AddressTag>> {
+        let ttl = if blocking {
+            keys::USER_BLOCK_FENCE_MS
+        } else {
+            0
+        };
+        let reply = Reply::new(
+            "fence_user",
+            self.redis.run(
+                &scripts::FENCE_USER,
+                &[
+                    keys::user_index(user.as_str()),
+                    keys::user_block_fence(user.as_str()),
+                ],
+                &[ttl.into()],
+            )?,
+        );
+        address_tags(reply)
     }
 
     fn list(

@@ -27,6 +27,11 @@ struct State {
     failing_reads: AtomicU32,
     failing_creates: AtomicU32,
     next_id: AtomicU32,
+    /// The next read answers as the directory stood when it arrived, but only once
+    /// released: a directory answer that is already stale when it reaches the caller.
+    hold_next_read: std::sync::atomic::AtomicBool,
+    held_reads: AtomicU32,
+    release: tokio::sync::Notify,
 }
 
 /// The stub user service, serving until the runtime ends.
@@ -107,6 +112,22 @@ impl UserServiceStub {
     }
 
     /// The user id of an address, if created.
+    /// Holds the next `GET /users/by-email`: its answer is taken when it arrives and sent
+    /// when [`UserServiceStub::release_held_read`] is called.
+    pub fn hold_next_read(&self) {
+        self.state.hold_next_read.store(true, Ordering::SeqCst);
+    }
+
+    /// How many reads have been held so far.
+    pub fn held_reads(&self) -> u32 {
+        self.state.held_reads.load(Ordering::SeqCst)
+    }
+
+    /// Sends the held read's answer.
+    pub fn release_held_read(&self) {
+        self.state.release.notify_one();
+    }
+
     pub fn user_of(&self, email: &str) -> Option<String> {
         lock(&self.state.users).get(email).cloned()
     }
@@ -172,10 +193,15 @@ async fn handle(
             }
             let email = decode(query.strip_prefix("email=").unwrap_or_default());
             let found = lock(&state.users).get(&email).cloned();
-            match found {
+            let answer = match found {
                 Some(id) => respond(200, user(&email, &id)),
                 None => respond(404, json!({})),
+            };
+            if state.hold_next_read.swap(false, Ordering::SeqCst) {
+                state.held_reads.fetch_add(1, Ordering::SeqCst);
+                state.release.notified().await;
             }
+            answer
         }
         ("POST", None) if path_and_query == "/users" => {
             if take_failure(&state.failing_creates) {

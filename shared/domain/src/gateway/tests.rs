@@ -35,6 +35,9 @@ impl SessionStore for NoSessions {
     fn locate_user(&self, _: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
         anyhow::bail!("not used")
     }
+    fn fence_user(&self, _: &UserRef, _: bool) -> anyhow::Result<Vec<AddressTag>> {
+        anyhow::bail!("not used")
+    }
     fn list(
         &self,
         _: AddressTag,

@@ -179,8 +179,11 @@ pub fn confirm_email_code(
             return Err(ConfirmError::Blocked);
         }
         let user_id = checked_external_id(user.user_id)?;
-        // Index first: a session of the user never exists outside the index.
-        store.index_user(&user_id, tag)?;
+        // Index first: a session of the user never exists outside the index. A block of
+        // the user under way may postdate the directory's answer: refuse, as it will.
+        if !store.index_user(&user_id, tag)? {
+            return Err(ConfirmError::Blocked);
+        }
         attempt.user = UserChoice::External { user_id };
         outcome = store.confirm(&attempt)?;
     }

@@ -165,10 +165,13 @@ pub trait LoginStore {
 
     /// Records that the external directory's `user_id` logs in with the address `tag`
     /// (idempotent; the index only grows). Called before a session is created there.
+    /// `Ok(false)`: indexed, but a block of the user is under way
+    /// ([`SessionStore::fence_user`](crate::sessions::ports::SessionStore::fence_user)), so
+    /// the directory's answer may predate it: no session may be created.
     ///
     /// # Errors
     /// The store is unreachable.
-    fn index_user(&self, user_id: &str, tag: AddressTag) -> anyhow::Result<()>;
+    fn index_user(&self, user_id: &str, tag: AddressTag) -> anyhow::Result<bool>;
 
     /// Stores a challenge unless the address is within its resend interval with a newest
     /// challenge that can still be confirmed; makes it the address's newest challenge.

@@ -1,7 +1,7 @@
 //! Use-case tests against an in-memory store: what each use case asks of its ports,
 //! in which order, and what it never asks.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 use crate::challenge::ChallengeState;
@@ -23,6 +23,8 @@ struct FakeStore {
     created: RefCell<Vec<NewChallenge>>,
     attempts: RefCell<Vec<ConfirmAttempt>>,
     deliveries: RefCell<Vec<ChallengeState>>,
+    /// A block of the user is under way (the index answers so).
+    fenced: Cell<bool>,
 }
 
 impl LoginStore for FakeStore {
@@ -54,9 +56,9 @@ impl LoginStore for FakeStore {
         self.deliveries.borrow_mut().push(state);
         Ok(())
     }
-    fn index_user(&self, user_id: &str, _: AddressTag) -> anyhow::Result<()> {
+    fn index_user(&self, user_id: &str, _: AddressTag) -> anyhow::Result<bool> {
         self.calls.borrow_mut().push(format!("index:{user_id}"));
-        Ok(())
+        Ok(!self.fenced.get())
     }
     fn confirm(&self, a: &ConfirmAttempt) -> anyhow::Result<ConfirmOutcome> {
         self.calls.borrow_mut().push("confirm".into());
@@ -365,4 +367,38 @@ fn a_blocked_external_user_stops_before_the_second_confirm() {
     assert!(matches!(err, ConfirmError::Blocked));
     assert_eq!(store.attempts.borrow().len(), 1);
     assert_eq!(*users.created.borrow(), 0);
+}
+
+#[test]
+fn a_first_login_that_indexes_its_address_while_the_user_is_being_blocked_is_refused() {
+    // The directory's "not blocked" may predate a block under way: its fence decides.
+    let store = FakeStore::default();
+    store.fenced.set(true);
+    store
+        .confirms
+        .borrow_mut()
+        .push_back(ConfirmOutcome::NeedUser {
+            email: EmailAddress::parse("e@example.com").expect("valid"),
+        });
+    let users = FakeDirectory {
+        existing: Some(DirectoryUser {
+            user_id: "ext-9".into(),
+            blocked: false,
+        }),
+        created: RefCell::new(0),
+    };
+    let err = confirm_email_code(
+        &settings(),
+        &store,
+        Directory::External(&users),
+        &OsRandom,
+        &confirm_request(CHALLENGE, "123456", &device_key()),
+    )
+    .expect_err("blocked");
+    assert!(matches!(err, ConfirmError::Blocked));
+    assert_eq!(store.attempts.borrow().len(), 1, "no session was created");
+    assert_eq!(
+        store.calls.borrow().last().map(String::as_str),
+        Some("index:ext-9")
+    );
 }

@@ -95,6 +95,16 @@ pub trait SessionStore {
     /// As [`SessionStore::get`].
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>>;
 
+    /// Raises (`blocking`) or lowers the block fence of an external directory's user and,
+    /// in the same atomic step, reads the addresses the index holds. While the fence
+    /// stands (a few minutes), a confirm that indexes an address for the user is refused
+    /// ([`LoginStore::index_user`](crate::login::ports::LoginStore::index_user)): so a
+    /// block sees every address a racing first login could create a session at.
+    ///
+    /// # Errors
+    /// As [`SessionStore::get`].
+    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<Vec<AddressTag>>;
+
     /// A page of a user's sessions at `tag`, oldest first (`None`: no such user at
     /// `tag`). Only the user's own records: with an external directory an address can
     /// pass to another user, and the sessions of its previous user live on in its sets.

@@ -68,6 +68,10 @@ struct MemoryStore {
     next_session: Cell<u128>,
     /// Logins that land while a revoke-all runs: one after each batch, at that address.
     logins_between_batches: RefCell<VecDeque<AddressTag>>,
+    /// First logins of a directory user at a new address that asked the directory before
+    /// a block changed it: they index their address (and sign in) just before the block
+    /// raises its fence.
+    logins_before_fence: RefCell<Vec<(String, AddressTag)>>,
     /// Every port call, in order, e.g. `list:0101010101010101:-`.
     calls: RefCell<Vec<String>>,
     batches: RefCell<Vec<BatchCall>>,
@@ -81,6 +85,7 @@ impl MemoryStore {
             index: RefCell::default(),
             next_session: Cell::new(1),
             logins_between_batches: RefCell::default(),
+            logins_before_fence: RefCell::default(),
             calls: RefCell::default(),
             batches: RefCell::default(),
         }
@@ -234,6 +239,20 @@ impl SessionStore for MemoryStore {
                 .find(|s| s.device_session_id == *id)
                 .cloned()
         }))
+    }
+
+    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<Vec<AddressTag>> {
+        self.record(format!("fence:{}:{blocking}", user.as_str()));
+        for (login_user, tag) in self.logins_before_fence.take() {
+            self.index_user(&login_user, tag);
+            self.login(tag, &login_user);
+        }
+        Ok(self
+            .index
+            .borrow()
+            .get(user.as_str())
+            .cloned()
+            .unwrap_or_default())
     }
 
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
@@ -1714,4 +1733,58 @@ fn our_own_user_id_whose_address_is_someone_elses_is_not_found() {
     assert_user_not_found(list_sessions(&store, &user, None, None, None));
     assert_user_not_found(audit(&store, Some(&user), None, None));
     assert_user_not_found(list_sessions(&store, &own_user(tag(8)), None, None, None));
+}
+
+#[test]
+fn a_block_reaches_an_address_a_racing_first_login_indexed_after_the_block_looked() {
+    // Review finding: the directory said "not blocked" to a first login at a new address
+    // just before the block changed it, and the login indexed its address just after the
+    // block read the index: the session there lived on. The fence's read sees it.
+    let store = MemoryStore::new();
+    let key = server_key();
+    store.signed_in_at(DIRECTORY_USER, &[tag(1)]);
+    store
+        .logins_before_fence
+        .borrow_mut()
+        .push((DIRECTORY_USER.to_string(), tag(2)));
+    let directory = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+
+    let revoked = block(
+        &store,
+        Some(&directory),
+        &key,
+        &user_target(DIRECTORY_USER),
+        &reason(),
+        true,
+    )
+    .expect("blocked");
+
+    assert_eq!(revoked, 2, "the session at the new address too");
+    assert!(store.is_blocked(tag(1)) && store.is_blocked(tag(2)));
+    assert_eq!(store.count(tag(2), SessionStatus::Active), 0);
+    let calls = store.calls();
+    let fence = calls
+        .iter()
+        .position(|c| c == &format!("fence:{DIRECTORY_USER}:true"))
+        .expect("the block raised the fence");
+    assert!(
+        calls[..fence].iter().all(|c| !c.starts_with("block")),
+        "the fence stands before any address is flagged: {calls:?}"
+    );
+
+    unblock(
+        &store,
+        Some(&directory),
+        &key,
+        &user_target(DIRECTORY_USER),
+        &reason(),
+    )
+    .expect("unblocked");
+    assert!(
+        store
+            .calls()
+            .contains(&format!("fence:{DIRECTORY_USER}:false")),
+        "an unblock lowers the fence, so the user can log in at once"
+    );
+    assert!(!store.is_blocked(tag(2)));
 }

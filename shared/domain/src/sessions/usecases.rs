@@ -461,6 +461,32 @@ fn mirror_block(
     }
 }
 
+/// Raises (`blocking`) or lowers the block fence of the directory's user, if there is one
+/// (see [`SessionStore::fence_user`]), and adds the addresses its index holds by then to
+/// `sites`.
+///
+/// # Errors
+/// The store's failure.
+fn fenced(
+    store: &impl SessionStore,
+    mut sites: Vec<BlockSite>,
+    directory_user: Option<&str>,
+    blocking: bool,
+) -> Result<Vec<BlockSite>, SessionError> {
+    let Some(Ok(user)) = directory_user.map(UserRef::parse) else {
+        return Ok(sites);
+    };
+    for tag in store.fence_user(&user, blocking)? {
+        if !sites.iter().any(|site| site.tag == tag) {
+            sites.push(BlockSite {
+                tag,
+                user: Some(user.clone()),
+            });
+        }
+    }
+    Ok(sites)
+}
+
 /// `POST /users/block`: blocks (in Redis, and in the external directory if there is one),
 /// then (if asked) revokes every session. Returns the number revoked.
 ///
@@ -480,6 +506,9 @@ pub fn block(
     // One it knows is blocked there, so the call has found its user even when none of the
     // user's addresses here is still theirs (then nothing is left to do here).
     let mirrored = mirror_block(directory, user_id.as_deref(), true)?;
+    // A first login of the user at a new address may have asked the directory before the
+    // change above: the fence makes it either refused or indexed in time to be read here.
+    let sites = fenced(store, sites, user_id.as_deref(), true)?;
     // Block before revoking: from here on no confirm can create a session.
     let flagged = sites
         .iter()
@@ -525,6 +554,7 @@ pub fn unblock(
     let sites = block_sites(store, key, target, user_id.as_deref())?;
     // The directory first: a user it does not know is refused before anything changes.
     let mirrored = mirror_block(directory, user_id.as_deref(), false)?;
+    let sites = fenced(store, sites, user_id.as_deref(), false)?;
     match unblock_everywhere(store, &sites, reason, mirrored) {
         // The directory's user, none of whose addresses here is still theirs.
         Err(SessionError::UserNotFound) if mirrored => Ok(()),

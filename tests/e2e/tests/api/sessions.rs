@@ -829,6 +829,49 @@ async fn a_block_racing_logins_leaves_no_active_session_and_consistent_projectio
 }
 
 #[tokio::test]
+async fn a_block_that_lands_while_a_first_login_waits_on_the_directory_leaves_that_login_no_session()
+ {
+    // Review finding: the directory said "not blocked" to a first login at a new address,
+    // then the block changed the directory and read the user's addresses before the login
+    // indexed its own; the login's session lived on, unblocked.
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    app.login("ida@example.com", &device_key(1)).await;
+    let user = app.users.user_of("ida@example.com").expect("created");
+    app.users.link("ida.new@example.com", &user);
+    let challenge = app.new_challenge("ida.new@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+
+    app.users.hold_next_read();
+    let key = device_key(2);
+    let login = app.confirm_email_code(&challenge, &code, &key);
+    let block = async {
+        while app.users.held_reads() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let body = json!({ "user_id": user, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true });
+        let blocked = app.block(&body).await;
+        app.users.release_held_read();
+        blocked
+    };
+    let (login, blocked) = tokio::join!(login, block);
+
+    assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
+    assert_eq!(login.error(), (403, "blocked_by_policy".into()));
+    assert_eq!(active_count(&app, "ida.new@example.com"), 0);
+    assert_eq!(active_count(&app, "ida@example.com"), 0);
+
+    // An unblock lowers the fence at once: the user logs in at the new address.
+    let unblocked = app
+        .unblock(&json!({ "user_id": user, "reason_code": "support", "actor": "admin:tests" }))
+        .await;
+    assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
+    app.login("ida.new@example.com", &device_key(3)).await;
+}
+
+#[tokio::test]
 async fn a_directory_user_with_several_addresses_is_listed_revoked_and_blocked_everywhere() {
     // Finding 4: the user index was last-writer-wins, so revoke-all and block saw only
     // the address the user logged in with last.
