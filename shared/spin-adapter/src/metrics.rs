@@ -29,9 +29,10 @@
 //! that flush, in the stream's own shard.
 //!
 //! # Labels
-//! Every label value comes from a closed set or a validated code: message types are
-//! counted under their own name only when the gateway routes them (else `unknown`), so a
-//! client cannot grow the number of series. Requests refused before Redis (malformed
+//! Every label value comes from a closed set: message types are counted under their own
+//! name only when the gateway routes them (else `unknown`), so a client cannot grow the
+//! number of series, and revoke reasons only when they are in [`REVOKE_REASONS`] (else
+//! `other`), so an internal caller cannot either. Requests refused before Redis (malformed
 //! bodies, bad signatures) are not counted here: counting them would let anyone write to
 //! Redis; the request log has them.
 
@@ -256,6 +257,7 @@ impl Counter<'_> {
             Self::SessionCreated => "edge_auth_sessions_created_total".into(),
             Self::SessionLimitRejected => "edge_auth_session_limit_rejections_total".into(),
             Self::SessionsRevoked { reason } => {
+                let reason = revoke_reason_label(reason);
                 format!("edge_auth_sessions_revoked_total{{reason=\"{reason}\"}}")
             }
             Self::UserResolution(directory, resolution) => {
@@ -578,9 +580,53 @@ fn render_histogram(out: &mut String, name: &str, totals: &BTreeMap<String, i64>
     let _ = writeln!(out, "{name}_count {}", get(format!("{name}_count")));
 }
 
+/// The reason codes `sessions_revoked_total` counts under their own name: the gateway's
+/// own and common operator codes. Any other code (an operator's own vocabulary, a ticket
+/// number) is counted as `other`, so callers of the internal API cannot grow the number
+/// of series without bound; the audit trail keeps every code as given.
+pub const REVOKE_REASONS: [&str; 15] = [
+    "logout",
+    "session_limit_evicted",
+    "user_logout",
+    "user_request",
+    "lost_device",
+    "password_reset",
+    "compromised",
+    "fraud",
+    "abuse",
+    "security",
+    "policy",
+    "support",
+    "admin",
+    "account_deleted",
+    "other",
+];
+
+/// The `reason` label of a revocation (see [`REVOKE_REASONS`]).
+fn revoke_reason_label(code: &str) -> &str {
+    if REVOKE_REASONS.contains(&code) {
+        code
+    } else {
+        "other"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operators_own_reason_code_is_counted_as_other() {
+        let series = |reason| Counter::SessionsRevoked { reason }.series();
+        assert_eq!(
+            series("lost_device"),
+            r#"edge_auth_sessions_revoked_total{reason="lost_device"}"#
+        );
+        assert_eq!(
+            series("ticket-4711"),
+            r#"edge_auth_sessions_revoked_total{reason="other"}"#
+        );
+    }
 
     #[test]
     fn an_unmoved_registry_writes_zeroes_and_empty_buckets() {
