@@ -114,6 +114,7 @@ impl CommandGate for RedisCommandGate<'_> {
                 Arg::from(max_streams),
                 Arg::from(ends_in_ms),
                 Arg::from(grace_ms),
+                Arg::from(keys::REVOKED_RETENTION_MS),
             ],
         )?;
         let mut reply = Reply::new("command_session", items);

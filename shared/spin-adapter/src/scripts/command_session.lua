@@ -16,7 +16,8 @@
 --       9 '1' when the message type is known (routed or reserved), 10 lifecycle ttl,
 --       11 lifecycle maxlen, 12 audit ttl, 13 audit maxlen, 14 timestamp_ms, 15 window ms,
 --       16 request id, 17 max open streams ('0': the command opens none),
---       18 ms until the stream ends by itself, 19 grace ms
+--       18 ms until the stream ends by itself, 19 grace ms, 20 retention after the
+--       session's end (ms)
 -- Returns {code, now[, more]}: 'stale', 'unknown_session', 'key_mismatch', 'revoked', 'expired',
 --   'blocked', 'replayed', {'rate_limited', now, wait_ms, budget},
 --   {'too_many_streams', now, wait_ms}, {'admitted', now, user_id}
@@ -85,4 +86,13 @@ if max_streams > 0 then
 end
 redis.call('HSET', KEYS[1], 'last_used_at', now)
 redis.call('HSET', KEYS[2], 'last_used_at', now)
+-- Record and projection are kept their retention after the session's end, which this
+-- use has moved: a session that ends idle goes that long after its idle end, not after
+-- its absolute lifetime (its client address and agent with it).
+local life = redis.call('HMGET', KEYS[2], 'expires_at', 'idle_timeout_ms')
+local ends = session_end(life[1], now, life[2])
+if ends then
+  redis.call('PEXPIREAT', KEYS[1], ends + tonumber(ARGV[20]))
+  redis.call('PEXPIREAT', KEYS[2], ends + tonumber(ARGV[20]))
+end
 return {'admitted', now, p[3]}

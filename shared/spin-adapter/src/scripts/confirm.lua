@@ -196,9 +196,11 @@ redis.call('HSET', KEYS[8],
   'user_id', user_id, 'client_public_key', ARGV[3], 'status', 'active',
   'created_at', now, 'expires_at', expires_at, 'last_used_at', now,
   'idle_timeout_ms', ARGV[22])
--- Record and projection go away on their own once the session is long over.
-redis.call('PEXPIREAT', KEYS[7], expires_at + tonumber(ARGV[12]))
-redis.call('PEXPIREAT', KEYS[8], expires_at + tonumber(ARGV[12]))
+-- Record and projection go away on their own, their retention after the session's end:
+-- the idle end unless it is used (each use moves it: command_session.lua).
+local ends = session_end(expires_at, now, ARGV[22])
+redis.call('PEXPIREAT', KEYS[7], ends + tonumber(ARGV[12]))
+redis.call('PEXPIREAT', KEYS[8], ends + tonumber(ARGV[12]))
 redis.call('ZADD', KEYS[5], 0, member)
 redis.call('ZADD', KEYS[6], 0, member)
 append(KEYS[12], ARGV[13], ARGV[14], 'event', 'session_created',

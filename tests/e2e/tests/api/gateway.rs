@@ -15,6 +15,7 @@ use edge_auth_tests::{
     ApiResponse, BACKEND_TOKEN, Device, GATEWAY_KEY_ID, Spawn, TestApp, device_key, memory_grows,
     round_trips, spawn_app,
 };
+use redis::Commands;
 use serde_json::{Value, json};
 
 fn reason(code: &str) -> Value {
@@ -1584,4 +1585,46 @@ async fn the_cli_does_keygen_login_and_a_command_against_infra_run() {
         .expect("command runs");
     assert!(command.status.success(), "{command:?} {:#?}", run.lines());
     assert_eq!(command.stdout, b"hello infra/run");
+}
+
+#[tokio::test]
+async fn a_sessions_record_is_kept_its_retention_after_its_idle_end_which_each_use_moves() {
+    // Review finding: records were kept 30 days after the absolute end, so a session that
+    // ended idle on day 7 kept its client address and agent until day 60.
+    const RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+    const IDLE_MS: i64 = 600_000;
+    let app = Spawn::default()
+        .variable("session_idle_timeout_seconds", "600")
+        .spawn()
+        .await;
+    let device = app.device("rita@example.com", 1).await;
+    let prefix = TestApp::prefix_of_id(&device.session);
+    let keys = [
+        format!("{prefix}s:{}", device.session),
+        format!("{prefix}gw:{}", device.session),
+    ];
+    let ttls = || -> Vec<i64> {
+        keys.iter()
+            .map(|key| app.redis().pttl(key).expect("PTTL"))
+            .collect()
+    };
+    let after_login = ttls();
+    for ttl in &after_login {
+        assert!(
+            (RETENTION_MS + IDLE_MS - 30_000..=RETENTION_MS + IDLE_MS).contains(ttl),
+            "the idle end plus the retention, not the lifetime's: {ttl}"
+        );
+    }
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let echo = device.command("echo", b"x");
+    assert_eq!(app.execute(&echo.command).await.status(), 200);
+
+    // Without the move, the 1.5 s waited would be gone from the time left.
+    for (before, after) in after_login.iter().zip(ttls()) {
+        assert!(
+            after > before - 1_000 && after <= RETENTION_MS + IDLE_MS,
+            "the use moved the end: {before} -> {after}"
+        );
+    }
 }
