@@ -42,7 +42,7 @@
 //! | `ea:{ea:c<0-f>}:rl:command:client:<client>` | string | GCRA time of a client's command budget (a client budget like the login routes') |
 //! | `ea:{x:<h>}:profile` | string | the example backend's profile of a user (`<h>` as for `tags`); not the gateway's data |
 //! | `ea:{u:<h>}:tags` | set | address tags an external directory's user has logged in with (`<h>`: first 16 hex digits of SHA-256 of the user id, so any id makes a clean hash tag); written before a session is created under a tag |
-//! | `ea:{u:<h>}:blocking` | string, TTL 180 s | the user's block fence: set (with a read of `:tags`) by a block of the user, cleared by an unblock; a confirm that indexes an address while it stands is refused |
+//! | `ea:{u:<h>}:blocking` | string, TTL 15 min | the user's block fence: set (with a read of `:tags`) by a block of the user, cleared by an unblock; a confirm that indexes an address while it stands is refused |
 
 use edge_auth_domain::ids::AddressTag;
 use edge_auth_domain::login::settings::MAX_SESSION_LIFETIME_SECONDS;
@@ -130,9 +130,11 @@ pub fn user_block_fence(user_id: &str) -> String {
     format!("ea:{{u:{}}}:blocking", user_hash(user_id))
 }
 
-/// How long a block fence stands: longer than a confirm can take from the directory's
-/// answer to indexing the address (two directory calls of at most 60 s each).
-pub const USER_BLOCK_FENCE_MS: u64 = 180_000;
+/// How long a block fence stands: far longer than a confirm can take from the directory's
+/// answer to its last look at the fence (a directory call may take three times the user
+/// service timeout, at most 60 s, with its body; a paused instance more). While the user
+/// stays blocked the directory refuses their logins anyway, and an unblock lowers it.
+pub const USER_BLOCK_FENCE_MS: u64 = 15 * 60 * 1000;
 
 /// The example backend's profile of a user (the backend is a demo of a team's service;
 /// its one key lives here so the layout has one owner).

@@ -152,6 +152,34 @@ impl LoginStore for RedisLoginStore {
         Ok(reply.int()? == 1)
     }
 
+    fn withdraw(&self, session: &DeviceSessionId) -> anyhow::Result<()> {
+        let k = AddressKeys::new(session.tag());
+        let args: [Arg; 7] = [
+            "user_blocked".into(),
+            "system".into(),
+            keys::REVOKED_RETENTION_MS.into(),
+            keys::LIFECYCLE_TTL_MS.into(),
+            keys::LIFECYCLE_MAXLEN.into(),
+            keys::AUDIT_TTL_MS.into(),
+            keys::AUDIT_MAXLEN.into(),
+        ];
+        let keys_ = [
+            k.session(session.as_str()),
+            k.active_sessions(),
+            k.revoked_sessions(),
+            k.lifecycle(),
+            k.audit(),
+            k.expired_sessions(),
+        ];
+        let mut reply = Reply::new("revoke", self.redis.run(&scripts::REVOKE, &keys_, &args)?);
+        if reply.required()? == "revoked" {
+            metrics::count(&Counter::SessionsRevoked {
+                reason: "user_blocked",
+            });
+        }
+        Ok(())
+    }
+
     fn confirm(&self, a: &ConfirmAttempt) -> anyhow::Result<ConfirmOutcome> {
         let k = AddressKeys::new(a.challenge_id.tag());
         let session = a.new_session_id.as_str();

@@ -584,9 +584,10 @@ fn render_histogram(out: &mut String, name: &str, totals: &BTreeMap<String, i64>
 /// own and common operator codes. Any other code (an operator's own vocabulary, a ticket
 /// number) is counted as `other`, so callers of the internal API cannot grow the number
 /// of series without bound; the audit trail keeps every code as given.
-pub const REVOKE_REASONS: [&str; 15] = [
+pub const REVOKE_REASONS: [&str; 16] = [
     "logout",
     "session_limit_evicted",
+    "user_blocked",
     "user_logout",
     "user_request",
     "lost_device",

@@ -119,7 +119,6 @@ fn audit_record(id: String, mut fields: HashMap<String, String>) -> anyhow::Resu
     })
 }
 
-/// The stream arguments of the scripts that may end expired sessions as they read.
 /// The address tags of a user index reply (`SMEMBERS`, or a script returning it).
 fn address_tags(mut reply: Reply) -> anyhow::Result<Vec<AddressTag>> {
     reply
@@ -132,6 +131,7 @@ fn address_tags(mut reply: Reply) -> anyhow::Result<Vec<AddressTag>> {
         .collect()
 }
 
+/// The stream arguments of the scripts that may end expired sessions as they read.
 fn stream_args() -> Vec<Arg> {
     vec![
         keys::LIFECYCLE_TTL_MS.into(),

@@ -111,7 +111,6 @@ impl UserServiceStub {
         previous
     }
 
-    /// The user id of an address, if created.
     /// Holds the next `GET /users/by-email`: its answer is taken when it arrives and sent
     /// when [`UserServiceStub::release_held_read`] is called.
     pub fn hold_next_read(&self) {
@@ -128,6 +127,7 @@ impl UserServiceStub {
         self.state.release.notify_one();
     }
 
+    /// The user id of an address, if created.
     pub fn user_of(&self, email: &str) -> Option<String> {
         lock(&self.state.users).get(email).cloned()
     }

@@ -184,8 +184,19 @@ pub fn confirm_email_code(
         if !store.index_user(&user_id, tag)? {
             return Err(ConfirmError::Blocked);
         }
-        attempt.user = UserChoice::External { user_id };
+        attempt.user = UserChoice::External {
+            user_id: user_id.clone(),
+        };
         outcome = store.confirm(&attempt)?;
+        // A block that raised its fence after the index above read this address while it
+        // was not yet the user's, and could not flag it: look again, now that the session
+        // exists. Without a fence now, the block comes later and finds the address theirs.
+        if let ConfirmOutcome::Confirmed { session_id } = &outcome
+            && !store.index_user(&user_id, tag)?
+        {
+            store.withdraw(session_id)?;
+            return Err(ConfirmError::Blocked);
+        }
     }
     match outcome {
         ConfirmOutcome::Confirmed { session_id } => Ok(Confirmed {

@@ -173,6 +173,14 @@ pub trait LoginStore {
     /// The store is unreachable.
     fn index_user(&self, user_id: &str, tag: AddressTag) -> anyhow::Result<bool>;
 
+    /// Revokes a session confirm has just created, whose user a block reached meanwhile
+    /// (reason `user_blocked`, actor `system`; audited and on the lifecycle stream like any
+    /// revocation). Idempotent.
+    ///
+    /// # Errors
+    /// The store is unreachable.
+    fn withdraw(&self, session: &DeviceSessionId) -> anyhow::Result<()>;
+
     /// Stores a challenge unless the address is within its resend interval with a newest
     /// challenge that can still be confirmed; makes it the address's newest challenge.
     /// A newest challenge that is confirmed, exhausted, expired or `delivery_failed`

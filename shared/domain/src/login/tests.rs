@@ -23,8 +23,8 @@ struct FakeStore {
     created: RefCell<Vec<NewChallenge>>,
     attempts: RefCell<Vec<ConfirmAttempt>>,
     deliveries: RefCell<Vec<ChallengeState>>,
-    /// A block of the user is under way (the index answers so).
-    fenced: Cell<bool>,
+    /// From this index call on (counted from 0), a block of the user is under way.
+    fenced_from: Cell<Option<usize>>,
 }
 
 impl LoginStore for FakeStore {
@@ -57,8 +57,14 @@ impl LoginStore for FakeStore {
         Ok(())
     }
     fn index_user(&self, user_id: &str, _: AddressTag) -> anyhow::Result<bool> {
-        self.calls.borrow_mut().push(format!("index:{user_id}"));
-        Ok(!self.fenced.get())
+        let mut calls = self.calls.borrow_mut();
+        let before = calls.iter().filter(|c| c.starts_with("index:")).count();
+        calls.push(format!("index:{user_id}"));
+        Ok(self.fenced_from.get().is_none_or(|from| before < from))
+    }
+    fn withdraw(&self, session: &DeviceSessionId) -> anyhow::Result<()> {
+        self.calls.borrow_mut().push(format!("withdraw:{session}"));
+        Ok(())
     }
     fn confirm(&self, a: &ConfirmAttempt) -> anyhow::Result<ConfirmOutcome> {
         self.calls.borrow_mut().push("confirm".into());
@@ -373,7 +379,7 @@ fn a_blocked_external_user_stops_before_the_second_confirm() {
 fn a_first_login_that_indexes_its_address_while_the_user_is_being_blocked_is_refused() {
     // The directory's "not blocked" may predate a block under way: its fence decides.
     let store = FakeStore::default();
-    store.fenced.set(true);
+    store.fenced_from.set(Some(0));
     store
         .confirms
         .borrow_mut()
@@ -400,5 +406,49 @@ fn a_first_login_that_indexes_its_address_while_the_user_is_being_blocked_is_ref
     assert_eq!(
         store.calls.borrow().last().map(String::as_str),
         Some("index:ext-9")
+    );
+}
+
+#[test]
+fn a_first_login_whose_user_a_block_reached_while_its_session_was_made_withdraws_it() {
+    // The index came before the block's fence, the session after the block flagged the
+    // user's addresses (this one was not theirs yet): the second look sees the fence.
+    let session = DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id");
+    let store = FakeStore::default();
+    store.fenced_from.set(Some(1));
+    store.confirms.borrow_mut().extend([
+        ConfirmOutcome::NeedUser {
+            email: EmailAddress::parse("e@example.com").expect("valid"),
+        },
+        ConfirmOutcome::Confirmed {
+            session_id: session.clone(),
+        },
+    ]);
+    let users = FakeDirectory {
+        existing: Some(DirectoryUser {
+            user_id: "ext-9".into(),
+            blocked: false,
+        }),
+        created: RefCell::new(0),
+    };
+    let err = confirm_email_code(
+        &settings(),
+        &store,
+        Directory::External(&users),
+        &OsRandom,
+        &confirm_request(CHALLENGE, "123456", &device_key()),
+    )
+    .expect_err("blocked");
+    assert!(matches!(err, ConfirmError::Blocked));
+    assert_eq!(
+        *store.calls.borrow(),
+        [
+            "guard:1".to_string(),
+            "confirm".into(),
+            "index:ext-9".into(),
+            "confirm".into(),
+            "index:ext-9".into(),
+            format!("withdraw:{session}"),
+        ]
     );
 }

@@ -1439,6 +1439,30 @@ fn rest_directory() -> Spawn {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    spin_runtime,
+    ignore = "host only: reads our host's round-trip counter header"
+)]
+async fn a_first_login_through_the_rest_directory_takes_five_redis_round_trips() {
+    let app = rest_directory().spawn().await;
+    // Warm the script cache (the first run of each script is EVALSHA + EVAL).
+    let _ = app.login("warm@example.com", &device_key(9)).await;
+
+    let challenge = app.new_challenge("una@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let confirm = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+
+    assert_eq!(confirm.status(), 200);
+    assert_eq!(
+        round_trips(&confirm.headers),
+        5,
+        "guard + confirm (the user is unknown) + index + confirm + a look at the block fence"
+    );
+}
+
+#[tokio::test]
 async fn the_rest_directory_creates_a_user_once_after_the_code_is_proven() {
     let app = rest_directory().spawn().await;
 

@@ -834,8 +834,10 @@ async fn a_block_that_lands_while_a_first_login_waits_on_the_directory_leaves_th
     // Review finding: the directory said "not blocked" to a first login at a new address,
     // then the block changed the directory and read the user's addresses before the login
     // indexed its own; the login's session lived on, unblocked.
+    // A held read must not time out (and be tried again) while the block runs.
     let app = spawn_quick()
         .variable("user_directory", "rest")
+        .variable("user_service_timeout_ms", "60000")
         .spawn()
         .await;
     app.login("ida@example.com", &device_key(1)).await;
@@ -848,9 +850,14 @@ async fn a_block_that_lands_while_a_first_login_waits_on_the_directory_leaves_th
     let key = device_key(2);
     let login = app.confirm_email_code(&challenge, &code, &key);
     let block = async {
-        while app.users.held_reads() == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        let held = async {
+            while app.users.held_reads() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), held)
+            .await
+            .expect("the confirm reached the directory");
         let body = json!({ "user_id": user, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true });
         let blocked = app.block(&body).await;
         app.users.release_held_read();
