@@ -504,6 +504,7 @@ impl Client {
         }
         let mut pending = String::new();
         let mut last_id = last_event_id.map(str::to_string);
+        let mut order = StreamOrder::default();
         loop {
             while let Some(end) = pending.find("\n\n") {
                 let frame: String = pending.drain(..end + 2).collect();
@@ -512,19 +513,17 @@ impl Client {
                 else {
                     continue;
                 };
-                // A backend event comes after the last one: never a repeat or a reorder.
-                if !event.envelope.event_type.starts_with("gateway.")
-                    && let Some(last) = last_id.as_deref()
-                    && position(&event.id) <= position(last)
-                {
-                    return Err(ClientError::Unexpected {
+                // Every event verified is this stream's; one out of the gateway's order is
+                // a replay or a reorder by someone on the path.
+                order
+                    .admit(&event.envelope.event_type, &event.id)
+                    .map_err(|why| ClientError::Unexpected {
                         status: 200,
                         body: format!(
-                            "event {} at {} does not come after {last}: repeated or reordered",
-                            event.envelope.event_id, event.id
+                            "event {} ({}) at {}: {why}: repeated or reordered",
+                            event.envelope.event_id, event.envelope.event_type, event.id
                         ),
-                    });
-                }
+                    })?;
                 last_id = Some(event.id.clone());
                 on_event(&event);
                 if event.envelope.event_type == "gateway.stream_end" {
@@ -728,6 +727,45 @@ pub enum StreamClose {
 }
 
 /// `<ms>-<seq>` as a pair that orders like the stream (a malformed one orders first).
+/// The order a stream's events come in (PROTOCOL.md section 13): `gateway.server_time`
+/// first and once; `gateway.resync_required` only right after it (at any position: the
+/// stream goes on from there); backend events each after the one before; any other
+/// gateway event (`gateway.stream_end`) not before the one before. Every event is signed
+/// for this stream, so this is what stops one from being delivered again: a replayed
+/// `gateway.*` event would otherwise move the resume point back and let backend events
+/// through twice.
+#[derive(Debug, Default)]
+struct StreamOrder {
+    /// The position of the last event admitted and its type (`None`: none yet).
+    last: Option<((u64, u64), String)>,
+}
+
+impl StreamOrder {
+    /// Admits the next event, or says why it is out of order.
+    fn admit(&mut self, event_type: &str, id: &str) -> Result<(), &'static str> {
+        let at = position(id);
+        let ok = match (&self.last, event_type) {
+            (None, "gateway.server_time") => Ok(()),
+            (None, _) => Err("the stream must begin with gateway.server_time"),
+            (Some(_), "gateway.server_time") => Err("a second gateway.server_time"),
+            (Some((_, before)), "gateway.resync_required") if before == "gateway.server_time" => {
+                Ok(())
+            }
+            (Some(_), "gateway.resync_required") => {
+                Err("gateway.resync_required only follows gateway.server_time")
+            }
+            (Some((last, _)), t) if !t.starts_with("gateway.") && at <= *last => {
+                Err("not after the event before")
+            }
+            (Some((last, _)), _) if at < *last => Err("before the event before"),
+            _ => Ok(()),
+        };
+        ok?;
+        self.last = Some((at, event_type.to_string()));
+        Ok(())
+    }
+}
+
 fn position(id: &str) -> (u64, u64) {
     id.split_once('-')
         .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)))
@@ -772,4 +810,75 @@ fn parse_frame(
         envelope: signed.envelope,
         payload,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamOrder;
+
+    fn admit_all(events: &[(&str, &str)]) -> Result<(), String> {
+        let mut order = StreamOrder::default();
+        for (i, (event_type, id)) in events.iter().enumerate() {
+            order
+                .admit(event_type, id)
+                .map_err(|why| format!("event {i}: {why}"))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_stream_in_the_gateways_order_is_admitted() {
+        admit_all(&[
+            ("gateway.server_time", "100-0"),
+            ("order.shipped", "101-0"),
+            ("order.paid", "101-1"),
+            ("gateway.stream_end", "101-1"),
+        ])
+        .expect("in order");
+        // A resume point past the newest event: the resync stands below it.
+        admit_all(&[
+            ("gateway.server_time", "500-0"),
+            ("gateway.resync_required", "90-0"),
+            ("order.shipped", "101-0"),
+        ])
+        .expect("resync then on from there");
+    }
+
+    #[test]
+    fn a_replayed_gateway_event_cannot_move_the_stream_back_to_replay_backend_events() {
+        // Review finding: gateway events were not checked, so a replayed server_time set
+        // the last position back and the next backend event came through twice.
+        let replay = admit_all(&[
+            ("gateway.server_time", "100-0"),
+            ("order.shipped", "101-0"),
+            ("gateway.server_time", "100-0"),
+            ("order.shipped", "101-0"),
+        ]);
+        assert_eq!(
+            replay.expect_err("refused"),
+            "event 2: a second gateway.server_time"
+        );
+        let resync_later = admit_all(&[
+            ("gateway.server_time", "100-0"),
+            ("order.shipped", "101-0"),
+            ("gateway.resync_required", "90-0"),
+        ]);
+        assert!(resync_later.is_err());
+        let repeated = admit_all(&[
+            ("gateway.server_time", "100-0"),
+            ("order.shipped", "101-0"),
+            ("order.shipped", "101-0"),
+        ]);
+        assert!(repeated.is_err());
+        let end_before = admit_all(&[
+            ("gateway.server_time", "100-0"),
+            ("order.shipped", "101-0"),
+            ("gateway.stream_end", "100-5"),
+        ]);
+        assert!(end_before.is_err());
+        assert!(
+            admit_all(&[("order.shipped", "101-0")]).is_err(),
+            "no server_time first"
+        );
+    }
 }
