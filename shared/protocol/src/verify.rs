@@ -39,17 +39,20 @@ pub enum ResponseError {
 /// The verifying key of `kid` in `jwks`.
 ///
 /// # Errors
-/// No such key, or not an Ed25519 signing key.
+/// No such key, a `kid` the set names twice, or not an Ed25519 signing key.
 pub fn key_of(jwks: &Jwks, kid: &str) -> Result<VerifyingKey, ResponseError> {
-    let jwk = jwks
-        .keys
-        .iter()
-        .find(|k| k.kid == kid)
+    let mut named = jwks.keys.iter().filter(|k| k.kid == kid);
+    let jwk = named
+        .next()
         .ok_or_else(|| ResponseError::UnknownKey(kid.to_string()))?;
     let bad = |why: String| ResponseError::BadKey {
         kid: kid.to_string(),
         why,
     };
+    // Two keys under one name: which one signs would depend on their order in the set.
+    if named.next().is_some() {
+        return Err(bad("the key set names it twice".into()));
+    }
     if jwk.kty != "OKP" || jwk.crv != "Ed25519" || jwk.alg != "EdDSA" || jwk.use_ != "sig" {
         return Err(bad(
             "kty, crv, alg or use is not OKP, Ed25519, EdDSA, sig".into()

@@ -143,3 +143,27 @@ fn the_published_responses_verify_against_the_published_jwks() {
         assert!(verify_response(&response, &jwks, request_id, &"0".repeat(64)).is_err());
     }
 }
+
+#[test]
+fn a_key_set_that_names_the_signing_key_twice_verifies_nothing() {
+    let text = std::fs::read_to_string(path()).expect("test-vectors.json is in the repo");
+    let published: Value = serde_json::from_str(&text).expect("valid JSON");
+    let jwks: Jwks = serde_json::from_value(published["gateway_jwks"].clone()).expect("a JWKS");
+    let case = &published["cases"][0];
+    let response: SignedResponse =
+        serde_json::from_value(case["response"].clone()).expect("a response");
+    let request_id = case["command"]["envelope"]["request_id"]
+        .as_str()
+        .expect("id");
+    let hash = case["request_sha256"].as_str().expect("hash");
+    // The attacker's key first under the same name, the real one after it.
+    let mut doubled = jwks.clone();
+    let mut other = doubled.keys[0].clone();
+    other.x = "A".repeat(43);
+    doubled.keys.insert(0, other);
+    let err = verify_response(&response, &doubled, request_id, hash)
+        .expect_err("a doubled kid is refused");
+    assert!(err.to_string().contains("twice"), "{err}");
+    // The real key alone still verifies.
+    assert!(verify_response(&response, &jwks, request_id, hash).is_ok());
+}

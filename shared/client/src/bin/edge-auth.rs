@@ -16,8 +16,8 @@
 //!
 //! Trust: `login` pins the gateway's JWKS. Before each command the CLI fetches the JWKS
 //! again and accepts it only if it shares a key with the pinned one (a rotation publishes
-//! the next key ahead, so a legitimate new set always overlaps the old one); a set that
-//! does not is refused. `command` prints the verified response payload; any error,
+//! the next key ahead, so a legitimate new set always overlaps the old one), names no key
+//! twice and gives no pinned key id another key; a set that does not is refused. `command` prints the verified response payload; any error,
 //! including an answer whose signature does not verify, exits non-zero with a message.
 //!
 //! `subscribe` follows the session's push stream and prints each verified event as a JSON
@@ -108,11 +108,25 @@ fn check_transport(url: &str, insecure: bool) -> anyhow::Result<()> {
     }
 }
 
-/// Whether two key sets share a key (same `kid` and same public key).
-fn overlaps(a: &Jwks, b: &Jwks) -> bool {
-    a.keys
+/// Whether `current` may replace the `pinned` key set: it shares a key with it (same
+/// `kid` and same public key), names no key twice, and gives no pinned `kid` another
+/// public key. A rotation adds the next key ahead and drops the old one later, so a
+/// legitimate set always passes; a set that rebinds a pinned name does not.
+fn agrees(pinned: &Jwks, current: &Jwks) -> bool {
+    let shares = pinned
+        .keys
         .iter()
-        .any(|k| b.keys.iter().any(|l| l.kid == k.kid && l.x == k.x))
+        .any(|k| current.keys.iter().any(|l| l.kid == k.kid && l.x == k.x));
+    let unique = current
+        .keys
+        .iter()
+        .enumerate()
+        .all(|(i, k)| current.keys[..i].iter().all(|l| l.kid != k.kid));
+    let kept = pinned
+        .keys
+        .iter()
+        .all(|k| current.keys.iter().all(|l| l.kid != k.kid || l.x == k.x));
+    shares && unique && kept
 }
 
 /// The value after `flag` in `args`, removed from it.
@@ -294,10 +308,11 @@ async fn signed_in(
     )
     .context("jwks.json is damaged")?;
     let current = client.jwks().await?;
-    if !overlaps(&pinned, &current) {
+    if !agrees(&pinned, &current) {
         bail!(
-            "the gateway's keys share nothing with the pinned ones ({}): refusing them; \
-             log in again if the gateway really replaced its keys",
+            "the gateway's keys share nothing with the pinned ones, name a key twice or \
+             give a pinned key id another key ({}): refusing them; log in again if the \
+             gateway really replaced its keys",
             jwks_path.display()
         );
     }
@@ -331,5 +346,41 @@ async fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agrees;
+    use edge_auth_protocol::wire::{Jwk, Jwks};
+
+    fn set(keys: &[(&str, u8)]) -> Jwks {
+        Jwks {
+            keys: keys
+                .iter()
+                .map(|(kid, byte)| Jwk::ed25519(kid, &[*byte; 32]))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_rotation_is_accepted_and_a_rebound_or_doubled_key_id_is_not() {
+        let pinned = set(&[("gw-1", 1)]);
+        assert!(
+            agrees(&pinned, &set(&[("gw-1", 1), ("gw-2", 2)])),
+            "next key ahead"
+        );
+        assert!(agrees(
+            &set(&[("gw-1", 1), ("gw-2", 2)]),
+            &set(&[("gw-2", 2)])
+        ));
+        assert!(!agrees(&pinned, &set(&[("gw-2", 2)])), "nothing shared");
+        // Review finding: a set that kept the pinned key but named gw-1 twice passed, and
+        // its first gw-1 (the attacker's) verified answers.
+        assert!(!agrees(&pinned, &set(&[("gw-1", 9), ("gw-1", 1)])));
+        assert!(!agrees(
+            &set(&[("gw-1", 1), ("gw-2", 2)]),
+            &set(&[("gw-1", 1), ("gw-2", 9)])
+        ));
     }
 }
