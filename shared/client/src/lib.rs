@@ -214,6 +214,10 @@ pub struct Client {
     clock_offset_ms: std::sync::atomic::AtomicI64,
 }
 
+/// The longest round trip a verified answer may take to set the clock offset (see
+/// `Client::learn_clock`): a tenth of the default freshness window.
+pub const CLOCK_ROUND_TRIP_MS: u64 = 6_000;
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -251,6 +255,38 @@ impl Client {
     /// This device's clock corrected by [`Client::clock_offset_ms`].
     pub fn gateway_now_ms(&self) -> u64 {
         now_ms().saturating_add_signed(self.clock_offset_ms())
+    }
+
+    /// Learns the gateway's clock from the `timestamp_ms` of a verified answer to a
+    /// request sent at `sent`. The answer's time is the gateway's clock when it signed it
+    /// (after any backend call); set against the answer's arrival, the offset errs low by
+    /// its way back, never high: a party delaying traffic can make commands stale (as it
+    /// can drop them), but never date them for later. An answer that took longer than
+    /// [`CLOCK_ROUND_TRIP_MS`] teaches nothing: held back on the way, or the device asleep
+    /// meanwhile, it would set the clock back by as long, perhaps past the window, and no
+    /// answer would come to set it right.
+    fn learn_clock(&self, timestamp_ms: u64, sent: std::time::Instant) {
+        if sent.elapsed() > std::time::Duration::from_millis(CLOCK_ROUND_TRIP_MS) {
+            return;
+        }
+        let offset = i64::try_from(timestamp_ms).unwrap_or(i64::MAX)
+            - i64::try_from(now_ms()).unwrap_or(i64::MAX);
+        self.clock_offset_ms
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A plain (unsigned) error answer. On `stale_request` the client forgets what it
+    /// learnt of the gateway's clock and goes by the device's own again, as a new client
+    /// would: a learnt offset that went wrong (a device clock stepped since) is never
+    /// corrected, as every command dated by it is refused unsigned. Nothing of the answer
+    /// is taken: a forged one can do no more than a new client start.
+    fn plain_error(&self, status: u16, body: &[u8]) -> ClientError {
+        let error = Self::api_error(status, body);
+        if matches!(&error, ClientError::Api { code, .. } if code == "stale_request") {
+            self.clock_offset_ms
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        error
     }
 
     async fn post(&self, path: &str, body: &impl Serialize) -> Result<(u16, Vec<u8>), ClientError> {
@@ -371,11 +407,12 @@ impl Client {
         prepared: &Prepared,
         jwks: &Jwks,
     ) -> Result<CommandResult, ClientError> {
+        let sent = std::time::Instant::now();
         let (status, body) = self
             .post("/api/v1/gateway/execute-command", &prepared.command)
             .await?;
         let Ok(response) = serde_json::from_slice::<SignedResponse>(&body) else {
-            return Err(Self::api_error(status, &body));
+            return Err(self.plain_error(status, &body));
         };
         let payload = verify_response(
             &response,
@@ -384,14 +421,7 @@ impl Client {
             &prepared.request_sha256,
         )?;
         let envelope = response.envelope;
-        // The answer is authentic: its time is the gateway's clock when it signed it, after
-        // any backend call. Set against its arrival, the offset errs low by the answer's
-        // way back, never high: a party delaying traffic can make commands stale (as it can
-        // drop them), but never date them for later.
-        let offset = i64::try_from(envelope.timestamp_ms).unwrap_or(i64::MAX)
-            - i64::try_from(now_ms()).unwrap_or(i64::MAX);
-        self.clock_offset_ms
-            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        self.learn_clock(envelope.timestamp_ms, sent);
         if envelope.status == STATUS_OK {
             return Ok(CommandResult { envelope, payload });
         }
@@ -468,6 +498,7 @@ impl Client {
             url: url.clone(),
             source,
         };
+        let sent = std::time::Instant::now();
         let mut response = self
             .http
             .post(&url)
@@ -486,6 +517,7 @@ impl Client {
                     &prepared.command.envelope.request_id,
                     &prepared.request_sha256,
                 )?;
+                self.learn_clock(signed.envelope.timestamp_ms, sent);
                 // Verified, so the payload's hash matched: it decodes.
                 let payload = STANDARD.decode(&signed.payload).unwrap_or_default();
                 let value: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
@@ -500,7 +532,7 @@ impl Client {
                     payload,
                 });
             }
-            return Err(Self::api_error(status, &body));
+            return Err(self.plain_error(status, &body));
         }
         let mut pending = String::new();
         let mut last_id = last_event_id.map(str::to_string);
@@ -814,7 +846,42 @@ fn parse_frame(
 
 #[cfg(test)]
 mod tests {
-    use super::StreamOrder;
+    use super::{CLOCK_ROUND_TRIP_MS, Client, ClientError, StreamOrder, now_ms};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_answer_that_took_too_long_teaches_the_client_no_clock() {
+        // Review finding: an answer held back longer than the window set the offset back
+        // by as long; every later command was stale, and nothing signed came to fix it.
+        let client = Client::new("http://127.0.0.1:9");
+        let gateway_now = now_ms() + 30_000;
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_millis(CLOCK_ROUND_TRIP_MS + 1_000))
+            .expect("a monotonic clock this old");
+        client.learn_clock(gateway_now - 120_000, long_ago);
+        assert_eq!(client.clock_offset_ms(), 0, "held back: not taken");
+
+        client.learn_clock(gateway_now, Instant::now());
+        let learnt = client.clock_offset_ms();
+        assert!((29_000..=30_000).contains(&learnt), "{learnt}");
+    }
+
+    #[test]
+    fn a_plain_stale_request_makes_the_client_go_by_the_devices_clock_again() {
+        let client = Client::new("http://127.0.0.1:9");
+        client.learn_clock(now_ms() - 90_000, Instant::now());
+        assert!(client.clock_offset_ms() < -89_000);
+        let body = br#"{"error":{"code":"stale_request","message":"m","server_time_ms":1}}"#;
+
+        let error = client.plain_error(401, body);
+
+        assert!(matches!(error, ClientError::Api { ref code, .. } if code == "stale_request"));
+        assert_eq!(
+            client.clock_offset_ms(),
+            0,
+            "nothing of the answer is taken"
+        );
+    }
 
     fn admit_all(events: &[(&str, &str)]) -> Result<(), String> {
         let mut order = StreamOrder::default();
