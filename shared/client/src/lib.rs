@@ -214,6 +214,18 @@ pub struct Client {
     clock_offset_ms: std::sync::atomic::AtomicI64,
 }
 
+/// How long [`Client`] waits for a connection.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long [`Client`] waits for the next bytes of an answer or a stream: longer than the
+/// gateway's longest backend call (60 s) plus its own work.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
+
+/// The largest push frame [`Client::subscribe_once`] buffers: an event's payload is at
+/// most 16 KiB, base64 and envelope included well under this. A stream that sends more
+/// without ending a frame is not the gateway's.
+const MAX_FRAME_BYTES: usize = 256 * 1024;
+
 /// The longest round trip a verified answer may take to set the clock offset (see
 /// `Client::learn_clock`): a tenth of the default freshness window.
 pub const CLOCK_ROUND_TRIP_MS: u64 = 6_000;
@@ -226,18 +238,31 @@ fn now_ms() -> u64 {
 
 impl Client {
     /// A client of the edge-auth at `base` (e.g. `http://127.0.0.1:3000`).
-    pub fn new(base: &str) -> Self {
+    ///
+    /// It never follows a redirect (that would resend a signed command somewhere else),
+    /// gives up connecting after [`CONNECT_TIMEOUT`], and gives up on an answer or a
+    /// stream that sends nothing for [`READ_TIMEOUT`] (longer than the longest backend
+    /// call the gateway allows; a push stream sends a heartbeat every few seconds).
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built (no TLS backend): [`ClientError::Transport`].
+    pub fn new(base: &str) -> Result<Self, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
         let http = reqwest::Client::builder()
-            // A redirect would resend a signed command somewhere else: never follow one.
             .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
             .user_agent(concat!("edge-auth-client/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
-        Self {
-            base: base.trim_end_matches('/').to_string(),
+            .map_err(|source| ClientError::Transport {
+                url: base.clone(),
+                source,
+            })?;
+        Ok(Self {
+            base,
             http,
             clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
-        }
+        })
     }
 
     /// The base URL.
@@ -575,6 +600,12 @@ impl Client {
                     });
                 }
             }
+            if pending.len() > MAX_FRAME_BYTES {
+                return Err(ClientError::Unexpected {
+                    status: 200,
+                    body: format!("a push frame longer than {MAX_FRAME_BYTES} bytes"),
+                });
+            }
             match response.chunk().await {
                 Ok(Some(bytes)) => pending.push_str(&String::from_utf8_lossy(&bytes)),
                 Ok(None) | Err(_) => return Ok(StreamClose::Dropped { last_id }),
@@ -853,7 +884,7 @@ mod tests {
     fn an_answer_that_took_too_long_teaches_the_client_no_clock() {
         // Review finding: an answer held back longer than the window set the offset back
         // by as long; every later command was stale, and nothing signed came to fix it.
-        let client = Client::new("http://127.0.0.1:9");
+        let client = Client::new("http://127.0.0.1:9").expect("a client");
         let gateway_now = now_ms() + 30_000;
         let long_ago = Instant::now()
             .checked_sub(Duration::from_millis(CLOCK_ROUND_TRIP_MS + 1_000))
@@ -868,7 +899,7 @@ mod tests {
 
     #[test]
     fn a_plain_stale_request_makes_the_client_go_by_the_devices_clock_again() {
-        let client = Client::new("http://127.0.0.1:9");
+        let client = Client::new("http://127.0.0.1:9").expect("a client");
         client.learn_clock(now_ms() - 90_000, Instant::now());
         assert!(client.clock_offset_ms() < -89_000);
         let body = br#"{"error":{"code":"stale_request","message":"m","server_time_ms":1}}"#;

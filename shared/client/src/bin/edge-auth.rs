@@ -157,7 +157,7 @@ async fn run() -> anyhow::Result<()> {
     if matches!(command.as_str(), "login" | "keys") {
         check_transport(&url, insecure)?;
     }
-    let client = Client::new(&url);
+    let client = Client::new(&url)?;
     let key_path = home.join("device.key");
     let session_path = home.join("session.json");
     let jwks_path = home.join("jwks.json");
@@ -301,7 +301,7 @@ async fn signed_in(
         .context("session.json is damaged")?;
     // The session belongs to the gateway it was made at.
     check_transport(&session.url, insecure)?;
-    let client = Client::new(&session.url);
+    let client = Client::new(&session.url)?;
     let pinned: Jwks = serde_json::from_slice(
         &std::fs::read(jwks_path)
             .with_context(|| format!("reading {} (run `edge-auth login`)", jwks_path.display()))?,

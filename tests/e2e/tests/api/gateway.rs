@@ -1392,7 +1392,7 @@ async fn the_client_refuses_an_answer_signed_by_a_key_outside_the_jwks() {
             stranger.verifying_key().as_bytes(),
         )],
     };
-    let client = edge_auth_client::Client::new(&app.address);
+    let client = edge_auth_client::Client::new(&app.address).expect("a client");
     let prepared = sign_command(
         &device.key,
         &device.session,
@@ -1425,7 +1425,7 @@ async fn the_client_keeps_the_gateways_clock_after_a_backend_slower_than_the_win
         .await;
     let device = app.device("ada@example.com", 1).await;
     let jwks = app.jwks().await;
-    let client = edge_auth_client::Client::new(&app.address);
+    let client = edge_auth_client::Client::new(&app.address).expect("a client");
     app.backend.delay(Duration::from_millis(2_500));
     let slow = client
         .execute(&device.key, &device.session, "echo", b"slow", &jwks)

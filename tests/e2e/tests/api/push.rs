@@ -894,7 +894,7 @@ fn follow(
     tokio::task::JoinHandle<Result<edge_auth_client::StreamClose, edge_auth_client::ClientError>>,
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
-    let client = edge_auth_client::Client::new(&app.address);
+    let client = edge_auth_client::Client::new(&app.address).expect("a client");
     let (seen, events) = tokio::sync::mpsc::unbounded_channel::<String>();
     let device = device.clone();
     let task = tokio::spawn(async move {
