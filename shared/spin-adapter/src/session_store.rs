@@ -380,12 +380,15 @@ impl SessionStore for RedisSessionStore {
     }
 
     fn set_session_limit(&self, limit: Option<u32>) -> anyhow::Result<()> {
-        // One command per copy: each lives in its own shard slot.
+        let version = keys::session_limit_version()?;
+        let limit = limit.map(|n| n.to_string()).unwrap_or_default();
+        // One call per copy: each lives in its own shard slot.
         for key in keys::session_limit_copies() {
-            match limit {
-                Some(n) => self.redis.command("SET", &[key.into(), n.into()])?,
-                None => self.redis.command("DEL", &[key.into()])?,
-            };
+            self.redis.run(
+                &scripts::SET_LIMIT_COPY,
+                &[key],
+                &[version.as_str().into(), limit.as_str().into()],
+            )?;
         }
         Ok(())
     }

@@ -797,6 +797,38 @@ async fn the_session_limit_rejects_or_evicts_the_oldest() {
 }
 
 #[tokio::test]
+async fn a_session_limit_call_never_overwrites_a_copy_a_newer_call_has_written() {
+    // Review finding: two calls at once wrote their 16 copies interleaved and could leave
+    // half at one limit and half at the other, for good. Each copy now keeps the newest.
+    let app = spawn_app().await;
+    let copy = |shard: u8| format!("ea:{{ea:c{shard:x}}}:config:session_limit");
+    let newer = "9999999999999999ffffffffffffffff|1";
+    let _: () = app.redis().set(copy(3), newer).expect("SET");
+
+    app.set_session_limit(Some(5)).await;
+    let values: Vec<String> = (0..16)
+        .map(|shard| app.redis().get(copy(shard)).expect("GET"))
+        .collect();
+    for (shard, value) in values.iter().enumerate() {
+        if shard == 3 {
+            assert_eq!(value, newer, "the newer call's copy stays");
+        } else {
+            assert!(value.ends_with("|5"), "{shard}: {value}");
+        }
+    }
+
+    // No limit is written too (not deleted), so an older call cannot bring one back.
+    let _: () = app.redis().del(copy(3)).expect("DEL");
+    app.set_session_limit(None).await;
+    for shard in 0..16 {
+        let value: String = app.redis().get(copy(shard)).expect("GET");
+        assert!(value.ends_with('|'), "{shard}: {value}");
+    }
+    let session = app.login("noa@example.com", &device_key(1)).await;
+    assert!(!session.is_empty(), "no limit");
+}
+
+#[tokio::test]
 async fn an_invalid_session_limit_fails_closed_and_names_the_key() {
     let app = spawn_app().await;
     app.store_raw_session_limit("lots");
