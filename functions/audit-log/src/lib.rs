@@ -1,5 +1,5 @@
 //! `GET /api/v1/internal/audit?user_id=&cursor=&limit=` → `{"records": [...], "next_cursor"}`,
-//! newest first. Each record: `id` (stream id), `action`, `at` (RFC 3339) and the
+//! newest first at each of the user's addresses. Each record: `id` (stream id), `action`, `at` (RFC 3339) and the
 //! fields of the change (`device_session_id`, `user_id`, `reason_code`, `actor`, ...).
 
 // `#[http_component]` expands to the unsafe component-model export glue.

@@ -12,7 +12,9 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `ea:{ea:c<0-f>}:config:session_limit` | string `<version>\|<limit>` | max active sessions a user holds per address (absent or empty: no limit); one copy per client shard, all written by `POST /api/v1/internal/config/session-limit`, each only if it holds no newer version (the call's start time, then random) |
+//! | `ea:{ea:c<0-f>}:config:session_limit` | string | max active sessions a user holds per address (absent: no limit); one copy per client shard, all written by `POST /api/v1/internal/config/session-limit` |
+//! | `ea:{ea:c<0-f>}:config:session_limit_version` | string | the version of the copy beside it: a copy is written only by a call with a newer version |
+//! | `ea:{ea:c0}:config:session_limit_calls` | string (counter) | the versions set-session-limit calls take, in the order they reach Redis |
 //! | `ea:{ea:c<0-f>}:metrics` | hash | metrics counted in this shard: a field per series (`family{labels}`), its count (see `metrics.rs`); the scrape adds the 16 up |
 //! | `ea:{ea:c<0-f>}:push:live` | zset | push streams open in this shard (member `<session_id>/<request_id>`, the shard its SHA-256 picks; score: until when it counts unless it ends, its maximum duration and 15 s on); the gauge of open streams counts them at each scrape |
 //! | `ea:{ea:c<0-f>}:rl:<route>:client:<client>` | string | GCRA time of a client budget (`<client>`: IPv4 address or IPv6 prefix) |
@@ -71,28 +73,14 @@ pub fn session_limit_for(client: &str) -> String {
     format!("{}config:session_limit", shard_prefix(client_shard(client)))
 }
 
-/// The version a set-session-limit call writes its copies with (`set_limit_copy.lua`):
-/// the time it began (ms, 16 digits), then 16 random hex digits, so concurrent calls
-/// order the same way in every copy.
-///
-/// # Errors
-/// The clock or the random source failed.
-pub fn session_limit_version() -> anyhow::Result<String> {
-    use anyhow::Context;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("the clock is before 1970")?
-        .as_millis();
-    let mut random = [0u8; 8];
-    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    Ok(format!("{now:016}{:016x}", u64::from_be_bytes(random)))
-}
+/// The counter set-session-limit calls take their version from (one Redis, one order).
+pub const SESSION_LIMIT_CALLS: &str = "ea:{ea:c0}:config:session_limit_calls";
 
-/// The limit a copy of the session limit holds: `None` for none (the copy's value is
-/// `<version>|<limit>`, or a bare limit written before versions).
-pub fn session_limit_of(copy: &str) -> Option<&str> {
-    let limit = copy.split_once('|').map_or(copy, |(_, limit)| limit);
-    (!limit.is_empty()).then_some(limit)
+/// The version of each copy of the session limit, beside it in its shard slot.
+pub fn session_limit_version_copies() -> Vec<String> {
+    (0..CLIENT_SHARDS)
+        .map(|shard| format!("{}config:session_limit_version", shard_prefix(shard)))
+        .collect()
 }
 
 /// Every copy of the session limit (the internal API writes them all).

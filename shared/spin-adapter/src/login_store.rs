@@ -61,9 +61,7 @@ impl LoginStore for RedisLoginStore {
         let mut reply = Reply::new("guard", self.redis.run(&scripts::GUARD, &keys_, &args)?);
         let allowed = reply.int()?;
         let retry_after_ms = u64::try_from(reply.int()?)?;
-        let session_limit = reply
-            .text()?
-            .and_then(|copy| keys::session_limit_of(&copy).map(str::to_string));
+        let session_limit = reply.text()?;
         Ok(if allowed == 1 {
             GuardOutcome::Allowed { session_limit }
         } else {

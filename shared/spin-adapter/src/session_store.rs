@@ -380,13 +380,21 @@ impl SessionStore for RedisSessionStore {
     }
 
     fn set_session_limit(&self, limit: Option<u32>) -> anyhow::Result<()> {
-        let version = keys::session_limit_version()?;
+        let mut reply = Reply::new(
+            "INCR session-limit calls",
+            self.redis
+                .command("INCR", &[keys::SESSION_LIMIT_CALLS.into()])?,
+        );
+        let version = reply.int()?.to_string();
         let limit = limit.map(|n| n.to_string()).unwrap_or_default();
         // One call per copy: each lives in its own shard slot.
-        for key in keys::session_limit_copies() {
+        for (copy, copy_version) in keys::session_limit_copies()
+            .into_iter()
+            .zip(keys::session_limit_version_copies())
+        {
             self.redis.run(
                 &scripts::SET_LIMIT_COPY,
-                &[key],
+                &[copy, copy_version],
                 &[version.as_str().into(), limit.as_str().into()],
             )?;
         }

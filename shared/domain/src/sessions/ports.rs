@@ -128,8 +128,9 @@ pub trait SessionStore {
 
     /// Looks at up to `batch_size` active sessions after `after` and revokes those of
     /// `user` (every one without a user); one whose life is already over is ended as
-    /// expired instead, and not counted. The audit record is written by the last batch
-    /// (none for an address that is not the user's where nothing was revoked).
+    /// expired instead, and not counted. Each batch that revokes writes an audit record of
+    /// its own count; the last batch of a call that revoked nothing writes one with 0
+    /// (none on an address that is not the user's).
     ///
     /// # Errors
     /// As [`SessionStore::get`]; earlier batches stay done.

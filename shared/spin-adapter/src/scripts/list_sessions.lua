@@ -14,6 +14,17 @@ local owner = redis.call('GET', KEYS[2]) == ARGV[1]
 local c = {now = now_ms(), active = KEYS[3], expired = KEYS[4], lifecycle = KEYS[5],
   audit = KEYS[6], lifecycle_ttl = ARGV[4], lifecycle_max = ARGV[5], audit_ttl = ARGV[6],
   audit_max = ARGV[7]}
+-- An `expired` listing first ends the address's active sessions whose life is over (on
+-- its first page, looking at up to 1,000 of them), so what it lists does not depend on
+-- whether anything has read a session since it ended.
+if KEYS[1] == KEYS[4] and ARGV[2] == '' then
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, 999)) do
+    local record = session_record_key(KEYS[3], string.sub(member, 18))
+    if redis.call('EXISTS', record) == 1 then
+      expire_if_due(c, record)
+    end
+  end
+end
 local from = '-'
 if ARGV[2] ~= '' then
   from = '(' .. ARGV[2]

@@ -802,30 +802,27 @@ async fn a_session_limit_call_never_overwrites_a_copy_a_newer_call_has_written()
     // half at one limit and half at the other, for good. Each copy now keeps the newest.
     let app = spawn_app().await;
     let copy = |shard: u8| format!("ea:{{ea:c{shard:x}}}:config:session_limit");
-    let newer = "9999999999999999ffffffffffffffff|1";
-    let _: () = app.redis().set(copy(3), newer).expect("SET");
+    let version = |shard: u8| format!("ea:{{ea:c{shard:x}}}:config:session_limit_version");
+    // A call that reached Redis later (version 1000) has already written copy 3.
+    let _: () = app.redis().set(copy(3), "1").expect("SET");
+    let _: () = app.redis().set(version(3), "1000").expect("SET");
 
     app.set_session_limit(Some(5)).await;
-    let values: Vec<String> = (0..16)
-        .map(|shard| app.redis().get(copy(shard)).expect("GET"))
-        .collect();
-    for (shard, value) in values.iter().enumerate() {
-        if shard == 3 {
-            assert_eq!(value, newer, "the newer call's copy stays");
-        } else {
-            assert!(value.ends_with("|5"), "{shard}: {value}");
-        }
-    }
-
-    // No limit is written too (not deleted), so an older call cannot bring one back.
-    let _: () = app.redis().del(copy(3)).expect("DEL");
-    app.set_session_limit(None).await;
     for shard in 0..16 {
         let value: String = app.redis().get(copy(shard)).expect("GET");
-        assert!(value.ends_with('|'), "{shard}: {value}");
+        let expected = if shard == 3 { "1" } else { "5" };
+        assert_eq!(value, expected, "copy {shard}: the newer call's copy stays");
     }
-    let session = app.login("noa@example.com", &device_key(1)).await;
-    assert!(!session.is_empty(), "no limit");
+
+    // Clearing deletes the copies (as older instances read them), versions kept.
+    let _: () = app.redis().del(version(3)).expect("DEL");
+    app.set_session_limit(None).await;
+    for shard in 0..16 {
+        let value: Option<String> = app.redis().get(copy(shard)).expect("GET");
+        assert_eq!(value, None, "copy {shard}");
+        let kept: Option<String> = app.redis().get(version(shard)).expect("GET");
+        assert!(kept.is_some(), "copy {shard} keeps its version");
+    }
 }
 
 #[tokio::test]
