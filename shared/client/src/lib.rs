@@ -218,8 +218,9 @@ pub struct Client {
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long [`Client`] waits for the next bytes of an answer or a stream: longer than the
-/// gateway's longest backend call (60 s) plus its own work.
-pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
+/// gateway can take before its answer's first byte (a backend's connect and first-byte
+/// timeouts, each at most 60 s) plus its own work.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(150);
 
 /// The largest push frame [`Client::subscribe_once`] buffers: an event's payload is at
 /// most 16 KiB, base64 and envelope included well under this. A stream that sends more
@@ -229,6 +230,22 @@ const MAX_FRAME_BYTES: usize = 256 * 1024;
 /// The longest round trip a verified answer may take to set the clock offset (see
 /// `Client::learn_clock`): a tenth of the default freshness window.
 pub const CLOCK_ROUND_TRIP_MS: u64 = 6_000;
+
+/// When a request was sent, by the monotonic and the wall clock.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    monotonic: std::time::Instant,
+    wall_ms: u64,
+}
+
+impl Sent {
+    fn now() -> Self {
+        Self {
+            monotonic: std::time::Instant::now(),
+            wall_ms: now_ms(),
+        }
+    }
+}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -290,12 +307,21 @@ impl Client {
     /// [`CLOCK_ROUND_TRIP_MS`] teaches nothing: held back on the way, or the device asleep
     /// meanwhile, it would set the clock back by as long, perhaps past the window, and no
     /// answer would come to set it right.
-    fn learn_clock(&self, timestamp_ms: u64, sent: std::time::Instant) {
-        if sent.elapsed() > std::time::Duration::from_millis(CLOCK_ROUND_TRIP_MS) {
+    ///
+    /// The round trip is timed by both clocks: the monotonic one does not count time the
+    /// device slept on most systems, and the wall clock can be stepped; either saying
+    /// "too long" (or the wall clock going back) is enough to learn nothing.
+    fn learn_clock(&self, timestamp_ms: u64, sent: &Sent) {
+        let now = now_ms();
+        let bound = std::time::Duration::from_millis(CLOCK_ROUND_TRIP_MS);
+        if sent.monotonic.elapsed() > bound
+            || now < sent.wall_ms
+            || now - sent.wall_ms > CLOCK_ROUND_TRIP_MS
+        {
             return;
         }
         let offset = i64::try_from(timestamp_ms).unwrap_or(i64::MAX)
-            - i64::try_from(now_ms()).unwrap_or(i64::MAX);
+            - i64::try_from(now).unwrap_or(i64::MAX);
         self.clock_offset_ms
             .store(offset, std::sync::atomic::Ordering::Relaxed);
     }
@@ -432,7 +458,7 @@ impl Client {
         prepared: &Prepared,
         jwks: &Jwks,
     ) -> Result<CommandResult, ClientError> {
-        let sent = std::time::Instant::now();
+        let sent = Sent::now();
         let (status, body) = self
             .post("/api/v1/gateway/execute-command", &prepared.command)
             .await?;
@@ -446,7 +472,7 @@ impl Client {
             &prepared.request_sha256,
         )?;
         let envelope = response.envelope;
-        self.learn_clock(envelope.timestamp_ms, sent);
+        self.learn_clock(envelope.timestamp_ms, &sent);
         if envelope.status == STATUS_OK {
             return Ok(CommandResult { envelope, payload });
         }
@@ -523,7 +549,7 @@ impl Client {
             url: url.clone(),
             source,
         };
-        let sent = std::time::Instant::now();
+        let sent = Sent::now();
         let mut response = self
             .http
             .post(&url)
@@ -542,7 +568,7 @@ impl Client {
                     &prepared.command.envelope.request_id,
                     &prepared.request_sha256,
                 )?;
-                self.learn_clock(signed.envelope.timestamp_ms, sent);
+                self.learn_clock(signed.envelope.timestamp_ms, &sent);
                 // Verified, so the payload's hash matched: it decodes.
                 let payload = STANDARD.decode(&signed.payload).unwrap_or_default();
                 let value: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
@@ -789,11 +815,11 @@ pub enum StreamClose {
     Dropped { last_id: Option<String> },
 }
 
-/// `<ms>-<seq>` as a pair that orders like the stream (a malformed one orders first).
 /// The order a stream's events come in (PROTOCOL.md section 13): `gateway.server_time`
-/// first and once; `gateway.resync_required` only right after it (at any position: the
-/// stream goes on from there); backend events each after the one before; any other
-/// gateway event (`gateway.stream_end`) not before the one before. Every event is signed
+/// first and once; `gateway.resync_required` right after it at any position (the stream
+/// goes on from there), or later not before the event before; backend events each after
+/// the one before; any other gateway event (`gateway.stream_end`) not before the one
+/// before. Every event is signed
 /// for this stream, so this is what stops one from being delivered again: a replayed
 /// `gateway.*` event would otherwise move the resume point back and let backend events
 /// through twice.
@@ -811,11 +837,10 @@ impl StreamOrder {
             (None, "gateway.server_time") => Ok(()),
             (None, _) => Err("the stream must begin with gateway.server_time"),
             (Some(_), "gateway.server_time") => Err("a second gateway.server_time"),
+            // Right after server_time it may stand below the resume point (a resume point
+            // past the newest event); later, where the stream has got to or after.
             (Some((_, before)), "gateway.resync_required") if before == "gateway.server_time" => {
                 Ok(())
-            }
-            (Some(_), "gateway.resync_required") => {
-                Err("gateway.resync_required only follows gateway.server_time")
             }
             (Some((last, _)), t) if !t.starts_with("gateway.") && at <= *last => {
                 Err("not after the event before")
@@ -829,6 +854,7 @@ impl StreamOrder {
     }
 }
 
+/// `<ms>-<seq>` as a pair that orders like the stream (a malformed one orders first).
 fn position(id: &str) -> (u64, u64) {
     id.split_once('-')
         .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)))
@@ -877,7 +903,7 @@ fn parse_frame(
 
 #[cfg(test)]
 mod tests {
-    use super::{CLOCK_ROUND_TRIP_MS, Client, ClientError, StreamOrder, now_ms};
+    use super::{CLOCK_ROUND_TRIP_MS, Client, ClientError, Sent, StreamOrder, now_ms};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -889,10 +915,21 @@ mod tests {
         let long_ago = Instant::now()
             .checked_sub(Duration::from_millis(CLOCK_ROUND_TRIP_MS + 1_000))
             .expect("a monotonic clock this old");
-        client.learn_clock(gateway_now - 120_000, long_ago);
+        let held = Sent {
+            monotonic: long_ago,
+            wall_ms: now_ms(),
+        };
+        client.learn_clock(gateway_now - 120_000, &held);
         assert_eq!(client.clock_offset_ms(), 0, "held back: not taken");
+        // The device slept: its monotonic clock did not count it, its wall clock did.
+        let slept = Sent {
+            monotonic: Instant::now(),
+            wall_ms: now_ms() - CLOCK_ROUND_TRIP_MS - 1_000,
+        };
+        client.learn_clock(gateway_now - 120_000, &slept);
+        assert_eq!(client.clock_offset_ms(), 0, "slept through: not taken");
 
-        client.learn_clock(gateway_now, Instant::now());
+        client.learn_clock(gateway_now, &Sent::now());
         let learnt = client.clock_offset_ms();
         assert!((29_000..=30_000).contains(&learnt), "{learnt}");
     }
@@ -900,7 +937,7 @@ mod tests {
     #[test]
     fn a_plain_stale_request_makes_the_client_go_by_the_devices_clock_again() {
         let client = Client::new("http://127.0.0.1:9").expect("a client");
-        client.learn_clock(now_ms() - 90_000, Instant::now());
+        client.learn_clock(now_ms() - 90_000, &Sent::now());
         assert!(client.clock_offset_ms() < -89_000);
         let body = br#"{"error":{"code":"stale_request","message":"m","server_time_ms":1}}"#;
 
@@ -940,6 +977,14 @@ mod tests {
             ("order.shipped", "101-0"),
         ])
         .expect("resync then on from there");
+        // Events dropped while the stream was behind: a resync where it has got to.
+        admit_all(&[
+            ("gateway.server_time", "100-0"),
+            ("order.shipped", "101-0"),
+            ("gateway.resync_required", "250-0"),
+            ("order.paid", "251-0"),
+        ])
+        .expect("a resync mid-stream");
     }
 
     #[test]
@@ -956,12 +1001,15 @@ mod tests {
             replay.expect_err("refused"),
             "event 2: a second gateway.server_time"
         );
-        let resync_later = admit_all(&[
+        let resync_back = admit_all(&[
             ("gateway.server_time", "100-0"),
             ("order.shipped", "101-0"),
             ("gateway.resync_required", "90-0"),
         ]);
-        assert!(resync_later.is_err());
+        assert!(
+            resync_back.is_err(),
+            "later, a resync cannot move the stream back"
+        );
         let repeated = admit_all(&[
             ("gateway.server_time", "100-0"),
             ("order.shipped", "101-0"),

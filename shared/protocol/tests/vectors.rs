@@ -7,11 +7,13 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::SigningKey;
 use edge_auth_protocol::canonical::{
-    command_bytes, request_sha256, response_bytes, sha256_hex, sign_command, sign_response,
+    command_bytes, event_bytes, request_sha256, response_bytes, sha256_hex, sign_command,
+    sign_event, sign_response,
 };
-use edge_auth_protocol::verify::verify_response;
+use edge_auth_protocol::verify::{verify_event, verify_response};
 use edge_auth_protocol::wire::{
-    CommandEnvelope, Jwk, Jwks, ResponseEnvelope, SignedCommand, SignedResponse,
+    CommandEnvelope, EventEnvelope, Jwk, Jwks, ResponseEnvelope, SignedCommand, SignedEvent,
+    SignedResponse,
 };
 use serde_json::{Value, json};
 
@@ -100,6 +102,59 @@ fn vectors() -> Value {
             "response_canonical_hex": hex(&response_bytes(&response_envelope)),
         }));
     }
+    // A push stream: the subscribe request that opens it, and two of its events (the
+    // gateway's clock event first, then a backend event), bound to that request.
+    let subscribe = CommandEnvelope {
+        protocol_version: 1,
+        device_session_id: "s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA".into(),
+        client_public_key: device_public.clone(),
+        message_type: "gateway.subscribe".into(),
+        request_id: "subscribe-000000000000001".into(),
+        timestamp_ms: 1_795_000_100_000,
+        payload_sha256: sha256_hex(b""),
+    };
+    let (raw, signature) = sign_command(&device, &subscribe);
+    let subscribe_hash = request_sha256(&subscribe, &raw);
+    let mut events = Vec::new();
+    for (event_id, event_type, position, target, payload) in [
+        (
+            "gw_0000000000000001",
+            "gateway.server_time",
+            "1795000100000-0",
+            "device",
+            br#"{"server_time_ms":1795000100005}"#.to_vec(),
+        ),
+        (
+            "ev_0000000000000002",
+            "order.shipped",
+            "1795000100100-3",
+            "user",
+            br#"{"order":"A-17"}"#.to_vec(),
+        ),
+    ] {
+        let envelope = EventEnvelope {
+            protocol_version: 1,
+            event_id: event_id.into(),
+            event_type: event_type.into(),
+            device_session_id: subscribe.device_session_id.clone(),
+            request_sha256: subscribe_hash.clone(),
+            position: position.into(),
+            target: target.into(),
+            user_id: "u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA".into(),
+            timestamp_ms: 1_795_000_100_005,
+            payload_sha256: sha256_hex(&payload),
+            key_id: "gw-test-1".into(),
+        };
+        let event = SignedEvent {
+            signature: sign_event(&gateway, &envelope),
+            payload: STANDARD.encode(&payload),
+            envelope: envelope.clone(),
+        };
+        events.push(json!({
+            "event": event,
+            "event_canonical_hex": hex(&event_bytes(&envelope)),
+        }));
+    }
     json!({
         "description": "edge-auth protocol v1 test vectors: see shared/protocol/PROTOCOL.md. Ed25519 signatures are deterministic (RFC 8032), so every value is reproducible from the seeds.",
         "device_seed_hex": hex(&seed(0x10)),
@@ -107,6 +162,15 @@ fn vectors() -> Value {
         "gateway_seed_hex": hex(&seed(0xa0)),
         "gateway_jwks": Jwks { keys: vec![Jwk::ed25519("gw-test-1", gateway.verifying_key().as_bytes())] },
         "cases": cases,
+        "stream": {
+            "subscribe": SignedCommand {
+                envelope: subscribe.clone(),
+                payload: String::new(),
+                signature,
+            },
+            "request_sha256": subscribe_hash,
+            "events": events,
+        },
     })
 }
 
@@ -166,4 +230,22 @@ fn a_key_set_that_names_the_signing_key_twice_verifies_nothing() {
     assert!(err.to_string().contains("twice"), "{err}");
     // The real key alone still verifies.
     assert!(verify_response(&response, &jwks, request_id, hash).is_ok());
+}
+
+#[test]
+fn the_published_events_verify_on_their_own_stream_only() {
+    let text = std::fs::read_to_string(path()).expect("test-vectors.json is in the repo");
+    let published: Value = serde_json::from_str(&text).expect("valid JSON");
+    let jwks: Jwks = serde_json::from_value(published["gateway_jwks"].clone()).expect("a JWKS");
+    let stream = &published["stream"];
+    let session = stream["subscribe"]["envelope"]["device_session_id"]
+        .as_str()
+        .expect("session");
+    let hash = stream["request_sha256"].as_str().expect("hash");
+    for case in stream["events"].as_array().expect("events") {
+        let event: SignedEvent = serde_json::from_value(case["event"].clone()).expect("an event");
+        assert!(verify_event(&event, &jwks, session, hash).is_ok());
+        // Another stream of the same session (another subscribe request): refused.
+        assert!(verify_event(&event, &jwks, session, &"0".repeat(64)).is_err());
+    }
 }

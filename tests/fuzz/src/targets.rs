@@ -9,9 +9,9 @@ use edge_auth_domain::gateway::execute::CommandError;
 use edge_auth_domain::ids::{ChallengeId, DeviceSessionId, UserId};
 use edge_auth_domain::public_key::ClientPublicKey;
 use edge_auth_domain::sessions::input::ReasonCode;
-use edge_auth_protocol::canonical::{command_bytes, response_bytes};
+use edge_auth_protocol::canonical::{command_bytes, event_bytes, response_bytes};
 use edge_auth_protocol::rules::{is_message_type, is_request_id};
-use edge_auth_protocol::wire::{CommandEnvelope, ResponseEnvelope};
+use edge_auth_protocol::wire::{CommandEnvelope, EventEnvelope, ResponseEnvelope};
 
 /// A fuzz target.
 pub struct Target {
@@ -124,11 +124,27 @@ impl Fields<'_> {
             key_id: self.text(),
         }
     }
+
+    fn event(&mut self) -> EventEnvelope {
+        EventEnvelope {
+            protocol_version: u32::try_from(self.number() % 3).unwrap_or(0),
+            event_id: self.text(),
+            event_type: self.text(),
+            device_session_id: self.text(),
+            request_sha256: self.text(),
+            position: self.text(),
+            target: self.text(),
+            user_id: self.text(),
+            timestamp_ms: self.number(),
+            payload_sha256: self.text(),
+            key_id: self.text(),
+        }
+    }
 }
 
 /// The canonical encodings are injective: two different envelopes never sign the same
-/// bytes (else a signature over one would pass for the other), and a command's bytes
-/// are never a response's.
+/// bytes (else a signature over one would pass for the other), and a command's, a
+/// response's and an event's bytes are never one another's.
 pub fn canonical(bytes: &[u8]) -> u64 {
     let (left, right) = bytes.split_at(bytes.len() / 2);
     let (a, b) = (
@@ -149,8 +165,15 @@ pub fn canonical(bytes: &[u8]) -> u64 {
         response_bytes(&r) == response_bytes(&s),
         "{r:?} / {s:?}"
     );
+    let (e, f) = (
+        Fields { bytes: left }.event(),
+        Fields { bytes: right }.event(),
+    );
+    assert_eq!(e == f, event_bytes(&e) == event_bytes(&f), "{e:?} / {f:?}");
     assert_ne!(command_bytes(&a), response_bytes(&r));
-    u64::from(a == b) | (u64::from(r == s) << 1)
+    assert_ne!(event_bytes(&e), command_bytes(&a));
+    assert_ne!(event_bytes(&e), response_bytes(&r));
+    u64::from(a == b) | (u64::from(r == s) << 1) | (u64::from(e == f) << 2)
 }
 
 /// The e-mail parser: never a panic; what it accepts is normalised once and for all
