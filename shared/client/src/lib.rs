@@ -218,9 +218,9 @@ pub struct Client {
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long [`Client`] waits for the next bytes of an answer or a stream: longer than the
-/// gateway can take before its answer's first byte (a backend's connect and first-byte
-/// timeouts, each at most 60 s) plus its own work.
-pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(150);
+/// gateway can take before its answer's first byte (a backend's connect timeout, its
+/// first byte and its body, at most 60 + 60 + 120 s) plus its own work.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(270);
 
 /// The largest push frame [`Client::subscribe_once`] buffers: an event's payload is at
 /// most 16 KiB, base64 and envelope included well under this. A stream that sends more

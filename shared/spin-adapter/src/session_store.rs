@@ -168,6 +168,37 @@ impl RedisSessionStore {
     pub fn redis(&self) -> &SpinRedis {
         &self.redis
     }
+
+    /// Writes `limit` ('' = none) to every copy with a new version from the counter;
+    /// the newest version a copy refused it for, if any.
+    fn write_limit_copies(&self, limit: &str) -> anyhow::Result<Option<i64>> {
+        let mut reply = Reply::new(
+            "INCR session-limit calls",
+            self.redis
+                .command("INCR", &[keys::SESSION_LIMIT_CALLS.into()])?,
+        );
+        let version = reply.int()?.to_string();
+        let mut newest = None;
+        // One call per copy: each lives in its own shard slot.
+        for (copy, copy_version) in keys::session_limit_copies()
+            .into_iter()
+            .zip(keys::session_limit_version_copies())
+        {
+            let mut reply = Reply::new(
+                "set_limit_copy",
+                self.redis.run(
+                    &scripts::SET_LIMIT_COPY,
+                    &[copy, copy_version],
+                    &[version.as_str().into(), limit.into()],
+                )?,
+            );
+            if reply.int()? == 0 {
+                let theirs = reply.int()?;
+                newest = Some(newest.map_or(theirs, |n: i64| n.max(theirs)));
+            }
+        }
+        Ok(newest)
+    }
 }
 
 impl SessionStore for RedisSessionStore {
@@ -380,23 +411,32 @@ impl SessionStore for RedisSessionStore {
     }
 
     fn set_session_limit(&self, limit: Option<u32>) -> anyhow::Result<()> {
-        let mut reply = Reply::new(
-            "INCR session-limit calls",
-            self.redis
-                .command("INCR", &[keys::SESSION_LIMIT_CALLS.into()])?,
-        );
-        let version = reply.int()?.to_string();
         let limit = limit.map(|n| n.to_string()).unwrap_or_default();
-        // One call per copy: each lives in its own shard slot.
-        for (copy, copy_version) in keys::session_limit_copies()
-            .into_iter()
-            .zip(keys::session_limit_version_copies())
-        {
-            self.redis.run(
-                &scripts::SET_LIMIT_COPY,
-                &[copy, copy_version],
-                &[version.as_str().into(), limit.as_str().into()],
-            )?;
+        let newest = self.write_limit_copies(&limit)?;
+        // A copy as new as this call: a newer call, or a counter that went back (a
+        // failover of its node, a deleted key), which would make every later call lose
+        // everywhere. Only the second leaves the counter below a version written: move it
+        // past, and write again.
+        if let Some(newest) = newest {
+            let mut reply = Reply::new(
+                "GET session-limit calls",
+                self.redis
+                    .command("GET", &[keys::SESSION_LIMIT_CALLS.into()])?,
+            );
+            let counter = reply
+                .text()?
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or(0);
+            if counter < newest {
+                self.redis.command(
+                    "INCRBY",
+                    &[
+                        keys::SESSION_LIMIT_CALLS.into(),
+                        (newest - counter).to_string().as_str().into(),
+                    ],
+                )?;
+                self.write_limit_copies(&limit)?;
+            }
         }
         Ok(())
     }

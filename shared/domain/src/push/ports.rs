@@ -161,7 +161,9 @@ pub struct StreamRead {
     /// Where the stream stands after this read (the last event examined).
     pub cursor: Position,
     /// Events between the resume position and what is kept were dropped (by length or
-    /// age): the cursor moved to the newest event, and the client must resync.
+    /// age): the cursor moved to the newest event, and the client must resync. Such a
+    /// read carries no events (they would all be at or before the newest), so the resync,
+    /// sent at the cursor, comes before anything after it.
     pub gap: bool,
     /// Events after the position, for this session (the user's and its own), in order.
     pub events: Vec<StoredEvent>,

@@ -161,7 +161,7 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
         if read.gap {
             let payload = json!({
                 "reason": "events_dropped",
-                "message": "events after last_event_id are no longer kept; fetch current state, then go on from this id",
+                "message": "events this stream has not sent are no longer kept; fetch current state, then go on from this id",
             });
             if self
                 .gateway(RESYNC_REQUIRED, read.cursor, read.now_ms, &payload)?

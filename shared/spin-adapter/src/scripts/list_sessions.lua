@@ -19,9 +19,8 @@ local c = {now = now_ms(), active = KEYS[3], expired = KEYS[4], lifecycle = KEYS
 -- whether anything has read a session since it ended.
 if KEYS[1] == KEYS[4] and ARGV[2] == '' then
   for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, 999)) do
-    local record = session_record_key(KEYS[3], string.sub(member, 18))
-    if redis.call('EXISTS', record) == 1 then
-      expire_if_due(c, record)
+    if not record_gone(KEYS[3], member) then
+      expire_if_due(c, session_record_key(KEYS[3], string.sub(member, 18)))
     end
   end
 end

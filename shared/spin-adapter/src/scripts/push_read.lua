@@ -53,13 +53,7 @@ end
 
 local out = {state, now, ends, lifecycle, from, gap, 0}
 local n, cursor = 0, from
--- After a gap this read only moves the stream to the newest event, where the resync
--- stands; what was published after it comes with the next read, after the resync, so
--- the client sees positions in order.
-local entries = {}
-if gap == 0 then
-  entries = redis.call('XRANGE', KEYS[8], '(' .. from, '+', 'COUNT', ARGV[3])
-end
+local entries = redis.call('XRANGE', KEYS[8], '(' .. from, '+', 'COUNT', ARGV[3])
 for _, entry in ipairs(entries) do
   cursor = entry[1]
   local f = {}

@@ -5,10 +5,10 @@
 -- itself keeps its plain form (the limit, or no key for none), which every instance reads.
 -- KEYS: 1 the copy, 2 the version of the copy (same slot)
 -- ARGV: 1 the call's version (a whole number), 2 the limit ('' = none)
--- Returns 1 (written) or 0 (a newer setting is there).
+-- Returns {1} (written) or {0, the copy's version} (a setting as new or newer is there).
 local current = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 if current >= tonumber(ARGV[1]) then
-  return 0
+  return {0, current}
 end
 redis.call('SET', KEYS[2], ARGV[1])
 if ARGV[2] == '' then
@@ -16,4 +16,4 @@ if ARGV[2] == '' then
 else
   redis.call('SET', KEYS[1], ARGV[2])
 end
-return 1
+return {1}

@@ -797,32 +797,51 @@ async fn the_session_limit_rejects_or_evicts_the_oldest() {
 }
 
 #[tokio::test]
-async fn a_session_limit_call_never_overwrites_a_copy_a_newer_call_has_written() {
+async fn session_limit_calls_at_once_leave_every_copy_alike_even_after_the_counter_went_back() {
     // Review finding: two calls at once wrote their 16 copies interleaved and could leave
     // half at one limit and half at the other, for good. Each copy now keeps the newest.
     let app = spawn_app().await;
     let copy = |shard: u8| format!("ea:{{ea:c{shard:x}}}:config:session_limit");
     let version = |shard: u8| format!("ea:{{ea:c{shard:x}}}:config:session_limit_version");
-    // A call that reached Redis later (version 1000) has already written copy 3.
-    let _: () = app.redis().set(copy(3), "1").expect("SET");
-    let _: () = app.redis().set(version(3), "1000").expect("SET");
-
-    app.set_session_limit(Some(5)).await;
-    for shard in 0..16 {
-        let value: String = app.redis().get(copy(shard)).expect("GET");
-        let expected = if shard == 3 { "1" } else { "5" };
-        assert_eq!(value, expected, "copy {shard}: the newer call's copy stays");
+    let copies = || -> Vec<Option<String>> {
+        (0..16)
+            .map(|shard| app.redis().get(copy(shard)).expect("GET"))
+            .collect()
+    };
+    for round in 0..10_u32 {
+        let (a, b) = (round * 2 + 1, round * 2 + 2);
+        tokio::join!(
+            app.set_session_limit(Some(a)),
+            app.set_session_limit(Some(b))
+        );
+        let now = copies();
+        assert!(
+            now.iter().all(|c| *c == now[0]),
+            "round {round}: the copies disagree: {now:?}"
+        );
     }
 
-    // Clearing deletes the copies (as older instances read them), versions kept.
-    let _: () = app.redis().del(version(3)).expect("DEL");
+    // Clearing deletes the copies (as instances not yet upgraded read them) and keeps
+    // their versions, so an older call cannot bring a limit back.
     app.set_session_limit(None).await;
+    assert!(copies().iter().all(Option::is_none));
     for shard in 0..16 {
-        let value: Option<String> = app.redis().get(copy(shard)).expect("GET");
-        assert_eq!(value, None, "copy {shard}");
         let kept: Option<String> = app.redis().get(version(shard)).expect("GET");
         assert!(kept.is_some(), "copy {shard} keeps its version");
     }
+
+    // The counter went back (a failover, a deleted key) below the versions written: the
+    // call notices, moves it past them, and writes again.
+    let _: () = app
+        .redis()
+        .del("ea:{ea:c0}:config:session_limit_calls")
+        .expect("DEL");
+    app.set_session_limit(Some(7)).await;
+    assert!(
+        copies().iter().all(|c| c.as_deref() == Some("7")),
+        "{:?}",
+        copies()
+    );
 }
 
 #[tokio::test]
