@@ -10,11 +10,13 @@ use edge_auth_domain::login::ports::{
     ConfirmAttempt, ConfirmOutcome, CreateOutcome, GuardOutcome, GuardRequest, LimitPolicy,
     LoginStore, NewChallenge, UserChoice,
 };
+use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::time::Timestamp;
 
 use crate::keys::{self, AddressKeys};
 use crate::metrics::{self, Budget, Counter, Directory, Resolution, Ride, When};
 use crate::redis::{Arg, Reply, SpinRedis, scripts};
+use crate::session_store;
 
 /// The login store on a Spin Redis connection.
 #[derive(Debug)]
@@ -153,28 +155,12 @@ impl LoginStore for RedisLoginStore {
     }
 
     fn withdraw(&self, session: &DeviceSessionId) -> anyhow::Result<()> {
-        let k = AddressKeys::new(session.tag());
-        let args: [Arg; 7] = [
-            "user_blocked".into(),
-            "system".into(),
-            keys::REVOKED_RETENTION_MS.into(),
-            keys::LIFECYCLE_TTL_MS.into(),
-            keys::LIFECYCLE_MAXLEN.into(),
-            keys::AUDIT_TTL_MS.into(),
-            keys::AUDIT_MAXLEN.into(),
-        ];
-        let keys_ = [
-            k.session(session.as_str()),
-            k.active_sessions(),
-            k.revoked_sessions(),
-            k.lifecycle(),
-            k.audit(),
-            k.expired_sessions(),
-        ];
-        let mut reply = Reply::new("revoke", self.redis.run(&scripts::REVOKE, &keys_, &args)?);
+        let reason =
+            ChangeReason::parse("user_blocked", "system").context("the withdrawal's reason")?;
+        let mut reply = session_store::run_revoke(&self.redis, session, &reason)?;
         if reply.required()? == "revoked" {
             metrics::count(&Counter::SessionsRevoked {
-                reason: "user_blocked",
+                reason: reason.reason_code.as_str(),
             });
         }
         Ok(())

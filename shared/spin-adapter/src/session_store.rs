@@ -141,6 +141,35 @@ fn stream_args() -> Vec<Arg> {
     ]
 }
 
+/// Runs `revoke.lua` on one session (the revoke route, and a login withdrawing the session
+/// it made for a user a block reached). The reply starts with `not_found`, `revoked` or
+/// `already`, then the record; the caller counts a revocation.
+///
+/// # Errors
+/// Redis failed.
+pub(crate) fn run_revoke(
+    redis: &SpinRedis,
+    id: &DeviceSessionId,
+    reason: &ChangeReason,
+) -> anyhow::Result<Reply> {
+    let k = AddressKeys::new(id.tag());
+    let mut args = common(reason);
+    args.push(keys::AUDIT_TTL_MS.into());
+    args.push(keys::AUDIT_MAXLEN.into());
+    let keys_ = [
+        k.session(id.as_str()),
+        k.active_sessions(),
+        k.revoked_sessions(),
+        k.lifecycle(),
+        k.audit(),
+        k.expired_sessions(),
+    ];
+    Ok(Reply::new(
+        "revoke",
+        redis.run(&scripts::REVOKE, &keys_, &args)?,
+    ))
+}
+
 /// The arguments every revoking script starts with.
 fn common(reason: &ChangeReason) -> Vec<Arg> {
     vec![
@@ -296,19 +325,7 @@ impl SessionStore for RedisSessionStore {
     }
 
     fn revoke(&self, id: &DeviceSessionId, reason: &ChangeReason) -> anyhow::Result<RevokeOutcome> {
-        let k = AddressKeys::new(id.tag());
-        let mut args = common(reason);
-        args.push(keys::AUDIT_TTL_MS.into());
-        args.push(keys::AUDIT_MAXLEN.into());
-        let keys_ = [
-            k.session(id.as_str()),
-            k.active_sessions(),
-            k.revoked_sessions(),
-            k.lifecycle(),
-            k.audit(),
-            k.expired_sessions(),
-        ];
-        let mut reply = Reply::new("revoke", self.redis.run(&scripts::REVOKE, &keys_, &args)?);
+        let mut reply = run_revoke(&self.redis, id, reason)?;
         Ok(match reply.required()?.as_str() {
             "not_found" => RevokeOutcome::NotFound,
             "revoked" => {
