@@ -819,37 +819,35 @@ pub enum StreamClose {
 /// first and once; `gateway.resync_required` right after it at any position (the stream
 /// goes on from there), or later not before the event before; backend events each after
 /// the one before; any other gateway event (`gateway.stream_end`) not before the one
-/// before. Every event is signed
-/// for this stream, so this is what stops one from being delivered again: a replayed
-/// `gateway.*` event would otherwise move the resume point back and let backend events
-/// through twice.
+/// before. Every event is signed for this stream, so this is what stops one from being
+/// delivered again: a replayed `gateway.*` event would otherwise move the resume point
+/// back and let backend events through twice.
 #[derive(Debug, Default)]
 struct StreamOrder {
-    /// The position of the last event admitted and its type (`None`: none yet).
-    last: Option<((u64, u64), String)>,
+    /// The position of the last event admitted (`None`: none yet).
+    last: Option<(u64, u64)>,
+    /// The last event admitted was `gateway.server_time`.
+    just_began: bool,
 }
 
 impl StreamOrder {
     /// Admits the next event, or says why it is out of order.
     fn admit(&mut self, event_type: &str, id: &str) -> Result<(), &'static str> {
         let at = position(id);
-        let ok = match (&self.last, event_type) {
-            (None, "gateway.server_time") => Ok(()),
-            (None, _) => Err("the stream must begin with gateway.server_time"),
-            (Some(_), "gateway.server_time") => Err("a second gateway.server_time"),
+        let backend = !event_type.starts_with("gateway.");
+        match (self.last, event_type) {
+            (None, "gateway.server_time") => {}
+            (None, _) => return Err("the stream must begin with gateway.server_time"),
+            (Some(_), "gateway.server_time") => return Err("a second gateway.server_time"),
             // Right after server_time it may stand below the resume point (a resume point
             // past the newest event); later, where the stream has got to or after.
-            (Some((_, before)), "gateway.resync_required") if before == "gateway.server_time" => {
-                Ok(())
-            }
-            (Some((last, _)), t) if !t.starts_with("gateway.") && at <= *last => {
-                Err("not after the event before")
-            }
-            (Some((last, _)), _) if at < *last => Err("before the event before"),
-            _ => Ok(()),
-        };
-        ok?;
-        self.last = Some((at, event_type.to_string()));
+            (Some(_), "gateway.resync_required") if self.just_began => {}
+            (Some(last), _) if backend && at <= last => return Err("not after the event before"),
+            (Some(last), _) if at < last => return Err("before the event before"),
+            _ => {}
+        }
+        self.last = Some(at);
+        self.just_began = event_type == "gateway.server_time";
         Ok(())
     }
 }

@@ -157,12 +157,7 @@ impl LoginStore for RedisLoginStore {
     fn withdraw(&self, session: &DeviceSessionId) -> anyhow::Result<()> {
         let reason =
             ChangeReason::parse("user_blocked", "system").context("the withdrawal's reason")?;
-        let mut reply = session_store::run_revoke(&self.redis, session, &reason)?;
-        if reply.required()? == "revoked" {
-            metrics::count(&Counter::SessionsRevoked {
-                reason: reason.reason_code.as_str(),
-            });
-        }
+        session_store::run_revoke(&self.redis, session, &reason)?;
         Ok(())
     }
 

@@ -59,19 +59,7 @@ fn position(reply: &mut Reply) -> anyhow::Result<Position> {
 
 impl PushStore for RedisPushStore {
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
-        let mut reply = Reply::new(
-            "SMEMBERS user index",
-            self.redis
-                .command("SMEMBERS", &[keys::user_index(user.as_str()).into()])?,
-        );
-        reply
-            .rest()?
-            .into_iter()
-            .map(|hex| {
-                AddressTag::parse_hex(&hex)
-                    .with_context(|| format!("bad address tag {hex:?} in the user index"))
-            })
-            .collect()
+        crate::session_store::user_addresses(&self.redis, user)
     }
 
     fn append(&self, tag: AddressTag, e: &Append<'_>) -> anyhow::Result<AppendOutcome> {

@@ -119,6 +119,18 @@ fn audit_record(id: String, mut fields: HashMap<String, String>) -> anyhow::Resu
     })
 }
 
+/// Every address tag an external directory's user has logged in with (the user index),
+/// read by the session and the push stores alike.
+///
+/// # Errors
+/// Redis failed, or the index holds something that is no tag.
+pub(crate) fn user_addresses(redis: &SpinRedis, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
+    address_tags(Reply::new(
+        "SMEMBERS user index",
+        redis.command("SMEMBERS", &[keys::user_index(user.as_str()).into()])?,
+    ))
+}
+
 /// The address tags of a user index reply (`SMEMBERS`, or a script returning it).
 fn address_tags(mut reply: Reply) -> anyhow::Result<Vec<AddressTag>> {
     reply
@@ -142,8 +154,8 @@ fn stream_args() -> Vec<Arg> {
 }
 
 /// Runs `revoke.lua` on one session (the revoke route, and a login withdrawing the session
-/// it made for a user a block reached). The reply starts with `not_found`, `revoked` or
-/// `already`, then the record; the caller counts a revocation.
+/// it made for a user a block reached) and counts a revocation. Returns the outcome
+/// (`not_found`, `revoked` or `already`) and the rest of the reply (the record).
 ///
 /// # Errors
 /// Redis failed.
@@ -151,7 +163,7 @@ pub(crate) fn run_revoke(
     redis: &SpinRedis,
     id: &DeviceSessionId,
     reason: &ChangeReason,
-) -> anyhow::Result<Reply> {
+) -> anyhow::Result<(String, Reply)> {
     let k = AddressKeys::new(id.tag());
     let mut args = common(reason);
     args.push(keys::AUDIT_TTL_MS.into());
@@ -164,10 +176,14 @@ pub(crate) fn run_revoke(
         k.audit(),
         k.expired_sessions(),
     ];
-    Ok(Reply::new(
-        "revoke",
-        redis.run(&scripts::REVOKE, &keys_, &args)?,
-    ))
+    let mut reply = Reply::new("revoke", redis.run(&scripts::REVOKE, &keys_, &args)?);
+    let outcome = reply.required()?;
+    if outcome == "revoked" {
+        metrics::count(&Counter::SessionsRevoked {
+            reason: reason.reason_code.as_str(),
+        });
+    }
+    Ok((outcome, reply))
 }
 
 /// The arguments every revoking script starts with.
@@ -250,12 +266,7 @@ impl SessionStore for RedisSessionStore {
     }
 
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
-        let reply = Reply::new(
-            "SMEMBERS user index",
-            self.redis
-                .command("SMEMBERS", &[keys::user_index(user.as_str()).into()])?,
-        );
-        address_tags(reply)
+        user_addresses(&self.redis, user)
     }
 
     fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<Vec<AddressTag>> {
@@ -325,15 +336,10 @@ impl SessionStore for RedisSessionStore {
     }
 
     fn revoke(&self, id: &DeviceSessionId, reason: &ChangeReason) -> anyhow::Result<RevokeOutcome> {
-        let mut reply = run_revoke(&self.redis, id, reason)?;
-        Ok(match reply.required()?.as_str() {
+        let (outcome, mut reply) = run_revoke(&self.redis, id, reason)?;
+        Ok(match outcome.as_str() {
             "not_found" => RevokeOutcome::NotFound,
-            "revoked" => {
-                metrics::count(&Counter::SessionsRevoked {
-                    reason: reason.reason_code.as_str(),
-                });
-                RevokeOutcome::Revoked(record(&mut reply)?)
-            }
+            "revoked" => RevokeOutcome::Revoked(record(&mut reply)?),
             "already" => RevokeOutcome::Ended(record(&mut reply)?),
             other => bail!("`revoke` reply: unexpected {other:?}"),
         })
