@@ -45,6 +45,11 @@
 //! | `ea:{x:<h>}:profile` | string | the example backend's profile of a user (`<h>` as for `tags`); not the gateway's data |
 //! | `ea:{u:<h>}:tags` | set | address tags an external directory's user has logged in with (`<h>`: first 16 hex digits of SHA-256 of the user id, so any id makes a clean hash tag); written before a session is created under a tag |
 //! | `ea:{u:<h>}:blocking` | string, TTL 15 min | the user's block fence: set (with a read of `:tags`) by a block of the user, cleared by an unblock; a confirm that indexes an address while it stands is refused |
+//!
+//! The four `sessions:*` sets of an address expire no earlier than the last record of
+//! their members could (a member's absolute expiry, or its revocation, plus the
+//! retention): an address nobody logs in with again leaves no set behind. A set written
+//! before sets expired keeps no expiry.
 
 use edge_auth_domain::ids::AddressTag;
 use edge_auth_domain::login::settings::MAX_SESSION_LIFETIME_SECONDS;

@@ -201,8 +201,11 @@ redis.call('HSET', KEYS[8],
 local ends = session_end(expires_at, now, ARGV[22])
 redis.call('PEXPIREAT', KEYS[7], ends + tonumber(ARGV[12]))
 redis.call('PEXPIREAT', KEYS[8], ends + tonumber(ARGV[12]))
-redis.call('ZADD', KEYS[5], 0, member)
-redis.call('ZADD', KEYS[6], 0, member)
+-- The sets keep the member as long as its record could be there: a use moves the record's
+-- end, never past the absolute expiry.
+local keep_until = expires_at + tonumber(ARGV[12])
+add_session(KEYS[5], member, keep_until, now)
+add_session(KEYS[6], member, keep_until, now)
 append(KEYS[12], ARGV[13], ARGV[14], 'event', 'session_created',
   'device_session_id', ARGV[4], 'user_id', user_id, 'at', now)
 append(KEYS[13], ARGV[15], ARGV[16], 'action', 'session_created',

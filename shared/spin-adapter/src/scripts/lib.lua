@@ -29,6 +29,25 @@ local function gcra(key, now, interval, tolerance, commit)
   return 0
 end
 
+-- Adds `member` to `set`, one of an address's four session sets, and keeps the set at
+-- least until `until_ms`: the latest the member's record can still be there (no later use,
+-- revoke or expiry keeps a record past the session's absolute expiry plus its retention).
+-- A set's expiry only ever moves later, so a set goes only after the records of all its
+-- members have gone, and an address nobody logs in with again leaves no set behind (its
+-- members would otherwise stay for good: only a login's sweep drops gone members). A set
+-- without an expiry (made before sets had one) is left without one: its members' records
+-- may outlive any time this member gives.
+local function add_session(set, member, until_ms, now)
+  -- A second more: `now` (TIME, in whole ms) and the clock a record's relative expiry is
+  -- set by may differ by a millisecond within one script.
+  local keep = until_ms + 1000
+  local ttl = redis.call('PTTL', set)
+  redis.call('ZADD', set, 0, member)
+  if ttl == -2 or (ttl >= 0 and now + ttl < keep) then
+    redis.call('PEXPIREAT', set, keep)
+  end
+end
+
 -- Revokes the session behind `member`: record, projection, sets, lifecycle record.
 -- `c` holds now, reason, actor, retention, lifecycle_ttl, lifecycle_max and the keys
 -- active, revoked and lifecycle (all of one address: the record and projection keys are
@@ -50,7 +69,10 @@ local function revoke_member(c, member)
   redis.call('PEXPIRE', record, c.retention)
   redis.call('PEXPIRE', projection, c.retention)
   redis.call('ZREM', c.active, member)
-  redis.call('ZADD', c.revoked, 0, member)
+  -- Only a session not yet over is revoked (callers end those over as expired first):
+  -- now plus the retention comes before its absolute expiry plus the retention, which
+  -- keeps the sets it is still in.
+  add_session(c.revoked, member, c.now + tonumber(c.retention), c.now)
   append(c.lifecycle, c.lifecycle_ttl, c.lifecycle_max,
     'event', 'session_revoked', 'device_session_id', sid, 'user_id', user_id,
     'reason_code', c.reason, 'actor', c.actor, 'at', c.now)
@@ -110,7 +132,10 @@ local function expire_if_due(c, record)
     redis.call('HSET', projection, 'status', 'expired', 'expired_at', ends)
   end
   redis.call('ZREM', c.active, r[5])
-  redis.call('ZADD', c.expired, 0, r[5])
+  -- The record stays its retention after the session's end, as the last write set it.
+  local keep = redis.call('PTTL', record)
+  if keep < 0 then keep = 0 end
+  add_session(c.expired, r[5], c.now + keep, c.now)
   append(c.lifecycle, c.lifecycle_ttl, c.lifecycle_max, 'event', 'session_expired',
     'device_session_id', sid, 'user_id', r[6] or '', 'reason_code', why, 'at', ends)
   append(c.audit, c.audit_ttl, c.audit_max, 'action', 'session_expired',

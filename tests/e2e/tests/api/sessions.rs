@@ -1506,3 +1506,69 @@ async fn a_revoke_all_in_several_batches_audits_each_batch_as_it_revokes() {
     counts.sort_unstable();
     assert_eq!(counts, vec![200, 500, 500]);
 }
+
+/// How long each of an address's session sets is kept (ms; `-1`: for good, `-2`: none),
+/// and the longest any record of its members is kept.
+fn set_and_record_ttls(app: &TestApp, email: &str) -> Vec<(String, i64, i64)> {
+    let prefix = app.address_prefix(email);
+    let mut redis = app.redis();
+    ["active", "all", "revoked", "expired"]
+        .into_iter()
+        .map(|set| {
+            let key = format!("{prefix}sessions:{set}");
+            let members: Vec<String> = redis.zrange(&key, 0, -1).expect("ZRANGE");
+            let longest = members
+                .iter()
+                .map(|m| {
+                    let ttl: i64 = redis.pttl(format!("{prefix}s:{}", &m[17..])).expect("PTTL");
+                    ttl
+                })
+                .max()
+                .unwrap_or(-2);
+            let ttl: i64 = redis.pttl(&key).expect("PTTL");
+            (set.to_string(), ttl, longest)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_addresss_session_sets_expire_but_never_before_a_record_of_theirs() {
+    // Review finding: the four session sets had no expiry; only a login's sweep dropped a
+    // member whose record had gone, so an address nobody logged in with again kept its
+    // members for good.
+    let app = spawn_quick()
+        .variable("session_lifetime_seconds", "2")
+        .spawn()
+        .await;
+    let email = "sia@example.com";
+    let revoked = app.login(email, &device_key(1)).await;
+    let expired = app.login(email, &device_key(2)).await;
+    let revoke = app.revoke_session(&revoked, &reason("logout")).await;
+    assert_eq!(revoke.status(), 200, "{:?}", revoke.body);
+    tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
+    // Reading the session past its end moves it to the expired set.
+    assert_eq!(app.get_session(&expired).await.field("status"), "expired");
+    let active = app.login(email, &device_key(3)).await;
+    assert_eq!(app.get_session(&active).await.field("status"), "active");
+
+    for (set, ttl, longest) in set_and_record_ttls(&app, email) {
+        assert!(longest > 0, "{set} holds a session: {longest}");
+        assert!(
+            ttl >= longest,
+            "{set} goes no earlier than its members' records: {ttl} < {longest}"
+        );
+        assert!(
+            ttl <= longest + 10_000,
+            "{set} goes once its last record has gone, not for good: {ttl} ({longest})"
+        );
+    }
+
+    // A set from before sets expired keeps no expiry: its older members' records may
+    // outlive anything a new member says.
+    let legacy = format!("{}sessions:active", app.address_prefix(email));
+    let persisted: bool = app.redis().persist(&legacy).expect("PERSIST");
+    assert!(persisted);
+    app.login(email, &device_key(4)).await;
+    let ttl: i64 = app.redis().pttl(&legacy).expect("PTTL");
+    assert_eq!(ttl, -1, "a set without an expiry is not given one");
+}
