@@ -9,7 +9,7 @@
 use edge_auth_domain::sessions::input::{BlockTarget, ChangeReason};
 use edge_auth_domain::sessions::usecases::{SessionError, block};
 use edge_auth_spin::http::{Answer, Route, serve};
-use edge_auth_spin::internal::{BlockContext, fail};
+use edge_auth_spin::internal::{BlockContext, fail, note_change};
 use serde::Deserialize;
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
@@ -35,6 +35,7 @@ async fn handle_block_user(req: IncomingRequest, out: ResponseOutparam) {
         let run = || -> Result<_, SessionError> {
             let target = BlockTarget::parse(body.email.as_deref(), body.user_id.as_deref())?;
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
+            note_change(&call, &reason, Some(&target));
             let ctx = BlockContext::open()?;
             block(
                 &ctx.store,

@@ -61,11 +61,11 @@ async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) 
         let confirmed = run().map_err(|err| {
             match &err {
                 ConfirmError::Unexpected(cause) => log_cause("confirm-email-code failed", cause),
-                ConfirmError::BadSessionLimit(reason) => eprintln!(
+                ConfirmError::BadSessionLimit(reason) => request_log::error(&format!(
                     "confirm-email-code refused: invalid Redis setting `{}`: {reason} \
                      (set it with POST /api/v1/internal/config/session-limit)",
                     edge_auth_spin::keys::SESSION_LIMIT_KEYS
-                ),
+                )),
                 _ => {}
             }
             public_errors::confirm(&err)

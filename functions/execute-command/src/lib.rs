@@ -30,9 +30,9 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, ROUTE, |call| {
         let fail = |e: CommandError| {
             match &e {
-                CommandError::NotConfigured(name) => eprintln!(
+                CommandError::NotConfigured(name) => edge_auth_spin::request_log::error(&format!(
                     "execute-command: {name} is not set; the gateway answers 503 until it is"
-                ),
+                )),
                 CommandError::Unexpected(cause) => log_cause("execute-command failed", cause),
                 _ => {}
             }

@@ -21,7 +21,9 @@ async fn handle_gateway_keys(req: IncomingRequest, out: ResponseOutparam) {
             public_errors::unavailable()
         })?;
         let Some(jwks) = settings.jwks() else {
-            eprintln!("gateway-keys: gateway_signing_key is not set; answering 503");
+            edge_auth_spin::request_log::error(
+                "gateway-keys: gateway_signing_key is not set; answering 503",
+            );
             return Err(public_errors::unavailable());
         };
         Ok(Answer::ok(&jwks)?.header("cache-control", "public, max-age=300"))

@@ -52,6 +52,10 @@ async fn handle_publish_event(req: IncomingRequest, out: ResponseOutparam) {
             payload,
         )
         .map_err(fail)?;
+        call.note("user_id", publication.user.as_str());
+        if let Some(device) = &publication.device {
+            call.note("device_session_id", device.as_str());
+        }
         let settings = push_settings().map_err(|e| fail(e.into()))?;
         let store = RedisPushStore::new(SpinRedis::connect().map_err(|e| fail(e.into()))?);
         let published = publish(&store, &OsRandom, &settings, &publication).map_err(fail)?;

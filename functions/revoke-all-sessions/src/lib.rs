@@ -8,7 +8,7 @@
 use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::sessions::usecases::{SessionError, revoke_all};
 use edge_auth_spin::http::{Answer, Route, serve};
-use edge_auth_spin::internal::{ReasonBody, fail};
+use edge_auth_spin::internal::{ReasonBody, fail, note_change};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
 use serde_json::json;
@@ -23,6 +23,7 @@ async fn handle_revoke_all_sessions(req: IncomingRequest, out: ResponseOutparam)
         let body: ReasonBody = call.json()?;
         let run = || -> Result<_, SessionError> {
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
+            note_change(&call, &reason, None);
             let store = RedisSessionStore::new(SpinRedis::connect()?);
             revoke_all(&store, call.param("user_id"), &reason)
         };

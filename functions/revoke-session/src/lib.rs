@@ -9,7 +9,7 @@
 use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::sessions::usecases::{SessionError, revoke_session};
 use edge_auth_spin::http::{Answer, Route, serve};
-use edge_auth_spin::internal::{ReasonBody, fail};
+use edge_auth_spin::internal::{ReasonBody, fail, note_change};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
 use serde_json::json;
@@ -24,6 +24,7 @@ async fn handle_revoke_session(req: IncomingRequest, out: ResponseOutparam) {
         let body: ReasonBody = call.json()?;
         let run = || -> Result<_, SessionError> {
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
+            note_change(&call, &reason, None);
             let store = RedisSessionStore::new(SpinRedis::connect()?);
             revoke_session(&store, call.param("device_session_id"), &reason)
         };

@@ -66,17 +66,25 @@ async fn handle_send_email_code(req: IncomingRequest, out: ResponseOutparam) {
         let Some(message) = outcome.delivery else {
             return Ok(answer);
         };
+        // The request's log line, written once this has run, says how delivery went.
         Ok(
             answer.then(move || match deliver(&store, &mailer, &message) {
-                Ok((state, None)) => println!("challenge {challenge_id}: {}", state.as_str()),
-                Ok((state, Some(cause))) => log_cause(
-                    &format!("challenge {challenge_id}: {}", state.as_str()),
-                    &cause,
-                ),
-                Err(cause) => log_cause(
-                    &format!("challenge {challenge_id}: delivery not recorded"),
-                    &cause,
-                ),
+                Ok((state, cause)) => {
+                    request_log::note("delivery", state.as_str());
+                    if let Some(cause) = cause {
+                        log_cause(
+                            &format!("challenge {challenge_id}: delivery failed"),
+                            &cause,
+                        );
+                    }
+                }
+                Err(cause) => {
+                    request_log::note("delivery", "not_recorded");
+                    log_cause(
+                        &format!("challenge {challenge_id}: delivery not recorded"),
+                        &cause,
+                    );
+                }
             }),
         )
     })

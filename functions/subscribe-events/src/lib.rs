@@ -100,9 +100,9 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, ROUTE, |call| {
         let fail = |e: CommandError| {
             match &e {
-                CommandError::NotConfigured(name) => eprintln!(
+                CommandError::NotConfigured(name) => edge_auth_spin::request_log::error(&format!(
                     "subscribe-events: {name} is not set; the gateway answers 503 until it is"
-                ),
+                )),
                 CommandError::Unexpected(cause) => log_cause("subscribe-events failed", cause),
                 _ => {}
             }

@@ -7,7 +7,7 @@
 use edge_auth_domain::sessions::input::{BlockTarget, ChangeReason};
 use edge_auth_domain::sessions::usecases::{SessionError, unblock};
 use edge_auth_spin::http::{Answer, Route, serve};
-use edge_auth_spin::internal::{BlockContext, fail};
+use edge_auth_spin::internal::{BlockContext, fail, note_change};
 use serde::Deserialize;
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
@@ -31,6 +31,7 @@ async fn handle_unblock_user(req: IncomingRequest, out: ResponseOutparam) {
         let run = || -> Result<_, SessionError> {
             let target = BlockTarget::parse(body.email.as_deref(), body.user_id.as_deref())?;
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
+            note_change(&call, &reason, Some(&target));
             let ctx = BlockContext::open()?;
             unblock(&ctx.store, ctx.directory(), &ctx.key, &target, &reason)
         };

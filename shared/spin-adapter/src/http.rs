@@ -355,7 +355,17 @@ pub async fn serve(
                 .to_string()
         });
     let method = method_name(&req.method());
-    let log = |status: u16, error_code: Option<&str>| {
+    // What the line says of the response, taken as it is sent; the line itself is written
+    // once the request's work is done (see `request_log`).
+    let answered = |status: u16, error_code: Option<&'static str>| {
+        (
+            status,
+            error_code,
+            started.elapsed().as_secs_f64() * 1000.0,
+            request_log::round_trips(),
+        )
+    };
+    let log = |(status, error_code, latency_ms, round_trips): (u16, Option<&str>, f64, u32)| {
         println!(
             "{}",
             request_log::line(&request_log::Outcome {
@@ -363,7 +373,8 @@ pub async fn serve(
                 method: &method,
                 status,
                 error_code,
-                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                latency_ms,
+                round_trips,
             })
         );
     };
@@ -374,17 +385,17 @@ pub async fn serve(
     .concat();
     if route.access == Access::Public && req.method() == Method::Options {
         preflight(out, route, cors).await;
-        return log(204, None);
+        return log(answered(204, None));
     }
     let call = match read_call(req, headers, route).await {
         Ok(call) => call,
         Err(err) => {
             let headers = [error_headers(&err, route), cors].concat();
             send(out, err.status, &err.body(), &headers).await;
-            return log(err.status, Some(err.code));
+            return log(answered(err.status, Some(err.code)));
         }
     };
-    match handler(call) {
+    let outcome = match handler(call) {
         Ok(answer) => {
             let headers = [answer.headers, cors].concat();
             match answer.body {
@@ -396,20 +407,22 @@ pub async fn serve(
                     stream(out, answer.status, &content_type, &headers, produce);
                 }
             }
-            log(answer.status, None);
+            let outcome = answered(answer.status, None);
             if let Some(work) = answer.then {
                 work();
             }
+            outcome
         }
         Err(err) => {
             let headers = [error_headers(&err, route), cors].concat();
             send(out, err.status, &err.body(), &headers).await;
-            log(err.status, Some(err.code));
+            answered(err.status, Some(err.code))
         }
-    }
+    };
     // What the request counted and no script carried: after the response, so it adds
     // no latency (see `metrics`).
     crate::metrics::flush();
+    log(outcome);
 }
 
 /// The request headers a browser may send to a public route.
@@ -448,7 +461,7 @@ fn cors_headers(headers: &RequestHeaders, route: Route) -> Vec<(String, Vec<u8>)
         ("vary".to_string(), b"origin".to_vec()),
         (
             "access-control-expose-headers".to_string(),
-            b"retry-after".to_vec(),
+            b"retry-after, x-request-id".to_vec(),
         ),
     ]
 }
@@ -470,12 +483,12 @@ async fn preflight(out: ResponseOutparam, route: Route, cors: Vec<(String, Vec<u
     }
     headers.push(("content-length".to_string(), b"0".to_vec()));
     let Ok(fields) = Fields::from_list(&headers) else {
-        eprintln!("could not build preflight headers");
+        request_log::error("could not build preflight headers");
         return;
     };
     let response = OutgoingResponse::new(fields);
     if response.set_status_code(204).is_err() {
-        eprintln!("invalid status code 204");
+        request_log::error("invalid status code 204");
     }
     let sink = response.take_body();
     out.set(response);
@@ -746,17 +759,17 @@ async fn send_bytes(
     }
     headers.extend_from_slice(extra);
     let Ok(fields) = Fields::from_list(&headers) else {
-        eprintln!("could not build response headers");
+        request_log::error("could not build response headers");
         return;
     };
     let response = OutgoingResponse::new(fields);
     if response.set_status_code(status).is_err() {
-        eprintln!("invalid status code {status}");
+        request_log::error(&format!("invalid status code {status}"));
     }
     let mut sink = response.take_body();
     out.set(response);
     if let Err(e) = sink.send(bytes).await {
-        eprintln!("could not write the response body: {e:?}");
+        request_log::error(&format!("could not write the response body: {e:?}"));
     }
     // Dropping the sink finishes the body.
     drop(sink);
@@ -785,7 +798,7 @@ fn stream(
     };
     let response = OutgoingResponse::new(fields);
     if response.set_status_code(status).is_err() {
-        eprintln!("invalid status code {status}");
+        request_log::error(&format!("invalid status code {status}"));
     }
     let Ok(body) = response.body() else {
         return unwritable(produce, "the response body was already taken");
@@ -810,14 +823,14 @@ fn stream(
     // same (and so does our host), so the bytes already queued still reach a client that
     // reads again.
     if let Err(e) = OutgoingBody::finish(body, None) {
-        eprintln!("could not finish the streamed body: {e:?}");
+        request_log::error(&format!("could not finish the streamed body: {e:?}"));
     }
 }
 
 /// The body cannot be written: `produce` still runs, against a client that is gone at
 /// its first write, so what it holds (a push stream's claim) is let go as at any end.
 fn unwritable(produce: Box<dyn FnOnce(&mut BodyWriter<'_>)>, why: &str) {
-    eprintln!("{why}");
+    request_log::error(why);
     produce(&mut BodyWriter {
         write: &mut |_: &[u8], _| false,
         deadline: None,
@@ -839,7 +852,7 @@ fn write_within(output: &OutputStream, bytes: &[u8], timeout_ns: u64, end_by: Op
     use wasi::io::streams::StreamError;
     let now = monotonic_clock::now();
     if end_by.is_some_and(|d| now >= d) {
-        eprintln!("streamed body: past the body's deadline; letting the client go");
+        request_log::error("streamed body: past the body's deadline; letting the client go");
         return false;
     }
     let deadline = end_by
@@ -847,10 +860,10 @@ fn write_within(output: &OutputStream, bytes: &[u8], timeout_ns: u64, end_by: Op
         .min(now.saturating_add(timeout_ns));
     let report = |e: StreamError| {
         if let StreamError::LastOperationFailed(error) = e {
-            eprintln!(
+            request_log::error(&format!(
                 "streamed body: the write failed: {}",
                 error.to_debug_string()
-            );
+            ));
         }
     };
     // Until the stream can take bytes again (`check-write` above 0), or the deadline.
@@ -865,7 +878,7 @@ fn write_within(output: &OutputStream, bytes: &[u8], timeout_ns: u64, end_by: Op
                 }
             }
             if monotonic_clock::now() >= deadline {
-                eprintln!("streamed body: the client took nothing in time; letting it go");
+                request_log::error("streamed body: the client took nothing in time; letting it go");
                 return None;
             }
             let ready = output.subscribe();
@@ -990,7 +1003,7 @@ fn query_pairs(path_with_query: &str) -> Vec<(String, String)> {
 
 /// Logs an unexpected error with its whole cause chain (to the component log).
 pub fn log_cause(context: &str, err: &anyhow::Error) {
-    eprintln!("{context}: {err:#}");
+    request_log::error(&format!("{context}: {err:#}"));
 }
 
 #[cfg(test)]

@@ -50,6 +50,20 @@ impl BlockContext {
     }
 }
 
+/// Notes a change's reason code, and the user a block or unblock names by id, for the
+/// request's log line: both are checked (never an e-mail address; the actor, which may
+/// name a person, is left out).
+pub fn note_change(
+    call: &crate::http::Call,
+    reason: &edge_auth_domain::sessions::input::ChangeReason,
+    target: Option<&edge_auth_domain::sessions::input::BlockTarget>,
+) {
+    call.note("reason_code", reason.reason_code.as_str());
+    if let Some(edge_auth_domain::sessions::input::BlockTarget::User(user)) = target {
+        call.note("user_id", user.as_str());
+    }
+}
+
 /// Maps a use-case error, logging the cause of an unexpected one.
 pub fn fail(context: &str, err: &SessionError) -> PublicError {
     if let SessionError::Unexpected(cause) = err {

@@ -469,7 +469,9 @@ pub(crate) fn flush() {
         None => {
             let mut byte = [0u8; 1];
             if let Err(e) = getrandom::fill(&mut byte) {
-                eprintln!("metrics not written: picking a metrics shard: {e}");
+                crate::request_log::error(&format!(
+                    "metrics not written: picking a metrics shard: {e}"
+                ));
                 return;
             }
             let shard = byte[0] % keys::CLIENT_SHARDS;
@@ -486,9 +488,9 @@ pub(crate) fn flush() {
         // store failed): once more, on a new one.
         crate::redis::forget_connections();
         if let Err(cause) = write() {
-            eprintln!(
+            crate::request_log::error(&format!(
                 "metrics not written (a push stream lapses from the gauge): {cause:#}; before that: {first:#}"
-            );
+            ));
         }
     }
 }

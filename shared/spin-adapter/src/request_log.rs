@@ -4,9 +4,15 @@
 //! [`crate::http::serve`] starts the context when a request arrives: the request id (a
 //! valid `x-request-id` from the caller, else a fresh one) and a valid W3C `traceparent`.
 //! Outgoing calls ([`crate::outbound`]: the backend, the mail webhook, the user service)
-//! send both on; the response echoes `x-request-id`. When the response is sent, `serve`
-//! writes the line: route, method, status, error code, latency, the Redis round trips
-//! this request made, the request id and what the handler noted ([`note`]).
+//! send both on; the response echoes `x-request-id`. Once the request's work is done (the
+//! response, then what runs after it: a delivery, the metrics write), `serve` writes the
+//! line: route, method, status, error code, latency to the response, the Redis round trips
+//! before the response and after it, the request id and what the handler noted ([`note`]),
+//! after the response too (a delivery's outcome). Stdout carries nothing else (but the
+//! mail itself, in the local `mail_delivery=log` mode).
+//!
+//! A cause worth an operator's eye (an unexpected error, a failed write after the response)
+//! goes to stderr as a JSON line of its own ([`error`]) with the same request id.
 //!
 //! What may be noted: safe identifiers only (challenge, device session, user and request
 //! ids, message types, result and reason codes). Never a code, a token, a key, a
@@ -134,6 +140,26 @@ pub struct Outcome<'a> {
     pub status: u16,
     pub error_code: Option<&'a str>,
     pub latency_ms: f64,
+    /// The Redis round trips made before the response ([`round_trips`] then).
+    pub round_trips: u32,
+}
+
+/// Writes `message` (and the request id) to stderr as one JSON line: an error or warning
+/// an operator may need, beside the request's line on stdout.
+pub fn error(message: &str) {
+    eprintln!("{}", error_line(message));
+}
+
+fn error_line(message: &str) -> String {
+    let mut fields = Map::new();
+    fields.insert("level".into(), "error".into());
+    fields.insert("msg".into(), message.into());
+    with(|c| {
+        if !c.request_id.is_empty() {
+            fields.insert("request_id".into(), c.request_id.clone().into());
+        }
+    });
+    Value::Object(fields).to_string()
 }
 
 /// The line for `outcome` (see the module docs).
@@ -152,7 +178,11 @@ pub fn line(outcome: &Outcome<'_>) -> String {
         "latency_ms".into(),
         ((outcome.latency_ms * 1000.0).round() / 1000.0).into(),
     );
-    fields.insert("redis_round_trips".into(), round_trips().into());
+    fields.insert("redis_round_trips".into(), outcome.round_trips.into());
+    fields.insert(
+        "redis_round_trips_after".into(),
+        round_trips().saturating_sub(outcome.round_trips).into(),
+    );
     with(|c| {
         fields.insert("request_id".into(), c.request_id.clone().into());
         if let Some(t) = &c.traceparent {
@@ -200,18 +230,29 @@ mod tests {
         begin(Some("req-1"), None);
         note("device_session_id", "s_x");
         count_round_trip();
+        let answered = round_trips();
+        count_round_trip();
+        count_round_trip();
         let text = line(&Outcome {
             route: "/api/v1/x",
             method: "POST",
             status: 200,
             error_code: None,
             latency_ms: 1.5,
+            round_trips: answered,
         });
         assert!(!text.contains('\n'));
         let v: Value = serde_json::from_str(&text).expect("JSON");
         assert_eq!(v["request_id"], "req-1");
         assert_eq!(v["device_session_id"], "s_x");
         assert_eq!(v["redis_round_trips"], 1);
+        assert_eq!(v["redis_round_trips_after"], 2);
         assert_eq!(v["status"], 200);
+
+        let error: Value = serde_json::from_str(&error_line("a \"cause\"\nover lines"))
+            .expect("an error line is JSON");
+        assert_eq!(error["level"], "error");
+        assert_eq!(error["request_id"], "req-1");
+        assert_eq!(error["msg"], "a \"cause\"\nover lines");
     }
 }

@@ -859,6 +859,49 @@ impl TestApp {
     pub fn redis(&self) -> redis::Connection {
         self.redis.connection().expect("redis is up")
     }
+
+    /// Everything Redis holds, as text: each key with its name and every value in it
+    /// (string, hash fields and values, set and sorted-set members, stream entries).
+    pub fn stored_texts(&self) -> Vec<(String, Vec<String>)> {
+        use redis::Commands;
+        fn texts(value: &redis::Value, out: &mut Vec<String>) {
+            match value {
+                redis::Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into()),
+                redis::Value::SimpleString(s) => out.push(s.clone()),
+                redis::Value::Array(items) | redis::Value::Set(items) => {
+                    items.iter().for_each(|v| texts(v, out));
+                }
+                redis::Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+                    texts(k, out);
+                    texts(v, out);
+                }),
+                _ => {}
+            }
+        }
+        let mut redis = self.redis();
+        let keys: Vec<String> = redis.keys("*").expect("KEYS");
+        keys.into_iter()
+            .map(|key| {
+                let kind: String = redis::cmd("TYPE")
+                    .arg(&key)
+                    .query(&mut redis)
+                    .expect("TYPE");
+                let command = match kind.as_str() {
+                    "string" => redis::cmd("GET").arg(&key).clone(),
+                    "hash" => redis::cmd("HGETALL").arg(&key).clone(),
+                    "set" => redis::cmd("SMEMBERS").arg(&key).clone(),
+                    "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).clone(),
+                    "stream" => redis::cmd("XRANGE").arg(&key).arg("-").arg("+").clone(),
+                    "none" => return (key, Vec::new()),
+                    other => panic!("unexpected type {other} for {key}"),
+                };
+                let value: redis::Value = command.query(&mut redis).expect("a read");
+                let mut out = vec![key.clone()];
+                texts(&value, &mut out);
+                (key, out)
+            })
+            .collect()
+    }
 }
 
 /// The Redis round trips the host counted for a response (from its headers).

@@ -21,6 +21,9 @@ pub struct Delivery {
     pub content_type: Option<String>,
     /// The `Host` header, as the runtime's outbound HTTP client sent it.
     pub host: Option<String>,
+    /// The request's context, as the gateway passes it on.
+    pub request_id: Option<String>,
+    pub traceparent: Option<String>,
     pub body: Value,
 }
 
@@ -139,6 +142,8 @@ async fn handle(
     let authorization = header("authorization");
     let content_type = header("content-type");
     let host = header("host");
+    let request_id = header("x-request-id");
+    let traceparent = header("traceparent");
     let bytes = req.into_body().collect().await?.to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     state
@@ -150,6 +155,8 @@ async fn handle(
             authorization,
             content_type,
             host,
+            request_id,
+            traceparent,
             body,
         });
     if state.held.load(Ordering::SeqCst) {

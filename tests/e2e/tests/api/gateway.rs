@@ -1116,6 +1116,14 @@ async fn browsers_from_allowed_origins_pass_cors_and_others_get_no_cors_headers(
         send.headers()["access-control-allow-origin"],
         "https://app.example.com"
     );
+    // Browser code may read the request id it needs to quote to an operator.
+    let exposed = send.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("text");
+    assert!(
+        exposed.split(", ").any(|h| h == "x-request-id"),
+        "{exposed}"
+    );
 }
 
 // ---- the CLI ----------------------------------------------------------------------------

@@ -1401,39 +1401,10 @@ async fn no_code_or_secret_appears_in_any_log_line_or_stored_value() {
             assert!(!line.contains(secret), "log line leaks {secret:?}: {line}");
         }
     }
-    let mut redis = app.redis();
-    let keys: Vec<String> = redis.keys("*").expect("KEYS");
-    assert!(!keys.is_empty());
-    for key in keys {
-        let kind: String = redis::cmd("TYPE")
-            .arg(&key)
-            .query(&mut redis)
-            .expect("TYPE");
-        let values: Vec<String> = match kind.as_str() {
-            "string" => vec![redis.get(&key).expect("GET")],
-            "hash" => redis.hgetall::<_, Vec<String>>(&key).expect("HGETALL"),
-            "zset" => redis.zrange(&key, 0, -1).expect("ZRANGE"),
-            "stream" => {
-                let entries: redis::Value = redis::cmd("XRANGE")
-                    .arg(&key)
-                    .arg("-")
-                    .arg("+")
-                    .query(&mut redis)
-                    .expect("XRANGE");
-                fn texts(value: &redis::Value, out: &mut Vec<String>) {
-                    match value {
-                        redis::Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into()),
-                        redis::Value::Array(items) => items.iter().for_each(|v| texts(v, out)),
-                        _ => {}
-                    }
-                }
-                let mut out = Vec::new();
-                texts(&entries, &mut out);
-                out
-            }
-            other => panic!("unexpected type {other} for {key}"),
-        };
-        for value in values.iter().chain(std::iter::once(&key)) {
+    let stored = app.stored_texts();
+    assert!(!stored.is_empty());
+    for (key, values) in stored {
+        for value in values {
             for secret in [
                 code.as_str(),
                 failing_code.as_str(),

@@ -247,7 +247,8 @@ async fn no_secret_or_address_appears_in_the_logs_of_the_session_push_and_reserv
     assert_eq!(wrong.error(), (400, "invalid_request".into()));
     let reason = serde_json::json!({ "reason_code": "tests", "actor": "admin:tests" });
     assert_eq!(app.revoke_session(session, &reason).await.status(), 200);
-    assert_eq!(app.revoke_all(&user, &reason).await.status(), 200);
+    let revoked_all = app.revoke_all(&user, &reason).await;
+    assert_eq!(revoked_all.status(), 200);
     let by_address = serde_json::json!({
         "email": "bea@example.com", "reason_code": "tests", "actor": "admin:tests"
     });
@@ -278,6 +279,18 @@ async fn no_secret_or_address_appears_in_the_logs_of_the_session_push_and_reserv
         "alice%40example.com",
         "bea@example.com",
     ];
+    // The safe identifiers of these routes: the user and the reason code.
+    let line = line_of(&app, revoked_all.header("x-request-id").expect("id")).await;
+    assert_eq!(
+        (&line["user_id"], &line["reason_code"]),
+        (&user.clone().into(), &"tests".into())
+    );
+    let line = line_of(&app, published.header("x-request-id").expect("id")).await;
+    assert_eq!(line["user_id"], user.as_str());
+    let line = line_of(&app, unblocked.header("x-request-id").expect("id")).await;
+    assert_eq!(line["reason_code"], "tests");
+    assert!(line.get("user_id").is_none(), "blocked by address: {line}");
+
     let lines = app.logs();
     assert!(request_lines(&lines).len() >= 12, "{lines:#?}");
     for line in &lines {
@@ -285,4 +298,125 @@ async fn no_secret_or_address_appears_in_the_logs_of_the_session_push_and_reserv
             assert!(!line.contains(secret), "log line leaks {secret:?}: {line}");
         }
     }
+
+    // Nor in Redis after these flows. (A push event's payload is stored on purpose, the
+    // device's public key is its session's, and a challenge keeps its address for a
+    // directory that is asked at confirm.)
+    let stored_secrets = [
+        seed.as_str(),
+        TEST_SECRET,
+        INTERNAL_TOKEN,
+        BACKEND_TOKEN,
+        MAIL_TOKEN,
+        USER_SERVICE_TOKEN,
+        upstash_rest::REST_TOKEN,
+        sessions.command.signature.as_str(),
+        logout.command.signature.as_str(),
+    ];
+    for (key, values) in app.stored_texts() {
+        for value in values {
+            for secret in stored_secrets {
+                assert!(!value.contains(secret), "{key} stores {secret:?}: {value}");
+            }
+        }
+    }
+}
+
+/// The lines the components wrote (stdout and stderr), without their `[<component>] `
+/// prefix: not the runtime's own (`[spin]`, `[host]`).
+fn component_lines(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|line| !line.starts_with("[spin] ") && !line.starts_with("[host] "))
+        .map(|line| {
+            line.split_once("] ")
+                .map_or(line.as_str(), |(_, l)| l)
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_send_line_tells_how_delivery_went_and_every_line_a_component_writes_is_json() {
+    // Review finding: send printed its delivery as a plain second line, and causes went
+    // to stderr as plain text no request id tied to their request.
+    let app = Spawn::default().backend_stub().spawn().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let send = |email: &'static str, id: &'static str| {
+        app.client
+            .post(format!(
+                "{}/api/v1/public/auth/send-email-code",
+                app.address
+            ))
+            .header("x-request-id", id)
+            .header("traceparent", traceparent)
+            .json(&serde_json::json!({ "email": email }))
+            .send()
+    };
+    // A first send loads the scripts (a fresh Redis answers EVALSHA with NOSCRIPT).
+    let warm = send("eve@example.com", "send-warm").await.expect("answers");
+    assert_eq!(warm.status(), 200);
+    line_of(&app, "send-warm").await;
+    let sent = send("ada@example.com", "send-delivered")
+        .await
+        .expect("answers");
+    assert_eq!(sent.status(), 200);
+    let sent: Value = sent.json().await.expect("JSON");
+    let delivery = app
+        .mail
+        .delivery_for(sent["challenge_id"].as_str().expect("id"))
+        .await;
+    assert_eq!(delivery.request_id.as_deref(), Some("send-delivered"));
+    assert_eq!(delivery.traceparent.as_deref(), Some(traceparent));
+    let line = line_of(&app, "send-delivered").await;
+    assert_eq!(line["delivery"], "sent");
+    assert_eq!(line["redis_round_trips"], 2, "{line}");
+    assert_eq!(
+        line["redis_round_trips_after"], 2,
+        "the delivery's record and the metrics: {line}"
+    );
+
+    app.mail.answer_with(500);
+    let failed = send("bea@example.com", "send-failed")
+        .await
+        .expect("answers");
+    assert_eq!(failed.status(), 200);
+    assert_eq!(
+        line_of(&app, "send-failed").await["delivery"],
+        "delivery_failed"
+    );
+
+    // A cause goes to stderr as JSON, with the request's id.
+    app.backend.answer_with(500, b"down");
+    let device = app.device("cy@example.com", 1).await;
+    let command = device.command("echo", b"x");
+    let failing = app.execute(&command.command).await;
+    assert_eq!(failing.status(), 502);
+    let failing_id = failing.header("x-request-id").expect("id").to_string();
+    line_of(&app, &failing_id).await;
+    let lines = app
+        .logs_once(|lines| {
+            component_lines(lines).iter().any(|l| {
+                serde_json::from_str::<Value>(l)
+                    .is_ok_and(|v| v["level"] == "error" && v["request_id"] == "send-failed")
+            })
+        })
+        .await;
+
+    let mut errors = Vec::new();
+    for line in component_lines(&lines) {
+        let value: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("a component line that is not JSON ({e}): {line}"));
+        assert!(value.is_object(), "{line}");
+        if value["level"] == "error" {
+            errors.push(value);
+        }
+    }
+    assert!(
+        errors.iter().any(|e| e["request_id"] == "send-failed"
+            && e["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("delivery failed"))),
+        "{errors:#?}"
+    );
 }
