@@ -159,7 +159,11 @@ pub fn example_profile(user_id: &str) -> String {
     format!("ea:{{x:{}}}:profile", user_hash(user_id))
 }
 
-/// How long revoked session records and projections are kept.
+/// How long session records and projections are kept after the session's end (or its
+/// revocation). An address's session sets are kept by the retention their members had
+/// when they were added (see `add_session` in `lib.lua`): were this ever raised, records
+/// used after the upgrade could outlive their sets (never while their session lives), so
+/// such a change must extend the sets as it moves a record.
 pub const REVOKED_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Lifecycle stream: kept 30 days after its last record, about 10,000 records.
 pub const LIFECYCLE_TTL_MS: u64 = 30 * 24 * 3600 * 1000;

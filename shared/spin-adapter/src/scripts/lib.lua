@@ -36,13 +36,18 @@ end
 -- members have gone, and an address nobody logs in with again leaves no set behind (its
 -- members would otherwise stay for good: only a login's sweep drops gone members). A set
 -- without an expiry (made before sets had one) is left without one: its members' records
--- may outlive any time this member gives.
+-- may outlive any time this member gives. `until_ms` nil: the member's record has no expiry
+-- (written before records had one), so neither has the set from now on.
 local function add_session(set, member, until_ms, now)
+  local ttl = redis.call('PTTL', set)
+  redis.call('ZADD', set, 0, member)
+  if not until_ms then
+    redis.call('PERSIST', set)
+    return
+  end
   -- A second more: `now` (TIME, in whole ms) and the clock a record's relative expiry is
   -- set by may differ by a millisecond within one script.
   local keep = until_ms + 1000
-  local ttl = redis.call('PTTL', set)
-  redis.call('ZADD', set, 0, member)
   if ttl == -2 or (ttl >= 0 and now + ttl < keep) then
     redis.call('PEXPIREAT', set, keep)
   end
@@ -134,8 +139,7 @@ local function expire_if_due(c, record)
   redis.call('ZREM', c.active, r[5])
   -- The record stays its retention after the session's end, as the last write set it.
   local keep = redis.call('PTTL', record)
-  if keep < 0 then keep = 0 end
-  add_session(c.expired, r[5], c.now + keep, c.now)
+  add_session(c.expired, r[5], keep >= 0 and c.now + keep or nil, c.now)
   append(c.lifecycle, c.lifecycle_ttl, c.lifecycle_max, 'event', 'session_expired',
     'device_session_id', sid, 'user_id', r[6] or '', 'reason_code', why, 'at', ends)
   append(c.audit, c.audit_ttl, c.audit_max, 'action', 'session_expired',

@@ -419,4 +419,9 @@ async fn a_send_line_tells_how_delivery_went_and_every_line_a_component_writes_i
                 .is_some_and(|m| m.contains("delivery failed"))),
         "{errors:#?}"
     );
+    // Still one request line each, now that all their work is done.
+    let lines = app.logs();
+    for id in ["send-warm", "send-delivered", "send-failed", &failing_id] {
+        assert_eq!(lines_with_id(&lines, id).len(), 1, "one line for {id}");
+    }
 }

@@ -263,10 +263,16 @@ async fn a_misspelt_user_directory_fails_closed_on_every_route_that_reads_it() {
         .confirm_email_code(&challenge, &code, &device_key(1))
         .await;
     assert_eq!(confirm.error(), (503, "service_unavailable".into()));
+    // Error lines are JSON: the message is in `msg`.
     let named = |lines: &[String]| {
         lines
             .iter()
-            .filter(|l| l.contains("user_directory must be `redis` or `rest`, got \"rets\""))
+            .filter_map(|l| serde_json::from_str::<Value>(l.split_once("] ")?.1).ok())
+            .filter(|v| {
+                v["msg"].as_str().is_some_and(|m| {
+                    m.contains("user_directory must be `redis` or `rest`, got \"rets\"")
+                })
+            })
             .count()
     };
     let logs = app.logs_once(|lines| named(lines) >= 2).await;
