@@ -10,6 +10,7 @@ use edge_auth_domain::login::confirm::{
 use edge_auth_domain::random::OsRandom;
 use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::login_store::RedisLoginStore;
+use edge_auth_spin::metrics::{self, Counter};
 use edge_auth_spin::public_errors;
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::request_log;
@@ -61,6 +62,10 @@ async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) 
         let confirmed = run().map_err(|err| {
             match &err {
                 ConfirmError::Unexpected(cause) => log_cause("confirm-email-code failed", cause),
+                // Refused after the store's script, which counted only what it decided.
+                ConfirmError::UserBlocked => {
+                    metrics::count(&Counter::ConfirmResult("blocked_by_policy"));
+                }
                 ConfirmError::BadSessionLimit(reason) => request_log::error(&format!(
                     "confirm-email-code refused: invalid Redis setting `{}`: {reason} \
                      (set it with POST /api/v1/internal/config/session-limit)",

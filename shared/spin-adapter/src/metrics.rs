@@ -377,6 +377,22 @@ pub fn count(counter: &Counter<'_>) {
     count_n(counter, 1);
 }
 
+/// Takes back one count of `counter` this request made and has not written yet (a
+/// result the request's use case turned into another one).
+pub fn uncount(counter: &Counter<'_>) {
+    let series = counter.series();
+    tally(
+        |t| match t.iter().rposition(|(s, n)| *s == series && *n > 0) {
+            Some(i) if t[i].1 == 1 => {
+                t.remove(i);
+            }
+            Some(i) => t[i].1 -= 1,
+            // Already written: a decrement comes out even in the scrape's sum.
+            None => t.push((series, -1)),
+        },
+    );
+}
+
 /// Counts `counter` `n` times.
 pub fn count_n(counter: &Counter<'_>, n: u64) {
     if n > 0 {

@@ -62,7 +62,8 @@ pub fn confirm(err: &ConfirmError) -> PublicError {
                 "too many wrong codes for this address; retry later",
             )
         },
-        E::Blocked => PublicError::new(
+        // One answer for both: a client is not told whether the address or the user is.
+        E::Blocked | E::UserBlocked => PublicError::new(
             403,
             "blocked_by_policy",
             "this account cannot sign in; contact support",

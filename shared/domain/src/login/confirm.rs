@@ -54,8 +54,12 @@ pub enum ConfirmError {
     TooManyAttempts,
     #[error("too many wrong codes for this address; retry after {retry_after_ms} ms")]
     Locked { retry_after_ms: u64 },
+    /// The address is blocked.
     #[error("blocked by policy")]
     Blocked,
+    /// The user is: the external directory says so, or a block of the user is under way.
+    #[error("the user is blocked")]
+    UserBlocked,
     #[error("the user has reached the session limit")]
     SessionLimitExceeded,
     #[error("invalid session limit configuration: {0}")]
@@ -176,13 +180,13 @@ pub fn confirm_email_code(
             None => users.create(email)?,
         };
         if user.blocked {
-            return Err(ConfirmError::Blocked);
+            return Err(ConfirmError::UserBlocked);
         }
         let user_id = checked_external_id(user.user_id)?;
         // Index first: a session of the user never exists outside the index. A block of
         // the user under way may postdate the directory's answer: refuse, as it will.
         if !store.index_user(&user_id, tag)? {
-            return Err(ConfirmError::Blocked);
+            return Err(ConfirmError::UserBlocked);
         }
         attempt.user = UserChoice::External {
             user_id: user_id.clone(),
@@ -195,7 +199,7 @@ pub fn confirm_email_code(
             && !store.index_user(&user_id, tag)?
         {
             store.withdraw(session_id)?;
-            return Err(ConfirmError::Blocked);
+            return Err(ConfirmError::UserBlocked);
         }
     }
     match outcome {

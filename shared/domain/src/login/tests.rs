@@ -370,7 +370,7 @@ fn a_blocked_external_user_stops_before_the_second_confirm() {
         &confirm_request(CHALLENGE, "123456", &device_key()),
     )
     .expect_err("blocked");
-    assert!(matches!(err, ConfirmError::Blocked));
+    assert!(matches!(err, ConfirmError::UserBlocked));
     assert_eq!(store.attempts.borrow().len(), 1);
     assert_eq!(*users.created.borrow(), 0);
 }
@@ -401,7 +401,7 @@ fn a_first_login_that_indexes_its_address_while_the_user_is_being_blocked_is_ref
         &confirm_request(CHALLENGE, "123456", &device_key()),
     )
     .expect_err("blocked");
-    assert!(matches!(err, ConfirmError::Blocked));
+    assert!(matches!(err, ConfirmError::UserBlocked));
     assert_eq!(store.attempts.borrow().len(), 1, "no session was created");
     assert_eq!(
         store.calls.borrow().last().map(String::as_str),
@@ -439,7 +439,7 @@ fn a_first_login_whose_user_a_block_reached_while_its_session_was_made_withdraws
         &confirm_request(CHALLENGE, "123456", &device_key()),
     )
     .expect_err("blocked");
-    assert!(matches!(err, ConfirmError::Blocked));
+    assert!(matches!(err, ConfirmError::UserBlocked));
     assert_eq!(
         *store.calls.borrow(),
         [

@@ -330,3 +330,41 @@ async fn counting_adds_no_round_trip_before_the_response() {
         "counted by the time the response arrived"
     );
 }
+
+#[tokio::test]
+async fn a_login_the_user_directory_refuses_counts_as_blocked_by_policy() {
+    // Review finding: a confirm refused after the store's script (the directory's user is
+    // blocked, or a block of them is under way) was counted nowhere.
+    let app = Spawn::default()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    app.users.link("zoe@example.com", "ext-zoe");
+    app.users.block("zoe@example.com");
+    let challenge = app.new_challenge("zoe@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let refused = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(refused.error(), (403, "blocked_by_policy".into()));
+
+    let metrics = app
+        .metrics_once(|m| {
+            m.counter(
+                "edge_auth_confirm_results_total",
+                &[("result", "blocked_by_policy")],
+            ) == 1.0
+        })
+        .await;
+    assert_eq!(
+        metrics.counter(
+            "edge_auth_confirm_results_total",
+            &[("result", "blocked_by_policy")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metrics.counter("edge_auth_confirm_results_total", &[("result", "created")]),
+        0.0
+    );
+}
