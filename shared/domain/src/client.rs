@@ -195,9 +195,11 @@ fn forwarded_for(element: &str) -> &str {
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     let hop = hop.trim().trim_matches('"');
     let ip = if let Some(rest) = hop.strip_prefix('[') {
-        IpAddr::V6(rest.split_once(']')?.0.parse().ok()?)
+        IpAddr::V6(ipv6_with_zone(rest.split_once(']')?.0)?)
     } else if let Ok(ip) = hop.parse::<IpAddr>() {
         ip
+    } else if let Some(ip) = ipv6_with_zone(hop) {
+        IpAddr::V6(ip)
     } else {
         let (host, port) = hop.rsplit_once(':')?;
         port.parse::<u16>().ok()?;
@@ -207,6 +209,14 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     })
+}
+
+/// An IPv6 address, with or without a zone (`fe80::1%2`, as a runtime writes a link-local
+/// peer): the zone is dropped. Unread, a zoned peer would be keyed by its text, port and
+/// all, and each of its connections would get budgets of its own.
+fn ipv6_with_zone(text: &str) -> Option<Ipv6Addr> {
+    let address = text.split_once('%').map_or(text, |(address, _)| address);
+    address.parse().ok()
 }
 
 #[cfg(test)]
@@ -240,6 +250,19 @@ mod tests {
 
     fn ip(text: &str) -> ClientAddr {
         ClientAddr::Ip(text.parse().expect("ip"))
+    }
+
+    #[test]
+    fn a_link_local_peer_with_a_zone_is_its_address_not_its_text_and_port() {
+        // Found by the `client` fuzz target: `[fe80::1%2]:port` (how a runtime writes a
+        // zoned peer) was unreadable, so its budget was keyed by its text, port included:
+        // a budget per connection.
+        let policy = policy("", Some("64"));
+        for peer in ["[fe80::1%2]:4000", "[fe80::1%eth0]:4001", "fe80::1%2"] {
+            let client = policy.resolve(&hops(peer, &[], &[]));
+            assert_eq!(client, ClientAddr::Ip("fe80::1".parse().expect("ip")), "{peer}");
+            assert_eq!(policy.budget_key(&client), "fe80::/64");
+        }
     }
 
     #[test]

@@ -987,7 +987,9 @@ fn hex_digit(byte: u8) -> Option<u8> {
         .and_then(|d| u8::try_from(d).ok())
 }
 
-fn query_pairs(path_with_query: &str) -> Vec<(String, String)> {
+/// The decoded `name=value` pairs of a request target's query, in order (public for the
+/// fuzz target, `tests/fuzz`).
+pub fn query_pairs(path_with_query: &str) -> Vec<(String, String)> {
     path_with_query
         .split_once('?')
         .map(|(_, q)| q)

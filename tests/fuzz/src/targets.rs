@@ -2,6 +2,9 @@
 //! parser promises. Each returns an *outcome*: a small number naming what the input led
 //! to (which error, which branch), so the driver keeps inputs that reach new outcomes.
 
+use std::net::{IpAddr, SocketAddr};
+
+use edge_auth_domain::client::{ClientAddr, ClientHops, ClientPolicy};
 use edge_auth_domain::code::VerificationCode;
 use edge_auth_domain::email::EmailAddress;
 use edge_auth_domain::gateway::command::{parse, verify};
@@ -20,7 +23,7 @@ pub struct Target {
 }
 
 /// Every target, by name.
-pub const TARGETS: [Target; 4] = [
+pub const TARGETS: [Target; 6] = [
     Target {
         name: "command",
         run: command,
@@ -36,6 +39,14 @@ pub const TARGETS: [Target; 4] = [
     Target {
         name: "ids",
         run: ids,
+    },
+    Target {
+        name: "query",
+        run: query,
+    },
+    Target {
+        name: "client",
+        run: client,
     },
 ];
 
@@ -224,4 +235,110 @@ pub fn ids(bytes: &[u8]) -> u64 {
             .is_ok(),
     };
     u64::from(which % 7) << 1 | u64::from(ok)
+}
+
+/// Percent-encodes every byte of `text` but unreserved ones (how a client sends a value).
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The query-string parser every route reads its parameters with: never a panic (raw
+/// bytes, escapes cut short, `%` before a multi-byte character: a crash of every route
+/// once); an encoded name and value come back as they were; and a query with no `%` is
+/// taken as written.
+pub fn query(bytes: &[u8]) -> u64 {
+    let raw = String::from_utf8_lossy(bytes);
+    let pairs = edge_auth_spin::http::query_pairs(&format!("/p?{raw}"));
+    let mut outcome = u64::try_from(pairs.len().min(8)).unwrap_or(8);
+    if !raw.contains('%') {
+        for (name, value) in &pairs {
+            assert!(raw.contains(name.as_str()) && raw.contains(value.as_str()));
+        }
+        outcome |= 1 << 4;
+    }
+    let mut middle = raw.len() / 2;
+    while !raw.is_char_boundary(middle) {
+        middle -= 1;
+    }
+    let (name, value) = raw.split_at(middle);
+    let encoded = format!("/p?{}={}&x=1", encode(name), encode(value));
+    let got = edge_auth_spin::http::query_pairs(&encoded);
+    if !name.is_empty() {
+        assert_eq!(
+            got.first(),
+            Some(&(name.to_string(), value.to_string())),
+            "{encoded}"
+        );
+    }
+    outcome
+}
+
+/// The client a request is attributed to (its budgets are keyed by it): never a panic;
+/// a peer that is no trusted proxy is the client whatever the headers say (else a client
+/// could pick its own budget); and a budget key is an address or an IPv6 prefix, never
+/// text from a header.
+pub fn client(bytes: &[u8]) -> u64 {
+    let Some((&which, rest)) = bytes.split_first() else {
+        return 0;
+    };
+    let mut fields = Fields { bytes: rest };
+    let hops = ClientHops {
+        peer: fields.text(),
+        forwarded: vec![fields.text(), fields.text()],
+        x_forwarded_for: vec![fields.text(), fields.text()],
+    };
+    let header = if which & 1 == 0 {
+        "x-forwarded-for"
+    } else {
+        "forwarded"
+    };
+    let prefix = 32 + u32::from(which >> 1) % 97;
+    let policy = ClientPolicy::from_settings(|name| match name {
+        "trusted_proxies" => Some("10.0.0.0/8, 127.0.0.1, ::1".to_string()),
+        "trusted_proxy_header" => Some(header.to_string()),
+        "client_ipv6_prefix" => Some(prefix.to_string()),
+        _ => None,
+    })
+    .expect("a valid policy");
+    let trusted = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => v4.octets()[0] == 10 || v4 == std::net::Ipv4Addr::LOCALHOST,
+        IpAddr::V6(v6) => v6 == std::net::Ipv6Addr::LOCALHOST,
+    };
+    let client = policy.resolve(&hops);
+    // An IPv4-mapped IPv6 peer is its IPv4 address.
+    let peer = hops.peer.parse::<SocketAddr>().map(|peer| match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    });
+    if let Ok(peer) = peer
+        && !trusted(peer)
+    {
+        assert_eq!(client, ClientAddr::Ip(peer), "{hops:?}");
+    }
+    let key = policy.budget_key(&client);
+    match &client {
+        ClientAddr::Ip(IpAddr::V4(ip)) => {
+            assert_eq!(key, ip.to_string());
+            2 | u64::from(which & 1) << 3
+        }
+        ClientAddr::Ip(IpAddr::V6(_)) => {
+            let (address, bits) = key.split_once('/').expect("a prefix");
+            assert!(address.parse::<std::net::Ipv6Addr>().is_ok(), "{key}");
+            assert_eq!(bits, prefix.to_string());
+            4 | u64::from(which & 1) << 3
+        }
+        ClientAddr::Unreadable(raw) => {
+            assert_eq!(&key, raw);
+            assert_eq!(raw, &hops.peer);
+            1 | u64::from(which & 1) << 3
+        }
+    }
 }
