@@ -11,6 +11,7 @@
 //! - `main.rs`: the command line (`delay-proxy LISTEN UPSTREAM RTT_MS`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -30,8 +31,10 @@ pub async fn serve(
     upstream: SocketAddr,
     one_way: Duration,
 ) -> anyhow::Result<()> {
+    let lateness = Arc::new(Lateness::default());
     loop {
         let (client, _) = listener.accept().await.context("accepting a connection")?;
+        let lateness = lateness.clone();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 return;
@@ -41,34 +44,48 @@ pub async fn serve(
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
             tokio::join!(
-                pipe(client_read, server_write, one_way),
-                pipe(server_read, client_write, one_way),
+                pipe(client_read, server_write, one_way, lateness.clone()),
+                pipe(server_read, client_write, one_way, lateness),
             );
         });
     }
 }
 
-/// How late a wait has woken, on average (ns): the next wait aims that much earlier.
-static LATENESS_NS: AtomicU64 = AtomicU64::new(0);
+/// How late a proxy's waits have woken, on average: each wait aims that much early.
+#[derive(Debug, Default)]
+struct Lateness {
+    average_ns: AtomicU64,
+}
 
-/// Waits until `due`, to within tens of microseconds on average. Tokio's timer counts whole
-/// milliseconds and rounds a wait up (half of a 1 ms round trip took up to 1.5 ms), so the
-/// wait is an OS thread's sleep on tokio's pool of blocking threads, aimed early by how late
-/// such waits have woken so far (handing the wait to a thread and waking it take time).
-async fn wait_until(due: Instant) {
-    let lateness = Duration::from_nanos(LATENESS_NS.load(Ordering::Relaxed));
-    let aim = due.checked_sub(lateness).unwrap_or(due);
-    let now = Instant::now();
-    if aim <= now {
-        return;
+/// A wait counts at most this late toward the average, so one stall (a descheduled
+/// thread) cannot make the waits after it aim so early that the delay is gone: no wait
+/// aims more than this before its time.
+const MAX_LATENESS: Duration = Duration::from_micros(200);
+
+impl Lateness {
+    /// Waits until `due`, to within tens of microseconds on average. Tokio's timer counts
+    /// whole milliseconds and rounds a wait up (half of a 1 ms round trip took up to 1.5
+    /// ms), so the wait is an OS thread's sleep on tokio's pool of blocking threads, aimed
+    /// early by how late such waits have woken (handing a wait to a thread and waking it
+    /// take time).
+    async fn wait_until(&self, due: Instant) {
+        let early = Duration::from_nanos(self.average_ns.load(Ordering::Relaxed));
+        let aim = due.checked_sub(early).unwrap_or(due);
+        let now = Instant::now();
+        if aim <= now {
+            return;
+        }
+        // A sleep cut short by a pool that is shutting down only sends the bytes sooner.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(aim - now)).await;
+        let late = Instant::now()
+            .saturating_duration_since(aim)
+            .min(MAX_LATENESS);
+        let late = u64::try_from(late.as_nanos()).unwrap_or(0);
+        // An average over the last few dozen waits.
+        let old = self.average_ns.load(Ordering::Relaxed);
+        self.average_ns
+            .store(old - old / 32 + late / 32, Ordering::Relaxed);
     }
-    // A sleep cut short by a pool that is shutting down only sends the bytes sooner.
-    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(aim - now)).await;
-    let late =
-        u64::try_from(Instant::now().saturating_duration_since(aim).as_nanos()).unwrap_or(u64::MAX);
-    // An average over the last few dozen waits.
-    let old = LATENESS_NS.load(Ordering::Relaxed);
-    LATENESS_NS.store(old - old / 32 + late / 32, Ordering::Relaxed);
 }
 
 /// Copies `from` to `to`, each chunk `delay` after it was read.
@@ -76,11 +93,12 @@ async fn pipe(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin + Send + 'static,
     delay: Duration,
+    lateness: Arc<Lateness>,
 ) {
     let (sender, mut receiver) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let writer = tokio::spawn(async move {
         while let Some((read_at, chunk)) = receiver.recv().await {
-            wait_until(read_at + delay).await;
+            lateness.wait_until(read_at + delay).await;
             if to.write_all(&chunk).await.is_err() {
                 return;
             }
@@ -178,7 +196,7 @@ mod tests {
         let direct = median_round_trip(upstream, 5).await;
         let proxied = median_round_trip(proxy, 5).await;
         let added = proxied.saturating_sub(direct);
-        // A wait may wake up to 0.2 ms early (see `wait_until`).
+        // A wait may wake up to 0.2 ms early (see `MAX_LATENESS`).
         assert!(
             added >= Duration::from_micros(19_800),
             "added only {added:?}"
