@@ -158,10 +158,12 @@ impl LoginStore for RedisLoginStore {
         let reason =
             ChangeReason::parse("user_blocked", "system").context("the withdrawal's reason")?;
         session_store::run_revoke(&self.redis, session, &reason)?;
-        // The confirm that made the session counted it as its result; the login is refused
-        // instead (the confirm route counts that). The session itself stays counted, as
-        // created and revoked.
-        metrics::uncount(&Counter::ConfirmResult("created"));
+        // The confirm that made the session counted it as its result (`created`, or
+        // `repeat` for a retry that raced it); the login is refused instead (the confirm
+        // route counts that). The session itself stays counted, as created and revoked.
+        if !metrics::uncount(&Counter::ConfirmResult("created")) {
+            metrics::uncount(&Counter::ConfirmResult("repeat"));
+        }
         Ok(())
     }
 

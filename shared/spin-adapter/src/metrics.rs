@@ -378,19 +378,23 @@ pub fn count(counter: &Counter<'_>) {
 }
 
 /// Takes back one count of `counter` this request made and has not written yet (a
-/// result the request's use case turned into another one).
-pub fn uncount(counter: &Counter<'_>) {
+/// result its use case then turned into another one): `false`, and nothing changes, if
+/// there is none (a counter never goes down: Prometheus would read a reset).
+pub fn uncount(counter: &Counter<'_>) -> bool {
     let series = counter.series();
     tally(
         |t| match t.iter().rposition(|(s, n)| *s == series && *n > 0) {
-            Some(i) if t[i].1 == 1 => {
-                t.remove(i);
+            Some(i) => {
+                if t[i].1 == 1 {
+                    t.remove(i);
+                } else {
+                    t[i].1 -= 1;
+                }
+                true
             }
-            Some(i) => t[i].1 -= 1,
-            // Already written: a decrement comes out even in the scrape's sum.
-            None => t.push((series, -1)),
+            None => false,
         },
-    );
+    )
 }
 
 /// Counts `counter` `n` times.
@@ -678,13 +682,38 @@ mod tests {
         assert!(text.contains("edge_auth_backend_latency_seconds_sum 1.5\n"));
     }
 
+    /// The tests that use the request's tally (process-wide) take turns.
+    static TALLY_TESTS: Mutex<()> = Mutex::new(());
+
     #[test]
     fn a_slow_backend_call_lands_only_in_the_wider_buckets() {
+        let _turn = TALLY_TESTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         begin();
         observe_backend(Duration::from_millis(30));
         let fields: Vec<String> = tally(std::mem::take).into_iter().map(|(f, _)| f).collect();
         assert!(!fields.iter().any(|f| f.contains("le=\"0.025\"")));
         assert!(fields.iter().any(|f| f.contains("le=\"0.05\"")));
         assert!(fields.iter().any(|f| f.contains("le=\"+Inf\"")));
+    }
+
+    #[test]
+    fn a_count_is_taken_back_only_while_the_request_holds_it() {
+        let _turn = TALLY_TESTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        begin();
+        let created = Counter::ConfirmResult("created");
+        count(&created);
+        count(&Counter::SessionCreated);
+        assert!(uncount(&created));
+        assert!(!uncount(&created), "nothing left to take back");
+        let left = tally(std::mem::take);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(
+            left.iter().all(|(_, n)| *n > 0),
+            "never a decrement: {left:?}"
+        );
     }
 }

@@ -313,6 +313,30 @@ pub fn client(bytes: &[u8]) -> u64 {
         IpAddr::V6(v6) => v6 == std::net::Ipv6Addr::LOCALHOST,
     };
     let client = policy.resolve(&hops);
+    // The header the proxies are not said to maintain is never read: a client behind a
+    // trusted proxy could write it.
+    let mut only_configured = hops.clone();
+    if which & 1 == 0 {
+        only_configured.forwarded.clear();
+    } else {
+        only_configured.x_forwarded_for.clear();
+    }
+    assert_eq!(policy.resolve(&only_configured), client, "{hops:?}");
+    // With nothing in it, the peer is the client.
+    let mut no_headers = only_configured;
+    no_headers.forwarded.clear();
+    no_headers.x_forwarded_for.clear();
+    if let Ok(peer) = hops.peer.parse::<SocketAddr>() {
+        let peer = match peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        assert_eq!(
+            policy.resolve(&no_headers),
+            ClientAddr::Ip(peer),
+            "{hops:?}"
+        );
+    }
     // An IPv4-mapped IPv6 peer is its IPv4 address.
     let peer = hops.peer.parse::<SocketAddr>().map(|peer| match peer.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
