@@ -260,7 +260,11 @@ mod tests {
         let policy = policy("", Some("64"));
         for peer in ["[fe80::1%2]:4000", "[fe80::1%eth0]:4001", "fe80::1%2"] {
             let client = policy.resolve(&hops(peer, &[], &[]));
-            assert_eq!(client, ClientAddr::Ip("fe80::1".parse().expect("ip")), "{peer}");
+            assert_eq!(
+                client,
+                ClientAddr::Ip("fe80::1".parse().expect("ip")),
+                "{peer}"
+            );
             assert_eq!(policy.budget_key(&client), "fe80::/64");
         }
     }

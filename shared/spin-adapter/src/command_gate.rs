@@ -152,10 +152,13 @@ impl CommandGate for RedisCommandGate<'_> {
             },
             // Counted with its result once it has one (see `count_command`).
             "admitted" => {
-                return Ok(SessionOutcome::Admitted {
-                    now_ms,
-                    user_id: reply.required()?,
-                });
+                let user_id = reply.required()?;
+                // For the request's log line: the session's user, an id checked when the
+                // session was made.
+                if edge_auth_domain::sessions::input::UserRef::parse(&user_id).is_ok() {
+                    crate::request_log::note("user_id", user_id.clone());
+                }
+                return Ok(SessionOutcome::Admitted { now_ms, user_id });
             }
             other => bail!("`command_session` reply: unknown outcome {other:?}"),
         };

@@ -10,12 +10,13 @@ use edge_auth_domain::login::ports::{
     ConfirmAttempt, ConfirmOutcome, CreateOutcome, GuardOutcome, GuardRequest, LimitPolicy,
     LoginStore, NewChallenge, UserChoice,
 };
-use edge_auth_domain::sessions::input::ChangeReason;
+use edge_auth_domain::sessions::input::{ChangeReason, UserRef};
 use edge_auth_domain::time::Timestamp;
 
 use crate::keys::{self, AddressKeys};
 use crate::metrics::{self, Budget, Counter, Directory, Resolution, Ride, When};
 use crate::redis::{Arg, Reply, SpinRedis, scripts};
+use crate::request_log;
 use crate::session_store;
 
 /// The login store on a Spin Redis connection.
@@ -231,7 +232,14 @@ impl LoginStore for RedisLoginStore {
         let outcome = match reply.required()?.as_str() {
             "ok" => {
                 let id = reply.required()?;
-                if reply.required()? == "created" {
+                let kind = reply.required()?;
+                // The session's user, for the request's log line: an id of ours or one the
+                // directory gave, checked before it was stored.
+                let user_id = reply.required()?;
+                if UserRef::parse(&user_id).is_ok() {
+                    request_log::note("user_id", user_id);
+                }
+                if kind == "created" {
                     metrics::count(&Counter::ConfirmResult("created"));
                     metrics::count(&Counter::SessionCreated);
                     metrics::count_n(

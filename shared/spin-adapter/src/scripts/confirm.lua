@@ -15,8 +15,9 @@
 --       the address's confirm budget, 19 cap of consecutive wrong codes, 20 how long that
 --       count is kept (ms), 21 session lifetime (ms), 22 session idle timeout (ms),
 --       23 the code's MAC under the previous code key during a rotation ('' = none)
--- Returns {'ok', session_id} (a new session, or the same one for an exact repeat; evicted
--- sessions are on the lifecycle and audit streams),
+-- Returns {'ok', session_id, 'repeat', user_id} (the same session, for an exact repeat),
+-- {'ok', session_id, 'created', user_id, evicted, new local user 0/1} (evicted sessions
+-- are on the lifecycle and audit streams),
 -- {'need_user', email} (nothing changed) or {error, ...}.
 local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
   'max_attempts', 'confirmed_key', 'session_id', 'user_id', 'email')
@@ -69,7 +70,7 @@ if state == 'confirmed' then
     if redis.call('HGET', session_record_key(KEYS[1], ch[7]), 'status') ~= 'active' then
       return {'session_revoked'}
     end
-    return {'ok', ch[7], 'repeat'}
+    return {'ok', ch[7], 'repeat', ch[8] or ''}
   end
   return {'consumed'}
 end
@@ -218,4 +219,4 @@ redis.call('DEL', KEYS[10])
 redis.call('HSET', KEYS[1], 'state', 'confirmed', 'confirmed_key', ARGV[3],
   'session_id', ARGV[4], 'user_id', user_id, 'confirmed_at', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
-return {'ok', ARGV[4], 'created', evicted, new_user and ARGV[11] == 'local' and 1 or 0}
+return {'ok', ARGV[4], 'created', user_id, evicted, new_user and ARGV[11] == 'local' and 1 or 0}

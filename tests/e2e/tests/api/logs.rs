@@ -83,12 +83,13 @@ async fn every_request_writes_one_json_line_with_route_status_latency_and_ids() 
         line_of(&app, &id(&send)).await["challenge_id"],
         challenge.as_str()
     );
-    assert_eq!(
-        line_of(&app, &id(&confirm)).await["device_session_id"],
-        session.as_str()
-    );
+    let user = get.field("user_id");
+    let confirmed = line_of(&app, &id(&confirm)).await;
+    assert_eq!(confirmed["device_session_id"], session.as_str());
+    assert_eq!(confirmed["user_id"], user.as_str());
     let gateway = line_of(&app, &id(&executed)).await;
     assert_eq!(gateway["device_session_id"], session.as_str());
+    assert_eq!(gateway["user_id"], user.as_str());
     assert_eq!(gateway["message_type"], "echo");
     assert_eq!(gateway["result_code"], "ok");
     assert_eq!(
