@@ -262,7 +262,8 @@ async fn no_secret_or_address_appears_in_the_logs_of_the_session_push_and_reserv
     let payload_b64 = base64::engine::general_purpose::STANDARD.encode(secret_payload);
     let seed = base64::engine::general_purpose::STANDARD.encode(GATEWAY_SEED);
     let device_key = device.key.public_key();
-    let secrets = [
+    // Kept out of the logs and out of Redis.
+    let stored_secrets = [
         seed.as_str(),
         TEST_SECRET,
         INTERNAL_TOKEN,
@@ -270,16 +271,20 @@ async fn no_secret_or_address_appears_in_the_logs_of_the_session_push_and_reserv
         MAIL_TOKEN,
         USER_SERVICE_TOKEN,
         upstash_rest::REST_TOKEN,
-        secret_payload,
-        payload_b64.as_str(),
         sessions.command.signature.as_str(),
         logout.command.signature.as_str(),
+    ];
+    // Kept out of the logs only.
+    let logged_secrets = [
+        secret_payload,
+        payload_b64.as_str(),
         device_key.as_str(),
         "ada@example.com",
         "alice@example.com",
         "alice%40example.com",
         "bea@example.com",
     ];
+    let secrets: Vec<&str> = stored_secrets.into_iter().chain(logged_secrets).collect();
     // The safe identifiers of these routes: the user and the reason code.
     let line = line_of(&app, revoked_all.header("x-request-id").expect("id")).await;
     assert_eq!(
@@ -295,7 +300,7 @@ async fn no_secret_or_address_appears_in_the_logs_of_the_session_push_and_reserv
     let lines = app.logs();
     assert!(request_lines(&lines).len() >= 12, "{lines:#?}");
     for line in &lines {
-        for secret in secrets {
+        for secret in &secrets {
             assert!(!line.contains(secret), "log line leaks {secret:?}: {line}");
         }
     }
@@ -303,17 +308,6 @@ async fn no_secret_or_address_appears_in_the_logs_of_the_session_push_and_reserv
     // Nor in Redis after these flows. (A push event's payload is stored on purpose, the
     // device's public key is its session's, and a challenge keeps its address for a
     // directory that is asked at confirm.)
-    let stored_secrets = [
-        seed.as_str(),
-        TEST_SECRET,
-        INTERNAL_TOKEN,
-        BACKEND_TOKEN,
-        MAIL_TOKEN,
-        USER_SERVICE_TOKEN,
-        upstash_rest::REST_TOKEN,
-        sessions.command.signature.as_str(),
-        logout.command.signature.as_str(),
-    ];
     for (key, values) in app.stored_texts() {
         for value in values {
             for secret in stored_secrets {
