@@ -73,7 +73,15 @@ async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) 
                 )),
                 _ => {}
             }
-            public_errors::confirm(&err)
+            let answer = public_errors::confirm(&err);
+            // A 503 is the login's result, whatever a step before it counted.
+            if answer.status == 503 {
+                if !metrics::uncount(&Counter::ConfirmResult("created")) {
+                    metrics::uncount(&Counter::ConfirmResult("repeat"));
+                }
+                metrics::count(&Counter::ConfirmResult(answer.code));
+            }
+            answer
         })?;
         let id = confirmed.device_session_id.to_string();
         request_log::note("device_session_id", id.clone());

@@ -368,3 +368,35 @@ async fn a_login_the_user_directory_refuses_counts_as_blocked_by_policy() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn a_login_that_fails_with_503_counts_as_service_unavailable() {
+    // A confirm that could not finish (the user directory down) was counted nowhere.
+    let app = Spawn::default()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let challenge = app.new_challenge("ula@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    app.users.fail_reads(10);
+    let failed = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(failed.error(), (503, "service_unavailable".into()));
+
+    let metrics = app
+        .metrics_once(|m| {
+            m.counter(
+                "edge_auth_confirm_results_total",
+                &[("result", "service_unavailable")],
+            ) == 1.0
+        })
+        .await;
+    assert_eq!(
+        metrics.counter(
+            "edge_auth_confirm_results_total",
+            &[("result", "service_unavailable")]
+        ),
+        1.0
+    );
+}
