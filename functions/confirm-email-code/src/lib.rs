@@ -76,9 +76,7 @@ async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) 
             let answer = public_errors::confirm(&err);
             // A 503 is the login's result, whatever a step before it counted.
             if answer.status == 503 {
-                if !metrics::uncount(&Counter::ConfirmResult("created")) {
-                    metrics::uncount(&Counter::ConfirmResult("repeat"));
-                }
+                metrics::uncount_confirmed();
                 metrics::count(&Counter::ConfirmResult(answer.code));
             }
             answer

@@ -357,27 +357,15 @@ pub async fn serve(
     let method = method_name(&req.method());
     // What the line says of the response, taken as it is sent; the line itself is written
     // once the request's work is done (see `request_log`).
-    let answered = |status: u16, error_code: Option<&'static str>| {
-        (
-            status,
-            error_code,
-            started.elapsed().as_secs_f64() * 1000.0,
-            request_log::round_trips(),
-        )
+    let answered = |status: u16, error_code: Option<&'static str>| request_log::Outcome {
+        route: &route_name,
+        method: &method,
+        status,
+        error_code,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        round_trips: request_log::round_trips(),
     };
-    let log = |(status, error_code, latency_ms, round_trips): (u16, Option<&str>, f64, u32)| {
-        println!(
-            "{}",
-            request_log::line(&request_log::Outcome {
-                route: &route_name,
-                method: &method,
-                status,
-                error_code,
-                latency_ms,
-                round_trips,
-            })
-        );
-    };
+    let log = |outcome: request_log::Outcome<'_>| println!("{}", request_log::line(&outcome));
     let cors = [
         cors_headers(&headers, route),
         vec![("x-request-id".to_string(), request_id.into_bytes())],

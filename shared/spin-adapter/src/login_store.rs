@@ -162,9 +162,7 @@ impl LoginStore for RedisLoginStore {
         // The confirm that made the session counted it as its result (`created`, or
         // `repeat` for a retry that raced it); the login is refused instead (the confirm
         // route counts that). The session itself stays counted, as created and revoked.
-        if !metrics::uncount(&Counter::ConfirmResult("created")) {
-            metrics::uncount(&Counter::ConfirmResult("repeat"));
-        }
+        metrics::uncount_confirmed();
         Ok(())
     }
 

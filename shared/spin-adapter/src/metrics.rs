@@ -397,6 +397,14 @@ pub fn uncount(counter: &Counter<'_>) -> bool {
     )
 }
 
+/// Takes back the success a confirm counted (`created`, or `repeat` for a retry), if this
+/// request holds one: its login ended otherwise after all.
+pub fn uncount_confirmed() {
+    if !uncount(&Counter::ConfirmResult("created")) {
+        uncount(&Counter::ConfirmResult("repeat"));
+    }
+}
+
 /// Counts `counter` `n` times.
 pub fn count_n(counter: &Counter<'_>, n: u64) {
     if n > 0 {
