@@ -13,7 +13,7 @@ use edge_auth_domain::gateway::settings::MAX_PAYLOAD_LIMIT;
 use edge_auth_spin::backend::HttpBackend;
 use edge_auth_spin::clock::Since;
 use edge_auth_spin::command_gate::{RedisCommandGate, count_command};
-use edge_auth_spin::gateway::gateway_settings;
+use edge_auth_spin::gateway::{gateway_settings, plain_error};
 use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::public_errors;
 use edge_auth_spin::redis::SpinRedis;
@@ -28,16 +28,7 @@ const ROUTE: Route = Route::public(true).max_body(MAX_PAYLOAD_LIMIT / 3 * 4 + 8 
 #[http_component]
 async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, ROUTE, |call| {
-        let fail = |e: CommandError| {
-            match &e {
-                CommandError::NotConfigured(name) => edge_auth_spin::request_log::error(&format!(
-                    "execute-command: {name} is not set; the gateway answers 503 until it is"
-                )),
-                CommandError::Unexpected(cause) => log_cause("execute-command failed", cause),
-                _ => {}
-            }
-            public_errors::command(&e)
-        };
+        let fail = |e: CommandError| plain_error("execute-command", &e);
         let command = parse(call.body()).map_err(fail)?;
         let settings = gateway_settings().map_err(|e| fail(e.into()))?;
         // Checked (signature included) before Redis is even connected to.

@@ -17,7 +17,7 @@ use edge_auth_domain::push::stream::{self, StreamEnd, Subscription};
 use edge_auth_domain::random::OsRandom;
 use edge_auth_spin::clock::Since;
 use edge_auth_spin::command_gate::{RedisCommandGate, count_command};
-use edge_auth_spin::gateway::gateway_settings;
+use edge_auth_spin::gateway::{gateway_settings, plain_error};
 use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::public_errors;
 use edge_auth_spin::push_store::{RedisPushStore, push_settings};
@@ -98,16 +98,7 @@ impl Subscribed {
 #[http_component]
 async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, ROUTE, |call| {
-        let fail = |e: CommandError| {
-            match &e {
-                CommandError::NotConfigured(name) => edge_auth_spin::request_log::error(&format!(
-                    "subscribe-events: {name} is not set; the gateway answers 503 until it is"
-                )),
-                CommandError::Unexpected(cause) => log_cause("subscribe-events failed", cause),
-                _ => {}
-            }
-            public_errors::command(&e)
-        };
+        let fail = |e: CommandError| plain_error("subscribe-events", &e);
         let command = parse(call.body()).map_err(fail)?;
         let settings = gateway_settings().map_err(|e| fail(e.into()))?;
         let Some(key) = settings.signing.clone() else {

@@ -1,8 +1,11 @@
-//! What the gateway functions share: their settings from Spin variables.
+//! What the gateway functions share: their settings from Spin variables, and how they
+//! answer a refusal that is not signed.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
+use edge_auth_domain::error::PublicError;
+use edge_auth_domain::gateway::execute::CommandError;
 use edge_auth_domain::gateway::settings::GatewaySettings;
 
 use crate::settings::optional;
@@ -42,4 +45,20 @@ pub fn gateway_settings() -> anyhow::Result<GatewaySettings> {
     }
     GatewaySettings::from_settings(|name| values.get(name).cloned())
         .context("invalid gateway settings")
+}
+
+/// The plain error answer of a gateway route (`route`: its name in the log) to `err`,
+/// with what an operator needs logged first: the cause of an unexpected failure, or the
+/// setting whose absence keeps the route answering `503`.
+pub fn plain_error(route: &str, err: &CommandError) -> PublicError {
+    match err {
+        CommandError::NotConfigured(name) => crate::request_log::error(&format!(
+            "{route}: {name} is not set; the gateway answers 503 until it is"
+        )),
+        CommandError::Unexpected(cause) => {
+            crate::http::log_cause(&format!("{route} failed"), cause)
+        }
+        _ => {}
+    }
+    crate::public_errors::command(err)
 }
