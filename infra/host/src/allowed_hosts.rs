@@ -56,6 +56,8 @@ impl AllowedHost {
     /// Spin's reasons: no scheme, a path, no port for a scheme without a default, a
     /// wildcard anywhere but as a subdomain, `insecure:allow-all`.
     pub fn parse(entry: &str) -> anyhow::Result<Self> {
+        // Spin trims an entry (a templated one may get its spaces from a variable).
+        let entry = entry.trim();
         if entry == "insecure:allow-all" {
             bail!(
                 "'insecure:allow-all' is not allowed - use '*://*:*' instead if you really want to allow all outbound traffic'"
@@ -122,26 +124,36 @@ impl AllowedHost {
 
     /// Whether this entry allows `scheme://host:port` (port already defaulted).
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
-        if self.scheme.as_deref().is_some_and(|s| s != scheme) {
-            return false;
-        }
-        let port_ok = match self.port {
-            PortPattern::Any => true,
-            PortPattern::One(p) => p == port,
-            PortPattern::Range(a, b) => (a..b).contains(&port),
-        };
-        if !port_ok {
+        if !self.allows_scheme_and_port(scheme, port) {
             return false;
         }
         let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
         match &self.host {
             HostPattern::Any => true,
-            HostPattern::Subdomain(suffix) => host
-                .strip_suffix(suffix.as_str())
-                .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+            // Spin replaces this entry by one literal entry per component: it matches
+            // only chaining targets (see `allows_chaining`).
+            HostPattern::Subdomain(suffix) if suffix == "spin.internal" => false,
+            // Domain names only, as in Spin: `*.0.0.1` is no pattern for an address.
+            HostPattern::Subdomain(suffix) => {
+                host.parse::<IpAddr>().is_err()
+                    && host
+                        .strip_suffix(suffix.as_str())
+                        .is_some_and(|head| head.ends_with('.') && head.len() > 1)
+            }
             HostPattern::Literal(name) => *name == host,
             HostPattern::Cidr(net) => host.parse::<IpAddr>().is_ok_and(|ip| net.contains(&ip)),
             HostPattern::SelfApp => false,
+        }
+    }
+
+    fn allows_scheme_and_port(&self, scheme: &str, port: u16) -> bool {
+        if self.scheme.as_deref().is_some_and(|s| s != scheme) {
+            return false;
+        }
+        match self.port {
+            PortPattern::Any => true,
+            PortPattern::One(p) => p == port,
+            PortPattern::Range(a, b) => (a..b).contains(&port),
         }
     }
 
@@ -151,15 +163,16 @@ impl AllowedHost {
         scheme_ok && matches!(self.host, HostPattern::SelfApp | HostPattern::Any)
     }
 
-    /// Whether this entry allows service chaining to `component` (the entry
-    /// `http://*.spin.internal` stands for one literal entry per component, port 80).
-    pub fn allows_chaining(&self, component: &str, port: u16) -> bool {
-        let host = format!("{component}.spin.internal");
+    /// Whether this entry allows service chaining to `component` over `scheme://…:port`.
+    /// As in Spin, `<scheme>://*.spin.internal[:port]` stands for one literal entry per
+    /// component of the app (`known`: `component` is one), with the entry's scheme and
+    /// port; any other entry is checked as for any host.
+    pub fn allows_chaining(&self, component: &str, scheme: &str, port: u16, known: bool) -> bool {
         match &self.host {
             HostPattern::Subdomain(suffix) if suffix == "spin.internal" => {
-                self.scheme.as_deref().is_none_or(|s| s == "http") && port == 80
+                known && self.allows_scheme_and_port(scheme, port)
             }
-            _ => self.allows("http", &host, port),
+            _ => self.allows(scheme, &format!("{component}.spin.internal"), port),
         }
     }
 }
@@ -252,11 +265,11 @@ impl AllowedHosts {
         self.entries.iter().any(|e| e.allows(scheme, host, port))
     }
 
-    /// Checks a service-chaining target.
-    pub fn allows_chaining(&self, component: &str, port: u16) -> bool {
+    /// Checks a service-chaining target (see [`AllowedHost::allows_chaining`]).
+    pub fn allows_chaining(&self, component: &str, scheme: &str, port: u16, known: bool) -> bool {
         self.entries
             .iter()
-            .any(|e| e.allows_chaining(component, port))
+            .any(|e| e.allows_chaining(component, scheme, port, known))
     }
 
     /// Checks a self-request.
@@ -373,12 +386,44 @@ mod tests {
     }
 
     #[test]
-    fn chaining_needs_the_spin_internal_entry_and_port_80() {
+    fn the_chaining_wildcard_stands_for_each_component_with_its_own_scheme_and_port() {
         let h = hosts(&["http://*.spin.internal"]);
-        assert!(h.allows_chaining("facts", 80));
-        assert!(!h.allows_chaining("facts", 8080));
-        assert!(!hosts(&["https://*.example.com"]).allows_chaining("facts", 80));
-        assert!(hosts(&["*://*:*"]).allows_chaining("facts", 80));
+        assert!(h.allows_chaining("facts", "http", 80, true));
+        assert!(!h.allows_chaining("facts", "http", 8080, true));
+        assert!(
+            !h.allows_chaining("facts", "https", 80, true),
+            "the entry's scheme"
+        );
+        assert!(
+            !h.allows_chaining("ghost", "http", 80, false),
+            "no such component"
+        );
+        assert!(
+            !h.allows("http", "a.facts.spin.internal", 80),
+            "no other name"
+        );
+        let on_8080 = hosts(&["http://*.spin.internal:8080"]);
+        assert!(on_8080.allows_chaining("facts", "http", 8080, true));
+        assert!(!on_8080.allows_chaining("facts", "http", 80, true));
+        let any = hosts(&["*://*.spin.internal:*"]);
+        assert!(any.allows_chaining("facts", "https", 8443, true));
+        assert!(!hosts(&["https://*.example.com"]).allows_chaining("facts", "http", 80, true));
+        // Other entries are checked as for any host, known component or not.
+        assert!(hosts(&["*://*:*"]).allows_chaining("ghost", "http", 80, false));
+        assert!(hosts(&["http://ghost.spin.internal"]).allows_chaining("ghost", "http", 80, false));
+        assert!(hosts(&["http://*.internal"]).allows_chaining("facts", "http", 80, true));
+    }
+
+    #[test]
+    fn a_subdomain_pattern_matches_names_not_addresses() {
+        let h = hosts(&["http://*.0.0.1:1"]);
+        assert!(!h.allows_url("http://127.0.0.1:1/"));
+        assert!(!h.allows("http", "10.0.0.1", 1));
+    }
+
+    #[test]
+    fn entries_are_trimmed_as_spin_trims_them() {
+        assert!(hosts(&[" http://127.0.0.1:1 "]).allows_url("http://127.0.0.1:1/"));
     }
 
     #[test]

@@ -251,10 +251,14 @@ impl App {
                     .map(|entry| {
                         let template = Template::parse(entry)?;
                         check_references(&template, &resolver)?;
-                        if resolver.all_defaulted(&template) {
-                            let value = template.resolve(&resolver)?;
-                            AllowedHosts::parse(&[value.as_str()])
-                                .context("`allowed_outbound_hosts` is malformed")?;
+                        // A value from a provider is checked per instance instead
+                        // (a malformed one denies everything and is logged).
+                        if let Some(value) = resolver.resolve_defaults(&template) {
+                            AllowedHosts::parse(&[value.as_str()]).with_context(|| {
+                                format!(
+                                    "`allowed_outbound_hosts`: the entry {entry:?} is malformed with the variables' default values"
+                                )
+                            })?;
                         }
                         Ok(template)
                     })
@@ -379,18 +383,16 @@ impl App {
             );
             return Ok(refused);
         }
-        let host = match req.headers().get(http::header::HOST) {
-            Some(value) => Some(value.to_str().context("non-UTF-8 Host header")?.to_string()),
-            None => req.uri().authority().map(|a| a.to_string()),
-        };
-        let Some(host) = host else {
-            bail!("request has neither a Host header nor an absolute URI");
-        };
-        if host.ends_with(".spin.internal") {
-            bail!("Host {host} is reserved for service chaining");
-        }
-        if req.headers().values().any(|v| v.to_str().is_err()) {
-            return Ok(empty(StatusCode::INTERNAL_SERVER_ERROR));
+        // As Spin does first: a `Host` naming a service-chaining target (any port) is
+        // dropped, so only the router's own requests can look chained.
+        let mut req = req;
+        if req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(is_service_chaining_host)
+        {
+            req.headers_mut().remove(http::header::HOST);
         }
         let path = req.uri().path().to_string();
         let path_and_query = req
@@ -399,13 +401,12 @@ impl App {
             .map(|pq| pq.as_str().to_string())
             .unwrap_or_else(|| path.clone());
 
+        // Spin answers these before it looks at the request's authority or headers: a
+        // load balancer's HTTP/1.0 probe without `Host` gets its `OK`.
         if let Some(reserved) = path.strip_prefix("/.well-known/spin/") {
             return Ok(match reserved {
                 "health" => text(StatusCode::OK, "OK"),
-                "info" => text(
-                    StatusCode::OK,
-                    &serde_json::json!({ "name": self.name, "version": self.version }).to_string(),
-                ),
+                "info" => self.app_info(),
                 _ => empty(StatusCode::NOT_FOUND),
             });
         }
@@ -413,9 +414,17 @@ impl App {
         let Some(found) = self.router.route(&path) else {
             return Ok(empty(StatusCode::NOT_FOUND));
         };
+        // A routed request needs one unambiguous authority (Spin's `set_req_uri`); an
+        // error here closes the connection, as Spin's does.
+        let host = authority(&req)?;
         match &found.target {
             Target::Static(trigger) => Ok(self.static_response(trigger)),
             Target::Component(id) => {
+                // Spin hands a component its headers as text: a value that is not UTF-8
+                // fails the request (a static response never reads them).
+                if req.headers().values().any(|v| v.to_str().is_err()) {
+                    return Ok(empty(StatusCode::INTERNAL_SERVER_ERROR));
+                }
                 let Some(component) = self.components.get(id) else {
                     bail!("route {} names unloaded component {id}", found.raw_route);
                 };
@@ -423,6 +432,22 @@ impl App {
                 Ok(self.invoke(component.clone(), req, &spin).await)
             }
         }
+    }
+
+    /// `/.well-known/spin/info` as Spin writes it: pretty JSON, `version` only when the
+    /// manifest has one.
+    fn app_info(&self) -> Response<WasiBody> {
+        let mut info = serde_json::json!({ "name": self.name });
+        if !self.version.is_empty() {
+            info["version"] = serde_json::json!(self.version);
+        }
+        let body = serde_json::to_string_pretty(&info).unwrap_or_default();
+        let mut response = text(StatusCode::OK, &body);
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
     }
 
     fn static_response(&self, trigger: &str) -> Response<WasiBody> {
@@ -615,6 +640,40 @@ fn full(body: impl Into<Bytes>) -> WasiBody {
 }
 
 /// Spin's own error responses: a status and no body (`content-length: 0`).
+/// The authority a routed request is for, as Spin's `set_req_uri` decides it: the `Host`
+/// header (UTF-8, a valid authority) or the request target's, and both must agree.
+///
+/// # Errors
+/// Neither is present, the header is not a valid authority, or the two differ.
+fn authority<B>(req: &Request<B>) -> anyhow::Result<String> {
+    let header = req
+        .headers()
+        .get(http::header::HOST)
+        .map(|h| -> anyhow::Result<http::uri::Authority> {
+            h.to_str()
+                .context("'Host' header is not valid UTF-8")?
+                .parse()
+                .context("'Host' header contains an invalid authority")
+        })
+        .transpose()?;
+    let authority = match (header, req.uri().authority()) {
+        (None, None) => bail!("no 'Host' header present in request"),
+        (Some(a), None) => a,
+        (None, Some(a)) => a.clone(),
+        (Some(a), Some(b)) if a == *b => a,
+        (Some(_), Some(_)) => bail!("authority in 'Host' header does not match authority in URI"),
+    };
+    Ok(authority.to_string())
+}
+
+/// Whether `host` (`[host][:port]`) names a service-chaining target: one label before
+/// `.spin.internal`, as Spin parses it.
+pub(crate) fn is_service_chaining_host(host: &str) -> bool {
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    host.split_once('.')
+        .is_some_and(|(_, rest)| rest == "spin.internal")
+}
+
 pub(crate) fn empty(status: StatusCode) -> Response<WasiBody> {
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = status;

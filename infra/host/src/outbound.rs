@@ -119,12 +119,21 @@ impl Outbound {
             .map(|pq| pq.as_str().to_string())
             .unwrap_or_else(|| "/".to_string());
 
-        if let Some(target) = host.strip_suffix(".spin.internal") {
-            if !allowed.allows_chaining(target, port.unwrap_or(80)) {
+        // One label before `.spin.internal`, as Spin parses a chaining target; any other
+        // name under it is an ordinary host.
+        if let Some(target) = host
+            .strip_suffix(".spin.internal")
+            .filter(|t| !t.is_empty() && !t.contains('.'))
+        {
+            let known = self.chain.has_component(target);
+            if !allowed.allows_chaining(target, &scheme, port.unwrap_or(80), known) {
                 self.logs.denied(caller, &format!("{scheme}://{host}"));
                 return Err(Error::HttpRequestDenied);
             }
-            if !self.chain.has_component(target) {
+            // Allowed by an entry other than the wildcard (`*://*:*`, a literal one). Spin
+            // traps the caller here (an empty 500); wasi-http gives a host no way to trap
+            // from a request, so the guest gets this error instead.
+            if !known {
                 self.logs.host(&format!(
                     "`{caller}`: unknown routing destination '{target}'"
                 ));

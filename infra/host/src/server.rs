@@ -115,7 +115,13 @@ pub async fn start(options: HostOptions) -> anyhow::Result<RunningHost> {
     let env = options
         .env
         .clone()
-        .unwrap_or_else(|| std::env::vars().collect());
+        // Spin reads only its own `SPIN_VARIABLE_*` names: an unrelated variable that is
+        // not UTF-8 must not stop the host (`std::env::vars` would panic on it).
+        .unwrap_or_else(|| {
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect()
+        });
     let dotenv = match &options.dotenv {
         Some(path) => Some(path.clone()),
         None => std::env::current_dir().ok().map(|d| d.join(".env")),

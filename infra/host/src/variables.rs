@@ -153,12 +153,18 @@ impl Resolver {
             .with_context(|| format!("no provider resolved required variable {name:?}"))
     }
 
-    /// Whether every variable of `template` has a default (Spin checks such templated
-    /// `allowed_outbound_hosts` entries at load time).
-    pub fn all_defaulted(&self, template: &Template) -> bool {
-        template
-            .references()
-            .all(|n| self.declared.get(n).is_some_and(|d| d.default.is_some()))
+    /// `template` filled from the declared defaults alone, `None` when a variable it
+    /// names has none: Spin checks templated `allowed_outbound_hosts` entries at load time
+    /// with these values, whatever the providers (environment, `--variable`) will give.
+    pub fn resolve_defaults(&self, template: &Template) -> Option<String> {
+        let mut out = String::new();
+        for part in &template.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Variable(name) => out.push_str(self.declared.get(name)?.default.as_ref()?),
+            }
+        }
+        Some(out)
     }
 }
 

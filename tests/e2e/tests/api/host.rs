@@ -172,6 +172,100 @@ async fn a_private_component_is_reached_only_by_service_chaining() {
             .is_some_and(|e| e.contains("HttpRequestDenied")),
         "{not_allowed}"
     );
+    // `http://*.spin.internal` stands for `http://<component>.spin.internal` for each
+    // component: not another scheme, not an unknown id, not a deeper name.
+    for target in [
+        "https://backstage.spin.internal:80/counter",
+        "http://ghost.spin.internal/counter",
+        "http://a.backstage.spin.internal/counter",
+    ] {
+        let (_, out) = json_of(&app, &format!("/probe/http?{target}")).await;
+        assert!(
+            out["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("HttpRequestDenied")),
+            "{target}: {out}"
+        );
+    }
+}
+
+/// Sends `request` as raw bytes and reads until the server closes: the response's text,
+/// empty when the connection was closed without one.
+async fn raw(app: &TestApp, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr())
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut out),
+    )
+    .await
+    .expect("the server closes the connection");
+    // A reset after nothing was sent is a closed connection too.
+    if read.is_err() && out.is_empty() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn the_reserved_paths_answer_without_a_host_and_a_routed_request_needs_one_authority() {
+    let app = spawn_fixture().await;
+
+    // A load balancer's HTTP/1.0 probe names no host.
+    let probe = raw(&app, "GET /.well-known/spin/health HTTP/1.0\r\n\r\n").await;
+    assert!(
+        probe.starts_with("HTTP/1.0 200") && probe.ends_with("OK"),
+        "{probe:?}"
+    );
+    let missing = raw(&app, "GET /nothing/here HTTP/1.0\r\n\r\n").await;
+    assert!(missing.starts_with("HTTP/1.0 404"), "{missing:?}");
+    // A routed request without one, or with two that differ, gets no answer.
+    let routed = raw(&app, "GET /probe/headers HTTP/1.0\r\n\r\n").await;
+    assert_eq!(routed, "", "no Host");
+    let two = raw(
+        &app,
+        "GET http://evil.example/probe/headers HTTP/1.1\r\nHost: good.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(two, "", "a Host that differs from the target's authority");
+    let same = raw(
+        &app,
+        "GET http://good.example/probe/headers HTTP/1.1\r\nHost: good.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(same.starts_with("HTTP/1.1 200"), "{same:?}");
+    assert!(
+        same.contains("http://good.example/probe/headers"),
+        "{same:?}"
+    );
+
+    // A chaining name in Host is dropped before anything else: the health probe still
+    // answers, a routed request has no host left.
+    let chained_health = raw(
+        &app,
+        "GET /.well-known/spin/health HTTP/1.1\r\nHost: backstage.spin.internal:80\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        chained_health.starts_with("HTTP/1.1 200"),
+        "{chained_health:?}"
+    );
+    let chained = raw(
+        &app,
+        "GET /probe/headers HTTP/1.1\r\nHost: backstage.spin.internal:80\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(chained, "", "a chaining Host is no host");
+
+    // Info is pretty JSON, typed.
+    let info = app.get("/.well-known/spin/info").await;
+    assert_eq!(info.headers()["content-type"], "application/json");
+    let text = info.text().await.expect("text");
+    assert!(text.contains("\n  \"name\": \"probe-app\""), "{text:?}");
 }
 
 #[tokio::test]
@@ -288,6 +382,23 @@ async fn disallowed_redis_and_http_hosts_are_refused_like_spin() {
         logs.iter()
             .any(|l| l.contains("Outbound network destination not allowed")),
         "{logs:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_allowed_host_malformed_by_a_providers_value_denies_at_request_time() {
+    // Spin checks a templated entry at load with the variables' defaults only; the value
+    // a provider gives is checked per instance, and a malformed one denies everything.
+    let app = fixture()
+        .variable("http_allowed", "not a host")
+        .spawn()
+        .await;
+    let (_, v) = json_of(&app, "/probe/http?http://127.0.0.1:1/").await;
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HttpRequestDenied")),
+        "{v}"
     );
 }
 
