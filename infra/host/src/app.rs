@@ -416,7 +416,14 @@ impl App {
         };
         // A routed request needs one unambiguous authority (Spin's `set_req_uri`); an
         // error here closes the connection, as Spin's does.
-        let host = authority(&req)?;
+        authority(&req)?;
+        // `spin-full-url` names the `Host` header's authority, or `localhost` without one
+        // (even when the request target is absolute), as Spin writes it.
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
         match &found.target {
             Target::Static(trigger) => Ok(self.static_response(trigger)),
             Target::Component(id) => {
@@ -428,7 +435,7 @@ impl App {
                 let Some(component) = self.components.get(id) else {
                     bail!("route {} names unloaded component {id}", found.raw_route);
                 };
-                let spin = SpinHeaders::routed(&found, Some(&host), &path_and_query, client);
+                let spin = SpinHeaders::routed(&found, host.as_deref(), &path_and_query, client);
                 Ok(self.invoke(component.clone(), req, &spin).await)
             }
         }
@@ -640,12 +647,12 @@ fn full(body: impl Into<Bytes>) -> WasiBody {
 }
 
 /// Spin's own error responses: a status and no body (`content-length: 0`).
-/// The authority a routed request is for, as Spin's `set_req_uri` decides it: the `Host`
-/// header (UTF-8, a valid authority) or the request target's, and both must agree.
+/// Checks that a routed request names one authority, as Spin's `set_req_uri` does: the
+/// `Host` header (UTF-8, a valid authority) or the request target's, and both must agree.
 ///
 /// # Errors
 /// Neither is present, the header is not a valid authority, or the two differ.
-fn authority<B>(req: &Request<B>) -> anyhow::Result<String> {
+fn authority<B>(req: &Request<B>) -> anyhow::Result<()> {
     let header = req
         .headers()
         .get(http::header::HOST)
@@ -656,14 +663,13 @@ fn authority<B>(req: &Request<B>) -> anyhow::Result<String> {
                 .context("'Host' header contains an invalid authority")
         })
         .transpose()?;
-    let authority = match (header, req.uri().authority()) {
+    match (header, req.uri().authority()) {
         (None, None) => bail!("no 'Host' header present in request"),
-        (Some(a), None) => a,
-        (None, Some(a)) => a.clone(),
-        (Some(a), Some(b)) if a == *b => a,
-        (Some(_), Some(_)) => bail!("authority in 'Host' header does not match authority in URI"),
-    };
-    Ok(authority.to_string())
+        (Some(a), Some(b)) if a != *b => {
+            bail!("authority in 'Host' header does not match authority in URI")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Whether `host` (`[host][:port]`) names a service-chaining target: one label before

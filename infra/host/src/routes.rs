@@ -204,21 +204,21 @@ impl SpinHeaders {
         }
     }
 
-    /// `(name, value)` pairs in the order Spin adds them.
+    /// `(name, value)` pairs in the order Spin adds them (`compute_default_headers`).
     pub fn pairs(&self) -> Vec<(String, String)> {
         let mut out = vec![
-            ("spin-full-url".to_string(), self.full_url.clone()),
             ("spin-path-info".to_string(), self.path_info.clone()),
+            ("spin-full-url".to_string(), self.full_url.clone()),
             ("spin-matched-route".to_string(), self.matched_route.clone()),
-            (
-                "spin-component-route".to_string(),
-                self.component_route.clone(),
-            ),
+            ("spin-base-path".to_string(), self.base_path.clone()),
             (
                 "spin-raw-component-route".to_string(),
                 self.raw_component_route.clone(),
             ),
-            ("spin-base-path".to_string(), self.base_path.clone()),
+            (
+                "spin-component-route".to_string(),
+                self.component_route.clone(),
+            ),
             ("spin-client-addr".to_string(), self.client_addr.clone()),
         ];
         for (name, value) in &self.params {

@@ -70,6 +70,29 @@ async fn a_wildcard_route_with_a_param_gets_spins_headers_and_values() {
     assert_eq!(one(&h, "spin-base-path"), "/");
     assert!(one(&h, "spin-client-addr").starts_with("127.0.0.1:"));
     assert_eq!(one(&h, "spin-path-match-name"), "abc");
+    let spins: Vec<&str> = h["headers"]
+        .as_array()
+        .expect("headers list")
+        .iter()
+        .filter_map(|pair| pair[0].as_str())
+        .filter(|name| name.starts_with("spin-"))
+        .collect();
+    assert_eq!(
+        spins,
+        [
+            // The client's value and Spin's, under the name's first place.
+            "spin-path-info",
+            "spin-path-info",
+            "spin-path-match-name",
+            "spin-full-url",
+            "spin-matched-route",
+            "spin-base-path",
+            "spin-raw-component-route",
+            "spin-component-route",
+            "spin-client-addr",
+        ],
+        "the order real Spin 4.0.2 gives"
+    );
     assert!(
         header_values(&h, "host").is_empty(),
         "host is a forbidden header"
@@ -239,8 +262,19 @@ async fn the_reserved_paths_answer_without_a_host_and_a_routed_request_needs_one
     .await;
     assert!(same.starts_with("HTTP/1.1 200"), "{same:?}");
     assert!(
-        same.contains("http://good.example/probe/headers"),
+        same.contains(r#"["spin-full-url","http://good.example/probe/headers"]"#),
         "{same:?}"
+    );
+    // Without Host the target's authority serves, but the full URL says `localhost`.
+    let absolute = raw(
+        &app,
+        "GET http://good.example/probe/headers HTTP/1.0\r\n\r\n",
+    )
+    .await;
+    assert!(absolute.starts_with("HTTP/1.0 200"), "{absolute:?}");
+    assert!(
+        absolute.contains(r#"["spin-full-url","http://localhost/probe/headers"]"#),
+        "{absolute:?}"
     );
 
     // A chaining name in Host is dropped before anything else: the health probe still
