@@ -106,7 +106,9 @@ impl AllowedHost {
                     shown(entry)
                 );
             }
-            HostPattern::Subdomain(suffix.to_ascii_lowercase())
+            // Kept as written, as Spin keeps it: request hosts are lower case, so a
+            // pattern with upper case matches nothing (and is no chaining wildcard).
+            HostPattern::Subdomain(suffix.to_string())
         } else if host.contains('*') {
             bail!(
                 "{:?}: wildcards are allowed only as subdomains",
@@ -135,7 +137,7 @@ impl AllowedHost {
             HostPattern::Subdomain(suffix) if suffix == "spin.internal" => false,
             // Domain names only, as in Spin: `*.0.0.1` is no pattern for an address.
             HostPattern::Subdomain(suffix) => {
-                host.parse::<IpAddr>().is_err()
+                !is_address(&host)
                     && host
                         .strip_suffix(suffix.as_str())
                         .is_some_and(|head| head.ends_with('.') && head.len() > 1)
@@ -175,6 +177,13 @@ impl AllowedHost {
             _ => self.allows(scheme, &format!("{component}.spin.internal"), port),
         }
     }
+}
+
+/// Whether `host` (without brackets) is an IP address in any spelling a resolver would
+/// take as one: Spin parses hosts as URLs do, so `0x7f.0.0.1` and `127.1` are
+/// 127.0.0.1, not names.
+fn is_address(host: &str) -> bool {
+    host.parse::<IpAddr>().is_ok() || matches!(url::Host::parse(host), Ok(url::Host::Ipv4(_)))
 }
 
 fn looks_like_cidr_with_port(rest: &str) -> bool {
@@ -419,6 +428,17 @@ mod tests {
         let h = hosts(&["http://*.0.0.1:1"]);
         assert!(!h.allows_url("http://127.0.0.1:1/"));
         assert!(!h.allows("http", "10.0.0.1", 1));
+        for spelling in ["0x7f.0.0.1", "0177.0.0.1", "127.0.1"] {
+            assert!(!h.allows("http", spelling, 1), "{spelling}");
+        }
+        assert!(!hosts(&["redis://*.0.0.1:1"]).allows_url("redis://0x7f.0.0.1:1"));
+    }
+
+    #[test]
+    fn a_wildcard_is_compared_as_written() {
+        assert!(!hosts(&["https://*.Example.com"]).allows_url("https://a.example.com/"));
+        let upper = hosts(&["http://*.SPIN.INTERNAL"]);
+        assert!(!upper.allows_chaining("facts", "http", 80, true));
     }
 
     #[test]

@@ -429,7 +429,11 @@ impl App {
             Target::Component(id) => {
                 // Spin hands a component its headers as text: a value that is not UTF-8
                 // fails the request (a static response never reads them).
-                if req.headers().values().any(|v| v.to_str().is_err()) {
+                if req
+                    .headers()
+                    .values()
+                    .any(|v| std::str::from_utf8(v.as_bytes()).is_err())
+                {
                     return Ok(empty(StatusCode::INTERNAL_SERVER_ERROR));
                 }
                 let Some(component) = self.components.get(id) else {
@@ -646,7 +650,6 @@ fn full(body: impl Into<Bytes>) -> WasiBody {
         .boxed_unsync()
 }
 
-/// Spin's own error responses: a status and no body (`content-length: 0`).
 /// Checks that a routed request names one authority, as Spin's `set_req_uri` does: the
 /// `Host` header (UTF-8, a valid authority) or the request target's, and both must agree.
 ///
@@ -680,6 +683,7 @@ pub(crate) fn is_service_chaining_host(host: &str) -> bool {
         .is_some_and(|(_, rest)| rest == "spin.internal")
 }
 
+/// Spin's own error responses: a status and no body (`content-length: 0`).
 pub(crate) fn empty(status: StatusCode) -> Response<WasiBody> {
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = status;

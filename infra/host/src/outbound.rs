@@ -113,6 +113,11 @@ impl Outbound {
         let uri = request.uri().clone();
         let scheme = uri.scheme_str().unwrap_or("https").to_string();
         let host = uri.host().unwrap_or_default().to_string();
+        // A port that is no number is no URL to Spin: denied, not defaulted.
+        if uri.authority().is_some_and(|a| bad_port(a.as_str())) {
+            self.logs.denied(caller, &format!("{scheme}://{host}"));
+            return Err(Error::HttpRequestDenied);
+        }
         let port = uri.port_u16().or_else(|| default_port(&scheme));
         let path_and_query = uri
             .path_and_query()
@@ -220,5 +225,40 @@ impl WasiHttpHooks for OutboundHooks {
         let caller = self.caller.clone();
         let allowed = self.allowed.clone();
         Box::new(async move { outbound.send(&caller, &allowed, request, options).await })
+    }
+}
+
+/// Whether `authority` (`[user@]host[:port]`) has a port that is not a number from 0 to
+/// 65535: `http` keeps such an authority and reads no port from it.
+fn bad_port(authority: &str) -> bool {
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let after_host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
+        None => host_port.find(':').map_or("", |i| &host_port[i..]),
+    };
+    after_host
+        .strip_prefix(':')
+        .is_some_and(|port| !port.is_empty() && port.parse::<u16>().is_err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bad_port;
+
+    #[test]
+    fn a_port_must_be_a_number_that_fits() {
+        for ok in [
+            "a.example",
+            "a.example:80",
+            "a.example:",
+            "[::1]:8080",
+            "[::1]",
+            "u@h:1",
+        ] {
+            assert!(!bad_port(ok), "{ok}");
+        }
+        for bad in ["a.example:99999", "a.example:abc", "[::1]:x", "u@h:65536"] {
+            assert!(bad_port(bad), "{bad}");
+        }
     }
 }

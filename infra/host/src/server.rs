@@ -110,18 +110,35 @@ impl Drop for RunningHost {
 ///
 /// # Errors
 /// Start-up failures (manifest, variables, components) and a listener that cannot bind.
+/// The process environment as text. Spin reads only its own `SPIN_VARIABLE_*` names: an
+/// unrelated variable that is not UTF-8 is skipped (`std::env::vars` would panic on it),
+/// while one of Spin's that is not UTF-8 stops the start, as Spin's provider fails on it.
+///
+/// # Errors
+/// A `SPIN_VARIABLE_*` whose value is not UTF-8 (named, its value not shown).
+fn process_env() -> anyhow::Result<HashMap<String, String>> {
+    let mut env = HashMap::new();
+    for (key, value) in std::env::vars_os() {
+        let Ok(key) = key.into_string() else { continue };
+        match value.into_string() {
+            Ok(value) => {
+                env.insert(key, value);
+            }
+            Err(_) if key.starts_with("SPIN_VARIABLE_") => {
+                anyhow::bail!("environment variable {key} is not valid UTF-8")
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(env)
+}
+
 pub async fn start(options: HostOptions) -> anyhow::Result<RunningHost> {
     let logs = Logs::new(options.capture_logs, options.quiet);
-    let env = options
-        .env
-        .clone()
-        // Spin reads only its own `SPIN_VARIABLE_*` names: an unrelated variable that is
-        // not UTF-8 must not stop the host (`std::env::vars` would panic on it).
-        .unwrap_or_else(|| {
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect()
-        });
+    let env = match options.env.clone() {
+        Some(env) => env,
+        None => process_env()?,
+    };
     let dotenv = match &options.dotenv {
         Some(path) => Some(path.clone()),
         None => std::env::current_dir().ok().map(|d| d.join(".env")),

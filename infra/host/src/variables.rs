@@ -282,6 +282,23 @@ mod tests {
     }
 
     #[test]
+    fn load_time_checks_see_only_the_defaults_whatever_the_providers_say() {
+        let r = resolver(&[
+            ("SPIN_VARIABLE_GREETING", "from the environment"),
+            ("SPIN_VARIABLE_NEED", "x"),
+        ])
+        .expect("resolves");
+        let defaulted = Template::parse("{{ greeting }}!").expect("parses");
+        assert_eq!(r.resolve_defaults(&defaulted).as_deref(), Some("hello!"));
+        assert_eq!(
+            defaulted.resolve(&r).expect("fills"),
+            "from the environment!"
+        );
+        let required = Template::parse("{{ greeting }}{{ need }}").expect("parses");
+        assert_eq!(r.resolve_defaults(&required), None, "`need` has no default");
+    }
+
+    #[test]
     fn templates_mix_text_and_trimmed_references() {
         let t = Template::parse("{{greeting}} world {{ need }}!").expect("parses");
         assert_eq!(t.references().collect::<Vec<_>>(), ["greeting", "need"]);

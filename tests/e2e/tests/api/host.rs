@@ -201,6 +201,8 @@ async fn a_private_component_is_reached_only_by_service_chaining() {
         "https://backstage.spin.internal:80/counter",
         "http://ghost.spin.internal/counter",
         "http://a.backstage.spin.internal/counter",
+        // A port that is no number is no URL, not the default port.
+        "http://backstage.spin.internal:99999/counter",
     ] {
         let (_, out) = json_of(&app, &format!("/probe/http?{target}")).await;
         assert!(
@@ -294,6 +296,16 @@ async fn the_reserved_paths_answer_without_a_host_and_a_routed_request_needs_one
     )
     .await;
     assert_eq!(chained, "", "a chaining Host is no host");
+
+    // A header value in UTF-8 beyond ASCII reaches the component (only bytes that are
+    // not UTF-8 fail a request).
+    let accented = raw(
+        &app,
+        "GET /probe/headers HTTP/1.1\r\nHost: good.example\r\nX-Name: José\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(accented.starts_with("HTTP/1.1 200"), "{accented:?}");
+    assert!(accented.contains(r#"["x-name","José"]"#), "{accented:?}");
 
     // Info is pretty JSON, typed.
     let info = app.get("/.well-known/spin/info").await;
