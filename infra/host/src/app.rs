@@ -677,7 +677,7 @@ fn authority<B>(req: &Request<B>) -> anyhow::Result<()> {
 
 /// Whether `host` (`[host][:port]`) names a service-chaining target: one label before
 /// `.spin.internal`, as Spin parses it.
-pub(crate) fn is_service_chaining_host(host: &str) -> bool {
+fn is_service_chaining_host(host: &str) -> bool {
     let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
     host.split_once('.')
         .is_some_and(|(_, rest)| rest == "spin.internal")
