@@ -25,7 +25,7 @@ use crate::allowed_hosts::AllowedHosts;
 use crate::bindings;
 use crate::http_client::HttpClient;
 use crate::logs::Logs;
-use crate::manifest::{Manifest, StaticResponse, TriggerTarget};
+use crate::manifest::{ComponentDecl, Manifest, StaticResponse, TriggerTarget};
 use crate::outbound::{Chain, Chained, Outbound};
 use crate::routes::{Router, SpinHeaders, Target};
 use crate::state::{ComponentConfig, RequestCounters, RequestState};
@@ -235,6 +235,30 @@ impl App {
                 TriggerTarget::Static(_) => None,
             })
             .collect();
+        // Spin's loader checks the allowed hosts of every component, with a trigger or
+        // not, before it loads any component.
+        let allowed_of = |decl: &ComponentDecl| -> anyhow::Result<Vec<Template>> {
+            decl.allowed_outbound_hosts
+                .iter()
+                .map(|entry| {
+                    let template = Template::parse(entry)?;
+                    check_references(&template, &resolver)?;
+                    // A value from a provider is checked per instance instead (a
+                    // malformed one denies everything and is logged).
+                    if let Some(value) = resolver.resolve_defaults(&template) {
+                        AllowedHosts::parse(&[value.as_str()]).with_context(|| {
+                            format!(
+                                "`allowed_outbound_hosts`: the entry {entry:?} is malformed with the variables' default values"
+                            )
+                        })?;
+                    }
+                    Ok(template)
+                })
+                .collect()
+        };
+        for (id, decl) in &manifest.components {
+            allowed_of(decl).with_context(|| format!("Failed to load component `{id}`"))?;
+        }
         let mut components = HashMap::new();
         for (id, decl) in &manifest.components {
             if !used.contains(&id.as_str()) {
@@ -245,24 +269,7 @@ impl App {
                     bail!("`files` are not supported by this host");
                 }
                 let variables = component_templates(&decl.variables, &resolver)?;
-                let allowed_hosts = decl
-                    .allowed_outbound_hosts
-                    .iter()
-                    .map(|entry| {
-                        let template = Template::parse(entry)?;
-                        check_references(&template, &resolver)?;
-                        // A value from a provider is checked per instance instead
-                        // (a malformed one denies everything and is logged).
-                        if let Some(value) = resolver.resolve_defaults(&template) {
-                            AllowedHosts::parse(&[value.as_str()]).with_context(|| {
-                                format!(
-                                    "`allowed_outbound_hosts`: the entry {entry:?} is malformed with the variables' default values"
-                                )
-                            })?;
-                        }
-                        Ok(template)
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let allowed_hosts = allowed_of(decl)?;
                 let path = manifest.component_path(id, decl)?;
                 let component = compile(engine, &path)?;
                 let pre = linker

@@ -602,6 +602,20 @@ async fn a_bad_manifest_or_a_missing_component_stops_start_up_with_a_clear_error
             "does not contain a scheme",
         ),
     ];
+    // A component without a trigger has its allowed hosts checked too (before any
+    // component is loaded).
+    tokio::task::spawn_blocking(edge_auth_tests::build::ensure_components_built)
+        .await
+        .expect("build task")
+        .expect("components built");
+    let probe = edge_auth_tests::workspace_root().join("target/wasm32-wasip2/release/probe.wasm");
+    let untriggered = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"x\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"c\"\n[component.c]\nsource = {probe:?}\n[component.d]\nsource = {probe:?}\nallowed_outbound_hosts = [\"127.0.0.1:6379\"]\n"
+    );
+    let cases = cases
+        .into_iter()
+        .map(|(text, expected)| (text.to_string(), expected))
+        .chain([(untriggered, "does not contain a scheme")]);
     for (text, expected) in cases {
         let path = dir.path().join("spin.toml");
         std::fs::write(&path, text).expect("write manifest");
