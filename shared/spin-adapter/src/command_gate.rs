@@ -153,11 +153,7 @@ impl CommandGate for RedisCommandGate<'_> {
             // Counted with its result once it has one (see `count_command`).
             "admitted" => {
                 let user_id = reply.required()?;
-                // For the request's log line: the session's user, an id checked when the
-                // session was made.
-                if edge_auth_domain::sessions::input::UserRef::parse(&user_id).is_ok() {
-                    crate::request_log::note("user_id", user_id.clone());
-                }
+                crate::request_log::note_user_id(&user_id);
                 return Ok(SessionOutcome::Admitted { now_ms, user_id });
             }
             other => bail!("`command_session` reply: unknown outcome {other:?}"),

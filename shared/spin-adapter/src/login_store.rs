@@ -10,7 +10,7 @@ use edge_auth_domain::login::ports::{
     ConfirmAttempt, ConfirmOutcome, CreateOutcome, GuardOutcome, GuardRequest, LimitPolicy,
     LoginStore, NewChallenge, UserChoice,
 };
-use edge_auth_domain::sessions::input::{ChangeReason, UserRef};
+use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::time::Timestamp;
 
 use crate::keys::{self, AddressKeys};
@@ -231,12 +231,7 @@ impl LoginStore for RedisLoginStore {
             "ok" => {
                 let id = reply.required()?;
                 let kind = reply.required()?;
-                // The session's user, for the request's log line: an id of ours or one the
-                // directory gave, checked before it was stored.
-                let user_id = reply.required()?;
-                if UserRef::parse(&user_id).is_ok() {
-                    request_log::note("user_id", user_id);
-                }
+                request_log::note_user_id(&reply.required()?);
                 if kind == "created" {
                     metrics::count(&Counter::ConfirmResult("created"));
                     metrics::count(&Counter::SessionCreated);
