@@ -599,12 +599,20 @@ impl Client {
                 // Every event verified is this stream's; one out of the gateway's order is
                 // a replay or a reorder by someone on the path.
                 order
-                    .admit(&event.envelope.event_type, &event.id)
+                    .admit(
+                        &event.envelope.event_type,
+                        &event.id,
+                        event.envelope.sequence,
+                    )
                     .map_err(|why| ClientError::Unexpected {
                         status: 200,
                         body: format!(
-                            "event {} ({}) at {}: {why}: repeated or reordered",
-                            event.envelope.event_id, event.envelope.event_type, event.id
+                            "event {} ({}) at {}, number {}: {why}: repeated, reordered or \
+                             one before it taken out; resume from the last event kept",
+                            event.envelope.event_id,
+                            event.envelope.event_type,
+                            event.id,
+                            event.envelope.sequence
                         ),
                     })?;
                 last_id = Some(event.id.clone());
@@ -821,18 +829,27 @@ pub enum StreamClose {
 /// the one before; any other gateway event (`gateway.stream_end`) not before the one
 /// before. Every event is signed for this stream, so this is what stops one from being
 /// delivered again: a replayed `gateway.*` event would otherwise move the resume point
-/// back and let backend events through twice.
+/// back and let backend events through twice. And every event carries its signed number
+/// on the stream (0, 1, 2, …): one taken out on the way leaves a gap at the next.
 #[derive(Debug, Default)]
 struct StreamOrder {
     /// The position of the last event admitted (`None`: none yet).
     last: Option<(u64, u64)>,
     /// The last event admitted was `gateway.server_time`.
     just_began: bool,
+    /// The number the next event must carry: how many were admitted.
+    next: u64,
 }
 
 impl StreamOrder {
     /// Admits the next event, or says why it is out of order.
-    fn admit(&mut self, event_type: &str, id: &str) -> Result<(), &'static str> {
+    fn admit(&mut self, event_type: &str, id: &str, sequence: u64) -> Result<(), &'static str> {
+        if sequence > self.next {
+            return Err("an event before it is missing");
+        }
+        if sequence < self.next {
+            return Err("its number came before");
+        }
         let at = position(id);
         let backend = !event_type.starts_with("gateway.");
         match (self.last, event_type) {
@@ -848,6 +865,7 @@ impl StreamOrder {
         }
         self.last = Some(at);
         self.just_began = event_type == "gateway.server_time";
+        self.next += 1;
         Ok(())
     }
 }
@@ -949,14 +967,60 @@ mod tests {
         );
     }
 
+    /// Admits `events` numbered 0, 1, 2, … as the gateway numbers them (so that only
+    /// their types and positions are on trial).
     fn admit_all(events: &[(&str, &str)]) -> Result<(), String> {
+        let numbered: Vec<(&str, &str, u64)> = (0..)
+            .zip(events)
+            .map(|(n, (event_type, id))| (*event_type, *id, n))
+            .collect();
+        admit_numbered(&numbered)
+    }
+
+    fn admit_numbered(events: &[(&str, &str, u64)]) -> Result<(), String> {
         let mut order = StreamOrder::default();
-        for (i, (event_type, id)) in events.iter().enumerate() {
+        for (i, (event_type, id, sequence)) in events.iter().enumerate() {
             order
-                .admit(event_type, id)
+                .admit(event_type, id, *sequence)
                 .map_err(|why| format!("event {i}: {why}"))?;
         }
         Ok(())
+    }
+
+    #[test]
+    fn an_event_taken_out_on_the_way_is_seen_at_the_next_one() {
+        let dropped = admit_numbered(&[
+            ("gateway.server_time", "100-0", 0),
+            ("order.shipped", "101-0", 1),
+            // order.paid, number 2, taken out
+            ("order.refunded", "103-0", 3),
+        ]);
+        assert_eq!(
+            dropped.expect_err("refused"),
+            "event 2: an event before it is missing"
+        );
+        // A dropped resync (positions alone cannot tell: the next event stands after it).
+        let no_resync = admit_numbered(&[
+            ("gateway.server_time", "100-0", 0),
+            ("order.shipped", "250-1", 2),
+        ]);
+        assert!(no_resync.is_err());
+        // A replay carries the number it was signed with.
+        let replayed = admit_numbered(&[
+            ("gateway.server_time", "100-0", 0),
+            ("order.shipped", "101-0", 1),
+            ("order.shipped", "101-0", 1),
+        ]);
+        assert_eq!(
+            replayed.expect_err("refused"),
+            "event 2: its number came before"
+        );
+        admit_numbered(&[
+            ("gateway.server_time", "100-0", 0),
+            ("order.shipped", "101-0", 1),
+            ("gateway.stream_end", "101-0", 2),
+        ])
+        .expect("numbered without a gap");
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub fn event_bytes(e: &EventEnvelope) -> Vec<u8> {
     put(&mut out, e.device_session_id.as_bytes());
     put(&mut out, e.request_sha256.as_bytes());
     put(&mut out, e.position.as_bytes());
+    put_int(&mut out, e.sequence);
     put(&mut out, e.target.as_bytes());
     put(&mut out, e.user_id.as_bytes());
     put_int(&mut out, e.timestamp_ms);

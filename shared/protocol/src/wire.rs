@@ -90,6 +90,10 @@ pub struct EventEnvelope {
     pub request_sha256: String,
     /// The event's position (`<ms>-<seq>`, its SSE `id`), signed: where a client resumes.
     pub position: String,
+    /// The event's number on its stream: 0 for the first (`gateway.server_time`), then one
+    /// more for each event the stream sends. An event a party on the path drops leaves a
+    /// gap a client sees at the next event.
+    pub sequence: u64,
     /// `user` (every session of the user) or `device` (this session only).
     pub target: String,
     pub user_id: String,

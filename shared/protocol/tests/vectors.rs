@@ -1,7 +1,8 @@
 //! The test vectors in `test-vectors.json` (for third-party clients) are reproduced here
 //! from their inputs: canonical bytes, signatures and request hashes must match exactly.
 //! `EDGE_AUTH_WRITE_VECTORS=1 cargo test -p edge-auth-protocol --test vectors` rewrites
-//! the file (only when the encoding is meant to change, which needs a new version).
+//! the file (only when the encoding is meant to change; once the protocol has been released,
+//! that needs a new version).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -116,7 +117,7 @@ fn vectors() -> Value {
     let (raw, signature) = sign_command(&device, &subscribe);
     let subscribe_hash = request_sha256(&subscribe, &raw);
     let mut events = Vec::new();
-    for (event_id, event_type, position, target, payload) in [
+    for (sequence, (event_id, event_type, position, target, payload)) in (0..).zip([
         (
             "gw_0000000000000001",
             "gateway.server_time",
@@ -131,7 +132,7 @@ fn vectors() -> Value {
             "user",
             br#"{"order":"A-17"}"#.to_vec(),
         ),
-    ] {
+    ]) {
         let envelope = EventEnvelope {
             protocol_version: 1,
             event_id: event_id.into(),
@@ -139,6 +140,7 @@ fn vectors() -> Value {
             device_session_id: subscribe.device_session_id.clone(),
             request_sha256: subscribe_hash.clone(),
             position: position.into(),
+            sequence,
             target: target.into(),
             user_id: "u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA".into(),
             timestamp_ms: 1_795_000_100_005,

@@ -33,6 +33,8 @@ pub struct EventStream {
     jwks: Jwks,
     /// Heartbeat comments seen so far.
     pub heartbeats: u32,
+    /// Events seen so far: the signed `sequence` the next one must carry.
+    events: u64,
     /// Whether the body has ended.
     pub ended: bool,
 }
@@ -106,6 +108,11 @@ impl EventStream {
             Some(signed.envelope.position.as_str()),
             "the SSE id is the signed position"
         );
+        assert_eq!(
+            signed.envelope.sequence, self.events,
+            "a stream numbers its events 0, 1, 2, … without a gap: {data}"
+        );
+        self.events += 1;
         Some(PushEvent {
             id: id.expect("every event has an id"),
             event,
@@ -179,6 +186,7 @@ impl TestApp {
             request_sha256,
             jwks: self.jwks().await,
             heartbeats: 0,
+            events: 0,
             ended: false,
         })
     }

@@ -144,6 +144,7 @@ impl Fields<'_> {
             device_session_id: self.text(),
             request_sha256: self.text(),
             position: self.text(),
+            sequence: self.number(),
             target: self.text(),
             user_id: self.text(),
             timestamp_ms: self.number(),

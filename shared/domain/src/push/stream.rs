@@ -67,6 +67,11 @@ struct Stream<'a, R, O> {
     out: &'a mut O,
     /// Store clock at the last read, and the elapsed time then.
     clock_at_read: (u64, u64),
+    /// The signed `sequence` of the next event: how many this stream has signed so far.
+    /// Each signed event is written before the next is signed, and a failed write ends
+    /// the stream, so the numbers a client gets have no gap unless one was taken out on
+    /// the way.
+    next_sequence: u64,
 }
 
 impl<R: Random, O: Subscriber> Stream<'_, R, O> {
@@ -74,7 +79,9 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
         self.clock_at_read.0 + elapsed.saturating_sub(self.clock_at_read.1)
     }
 
-    fn sign(&self, stored: &StoredEvent) -> SignedEvent {
+    fn sign(&mut self, stored: &StoredEvent) -> SignedEvent {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
         let envelope = EventEnvelope {
             protocol_version: PROTOCOL_VERSION,
             event_id: stored.event_id.clone(),
@@ -82,6 +89,7 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
             device_session_id: self.sub.session.as_str().to_string(),
             request_sha256: self.sub.request_sha256.to_string(),
             position: stored.position.to_string(),
+            sequence,
             target: if stored.device.is_some() {
                 "device"
             } else {
@@ -271,6 +279,7 @@ fn stream(
         random,
         out,
         clock_at_read: (read.now_ms, opened.read_at_ms),
+        next_sequence: 0,
     };
     // The client's own position (or where the stream starts): the events after it follow.
     let start = sub.resume.unwrap_or(read.cursor);

@@ -281,6 +281,66 @@ fn a_stream_says_the_time_delivers_its_events_in_order_and_nothing_once_revoked(
 }
 
 #[test]
+fn every_event_a_stream_sends_carries_the_next_number_so_a_dropped_one_leaves_a_gap() {
+    let mut first = read(
+        "5-0",
+        ACTIVE,
+        vec![stored("4-0", Some(OTHER)), stored("5-0", None)],
+    );
+    first.gap = true;
+    let s = script(
+        vec![
+            first,
+            read("6-0", ACTIVE, vec![stored("6-0", Some(SESSION))]),
+            read(
+                "7-0",
+                SessionState::Ended(EndReason::SessionRevoked),
+                vec![stored("7-0", None)],
+            ),
+        ],
+        vec![Wake::TimedOut, Wake::Changed, Wake::Changed],
+    );
+    let settings = PushSettings {
+        heartbeat_ms: 1,
+        ..PushSettings::default()
+    };
+    let (end, seen) = go(&s, Some(pos("3-0")), settings);
+    assert_eq!(end, StreamEnd::Ended(EndReason::SessionRevoked));
+    let numbered: Vec<(String, u64)> = seen
+        .items
+        .iter()
+        .map(|(_, e)| match e {
+            Some(e) => (e.envelope.event_type.clone(), e.envelope.sequence),
+            None => ("heartbeat".to_string(), u64::MAX),
+        })
+        .collect();
+    // Gateway and backend events alike, one more each; heartbeats carry none, and an event
+    // passed over (another device's) or withheld (found with the session's end) takes none.
+    assert_eq!(
+        numbered,
+        [
+            ("gateway.server_time".to_string(), 0),
+            ("gateway.resync_required".to_string(), 1),
+            ("note".to_string(), 2),
+            ("heartbeat".to_string(), u64::MAX),
+            ("note".to_string(), 3),
+            ("gateway.stream_end".to_string(), 4),
+        ]
+    );
+    for (_, event) in &seen.items {
+        if let Some(event) = event {
+            verify_event(event, &jwks(), SESSION, REQUEST).expect("the number is signed");
+            let mut renumbered = event.clone();
+            renumbered.envelope.sequence += 1;
+            assert!(
+                verify_event(&renumbered, &jwks(), SESSION, REQUEST).is_err(),
+                "a number changed on the way does not verify"
+            );
+        }
+    }
+}
+
+#[test]
 fn an_idle_stream_sends_heartbeats_and_ends_at_its_maximum_duration() {
     let s = script(vec![read("0-0", ACTIVE, vec![])], vec![]);
     let settings = PushSettings {
