@@ -222,6 +222,12 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// first byte and its body, at most 60 + 60 + 120 s) plus its own work.
 pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(270);
 
+/// How much longer than the `ends_within_ms` of a stream's `gateway.server_time`
+/// [`Client::subscribe_once`] keeps the stream open without its `gateway.stream_end`: the
+/// network's share. Past that, it takes the stream as dropped (someone on the path may be
+/// holding events back behind heartbeats, which are not signed) and the caller resumes.
+pub const STREAM_END_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The largest push frame [`Client::subscribe_once`] buffers: an event's payload is at
 /// most 16 KiB, base64 and envelope included well under this. A stream that sends more
 /// without ending a frame is not the gateway's.
@@ -520,11 +526,15 @@ impl Client {
 
     /// Opens the push stream of `device_session_id` once (resuming after
     /// `last_event_id`), verifies every event against `jwks` and hands it to `on_event`,
-    /// until the body ends.
+    /// until the terminal event, the body's end, or the end the stream announced (plus
+    /// [`STREAM_END_MARGIN`]).
     ///
     /// # Errors
     /// The stream could not open (as [`Client::send_prepared`]); an event that does not
-    /// verify ([`ClientError::Unverified`]: the stream is not trusted any further).
+    /// verify ([`ClientError::Unverified`]), or one out of order, repeated or after a gap
+    /// in the stream's numbers ([`ClientError::Unexpected`]): the stream is not trusted
+    /// any further, and everything after the last event handed over can be had again by
+    /// resuming from it.
     pub async fn subscribe_once(
         &self,
         key: &DeviceKey,
@@ -588,6 +598,8 @@ impl Client {
         let mut pending = String::new();
         let mut last_id = last_event_id.map(str::to_string);
         let mut order = StreamOrder::default();
+        // When the stream must have ended, from its signed `gateway.server_time`.
+        let mut ends_by: Option<tokio::time::Instant> = None;
         loop {
             while let Some(end) = pending.find("\n\n") {
                 let frame: String = pending.drain(..end + 2).collect();
@@ -616,6 +628,15 @@ impl Client {
                         ),
                     })?;
                 last_id = Some(event.id.clone());
+                if event.envelope.event_type == "gateway.server_time" {
+                    let value: Value =
+                        serde_json::from_slice(&event.payload).unwrap_or(Value::Null);
+                    ends_by = value["ends_within_ms"].as_u64().map(|ms| {
+                        tokio::time::Instant::now()
+                            + std::time::Duration::from_millis(ms)
+                            + STREAM_END_MARGIN
+                    });
+                }
                 on_event(&event);
                 if event.envelope.event_type == "gateway.stream_end" {
                     // The body ends once the gateway has given the stream's place back:
@@ -640,9 +661,14 @@ impl Client {
                     body: format!("a push frame longer than {MAX_FRAME_BYTES} bytes"),
                 });
             }
-            match response.chunk().await {
-                Ok(Some(bytes)) => pending.push_str(&String::from_utf8_lossy(&bytes)),
-                Ok(None) | Err(_) => return Ok(StreamClose::Dropped { last_id }),
+            let chunk = match ends_by {
+                Some(deadline) => tokio::time::timeout_at(deadline, response.chunk()).await,
+                None => Ok(response.chunk().await),
+            };
+            match chunk {
+                Ok(Ok(Some(bytes))) => pending.push_str(&String::from_utf8_lossy(&bytes)),
+                // Ended without its terminal event, or still open past its end.
+                Ok(Ok(None) | Err(_)) | Err(_) => return Ok(StreamClose::Dropped { last_id }),
             }
         }
     }
@@ -819,7 +845,9 @@ pub enum StreamClose {
         reason: String,
         last_id: Option<String>,
     },
-    /// The connection ended without a terminal event: resume from `last_id`.
+    /// The connection ended without a terminal event, or the stream was still open
+    /// [`STREAM_END_MARGIN`] past the end its `gateway.server_time` announced: resume from
+    /// `last_id`.
     Dropped { last_id: Option<String> },
 }
 
@@ -920,6 +948,8 @@ fn parse_frame(
 #[cfg(test)]
 mod tests {
     use super::{CLOCK_ROUND_TRIP_MS, Client, ClientError, Sent, StreamOrder, now_ms};
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
     use std::time::{Duration, Instant};
 
     #[test]
@@ -967,6 +997,131 @@ mod tests {
         );
     }
 
+    /// A gateway stand-in on 127.0.0.1 that answers one subscribe with a signed
+    /// `gateway.server_time` announcing the end within `ends_within_ms`, then only
+    /// heartbeats (as a party on the path holding events back would send), for as long
+    /// as the client reads.
+    async fn withholding_gateway(
+        gateway: ed25519_dalek::SigningKey,
+        ends_within_ms: u64,
+    ) -> std::net::SocketAddr {
+        use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_event};
+        use edge_auth_protocol::wire::{EventEnvelope, SignedCommand, SignedEvent};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("the client connects");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then a body of content-length bytes.
+            let body = loop {
+                let n = socket.read(&mut buf).await.expect("reads");
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_string)
+                        })
+                        .and_then(|v| v.trim().parse().ok())
+                        .expect("a content-length");
+                    if request.len() >= end + 4 + length {
+                        break request[end + 4..end + 4 + length].to_vec();
+                    }
+                }
+            };
+            let command: SignedCommand = serde_json::from_slice(&body).expect("a signed command");
+            let signature: [u8; 64] = STANDARD
+                .decode(&command.signature)
+                .expect("base64")
+                .try_into()
+                .expect("64 bytes");
+            let payload = format!(r#"{{"server_time_ms":1000,"ends_within_ms":{ends_within_ms}}}"#);
+            let envelope = EventEnvelope {
+                protocol_version: 1,
+                event_id: "gw_0000000000000001".into(),
+                event_type: "gateway.server_time".into(),
+                device_session_id: command.envelope.device_session_id.clone(),
+                request_sha256: request_sha256(&command.envelope, &signature),
+                position: "100-0".into(),
+                sequence: 0,
+                target: "device".into(),
+                user_id: "u_1".into(),
+                timestamp_ms: 1000,
+                payload_sha256: sha256_hex(payload.as_bytes()),
+                key_id: "gw-1".into(),
+            };
+            let event = SignedEvent {
+                signature: sign_event(&gateway, &envelope),
+                payload: STANDARD.encode(payload.as_bytes()),
+                envelope,
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\nid: 100-0\nevent: gateway.server_time\ndata: {}\n\n",
+                serde_json::to_string(&event).expect("JSON")
+            );
+            socket.write_all(head.as_bytes()).await.expect("writes");
+            // Heartbeats until the client goes (at most a minute).
+            for _ in 0..300 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if socket.write_all(b": heartbeat\n\n").await.is_err() {
+                    break;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_stream_held_open_past_its_announced_end_by_heartbeats_counts_as_dropped() {
+        use edge_auth_protocol::wire::{Jwk, Jwks};
+        let gateway = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let jwks = Jwks {
+            keys: vec![Jwk::ed25519("gw-1", gateway.verifying_key().as_bytes())],
+        };
+        let addr = withholding_gateway(gateway, 300).await;
+        let client = Client::new(&format!("http://{addr}")).expect("a client");
+        let key = super::DeviceKey::from_seed(&[1; 32]);
+        let mut seen = Vec::new();
+        let started = Instant::now();
+
+        let closed = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.subscribe_once(
+                &key,
+                "s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA",
+                None,
+                &jwks,
+                &mut |event: &super::StreamEvent| seen.push(event.envelope.event_type.clone()),
+            ),
+        )
+        .await
+        .expect("the client gives up on the stream by itself")
+        .expect("no error");
+
+        assert_eq!(
+            closed,
+            super::StreamClose::Dropped {
+                last_id: Some("100-0".into())
+            }
+        );
+        assert_eq!(seen, ["gateway.server_time"]);
+        let waited = started.elapsed();
+        let announced = Duration::from_millis(300) + super::STREAM_END_MARGIN;
+        assert!(
+            waited >= announced && waited < announced + Duration::from_secs(3),
+            "gave up after {waited:?}, the announced end plus the margin being {announced:?}"
+        );
+    }
+
     /// Admits `events` numbered 0, 1, 2, … as the gateway numbers them (so that only
     /// their types and positions are on trial).
     fn admit_all(events: &[(&str, &str)]) -> Result<(), String> {
@@ -1004,7 +1159,10 @@ mod tests {
             ("gateway.server_time", "100-0", 0),
             ("order.shipped", "250-1", 2),
         ]);
-        assert!(no_resync.is_err());
+        assert_eq!(
+            no_resync.expect_err("refused"),
+            "event 1: an event before it is missing"
+        );
         // A replay carries the number it was signed with.
         let replayed = admit_numbered(&[
             ("gateway.server_time", "100-0", 0),

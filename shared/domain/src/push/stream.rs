@@ -26,7 +26,7 @@ use crate::push::ports::{
     Subscriber, Wake,
 };
 use crate::push::publish::event_id;
-use crate::push::settings::PushSettings;
+use crate::push::settings::{CLAIM_GRACE_MS, PushSettings};
 use crate::random::Random;
 use crate::time::Elapsed;
 
@@ -283,7 +283,16 @@ fn stream(
     };
     // The client's own position (or where the stream starts): the events after it follow.
     let start = sub.resume.unwrap_or(read.cursor);
-    let hello = json!({"server_time_ms": read.now_ms});
+    // How long the client may wait for this stream's end: what is left of its maximum
+    // duration, plus the grace its last write may take (the adapter ends every write
+    // before the grace is over). A client still waiting after that (and a margin for the
+    // network) knows someone is holding events back behind heartbeats, which are not
+    // signed, and resumes.
+    let ends_within_ms = settings
+        .max_duration_ms
+        .saturating_sub(clock.elapsed_ms())
+        .saturating_add(CLAIM_GRACE_MS);
+    let hello = json!({"server_time_ms": read.now_ms, "ends_within_ms": ends_within_ms});
     if stream
         .gateway(SERVER_TIME, start, read.now_ms, &hello)?
         .is_err()

@@ -365,6 +365,13 @@ fn an_idle_stream_sends_heartbeats_and_ends_at_its_maximum_duration() {
         3,
         "one store wait per heartbeat interval, no polling"
     );
+    // The hello tells the client how long to wait for the end at most: the maximum
+    // duration, plus the grace the last write may take.
+    let hello = seen.items[0].1.as_ref().expect("the hello");
+    let bytes = verify_event(hello, &jwks(), SESSION, REQUEST).expect("verifies");
+    let payload: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(payload["server_time_ms"], 1_000);
+    assert_eq!(payload["ends_within_ms"], 25_000 + 15_000);
 }
 
 #[test]

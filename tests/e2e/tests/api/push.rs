@@ -381,10 +381,23 @@ async fn a_stream_ends_at_its_maximum_duration_and_the_client_resumes_without_lo
         .variable("push_heartbeat_seconds", "1");
     let (app, device, user) = app_with(spawn).await;
     let mut stream = open(&app, &device, None).await;
-    hello(&mut stream).await;
+    let hello_at = Instant::now();
+    let announced = hello(&mut stream).await.payload["ends_within_ms"]
+        .as_u64()
+        .expect("the hello says when the stream ends at the latest");
+    // The maximum duration left (2 s, less the little the stream took to start), plus the
+    // 15 s its writes under way may take.
+    assert!(
+        (16_000..=17_000).contains(&announced),
+        "ends_within_ms {announced}"
+    );
     publish_e(&app, &user, json!(1)).await;
     let first = next(&mut stream).await;
     ends_with(&mut stream, "unavailable", "max_duration").await;
+    assert!(
+        hello_at.elapsed() < Duration::from_millis(announced),
+        "the end came within what the hello announced"
+    );
     assert!(stream.heartbeats >= 1, "an idle second brings a heartbeat");
 
     publish_e(&app, &user, json!(2)).await;
