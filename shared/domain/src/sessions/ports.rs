@@ -27,8 +27,8 @@ pub struct RevokeBatch<'a> {
     pub user: Option<&'a UserRef>,
     pub reason: &'a ChangeReason,
     /// Sessions created at or before this time are revoked; later ones are new logins.
-    /// `None` for the first batch: the store's "now", which it returns as the bound for
-    /// the batches that follow.
+    /// `None` for the first batch of a call: the store's "now", which it returns as the
+    /// bound for every batch that follows, on this address and the user's others.
     pub created_up_to: Option<Timestamp>,
     pub batch_size: u32,
     /// Revoked by earlier batches of the same operation (for the audit record).

@@ -895,6 +895,37 @@ fn revoke_all_passes_the_first_batchs_bound_to_the_batches_that_follow() {
     );
 }
 
+/// Review finding: each address took its own bound at its first batch, so a login at a
+/// later address after the call began was revoked, against "sessions created after the
+/// call began are new logins and stay active".
+#[test]
+fn revoke_all_spares_a_login_at_another_address_after_the_call_began() {
+    let store = MemoryStore::new();
+    for t in [tag(1), tag(2)] {
+        store.index_user(DIRECTORY_USER, t);
+        store.logins(t, DIRECTORY_USER, 2);
+    }
+    // The user logs in at the second address once the first address's batch is done.
+    store.logins_between_batches.borrow_mut().push_back(tag(2));
+
+    let revoked = revoke_all(&store, DIRECTORY_USER, &reason()).expect("revoked");
+
+    assert_eq!(revoked, 4, "the sessions from before the call");
+    assert_eq!(
+        store.count(tag(2), SessionStatus::Active),
+        1,
+        "the later login survives"
+    );
+    let batches = store.batches.borrow();
+    let first_bound = batches[0].bound.expect("the store answered a bound");
+    let asked: Vec<Option<Timestamp>> = batches.iter().map(|b| b.created_up_to).collect();
+    assert_eq!(
+        asked,
+        [None, Some(first_bound)],
+        "one bound for the whole call"
+    );
+}
+
 #[test]
 fn revoke_all_of_a_directory_user_covers_every_address_in_the_index() {
     let store = MemoryStore::new();

@@ -9,6 +9,7 @@ use crate::sessions::model::{
     AuditRecord, DEFAULT_PAGE, MAX_PAGE, Page, SessionRecord, SessionStatus, StatusFilter,
 };
 use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
+use crate::time::Timestamp;
 
 /// Sessions revoked per store call.
 pub const REVOKE_BATCH: u32 = 500;
@@ -270,25 +271,28 @@ pub fn revoke_session(
     }
 }
 
-/// Revokes every session created up to the store's "now" at the first batch, in bounded
-/// batches.
+/// Revokes every session of the address `tag` created up to `bound`, in bounded batches.
+/// `bound` is shared by every address of one call: `None` until a first batch takes the
+/// store's "now", which then stands for the rest of the call, on this address and every
+/// address after it (a login on another address after the call began is a new login,
+/// and stays).
 fn revoke_everything(
     store: &impl SessionStore,
     tag: AddressTag,
     user: Option<&UserRef>,
     reason: &ChangeReason,
     action: &'static str,
+    bound: &mut Option<Timestamp>,
 ) -> Result<u64, SessionError> {
     let mut total = 0;
     let mut seen_so_far = 0;
-    let mut created_up_to = None;
     let mut after: Option<String> = None;
     loop {
         let outcome = store.revoke_batch(&RevokeBatch {
             tag,
             user,
             reason,
-            created_up_to,
+            created_up_to: *bound,
             batch_size: REVOKE_BATCH,
             revoked_so_far: total,
             action,
@@ -300,16 +304,16 @@ fn revoke_everything(
             BatchOutcome::Revoked {
                 count,
                 more,
-                bound,
+                bound: used,
                 next,
                 seen,
             } => {
                 total += count;
                 seen_so_far += seen;
+                *bound = Some(used);
                 if !more {
                     return Ok(total);
                 }
-                created_up_to = Some(bound);
                 after = Some(next);
             }
         }
@@ -327,8 +331,9 @@ pub fn revoke_all(
 ) -> Result<u64, SessionError> {
     let user = UserRef::parse(raw_user)?;
     let tags = locate(store, &user)?;
+    let mut bound = None;
     let counts = on_every_tag(&tags, |&tag| {
-        revoke_everything(store, tag, Some(&user), reason, "revoke_all")
+        revoke_everything(store, tag, Some(&user), reason, "revoke_all", &mut bound)
     })?;
     Ok(counts.into_iter().sum())
 }
@@ -516,6 +521,7 @@ pub fn block(
         .collect::<anyhow::Result<Vec<bool>>>()?;
     let mut found = mirrored || flagged.iter().any(|&f| f);
     let mut total = 0;
+    let mut bound = None;
     for (site, flagged) in sites.iter().zip(flagged) {
         // An address of the user's that has passed to another user keeps its flag clear
         // (the flag would block that user); the blocked user's sessions there can only be
@@ -523,7 +529,14 @@ pub fn block(
         if flagged && !revoke_sessions {
             continue;
         }
-        match revoke_everything(store, site.tag, site.user.as_ref(), reason, "block_revoke") {
+        match revoke_everything(
+            store,
+            site.tag,
+            site.user.as_ref(),
+            reason,
+            "block_revoke",
+            &mut bound,
+        ) {
             Ok(n) => {
                 total += n;
                 found = true;
