@@ -9,6 +9,7 @@ use edge_auth_domain::sessions::usecases::audit;
 use edge_auth_spin::http::{Answer, Route, serve};
 use edge_auth_spin::internal::{AuditJson, audit_json, fail};
 use edge_auth_spin::redis::SpinRedis;
+use edge_auth_spin::request_log;
 use edge_auth_spin::session_store::RedisSessionStore;
 use serde::Serialize;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
@@ -26,6 +27,10 @@ struct AuditResponse<'a> {
 #[http_component]
 async fn handle_audit_log(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, ROUTE, |call| {
+        // The user this call names is in its query, where the log does not look.
+        if let Some(user_id) = call.query("user_id") {
+            request_log::note_user_id(user_id);
+        }
         let run = || {
             let store = RedisSessionStore::new(SpinRedis::connect()?);
             audit(

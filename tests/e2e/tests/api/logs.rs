@@ -84,6 +84,17 @@ async fn every_request_writes_one_json_line_with_route_status_latency_and_ids() 
         challenge.as_str()
     );
     let user = get.field("user_id");
+    // Review finding: the audit route names its user in the query, which was not logged.
+    let audit = app
+        .internal(
+            reqwest::Method::GET,
+            &format!("/api/v1/internal/audit?user_id={user}"),
+            "/api/v1/internal/audit",
+            None,
+        )
+        .await;
+    assert_eq!(audit.status(), 200);
+    assert_eq!(line_of(&app, &id(&audit)).await["user_id"], user.as_str());
     let confirmed = line_of(&app, &id(&confirm)).await;
     assert_eq!(confirmed["device_session_id"], session.as_str());
     assert_eq!(confirmed["user_id"], user.as_str());
