@@ -272,10 +272,11 @@ pub fn revoke_session(
 }
 
 /// Revokes every session of the address `tag` created up to `bound`, in bounded batches.
-/// `bound` is shared by every address of one call: `None` until a first batch takes the
-/// store's "now", which then stands for the rest of the call, on this address and every
-/// address after it (a login on another address after the call began is a new login,
-/// and stays).
+/// `None` until a first batch takes the store's "now", which then stands for the rest of
+/// the call: on this address, and on the addresses after it when the caller passes it on
+/// (revoke-all: a login on another address after the call began is a new login, and
+/// stays; on a Redis Cluster another node's clock may differ by a little, and a session
+/// that began within that little of the call may fall either side).
 fn revoke_everything(
     store: &impl SessionStore,
     tag: AddressTag,
@@ -521,7 +522,6 @@ pub fn block(
         .collect::<anyhow::Result<Vec<bool>>>()?;
     let mut found = mirrored || flagged.iter().any(|&f| f);
     let mut total = 0;
-    let mut bound = None;
     for (site, flagged) in sites.iter().zip(flagged) {
         // An address of the user's that has passed to another user keeps its flag clear
         // (the flag would block that user); the blocked user's sessions there can only be
@@ -535,7 +535,10 @@ pub fn block(
             site.user.as_ref(),
             reason,
             "block_revoke",
-            &mut bound,
+            // Each address its own bound, taken after its block is in place: no session
+            // can begin there later, and the bound of another address (another Redis
+            // node's clock, on a cluster) could fall before one that began earlier.
+            &mut None,
         ) {
             Ok(n) => {
                 total += n;
