@@ -228,6 +228,12 @@ pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(270
 /// holding events back behind heartbeats, which are not signed) and the caller resumes.
 pub const STREAM_END_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long after a stream's answer [`Client::subscribe_once`] waits for its
+/// `gateway.server_time`, which the gateway writes first, at once: without it, the stream
+/// is taken as dropped (someone on the path holding it back could otherwise keep the
+/// stream open for good with heartbeats, as no end has been announced yet).
+pub const HELLO_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The largest push frame [`Client::subscribe_once`] buffers: an event's payload is at
 /// most 16 KiB, base64 and envelope included well under this. A stream that sends more
 /// without ending a frame is not the gateway's.
@@ -527,7 +533,7 @@ impl Client {
     /// Opens the push stream of `device_session_id` once (resuming after
     /// `last_event_id`), verifies every event against `jwks` and hands it to `on_event`,
     /// until the terminal event, the body's end, or the end the stream announced (plus
-    /// [`STREAM_END_MARGIN`]).
+    /// [`STREAM_END_MARGIN`]; [`HELLO_WITHIN`] for the announcement itself).
     ///
     /// # Errors
     /// The stream could not open (as [`Client::send_prepared`]); an event that does not
@@ -598,8 +604,9 @@ impl Client {
         let mut pending = String::new();
         let mut last_id = last_event_id.map(str::to_string);
         let mut order = StreamOrder::default();
-        // When the stream must have ended, from its signed `gateway.server_time`.
-        let mut ends_by: Option<tokio::time::Instant> = None;
+        // When the hello must have come, then when the stream must have ended (from the
+        // hello's signed `ends_within_ms`).
+        let mut ends_by = tokio::time::Instant::now() + HELLO_WITHIN;
         loop {
             while let Some(end) = pending.find("\n\n") {
                 let frame: String = pending.drain(..end + 2).collect();
@@ -631,11 +638,12 @@ impl Client {
                 if event.envelope.event_type == "gateway.server_time" {
                     let value: Value =
                         serde_json::from_slice(&event.payload).unwrap_or(Value::Null);
-                    ends_by = value["ends_within_ms"].as_u64().map(|ms| {
-                        tokio::time::Instant::now()
+                    // A hello without it (not this gateway's) leaves no more time.
+                    if let Some(ms) = value["ends_within_ms"].as_u64() {
+                        ends_by = tokio::time::Instant::now()
                             + std::time::Duration::from_millis(ms)
-                            + STREAM_END_MARGIN
-                    });
+                            + STREAM_END_MARGIN;
+                    }
                 }
                 on_event(&event);
                 if event.envelope.event_type == "gateway.stream_end" {
@@ -661,11 +669,12 @@ impl Client {
                     body: format!("a push frame longer than {MAX_FRAME_BYTES} bytes"),
                 });
             }
-            let chunk = match ends_by {
-                Some(deadline) => tokio::time::timeout_at(deadline, response.chunk()).await,
-                None => Ok(response.chunk().await),
-            };
-            match chunk {
+            // Checked before each read, not left to the read's timeout alone (which a
+            // chunk always ready could keep from firing, but for tokio's budget).
+            if tokio::time::Instant::now() >= ends_by {
+                return Ok(StreamClose::Dropped { last_id });
+            }
+            match tokio::time::timeout_at(ends_by, response.chunk()).await {
                 Ok(Ok(Some(bytes))) => pending.push_str(&String::from_utf8_lossy(&bytes)),
                 // Ended without its terminal event, or still open past its end.
                 Ok(Ok(None) | Err(_)) | Err(_) => return Ok(StreamClose::Dropped { last_id }),
@@ -845,9 +854,9 @@ pub enum StreamClose {
         reason: String,
         last_id: Option<String>,
     },
-    /// The connection ended without a terminal event, or the stream was still open
-    /// [`STREAM_END_MARGIN`] past the end its `gateway.server_time` announced: resume from
-    /// `last_id`.
+    /// The connection ended without a terminal event, the stream's `gateway.server_time`
+    /// did not come within [`HELLO_WITHIN`], or the stream was still open
+    /// [`STREAM_END_MARGIN`] past the end that event announced: resume from `last_id`.
     Dropped { last_id: Option<String> },
 }
 
@@ -998,12 +1007,13 @@ mod tests {
     }
 
     /// A gateway stand-in on 127.0.0.1 that answers one subscribe with a signed
-    /// `gateway.server_time` announcing the end within `ends_within_ms`, then only
-    /// heartbeats (as a party on the path holding events back would send), for as long
-    /// as the client reads.
+    /// `gateway.server_time` announcing the end within `ends_within_ms` (`None`: no hello
+    /// at all), then only heartbeats, one every `pause` (as a party on the path holding
+    /// events back would send), for as long as the client reads (at most a minute).
     async fn withholding_gateway(
         gateway: ed25519_dalek::SigningKey,
-        ends_within_ms: u64,
+        ends_within_ms: Option<u64>,
+        pause: Duration,
     ) -> std::net::SocketAddr {
         use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_event};
         use edge_auth_protocol::wire::{EventEnvelope, SignedCommand, SignedEvent};
@@ -1044,7 +1054,10 @@ mod tests {
                 .expect("base64")
                 .try_into()
                 .expect("64 bytes");
-            let payload = format!(r#"{{"server_time_ms":1000,"ends_within_ms":{ends_within_ms}}}"#);
+            let payload = format!(
+                r#"{{"server_time_ms":1000,"ends_within_ms":{}}}"#,
+                ends_within_ms.unwrap_or(0)
+            );
             let envelope = EventEnvelope {
                 protocol_version: 1,
                 event_id: "gw_0000000000000001".into(),
@@ -1064,14 +1077,22 @@ mod tests {
                 payload: STANDARD.encode(payload.as_bytes()),
                 envelope,
             };
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\nid: 100-0\nevent: gateway.server_time\ndata: {}\n\n",
-                serde_json::to_string(&event).expect("JSON")
+            let mut head = String::from(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
             );
+            if ends_within_ms.is_some() {
+                head.push_str(&format!(
+                    "id: 100-0\nevent: gateway.server_time\ndata: {}\n\n",
+                    serde_json::to_string(&event).expect("JSON")
+                ));
+            }
             socket.write_all(head.as_bytes()).await.expect("writes");
             // Heartbeats until the client goes (at most a minute).
-            for _ in 0..300 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            let until = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < until {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
                 if socket.write_all(b": heartbeat\n\n").await.is_err() {
                     break;
                 }
@@ -1080,21 +1101,24 @@ mod tests {
         addr
     }
 
-    #[tokio::test]
-    async fn a_stream_held_open_past_its_announced_end_by_heartbeats_counts_as_dropped() {
+    /// Subscribes to a [`withholding_gateway`]: how the stream closed, the event types
+    /// handed over, and how long the client held on.
+    async fn held_stream(
+        ends_within_ms: Option<u64>,
+        pause: Duration,
+    ) -> (super::StreamClose, Vec<String>, Duration) {
         use edge_auth_protocol::wire::{Jwk, Jwks};
         let gateway = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let jwks = Jwks {
             keys: vec![Jwk::ed25519("gw-1", gateway.verifying_key().as_bytes())],
         };
-        let addr = withholding_gateway(gateway, 300).await;
+        let addr = withholding_gateway(gateway, ends_within_ms, pause).await;
         let client = Client::new(&format!("http://{addr}")).expect("a client");
         let key = super::DeviceKey::from_seed(&[1; 32]);
         let mut seen = Vec::new();
         let started = Instant::now();
-
         let closed = tokio::time::timeout(
-            Duration::from_secs(30),
+            Duration::from_secs(40),
             client.subscribe_once(
                 &key,
                 "s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA",
@@ -1106,7 +1130,19 @@ mod tests {
         .await
         .expect("the client gives up on the stream by itself")
         .expect("no error");
+        (closed, seen, started.elapsed())
+    }
 
+    fn assert_gave_up_after(waited: Duration, due: Duration) {
+        assert!(
+            waited >= due && waited < due + Duration::from_secs(3),
+            "gave up after {waited:?}, due after {due:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_held_open_past_its_announced_end_by_heartbeats_counts_as_dropped() {
+        let (closed, seen, waited) = held_stream(Some(300), Duration::from_millis(200)).await;
         assert_eq!(
             closed,
             super::StreamClose::Dropped {
@@ -1114,12 +1150,34 @@ mod tests {
             }
         );
         assert_eq!(seen, ["gateway.server_time"]);
-        let waited = started.elapsed();
-        let announced = Duration::from_millis(300) + super::STREAM_END_MARGIN;
-        assert!(
-            waited >= announced && waited < announced + Duration::from_secs(3),
-            "gave up after {waited:?}, the announced end plus the margin being {announced:?}"
+        assert_gave_up_after(
+            waited,
+            Duration::from_millis(300) + super::STREAM_END_MARGIN,
         );
+    }
+
+    /// A steady flow of heartbeats, each read ready at once, does not keep a stream open
+    /// past its end either (the deadline is checked before every read, not left to the
+    /// read's timeout alone).
+    #[tokio::test]
+    async fn a_flood_of_heartbeats_does_not_hold_a_stream_open_past_its_end() {
+        let (closed, seen, waited) = held_stream(Some(300), Duration::ZERO).await;
+        assert!(matches!(closed, super::StreamClose::Dropped { .. }));
+        assert_eq!(seen, ["gateway.server_time"]);
+        assert_gave_up_after(
+            waited,
+            Duration::from_millis(300) + super::STREAM_END_MARGIN,
+        );
+    }
+
+    /// Review finding: before the hello, no end had been announced, and heartbeats alone
+    /// kept the stream open for good.
+    #[tokio::test]
+    async fn a_stream_whose_hello_does_not_come_counts_as_dropped() {
+        let (closed, seen, waited) = held_stream(None, Duration::from_millis(200)).await;
+        assert_eq!(closed, super::StreamClose::Dropped { last_id: None });
+        assert!(seen.is_empty());
+        assert_gave_up_after(waited, super::HELLO_WITHIN);
     }
 
     /// Admits `events` numbered 0, 1, 2, … as the gateway numbers them (so that only

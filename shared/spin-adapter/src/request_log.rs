@@ -107,9 +107,9 @@ pub fn note(key: &'static str, value: impl Into<String>) {
     });
 }
 
-/// Notes the request's `user_id`, read back from Redis: only an id of the shape every
-/// stored one was checked to have (ours, or one the user directory gave), so a value that
-/// is not one never reaches the line.
+/// Notes the request's `user_id` (read back from Redis, or named by the request): only an
+/// id of the shape every stored one was checked to have (ours, or one the user directory
+/// gave), so a value that is not one never reaches the line.
 pub fn note_user_id(user_id: &str) {
     if edge_auth_domain::sessions::input::UserRef::parse(user_id).is_ok() {
         note("user_id", user_id);

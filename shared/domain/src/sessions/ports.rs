@@ -27,8 +27,9 @@ pub struct RevokeBatch<'a> {
     pub user: Option<&'a UserRef>,
     pub reason: &'a ChangeReason,
     /// Sessions created at or before this time are revoked; later ones are new logins.
-    /// `None` for the first batch of a call: the store's "now", which it returns as the
-    /// bound for every batch that follows, on this address and the user's others.
+    /// `None` for an address's first batch: the store's "now", which it returns as the
+    /// bound for the batches that follow (a revoke-all passes its first address's bound,
+    /// moved on by a clock-skew allowance, to the user's other addresses).
     pub created_up_to: Option<Timestamp>,
     pub batch_size: u32,
     /// Revoked by earlier batches of the same operation (for the audit record).

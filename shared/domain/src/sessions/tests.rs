@@ -23,8 +23,8 @@ use crate::sessions::model::{
 };
 use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
 use crate::sessions::usecases::{
-    REVOKE_BATCH, SessionError, active_sessions, audit, block, get_session, list_sessions,
-    page_size, revoke_all, revoke_session, unblock,
+    CLOCK_SKEW_MS, REVOKE_BATCH, SessionError, active_sessions, audit, block, get_session,
+    list_sessions, page_size, revoke_all, revoke_session, unblock,
 };
 use crate::time::Timestamp;
 
@@ -426,6 +426,8 @@ impl SessionStore for MemoryStore {
         // Someone logs in while the operation is between two batches.
         let landing = self.logins_between_batches.borrow_mut().pop_front();
         if let Some(tag) = landing {
+            // A while later: past any clock-skew allowance.
+            self.now.set(self.now.get() + 5_000);
             let user = self.addresses.borrow()[&tag]
                 .user
                 .clone()
@@ -921,9 +923,37 @@ fn revoke_all_spares_a_login_at_another_address_after_the_call_began() {
     let asked: Vec<Option<Timestamp>> = batches.iter().map(|b| b.created_up_to).collect();
     assert_eq!(
         asked,
-        [None, Some(first_bound)],
-        "one bound for the whole call"
+        [None, Some(Timestamp(first_bound.0 + CLOCK_SKEW_MS))],
+        "the first address's bound for the whole call, with room for another node's clock"
     );
+}
+
+/// A block takes each address's bound there, after its block is in place (another
+/// node's clock could otherwise spare a session that began before the block).
+#[test]
+fn block_takes_each_addresss_bound_at_that_address() {
+    let store = MemoryStore::new();
+    store.signed_in_at(DIRECTORY_USER, &[tag(1), tag(2)]);
+
+    block(
+        &store,
+        None,
+        &server_key(),
+        &user_target(DIRECTORY_USER),
+        &reason(),
+        true,
+    )
+    .expect("blocked");
+
+    let asked: Vec<Option<Timestamp>> = store
+        .batches
+        .borrow()
+        .iter()
+        .map(|b| b.created_up_to)
+        .collect();
+    assert_eq!(asked, [None, None]);
+    assert_eq!(store.count(tag(1), SessionStatus::Active), 0);
+    assert_eq!(store.count(tag(2), SessionStatus::Active), 0);
 }
 
 #[test]

@@ -14,6 +14,10 @@ use crate::time::Timestamp;
 /// Sessions revoked per store call.
 pub const REVOKE_BATCH: u32 = 500;
 
+/// How far ahead of the node that began a revoke-all another Redis node's clock may run
+/// (see [`revoke_all`]).
+pub const CLOCK_SKEW_MS: u64 = 1_000;
+
 /// Why a session operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -272,11 +276,8 @@ pub fn revoke_session(
 }
 
 /// Revokes every session of the address `tag` created up to `bound`, in bounded batches.
-/// `None` until a first batch takes the store's "now", which then stands for the rest of
-/// the call: on this address, and on the addresses after it when the caller passes it on
-/// (revoke-all: a login on another address after the call began is a new login, and
-/// stays; on a Redis Cluster another node's clock may differ by a little, and a session
-/// that began within that little of the call may fall either side).
+/// `None` until the first batch takes the store's "now", which then stands for the
+/// address's later batches (a login there after the call began is a new login, and stays).
 fn revoke_everything(
     store: &impl SessionStore,
     tag: AddressTag,
@@ -332,9 +333,19 @@ pub fn revoke_all(
 ) -> Result<u64, SessionError> {
     let user = UserRef::parse(raw_user)?;
     let tags = locate(store, &user)?;
-    let mut bound = None;
+    // The call begins at its first batch's "now": a login at another of the user's
+    // addresses after that is a new login too. On a Redis Cluster that address may sit on
+    // another node, whose clock may run a little ahead: there the bound is moved on by
+    // CLOCK_SKEW_MS, so that no session from before the call is spared (one made within
+    // that time after it may be revoked: the safe side for a call made in an incident).
+    let mut began: Option<Timestamp> = None;
     let counts = on_every_tag(&tags, |&tag| {
-        revoke_everything(store, tag, Some(&user), reason, "revoke_all", &mut bound)
+        let mut bound = began.map(|t| Timestamp(t.0 + CLOCK_SKEW_MS));
+        let revoked = revoke_everything(store, tag, Some(&user), reason, "revoke_all", &mut bound);
+        if began.is_none() {
+            began = bound;
+        }
+        revoked
     })?;
     Ok(counts.into_iter().sum())
 }
