@@ -29,13 +29,26 @@ struct LimitBody {
 fn limit(raw: &Value) -> Result<Option<u32>, PublicError> {
     match raw {
         Value::Null => Ok(None),
+        // JSON Schema's `integer` admits `3.0`: a number with no fraction is whole.
         Value::Number(n) => n
             .as_u64()
+            .or_else(|| n.as_f64().and_then(whole))
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)
             .ok_or_else(invalid),
         _ => Err(invalid()),
     }
+}
+
+/// `x` if it is a whole number in `u32`'s range.
+fn whole(x: f64) -> Option<u64> {
+    (x.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&x)).then_some(
+        // In range and whole: the cast is exact.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        {
+            x as u64
+        },
+    )
 }
 
 fn invalid() -> PublicError {

@@ -1181,6 +1181,9 @@ async fn the_session_limit_is_set_and_cleared_through_the_internal_api() {
     for bad in [
         json!({ "session_limit": -1 }),
         json!({ "session_limit": "5" }),
+        json!({ "session_limit": 2.5 }),
+        json!({ "session_limit": 4_294_967_296_u64 }),
+        json!({ "session_limit": 4_294_967_296.0 }),
         json!({}),
     ] {
         let answer = app
@@ -1188,6 +1191,12 @@ async fn the_session_limit_is_set_and_cleared_through_the_internal_api() {
             .await;
         assert_eq!(answer.error(), (400, "invalid_request".into()), "{bad}");
     }
+    let whole = json!({ "session_limit": 2.0 });
+    let answer = app
+        .internal(reqwest::Method::POST, path, path, Some(&whole))
+        .await;
+    assert_eq!(answer.status(), 200, "JSON Schema's integer admits 2.0");
+    assert_eq!(answer.body, json!({ "session_limit": 2 }));
     app.set_session_limit(None).await;
     let challenge = app.new_challenge("sol@example.com").await;
     let code = app.mailed_code(&challenge).await;
