@@ -12,7 +12,7 @@ use edge_auth_domain::sessions::model::{
     SessionStatus, StatusFilter,
 };
 use edge_auth_domain::sessions::ports::{
-    BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore,
+    BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore, UserFence,
 };
 use edge_auth_domain::time::Timestamp;
 
@@ -269,13 +269,13 @@ impl SessionStore for RedisSessionStore {
         user_addresses(&self.redis, user)
     }
 
-    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<Vec<AddressTag>> {
+    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<UserFence> {
         let ttl = if blocking {
             keys::USER_BLOCK_FENCE_MS
         } else {
             0
         };
-        let reply = Reply::new(
+        let mut reply = Reply::new(
             "fence_user",
             self.redis.run(
                 &scripts::FENCE_USER,
@@ -286,7 +286,11 @@ impl SessionStore for RedisSessionStore {
                 &[ttl.into()],
             )?,
         );
-        address_tags(reply)
+        let stood = reply.int()? == 1;
+        Ok(UserFence {
+            tags: address_tags(reply)?,
+            stood,
+        })
     }
 
     fn list(

@@ -22,7 +22,9 @@ use crate::gateway::settings::GatewaySettings;
 use crate::ids::{AddressTag, DeviceSessionId};
 use crate::sessions::input::{ChangeReason, UserRef};
 use crate::sessions::model::{AuditRecord, Page, SessionRecord, StatusFilter};
-use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
+use crate::sessions::ports::{
+    BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore, UserFence,
+};
 use crate::time::Elapsed;
 
 /// The reserved types are tested end to end; here no session store is ever reached.
@@ -35,7 +37,7 @@ impl SessionStore for NoSessions {
     fn locate_user(&self, _: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
         anyhow::bail!("not used")
     }
-    fn fence_user(&self, _: &UserRef, _: bool) -> anyhow::Result<Vec<AddressTag>> {
+    fn fence_user(&self, _: &UserRef, _: bool) -> anyhow::Result<UserFence> {
         anyhow::bail!("not used")
     }
     fn list(

@@ -17,6 +17,15 @@ pub enum RevokeOutcome {
     Ended(SessionRecord),
 }
 
+/// What raising or lowering a user's block fence found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFence {
+    /// The address tags the user's index held.
+    pub tags: Vec<AddressTag>,
+    /// Whether a fence stood just before the change.
+    pub stood: bool,
+}
+
 /// One bounded step of revoking every active session of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokeBatch<'a> {
@@ -97,14 +106,15 @@ pub trait SessionStore {
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>>;
 
     /// Raises (`blocking`) or lowers the block fence of an external directory's user and,
-    /// in the same atomic step, reads the addresses the index holds. While the fence
-    /// stands (a few minutes), a confirm that indexes an address for the user is refused
+    /// in the same atomic step, reads the addresses the index holds and whether a fence
+    /// stood. While the fence stands (a few minutes), a confirm that indexes an address
+    /// for the user is refused
     /// ([`LoginStore::index_user`](crate::login::ports::LoginStore::index_user)): so a
     /// block sees every address a racing first login could create a session at.
     ///
     /// # Errors
     /// As [`SessionStore::get`].
-    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<Vec<AddressTag>>;
+    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<UserFence>;
 
     /// A page of a user's sessions at `tag`, oldest first (`None`: no such user at
     /// `tag`). Only the user's own records: with an external directory an address can

@@ -8,7 +8,7 @@
 //! loops and cursors run against the store's own cursors and bounds.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,7 +21,9 @@ use crate::sessions::input::{BlockTarget, ChangeReason, UserRef};
 use crate::sessions::model::{
     AuditAction, AuditRecord, Page, Revocation, SessionRecord, SessionStatus, StatusFilter,
 };
-use crate::sessions::ports::{BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore};
+use crate::sessions::ports::{
+    BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore, UserFence,
+};
 use crate::sessions::usecases::{
     CLOCK_SKEW_MS, REVOKE_BATCH, SessionError, active_sessions, audit, block, get_session,
     list_sessions, page_size, revoke_all, revoke_session, unblock,
@@ -72,6 +74,8 @@ struct MemoryStore {
     /// a block changed it: they index their address (and sign in) just before the block
     /// raises its fence.
     logins_before_fence: RefCell<Vec<(String, AddressTag)>>,
+    /// The directory users whose block fence stands.
+    fences: RefCell<HashSet<String>>,
     /// Every port call, in order, e.g. `list:0101010101010101:-`.
     calls: RefCell<Vec<String>>,
     batches: RefCell<Vec<BatchCall>>,
@@ -86,6 +90,7 @@ impl MemoryStore {
             next_session: Cell::new(1),
             logins_between_batches: RefCell::default(),
             logins_before_fence: RefCell::default(),
+            fences: RefCell::default(),
             calls: RefCell::default(),
             batches: RefCell::default(),
         }
@@ -241,18 +246,26 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<Vec<AddressTag>> {
+    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<UserFence> {
         self.record(format!("fence:{}:{blocking}", user.as_str()));
         for (login_user, tag) in self.logins_before_fence.take() {
             self.index_user(&login_user, tag);
             self.login(tag, &login_user);
         }
-        Ok(self
-            .index
-            .borrow()
-            .get(user.as_str())
-            .cloned()
-            .unwrap_or_default())
+        let stood = if blocking {
+            !self.fences.borrow_mut().insert(user.as_str().to_string())
+        } else {
+            self.fences.borrow_mut().remove(user.as_str())
+        };
+        Ok(UserFence {
+            tags: self
+                .index
+                .borrow()
+                .get(user.as_str())
+                .cloned()
+                .unwrap_or_default(),
+            stood,
+        })
     }
 
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
@@ -536,23 +549,30 @@ fn first_page<T>(mut rest: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Pa
 }
 
 /// An external user directory that knows some users and records every block it mirrors.
-#[derive(Debug, Default)]
-struct FakeDirectory {
+#[derive(Default)]
+struct FakeDirectory<'a> {
     /// Normalised address → the directory's user id.
     users: HashMap<String, String>,
     blocks: RefCell<Vec<(String, bool)>>,
+    /// Runs once, just after the next change of a user's block is recorded (another
+    /// call's change landing right behind it).
+    after_next_change: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+    /// Changes of a user's block fail (the directory is unreachable).
+    failing: Cell<bool>,
 }
 
-impl FakeDirectory {
+impl FakeDirectory<'_> {
     fn with_user(email: &str, user_id: &str) -> Self {
         Self {
             users: HashMap::from([(email.to_string(), user_id.to_string())]),
             blocks: RefCell::default(),
+            after_next_change: RefCell::default(),
+            failing: Cell::new(false),
         }
     }
 }
 
-impl UserDirectory for FakeDirectory {
+impl UserDirectory for FakeDirectory<'_> {
     fn resolve(&self, email: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
         Ok(self.users.get(email.as_str()).map(|id| DirectoryUser {
             user_id: id.clone(),
@@ -563,9 +583,15 @@ impl UserDirectory for FakeDirectory {
         anyhow::bail!("the session use cases never create users")
     }
     fn set_blocked(&self, user_id: &str, blocked: bool) -> anyhow::Result<bool> {
+        if self.failing.get() {
+            anyhow::bail!("the directory is unreachable");
+        }
         self.blocks
             .borrow_mut()
             .push((user_id.to_string(), blocked));
+        if let Some(next) = self.after_next_change.take() {
+            next();
+        }
         Ok(self.users.values().any(|id| id == user_id))
     }
 }
@@ -1846,4 +1872,83 @@ fn a_block_reaches_an_address_a_racing_first_login_indexed_after_the_block_looke
         "an unblock lowers the fence, so the user can log in at once"
     );
     assert!(!store.is_blocked(tag(2)));
+}
+
+#[test]
+fn a_block_whose_directory_change_lands_after_a_racing_unblocks_keeps_its_fence() {
+    // Review finding (carried since stop 27): an unblock that lowered the fence after
+    // telling the directory could take down the fence of a block whose directory change
+    // landed right behind its own, so the user ended up blocked with no fence against a
+    // first login that asked the directory before the block.
+    let store = MemoryStore::new();
+    let key = server_key();
+    store.signed_in_at(DIRECTORY_USER, &[tag(1)]);
+    let blocker = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+    let directory = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+    *directory.after_next_change.borrow_mut() = Some(Box::new(|| {
+        block(
+            &store,
+            Some(&blocker),
+            &key,
+            &user_target(DIRECTORY_USER),
+            &reason(),
+            false,
+        )
+        .expect("the racing block");
+    }));
+
+    unblock(
+        &store,
+        Some(&directory),
+        &key,
+        &user_target(DIRECTORY_USER),
+        &reason(),
+    )
+    .expect("unblocked");
+
+    assert_eq!(
+        *blocker.blocks.borrow(),
+        [(DIRECTORY_USER.to_string(), true)],
+        "the block's directory change came last"
+    );
+    assert!(
+        store.fences.borrow().contains(DIRECTORY_USER),
+        "the block's fence stands: {:?}",
+        store.calls()
+    );
+}
+
+/// An unblock of [`DIRECTORY_USER`] (signed in at `tag(1)`, blocked first if
+/// `blocked_before`) whose change in the directory fails; the store after it.
+fn unblock_with_the_directory_down(blocked_before: bool) -> MemoryStore {
+    let store = MemoryStore::new();
+    let key = server_key();
+    store.signed_in_at(DIRECTORY_USER, &[tag(1)]);
+    let directory = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+    let target = user_target(DIRECTORY_USER);
+    if blocked_before {
+        block(&store, Some(&directory), &key, &target, &reason(), false).expect("blocked");
+    }
+    directory.failing.set(true);
+
+    let outcome = unblock(&store, Some(&directory), &key, &target, &reason());
+
+    assert!(
+        matches!(outcome, Err(SessionError::Unexpected(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(store.is_blocked(tag(1)), blocked_before, "no flag changed");
+    store
+}
+
+#[test]
+fn an_unblock_the_directory_fails_puts_back_the_fence_it_lowered() {
+    let store = unblock_with_the_directory_down(true);
+    assert!(store.fences.borrow().contains(DIRECTORY_USER));
+}
+
+#[test]
+fn an_unblock_the_directory_fails_raises_no_fence_that_was_not_there() {
+    let store = unblock_with_the_directory_down(false);
+    assert!(store.fences.borrow().is_empty());
 }

@@ -1,5 +1,7 @@
 //! The session use cases: parse, call the store, map the outcome.
 
+use anyhow::Context;
+
 use crate::crypto::ServerKey;
 use crate::ids::{AddressTag, DeviceSessionId, UserId};
 use crate::login::ports::UserDirectory;
@@ -489,11 +491,15 @@ fn fenced(
     mut sites: Vec<BlockSite>,
     directory_user: Option<&str>,
     blocking: bool,
-) -> Result<Vec<BlockSite>, SessionError> {
+) -> Result<Fenced, SessionError> {
     let Some(Ok(user)) = directory_user.map(UserRef::parse) else {
-        return Ok(sites);
+        return Ok(Fenced {
+            sites,
+            stood_for: None,
+        });
     };
-    for tag in store.fence_user(&user, blocking)? {
+    let fence = store.fence_user(&user, blocking)?;
+    for tag in fence.tags {
         if !sites.iter().any(|site| site.tag == tag) {
             sites.push(BlockSite {
                 tag,
@@ -501,7 +507,17 @@ fn fenced(
             });
         }
     }
-    Ok(sites)
+    Ok(Fenced {
+        sites,
+        stood_for: fence.stood.then_some(user),
+    })
+}
+
+/// The addresses of a block or unblock once it has changed the fence.
+struct Fenced {
+    sites: Vec<BlockSite>,
+    /// The directory's user, if a fence of theirs stood before the change.
+    stood_for: Option<UserRef>,
 }
 
 /// `POST /users/block`: blocks (in Redis, and in the external directory if there is one),
@@ -525,7 +541,7 @@ pub fn block(
     let mirrored = mirror_block(directory, user_id.as_deref(), true)?;
     // A first login of the user at a new address may have asked the directory before the
     // change above: the fence makes it either refused or indexed in time to be read here.
-    let sites = fenced(store, sites, user_id.as_deref(), true)?;
+    let sites = fenced(store, sites, user_id.as_deref(), true)?.sites;
     // Block before revoking: from here on no confirm can create a session.
     let flagged = sites
         .iter()
@@ -579,9 +595,27 @@ pub fn unblock(
 ) -> Result<(), SessionError> {
     let user_id = directory_user(directory, target)?;
     let sites = block_sites(store, key, target, user_id.as_deref())?;
-    // The directory first: a user it does not know is refused before anything changes.
-    let mirrored = mirror_block(directory, user_id.as_deref(), false)?;
-    let sites = fenced(store, sites, user_id.as_deref(), false)?;
+    // The fence comes down before the directory changes, the reverse of a block's order
+    // (directory, then fence): a block whose directory change lands after this unblock's
+    // (so the user ends up blocked) raises its fence after this, and it stands. Lowered
+    // after the directory, a block racing in between could lose its fence to this call
+    // while a first login its directory change came too late for creates a session at an
+    // address the block never read.
+    let Fenced { sites, stood_for } = fenced(store, sites, user_id.as_deref(), false)?;
+    // The directory next: a user it does not know is refused before anything else changes.
+    let mirrored = match mirror_block(directory, user_id.as_deref(), false) {
+        Ok(mirrored) => mirrored,
+        Err(e) => {
+            // The user stays blocked: put back a fence this call took down, for a block
+            // that may still be under way.
+            if let Some(user) = stood_for {
+                store.fence_user(&user, true).with_context(|| {
+                    format!("putting back the block fence after the directory failed: {e}")
+                })?;
+            }
+            return Err(e);
+        }
+    };
     match unblock_everywhere(store, &sites, reason, mirrored) {
         // The directory's user, none of whose addresses here is still theirs.
         Err(SessionError::UserNotFound) if mirrored => Ok(()),

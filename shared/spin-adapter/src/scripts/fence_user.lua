@@ -5,10 +5,15 @@
 -- directory's answer and the block.
 -- KEYS: 1 the user's address index, 2 the user's block fence
 -- ARGV: 1 how long the fence stands (ms; '0' lowers it)
--- Returns the address tags (hex) the index holds.
+-- Returns 1 if a fence stood before this change (else 0), then the address tags (hex)
+-- the index holds.
+local stood
 if ARGV[1] == '0' then
-  redis.call('DEL', KEYS[2])
+  stood = redis.call('DEL', KEYS[2])
 else
+  stood = redis.call('EXISTS', KEYS[2])
   redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 end
-return redis.call('SMEMBERS', KEYS[1])
+local reply = redis.call('SMEMBERS', KEYS[1])
+table.insert(reply, 1, stood)
+return reply
