@@ -44,7 +44,7 @@
 //! | `ea:{ea:c<0-f>}:rl:command:client:<client>` | string | GCRA time of a client's command budget (a client budget like the login routes') |
 //! | `ea:{x:<h>}:profile` | string | the example backend's profile of a user (`<h>` as for `tags`); not the gateway's data |
 //! | `ea:{u:<h>}:tags` | set | address tags an external directory's user has logged in with (`<h>`: first 16 hex digits of SHA-256 of the user id, so any id makes a clean hash tag); written before a session is created under a tag |
-//! | `ea:{u:<h>}:blocking` | string, TTL 15 min | the user's block fence: set (with a read of `:tags`) by a block of the user, cleared by an unblock; a confirm that indexes an address while it stands is refused |
+//! | `ea:{u:<h>}:blocking` | string, TTL 15 min | the user's block fence, its value a mark (Redis's clock in µs at the raise, greater than the mark it replaces): set (with a read of `:tags`) by a block of the user; read by an unblock before it changes the directory and cleared after if still that mark; a confirm that indexes an address while it stands is refused |
 //!
 //! The four `sessions:*` sets of an address expire no earlier than the last record of
 //! their members could (a member's absolute expiry, or its revocation, plus the

@@ -12,13 +12,14 @@ use edge_auth_domain::sessions::model::{
     SessionStatus, StatusFilter,
 };
 use edge_auth_domain::sessions::ports::{
-    BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore, UserFence,
+    BatchOutcome, BlockChange, FenceMark, RevokeBatch, RevokeOutcome, SessionStore, UserFence,
 };
 use edge_auth_domain::time::Timestamp;
 
 use crate::keys::{self, AddressKeys};
 use crate::metrics::{self, Counter};
 use crate::redis::{Arg, Reply, SpinRedis, scripts};
+use spin_sdk::redis::RedisResult;
 
 fn optional(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
@@ -214,6 +215,18 @@ impl RedisSessionStore {
         &self.redis
     }
 
+    /// Runs `fence_user.lua` on the user's fence in `mode` (`raise`, `read` or `lower`).
+    fn fence(&self, user: &UserRef, mode: &str, arg: Arg) -> anyhow::Result<Vec<RedisResult>> {
+        self.redis.run(
+            &scripts::FENCE_USER,
+            &[
+                keys::user_index(user.as_str()),
+                keys::user_block_fence(user.as_str()),
+            ],
+            &[mode.into(), arg],
+        )
+    }
+
     /// Writes `limit` ('' = none) to every copy with a new version from the counter;
     /// the newest version a copy refused it for, if any.
     fn write_limit_copies(&self, limit: &str) -> anyhow::Result<Option<i64>> {
@@ -269,28 +282,29 @@ impl SessionStore for RedisSessionStore {
         user_addresses(&self.redis, user)
     }
 
-    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<UserFence> {
-        let ttl = if blocking {
-            keys::USER_BLOCK_FENCE_MS
-        } else {
-            0
+    fn raise_fence(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
+        let items = self.fence(user, "raise", keys::USER_BLOCK_FENCE_MS.into())?;
+        address_tags(Reply::new("fence_user", items))
+    }
+
+    fn read_fence(&self, user: &UserRef) -> anyhow::Result<UserFence> {
+        let mut reply = Reply::new("fence_user", self.fence(user, "read", "".into())?);
+        let standing = match reply.required()?.as_str() {
+            "" => None,
+            mark => Some(FenceMark(
+                mark.parse()
+                    .with_context(|| format!("bad block fence mark {mark:?}"))?,
+            )),
         };
-        let mut reply = Reply::new(
-            "fence_user",
-            self.redis.run(
-                &scripts::FENCE_USER,
-                &[
-                    keys::user_index(user.as_str()),
-                    keys::user_block_fence(user.as_str()),
-                ],
-                &[ttl.into()],
-            )?,
-        );
-        let stood = reply.int()? == 1;
         Ok(UserFence {
             tags: address_tags(reply)?,
-            stood,
+            standing,
         })
+    }
+
+    fn lower_fence(&self, user: &UserRef, mark: FenceMark) -> anyhow::Result<()> {
+        self.fence(user, "lower", mark.0.to_string().into())?;
+        Ok(())
     }
 
     fn list(

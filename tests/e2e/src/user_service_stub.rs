@@ -32,6 +32,11 @@ struct State {
     hold_next_read: std::sync::atomic::AtomicBool,
     held_reads: AtomicU32,
     release: tokio::sync::Notify,
+    /// The next block or unblock is made when it arrives, but answered only once
+    /// released: a change that lands before the caller hears of it.
+    hold_next_change: std::sync::atomic::AtomicBool,
+    held_changes: AtomicU32,
+    release_change: tokio::sync::Notify,
 }
 
 /// The stub user service, serving until the runtime ends.
@@ -117,9 +122,20 @@ impl UserServiceStub {
         self.state.hold_next_read.store(true, Ordering::SeqCst);
     }
 
-    /// How many reads have been held so far.
-    pub fn held_reads(&self) -> u32 {
-        self.state.held_reads.load(Ordering::SeqCst)
+    /// Waits until a read is held.
+    ///
+    /// # Panics
+    /// None is within 30 s.
+    pub async fn until_a_read_is_held(&self) {
+        until_held(&self.state.held_reads, "a read").await;
+    }
+
+    /// Waits until a change is held.
+    ///
+    /// # Panics
+    /// None is within 30 s.
+    pub async fn until_a_change_is_held(&self) {
+        until_held(&self.state.held_changes, "a change").await;
     }
 
     /// Sends the held read's answer.
@@ -127,10 +143,32 @@ impl UserServiceStub {
         self.state.release.notify_one();
     }
 
+    /// Holds the next `PUT /users/{id}/blocked`: the change is made when it arrives and
+    /// answered when [`UserServiceStub::release_held_change`] is called.
+    pub fn hold_next_change(&self) {
+        self.state.hold_next_change.store(true, Ordering::SeqCst);
+    }
+
+    /// Sends the held change's answer.
+    pub fn release_held_change(&self) {
+        self.state.release_change.notify_one();
+    }
+
     /// The user id of an address, if created.
     pub fn user_of(&self, email: &str) -> Option<String> {
         lock(&self.state.users).get(email).cloned()
     }
+}
+
+async fn until_held(held: &AtomicU32, what: &str) {
+    let wait = async {
+        while held.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{what} reached the user service within 30 s"));
 }
 
 fn take_failure(counter: &AtomicU32) -> bool {
@@ -230,7 +268,7 @@ async fn handle(
                 .iter()
                 .find(|(_, v)| **v == id)
                 .map(|(k, _)| k.clone());
-            match (email, parsed["blocked"].as_bool()) {
+            let answer = match (email, parsed["blocked"].as_bool()) {
                 (Some(email), Some(true)) => {
                     lock(&state.blocked).insert(email);
                     respond(204, json!({}))
@@ -241,7 +279,12 @@ async fn handle(
                 }
                 (Some(_), None) => respond(400, json!({})),
                 (None, _) => respond(404, json!({})),
+            };
+            if state.hold_next_change.swap(false, Ordering::SeqCst) {
+                state.held_changes.fetch_add(1, Ordering::SeqCst);
+                state.release_change.notified().await;
             }
+            answer
         }
         _ => respond(404, json!({})),
     })

@@ -23,7 +23,7 @@ use crate::ids::{AddressTag, DeviceSessionId};
 use crate::sessions::input::{ChangeReason, UserRef};
 use crate::sessions::model::{AuditRecord, Page, SessionRecord, StatusFilter};
 use crate::sessions::ports::{
-    BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore, UserFence,
+    BatchOutcome, BlockChange, FenceMark, RevokeBatch, RevokeOutcome, SessionStore, UserFence,
 };
 use crate::time::Elapsed;
 
@@ -37,7 +37,13 @@ impl SessionStore for NoSessions {
     fn locate_user(&self, _: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
         anyhow::bail!("not used")
     }
-    fn fence_user(&self, _: &UserRef, _: bool) -> anyhow::Result<UserFence> {
+    fn raise_fence(&self, _: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
+        anyhow::bail!("not used")
+    }
+    fn read_fence(&self, _: &UserRef) -> anyhow::Result<UserFence> {
+        anyhow::bail!("not used")
+    }
+    fn lower_fence(&self, _: &UserRef, _: FenceMark) -> anyhow::Result<()> {
         anyhow::bail!("not used")
     }
     fn list(

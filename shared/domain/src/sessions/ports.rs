@@ -17,13 +17,19 @@ pub enum RevokeOutcome {
     Ended(SessionRecord),
 }
 
-/// What raising or lowering a user's block fence found.
+/// Which raise of a user's block fence stands: each raise gets a greater mark than the
+/// fence it replaces (the store's clock in microseconds), so an unblock can lower the
+/// fence it read and leave one a later block raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FenceMark(pub u64);
+
+/// A user's block fence as read, with the user's index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserFence {
     /// The address tags the user's index held.
     pub tags: Vec<AddressTag>,
-    /// Whether a fence stood just before the change.
-    pub stood: bool,
+    /// The fence standing (`None`: none).
+    pub standing: Option<FenceMark>,
 }
 
 /// One bounded step of revoking every active session of a user.
@@ -105,16 +111,28 @@ pub trait SessionStore {
     /// As [`SessionStore::get`].
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>>;
 
-    /// Raises (`blocking`) or lowers the block fence of an external directory's user and,
-    /// in the same atomic step, reads the addresses the index holds and whether a fence
-    /// stood. While the fence stands (a few minutes), a confirm that indexes an address
-    /// for the user is refused
+    /// Raises the block fence of an external directory's user (a new [`FenceMark`]) and,
+    /// in the same atomic step, reads the addresses the index holds. While the fence
+    /// stands (a few minutes), a confirm that indexes an address for the user is refused
     /// ([`LoginStore::index_user`](crate::login::ports::LoginStore::index_user)): so a
     /// block sees every address a racing first login could create a session at.
     ///
     /// # Errors
     /// As [`SessionStore::get`].
-    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<UserFence>;
+    fn raise_fence(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>>;
+
+    /// Reads the user's block fence and the addresses the index holds, in one step.
+    ///
+    /// # Errors
+    /// As [`SessionStore::get`].
+    fn read_fence(&self, user: &UserRef) -> anyhow::Result<UserFence>;
+
+    /// Lowers the user's block fence if it is still the one raised at `mark`; a fence
+    /// raised since (by a block that came later) stands.
+    ///
+    /// # Errors
+    /// As [`SessionStore::get`].
+    fn lower_fence(&self, user: &UserRef, mark: FenceMark) -> anyhow::Result<()>;
 
     /// A page of a user's sessions at `tag`, oldest first (`None`: no such user at
     /// `tag`). Only the user's own records: with an external directory an address can

@@ -8,7 +8,7 @@
 //! loops and cursors run against the store's own cursors and bounds.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,7 +22,7 @@ use crate::sessions::model::{
     AuditAction, AuditRecord, Page, Revocation, SessionRecord, SessionStatus, StatusFilter,
 };
 use crate::sessions::ports::{
-    BatchOutcome, BlockChange, RevokeBatch, RevokeOutcome, SessionStore, UserFence,
+    BatchOutcome, BlockChange, FenceMark, RevokeBatch, RevokeOutcome, SessionStore, UserFence,
 };
 use crate::sessions::usecases::{
     CLOCK_SKEW_MS, REVOKE_BATCH, SessionError, active_sessions, audit, block, get_session,
@@ -74,8 +74,8 @@ struct MemoryStore {
     /// a block changed it: they index their address (and sign in) just before the block
     /// raises its fence.
     logins_before_fence: RefCell<Vec<(String, AddressTag)>>,
-    /// The directory users whose block fence stands.
-    fences: RefCell<HashSet<String>>,
+    /// The directory users whose block fence stands, and its mark (the store's clock).
+    fences: RefCell<HashMap<String, u64>>,
     /// Every port call, in order, e.g. `list:0101010101010101:-`.
     calls: RefCell<Vec<String>>,
     batches: RefCell<Vec<BatchCall>>,
@@ -101,6 +101,15 @@ impl MemoryStore {
         let now = self.now.get();
         self.now.set(now + 1);
         Timestamp(now)
+    }
+
+    /// The tags the user's index holds.
+    fn indexed(&self, user: &UserRef) -> Vec<AddressTag> {
+        self.index
+            .borrow()
+            .get(user.as_str())
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn record(&self, call: String) {
@@ -246,36 +255,44 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    fn fence_user(&self, user: &UserRef, blocking: bool) -> anyhow::Result<UserFence> {
-        self.record(format!("fence:{}:{blocking}", user.as_str()));
+    fn raise_fence(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
+        self.record(format!("fence:{}:true", user.as_str()));
         for (login_user, tag) in self.logins_before_fence.take() {
             self.index_user(&login_user, tag);
             self.login(tag, &login_user);
         }
-        let stood = if blocking {
-            !self.fences.borrow_mut().insert(user.as_str().to_string())
-        } else {
-            self.fences.borrow_mut().remove(user.as_str())
-        };
+        let mark = self.tick().0;
+        self.fences
+            .borrow_mut()
+            .insert(user.as_str().to_string(), mark);
+        Ok(self.indexed(user))
+    }
+
+    fn read_fence(&self, user: &UserRef) -> anyhow::Result<UserFence> {
+        self.record(format!("fence_read:{}", user.as_str()));
         Ok(UserFence {
-            tags: self
-                .index
+            tags: self.indexed(user),
+            standing: self
+                .fences
                 .borrow()
                 .get(user.as_str())
-                .cloned()
-                .unwrap_or_default(),
-            stood,
+                .copied()
+                .map(FenceMark),
         })
+    }
+
+    fn lower_fence(&self, user: &UserRef, mark: FenceMark) -> anyhow::Result<()> {
+        self.record(format!("fence:{}:false", user.as_str()));
+        let mut fences = self.fences.borrow_mut();
+        if fences.get(user.as_str()) == Some(&mark.0) {
+            fences.remove(user.as_str());
+        }
+        Ok(())
     }
 
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
         self.record(format!("locate:{}", user.as_str()));
-        Ok(self
-            .index
-            .borrow()
-            .get(user.as_str())
-            .cloned()
-            .unwrap_or_default())
+        Ok(self.indexed(user))
     }
 
     fn list(
@@ -1857,6 +1874,11 @@ fn a_block_reaches_an_address_a_racing_first_login_indexed_after_the_block_looke
         "the fence stands before any address is flagged: {calls:?}"
     );
 
+    let stood_meanwhile = std::rc::Rc::new(Cell::new(false));
+    let (seen, fences) = (stood_meanwhile.clone(), &store.fences);
+    *directory.after_next_change.borrow_mut() = Some(Box::new(move || {
+        seen.set(fences.borrow().contains_key(DIRECTORY_USER));
+    }));
     unblock(
         &store,
         Some(&directory),
@@ -1866,9 +1888,11 @@ fn a_block_reaches_an_address_a_racing_first_login_indexed_after_the_block_looke
     )
     .expect("unblocked");
     assert!(
-        store
-            .calls()
-            .contains(&format!("fence:{DIRECTORY_USER}:false")),
+        stood_meanwhile.get(),
+        "the fence stands until the directory has changed"
+    );
+    assert!(
+        store.fences.borrow().is_empty(),
         "an unblock lowers the fence, so the user can log in at once"
     );
     assert!(!store.is_blocked(tag(2)));
@@ -1876,51 +1900,44 @@ fn a_block_reaches_an_address_a_racing_first_login_indexed_after_the_block_looke
 
 #[test]
 fn a_block_whose_directory_change_lands_after_a_racing_unblocks_keeps_its_fence() {
-    // Review finding (carried since stop 27): an unblock that lowered the fence after
-    // telling the directory could take down the fence of a block whose directory change
-    // landed right behind its own, so the user ended up blocked with no fence against a
-    // first login that asked the directory before the block.
+    // Review finding (carried since stop 27): an unblock lowered whatever fence stood
+    // after telling the directory, so it could take down the fence of a block whose
+    // directory change landed right behind its own: the user ended up blocked with no
+    // fence against a first login that asked the directory before that block.
     let store = MemoryStore::new();
     let key = server_key();
+    let target = user_target(DIRECTORY_USER);
     store.signed_in_at(DIRECTORY_USER, &[tag(1)]);
     let blocker = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+    block(&store, Some(&blocker), &key, &target, &reason(), false).expect("blocked");
+    let first = store.fences.borrow()[DIRECTORY_USER];
     let directory = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
     *directory.after_next_change.borrow_mut() = Some(Box::new(|| {
-        block(
-            &store,
-            Some(&blocker),
-            &key,
-            &user_target(DIRECTORY_USER),
-            &reason(),
-            false,
-        )
-        .expect("the racing block");
+        block(&store, Some(&blocker), &key, &target, &reason(), false).expect("racing block");
     }));
 
-    unblock(
-        &store,
-        Some(&directory),
-        &key,
-        &user_target(DIRECTORY_USER),
-        &reason(),
-    )
-    .expect("unblocked");
+    unblock(&store, Some(&directory), &key, &target, &reason()).expect("unblocked");
 
     assert_eq!(
         *blocker.blocks.borrow(),
-        [(DIRECTORY_USER.to_string(), true)],
-        "the block's directory change came last"
+        [
+            (DIRECTORY_USER.to_string(), true),
+            (DIRECTORY_USER.to_string(), true)
+        ],
+        "the second block's directory change came last"
     );
+    let standing = store.fences.borrow().get(DIRECTORY_USER).copied();
     assert!(
-        store.fences.borrow().contains(DIRECTORY_USER),
-        "the block's fence stands: {:?}",
+        standing.is_some_and(|mark| mark > first),
+        "the racing block's fence stands: {standing:?}, {:?}",
         store.calls()
     );
 }
 
 /// An unblock of [`DIRECTORY_USER`] (signed in at `tag(1)`, blocked first if
-/// `blocked_before`) whose change in the directory fails; the store after it.
-fn unblock_with_the_directory_down(blocked_before: bool) -> MemoryStore {
+/// `blocked_before`) whose change in the directory fails; the store after it, and the
+/// fence's mark before the unblock.
+fn unblock_with_the_directory_down(blocked_before: bool) -> (MemoryStore, Option<u64>) {
     let store = MemoryStore::new();
     let key = server_key();
     store.signed_in_at(DIRECTORY_USER, &[tag(1)]);
@@ -1929,6 +1946,7 @@ fn unblock_with_the_directory_down(blocked_before: bool) -> MemoryStore {
     if blocked_before {
         block(&store, Some(&directory), &key, &target, &reason(), false).expect("blocked");
     }
+    let before = store.fences.borrow().get(DIRECTORY_USER).copied();
     directory.failing.set(true);
 
     let outcome = unblock(&store, Some(&directory), &key, &target, &reason());
@@ -1938,17 +1956,24 @@ fn unblock_with_the_directory_down(blocked_before: bool) -> MemoryStore {
         "{outcome:?}"
     );
     assert_eq!(store.is_blocked(tag(1)), blocked_before, "no flag changed");
-    store
+    (store, before)
 }
 
 #[test]
-fn an_unblock_the_directory_fails_puts_back_the_fence_it_lowered() {
-    let store = unblock_with_the_directory_down(true);
-    assert!(store.fences.borrow().contains(DIRECTORY_USER));
+fn an_unblock_the_directory_fails_leaves_the_fence_as_it_was() {
+    let (store, before) = unblock_with_the_directory_down(true);
+    assert!(before.is_some());
+    assert_eq!(store.fences.borrow().get(DIRECTORY_USER).copied(), before);
+    assert!(
+        !store
+            .calls()
+            .contains(&format!("fence:{DIRECTORY_USER}:false")),
+        "never lowered, not even for a while"
+    );
 }
 
 #[test]
-fn an_unblock_the_directory_fails_raises_no_fence_that_was_not_there() {
-    let store = unblock_with_the_directory_down(false);
+fn an_unblock_the_directory_fails_raises_no_fence() {
+    let (store, _) = unblock_with_the_directory_down(false);
     assert!(store.fences.borrow().is_empty());
 }

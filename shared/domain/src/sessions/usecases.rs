@@ -1,7 +1,5 @@
 //! The session use cases: parse, call the store, map the outcome.
 
-use anyhow::Context;
-
 use crate::crypto::ServerKey;
 use crate::ids::{AddressTag, DeviceSessionId, UserId};
 use crate::login::ports::UserDirectory;
@@ -480,26 +478,9 @@ fn mirror_block(
     }
 }
 
-/// Raises (`blocking`) or lowers the block fence of the directory's user, if there is one
-/// (see [`SessionStore::fence_user`]), and adds the addresses its index holds by then to
-/// `sites`.
-///
-/// # Errors
-/// The store's failure.
-fn fenced(
-    store: &impl SessionStore,
-    mut sites: Vec<BlockSite>,
-    directory_user: Option<&str>,
-    blocking: bool,
-) -> Result<Fenced, SessionError> {
-    let Some(Ok(user)) = directory_user.map(UserRef::parse) else {
-        return Ok(Fenced {
-            sites,
-            stood_for: None,
-        });
-    };
-    let fence = store.fence_user(&user, blocking)?;
-    for tag in fence.tags {
+/// `sites` and every address the directory user's index holds (`tags`), each once.
+fn with_index(mut sites: Vec<BlockSite>, user: &UserRef, tags: Vec<AddressTag>) -> Vec<BlockSite> {
+    for tag in tags {
         if !sites.iter().any(|site| site.tag == tag) {
             sites.push(BlockSite {
                 tag,
@@ -507,17 +488,14 @@ fn fenced(
             });
         }
     }
-    Ok(Fenced {
-        sites,
-        stood_for: fence.stood.then_some(user),
-    })
+    sites
 }
 
-/// The addresses of a block or unblock once it has changed the fence.
-struct Fenced {
-    sites: Vec<BlockSite>,
-    /// The directory's user, if a fence of theirs stood before the change.
-    stood_for: Option<UserRef>,
+/// The directory's user as the key of their index and block fence; `None` without a
+/// directory, or for an id that is no valid user reference (confirm refuses such ids
+/// before it indexes the user, so nothing is indexed or fenced under it).
+fn fence_owner(directory_user: Option<&str>) -> Option<UserRef> {
+    directory_user.map(UserRef::parse).and_then(Result::ok)
 }
 
 /// `POST /users/block`: blocks (in Redis, and in the external directory if there is one),
@@ -541,7 +519,13 @@ pub fn block(
     let mirrored = mirror_block(directory, user_id.as_deref(), true)?;
     // A first login of the user at a new address may have asked the directory before the
     // change above: the fence makes it either refused or indexed in time to be read here.
-    let sites = fenced(store, sites, user_id.as_deref(), true)?.sites;
+    let sites = match fence_owner(user_id.as_deref()) {
+        Some(user) => {
+            let tags = store.raise_fence(&user)?;
+            with_index(sites, &user, tags)
+        }
+        None => sites,
+    };
     // Block before revoking: from here on no confirm can create a session.
     let flagged = sites
         .iter()
@@ -595,27 +579,25 @@ pub fn unblock(
 ) -> Result<(), SessionError> {
     let user_id = directory_user(directory, target)?;
     let sites = block_sites(store, key, target, user_id.as_deref())?;
-    // The fence comes down before the directory changes, the reverse of a block's order
-    // (directory, then fence): a block whose directory change lands after this unblock's
-    // (so the user ends up blocked) raises its fence after this, and it stands. Lowered
-    // after the directory, a block racing in between could lose its fence to this call
-    // while a first login its directory change came too late for creates a session at an
-    // address the block never read.
-    let Fenced { sites, stood_for } = fenced(store, sites, user_id.as_deref(), false)?;
-    // The directory next: a user it does not know is refused before anything else changes.
-    let mirrored = match mirror_block(directory, user_id.as_deref(), false) {
-        Ok(mirrored) => mirrored,
-        Err(e) => {
-            // The user stays blocked: put back a fence this call took down, for a block
-            // that may still be under way.
-            if let Some(user) = stood_for {
-                store.fence_user(&user, true).with_context(|| {
-                    format!("putting back the block fence after the directory failed: {e}")
-                })?;
-            }
-            return Err(e);
+    // The fence is read before the directory changes and lowered after, only if no
+    // block has raised it since: a block whose directory change lands after this
+    // unblock's (so the user ends up blocked) raises its fence after this read, and it
+    // stands. Lowered unread after the directory, a block racing in between could lose
+    // its fence to this call while a first login its directory change came too late for
+    // creates a session at an address the block never read.
+    let owner = fence_owner(user_id.as_deref());
+    let (sites, standing) = match &owner {
+        Some(user) => {
+            let fence = store.read_fence(user)?;
+            (with_index(sites, user, fence.tags), fence.standing)
         }
+        None => (sites, None),
     };
+    // The directory next: a user it does not know is refused before anything changes.
+    let mirrored = mirror_block(directory, user_id.as_deref(), false)?;
+    if let (Some(user), Some(mark)) = (&owner, standing) {
+        store.lower_fence(user, mark)?;
+    }
     match unblock_everywhere(store, &sites, reason, mirrored) {
         // The directory's user, none of whose addresses here is still theirs.
         Err(SessionError::UserNotFound) if mirrored => Ok(()),

@@ -856,14 +856,7 @@ async fn a_block_that_lands_while_a_first_login_waits_on_the_directory_leaves_th
     let key = device_key(2);
     let login = app.confirm_email_code(&challenge, &code, &key);
     let block = async {
-        let held = async {
-            while app.users.held_reads() == 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(30), held)
-            .await
-            .expect("the confirm reached the directory");
+        app.users.until_a_read_is_held().await;
         let body = json!({ "user_id": user, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true });
         let blocked = app.block(&body).await;
         app.users.release_held_read();
@@ -882,6 +875,55 @@ async fn a_block_that_lands_while_a_first_login_waits_on_the_directory_leaves_th
         .await;
     assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
     app.login("ida.new@example.com", &device_key(3)).await;
+}
+
+#[tokio::test]
+async fn an_unblock_leaves_the_fence_of_a_block_whose_directory_change_landed_after_its_own() {
+    // Review finding: an unblock lowered whatever fence stood once the directory answered,
+    // so a block that changed the directory after the unblock's change (the user ends up
+    // blocked) lost its fence, and a first login whose directory answer predated that
+    // block could create a session at an address the block never read.
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .variable("user_service_timeout_ms", "60000")
+        .spawn()
+        .await;
+    app.login("uma@example.com", &device_key(1)).await;
+    let user = app.users.user_of("uma@example.com").expect("created");
+    let fence = |app: &TestApp| -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg("ea:{u:*}:blocking")
+            .query(&mut app.redis())
+            .expect("KEYS")
+    };
+    let block = json!({ "user_id": user, "reason_code": "fraud", "actor": "admin:tests" });
+    assert_eq!(app.block(&block).await.status(), 200);
+    assert_eq!(fence(&app).len(), 1, "the block raised its fence");
+
+    let unblock_body = json!({ "user_id": user, "reason_code": "support", "actor": "admin:tests" });
+    app.users.hold_next_change();
+    let unblock = app.unblock(&unblock_body);
+    let racing_block = async {
+        app.users.until_a_change_is_held().await;
+        // The unblock's change is made; this block's lands after it.
+        let blocked = app.block(&block).await;
+        app.users.release_held_change();
+        blocked
+    };
+    let (unblocked, blocked) = tokio::join!(unblock, racing_block);
+
+    assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
+    assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
+    assert!(
+        app.users.is_blocked("uma@example.com"),
+        "the block came last"
+    );
+    assert_eq!(fence(&app).len(), 1, "the racing block's fence stands");
+
+    // With no block since it read the fence, an unblock lowers it.
+    let unblocked = app.unblock(&unblock_body).await;
+    assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
+    assert!(fence(&app).is_empty());
 }
 
 #[tokio::test]
