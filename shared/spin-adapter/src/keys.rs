@@ -150,7 +150,8 @@ pub fn user_block_fence(user_id: &str) -> String {
 /// How long a block fence stands: far longer than a confirm can take from the directory's
 /// answer to its last look at the fence (a directory call may take three times the user
 /// service timeout, at most 60 s, with its body; a paused instance more). While the user
-/// stays blocked the directory refuses their logins anyway, and an unblock lowers it.
+/// stays blocked the directory refuses their logins anyway, and an unblock lowers it
+/// unless a block has raised it since the unblock read it.
 pub const USER_BLOCK_FENCE_MS: u64 = 15 * 60 * 1000;
 
 /// The example backend's profile of a user (the backend is a demo of a team's service;

@@ -166,7 +166,7 @@ pub trait LoginStore {
     /// Records that the external directory's `user_id` logs in with the address `tag`
     /// (idempotent; the index only grows). Called before a session is created there.
     /// `Ok(false)`: indexed, but a block of the user is under way
-    /// ([`SessionStore::fence_user`](crate::sessions::ports::SessionStore::fence_user)), so
+    /// ([`SessionStore::raise_fence`](crate::sessions::ports::SessionStore::raise_fence)), so
     /// the directory's answer may predate it: no session may be created.
     ///
     /// # Errors

@@ -927,6 +927,60 @@ async fn an_unblock_leaves_the_fence_of_a_block_whose_directory_change_landed_af
 }
 
 #[tokio::test]
+async fn the_block_fences_mark_follows_redis_clock_and_only_ever_goes_up() {
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    app.login("una@example.com", &device_key(1)).await;
+    let user = app.users.user_of("una@example.com").expect("created");
+    let fences = |app: &TestApp| -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg("ea:{u:*}:blocking")
+            .query(&mut app.redis())
+            .expect("KEYS")
+    };
+    let block = json!({ "user_id": user, "reason_code": "fraud", "actor": "admin:tests" });
+    let unblock = json!({ "user_id": user, "reason_code": "support", "actor": "admin:tests" });
+
+    // With no fence standing, an unblock reads none and raises none.
+    assert_eq!(app.unblock(&unblock).await.status(), 200);
+    assert!(fences(&app).is_empty());
+
+    assert_eq!(app.block(&block).await.status(), 200);
+    let [fence] = &fences(&app)[..] else {
+        panic!("one fence: {:?}", fences(&app))
+    };
+    let mark: u64 = app
+        .redis()
+        .get::<_, String>(fence)
+        .expect("GET")
+        .parse()
+        .expect("a number");
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_micros();
+    assert!(
+        u128::from(mark).abs_diff(now_us) < 60_000_000,
+        "Redis's clock in microseconds: {mark} against {now_us}"
+    );
+
+    // A mark ahead of the clock (another node's, or one set back since): the next raise
+    // still goes above it, so an unblock that read it cannot lower the new fence.
+    let ahead = "9000000000000000";
+    let _: () = app.redis().set(fence, ahead).expect("SET");
+    assert_eq!(app.block(&block).await.status(), 200);
+    let raised: String = app.redis().get(fence).expect("GET");
+    assert_eq!(raised, "9000000000000001");
+
+    // A fence from before marks (its value `1`) is read and lowered like any other.
+    let _: () = app.redis().set(fence, "1").expect("SET");
+    assert_eq!(app.unblock(&unblock).await.status(), 200);
+    assert!(fences(&app).is_empty());
+}
+
+#[tokio::test]
 async fn a_directory_user_with_several_addresses_is_listed_revoked_and_blocked_everywhere() {
     // Finding 4: the user index was last-writer-wins, so revoke-all and block saw only
     // the address the user logged in with last.
