@@ -231,7 +231,8 @@ impl LoginStore for RedisLoginStore {
             "ok" => {
                 let id = reply.required()?;
                 let kind = reply.required()?;
-                request_log::note_user_id(&reply.required()?);
+                let user_id = reply.required()?;
+                request_log::note_user_id(&user_id);
                 if kind == "created" {
                     metrics::count(&Counter::ConfirmResult("created"));
                     metrics::count(&Counter::SessionCreated);
@@ -254,6 +255,8 @@ impl LoginStore for RedisLoginStore {
                 }
                 return Ok(ConfirmOutcome::Confirmed {
                     session_id: DeviceSessionId::parse(&id)?,
+                    user_id,
+                    repeat: kind != "created",
                 });
             }
             "need_user" => {

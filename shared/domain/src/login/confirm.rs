@@ -172,8 +172,11 @@ pub fn confirm_email_code(
         session_idle_timeout_ms: millis(settings.sessions.idle_timeout),
     };
     let mut outcome = store.confirm(&attempt)?;
-    if let (ConfirmOutcome::NeedUser { email }, Directory::External(users)) = (&outcome, directory)
-    {
+    let Directory::External(users) = directory else {
+        return answer(outcome);
+    };
+    let first_login = matches!(outcome, ConfirmOutcome::NeedUser { .. });
+    if let ConfirmOutcome::NeedUser { email } = &outcome {
         // The code is proven: only now may the directory create a user.
         let user = match users.resolve(email)? {
             Some(user) => user,
@@ -188,22 +191,37 @@ pub fn confirm_email_code(
         if !store.index_user(&user_id, tag)? {
             return Err(ConfirmError::UserBlocked);
         }
-        attempt.user = UserChoice::External {
-            user_id: user_id.clone(),
-        };
+        attempt.user = UserChoice::External { user_id };
         outcome = store.confirm(&attempt)?;
-        // A block that raised its fence after the index above read this address while it
-        // was not yet the user's, and could not flag it: look again, now that the session
-        // exists. Without a fence now, the block comes later and finds the address theirs.
-        if let ConfirmOutcome::Confirmed { session_id } = &outcome
-            && !store.index_user(&user_id, tag)?
-        {
-            store.withdraw(session_id)?;
-            return Err(ConfirmError::UserBlocked);
-        }
     }
+    // A block that raised its fence after the index above read this address while it
+    // was not yet the user's, and could not flag it: look again, now that the session
+    // exists. Without a fence now, the block comes later and finds the address theirs.
+    // A repeat looks too: the confirm that made its session at a new address may have
+    // failed before its own look (a 503), and the client's retry must not carry the
+    // session past a block. (A session made at an address already the user's needs no
+    // look: a block flags that address, then revokes what is there.)
+    if let ConfirmOutcome::Confirmed {
+        session_id,
+        user_id,
+        repeat,
+    } = &outcome
+        && (first_login || *repeat)
+        && !store.index_user(user_id, tag)?
+    {
+        store.withdraw(session_id)?;
+        return Err(ConfirmError::UserBlocked);
+    }
+    answer(outcome)
+}
+
+/// The answer to a confirm the store has decided.
+///
+/// # Errors
+/// Each outcome but `Confirmed` as its [`ConfirmError`].
+fn answer(outcome: ConfirmOutcome) -> Result<Confirmed, ConfirmError> {
     match outcome {
-        ConfirmOutcome::Confirmed { session_id } => Ok(Confirmed {
+        ConfirmOutcome::Confirmed { session_id, .. } => Ok(Confirmed {
             device_session_id: session_id,
         }),
         ConfirmOutcome::NotFound => Err(ConfirmError::NotFound),

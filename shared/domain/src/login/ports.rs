@@ -115,9 +115,12 @@ pub enum UserChoice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfirmOutcome {
     /// A new session, or the same session for an exact repeat of an earlier confirm
-    /// (same code, same key, within the idempotency window).
+    /// (same code, same key, within the idempotency window: `repeat`), and its user's id
+    /// (the directory's, with an external one).
     Confirmed {
         session_id: DeviceSessionId,
+        user_id: String,
+        repeat: bool,
     },
     NotFound,
     /// The address's confirm budget is spent; nothing was changed.

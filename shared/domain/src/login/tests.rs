@@ -316,6 +316,8 @@ fn an_external_directory_is_asked_only_after_the_store_proved_the_code() {
         },
         ConfirmOutcome::Confirmed {
             session_id: session.clone(),
+            user_id: "ext-1".into(),
+            repeat: false,
         },
     ]);
     let users = FakeDirectory {
@@ -422,6 +424,8 @@ fn a_first_login_whose_user_a_block_reached_while_its_session_was_made_withdraws
         },
         ConfirmOutcome::Confirmed {
             session_id: session.clone(),
+            user_id: "ext-9".into(),
+            repeat: false,
         },
     ]);
     let users = FakeDirectory {
@@ -451,4 +455,98 @@ fn a_first_login_whose_user_a_block_reached_while_its_session_was_made_withdraws
             format!("withdraw:{session}"),
         ]
     );
+}
+
+#[test]
+fn a_repeated_confirm_looks_at_the_block_fence_and_withdraws_a_session_a_block_missed() {
+    // Review finding: the confirm that made the session failed (503) before its look at
+    // the fence; the client's retry, a repeat, handed the session back past the block.
+    let session = DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id");
+    let store = FakeStore::default();
+    store.fenced_from.set(Some(0));
+    store
+        .confirms
+        .borrow_mut()
+        .push_back(ConfirmOutcome::Confirmed {
+            session_id: session.clone(),
+            user_id: "ext-9".into(),
+            repeat: true,
+        });
+    let users = FakeDirectory {
+        existing: None,
+        created: RefCell::new(0),
+    };
+    let err = confirm_email_code(
+        &settings(),
+        &store,
+        Directory::External(&users),
+        &OsRandom,
+        &confirm_request(CHALLENGE, "123456", &device_key()),
+    )
+    .expect_err("blocked");
+    assert!(matches!(err, ConfirmError::UserBlocked));
+    assert_eq!(
+        *store.calls.borrow(),
+        [
+            "guard:1".to_string(),
+            "confirm".into(),
+            "index:ext-9".into(),
+            format!("withdraw:{session}"),
+        ]
+    );
+}
+
+#[test]
+fn a_repeated_confirm_with_our_own_directory_asks_for_no_fence() {
+    let session = DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id");
+    let store = FakeStore::default();
+    store.fenced_from.set(Some(0));
+    store
+        .confirms
+        .borrow_mut()
+        .push_back(ConfirmOutcome::Confirmed {
+            session_id: session.clone(),
+            user_id: "u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA".into(),
+            repeat: true,
+        });
+    let done = confirm_email_code(
+        &settings(),
+        &store,
+        Directory::Redis,
+        &OsRandom,
+        &confirm_request(CHALLENGE, "123456", &device_key()),
+    )
+    .expect("confirmed");
+    assert_eq!(done.device_session_id, session);
+    assert_eq!(*store.calls.borrow(), ["guard:1", "confirm"]);
+}
+
+#[test]
+fn a_login_at_an_address_already_the_directory_users_asks_for_no_fence() {
+    // A block flags such an address and then revokes what is there: no look is needed.
+    let session = DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id");
+    let store = FakeStore::default();
+    store.fenced_from.set(Some(0));
+    store
+        .confirms
+        .borrow_mut()
+        .push_back(ConfirmOutcome::Confirmed {
+            session_id: session.clone(),
+            user_id: "ext-9".into(),
+            repeat: false,
+        });
+    let users = FakeDirectory {
+        existing: None,
+        created: RefCell::new(0),
+    };
+    let done = confirm_email_code(
+        &settings(),
+        &store,
+        Directory::External(&users),
+        &OsRandom,
+        &confirm_request(CHALLENGE, "123456", &device_key()),
+    )
+    .expect("confirmed");
+    assert_eq!(done.device_session_id, session);
+    assert_eq!(*store.calls.borrow(), ["guard:1", "confirm"]);
 }

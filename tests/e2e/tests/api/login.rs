@@ -1482,6 +1482,41 @@ async fn a_first_login_through_the_rest_directory_takes_five_redis_round_trips()
 }
 
 #[tokio::test]
+async fn a_repeated_confirm_through_the_rest_directory_withdraws_its_session_while_a_block_is_under_way()
+ {
+    // Review finding: the confirm that made a session can fail (503) after the session
+    // exists and before it looks at the block fence; a retry, as a repeat, handed the
+    // session back past a block that missed it. Here the fence stands and the address is
+    // not flagged, as for a block that read the address before it was the user's.
+    let app = rest_directory().spawn().await;
+    let challenge = app.new_challenge("ugo@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let first = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(first.status(), 200, "{:?}", first.body);
+    let session = first.field("device_session_id");
+    let index: Vec<String> = redis::cmd("KEYS")
+        .arg("ea:{u:*}:tags")
+        .query(&mut app.redis())
+        .expect("KEYS");
+    let [index] = &index[..] else {
+        panic!("one user index: {index:?}")
+    };
+    let fence = index.replace(":tags", ":blocking");
+    let _: () = app.redis().set(&fence, "1").expect("SET");
+
+    let repeat = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+
+    assert_eq!(repeat.error(), (403, "blocked_by_policy".into()));
+    let record = app.get_session(&session).await;
+    assert_eq!(record.body["status"], "revoked", "{:?}", record.body);
+    assert_eq!(record.body["revoke_reason_code"], "user_blocked");
+}
+
+#[tokio::test]
 async fn the_rest_directory_creates_a_user_once_after_the_code_is_proven() {
     let app = rest_directory().spawn().await;
 
