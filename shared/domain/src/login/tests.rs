@@ -7,7 +7,9 @@ use std::collections::VecDeque;
 use crate::challenge::ChallengeState;
 use crate::email::EmailAddress;
 use crate::ids::{AddressTag, ChallengeId, DeviceSessionId};
-use crate::login::confirm::{ConfirmError, ConfirmRequest, Directory, confirm_email_code};
+use crate::login::confirm::{
+    ConfirmError, ConfirmRequest, Confirmed, Directory, confirm_email_code,
+};
 use crate::login::ports::*;
 use crate::login::send::{SendError, SendRequest, deliver, send_email_code};
 use crate::login::settings::LoginSettings;
@@ -457,96 +459,84 @@ fn a_first_login_whose_user_a_block_reached_while_its_session_was_made_withdraws
     );
 }
 
+/// A confirm whose store answers `outcome` at once, with a block of the user under way;
+/// its result and the store's calls.
+fn confirm_with_a_fence_standing(
+    outcome: ConfirmOutcome,
+    directory: Directory<'_>,
+) -> (Result<Confirmed, ConfirmError>, Vec<String>) {
+    let store = FakeStore::default();
+    store.fenced_from.set(Some(0));
+    store.confirms.borrow_mut().push_back(outcome);
+    let result = confirm_email_code(
+        &settings(),
+        &store,
+        directory,
+        &OsRandom,
+        &confirm_request(CHALLENGE, "123456", &device_key()),
+    );
+    (result, store.calls.take())
+}
+
+fn session() -> DeviceSessionId {
+    DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id")
+}
+
+fn no_users() -> FakeDirectory {
+    FakeDirectory {
+        existing: None,
+        created: RefCell::new(0),
+    }
+}
+
 #[test]
 fn a_repeated_confirm_looks_at_the_block_fence_and_withdraws_a_session_a_block_missed() {
     // Review finding: the confirm that made the session failed (503) before its look at
     // the fence; the client's retry, a repeat, handed the session back past the block.
-    let session = DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id");
-    let store = FakeStore::default();
-    store.fenced_from.set(Some(0));
-    store
-        .confirms
-        .borrow_mut()
-        .push_back(ConfirmOutcome::Confirmed {
-            session_id: session.clone(),
-            user_id: "ext-9".into(),
-            repeat: true,
-        });
-    let users = FakeDirectory {
-        existing: None,
-        created: RefCell::new(0),
+    let repeat = ConfirmOutcome::Confirmed {
+        session_id: session(),
+        user_id: "ext-9".into(),
+        repeat: true,
     };
-    let err = confirm_email_code(
-        &settings(),
-        &store,
-        Directory::External(&users),
-        &OsRandom,
-        &confirm_request(CHALLENGE, "123456", &device_key()),
-    )
-    .expect_err("blocked");
-    assert!(matches!(err, ConfirmError::UserBlocked));
+    let users = no_users();
+    let (result, calls) = confirm_with_a_fence_standing(repeat, Directory::External(&users));
+    assert!(
+        matches!(result, Err(ConfirmError::UserBlocked)),
+        "{result:?}"
+    );
     assert_eq!(
-        *store.calls.borrow(),
+        calls,
         [
             "guard:1".to_string(),
             "confirm".into(),
             "index:ext-9".into(),
-            format!("withdraw:{session}"),
+            format!("withdraw:{}", session()),
         ]
     );
 }
 
 #[test]
 fn a_repeated_confirm_with_our_own_directory_asks_for_no_fence() {
-    let session = DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id");
-    let store = FakeStore::default();
-    store.fenced_from.set(Some(0));
-    store
-        .confirms
-        .borrow_mut()
-        .push_back(ConfirmOutcome::Confirmed {
-            session_id: session.clone(),
-            user_id: "u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA".into(),
-            repeat: true,
-        });
-    let done = confirm_email_code(
-        &settings(),
-        &store,
-        Directory::Redis,
-        &OsRandom,
-        &confirm_request(CHALLENGE, "123456", &device_key()),
-    )
-    .expect("confirmed");
-    assert_eq!(done.device_session_id, session);
-    assert_eq!(*store.calls.borrow(), ["guard:1", "confirm"]);
+    let repeat = ConfirmOutcome::Confirmed {
+        session_id: session(),
+        user_id: "u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA".into(),
+        repeat: true,
+    };
+    let (result, calls) = confirm_with_a_fence_standing(repeat, Directory::Redis);
+    assert_eq!(result.expect("confirmed").device_session_id, session());
+    assert_eq!(calls, ["guard:1", "confirm"]);
 }
 
 #[test]
 fn a_login_at_an_address_already_the_directory_users_asks_for_no_fence() {
     // A block flags such an address and then revokes what is there: no look is needed.
-    let session = DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id");
-    let store = FakeStore::default();
-    store.fenced_from.set(Some(0));
-    store
-        .confirms
-        .borrow_mut()
-        .push_back(ConfirmOutcome::Confirmed {
-            session_id: session.clone(),
-            user_id: "ext-9".into(),
-            repeat: false,
-        });
-    let users = FakeDirectory {
-        existing: None,
-        created: RefCell::new(0),
+    let created = ConfirmOutcome::Confirmed {
+        session_id: session(),
+        user_id: "ext-9".into(),
+        repeat: false,
     };
-    let done = confirm_email_code(
-        &settings(),
-        &store,
-        Directory::External(&users),
-        &OsRandom,
-        &confirm_request(CHALLENGE, "123456", &device_key()),
-    )
-    .expect("confirmed");
-    assert_eq!(done.device_session_id, session);
-    assert_eq!(*store.calls.borrow(), ["guard:1", "confirm"]);
+    let users = no_users();
+    let (result, calls) = confirm_with_a_fence_standing(created, Directory::External(&users));
+    assert_eq!(result.expect("confirmed").device_session_id, session());
+    assert_eq!(calls, ["guard:1", "confirm"]);
 }
