@@ -28,6 +28,35 @@ if not state then
 end
 local now = now_ms()
 
+-- Constant-time comparison: no early exit, every byte is looked at.
+local function same(a, b)
+  if #a ~= #b then
+    return false
+  end
+  local diff = 0
+  for i = 1, #a do
+    diff = bit.bor(diff, bit.bxor(string.byte(a, i), string.byte(b, i)))
+  end
+  return diff == 0
+end
+-- During a rotation of the code key, a challenge made before the switch holds the MAC
+-- under the previous key.
+local code_ok = same(ch[2], ARGV[2]) or (ARGV[23] ~= '' and same(ch[2], ARGV[23]))
+
+-- An exact repeat (the code, and the key the challenge was confirmed with) comes before
+-- the lockout and the address's budget: a client retrying after a lost answer gets its
+-- session even while someone else's wrong codes have locked the address or spent its
+-- budget. A repeat hands back the session only while it is alive: never a dead session.
+if state == 'confirmed' and code_ok and ch[6] == ARGV[3] then
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    return {'blocked'}
+  end
+  if redis.call('HGET', session_record_key(KEYS[1], ch[7]), 'status') ~= 'active' then
+    return {'session_revoked'}
+  end
+  return {'ok', ch[7], 'repeat', ch[8] or ''}
+end
+
 -- Consecutive wrong codes across challenges: at the cap, refuse until the count expires.
 local failures = tonumber(redis.call('GET', KEYS[10]) or '0')
 if failures >= tonumber(ARGV[19]) then
@@ -46,31 +75,12 @@ if wait > 0 then
   return {'rate_limited', wait}
 end
 
--- Constant-time comparison: no early exit, every byte is looked at.
-local function same(a, b)
-  if #a ~= #b then
-    return false
-  end
-  local diff = 0
-  for i = 1, #a do
-    diff = bit.bor(diff, bit.bxor(string.byte(a, i), string.byte(b, i)))
-  end
-  return diff == 0
-end
--- During a rotation of the code key, a challenge made before the switch holds the MAC
--- under the previous key.
-local code_ok = same(ch[2], ARGV[2]) or (ARGV[23] ~= '' and same(ch[2], ARGV[23]))
-
 if state == 'confirmed' then
-  if code_ok and ch[6] == ARGV[3] then
-    -- A repeat hands back the session only while it is alive: never a dead session.
-    if redis.call('EXISTS', KEYS[3]) == 1 then
-      return {'blocked'}
-    end
-    if redis.call('HGET', session_record_key(KEYS[1], ch[7]), 'status') ~= 'active' then
-      return {'session_revoked'}
-    end
-    return {'ok', ch[7], 'repeat', ch[8] or ''}
+  -- Not a repeat: a wrong code counts as one (no code is right any more, and a right
+  -- code with another key is refused alike).
+  if not code_ok then
+    redis.call('INCR', KEYS[10])
+    redis.call('PEXPIRE', KEYS[10], ARGV[20])
   end
   return {'consumed'}
 end

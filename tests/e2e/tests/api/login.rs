@@ -1017,6 +1017,44 @@ async fn the_address_budget_of_confirm_still_limits_guesses_at_real_challenges()
 }
 
 #[tokio::test]
+async fn an_exact_repeat_gets_its_session_while_the_address_is_locked_and_a_wrong_code_for_a_used_challenge_counts()
+ {
+    // Review findings: the lockout and the address's budget came before the repeat, so
+    // another party's wrong codes could keep a client from the answer it lost; and a
+    // wrong code for a confirmed challenge was never counted.
+    let app = Spawn::default()
+        .variable("failed_confirm_cap", "3")
+        .spawn()
+        .await;
+    let email = "yves@example.com";
+    let key = device_key(1);
+    let challenge = app.new_challenge(email).await;
+    let code = app.mailed_code(&challenge).await;
+    let first = app.confirm_email_code(&challenge, &code, &key).await;
+    assert_eq!(first.status(), 200, "{:?}", first.body);
+    let failures = format!("{}failures", app.address_prefix(email));
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+
+    let used = app.confirm_email_code(&challenge, wrong, &key).await;
+    assert_eq!(used.error(), (410, "challenge_expired".into()));
+    let counted: Option<u32> = app.redis().get(&failures).expect("GET");
+    assert_eq!(counted, Some(1), "the wrong code counted");
+
+    for _ in 0..2 {
+        let _ = app.confirm_email_code(&challenge, wrong, &key).await;
+    }
+    let locked = app.confirm_email_code(&challenge, wrong, &key).await;
+    assert_eq!(locked.error().1, "login_locked", "{:?}", locked.body);
+
+    let repeat = app.confirm_email_code(&challenge, &code, &key).await;
+    assert_eq!(repeat.status(), 200, "{:?}", repeat.body);
+    assert_eq!(
+        repeat.field("device_session_id"),
+        first.field("device_session_id")
+    );
+}
+
+#[tokio::test]
 async fn consecutive_wrong_codes_across_challenges_lock_the_address_until_unblocked() {
     // Finding 2: budgets renew forever; a cap of consecutive wrong codes per address
     // (reset by a success) bounds what a patient attacker can try.
