@@ -49,6 +49,10 @@ fn resume(payload: &[u8], header: Option<&str>) -> Result<Option<Position>, Comm
     let invalid = |m: String| CommandError::InvalidRequest(m);
     let signed = if payload.is_empty() {
         None
+    } else if !edge_auth_domain::json::starts_an_object(payload) {
+        return Err(invalid(format!(
+            "the payload of {SUBSCRIBE} must be empty or a JSON object"
+        )));
     } else {
         serde_json::from_slice::<SubscribePayload>(payload)
             .map_err(|e| {

@@ -13,7 +13,8 @@
 //! - [`crypto`]: the server key: code MACs and address tags.
 //! - [`rate_limit`]: edge budgets; [`client`]: which client a request counts against.
 //! - [`health`]: the liveness check behind `GET /api/v1/health`.
-//! - [`error`]: the public error shape every route answers with.
+//! - [`error`]: the public error shape every route answers with; [`json`]: request bodies
+//!   are JSON objects.
 //! - [`random`], [`time`]: the CSPRNG port and Unix-millisecond timestamps.
 
 pub mod challenge;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod ids;
+pub mod json;
 pub mod login;
 pub mod public_key;
 pub mod push;

@@ -172,6 +172,11 @@ impl Call {
     /// # Errors
     /// `400 invalid_request`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, PublicError> {
+        // A struct would also take an array of its fields in order (see the domain's
+        // `json` module); every route's body is an object.
+        if !edge_auth_domain::json::starts_an_object(&self.body) {
+            return Err(invalid_request("the body is not a JSON object"));
+        }
         serde_json::from_slice(&self.body)
             .map_err(|e| invalid_request(format!("the body is not the expected JSON: {e}")))
     }

@@ -82,21 +82,24 @@ fn invalid(message: impl Into<String>) -> CommandError {
 /// # Errors
 /// `UnsupportedVersion`, or `InvalidRequest` naming what is wrong.
 pub fn parse(body: &[u8]) -> Result<SignedCommand, CommandError> {
-    /// Only the version; everything else is skipped without being built.
+    /// Only the envelope (small); the payload is skipped without being built. A map, not
+    /// a struct: serde's derived structs also accept an array of their fields in order,
+    /// and the protocol admits only objects (the body's own first byte is checked below,
+    /// see [`crate::json`]).
     #[derive(serde::Deserialize)]
     struct Peek {
-        envelope: Option<PeekEnvelope>,
+        envelope: Option<serde_json::Map<String, serde_json::Value>>,
     }
-    #[derive(serde::Deserialize)]
-    struct PeekEnvelope {
-        protocol_version: Option<serde_json::Number>,
+    if !crate::json::starts_an_object(body) {
+        return Err(invalid("the body is not a JSON object"));
     }
     let peek: Peek = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("the body is not a JSON object: {e}")))?;
     if let Some(version) = peek
         .envelope
-        .and_then(|e| e.protocol_version)
-        .and_then(|n| n.as_u64())
+        .as_ref()
+        .and_then(|e| e.get("protocol_version"))
+        .and_then(serde_json::Value::as_u64)
         && version != u64::from(PROTOCOL_VERSION)
     {
         return Err(CommandError::UnsupportedVersion(

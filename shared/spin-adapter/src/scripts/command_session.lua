@@ -2,8 +2,9 @@
 -- carries). In order: the command is still fresh by this node's clock too (on a cluster
 -- the client step ran on another node; the reservation below must outlive the window by
 -- the clock that times it), the projection exists, the key is the bound one, the session is
--- active and not past its end (expiry recorded if due), the address is not blocked, the
--- request id is new (reserved now), every budget allows the command, the session has room
+-- active and not past its end (expiry recorded if due), the request id is new (reserved
+-- now), the address is not blocked (the id stays reserved: a command refused as blocked
+-- never runs later, even after an unblock), every budget allows the command, the session has room
 -- for the push stream the command opens (a subscribe: claims past their end and grace are
 -- dropped first), then every budget is spent, the stream claimed (member: the request id,
 -- score: when the stream ends by itself) and the last use recorded. Nothing changes before
@@ -37,15 +38,15 @@ local c = {now = now, active = KEYS[8], expired = KEYS[9], lifecycle = KEYS[10],
   audit = KEYS[11], lifecycle_ttl = ARGV[10], lifecycle_max = ARGV[11],
   audit_ttl = ARGV[12], audit_max = ARGV[13]}
 if expire_if_due(c, KEYS[2]) then return {'expired', now} end
+if not redis.call('SET', KEYS[4], now, 'NX', 'PX', ARGV[2]) then
+  return {'replayed', now}
+end
 -- The block of the address is its user's: with an external directory the address may
 -- have passed to another user, and this session may be the previous user's (whose own
 -- block revoked its sessions here).
 if redis.call('EXISTS', KEYS[3]) == 1 then
   local owner = redis.call('GET', KEYS[13])
   if not owner or owner == p[3] then return {'blocked', now} end
-end
-if not redis.call('SET', KEYS[4], now, 'NX', 'PX', ARGV[2]) then
-  return {'replayed', now}
 end
 local budgets = {{KEYS[5], ARGV[3], ARGV[4], 'session'}, {KEYS[6], ARGV[5], ARGV[6], 'user'}}
 if ARGV[9] == '1' then

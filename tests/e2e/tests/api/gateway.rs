@@ -388,6 +388,31 @@ async fn malformed_commands_are_refused_and_change_nothing() {
     cases.push((v, 401, "invalid_signature"));
     let big = device.command("echo", &vec![b'x'; 65_537]).command;
     cases.push((body(&big), 413, "payload_too_large"));
+    // Review finding: serde's structs also took the fields as an array, in order.
+    let e = &good.envelope;
+    let envelope = json!([
+        e.protocol_version,
+        e.device_session_id,
+        e.client_public_key,
+        e.message_type,
+        e.request_id,
+        e.timestamp_ms,
+        e.payload_sha256
+    ]);
+    let v = body(&good);
+    cases.push((
+        json!([v["envelope"], v["payload"], v["signature"]]),
+        400,
+        "invalid_request",
+    ));
+    let mut v = body(&good);
+    v["envelope"] = envelope.clone();
+    cases.push((v, 400, "invalid_request"));
+    cases.push((
+        json!([envelope, good.payload, good.signature]),
+        400,
+        "invalid_request",
+    ));
 
     for (request, status, code) in cases {
         let response = app.execute(&request).await;
@@ -542,12 +567,24 @@ async fn revoke_revoke_all_block_and_logout_end_commands_on_the_next_request() {
         403,
         "user_blocked",
     );
-    assert!(!reserved(&app, &p), "a refused session reserves nothing");
+    // Review finding: the refusal is signed, so it must be final. Unreserved, the same
+    // command resent (by a party on the path) after an unblock within its window ran.
+    assert!(
+        reserved(&app, &p),
+        "a command refused as blocked stays refused"
+    );
 
     let unblocked = app
         .unblock(&json!({"user_id": user, "reason_code": "cleared", "actor": "admin:tests"}))
         .await;
     assert_eq!(unblocked.status(), 200);
+    assert_signed_refusal(
+        &app.execute(&p.command).await,
+        &p,
+        &jwks,
+        409,
+        "replayed_request",
+    );
     let fourth = app.device("ada@example.com", 4).await;
     let logout = fourth.command("gateway.logout", b"");
     let response = app.execute(&logout.command).await;
