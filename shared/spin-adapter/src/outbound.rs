@@ -278,28 +278,34 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
 /// Reads a response body: at most `call.max_response` bytes (64 KiB when only the status
 /// matters), all of it within the first-byte timeout after the headers. The between-bytes
 /// timeout alone would let a server dripping a byte at a time hold the call for as long
-/// as it likes; the deadline is checked only when a read would wait, so a body that is
-/// all there is never failed by it (a wait lasts at most the between-bytes timeout: the
-/// body takes at most twice the first-byte timeout).
+/// as it likes. A wait for more bytes ends at the deadline (WASI monotonic clock), so the
+/// body takes no longer than the timeout; the deadline is looked at only when a read would
+/// wait, so a body that is all there is never failed by it.
 fn read_body(
     stream: &wasi::io::streams::InputStream,
     call: &Request<'_>,
 ) -> anyhow::Result<Vec<u8>> {
     let max = call.max_response.unwrap_or(MAX_RESPONSE);
     let timeout = call.first_byte_timeout;
-    let deadline = Instant::now() + timeout;
+    use wasi::clocks::monotonic_clock;
+    let deadline = monotonic_clock::now()
+        .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
     let mut waited_from = Instant::now();
     let mut bytes = Vec::new();
     loop {
         match stream.read(16 * 1024) {
             Ok(chunk) if chunk.is_empty() => {
-                if Instant::now() > deadline {
+                if monotonic_clock::now() >= deadline {
                     return Err(anyhow::Error::new(TimedOut(format!(
                         "the response body took longer than {} ms",
                         timeout.as_millis()
                     ))));
                 }
-                stream.subscribe().block();
+                // Woken by the stream (more bytes, its end or the host's between-bytes
+                // timeout) or by the deadline: the loop looks again.
+                let ready = stream.subscribe();
+                let timer = monotonic_clock::subscribe_instant(deadline);
+                let _woken = wasi::io::poll::poll(&[&ready, &timer]);
             }
             Ok(chunk) => {
                 waited_from = Instant::now();
