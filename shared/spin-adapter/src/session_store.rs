@@ -15,11 +15,11 @@ use edge_auth_domain::sessions::ports::{
     BatchOutcome, BlockChange, FenceMark, RevokeBatch, RevokeOutcome, SessionStore, UserFence,
 };
 use edge_auth_domain::time::Timestamp;
+use spin_sdk::redis::RedisResult;
 
 use crate::keys::{self, AddressKeys};
 use crate::metrics::{self, Counter};
 use crate::redis::{Arg, Reply, SpinRedis, scripts};
-use spin_sdk::redis::RedisResult;
 
 fn optional(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)

@@ -1,14 +1,15 @@
 -- The second step of a signed command, in the session's slot (the address tag its id
 -- carries). In order: the command is still fresh by this node's clock too (on a cluster
 -- the client step ran on another node; the reservation below must outlive the window by
--- the clock that times it), the projection exists, the key is the bound one, the session is
--- active and not past its end (expiry recorded if due), the request id is new (reserved
--- now), the address is not blocked (the id stays reserved: a command refused as blocked
--- never runs later, even after an unblock), every budget allows the command, the session has room
--- for the push stream the command opens (a subscribe: claims past their end and grace are
--- dropped first), then every budget is spent, the stream claimed (member: the request id,
--- score: when the stream ends by itself) and the last use recorded. Nothing changes before
--- the reservation; a refusal after it spends nothing else.
+-- the clock that times it), the projection exists, the key is the bound one, the session
+-- is active and not past its end (expiry recorded if due), the request id is new
+-- (reserved now), the address is not blocked (the id stays reserved: a command refused as
+-- blocked never runs later, even after an unblock), every budget allows the command, the
+-- session has room for the push stream the command opens (a subscribe: claims past their
+-- end and grace are dropped first), then every budget is spent, the stream claimed
+-- (member: the request id, score: when the stream ends by itself) and the last use
+-- recorded. Nothing changes before the reservation; a refusal after it spends nothing
+-- else.
 -- KEYS: 1 projection, 2 record, 3 blocked, 4 replay reservation, 5 session budget,
 --       6 user budget, 7 message-type budget, 8 active, 9 expired, 10 lifecycle, 11 audit,
 --       12 the session's open streams, 13 address -> user id
