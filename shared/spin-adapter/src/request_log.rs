@@ -52,8 +52,9 @@ pub fn valid_request_id(raw: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
-/// A W3C `traceparent` (version 00 form): `vv-<32 hex>-<16 hex>-ff`, lower case, version
-/// not `ff`, ids not all zeros.
+/// A W3C `traceparent` of version 00, as the OpenAPI files admit it:
+/// `00-<32 hex>-<16 hex>-<2 hex>`, lower case, ids not all zeros. (Another version is
+/// ignored, not passed on: what it means is not known here.)
 pub fn valid_traceparent(raw: &str) -> bool {
     let parts: Vec<&str> = raw.split('-').collect();
     let hex = |s: &str, n: usize| {
@@ -62,8 +63,7 @@ pub fn valid_traceparent(raw: &str) -> bool {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     parts.len() == 4
-        && hex(parts[0], 2)
-        && parts[0] != "ff"
+        && parts[0] == "00"
         && hex(parts[1], 32)
         && parts[1].bytes().any(|b| b != b'0')
         && hex(parts[2], 16)
@@ -225,6 +225,8 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "7f-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
         ] {

@@ -173,6 +173,18 @@ async fn a_weak_next_token_locks_the_internal_api_and_says_which_variable() {
         .spawn()
         .await;
     let session = app.login("vic@example.com", &device_key(1)).await;
+    // Without a token the answer stays 401, as the OpenAPI promises: an anonymous caller
+    // does not learn that the API is locked (review finding).
+    let anonymous = app
+        .client
+        .get(format!(
+            "{}/api/v1/internal/sessions/{session}",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(anonymous.status(), 401);
     let response = app
         .client
         .get(format!(
