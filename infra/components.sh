@@ -6,11 +6,31 @@ component_packages() {
     grep -ho -- '--release -p [a-z0-9-]*' "$@" | awk '{print $3}' | sort -u
 }
 
+# Installs Debian packages, with sudo when not root.
+apt_install() {
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq && apt-get install -y -qq "$@"
+    else
+        sudo apt-get update -qq && sudo apt-get install -y -qq "$@"
+    fi
+}
+
 # The toolchain pinned in rust-toolchain.toml and its wasm32-wasip2 target (already on our
 # machines; installed if not). rustup adds a pinned target only when it installs the
-# toolchain itself, so a toolchain that was already there may lack the target.
+# toolchain itself, so a toolchain that was already there may lack the target. A machine
+# without rustup gets Debian's package (Debian 13 and later; older releases: install it
+# from rustup.rs first), and a C compiler for the crates that build C code.
 ensure_toolchain() {
     local channel
+    if ! command -v cc >/dev/null 2>&1; then
+        apt_install build-essential
+    fi
+    if ! command -v rustup >/dev/null 2>&1; then
+        apt_install rustup || {
+            echo "rustup is missing and Debian has no package for it here: install it from https://rustup.rs, then run this again" >&2
+            return 1
+        }
+    fi
     channel=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
     if ! rustup toolchain list | grep -q "^$channel"; then
         rustup toolchain install "$channel" --profile minimal -c clippy,rustfmt

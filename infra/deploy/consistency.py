@@ -55,6 +55,25 @@ for path in sorted(KUBE.glob("spinapp-*.yaml")):
     for r in sorted(required - set(names)):
         fail(f"{name}: required variable {r} is not set")
 
+# Every secret variable a group's components read is mapped from the Secret: one left
+# out silently keeps its empty default (a key rotation's next token or previous key, the
+# address tag key, a REST or user-service token), and the feature it serves breaks.
+import re
+
+reads = {}  # component -> top-level variables its templates name
+for cname, comp in manifest["component"].items():
+    names = set()
+    for value in (comp.get("variables") or {}).values():
+        names |= set(re.findall(r"\{\{\s*([a-z0-9_]+)\s*\}\}", str(value)))
+    reads[cname] = names
+for name, app in apps.items():
+    mapped = {v["name"] for v in app["spec"].get("variables", [])}
+    needed = set()
+    for c in app["spec"].get("components", []):
+        needed |= reads.get(c, set()) & secret
+    for v in sorted(needed - mapped):
+        fail(f"{name}: its components read the secret variable {v}, which it does not map")
+
 # Every routed component runs in exactly one group (health in all of them).
 for component in sorted(set(routes.values()) - {"health"}):
     owners = [n for n, a in apps.items() if component in a["spec"].get("components", [])]
@@ -99,10 +118,20 @@ for target in scaled - set(apps):
 
 # Secret keys referenced exist in the example Secret.
 (example,) = docs("secret.example.yaml")
+secret_text = (KUBE / "secret.example.yaml").read_text()
 for name, app in apps.items():
     for v in app["spec"].get("variables", []):
         ref = v.get("valueFrom", {}).get("secretKeyRef")
-        if ref and (ref["name"] != example["metadata"]["name"] or ref["key"] not in example["stringData"]):
+        if not ref:
+            continue
+        if ref["name"] != example["metadata"]["name"]:
+            fail(f"{name}: {v['name']} refers to the Secret {ref['name']}")
+        # An optional key (a rotation's, or a feature's that is off by default) is named
+        # in the example's comments, not set: a placeholder would switch it on.
+        elif ref.get("optional"):
+            if ref["key"] in example["stringData"] or f"# {ref['key']}:" not in secret_text:
+                fail(f"{name}: optional {ref['key']} must be a comment in secret.example.yaml")
+        elif ref["key"] not in example["stringData"]:
             fail(f"{name}: {v['name']} refers to {ref['name']}/{ref['key']}, not in secret.example.yaml")
 
 # The schema rejects what the operator would: each of these must fail validation.
