@@ -6,6 +6,16 @@ component_packages() {
     grep -ho -- '--release -p [a-z0-9-]*' "$@" | awk '{print $3}' | sort -u
 }
 
+# spin.toml (like every manifest here) loads the components from ./target, as `spin up`
+# does: a CARGO_TARGET_DIR elsewhere would build them where nothing loads them, and the
+# run would serve stale ones, or none.
+ensure_target_dir() {
+    if [ -n "${CARGO_TARGET_DIR:-}" ] && [ "$(realpath -m "$CARGO_TARGET_DIR")" != "$(realpath -m target)" ]; then
+        echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR: the manifests load components from ./target; unset it (or point it there)" >&2
+        exit 2
+    fi
+}
+
 # Installs Debian packages, with sudo when not root.
 apt_install() {
     if [ "$(id -u)" -eq 0 ]; then
