@@ -101,9 +101,11 @@ impl DeviceKey {
         })?;
         let file: KeyFile = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{} is not a key file: {e}", path.display()))?;
+        // The decode error names the offending character, a piece of the secret seed: it
+        // is left out on purpose, so no message can carry it.
         let seed: [u8; 32] = STANDARD
             .decode(file.ed25519_seed)
-            .map_err(|e| anyhow::anyhow!("{}: bad seed: {e}", path.display()))?
+            .map_err(|_secret| anyhow::anyhow!("{}: the seed is not base64", path.display()))?
             .try_into()
             .map_err(|b: Vec<u8>| {
                 anyhow::anyhow!("{}: seed of {} bytes", path.display(), b.len())
@@ -192,6 +194,40 @@ pub enum ClientError {
     Unexpected { status: u16, body: String },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// The most an answer's body may hold: the largest the gateway sends is a 1 MiB backend
+/// body in base64 inside its envelope (about 1.4 MB). A longer one is refused before it
+/// fills memory (a hostile endpoint, or one on the path, could stream bytes for ever).
+pub const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+
+/// An answer's status and its body, read up to [`MAX_ANSWER_BYTES`].
+///
+/// # Errors
+/// `Transport` when the body breaks off; `Unexpected` when it is longer than the cap.
+async fn answer_body(
+    mut response: reqwest::Response,
+    url: &str,
+) -> Result<(u16, Vec<u8>), ClientError> {
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(ClientError::Unexpected {
+                status,
+                body: format!("an answer longer than {MAX_ANSWER_BYTES} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body))
 }
 
 /// A verified successful answer.
@@ -365,9 +401,7 @@ impl Client {
             .send()
             .await
             .map_err(transport)?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(transport)?;
-        Ok((status, bytes.to_vec()))
+        answer_body(response, &url).await
     }
 
     fn api_error(status: u16, body: &[u8]) -> ClientError {
@@ -449,8 +483,7 @@ impl Client {
             source,
         };
         let response = self.http.get(&url).send().await.map_err(transport)?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(transport)?;
+        let (status, body) = answer_body(response, &url).await?;
         if status != 200 {
             return Err(Self::api_error(status, &body));
         }
@@ -575,7 +608,7 @@ impl Client {
             .map_err(transport)?;
         let status = response.status().as_u16();
         if status != 200 {
-            let body = response.bytes().await.map_err(transport)?;
+            let (_, body) = answer_body(response, &url).await?;
             // A refusal is a signed response: verify it like a command's.
             if let Ok(signed) = serde_json::from_slice::<SignedResponse>(&body) {
                 verify_response(
@@ -1137,6 +1170,49 @@ mod tests {
         assert!(
             waited >= due && waited < due + Duration::from_secs(3),
             "gave up after {waited:?}, due after {due:?}"
+        );
+    }
+
+    /// Review finding: answers were read whole, however long. A stand-in endpoint that
+    /// streams a body without end (a hostile one, or one on the path) is cut off at the
+    /// cap; before, the client read until memory ran out.
+    #[tokio::test]
+    async fn an_answer_without_end_is_refused_at_the_cap() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("the client connects");
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                        transfer-encoding: chunked\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = [b' '; 64 * 1024];
+            loop {
+                let size = format!("{:x}\r\n", chunk.len());
+                let sent = async {
+                    socket.write_all(size.as_bytes()).await?;
+                    socket.write_all(&chunk).await?;
+                    socket.write_all(b"\r\n").await
+                };
+                if sent.await.is_err() {
+                    return;
+                }
+            }
+        });
+        let client = Client::new(&format!("http://{addr}")).expect("a client");
+        let refused = tokio::time::timeout(Duration::from_secs(20), client.jwks())
+            .await
+            .expect("refused long before memory runs out")
+            .expect_err("refused");
+        assert!(
+            matches!(&refused, ClientError::Unexpected { body, .. } if body.contains("longer than")),
+            "{refused}"
         );
     }
 
