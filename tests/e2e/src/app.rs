@@ -823,11 +823,12 @@ impl TestApp {
         keys.sort();
         keys.into_iter()
             .map(|key| {
-                let dump: Vec<u8> = redis::cmd("DUMP")
+                // A key that expired since KEYS reads as none; an error is no snapshot.
+                let dump: Option<Vec<u8>> = redis::cmd("DUMP")
                     .arg(&key)
                     .query(&mut conn)
-                    .unwrap_or_default();
-                (key, dump)
+                    .unwrap_or_else(|e| panic!("DUMP {key}: {e}"));
+                (key, dump.unwrap_or_default())
             })
             .collect()
     }

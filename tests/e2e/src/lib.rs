@@ -24,6 +24,7 @@ pub mod app;
 pub mod backend_stub;
 pub mod build;
 pub mod device;
+pub mod logs;
 pub mod mail_stub;
 pub mod metrics;
 pub mod openapi;

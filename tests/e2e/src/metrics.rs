@@ -30,16 +30,40 @@ impl Metrics {
         Self { text, scrape }
     }
 
-    /// The counter `name` with exactly `labels` (0 when the series is absent).
+    /// The counter `name` with exactly `labels` (0 when the series is absent: a labelled
+    /// series appears once it has moved).
     ///
     /// # Panics
-    /// The series is there but is not a counter.
+    /// The series is there but is not a counter; the scrape declares no counter `name`;
+    /// or the family has series, none with the label names asked for (a misspelt name
+    /// or label would otherwise read as a counter that has not moved).
     pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let found = self.scrape.samples.iter().find(|s| {
             s.metric == name
                 && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
                 && s.labels.len() == labels.len()
         });
+        if found.is_none() {
+            let declared = format!("# TYPE {name} counter");
+            assert!(
+                self.text.lines().any(|line| line == declared),
+                "the scrape has no counter {name}:\n{}",
+                self.text
+            );
+            let family: Vec<_> = self
+                .scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == name)
+                .collect();
+            assert!(
+                family.is_empty()
+                    || family.iter().any(|s| s.labels.len() == labels.len()
+                        && labels.iter().all(|(k, _)| s.labels.get(k).is_some())),
+                "no series of {name} has the labels {labels:?}:\n{}",
+                self.text
+            );
+        }
         match found.map(|s| &s.value) {
             None => 0.0,
             Some(Value::Counter(n)) => *n,
@@ -77,7 +101,11 @@ impl Metrics {
             .unwrap_or_else(|| panic!("no gauge {name}:\n{}", self.text))
     }
 
-    /// The untyped sample `name` (a histogram's `_sum` and `_count`), 0 when absent.
+    /// The untyped sample `name` (a histogram's `_sum` and `_count`, written even for a
+    /// histogram that has not moved).
+    ///
+    /// # Panics
+    /// There is no such sample.
     pub fn plain(&self, name: &str) -> f64 {
         self.scrape
             .samples
@@ -86,7 +114,7 @@ impl Metrics {
                 Value::Untyped(n) | Value::Counter(n) if s.metric == name => Some(n),
                 _ => None,
             })
-            .unwrap_or(0.0)
+            .unwrap_or_else(|| panic!("no sample {name}:\n{}", self.text))
     }
 }
 

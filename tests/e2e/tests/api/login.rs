@@ -284,13 +284,14 @@ async fn a_webhook_that_answers_2xx_has_sent_the_mail_even_if_its_body_stalls() 
         .variable("mail_webhook_timeout_ms", "300")
         .spawn()
         .await;
-    let challenge = app.new_challenge("body@example.com").await;
+    let send = app.send_email_code("body@example.com").await;
+    let challenge = send.field("challenge_id");
     let key = format!("{}ch:{challenge}", app.address_prefix("body@example.com"));
-    eventually("a 2xx is sent", || {
-        hget(&app, &key, "state").as_deref() == Some("sent")
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The request's line is written once delivery has ended, stalled body or not.
+    let line = app
+        .request_line(send.header("x-request-id").expect("a request id"))
+        .await;
+    assert_eq!(line["delivery"], "sent", "{line}");
     assert_eq!(hget(&app, &key, "state").as_deref(), Some("sent"));
 }
 
@@ -324,9 +325,13 @@ async fn a_resend_within_the_interval_answers_the_same_challenge_without_a_new_m
     let app = spawn_app().await;
     let first = app.new_challenge("twice@example.com").await;
     app.mail.delivery_for(&first).await;
-    let second = app.new_challenge("Twice@Example.com").await;
-    assert_eq!(first, second);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resend = app.send_email_code("Twice@Example.com").await;
+    assert_eq!(resend.field("challenge_id"), first);
+    // Its log line comes once all its work is done: no delivery was part of it.
+    let line = app
+        .request_line(resend.header("x-request-id").expect("a request id"))
+        .await;
+    assert!(line.get("delivery").is_none(), "{line}");
     assert_eq!(app.mail.deliveries().len(), 1);
 }
 
@@ -768,6 +773,11 @@ async fn the_session_limit_rejects_or_evicts_the_oldest() {
         Some("sent"),
         "a refused confirm changes nothing"
     );
+    assert_eq!(
+        hget(&app, &format!("{prefix}gw:{first}"), "status").as_deref(),
+        Some("active"),
+        "the session that holds the place keeps it"
+    );
 
     let app2 = Spawn::default()
         .variable("resend_interval_seconds", "0")
@@ -795,7 +805,6 @@ async fn the_session_limit_rejects_or_evicts_the_oldest() {
         .zcard(format!("{prefix}sessions:active"))
         .expect("ZCARD");
     assert_eq!(active, 1);
-    let _ = first;
 }
 
 #[tokio::test]
@@ -1425,9 +1434,13 @@ async fn no_code_or_secret_appears_in_any_log_line_or_stored_value() {
         200
     );
     app.mail.answer_with(500);
-    let failing = app.new_challenge("sam@example.com").await;
-    let failing_code = app.mailed_code(&failing).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let failing = app.send_email_code("sam@example.com").await;
+    let failing_code = app.mailed_code(&failing.field("challenge_id")).await;
+    // The failed delivery's lines are written by the time its request's line is.
+    let line = app
+        .request_line(failing.header("x-request-id").expect("a request id"))
+        .await;
+    assert_eq!(line["delivery"], "delivery_failed", "{line}");
 
     let secrets = [
         code.as_str(),

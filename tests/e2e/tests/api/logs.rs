@@ -1,42 +1,12 @@
 //! Operability: one JSON log line per request, request ids and trace context, and no
 //! secret in any line.
 
+use edge_auth_tests::logs::{lines_with_id, request_lines};
 use edge_auth_tests::{
-    BACKEND_TOKEN, GATEWAY_SEED, INTERNAL_TOKEN, MAIL_TOKEN, Spawn, TEST_SECRET, TestApp,
+    BACKEND_TOKEN, GATEWAY_SEED, INTERNAL_TOKEN, MAIL_TOKEN, Spawn, TEST_SECRET,
     USER_SERVICE_TOKEN, round_trips,
 };
 use serde_json::Value;
-
-/// The request lines among `lines` (JSON objects with `msg: request`).
-fn request_lines(lines: &[String]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter_map(|line| {
-            let json = &line[line.find('{')?..];
-            serde_json::from_str::<Value>(json).ok()
-        })
-        .filter(|v| v["msg"] == "request")
-        .collect()
-}
-
-/// The request lines whose `request_id` is `request_id`.
-fn lines_with_id(lines: &[String], request_id: &str) -> Vec<Value> {
-    request_lines(lines)
-        .into_iter()
-        .filter(|v| v["request_id"] == request_id)
-        .collect()
-}
-
-/// The line of the request whose response carried `request_id`, waited for: it is
-/// written once the response is sent.
-async fn line_of(app: &TestApp, request_id: &str) -> Value {
-    let logs = app
-        .logs_once(|lines| !lines_with_id(lines, request_id).is_empty())
-        .await;
-    let lines = lines_with_id(&logs, request_id);
-    assert_eq!(lines.len(), 1, "one line for {request_id}: {lines:#?}");
-    lines[0].clone()
-}
 
 #[tokio::test]
 async fn every_request_writes_one_json_line_with_route_status_latency_and_ids() {
@@ -68,7 +38,7 @@ async fn every_request_writes_one_json_line_with_route_status_latency_and_ids() 
         let id = response
             .header("x-request-id")
             .expect("x-request-id echoed");
-        let line = line_of(&app, id).await;
+        let line = app.request_line(id).await;
         assert_eq!(line["route"], route);
         assert_eq!(line["status"], status);
         assert!(line["latency_ms"].as_f64().expect("latency") > 0.0);
@@ -80,7 +50,7 @@ async fn every_request_writes_one_json_line_with_route_status_latency_and_ids() 
     }
     let id = |r: &edge_auth_tests::ApiResponse| r.header("x-request-id").expect("id").to_string();
     assert_eq!(
-        line_of(&app, &id(&send)).await["challenge_id"],
+        app.request_line(&id(&send)).await["challenge_id"],
         challenge.as_str()
     );
     let user = get.field("user_id");
@@ -94,11 +64,14 @@ async fn every_request_writes_one_json_line_with_route_status_latency_and_ids() 
         )
         .await;
     assert_eq!(audit.status(), 200);
-    assert_eq!(line_of(&app, &id(&audit)).await["user_id"], user.as_str());
-    let confirmed = line_of(&app, &id(&confirm)).await;
+    assert_eq!(
+        app.request_line(&id(&audit)).await["user_id"],
+        user.as_str()
+    );
+    let confirmed = app.request_line(&id(&confirm)).await;
     assert_eq!(confirmed["device_session_id"], session.as_str());
     assert_eq!(confirmed["user_id"], user.as_str());
-    let gateway = line_of(&app, &id(&executed)).await;
+    let gateway = app.request_line(&id(&executed)).await;
     assert_eq!(gateway["device_session_id"], session.as_str());
     assert_eq!(gateway["user_id"], user.as_str());
     assert_eq!(gateway["message_type"], "echo");
@@ -108,7 +81,7 @@ async fn every_request_writes_one_json_line_with_route_status_latency_and_ids() 
         command.command.envelope.request_id.as_str()
     );
     assert_eq!(
-        line_of(&app, &id(&get)).await["device_session_id"],
+        app.request_line(&id(&get)).await["device_session_id"],
         session.as_str()
     );
 
@@ -119,7 +92,9 @@ async fn every_request_writes_one_json_line_with_route_status_latency_and_ids() 
             &serde_json::json!({"email": "nope"}),
         )
         .await;
-    let line = line_of(&app, refused.header("x-request-id").expect("id")).await;
+    let line = app
+        .request_line(refused.header("x-request-id").expect("id"))
+        .await;
     assert_eq!(line["status"], 400);
     assert_eq!(line["error_code"], "invalid_email");
 }
@@ -145,7 +120,7 @@ async fn a_clean_request_id_and_a_traceparent_travel_to_the_backend() {
     assert_eq!(call.header("x-request-id"), Some("client-chosen-42"));
     assert_eq!(call.header("traceparent"), Some(traceparent));
     assert_eq!(
-        line_of(&app, "client-chosen-42").await["traceparent"],
+        app.request_line("client-chosen-42").await["traceparent"],
         traceparent
     );
 
@@ -163,7 +138,7 @@ async fn a_clean_request_id_and_a_traceparent_travel_to_the_backend() {
         .expect("text")
         .to_string();
     assert_eq!(id.len(), 32);
-    assert!(line_of(&app, &id).await.get("traceparent").is_none());
+    assert!(app.request_line(&id).await.get("traceparent").is_none());
 }
 
 #[tokio::test]
@@ -187,7 +162,8 @@ async fn no_key_token_signature_or_payload_appears_in_any_log_line() {
         )
         .await;
     // Every line is in once the last request's own line is.
-    line_of(&app, audit.header("x-request-id").expect("id")).await;
+    app.request_line(audit.header("x-request-id").expect("id"))
+        .await;
 
     let seed = base64::engine::general_purpose::STANDARD.encode(GATEWAY_SEED);
     let payload_b64 = command.command.payload.clone();
@@ -268,7 +244,8 @@ async fn no_secret_or_address_appears_in_the_logs_of_the_session_push_and_reserv
     let unblocked = app.unblock(&by_address).await;
     assert_eq!(unblocked.status(), 200);
     app.set_session_limit(Some(5)).await;
-    line_of(&app, unblocked.header("x-request-id").expect("id")).await;
+    app.request_line(unblocked.header("x-request-id").expect("id"))
+        .await;
 
     let payload_b64 = base64::engine::general_purpose::STANDARD.encode(secret_payload);
     let seed = base64::engine::general_purpose::STANDARD.encode(GATEWAY_SEED);
@@ -297,14 +274,20 @@ async fn no_secret_or_address_appears_in_the_logs_of_the_session_push_and_reserv
     ];
     let secrets: Vec<&str> = stored_secrets.into_iter().chain(logged_secrets).collect();
     // The safe identifiers of these routes: the user and the reason code.
-    let line = line_of(&app, revoked_all.header("x-request-id").expect("id")).await;
+    let line = app
+        .request_line(revoked_all.header("x-request-id").expect("id"))
+        .await;
     assert_eq!(
         (&line["user_id"], &line["reason_code"]),
         (&user.clone().into(), &"tests".into())
     );
-    let line = line_of(&app, published.header("x-request-id").expect("id")).await;
+    let line = app
+        .request_line(published.header("x-request-id").expect("id"))
+        .await;
     assert_eq!(line["user_id"], user.as_str());
-    let line = line_of(&app, unblocked.header("x-request-id").expect("id")).await;
+    let line = app
+        .request_line(unblocked.header("x-request-id").expect("id"))
+        .await;
     assert_eq!(line["reason_code"], "tests");
     assert!(line.get("user_id").is_none(), "blocked by address: {line}");
 
@@ -362,7 +345,7 @@ async fn a_send_line_tells_how_delivery_went_and_every_line_a_component_writes_i
     // A first send loads the scripts (a fresh Redis answers EVALSHA with NOSCRIPT).
     let warm = send("eve@example.com", "send-warm").await.expect("answers");
     assert_eq!(warm.status(), 200);
-    line_of(&app, "send-warm").await;
+    app.request_line("send-warm").await;
     let sent = send("ada@example.com", "send-delivered")
         .await
         .expect("answers");
@@ -374,7 +357,7 @@ async fn a_send_line_tells_how_delivery_went_and_every_line_a_component_writes_i
         .await;
     assert_eq!(delivery.request_id.as_deref(), Some("send-delivered"));
     assert_eq!(delivery.traceparent.as_deref(), Some(traceparent));
-    let line = line_of(&app, "send-delivered").await;
+    let line = app.request_line("send-delivered").await;
     assert_eq!(line["delivery"], "sent");
     assert_eq!(line["redis_round_trips"], 2, "{line}");
     assert_eq!(
@@ -388,7 +371,7 @@ async fn a_send_line_tells_how_delivery_went_and_every_line_a_component_writes_i
         .expect("answers");
     assert_eq!(failed.status(), 200);
     assert_eq!(
-        line_of(&app, "send-failed").await["delivery"],
+        app.request_line("send-failed").await["delivery"],
         "delivery_failed"
     );
 
@@ -399,7 +382,7 @@ async fn a_send_line_tells_how_delivery_went_and_every_line_a_component_writes_i
     let failing = app.execute(&command.command).await;
     assert_eq!(failing.status(), 502);
     let failing_id = failing.header("x-request-id").expect("id").to_string();
-    line_of(&app, &failing_id).await;
+    app.request_line(&failing_id).await;
     let lines = app
         .logs_once(|lines| {
             component_lines(lines).iter().any(|l| {

@@ -292,7 +292,10 @@ async fn ends_with(stream: &mut EventStream, code: &str, reason: &str) -> Durati
 
 #[tokio::test]
 async fn revoking_or_blocking_ends_the_stream_at_once_with_a_reason() {
-    let (app, device, user) = app_with(Spawn::default()).await;
+    // A wait ends at the latest after the heartbeat interval; at 60 s, an end within
+    // `next`'s 10 s can only come from the revocation waking the stream.
+    let (app, device, _user) =
+        app_with(Spawn::default().variable("push_heartbeat_seconds", "60")).await;
     let mut stream = open(&app, &device, None).await;
     hello(&mut stream).await;
     let started = Instant::now();
@@ -314,8 +317,10 @@ async fn revoking_or_blocking_ends_the_stream_at_once_with_a_reason() {
     let mut bobs = open(&app, &bob, None).await;
     hello(&mut bobs).await;
     let started = Instant::now();
-    app.block(&json!({"user_id": bob_user, "reason_code": "abuse", "actor": "admin:tests"}))
+    let blocked = app
+        .block(&json!({"user_id": bob_user, "reason_code": "abuse", "actor": "admin:tests"}))
         .await;
+    assert_eq!(blocked.status(), 200, "{}", blocked.body);
     ends_with(&mut bobs, "failed_precondition", "user_blocked").await;
     println!("a block reached the stream after {:?}", started.elapsed());
 
@@ -326,7 +331,6 @@ async fn revoking_or_blocking_ends_the_stream_at_once_with_a_reason() {
     let again = app.subscribe(&bob, None).await.expect_err("refused");
     assert_eq!(again.status(), 403);
     assert_eq!(again.body["envelope"]["result_code"], "user_blocked");
-    let _ = user;
 }
 
 #[tokio::test]

@@ -1505,7 +1505,14 @@ async fn revoke_all_racing_logins_ends_every_session_older_than_the_call() {
     let count = revoked.body["revoked_count"].as_u64().expect("count");
     assert!((5..=10).contains(&count), "{count}");
     assert_eq!(active_count(&app, "kim@example.com") as u64, 10 - count);
-    let _ = during;
+    // The racing logins ran one after another: those before the call are ended, then
+    // every later one is live.
+    let statuses: Vec<_> = during.iter().map(|s| record_status(&app, s)).collect();
+    let ended = usize::try_from(count - 5).expect("small");
+    let expected: Vec<_> = (0..5)
+        .map(|i| Some(if i < ended { "revoked" } else { "active" }.to_string()))
+        .collect();
+    assert_eq!(statuses, expected);
     projections_agree(&app, "kim@example.com");
 }
 
