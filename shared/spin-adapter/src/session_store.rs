@@ -464,10 +464,13 @@ impl SessionStore for RedisSessionStore {
                 self.redis
                     .command("GET", &[keys::SESSION_LIMIT_CALLS.into()])?,
             );
-            let counter = reply
-                .text()?
-                .and_then(|n| n.parse::<i64>().ok())
-                .unwrap_or(0);
+            // No counter yet counts as 0; one that is not a number is corrupt, not 0.
+            let counter = match reply.text()? {
+                None => 0,
+                Some(n) => n
+                    .parse::<i64>()
+                    .with_context(|| format!("the session-limit call counter holds {n:?}"))?,
+            };
             if counter < newest {
                 self.redis.command(
                     "INCRBY",
