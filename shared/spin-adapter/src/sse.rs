@@ -9,6 +9,7 @@
 //! counts how it ended and the published events it sent.
 
 use edge_auth_domain::push::ports::{Gone, Position, Subscriber};
+use edge_auth_domain::push::settings::WRITE_GRACE_MS;
 use edge_auth_domain::time::Elapsed;
 use edge_auth_protocol::RESERVED_PREFIX;
 use edge_auth_protocol::wire::SignedEvent;
@@ -43,12 +44,14 @@ pub struct SseWriter<'a, 'b> {
 
 impl<'a, 'b> SseWriter<'a, 'b> {
     /// A writer for the stream `live`, admitted `admitted.elapsed_ms()` ago. No write
-    /// completes after the stream's place has lapsed (less a margin to give it back): a
-    /// client that reads slowly cannot keep a stream that no longer counts.
+    /// completes later than [`WRITE_GRACE_MS`] after the stream's maximum duration (what
+    /// its `gateway.server_time` announced, inside a platform's request limit), nor after
+    /// its place has lapsed (less a margin to give it back): a client that reads slowly
+    /// cannot keep a stream past its announced end, nor one that no longer counts.
     pub fn new(body: &'a mut BodyWriter<'b>, live: Live, admitted: &impl Elapsed) -> Self {
-        let last_write = (live.ends_in_ms + live.grace_ms)
-            .saturating_sub(RELEASE_MARGIN_MS)
-            .saturating_sub(admitted.elapsed_ms());
+        let last_write = (live.ends_in_ms
+            + WRITE_GRACE_MS.min(live.grace_ms.saturating_sub(RELEASE_MARGIN_MS)))
+        .saturating_sub(admitted.elapsed_ms());
         body.end_by(std::time::Duration::from_millis(last_write));
         Self {
             body,

@@ -20,6 +20,11 @@ pub const DEFAULT_MAX_STREAMS_PER_SESSION: u64 = 3;
 /// How long after its maximum duration a stream's claim still counts when no stream
 /// released it (the instance died): room for the terminal event's write.
 pub const CLAIM_GRACE_MS: u64 = 15_000;
+/// How long past its maximum duration a stream's last writes may take (a write under
+/// way, then the terminal event): a write that cannot complete by then ends the stream.
+/// With the default maximum, 25 s + 4 s stays inside a 30 s request limit, so a stream
+/// ends by itself (and gives its place back) before a platform cuts it.
+pub const WRITE_GRACE_MS: u64 = 4_000;
 /// The largest payload a published event may carry (its JSON bytes).
 pub const MAX_EVENT_PAYLOAD_BYTES: usize = 16 * 1024;
 

@@ -26,7 +26,7 @@ use crate::push::ports::{
     Subscriber, Wake,
 };
 use crate::push::publish::event_id;
-use crate::push::settings::{CLAIM_GRACE_MS, PushSettings};
+use crate::push::settings::{PushSettings, WRITE_GRACE_MS};
 use crate::random::Random;
 use crate::time::Elapsed;
 
@@ -158,8 +158,16 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
     }
 
     /// Sends what `read` found, the client standing at `at` (where the read began);
-    /// `Some(end)` when the stream is over.
-    fn deliver(&mut self, read: &StreamRead, at: Position) -> anyhow::Result<Option<StreamEnd>> {
+    /// `Some(end)` when the stream is over. A batch can take long to write to a slow
+    /// client: once the stream's maximum duration (`max_duration_ms` on `clock`) has
+    /// come, it ends there, at the last event it passed, before the next write.
+    fn deliver(
+        &mut self,
+        read: &StreamRead,
+        at: Position,
+        clock: &impl Elapsed,
+        max_duration_ms: u64,
+    ) -> anyhow::Result<Option<StreamEnd>> {
         // An ended session gets nothing more, not even the events this read found: they
         // may have been published after it ended (a revoke between two reads, or while a
         // slow client held up the last batch). Its end stands where the client is.
@@ -178,20 +186,29 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
                 return Ok(Some(StreamEnd::ClientGone));
             }
         }
-        let session = self.sub.session.as_str();
+        // Where the client stands: the last event sent or passed over (one not for it).
+        let mut passed = if read.gap { read.cursor } else { at };
         for stored in &read.events {
+            let now = clock.elapsed_ms();
+            if now >= max_duration_ms {
+                let at_ms = self.now_ms(now);
+                return self.end(EndReason::MaxDuration, passed, at_ms).map(Some);
+            }
             // Another device's event, or one for another user: an address can change
             // hands in an external directory while the previous user's sessions in its
             // slot live on, and they must never see the new user's events.
+            let session = self.sub.session.as_str();
             if stored.device.as_deref().is_some_and(|d| d != session)
                 || stored.user_id != self.sub.user_id
             {
+                passed = stored.position;
                 continue;
             }
             let signed = self.sign(stored);
             if self.out.event(stored.position, &signed).is_err() {
                 return Ok(Some(StreamEnd::ClientGone));
             }
+            passed = stored.position;
         }
         Ok(None)
     }
@@ -284,14 +301,14 @@ fn stream(
     // The client's own position (or where the stream starts): the events after it follow.
     let start = sub.resume.unwrap_or(read.cursor);
     // How long the client may wait for this stream's end: what is left of its maximum
-    // duration, plus the grace its last write may take (the adapter ends every write
+    // duration, plus the grace its last writes may take (the adapter ends every write
     // before the grace is over). A client still waiting after that (and a margin for the
     // network) knows someone is holding events back behind heartbeats, which are not
     // signed, and resumes.
     let ends_within_ms = settings
         .max_duration_ms
         .saturating_sub(clock.elapsed_ms())
-        .saturating_add(CLAIM_GRACE_MS);
+        .saturating_add(WRITE_GRACE_MS);
     let hello = json!({"server_time_ms": read.now_ms, "ends_within_ms": ends_within_ms});
     if stream
         .gateway(SERVER_TIME, start, read.now_ms, &hello)?
@@ -302,7 +319,7 @@ fn stream(
     let mut last_sent = clock.elapsed_ms();
     let mut at = start;
     loop {
-        if let Some(end) = stream.deliver(&read, at)? {
+        if let Some(end) = stream.deliver(&read, at, clock, settings.max_duration_ms)? {
             return Ok(end);
         }
         if !read.events.is_empty() || read.gap {
