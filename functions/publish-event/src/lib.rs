@@ -29,8 +29,9 @@ struct PublishBody {
     #[serde(default)]
     device_session_id: Option<String>,
     event_type: String,
-    /// Any JSON value; devices get its bytes as the event's payload.
-    payload: serde_json::Value,
+    /// Any JSON value, kept as the caller wrote it: devices get these very bytes (a
+    /// parsed value written out again would reorder its keys and respell its numbers).
+    payload: Box<serde_json::value::RawValue>,
 }
 
 #[http_component]
@@ -43,13 +44,11 @@ async fn handle_publish_event(req: IncomingRequest, out: ResponseOutparam) {
             public_errors::publish(&e)
         };
         let body: PublishBody = call.json()?;
-        let payload = serde_json::to_vec(&body.payload)
-            .map_err(|e| fail(PublishError::Unexpected(anyhow::Error::new(e))))?;
         let publication = Publication::parse(
             &body.user_id,
             body.device_session_id.as_deref(),
             &body.event_type,
-            payload,
+            body.payload.get().as_bytes().to_vec(),
         )
         .map_err(fail)?;
         call.note("user_id", publication.user.as_str());

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+
 use edge_auth_client::{Prepared, sign_command};
 use edge_auth_protocol::verify::verify_response;
 use edge_auth_protocol::wire::SignedResponse;
@@ -209,6 +211,35 @@ async fn a_device_event_reaches_only_its_device_and_a_user_event_reaches_every_d
         "the other device never sees only.one"
     );
     assert_eq!(other.signed.envelope.device_session_id, ada2.session);
+}
+
+#[tokio::test]
+async fn devices_get_a_published_payload_byte_for_byte_as_the_backend_wrote_it() {
+    // Review finding: the payload was parsed and written out again, so keys came sorted,
+    // the last of two equal keys won, and a large integer became a float.
+    let (app, device, user) = app_with(Spawn::default()).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+    let payload = r#"{"b": 1, "a": 123456789012345678901234, "c": 1.10, "a": [ ]}"#;
+    let body = format!(r#"{{"user_id": "{user}", "event_type": "raw", "payload": {payload} }}"#);
+    let path = "/api/v1/internal/push/events";
+    let response = app
+        .client
+        .post(format!("{}{path}", app.address))
+        .bearer_auth(edge_auth_tests::INTERNAL_TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the request reaches the app");
+    let published = ApiResponse::checked(response, path, "post").await;
+    assert_eq!(published.status(), 200, "{}", published.body);
+    let event = next(&mut stream).await;
+    assert_eq!(event.event, "raw");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&event.signed.payload)
+        .expect("base64");
+    assert_eq!(String::from_utf8(bytes).expect("UTF-8"), payload);
 }
 
 #[tokio::test]
