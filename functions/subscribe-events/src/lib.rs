@@ -166,8 +166,8 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
             key,
         };
         // Before answering: a store that fails now gets a plain 503 (and the place back).
-        let opened =
-            stream::open(&store, &subscribed.subscription(), &since).map_err(|e| fail(e.into()))?;
+        let opened = stream::open(&store, &push, &subscribed.subscription(), &since)
+            .map_err(|e| fail(e.into()))?;
         count_command(SUBSCRIBE, true, "ok");
         call.note("result_code", "ok");
         Ok(Answer::stream("text/event-stream", move |body| {

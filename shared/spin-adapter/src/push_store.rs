@@ -107,6 +107,7 @@ impl PushStore for RedisPushStore {
         session: &DeviceSessionId,
         from: ReadFrom,
         max_events: u32,
+        max_age_ms: u64,
     ) -> anyhow::Result<StreamRead> {
         let k = AddressKeys::new(session.tag());
         let id = session.as_str();
@@ -136,6 +137,7 @@ impl PushStore for RedisPushStore {
                 keys::LIFECYCLE_MAXLEN.into(),
                 keys::AUDIT_TTL_MS.into(),
                 keys::AUDIT_MAXLEN.into(),
+                max_age_ms.into(),
             ],
         )?;
         let mut reply = Reply::new("push_read", items);

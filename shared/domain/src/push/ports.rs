@@ -206,7 +206,9 @@ pub trait PushStore {
     fn append(&self, tag: AddressTag, event: &Append<'_>) -> anyhow::Result<AppendOutcome>;
 
     /// Reads `session`'s state and its events after `from` (at most `max_events`),
-    /// recording an expiry that is due. Never changes anything else.
+    /// recording an expiry that is due. Never changes anything else. Events older than
+    /// `max_age_ms` by the store's clock are gone even where no append has trimmed them
+    /// yet: one of them after `from` makes the read a gap.
     ///
     /// # Errors
     /// The store is unreachable.
@@ -215,6 +217,7 @@ pub trait PushStore {
         session: &DeviceSessionId,
         from: ReadFrom,
         max_events: u32,
+        max_age_ms: u64,
     ) -> anyhow::Result<StreamRead>;
 
     /// Blocks until the slot's lifecycle stream has a record after `lifecycle` or its

@@ -243,11 +243,12 @@ pub struct Opened {
 /// itself).
 pub fn open(
     store: &impl PushStore,
+    settings: &PushSettings,
     sub: &Subscription<'_>,
     clock: &impl Elapsed,
 ) -> anyhow::Result<Opened> {
     let from = sub.resume.map_or(ReadFrom::Now, ReadFrom::After);
-    match store.read(sub.session, from, READ_BATCH) {
+    match store.read(sub.session, from, READ_BATCH, settings.max_age_ms) {
         Ok(first) => Ok(Opened {
             first,
             read_at_ms: clock.elapsed_ms(),
@@ -364,7 +365,12 @@ fn stream(
             }
         }
         at = read.cursor;
-        read = match store.read(sub.session, ReadFrom::After(at), READ_BATCH) {
+        read = match store.read(
+            sub.session,
+            ReadFrom::After(at),
+            READ_BATCH,
+            settings.max_age_ms,
+        ) {
             Ok(next) => next,
             Err(e) => return fail(&mut stream, at, clock, e),
         };

@@ -36,6 +36,8 @@ struct Script {
     woken: RefCell<VecDeque<Wake>>,
     clock: Cell<u64>,
     waits: Cell<u32>,
+    /// The `max_age_ms` of every read.
+    read_ages: RefCell<Vec<u64>>,
     /// The claims released, and whether releasing fails.
     released: RefCell<Vec<String>>,
     release_fails: Cell<bool>,
@@ -48,7 +50,14 @@ impl PushStore for Script {
     fn append(&self, _: AddressTag, _: &Append<'_>) -> anyhow::Result<AppendOutcome> {
         anyhow::bail!("not in these tests")
     }
-    fn read(&self, _: &DeviceSessionId, _: ReadFrom, _: u32) -> anyhow::Result<StreamRead> {
+    fn read(
+        &self,
+        _: &DeviceSessionId,
+        _: ReadFrom,
+        _: u32,
+        age: u64,
+    ) -> anyhow::Result<StreamRead> {
+        self.read_ages.borrow_mut().push(age);
         self.reads
             .borrow_mut()
             .pop_front()
@@ -184,7 +193,7 @@ fn run_to(
 ) -> Ran {
     let parts = parts();
     let sub = subscription(&parts, resume);
-    let opened = open(script, &sub, &ScriptClock(script)).expect("the first read");
+    let opened = open(script, &settings, &sub, &ScriptClock(script)).expect("the first read");
     run(
         script,
         &Counter(Cell::new(0)),
@@ -202,6 +211,7 @@ fn script(reads: Vec<StreamRead>, woken: Vec<Wake>) -> Script {
         woken: RefCell::new(woken.into()),
         clock: Cell::new(0),
         waits: Cell::new(0),
+        read_ages: RefCell::default(),
         released: RefCell::default(),
         release_fails: Cell::new(false),
     }
@@ -245,11 +255,20 @@ fn a_stream_says_the_time_delivers_its_events_in_order_and_nothing_once_revoked(
         ],
         vec![Wake::Changed],
     );
-    let (end, seen) = go(&s, Some(pos("3-0")), PushSettings::default());
+    let settings = PushSettings {
+        max_age_ms: 60_000,
+        ..PushSettings::default()
+    };
+    let (end, seen) = go(&s, Some(pos("3-0")), settings);
     assert_eq!(end, StreamEnd::Ended(EndReason::SessionRevoked));
     assert_eq!(
         types(&seen),
         ["gateway.server_time", "note", "note", "gateway.stream_end"]
+    );
+    assert_eq!(
+        *s.read_ages.borrow(),
+        [60_000, 60_000],
+        "every read is told how old an event may be"
     );
     let ids: Vec<String> = seen
         .items
@@ -611,7 +630,7 @@ fn a_first_read_that_fails_answers_nothing_yet_and_releases_the_place() {
     let clock = ScriptClock(&down);
     let error = format!(
         "{:#}",
-        open(&down, &sub, &clock).expect_err("the store is down")
+        open(&down, &PushSettings::default(), &sub, &clock).expect_err("the store is down")
     );
     assert!(
         error.contains("first read failed") && error.contains("store down"),
@@ -620,7 +639,10 @@ fn a_first_read_that_fails_answers_nothing_yet_and_releases_the_place() {
     assert_eq!(*down.released.borrow(), [format!("{SESSION}/{STREAM}")]);
 
     down.release_fails.set(true);
-    let error = format!("{:#}", open(&down, &sub, &clock).expect_err("still down"));
+    let error = format!(
+        "{:#}",
+        open(&down, &PushSettings::default(), &sub, &clock).expect_err("still down")
+    );
     assert!(error.contains("not released"), "{error}");
 }
 

@@ -4,7 +4,8 @@
 -- KEYS: 1 projection, 2 session record, 3 blocked, 4 active sessions, 5 expired sessions,
 --       6 lifecycle, 7 audit, 8 events stream, 9 events meta, 10 address -> user id
 -- ARGV: 1 device session id, 2 from ('' = the newest event: only what comes next),
---       3 batch size, 4 lifecycle ttl, 5 lifecycle maxlen, 6 audit ttl, 7 audit maxlen
+--       3 batch size, 4 lifecycle ttl, 5 lifecycle maxlen, 6 audit ttl, 7 audit maxlen,
+--       8 the events' max age (ms)
 -- Returns {state, now, ends_at (-1 none), lifecycle id, cursor, gap (0/1), n, then n
 --   events of 7 fields: id, event_id, type, device, user_id, at, payload}.
 --   state: 'active', 'session_revoked', 'session_expired' or 'user_blocked'.
@@ -48,6 +49,16 @@ else
   local lost = exists and meta[1] or (not exists and meta[2]) or nil
   if (lost and id_less(from, lost)) or id_less(newest, from) then
     gap, from = 1, newest
+  end
+  -- Events past their max age are gone, though only an append trims them: a stream
+  -- nobody publishes to would otherwise keep its last ones until it expires whole, up
+  -- to twice their max age.
+  local cutoff = now - tonumber(ARGV[8])
+  if gap == 0 and cutoff > 0 then
+    local old = redis.call('XREVRANGE', KEYS[8], tostring(cutoff - 1), '-', 'COUNT', 1)
+    if old[1] and id_less(from, old[1][1]) then
+      gap, from = 1, newest
+    end
   end
 end
 

@@ -307,6 +307,40 @@ async fn a_resume_after_the_whole_stream_expired_gets_resync_required_even_once_
     );
 }
 
+#[tokio::test]
+async fn an_event_past_its_max_age_is_never_sent_even_before_a_publish_trims_it() {
+    // Review finding: only an append trims by age, so in a stream nobody published to
+    // since, an event stayed readable up to twice `push_stream_max_age_seconds` (one day
+    // here). This one is two days old, as if Redis had appended it then.
+    let (app, device, user) = app_with(Spawn::default()).await;
+    let events = format!("{}events", TestApp::prefix_of_id(&device.session));
+    let two_days_ago = now_ms() - 2 * 86_400_000;
+    let _: String = redis::cmd("XADD")
+        .arg(&events)
+        .arg(format!("{two_days_ago}-0"))
+        .arg(&[
+            ("event_id", "ev_AAAAAAAAAAAAAAAAAAAAAA"),
+            ("type", "too.old"),
+            ("device", ""),
+            ("user_id", user.as_str()),
+            ("at", two_days_ago.to_string().as_str()),
+            ("payload", "{}"),
+        ])
+        .query(&mut app.redis())
+        .expect("XADD");
+
+    let mut resumed = open(&app, &device, Some("1-0")).await;
+    hello(&mut resumed).await;
+    assert_eq!(
+        next(&mut resumed).await.event,
+        "gateway.resync_required",
+        "the old event is gone: never a silent gap"
+    );
+    publish_e(&app, &user, json!("new")).await;
+    let event = next(&mut resumed).await;
+    assert_eq!((event.event.as_str(), event.payload), ("e", json!("new")));
+}
+
 async fn ends_with(stream: &mut EventStream, code: &str, reason: &str) -> Duration {
     let started = Instant::now();
     let end = next(stream).await;
