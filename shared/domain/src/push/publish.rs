@@ -67,6 +67,11 @@ impl Publication {
                 payload.len()
             )));
         }
+        // Devices get these bytes as they are: they must be JSON that a common parser
+        // takes, nesting no deeper than serde_json's limit (128 levels), as a parsed body
+        // was before payloads were passed on unparsed.
+        serde_json::from_slice::<serde_json::Value>(&payload)
+            .map_err(|e| invalid(format!("payload is not JSON devices can parse: {e}")))?;
         Ok(Self {
             user,
             device,

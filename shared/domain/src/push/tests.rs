@@ -692,12 +692,22 @@ fn positions_parse_strictly_and_order_numerically() {
 fn a_publication_refuses_gateway_types_bad_ids_and_large_payloads() {
     let ok = Publication::parse("u1", None, "profile.changed", b"{}".to_vec());
     assert!(ok.is_ok());
+    let deepest = [&[b'['; 127][..], &[b']'; 127][..]].concat();
+    assert!(Publication::parse("u1", None, "note", deepest).is_ok());
     for (user, device, event_type, payload) in [
         ("u1", None, "gateway.server_time", b"{}".to_vec()),
         ("u1", None, "Bad Type", b"{}".to_vec()),
         ("", None, "note", b"{}".to_vec()),
         ("u1", Some("s_nope"), "note", b"{}".to_vec()),
         ("u1", None, "note", vec![b' '; 16 * 1024 + 1]),
+        ("u1", None, "note", b"{".to_vec()),
+        ("u1", None, "note", b"".to_vec()),
+        (
+            "u1",
+            None,
+            "note",
+            [&[b'['; 128][..], &[b']'; 128][..]].concat(),
+        ),
     ] {
         let result = Publication::parse(user, device, event_type, payload);
         assert!(
