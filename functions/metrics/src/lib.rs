@@ -5,10 +5,9 @@
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]
 
-use edge_auth_domain::sessions::usecases::SessionError;
-use edge_auth_spin::http::{Answer, Route, serve};
-use edge_auth_spin::internal::fail;
+use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::metrics::scrape;
+use edge_auth_spin::public_errors;
 use edge_auth_spin::redis::SpinRedis;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
@@ -21,9 +20,13 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[http_component]
 async fn handle_metrics(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, ROUTE, |_call| {
+        // A scrape has no error of its own: anything failing is the store.
         let text = SpinRedis::connect()
             .and_then(|redis| scrape(&redis))
-            .map_err(|e| fail("metrics failed", &SessionError::from(e)))?;
+            .map_err(|cause| {
+                log_cause("metrics failed", &cause);
+                public_errors::unavailable()
+            })?;
         Ok(Answer::bytes(200, TEXT_FORMAT, text.into_bytes()))
     })
     .await;

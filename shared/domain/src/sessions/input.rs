@@ -35,6 +35,38 @@ pub enum InvalidInput {
     Limit,
     #[error("cursor is malformed")]
     Cursor,
+    #[error("session_limit must be a non-negative whole number or null")]
+    SessionLimit,
+}
+
+/// The operator's session limit as sent: `null` for no limit, or a whole number that
+/// fits `u32` (JSON Schema's `integer` admits `3.0`, so a number without a fraction is
+/// whole).
+///
+/// # Errors
+/// Anything else: a fraction, a negative or too large number, a string, a boolean.
+pub fn session_limit(raw: &serde_json::Value) -> Result<Option<u32>, InvalidInput> {
+    use serde_json::Value;
+    /// `x` if it is a whole number in `u32`'s range.
+    fn whole(x: f64) -> Option<u64> {
+        (x.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&x)).then_some(
+            // In range and whole: the cast is exact.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            {
+                x as u64
+            },
+        )
+    }
+    match raw {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().and_then(whole))
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or(InvalidInput::SessionLimit),
+        _ => Err(InvalidInput::SessionLimit),
+    }
 }
 
 impl ReasonCode {
@@ -175,6 +207,36 @@ mod tests {
         assert!(UserRef::parse("ext-42").is_ok());
         for bad in ["", "a/b", "a b", "%2F"] {
             assert!(UserRef::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_session_limit_is_null_or_a_whole_number_that_fits_u32() {
+        use serde_json::json;
+        for (raw, limit) in [
+            (json!(null), None),
+            (json!(0), Some(0)),
+            (json!(3), Some(3)),
+            (json!(2.0), Some(2)),
+            (json!(4_294_967_295_u64), Some(u32::MAX)),
+        ] {
+            assert_eq!(session_limit(&raw), Ok(limit), "{raw}");
+        }
+        for raw in [
+            json!(-1),
+            json!(1.5),
+            json!(4_294_967_296_u64),
+            json!(4_294_967_296.0),
+            json!("3"),
+            json!(true),
+            json!([3]),
+            json!({}),
+        ] {
+            assert_eq!(
+                session_limit(&raw),
+                Err(InvalidInput::SessionLimit),
+                "{raw}"
+            );
         }
     }
 }
