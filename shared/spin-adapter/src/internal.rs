@@ -3,6 +3,8 @@
 //! cause logged, and session records as JSON.
 
 use edge_auth_domain::error::PublicError;
+use edge_auth_domain::ids::DeviceSessionId;
+use edge_auth_domain::sessions::input::{Actor, ReasonCode, UserRef};
 use edge_auth_domain::sessions::model::{AuditRecord, SessionRecord};
 use edge_auth_domain::sessions::usecases::SessionError;
 use serde::Serialize;
@@ -95,13 +97,16 @@ pub struct AuditJson<'a> {
 pub fn audit_json(record: &AuditRecord) -> AuditJson<'_> {
     AuditJson {
         action: record.action.as_str(),
-        actor: record.actor.as_deref(),
+        actor: record.actor.as_ref().map(Actor::as_str),
         at: record.at.to_rfc3339(),
-        device_session_id: record.device_session_id.as_deref(),
+        device_session_id: record
+            .device_session_id
+            .as_ref()
+            .map(DeviceSessionId::as_str),
         id: &record.id,
-        reason_code: record.reason_code.as_deref(),
+        reason_code: record.reason_code.as_ref().map(ReasonCode::as_str),
         revoked_count: record.revoked_count,
-        user_id: record.user_id.as_deref(),
+        user_id: record.user_id.as_ref().map(UserRef::as_str),
     }
 }
 
@@ -239,10 +244,12 @@ mod tests {
             id: "1700000000000-0".into(),
             action: AuditAction::BlockRevoke,
             at: Timestamp(1_700_000_000_000),
-            device_session_id: Some("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA".into()),
-            user_id: Some("u_42".into()),
-            reason_code: Some("fraud.suspected".into()),
-            actor: Some("admin:alice".into()),
+            device_session_id: Some(
+                DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA").expect("id"),
+            ),
+            user_id: Some(UserRef::parse("u_42").expect("user")),
+            reason_code: Some(ReasonCode::parse("fraud.suspected").expect("reason")),
+            actor: Some(Actor::parse("admin:alice").expect("actor")),
             revoked_count: Some(3),
         };
         // The order serde_json's map gave the API before the DTO: clients see no change.

@@ -108,13 +108,29 @@ fn audit_record(id: String, mut fields: HashMap<String, String>) -> anyhow::Resu
                 .with_context(|| format!("audit record {id}: revoked_count"))
         })
         .transpose()?;
+    let device_session_id = take("device_session_id")
+        .map(|s| DeviceSessionId::parse(&s))
+        .transpose()
+        .with_context(|| format!("audit record {id}: device_session_id"))?;
+    let user_id = take("user_id")
+        .map(|u| UserRef::parse(&u))
+        .transpose()
+        .with_context(|| format!("audit record {id}: user_id"))?;
+    let reason_code = take("reason_code")
+        .map(|r| ReasonCode::parse(&r))
+        .transpose()
+        .with_context(|| format!("audit record {id}: reason_code"))?;
+    let actor = take("actor")
+        .map(|a| Actor::parse(&a))
+        .transpose()
+        .with_context(|| format!("audit record {id}: actor"))?;
     Ok(AuditRecord {
         action,
         at,
-        device_session_id: take("device_session_id"),
-        user_id: take("user_id"),
-        reason_code: take("reason_code"),
-        actor: take("actor"),
+        device_session_id,
+        user_id,
+        reason_code,
+        actor,
         revoked_count,
         id,
     })

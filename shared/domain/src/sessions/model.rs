@@ -187,10 +187,10 @@ pub struct AuditRecord {
     pub id: String,
     pub action: AuditAction,
     pub at: Timestamp,
-    pub device_session_id: Option<String>,
-    pub user_id: Option<String>,
-    pub reason_code: Option<String>,
-    pub actor: Option<String>,
+    pub device_session_id: Option<DeviceSessionId>,
+    pub user_id: Option<UserRef>,
+    pub reason_code: Option<ReasonCode>,
+    pub actor: Option<Actor>,
     /// Sessions a revoke-all or a block revoked.
     pub revoked_count: Option<u64>,
 }

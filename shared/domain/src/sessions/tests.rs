@@ -182,7 +182,10 @@ impl MemoryStore {
                 action,
                 at,
                 device_session_id: None,
-                user_id,
+                // As the store reads it back: an empty user id is none.
+                user_id: user_id
+                    .filter(|u| !u.is_empty())
+                    .map(|u| UserRef::parse(&u).expect("a user id")),
                 reason_code: None,
                 actor: None,
                 revoked_count,
@@ -514,9 +517,9 @@ impl SessionStore for MemoryStore {
         // As the script: the user's records, and for the address's user those of the
         // address itself too.
         let owner = self.belongs_to(tag, user);
-        let theirs = |r: &AuditRecord| match r.user_id.as_deref() {
-            Some("") | None => owner,
-            Some(id) => id == user.as_str(),
+        let theirs = |r: &AuditRecord| match &r.user_id {
+            None => owner,
+            Some(id) => id == user,
         };
         let addresses = self.addresses.borrow();
         let Some(address) = addresses.get(&tag) else {
@@ -1595,7 +1598,7 @@ fn a_directory_user_whose_indexed_address_is_not_theirs_is_blocked_in_the_direct
         trail
             .items
             .iter()
-            .all(|r| r.user_id.as_deref() == Some(DIRECTORY_USER))
+            .all(|r| r.user_id.as_ref().map(UserRef::as_str) == Some(DIRECTORY_USER))
     );
 
     // Without the directory's change (no directory), nothing is written there: the block
