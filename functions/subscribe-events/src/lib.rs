@@ -13,6 +13,7 @@ use edge_auth_domain::gateway::command::{VerifiedCommand, parse, verify};
 use edge_auth_domain::gateway::execute::{Admission, CommandError, SUBSCRIBE, admit, refuse};
 use edge_auth_domain::gateway::settings::GatewayKey;
 use edge_auth_domain::push::ports::{EndReason, Position, PushStore};
+use edge_auth_domain::push::resume::resume_point;
 use edge_auth_domain::push::stream::{self, StreamEnd, Subscription};
 use edge_auth_domain::random::OsRandom;
 use edge_auth_spin::clock::Since;
@@ -23,59 +24,11 @@ use edge_auth_spin::public_errors;
 use edge_auth_spin::push_store::{RedisPushStore, push_settings};
 use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::sse::{Live, SseWriter};
-use serde::Deserialize;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
 /// A subscribe command carries at most a resume position.
 const ROUTE: Route = Route::public(true).max_body(4 * 1024);
-
-/// The payload of `gateway.subscribe` (a DTO).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubscribePayload {
-    #[serde(default)]
-    last_event_id: Option<String>,
-}
-
-/// Where the client resumes: the signed payload's `last_event_id`, else from now.
-///
-/// A `Last-Event-ID` header is no resume point: anyone on the path could add one, and a
-/// fresh stream would then replay old (genuinely signed) events the client has no
-/// position to refuse. One that does not name the signed position is refused, so a
-/// client that relies on it learns so at once instead of silently starting from now.
-/// (A browser's `EventSource` cannot send this POST anyway.)
-fn resume(payload: &[u8], header: Option<&str>) -> Result<Option<Position>, CommandError> {
-    let invalid = |m: String| CommandError::InvalidRequest(m);
-    let signed = if payload.is_empty() {
-        None
-    } else if !edge_auth_domain::json::starts_an_object(payload) {
-        return Err(invalid(format!(
-            "the payload of {SUBSCRIBE} must be empty or a JSON object"
-        )));
-    } else {
-        serde_json::from_slice::<SubscribePayload>(payload)
-            .map_err(|e| {
-                invalid(format!(
-                    "the payload of {SUBSCRIBE} must be empty or {{\"last_event_id\"}}: {e}"
-                ))
-            })?
-            .last_event_id
-    };
-    let signed = signed
-        .as_deref()
-        .map(|raw| Position::parse(raw).map_err(|e| invalid(e.to_string())))
-        .transpose()?;
-    if let Some(header) = header.map(str::trim).filter(|h| !h.is_empty())
-        && signed.is_none_or(|at| Position::parse(header).ok() != Some(at))
-    {
-        return Err(invalid(format!(
-            "a Last-Event-ID header must name the signed payload's last_event_id: \
-             the resume point is signed (put it in the {SUBSCRIBE} payload)"
-        )));
-    }
-    Ok(signed)
-}
 
 /// What a stream keeps of its admitted subscribe: its [`Subscription`] before answering
 /// (the first read) and after (the stream).
@@ -116,7 +69,7 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                 "this route opens a push stream: message_type must be {SUBSCRIBE}"
             ))));
         }
-        let resume = resume(&command.payload, call.header("last-event-id")).map_err(fail)?;
+        let resume = resume_point(&command.payload, call.header("last-event-id")).map_err(fail)?;
         let push = push_settings().map_err(|e| fail(e.into()))?;
         call.note("device_session_id", command.session.as_str());
         call.note("message_type", command.message_type.as_str());

@@ -16,9 +16,11 @@
 //! - [`settings`]: stream duration, heartbeat, and what the store keeps.
 //! - [`ports`]: the push store (publish, read, wait) and the stream's subscriber.
 //! - [`publish`]: the backend's publish use case.
+//! - [`resume`]: where a subscribe resumes (its signed payload's position).
 //! - [`stream`]: one subscriber's stream, from the first read to its terminal event.
 pub mod ports;
 pub mod publish;
+pub mod resume;
 pub mod settings;
 pub mod stream;
 #[cfg(test)]
