@@ -561,14 +561,13 @@ impl TestApp {
     /// The log lines as soon as `ready` holds for them, or, after 10 s, as they are then
     /// (the test's own assertion on them fails and prints them).
     pub async fn logs_once(&self, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
+        let every = std::time::Duration::from_millis(20);
+        crate::poll::until(std::time::Duration::from_secs(10), every, || {
             let lines = self.logs();
-            if ready(&lines) || std::time::Instant::now() >= deadline {
-                return lines;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+            ready(&lines).then_some(lines)
+        })
+        .await
+        .unwrap_or_else(|| self.logs())
     }
 
     /// The log lines once one contains `text` (see [`TestApp::logs_once`]).

@@ -28,6 +28,7 @@ pub mod logs;
 pub mod mail_stub;
 pub mod metrics;
 pub mod openapi;
+pub mod poll;
 pub mod push;
 pub mod redis_server;
 pub mod slot_watch;

@@ -114,17 +114,13 @@ impl MailStub {
     /// # Panics
     /// None arrived.
     pub async fn delivery_for(&self, challenge_id: &str) -> Delivery {
-        for _ in 0..500 {
-            if let Some(d) = self
-                .deliveries()
+        let found = crate::poll::until(Duration::from_secs(10), Duration::from_millis(20), || {
+            self.deliveries()
                 .into_iter()
                 .find(|d| d.body["challenge_id"] == challenge_id)
-            {
-                return d;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no delivery for {challenge_id}: {:?}", self.deliveries());
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("no delivery for {challenge_id}: {:?}", self.deliveries()))
     }
 }
 

@@ -143,13 +143,16 @@ impl TestApp {
     /// Scrapes until `ready` holds, or for 10 s (the test's own assertion then fails):
     /// what a request learns late is written after its response has been sent.
     pub async fn metrics_once(&self, ready: impl Fn(&Metrics) -> bool) -> Metrics {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
+        let every = std::time::Duration::from_millis(25);
+        let ready = &ready;
+        let ready = crate::poll::until_async(std::time::Duration::from_secs(10), every, || async {
             let metrics = self.metrics().await;
-            if ready(&metrics) || std::time::Instant::now() >= deadline {
-                return metrics;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            ready(&metrics).then_some(metrics)
+        })
+        .await;
+        match ready {
+            Some(metrics) => metrics,
+            None => self.metrics().await,
         }
     }
 }

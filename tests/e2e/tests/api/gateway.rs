@@ -10,6 +10,7 @@ use edge_auth_client::{DeviceKey, Prepared, sign_command};
 use edge_auth_protocol::verify::verify_response;
 use edge_auth_protocol::wire::{Jwks, SignedResponse};
 use edge_auth_tests::device::now_ms;
+use edge_auth_tests::poll;
 use edge_auth_tests::stub_server::answering_200_slowly;
 use edge_auth_tests::{
     ApiResponse, BACKEND_TOKEN, Device, GATEWAY_KEY_ID, Spawn, TestApp, device_key, memory_grows,
@@ -1299,17 +1300,11 @@ async fn the_cli_does_keygen_login_and_a_command() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("the CLI starts");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let delivery = loop {
-            if let Some(d) = app.mail.deliveries().into_iter().last() {
-                break d;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no mail within 10 s of the CLI's login"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let delivery = poll::until(Duration::from_secs(10), Duration::from_millis(50), || {
+            app.mail.deliveries().into_iter().last()
+        })
+        .await
+        .expect("a mail within 10 s of the CLI's login");
         let code = delivery.body["code"].as_str().expect("code").to_string();
         {
             use std::io::Write;
@@ -1401,13 +1396,15 @@ async fn the_cli_follows_the_push_stream_across_its_maximum_duration_until_a_rev
     let wait_for = |n: usize| {
         let lines = lines.clone();
         async move {
-            for _ in 0..200 {
-                if lines.lock().expect("lock").len() >= n {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("fewer than {n} lines: {:?}", lines.lock().expect("lock"));
+            let enough = poll::until(Duration::from_secs(10), Duration::from_millis(50), || {
+                (lines.lock().expect("lock").len() >= n).then_some(())
+            })
+            .await;
+            assert!(
+                enough.is_some(),
+                "fewer than {n} lines: {:?}",
+                lines.lock().expect("lock")
+            );
         }
     };
     // Publish one event per second for three seconds: the stream ends (and the CLI
@@ -1586,21 +1583,27 @@ async fn the_cli_does_keygen_login_and_a_command_against_infra_run() {
     // Ours only once it says it serves this address: while it builds, another test's
     // runtime may take the same port and answer the health check.
     let serving = format!("Serving {}", run.url);
-    let mut up = false;
-    for _ in 0..1200 {
-        if run.lines().iter().any(|l| l.trim() == serving)
-            && let Ok(r) = client
-                .get(format!("{}/api/v1/health", run.url))
+    let (run_ref, client, serving) = (&run, &client, &serving);
+    let up = poll::until_async(
+        Duration::from_secs(300),
+        Duration::from_millis(250),
+        || async move {
+            if !run_ref.lines().iter().any(|l| l.trim() == serving) {
+                return None;
+            }
+            let health = client
+                .get(format!("{}/api/v1/health", run_ref.url))
                 .send()
-                .await
-            && r.status() == 200
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(up, "infra/run did not come up: {:#?}", run.lines());
+                .await;
+            health.is_ok_and(|r| r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        up.is_some(),
+        "infra/run did not come up: {:#?}",
+        run.lines()
+    );
 
     let home = tempfile::tempdir().expect("temp dir");
     let cli = |args: &[&str]| {
@@ -1621,21 +1624,17 @@ async fn the_cli_does_keygen_login_and_a_command_against_infra_run() {
         .spawn()
         .expect("login starts");
     // mail_delivery=log: the code is in infra/run's log.
-    let mut code = None;
-    for _ in 0..200 {
-        code = run.lines().iter().rev().find_map(|l| {
+    let code = poll::until(Duration::from_secs(10), Duration::from_millis(50), || {
+        run.lines().iter().rev().find_map(|l| {
             l.split_once(" code=").map(|(_, rest)| {
                 rest.split_whitespace()
                     .next()
                     .unwrap_or_default()
                     .to_string()
             })
-        });
-        if code.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        })
+    })
+    .await;
     let code = code.unwrap_or_else(|| panic!("no code in the log: {:#?}", run.lines()));
     {
         use std::io::Write;

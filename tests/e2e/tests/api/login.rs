@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use edge_auth_tests::poll;
 use edge_auth_tests::stub_server::answering_200_slowly;
 use edge_auth_tests::{
     ApiResponse, MAIL_TOKEN, Spawn, TEST_SECRET, TestApp, device_key, round_trips, spawn_app,
@@ -23,13 +24,11 @@ fn db_size(app: &TestApp) -> i64 {
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..250 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for: {what}");
+    let held = poll::until(Duration::from_secs(5), Duration::from_millis(20), || {
+        check().then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "timed out waiting for: {what}");
 }
 
 // ---- send-email-code -------------------------------------------------------------------

@@ -8,6 +8,7 @@ use edge_auth_client::{Prepared, sign_command};
 use edge_auth_protocol::verify::verify_response;
 use edge_auth_protocol::wire::SignedResponse;
 use edge_auth_tests::device::now_ms;
+use edge_auth_tests::poll;
 use edge_auth_tests::push::{EventStream, PushEvent};
 use edge_auth_tests::{ApiResponse, Device, Spawn, TestApp, round_trips};
 use redis::Commands;
@@ -510,14 +511,11 @@ fn claim_set(app: &TestApp, device: &Device) -> String {
 
 /// Whether `device`'s session holds `n` claims within 5 s.
 async fn claims_become(app: &TestApp, device: &Device, n: usize) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while claims(app, device).len() != n {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    true
+    poll::until(Duration::from_secs(5), Duration::from_millis(50), || {
+        (claims(app, device).len() == n).then_some(())
+    })
+    .await
+    .is_some()
 }
 
 /// Checks a signed `429 too_many_streams` answer to `prepared`; returns its
