@@ -101,29 +101,33 @@ fn audit_record(id: String, mut fields: HashMap<String, String>) -> anyhow::Resu
         .with_context(|| format!("audit record {id}: unknown action {action_text:?}"))?;
     let at = time(&fields.remove("at").unwrap_or_default())
         .with_context(|| format!("audit record {id}"))?;
-    let mut take = |name: &str| fields.remove(name).filter(|v| !v.is_empty());
-    let revoked_count = take("revoked_count")
-        .map(|n| {
-            n.parse::<u64>()
-                .with_context(|| format!("audit record {id}: revoked_count"))
-        })
-        .transpose()?;
-    let device_session_id = take("device_session_id")
-        .map(|s| DeviceSessionId::parse(&s))
-        .transpose()
-        .with_context(|| format!("audit record {id}: device_session_id"))?;
-    let user_id = take("user_id")
-        .map(|u| UserRef::parse(&u))
-        .transpose()
-        .with_context(|| format!("audit record {id}: user_id"))?;
-    let reason_code = take("reason_code")
-        .map(|r| ReasonCode::parse(&r))
-        .transpose()
-        .with_context(|| format!("audit record {id}: reason_code"))?;
-    let actor = take("actor")
-        .map(|a| Actor::parse(&a))
-        .transpose()
-        .with_context(|| format!("audit record {id}: actor"))?;
+    // A field that is absent or empty is none; one that is there must parse.
+    fn field<T, E>(
+        fields: &mut HashMap<String, String>,
+        id: &str,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> anyhow::Result<Option<T>>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        fields
+            .remove(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| parse(&v))
+            .transpose()
+            .with_context(|| format!("audit record {id}: {name}"))
+    }
+    let revoked_count = field(&mut fields, &id, "revoked_count", str::parse::<u64>)?;
+    let device_session_id = field(
+        &mut fields,
+        &id,
+        "device_session_id",
+        DeviceSessionId::parse,
+    )?;
+    let user_id = field(&mut fields, &id, "user_id", UserRef::parse)?;
+    let reason_code = field(&mut fields, &id, "reason_code", ReasonCode::parse)?;
+    let actor = field(&mut fields, &id, "actor", Actor::parse)?;
     Ok(AuditRecord {
         action,
         at,
