@@ -310,26 +310,37 @@ async fn a_resume_after_the_whole_stream_expired_gets_resync_required_even_once_
 
 #[tokio::test]
 async fn an_event_past_its_max_age_is_never_sent_even_before_a_publish_trims_it() {
-    // Review finding: only an append trims by age, so in a stream nobody published to
-    // since, an event stayed readable up to twice `push_stream_max_age_seconds` (one day
-    // here). This one is two days old, as if Redis had appended it then.
-    let (app, device, user) = app_with(Spawn::default()).await;
+    // Review findings: only an append trims by age, so in a stream nobody published to
+    // since, an event stayed readable up to twice `push_stream_max_age_seconds`; and the
+    // stream's read took the default age, the manifest not passing the setting on.
+    let (app, device, user) =
+        app_with(Spawn::default().variable("push_stream_max_age_seconds", "60")).await;
     let events = format!("{}events", TestApp::prefix_of_id(&device.session));
-    let two_days_ago = now_ms() - 2 * 86_400_000;
-    let _: String = redis::cmd("XADD")
-        .arg(&events)
-        .arg(format!("{two_days_ago}-0"))
-        .arg(&[
-            ("event_id", "ev_AAAAAAAAAAAAAAAAAAAAAA"),
-            ("type", "too.old"),
-            ("device", ""),
-            ("user_id", user.as_str()),
-            ("at", two_days_ago.to_string().as_str()),
-            ("payload", "{}"),
-        ])
-        .query(&mut app.redis())
-        .expect("XADD");
+    // Two events as if Redis had appended them 2 minutes and 30 s ago.
+    let now = now_ms();
+    let mut ids = Vec::new();
+    for (ago_ms, event_type, event_id) in [
+        (120_000, "too.old", "ev_AAAAAAAAAAAAAAAAAAAAAA"),
+        (30_000, "recent", "ev_AAAAAAAAAAAAAAAAAAAAAQ"),
+    ] {
+        let at = now - ago_ms;
+        let id: String = redis::cmd("XADD")
+            .arg(&events)
+            .arg(format!("{at}-0"))
+            .arg(&[
+                ("event_id", event_id.to_string()),
+                ("type", event_type.to_string()),
+                ("device", String::new()),
+                ("user_id", user.clone()),
+                ("at", at.to_string()),
+                ("payload", "{}".to_string()),
+            ])
+            .query(&mut app.redis())
+            .expect("XADD");
+        ids.push(id);
+    }
 
+    // From before both: the old one is gone, so the client must resync.
     let mut resumed = open(&app, &device, Some("1-0")).await;
     hello(&mut resumed).await;
     assert_eq!(
@@ -340,6 +351,16 @@ async fn an_event_past_its_max_age_is_never_sent_even_before_a_publish_trims_it(
     publish_e(&app, &user, json!("new")).await;
     let event = next(&mut resumed).await;
     assert_eq!((event.event.as_str(), event.payload), ("e", json!("new")));
+    drop(resumed);
+
+    // From the old one: the recent one is still kept, and comes without a resync.
+    let mut resumed = open(&app, &device, Some(&ids[0])).await;
+    hello(&mut resumed).await;
+    let event = next(&mut resumed).await;
+    assert_eq!(
+        (event.event.as_str(), event.id.as_str()),
+        ("recent", ids[1].as_str())
+    );
 }
 
 async fn ends_with(stream: &mut EventStream, code: &str, reason: &str) -> Duration {
