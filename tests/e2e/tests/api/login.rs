@@ -1514,7 +1514,7 @@ fn rest_directory() -> Spawn {
     spin_runtime,
     ignore = "host only: reads our host's round-trip counter header"
 )]
-async fn a_first_login_through_the_rest_directory_takes_five_redis_round_trips() {
+async fn a_first_login_through_the_rest_directory_takes_five_redis_round_trips_and_a_repeat_three() {
     let app = rest_directory().spawn().await;
     // Warm the script cache (the first run of each script is EVALSHA + EVAL).
     let _ = app.login("warm@example.com", &device_key(9)).await;
@@ -1530,6 +1530,15 @@ async fn a_first_login_through_the_rest_directory_takes_five_redis_round_trips()
         round_trips(&confirm.headers),
         5,
         "guard + confirm (the user is unknown) + index + confirm + a look at the block fence"
+    );
+    let repeat = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(repeat.status(), 200);
+    assert_eq!(
+        round_trips(&repeat.headers),
+        3,
+        "guard + confirm (a repeat) + a look at the block fence"
     );
 }
 
