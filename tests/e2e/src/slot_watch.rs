@@ -9,7 +9,9 @@
 //! (XMODEM) of the key's hash tag, modulo 16384.
 //!
 //! Every [`crate::TestApp`] holds one; when it is dropped at the end of a test that
-//! otherwise passed, it panics with every call that touched more than one slot.
+//! otherwise passed, it panics with every call that touched more than one slot. After a
+//! test restarts its server, the watch reconnects within about 50 ms: what is sent to the
+//! new server before then goes unseen.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -61,32 +63,38 @@ impl SlotWatch {
         violations(&lines)
     }
 
-    /// Waits (up to 10 s) until the feed has caught up with everything sent so far.
+    /// Waits (up to 10 s) until the feed has caught up with everything sent so far: it
+    /// sends a marker and waits to read it back, sending it again every 200 ms in case
+    /// the feed was still reconnecting to a restarted server when it went out.
     ///
     /// # Panics
     /// When the server answers but the feed never shows the marker: the watch would
     /// otherwise judge a test on part of its traffic.
     fn catch_up(&self) {
-        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return; // The server is down: nothing more can arrive.
-        };
-        if conn
-            .write_all(format!("ECHO {END_MARKER}\r\n").as_bytes())
-            .is_err()
-        {
-            return; // It went down since: as above.
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let seen = self
-                .lines
+        let seen = || {
+            self.lines
                 .lock()
                 .map(|l| l.iter().rev().any(|line| line.contains(END_MARKER)))
-                .unwrap_or(true);
-            if seen {
-                return;
+                .unwrap_or(true)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) else {
+                return; // The server is down: nothing more can arrive.
+            };
+            if conn
+                .write_all(format!("ECHO {END_MARKER}\r\n").as_bytes())
+                .is_err()
+            {
+                return; // It went down since: as above.
             }
-            std::thread::sleep(Duration::from_millis(10));
+            let resend = Instant::now() + Duration::from_millis(200);
+            while Instant::now() < resend {
+                if seen() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         panic!(
             "the MONITOR feed of port {} did not catch up within 10 s",

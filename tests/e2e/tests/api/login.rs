@@ -1514,7 +1514,8 @@ fn rest_directory() -> Spawn {
     spin_runtime,
     ignore = "host only: reads our host's round-trip counter header"
 )]
-async fn a_first_login_through_the_rest_directory_takes_five_redis_round_trips_and_a_repeat_three() {
+async fn a_first_login_through_the_rest_directory_takes_five_redis_round_trips_and_a_repeat_three()
+{
     let app = rest_directory().spawn().await;
     // Warm the script cache (the first run of each script is EVALSHA + EVAL).
     let _ = app.login("warm@example.com", &device_key(9)).await;
