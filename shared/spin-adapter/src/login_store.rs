@@ -287,6 +287,7 @@ impl LoginStore for RedisLoginStore {
             "superseded" => ConfirmOutcome::Superseded,
             "consumed" => ConfirmOutcome::Consumed,
             "session_revoked" => ConfirmOutcome::SessionRevoked,
+            "session_expired" => ConfirmOutcome::SessionExpired,
             "invalid_code" => ConfirmOutcome::InvalidCode {
                 remaining_attempts: u32::try_from(reply.int()?)?,
             },
@@ -316,6 +317,7 @@ fn result_code(outcome: &ConfirmOutcome) -> &'static str {
         ConfirmOutcome::Superseded => "challenge_superseded",
         ConfirmOutcome::Consumed => "challenge_consumed",
         ConfirmOutcome::SessionRevoked => "session_revoked",
+        ConfirmOutcome::SessionExpired => "session_expired",
         ConfirmOutcome::InvalidCode { .. } => "invalid_code",
         ConfirmOutcome::TooManyAttempts => "too_many_attempts",
         ConfirmOutcome::Blocked => "blocked_by_policy",

@@ -52,6 +52,7 @@ pub fn confirm(err: &ConfirmError) -> PublicError {
             PublicError::new(410, "challenge_expired", err.to_string())
         }
         E::SessionRevoked => PublicError::new(410, "session_revoked", err.to_string()),
+        E::SessionExpired => PublicError::new(410, "session_expired", err.to_string()),
         E::InvalidCode { .. } => PublicError::new(401, "invalid_code", err.to_string()),
         E::TooManyAttempts => PublicError::new(429, "too_many_attempts", err.to_string()),
         E::Locked { retry_after_ms } => PublicError {

@@ -48,6 +48,8 @@ pub enum ConfirmError {
     Consumed,
     #[error("the session this code created has been revoked; request a new code")]
     SessionRevoked,
+    #[error("the session this code created has expired; request a new code")]
+    SessionExpired,
     #[error("wrong code; {remaining_attempts} attempts left")]
     InvalidCode { remaining_attempts: u32 },
     #[error("too many wrong codes; request a new one")]
@@ -233,6 +235,7 @@ fn answer(outcome: ConfirmOutcome) -> Result<Confirmed, ConfirmError> {
         ConfirmOutcome::Superseded => Err(ConfirmError::Superseded),
         ConfirmOutcome::Consumed => Err(ConfirmError::Consumed),
         ConfirmOutcome::SessionRevoked => Err(ConfirmError::SessionRevoked),
+        ConfirmOutcome::SessionExpired => Err(ConfirmError::SessionExpired),
         ConfirmOutcome::InvalidCode { remaining_attempts } => {
             Err(ConfirmError::InvalidCode { remaining_attempts })
         }

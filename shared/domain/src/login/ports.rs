@@ -138,6 +138,9 @@ pub enum ConfirmOutcome {
     Consumed,
     /// An exact repeat of an earlier confirm whose session has been revoked since.
     SessionRevoked,
+    /// An exact repeat of an earlier confirm whose session has reached its lifetime or
+    /// idle timeout since (the store records that end, as every read of a session does).
+    SessionExpired,
     InvalidCode {
         remaining_attempts: u32,
     },

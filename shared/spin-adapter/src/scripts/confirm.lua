@@ -15,7 +15,8 @@
 --       the address's confirm budget, 19 cap of consecutive wrong codes, 20 how long that
 --       count is kept (ms), 21 session lifetime (ms), 22 session idle timeout (ms),
 --       23 the code's MAC under the previous code key during a rotation ('' = none)
--- Returns {'ok', session_id, 'repeat', user_id} (the same session, for an exact repeat),
+-- Returns {'ok', session_id, 'repeat', user_id} (the same session, for an exact repeat,
+-- while it is alive; else {'session_revoked'} or {'session_expired'}),
 -- {'ok', session_id, 'created', user_id, evicted, new local user 0/1} (evicted sessions
 -- are on the lifecycle and audit streams),
 -- {'need_user', email} (nothing changed) or {error, ...}.
@@ -51,7 +52,16 @@ if state == 'confirmed' and code_ok and ch[6] == ARGV[3] then
   if redis.call('EXISTS', KEYS[3]) == 1 then
     return {'blocked'}
   end
-  if redis.call('HGET', session_record_key(KEYS[1], ch[7]), 'status') ~= 'active' then
+  -- An end by its lifetime or idle timeout that nobody has read yet is recorded now, as
+  -- every read of a session does.
+  local record = session_record_key(KEYS[1], ch[7])
+  expire_if_due({now = now, active = KEYS[5], expired = KEYS[14], lifecycle = KEYS[12],
+    audit = KEYS[13], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
+    audit_ttl = ARGV[15], audit_max = ARGV[16]}, record)
+  local status = redis.call('HGET', record, 'status')
+  if status == 'expired' then
+    return {'session_expired'}
+  elseif status ~= 'active' then
     return {'session_revoked'}
   end
   return {'ok', ch[7], 'repeat', ch[8] or ''}

@@ -532,6 +532,39 @@ async fn a_repeated_confirm_is_idempotent_for_the_same_key_only() {
 }
 
 #[tokio::test]
+async fn a_repeated_confirm_never_hands_back_a_session_past_its_idle_timeout() {
+    // Review finding: the repeat looked only at the recorded status, so a session whose
+    // idle timeout had passed unread came back alive, and once read, the same repeat said
+    // it was revoked.
+    let app = Spawn::default()
+        .variable("session_idle_timeout_seconds", "1")
+        .spawn()
+        .await;
+    let key = device_key(1);
+    let challenge = app.new_challenge("ida@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let session = app
+        .confirm_email_code(&challenge, &code, &key)
+        .await
+        .field("device_session_id");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+    let repeat = app.confirm_email_code(&challenge, &code, &key).await;
+    assert_eq!(
+        repeat.error(),
+        (410, "session_expired".into()),
+        "{:?}",
+        repeat.body
+    );
+    // The repeat recorded the end, as any read of the session does.
+    let record = app.get_session(&session).await;
+    assert_eq!(record.body["status"], "expired", "{:?}", record.body);
+    assert_eq!(record.body["expire_reason"], "idle_timeout");
+    let again = app.confirm_email_code(&challenge, &code, &key).await;
+    assert_eq!(again.error(), (410, "session_expired".into()));
+}
+
+#[tokio::test]
 async fn a_repeated_confirm_never_hands_back_a_revoked_session_or_a_blocked_users() {
     let app = spawn_app().await;
     let key = device_key(1);
