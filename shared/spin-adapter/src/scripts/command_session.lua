@@ -2,9 +2,10 @@
 -- carries). In order: the command is still fresh by this node's clock too (on a cluster
 -- the client step ran on another node; the reservation below must outlive the window by
 -- the clock that times it), the projection exists, the key is the bound one, the session
--- is active and not past its end (expiry recorded if due), the request id is new
--- (reserved now), the address is not blocked (the id stays reserved: a command refused as
--- blocked never runs later, even after an unblock), every budget allows the command, the
+-- is active, its record exists and it is not past its end (expiry recorded if due), the
+-- request id is new (reserved now), the address is not blocked (the id stays reserved: a
+-- command refused as blocked never runs later, even after an unblock), every budget
+-- allows the command, the
 -- session has room for the push stream the command opens (a subscribe: claims past their
 -- end and grace are dropped first), then every budget is spent, the stream claimed
 -- (member: the request id, score: when the stream ends by itself) and the last use
@@ -35,6 +36,9 @@ if p[2] == 'expired' then return {'expired', now} end
 if p[2] ~= 'active' then
   error('gateway projection ' .. KEYS[1] .. ': unknown status ' .. tostring(p[2]))
 end
+-- The record is the source of truth: a projection left without it (a partial delete, an
+-- eviction) proves no session, and recording a use would make a record that never expires.
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'unknown_session', now} end
 local c = {now = now, active = KEYS[8], expired = KEYS[9], lifecycle = KEYS[10],
   audit = KEYS[11], lifecycle_ttl = ARGV[10], lifecycle_max = ARGV[11],
   audit_ttl = ARGV[12], audit_max = ARGV[13]}

@@ -464,6 +464,33 @@ async fn an_unknown_session_or_another_key_is_refused_without_touching_the_sessi
 }
 
 #[tokio::test]
+async fn a_projection_left_without_its_session_record_proves_no_session_and_writes_nothing() {
+    // Review finding: the command step checked only the projection, so with the record
+    // gone (a partial delete, an eviction) it admitted the command and recorded its use in
+    // a new record of one field that never expired.
+    let (app, device, _jwks) = app_with_device().await;
+    let record = format!(
+        "{}s:{}",
+        TestApp::prefix_of_id(&device.session),
+        device.session
+    );
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&record)
+        .query(&mut app.redis())
+        .expect("DEL");
+    assert_eq!(deleted, 1, "{record} held the session");
+    let before = outside_client_shards(app.snapshot());
+    let command = device.command("echo", b"x").command;
+    let response = app.execute(&command).await;
+    assert_eq!(response.error(), (401, "unknown_session".to_string()));
+    assert_eq!(
+        outside_client_shards(app.snapshot()),
+        before,
+        "nothing written"
+    );
+}
+
+#[tokio::test]
 async fn a_command_signed_for_one_session_does_not_work_for_another() {
     let (app, device, _jwks) = app_with_device().await;
     let other = app.device("grace@example.com", 1).await;
