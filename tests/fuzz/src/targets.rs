@@ -11,6 +11,10 @@ use edge_auth_domain::gateway::command::{parse, verify};
 use edge_auth_domain::gateway::execute::CommandError;
 use edge_auth_domain::ids::{ChallengeId, DeviceSessionId, UserId};
 use edge_auth_domain::public_key::ClientPublicKey;
+use edge_auth_domain::push::ports::Position;
+use edge_auth_domain::push::publish::Publication;
+use edge_auth_domain::push::resume::resume_point;
+use edge_auth_domain::push::settings::MAX_EVENT_PAYLOAD_BYTES;
 use edge_auth_domain::sessions::input::ReasonCode;
 use edge_auth_protocol::canonical::{command_bytes, event_bytes, response_bytes};
 use edge_auth_protocol::rules::{is_message_type, is_request_id};
@@ -23,7 +27,7 @@ pub struct Target {
 }
 
 /// Every target, by name.
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 8] = [
     Target {
         name: "command",
         run: command,
@@ -48,7 +52,72 @@ pub const TARGETS: [Target; 6] = [
         name: "client",
         run: client,
     },
+    Target {
+        name: "resume",
+        run: resume,
+    },
+    Target {
+        name: "publish",
+        run: publish,
+    },
 ];
+
+/// A subscribe's resume point: its signed payload, and a `Last-Event-ID` header (the
+/// first byte gives the header's length): never a panic; a point it accepts is a position
+/// that reads back as itself, and a header, when there is one, names that very point.
+pub fn resume(bytes: &[u8]) -> u64 {
+    let (header, payload) = match bytes.split_first() {
+        Some((&n, rest)) => {
+            let (header, payload) = rest.split_at(usize::from(n % 32).min(rest.len()));
+            (Some(String::from_utf8_lossy(header).into_owned()), payload)
+        }
+        None => (None, bytes),
+    };
+    let header = header.as_deref();
+    let named = header.map(str::trim).filter(|h| !h.is_empty());
+    match resume_point(payload, header) {
+        Ok(None) => {
+            assert!(
+                named.is_none(),
+                "a header without a signed point: {header:?}"
+            );
+            1
+        }
+        Ok(Some(at)) => {
+            assert_eq!(Position::parse(&at.to_string()).ok(), Some(at));
+            if let Some(named) = named {
+                assert_eq!(Position::parse(named).ok(), Some(at), "{named:?}");
+            }
+            2
+        }
+        Err(e) => 3 ^ class(&e.to_string()),
+    }
+}
+
+/// The publish route's checks (user id; no device session, a valid one or any text; the
+/// event type; then the payload's bytes): never a panic; what passes is JSON within the
+/// size limit, under an event type that is not the gateway's own.
+pub fn publish(bytes: &[u8]) -> u64 {
+    let mut fields = Fields { bytes };
+    let user = fields.text();
+    let device = match fields.small() % 3 {
+        0 => None,
+        1 => Some("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA".to_string()),
+        _ => Some(fields.text()),
+    };
+    let event_type = fields.text();
+    let payload = fields.bytes.to_vec();
+    match Publication::parse(&user, device.as_deref(), &event_type, payload) {
+        Ok(publication) => {
+            assert!(publication.payload.len() <= MAX_EVENT_PAYLOAD_BYTES);
+            assert!(serde_json::from_slice::<serde_json::Value>(&publication.payload).is_ok());
+            assert!(is_message_type(&publication.event_type));
+            assert!(!publication.event_type.starts_with("gateway."));
+            1
+        }
+        Err(e) => 2 ^ class(&e.to_string()),
+    }
+}
 
 /// A stable number for a text (an error message's first words, a variant's name).
 fn outcome_of(text: &str) -> u64 {
