@@ -28,6 +28,10 @@ if not state then
   return {'not_found'}
 end
 local now = now_ms()
+-- Where `expire_if_due` (lib.lua) records the end of a session of this address.
+local ending = {now = now, active = KEYS[5], expired = KEYS[14], lifecycle = KEYS[12],
+  audit = KEYS[13], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
+  audit_ttl = ARGV[15], audit_max = ARGV[16]}
 
 -- Constant-time comparison: no early exit, every byte is looked at.
 local function same(a, b)
@@ -55,9 +59,7 @@ if state == 'confirmed' and code_ok and ch[6] == ARGV[3] then
   -- An end by its lifetime or idle timeout that nobody has read yet is recorded now, as
   -- every read of a session does.
   local record = session_record_key(KEYS[1], ch[7])
-  expire_if_due({now = now, active = KEYS[5], expired = KEYS[14], lifecycle = KEYS[12],
-    audit = KEYS[13], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
-    audit_ttl = ARGV[15], audit_max = ARGV[16]}, record)
+  expire_if_due(ending, record)
   local status = redis.call('HGET', record, 'status')
   if status == 'expired' then
     return {'session_expired'}
@@ -147,13 +149,10 @@ elseif limit then
     owner = local_user
   end
   -- Sessions whose life is over do not count: end them first.
-  local sweep = {now = now, active = KEYS[5], expired = KEYS[14], lifecycle = KEYS[12],
-    audit = KEYS[13], lifecycle_ttl = ARGV[13], lifecycle_max = ARGV[14],
-    audit_ttl = ARGV[15], audit_max = ARGV[16]}
   for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
     if not record_gone(KEYS[5], member) then
       local record = session_record_key(KEYS[5], string.sub(member, 18))
-      if not expire_if_due(sweep, record) and owner
+      if not expire_if_due(ending, record) and owner
           and redis.call('HGET', record, 'user_id') == owner then
         mine[#mine + 1] = member
       end
