@@ -1144,6 +1144,7 @@ mod tests {
         let gateway = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let jwks = Jwks {
             keys: vec![Jwk::ed25519("gw-1", gateway.verifying_key().as_bytes())],
+            signatures: Vec::new(),
         };
         let addr = withholding_gateway(gateway, ends_within_ms, pause).await;
         let client = Client::new(&format!("http://{addr}")).expect("a client");

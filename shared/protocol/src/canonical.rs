@@ -8,8 +8,8 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
-use crate::wire::{CommandEnvelope, EventEnvelope, ResponseEnvelope};
-use crate::{COMMAND_TAG, EVENT_TAG, RESPONSE_TAG};
+use crate::wire::{CommandEnvelope, EventEnvelope, Jwk, KeySetSignature, ResponseEnvelope};
+use crate::{COMMAND_TAG, EVENT_TAG, KEY_SET_TAG, RESPONSE_TAG};
 
 fn put(out: &mut Vec<u8>, field: &[u8]) {
     // Fields are bounded by the request size limit, far below 4 GiB.
@@ -72,6 +72,24 @@ pub fn event_bytes(e: &EventEnvelope) -> Vec<u8> {
     out
 }
 
+/// The bytes the gateway signs for its key set: the number of keys, then every member of
+/// each key in the set's order (`kid`, `kty`, `crv`, `x`, `use`, `alg`), so no key can be
+/// added, dropped, moved or changed in any member without breaking the signature.
+pub fn key_set_bytes(keys: &[Jwk]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + 128 * keys.len());
+    put(&mut out, KEY_SET_TAG);
+    put_int(&mut out, keys.len() as u64);
+    for k in keys {
+        put(&mut out, k.kid.as_bytes());
+        put(&mut out, k.kty.as_bytes());
+        put(&mut out, k.crv.as_bytes());
+        put(&mut out, k.x.as_bytes());
+        put(&mut out, k.use_.as_bytes());
+        put(&mut out, k.alg.as_bytes());
+    }
+    out
+}
+
 /// `bytes` in lower-case hex: two digits per byte, one allocation (the one hex encoder of
 /// the workspace; ids, tags, MACs and digests all go through it).
 pub fn hex(bytes: &[u8]) -> String {
@@ -112,6 +130,14 @@ pub fn sign_response(key: &SigningKey, envelope: &ResponseEnvelope) -> String {
 /// Signs an event envelope; the signature in standard base64.
 pub fn sign_event(key: &SigningKey, envelope: &EventEnvelope) -> String {
     STANDARD.encode(key.sign(&event_bytes(envelope)).to_bytes())
+}
+
+/// Signs a key set with the key `kid` names.
+pub fn sign_key_set(key: &SigningKey, kid: &str, keys: &[Jwk]) -> KeySetSignature {
+    KeySetSignature {
+        kid: kid.to_string(),
+        signature: STANDARD.encode(key.sign(&key_set_bytes(keys)).to_bytes()),
+    }
 }
 
 #[cfg(test)]

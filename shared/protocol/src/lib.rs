@@ -7,11 +7,11 @@
 //! for third-party clients, and `test-vectors.json` pins the exact bytes.
 //!
 //! # Layout
-//! - [`wire`]: the JSON shapes on the wire (request, response, pushed event, JWKS).
+//! - [`wire`]: the JSON shapes on the wire (request, response, pushed event, signed JWKS).
 //! - [`canonical`]: the byte strings that are signed, and the hashes that bind them.
 //! - [`rules`]: what a well-formed field is (request ids, message types, hashes).
 //! - [`verify`]: a client's check of a signed response or event against the gateway's
-//!   JWKS.
+//!   JWKS, and of a newly fetched JWKS against the pinned one.
 
 pub mod canonical;
 pub mod rules;
@@ -29,6 +29,11 @@ pub const RESPONSE_TAG: &[u8] = b"edge-auth/response/v1";
 
 /// Domain separation tag of a pushed event's canonical encoding.
 pub const EVENT_TAG: &[u8] = b"edge-auth/event/v1";
+
+/// Domain separation tag of a key set's canonical encoding (what the gateway signs in its
+/// JWKS, so a pinned client can tell the gateway's own new set from one a party on the
+/// path put a key into).
+pub const KEY_SET_TAG: &[u8] = b"edge-auth/key-set/v1";
 
 /// Message types starting with this are the gateway's own (never sent to a backend).
 pub const RESERVED_PREFIX: &str = "gateway.";

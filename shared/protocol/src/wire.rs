@@ -133,10 +133,28 @@ pub struct Jwk {
     pub alg: String,
 }
 
-/// `GET /api/v1/public/gateway/keys`: the current key, then the next one if any.
+/// `GET /api/v1/public/gateway/keys`: the current key, then the next and the previous one
+/// during a rotation, and the gateway's signatures over the keys. Unknown members are
+/// ignored here (RFC 7517 asks so of a JWK Set); what is trusted is only what is signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwks {
     pub keys: Vec<Jwk>,
+    /// Ed25519 signatures over [`crate::canonical::key_set_bytes`] of `keys`: by the
+    /// current key, and during a rotation's swap by the previous one too. A pinned client
+    /// accepts a new set only if a key it has pinned signed it
+    /// ([`crate::verify::check_key_set`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<KeySetSignature>,
+}
+
+/// One signature over a key set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySetSignature {
+    /// The `kid` of the signing key, one of the set's own keys.
+    pub kid: String,
+    /// Ed25519 over the set's canonical bytes, standard base64 (64 bytes).
+    pub signature: String,
 }
 
 impl Jwk {

@@ -8,10 +8,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::SigningKey;
 use edge_auth_protocol::canonical::{
-    command_bytes, event_bytes, request_sha256, response_bytes, sha256_hex, sign_command,
-    sign_event, sign_response,
+    command_bytes, event_bytes, key_set_bytes, request_sha256, response_bytes, sha256_hex,
+    sign_command, sign_event, sign_key_set, sign_response,
 };
-use edge_auth_protocol::verify::{verify_event, verify_response};
+use edge_auth_protocol::verify::{check_key_set, verify_event, verify_response};
 use edge_auth_protocol::wire::{
     CommandEnvelope, EventEnvelope, Jwk, Jwks, ResponseEnvelope, SignedCommand, SignedEvent,
     SignedResponse,
@@ -157,12 +157,21 @@ fn vectors() -> Value {
             "event_canonical_hex": hex(&event_bytes(&envelope)),
         }));
     }
+    let gateway_keys = vec![Jwk::ed25519(
+        "gw-test-1",
+        gateway.verifying_key().as_bytes(),
+    )];
+    let gateway_jwks = Jwks {
+        signatures: vec![sign_key_set(&gateway, "gw-test-1", &gateway_keys)],
+        keys: gateway_keys.clone(),
+    };
     json!({
         "description": "edge-auth protocol v1 test vectors: see shared/protocol/PROTOCOL.md. Ed25519 signatures are deterministic (RFC 8032), so every value is reproducible from the seeds.",
         "device_seed_hex": hex(&seed(0x10)),
         "device_public_key": device_public,
         "gateway_seed_hex": hex(&seed(0xa0)),
-        "gateway_jwks": Jwks { keys: vec![Jwk::ed25519("gw-test-1", gateway.verifying_key().as_bytes())] },
+        "gateway_jwks": gateway_jwks,
+        "gateway_jwks_canonical_hex": hex(&key_set_bytes(&gateway_keys)),
         "cases": cases,
         "stream": {
             "subscribe": SignedCommand {
@@ -208,6 +217,19 @@ fn the_published_responses_verify_against_the_published_jwks() {
         // Bound to its request: another request's hash fails.
         assert!(verify_response(&response, &jwks, request_id, &"0".repeat(64)).is_err());
     }
+}
+
+#[test]
+fn the_published_jwks_is_signed_by_its_key_over_the_published_bytes() {
+    let text = std::fs::read_to_string(path()).expect("test-vectors.json is in the repo");
+    let published: Value = serde_json::from_str(&text).expect("valid JSON");
+    let jwks: Jwks = serde_json::from_value(published["gateway_jwks"].clone()).expect("a JWKS");
+    assert_eq!(
+        published["gateway_jwks_canonical_hex"],
+        hex(&key_set_bytes(&jwks.keys))
+    );
+    assert_eq!(check_key_set(&jwks, None), Ok(()));
+    assert_eq!(check_key_set(&jwks, Some(&jwks)), Ok(()));
 }
 
 #[test]

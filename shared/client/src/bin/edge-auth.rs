@@ -360,6 +360,7 @@ mod tests {
                 .iter()
                 .map(|(kid, byte)| Jwk::ed25519(kid, &[*byte; 32]))
                 .collect(),
+            signatures: Vec::new(),
         }
     }
 

@@ -377,6 +377,9 @@ impl GatewaySettings {
         {
             keys.push(Jwk::ed25519(&next.kid, next.public.as_bytes()));
         }
-        Some(Jwks { keys })
+        Some(Jwks {
+            keys,
+            signatures: Vec::new(),
+        })
     }
 }

@@ -1366,6 +1366,7 @@ async fn the_cli_does_keygen_login_and_a_command() {
             "someone-else",
             stranger.verifying_key().as_bytes(),
         )],
+        signatures: Vec::new(),
     };
     std::fs::write(&pinned, serde_json::to_vec(&other).expect("json")).expect("write");
     let refused = run(&["command", "echo", "x"], None).await;
@@ -1480,6 +1481,7 @@ async fn the_client_refuses_an_answer_signed_by_a_key_outside_the_jwks() {
             GATEWAY_KEY_ID,
             stranger.verifying_key().as_bytes(),
         )],
+        signatures: Vec::new(),
     };
     let client = edge_auth_client::Client::new(&app.address).expect("a client");
     let prepared = sign_command(
