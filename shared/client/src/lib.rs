@@ -16,7 +16,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::SigningKey;
 use edge_auth_protocol::PROTOCOL_VERSION;
 use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_command as sign_envelope};
-use edge_auth_protocol::verify::{ResponseError, verify_event, verify_response};
+use edge_auth_protocol::verify::{
+    KeySetError, ResponseError, check_key_set, verify_event, verify_response,
+};
 use edge_auth_protocol::wire::{
     CommandEnvelope, EventEnvelope, Jwks, ResponseEnvelope, STATUS_OK, SignedCommand, SignedEvent,
     SignedResponse,
@@ -190,6 +192,10 @@ pub enum ClientError {
     /// The answer is not what the gateway would sign: never trust it.
     #[error("the gateway's answer failed verification: {0}")]
     Unverified(#[from] ResponseError),
+    /// A fetched key set that the pinned one does not vouch for: never trust it (log in
+    /// again if the gateway really replaced its keys).
+    #[error("the gateway's key set failed verification: {0}")]
+    KeySet(#[from] KeySetError),
     #[error("unexpected answer ({status}): {body}")]
     Unexpected { status: u16, body: String },
     #[error(transparent)]
@@ -491,6 +497,18 @@ impl Client {
             status,
             body: format!("not a JWKS ({e}): {}", String::from_utf8_lossy(&body)),
         })
+    }
+
+    /// The gateway's JWKS, fetched and checked against `pinned` (`None` at login: it must
+    /// then be signed by one of its own keys). Pin what this returns in place of the old
+    /// set (PROTOCOL.md, section 5.2).
+    ///
+    /// # Errors
+    /// See [`ClientError`]; [`ClientError::KeySet`] when the set is not to be trusted.
+    pub async fn checked_jwks(&self, pinned: Option<&Jwks>) -> Result<Jwks, ClientError> {
+        let fresh = self.jwks().await?;
+        check_key_set(&fresh, pinned)?;
+        Ok(fresh)
     }
 
     /// Sends a prepared command and verifies the answer against `jwks`.

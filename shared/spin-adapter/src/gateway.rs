@@ -11,11 +11,13 @@ use edge_auth_domain::gateway::settings::GatewaySettings;
 use crate::settings::optional;
 
 /// Every variable the gateway settings read; a component declares the ones it needs.
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 20] = [
     "gateway_signing_key",
     "gateway_key_id",
     "gateway_next_public_key",
     "gateway_next_key_id",
+    "gateway_previous_signing_key",
+    "gateway_previous_key_id",
     "command_freshness_window_seconds",
     "command_max_payload_bytes",
     "command_rate_limit_per_session",

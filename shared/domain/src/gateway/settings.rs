@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use edge_auth_protocol::canonical::sign_key_set;
 use edge_auth_protocol::wire::{Jwk, Jwks};
 
 use crate::client::{ClientPolicy, ClientPolicyError};
@@ -23,7 +24,10 @@ pub enum GatewaySettingsError {
     Key { name: &'static str, what: String },
     #[error("{name} must be 1-64 characters of A-Z a-z 0-9 . _ -, got {got:?}")]
     KeyId { name: &'static str, got: String },
-    #[error("gateway_next_key_id {0:?} is the current key's id too")]
+    #[error(
+        "the key id {0:?} names two different keys (gateway_key_id, gateway_next_key_id, \
+         gateway_previous_key_id)"
+    )]
     SameKeyId(String),
     #[error("backend_routes entry {entry:?}: {why}")]
     Route { entry: String, why: String },
@@ -199,6 +203,11 @@ pub struct CommandBudgets {
 pub struct GatewaySettings {
     pub signing: Option<GatewayKey>,
     pub next: Option<NextKey>,
+    /// `gateway_previous_signing_key`: the key that signed before the current one, kept
+    /// during a rotation's swap. It is published and co-signs the key set, so a client
+    /// that pinned only it still follows; it signs nothing else. `spin.toml` gives the old
+    /// seed to the key-set route only.
+    pub previous: Option<GatewayKey>,
     /// `command_freshness_window_seconds` (default 60, 1-600), as ms: a command's
     /// `timestamp_ms` must be within this of the server's clock, either way.
     pub window_ms: u64,
@@ -257,6 +266,21 @@ fn key_bytes(raw: &str, name: &'static str) -> Result<[u8; 32], GatewaySettingsE
         })
 }
 
+/// A signing key from its seed variable `name` and its `kid` variable `kid_name`
+/// (derived when unset); `None` when the seed is unset.
+fn signing_key(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    kid_name: &'static str,
+) -> Result<Option<GatewayKey>, GatewaySettingsError> {
+    let Some(raw) = get(name) else {
+        return Ok(None);
+    };
+    let key = SigningKey::from_bytes(&key_bytes(&raw, name)?);
+    let kid = kid(get, kid_name)?.unwrap_or_else(|| derived_kid(&key.verifying_key()));
+    Ok(Some(GatewayKey { key, kid }))
+}
+
 /// The `kid` of a key whose operator gave none: `ed25519-` and 16 hex digits of the
 /// SHA-256 of the public key, so it changes with the key.
 pub fn derived_kid(public: &VerifyingKey) -> String {
@@ -292,15 +316,12 @@ impl GatewaySettings {
     pub fn from_settings(
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, GatewaySettingsError> {
-        let signing = match get("gateway_signing_key") {
-            None => None,
-            Some(raw) => {
-                let key = SigningKey::from_bytes(&key_bytes(&raw, "gateway_signing_key")?);
-                let kid = kid(&get, "gateway_key_id")?
-                    .unwrap_or_else(|| derived_kid(&key.verifying_key()));
-                Some(GatewayKey { key, kid })
-            }
-        };
+        let signing = signing_key(&get, "gateway_signing_key", "gateway_key_id")?;
+        let previous = signing_key(
+            &get,
+            "gateway_previous_signing_key",
+            "gateway_previous_key_id",
+        )?;
         let next = match get("gateway_next_public_key") {
             None => None,
             Some(raw) => {
@@ -315,11 +336,17 @@ impl GatewaySettings {
                 Some(NextKey { public, kid })
             }
         };
-        if let (Some(current), Some(next)) = (&signing, &next)
-            && current.kid == next.kid
-            && current.key.verifying_key() != next.public
-        {
-            return Err(GatewaySettingsError::SameKeyId(next.kid.clone()));
+        let named = signing
+            .iter()
+            .chain(&previous)
+            .map(|k| (&k.kid, k.key.verifying_key()))
+            .chain(next.iter().map(|k| (&k.kid, k.public)));
+        let mut seen: Vec<(&String, VerifyingKey)> = Vec::new();
+        for (kid, public) in named {
+            if seen.iter().any(|(k, p)| *k == kid && *p != public) {
+                return Err(GatewaySettingsError::SameKeyId(kid.clone()));
+            }
+            seen.push((kid, public));
         }
         let window_s = number(&get, "command_freshness_window_seconds", 1, 600)?.unwrap_or(60);
         let max_payload = number(
@@ -351,6 +378,7 @@ impl GatewaySettings {
         Ok(Self {
             signing,
             next,
+            previous,
             window_ms: window_s * 1000,
             max_payload,
             budgets,
@@ -365,21 +393,33 @@ impl GatewaySettings {
         2 * self.window_ms + REPLAY_GRACE_MS
     }
 
-    /// The published keys: current first, then next (`None`: no signing key).
+    /// The published keys, signed (`None`: no signing key): the current key first, then
+    /// the next one and the previous one when set, each once; signed by the current key
+    /// and by the previous one (a client that pinned only the previous key follows the
+    /// swap by its signature; PROTOCOL.md, section 9.2).
     pub fn jwks(&self) -> Option<Jwks> {
         let current = self.signing.as_ref()?;
         let mut keys = vec![Jwk::ed25519(
             &current.kid,
             current.key.verifying_key().as_bytes(),
         )];
-        if let Some(next) = &self.next
-            && next.kid != current.kid
-        {
-            keys.push(Jwk::ed25519(&next.kid, next.public.as_bytes()));
+        let others = self.next.iter().map(|k| (&k.kid, k.public)).chain(
+            self.previous
+                .iter()
+                .map(|k| (&k.kid, k.key.verifying_key())),
+        );
+        for (kid, public) in others {
+            // Settings refuse one kid for two keys, so a listed kid is this very key.
+            if !keys.iter().any(|k| &k.kid == kid) {
+                keys.push(Jwk::ed25519(kid, public.as_bytes()));
+            }
         }
-        Some(Jwks {
-            keys,
-            signatures: Vec::new(),
-        })
+        let mut signatures = vec![sign_key_set(&current.key, &current.kid, &keys)];
+        if let Some(previous) = &self.previous
+            && previous.kid != current.kid
+        {
+            signatures.push(sign_key_set(&previous.key, &previous.kid, &keys));
+        }
+        Some(Jwks { keys, signatures })
     }
 }

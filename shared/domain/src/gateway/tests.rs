@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::SigningKey;
 use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_command};
-use edge_auth_protocol::verify::verify_response;
+use edge_auth_protocol::verify::{KeySetError, check_key_set, verify_response};
 use edge_auth_protocol::wire::{CommandEnvelope, SignedCommand};
 
 use crate::gateway::command::{MessageType, verify};
@@ -18,7 +18,7 @@ use crate::gateway::ports::{
     Backend, BackendReply, BackendRequest, ClientAdmission, ClientOutcome, CommandGate,
     SessionAdmission, SessionOutcome, StreamClaim,
 };
-use crate::gateway::settings::GatewaySettings;
+use crate::gateway::settings::{GatewaySettings, GatewaySettingsError};
 use crate::ids::{AddressTag, DeviceSessionId};
 use crate::sessions::input::{ChangeReason, UserRef};
 use crate::sessions::model::{AuditRecord, Page, SessionRecord, StatusFilter};
@@ -583,4 +583,104 @@ fn only_routed_and_reserved_types_are_known_so_invented_types_share_one_label() 
         settings.knows(&subscribe, true) && !settings.knows(&subscribe, false),
         "known only where it opens a stream"
     );
+}
+
+/// Settings from `(name, value)` pairs; every other variable unset.
+fn settings_of(vars: &[(&str, String)]) -> Result<GatewaySettings, GatewaySettingsError> {
+    GatewaySettings::from_settings(|name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    })
+}
+
+fn public_b64(seed: u8) -> String {
+    STANDARD.encode(
+        SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .as_bytes(),
+    )
+}
+
+#[test]
+fn the_key_set_lists_each_key_once_and_is_signed_by_the_current_and_the_previous_key() {
+    let swap = settings_of(&[
+        ("gateway_signing_key", STANDARD.encode([2u8; 32])),
+        ("gateway_key_id", "gw-2".into()),
+        ("gateway_previous_signing_key", STANDARD.encode([1u8; 32])),
+        ("gateway_previous_key_id", "gw-1".into()),
+        // The old runbook's swap: the old key as "next" too, which is the same key.
+        ("gateway_next_public_key", public_b64(1)),
+        ("gateway_next_key_id", "gw-1".into()),
+    ])
+    .expect("valid");
+    let jwks = swap.jwks().expect("a key");
+    let kids: Vec<&str> = jwks.keys.iter().map(|k| k.kid.as_str()).collect();
+    assert_eq!(kids, ["gw-2", "gw-1"]);
+    let signers: Vec<&str> = jwks.signatures.iter().map(|s| s.kid.as_str()).collect();
+    assert_eq!(signers, ["gw-2", "gw-1"]);
+    // A client that pinned only the old key follows by the old key's signature.
+    let old = settings_of(&[
+        ("gateway_signing_key", STANDARD.encode([1u8; 32])),
+        ("gateway_key_id", "gw-1".into()),
+    ])
+    .expect("valid")
+    .jwks()
+    .expect("a key");
+    assert_eq!(check_key_set(&old, None), Ok(()));
+    assert_eq!(check_key_set(&jwks, Some(&old)), Ok(()));
+    // Without the previous seed only the new key signs, and that client must log in again.
+    let swap_without_seed = settings_of(&[
+        ("gateway_signing_key", STANDARD.encode([2u8; 32])),
+        ("gateway_key_id", "gw-2".into()),
+        ("gateway_next_public_key", public_b64(1)),
+        ("gateway_next_key_id", "gw-1".into()),
+    ])
+    .expect("valid")
+    .jwks()
+    .expect("a key");
+    assert_eq!(swap_without_seed.keys, jwks.keys);
+    assert_eq!(
+        check_key_set(&swap_without_seed, Some(&old)),
+        Err(KeySetError::NotSignedByPin)
+    );
+}
+
+#[test]
+fn one_key_id_for_two_different_keys_is_refused_whichever_two_variables_name_it() {
+    let current = [
+        ("gateway_signing_key", STANDARD.encode([1u8; 32])),
+        ("gateway_key_id", "gw-same".to_string()),
+    ];
+    let next = [
+        ("gateway_next_public_key", public_b64(2)),
+        ("gateway_next_key_id", "gw-same".to_string()),
+    ];
+    let previous = [
+        ("gateway_previous_signing_key", STANDARD.encode([3u8; 32])),
+        ("gateway_previous_key_id", "gw-same".to_string()),
+    ];
+    let other_current = [("gateway_signing_key", STANDARD.encode([4u8; 32]))];
+    for vars in [
+        [&current[..], &next[..]].concat(),
+        [&current[..], &previous[..]].concat(),
+        [&other_current[..], &next[..], &previous[..]].concat(),
+    ] {
+        assert!(
+            matches!(settings_of(&vars), Err(GatewaySettingsError::SameKeyId(kid)) if kid == "gw-same"),
+            "{vars:?}"
+        );
+    }
+    // The same key under the same kid twice is one key, published once.
+    let same = [
+        &current[..],
+        &[
+            ("gateway_previous_signing_key", STANDARD.encode([1u8; 32])),
+            ("gateway_previous_key_id", "gw-same".to_string()),
+        ][..],
+    ]
+    .concat();
+    let jwks = settings_of(&same).expect("valid").jwks().expect("a key");
+    assert_eq!(jwks.keys.len(), 1);
+    assert_eq!(jwks.signatures.len(), 1);
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use edge_auth_client::{DeviceKey, Prepared, sign_command};
-use edge_auth_protocol::verify::verify_response;
-use edge_auth_protocol::wire::{Jwks, SignedResponse};
+use edge_auth_protocol::canonical::sign_key_set;
+use edge_auth_protocol::verify::{KeySetError, check_key_set, verify_response};
+use edge_auth_protocol::wire::{Jwk, Jwks, SignedResponse};
 use edge_auth_tests::device::now_ms;
 use edge_auth_tests::poll;
 use edge_auth_tests::stub_server::answering_200_slowly;
@@ -1090,23 +1091,44 @@ async fn commands_keep_working_while_the_key_rotates() {
     let (signed, _) = verified(&app.execute(&p.command).await, &p, &jwks);
     assert_eq!(signed.envelope.key_id, "gw-test-1");
 
-    // The next key becomes current; the old one stays published as next for a while.
+    // The next key becomes current; the old one stays published, and co-signs the set,
+    // as the previous key until it is retired.
     let rotated = app
         .instance_beside(
             Spawn::default()
                 .variable("gateway_signing_key", &STANDARD.encode([8u8; 32]))
                 .variable("gateway_key_id", "gw-test-2")
                 .variable(
-                    "gateway_next_public_key",
-                    &STANDARD.encode(
-                        ed25519_dalek::SigningKey::from_bytes(&edge_auth_tests::GATEWAY_SEED)
-                            .verifying_key()
-                            .as_bytes(),
-                    ),
+                    "gateway_previous_signing_key",
+                    &STANDARD.encode(edge_auth_tests::GATEWAY_SEED),
                 )
-                .variable("gateway_next_key_id", "gw-test-1"),
+                .variable("gateway_previous_key_id", "gw-test-1"),
         )
         .await;
+    let keys = app
+        .client
+        .get(format!("{}/api/v1/public/gateway/keys", rotated.url()))
+        .send()
+        .await
+        .expect("reaches the rotated instance");
+    let keys = ApiResponse::checked(keys, "/api/v1/public/gateway/keys", "get").await;
+    let swapped: Jwks = serde_json::from_value(keys.body.clone()).expect("a JWKS");
+    let kids: Vec<&str> = swapped.keys.iter().map(|k| k.kid.as_str()).collect();
+    assert_eq!(kids, ["gw-test-2", "gw-test-1"]);
+    // A client that refreshed after the publication follows; so does one that pinned the
+    // old key alone and slept through it, by the old key's signature.
+    assert_eq!(check_key_set(&swapped, Some(&jwks)), Ok(()));
+    let mut old_only = jwks.clone();
+    old_only.keys.truncate(1);
+    assert_eq!(old_only.keys[0].kid, "gw-test-1");
+    assert_eq!(check_key_set(&swapped, Some(&old_only)), Ok(()));
+    // Without the old key's signature that client could not tell the set from a forgery.
+    let mut new_only = swapped.clone();
+    new_only.signatures.retain(|s| s.kid == "gw-test-2");
+    assert_eq!(
+        check_key_set(&new_only, Some(&old_only)),
+        Err(KeySetError::NotSignedByPin)
+    );
     let p = device.command("echo", b"after");
     let response = app
         .client
@@ -1133,10 +1155,21 @@ async fn the_jwks_lists_the_current_key_and_is_cacheable() {
             .verifying_key()
             .as_bytes(),
     );
+    let gateway = ed25519_dalek::SigningKey::from_bytes(&edge_auth_tests::GATEWAY_SEED);
+    let listed = [Jwk::ed25519(
+        GATEWAY_KEY_ID,
+        gateway.verifying_key().as_bytes(),
+    )];
+    let signature = sign_key_set(&gateway, GATEWAY_KEY_ID, &listed).signature;
     assert_eq!(
         keys.body,
-        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": expected, "kid": GATEWAY_KEY_ID, "use": "sig", "alg": "EdDSA"}]})
+        json!({
+            "keys": [{"kty": "OKP", "crv": "Ed25519", "x": expected, "kid": GATEWAY_KEY_ID, "use": "sig", "alg": "EdDSA"}],
+            "signatures": [{"kid": GATEWAY_KEY_ID, "signature": signature}],
+        })
     );
+    let jwks: Jwks = serde_json::from_value(keys.body.clone()).expect("a JWKS");
+    assert_eq!(check_key_set(&jwks, None), Ok(()));
 }
 
 #[tokio::test]
@@ -1358,7 +1391,7 @@ async fn the_cli_does_keygen_login_and_a_command() {
     let keys = run(&["keys"], None).await;
     assert!(String::from_utf8_lossy(&keys.stdout).contains(GATEWAY_KEY_ID));
 
-    // Keys that share nothing with the ones pinned at login are refused.
+    // Keys that no pinned key signed are refused.
     let pinned = home.path().join("jwks.json");
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
     let other = Jwks {
@@ -1371,8 +1404,9 @@ async fn the_cli_does_keygen_login_and_a_command() {
     std::fs::write(&pinned, serde_json::to_vec(&other).expect("json")).expect("write");
     let refused = run(&["command", "echo", "x"], None).await;
     assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("share nothing with the pinned"),
+        stderr.contains("do not vouch for") && stderr.contains("no pinned key signed"),
         "{refused:?}"
     );
 }
