@@ -1,6 +1,8 @@
 //! `GET /api/v1/public/gateway/keys` → the gateway's public keys as a JWKS (RFC 7517,
-//! OKP / Ed25519): the current signing key, then the next one during a rotation.
-//! Cacheable for five minutes; with no signing key configured, `503`.
+//! OKP / Ed25519): the current signing key, then the next and the previous one during a
+//! rotation, signed by the current key and the previous one (clients pin by signature:
+//! PROTOCOL.md, section 5.2). Cacheable for five minutes; with no signing key
+//! configured, `503`.
 
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]

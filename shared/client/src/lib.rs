@@ -17,7 +17,7 @@ use ed25519_dalek::SigningKey;
 use edge_auth_protocol::PROTOCOL_VERSION;
 use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_command as sign_envelope};
 use edge_auth_protocol::verify::{
-    KeySetError, ResponseError, check_key_set, verify_event, verify_response,
+    KeyPin, KeySetError, ResponseError, verify_event, verify_response,
 };
 use edge_auth_protocol::wire::{
     CommandEnvelope, EventEnvelope, Jwks, ResponseEnvelope, STATUS_OK, SignedCommand, SignedEvent,
@@ -499,16 +499,19 @@ impl Client {
         })
     }
 
-    /// The gateway's JWKS, fetched and checked against `pinned` (`None` at login: it must
-    /// then be signed by one of its own keys). Pin what this returns in place of the old
-    /// set (PROTOCOL.md, section 5.2).
+    /// Fetches the gateway's JWKS and follows `pin` to it ([`KeyPin::follow`]), or pins it
+    /// on first use with `None` (at login: [`KeyPin::first`]). Store the returned pin in
+    /// place of the old one and verify answers against its `jwks` (PROTOCOL.md, section
+    /// 5.2).
     ///
     /// # Errors
     /// See [`ClientError`]; [`ClientError::KeySet`] when the set is not to be trusted.
-    pub async fn checked_jwks(&self, pinned: Option<&Jwks>) -> Result<Jwks, ClientError> {
+    pub async fn follow_keys(&self, pin: Option<&KeyPin>) -> Result<KeyPin, ClientError> {
         let fresh = self.jwks().await?;
-        check_key_set(&fresh, pinned)?;
-        Ok(fresh)
+        Ok(match pin {
+            None => KeyPin::first(fresh)?,
+            Some(pin) => pin.follow(fresh)?,
+        })
     }
 
     /// Sends a prepared command and verifies the answer against `jwks`.

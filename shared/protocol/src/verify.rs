@@ -7,6 +7,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
 
 use crate::PROTOCOL_VERSION;
 use crate::canonical::{event_bytes, key_set_bytes, response_bytes, sha256_hex};
@@ -85,23 +86,18 @@ pub enum KeySetError {
     NotSignedByPin,
     #[error("the key set is not signed by any of its own keys")]
     Unsigned,
+    #[error("the key set lists {0:?}, a key the gateway has retired (an old set, replayed)")]
+    Retired(String),
+    #[error("the pinned key set is not signed ({0}): log in again to pin the gateway's keys")]
+    BadPin(Box<KeySetError>),
 }
 
-/// Checks a freshly fetched key set before a client trusts it.
+/// Checks a key set: well-formed keys, each `kid` once, every signature by a key of the
+/// set and valid (strictly) over [`key_set_bytes`] of its keys, and at least one by a
+/// key of `pinned` (the same public key, under whatever `kid`), or with no pin by one of
+/// its own keys. With a pin, no pinned `kid` may name another key.
 ///
-/// - `pinned: None` (the first fetch, at login, over HTTPS): the set must be well formed
-///   and signed by one of its own keys. This pins on first use; it proves nothing about
-///   who answered.
-/// - `pinned: Some(set)`: the set must also carry a signature by a key of the pinned set
-///   (same `kid`, same key) and must not give a pinned `kid` another key. A rotation's
-///   sets are signed by a key the client already holds (PROTOCOL.md, section 9.2), so the
-///   gateway's own new set passes; a set that a party on the path changed in any way, a
-///   key added included, does not.
-///
-/// Every key must be a well-formed Ed25519 key under a `kid` named once, and every
-/// signature must name a key of the set and verify (strictly) over
-/// [`key_set_bytes`] of its keys. On success the caller pins `fresh` in place of the old
-/// set.
+/// Clients follow the gateway's keys with [`KeyPin`], which also refuses retired keys.
 ///
 /// # Errors
 /// See [`KeySetError`].
@@ -138,13 +134,78 @@ pub fn check_key_set(fresh: &Jwks, pinned: Option<&Jwks>) -> Result<(), KeySetEr
             .map_err(|b: Vec<u8>| bad(format!("{} bytes, not 64", b.len())))?;
         key.verify_strict(&bytes, &Signature::from_bytes(&signature))
             .map_err(|e| bad(e.to_string()))?;
-        // The signer's kid and key are the pinned ones: no pinned kid is rebound above.
-        trusted |= pinned.is_none_or(|p| p.keys.iter().any(|k| k.kid == sig.kid));
+        // Trust follows the key, not its name: an operator who let the old key's `kid`
+        // change at the swap still has it vouch for the new set.
+        trusted |= pinned.is_none_or(|p| {
+            p.keys.iter().any(|k| {
+                URL_SAFE_NO_PAD
+                    .decode(&k.x)
+                    .is_ok_and(|x| x.as_slice() == key.as_bytes())
+            })
+        });
     }
     match (trusted, pinned) {
         (true, _) => Ok(()),
         (false, Some(_)) => Err(KeySetError::NotSignedByPin),
         (false, None) => Err(KeySetError::Unsigned),
+    }
+}
+
+/// What a client keeps of the gateway's keys between fetches (PROTOCOL.md, section 5.2):
+/// the set it trusts, and the keys it has seen the gateway drop. A dropped key is never
+/// trusted again, so an old set replayed by a party on the path cannot bring a retired key
+/// back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPin {
+    /// The trusted set: responses and events verify against it.
+    pub jwks: Jwks,
+    /// The `x` of every key a fetched set no longer listed.
+    #[serde(default)]
+    pub retired: Vec<String>,
+}
+
+impl KeyPin {
+    /// The pin of the first fetch, at login over HTTPS (trust on first use): the set must
+    /// be well formed and signed by one of its own keys, which proves nothing about who
+    /// answered but catches a malformed set.
+    ///
+    /// # Errors
+    /// See [`check_key_set`].
+    pub fn first(fresh: Jwks) -> Result<Self, KeySetError> {
+        check_key_set(&fresh, None)?;
+        Ok(Self {
+            jwks: fresh,
+            retired: Vec::new(),
+        })
+    }
+
+    /// The pin after a later fetch: `fresh` must pass [`check_key_set`] against the pinned
+    /// set and list no retired key. The pinned keys that `fresh` no longer lists are
+    /// retired. Every set of a rotation is signed by a key the client already holds
+    /// (PROTOCOL.md, section 9.2), so the gateway's own new sets pass; a set a party on
+    /// the path added a key to, or an old one it replays, does not.
+    ///
+    /// # Errors
+    /// [`KeySetError::BadPin`] when the pinned set itself is not signed (pinned by a
+    /// client that did not check), else see [`check_key_set`] and
+    /// [`KeySetError::Retired`].
+    pub fn follow(&self, fresh: Jwks) -> Result<Self, KeySetError> {
+        check_key_set(&self.jwks, None).map_err(|e| KeySetError::BadPin(Box::new(e)))?;
+        check_key_set(&fresh, Some(&self.jwks))?;
+        if let Some(k) = fresh.keys.iter().find(|k| self.retired.contains(&k.x)) {
+            return Err(KeySetError::Retired(k.kid.clone()));
+        }
+        let mut retired = self.retired.clone();
+        for old in &self.jwks.keys {
+            if !fresh.keys.iter().any(|k| k.x == old.x) && !retired.contains(&old.x) {
+                retired.push(old.x.clone());
+            }
+        }
+        Ok(Self {
+            jwks: fresh,
+            retired,
+        })
     }
 }
 
@@ -264,23 +325,68 @@ mod tests {
     }
 
     #[test]
-    fn every_set_of_a_rotation_passes_for_a_client_that_pinned_the_set_before_it() {
+    fn every_set_of_a_rotation_is_followed_by_a_client_pinned_at_any_step_before_it() {
         let before = set(&[("a", 1)], &[("a", 1)]);
         let published = set(&[("a", 1), ("b", 2)], &[("a", 1)]);
         // The swap, signed by the new key and by the old one until it is retired.
         let swapped = set(&[("b", 2), ("a", 1)], &[("b", 2), ("a", 1)]);
         let retired = set(&[("b", 2)], &[("b", 2)]);
-        assert_eq!(check_key_set(&before, None), Ok(()));
-        assert_eq!(check_key_set(&published, Some(&before)), Ok(()));
-        assert_eq!(check_key_set(&swapped, Some(&published)), Ok(()));
+        let pin = KeyPin::first(before.clone()).expect("self-signed");
+        let pin = pin.follow(published.clone()).expect("signed by a");
+        let pin = pin.follow(swapped.clone()).expect("signed by a and b");
+        let pin = pin.follow(retired.clone()).expect("signed by b");
+        assert_eq!(pin.jwks, retired);
+        assert_eq!(pin.retired, [jwk("a", 1).x]);
         // A client offline from publication to swap still follows, by the old key's signature.
-        assert_eq!(check_key_set(&swapped, Some(&before)), Ok(()));
-        assert_eq!(check_key_set(&retired, Some(&swapped)), Ok(()));
+        let asleep = KeyPin::first(before.clone()).expect("self-signed");
+        assert!(asleep.follow(swapped.clone()).is_ok());
         // One that slept through the retirement must log in again.
         assert_eq!(
-            check_key_set(&retired, Some(&before)),
-            Err(KeySetError::NotSignedByPin)
+            asleep.follow(retired).err(),
+            Some(KeySetError::NotSignedByPin)
         );
+    }
+
+    #[test]
+    fn an_old_set_replayed_after_the_retirement_cannot_bring_the_old_key_back() {
+        let pin = KeyPin::first(set(&[("b", 2), ("a", 1)], &[("b", 2), ("a", 1)]))
+            .expect("the swap")
+            .follow(set(&[("b", 2)], &[("b", 2)]))
+            .expect("the retirement");
+        // The genuine swap set, signed by the pinned key b, replayed by a party on the path.
+        let replayed = set(&[("b", 2), ("a", 1)], &[("b", 2), ("a", 1)]);
+        assert_eq!(
+            pin.follow(replayed).err(),
+            Some(KeySetError::Retired("a".into()))
+        );
+        // Under another name too: retirement follows the key.
+        let renamed = set(&[("b", 2), ("old", 1)], &[("b", 2)]);
+        assert_eq!(
+            pin.follow(renamed).err(),
+            Some(KeySetError::Retired("old".into()))
+        );
+    }
+
+    #[test]
+    fn a_pin_that_is_not_signed_is_not_followed() {
+        // A set pinned by an older client, which a party on the path may have added to.
+        let legacy = KeyPin {
+            jwks: set(&[("a", 1), ("evil", 9)], &[]),
+            retired: Vec::new(),
+        };
+        let forged = set(&[("evil", 9)], &[("evil", 9)]);
+        assert_eq!(
+            legacy.follow(forged).err(),
+            Some(KeySetError::BadPin(Box::new(KeySetError::Unsigned)))
+        );
+    }
+
+    #[test]
+    fn the_old_key_vouches_for_the_swap_even_under_a_new_kid() {
+        // The operator named the old key gw-1 and let the previous key's kid be derived.
+        let pin = KeyPin::first(set(&[("gw-1", 1)], &[("gw-1", 1)])).expect("self-signed");
+        let swapped = set(&[("b", 2), ("derived", 1)], &[("b", 2), ("derived", 1)]);
+        assert!(pin.follow(swapped).is_ok());
     }
 
     #[test]
@@ -299,6 +405,18 @@ mod tests {
             check_key_set(&spliced, Some(&pinned)),
             Err(KeySetError::BadSignature { kid, .. }) if kid == "a"
         ));
+        // A genuine new set stripped of its signatures, or of the pinned key's one.
+        let mut stripped = set(&[("a", 1), ("b", 2)], &[("a", 1), ("b", 2)]);
+        stripped.signatures.remove(0);
+        assert_eq!(
+            check_key_set(&stripped, Some(&pinned)),
+            Err(KeySetError::NotSignedByPin)
+        );
+        stripped.signatures.clear();
+        assert_eq!(
+            check_key_set(&stripped, Some(&pinned)),
+            Err(KeySetError::NotSignedByPin)
+        );
         // A set that replaced the keys is refused as well.
         assert_eq!(
             check_key_set(&set(&[("evil", 9)], &[("evil", 9)]), Some(&pinned)),
@@ -308,10 +426,16 @@ mod tests {
 
     #[test]
     fn a_set_that_gives_a_pinned_kid_another_key_is_refused_even_when_signed() {
-        let pinned = set(&[("a", 1)], &[("a", 1)]);
+        let pinned = set(&[("a", 1), ("b", 2)], &[("a", 1)]);
         let rebound = set(&[("a", 9)], &[("a", 9)]);
         assert_eq!(
             check_key_set(&rebound, Some(&pinned)),
+            Err(KeySetError::Rebound("a".into()))
+        );
+        // Even signed by the other pinned key.
+        let rebound_by_b = set(&[("b", 2), ("a", 9)], &[("b", 2)]);
+        assert_eq!(
+            check_key_set(&rebound_by_b, Some(&pinned)),
             Err(KeySetError::Rebound("a".into()))
         );
     }

@@ -142,14 +142,14 @@ pub struct Jwks {
     /// Ed25519 signatures over [`crate::canonical::key_set_bytes`] of `keys`: by the
     /// current key, and during a rotation's swap by the previous one too. A pinned client
     /// accepts a new set only if a key it has pinned signed it
-    /// ([`crate::verify::check_key_set`]).
+    /// ([`crate::verify::KeyPin`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<KeySetSignature>,
 }
 
-/// One signature over a key set.
+/// One signature over a key set. Unknown members are ignored, as in the set itself: they
+/// are not signed, and a later gateway may add some.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KeySetSignature {
     /// The `kid` of the signing key, one of the set's own keys.
     pub kid: String,

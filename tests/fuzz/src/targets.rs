@@ -18,7 +18,10 @@ use edge_auth_domain::push::settings::MAX_EVENT_PAYLOAD_BYTES;
 use edge_auth_domain::sessions::input::ReasonCode;
 use edge_auth_protocol::canonical::{command_bytes, event_bytes, response_bytes};
 use edge_auth_protocol::rules::{is_message_type, is_request_id};
-use edge_auth_protocol::wire::{CommandEnvelope, EventEnvelope, ResponseEnvelope};
+use edge_auth_protocol::verify::{KeyPin, KeySetError, key_of};
+use edge_auth_protocol::wire::{
+    CommandEnvelope, EventEnvelope, Jwk, Jwks, KeySetSignature, ResponseEnvelope,
+};
 
 /// A fuzz target.
 pub struct Target {
@@ -27,7 +30,7 @@ pub struct Target {
 }
 
 /// Every target, by name.
-pub const TARGETS: [Target; 8] = [
+pub const TARGETS: [Target; 9] = [
     Target {
         name: "command",
         run: command,
@@ -60,7 +63,71 @@ pub const TARGETS: [Target; 8] = [
         name: "publish",
         run: publish,
     },
+    Target {
+        name: "key_set",
+        run: key_set,
+    },
 ];
+
+/// The pin the `key_set` target follows from: the test vectors' signed gateway key set.
+fn vectors_pin() -> KeyPin {
+    KeyPin {
+        jwks: Jwks {
+            keys: vec![Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: "T9CZzNR9eJPf6ewkQU7LDZtUICMqrTDZHEZb4zy-ZcQ".into(),
+                kid: "gw-test-1".into(),
+                use_: "sig".into(),
+                alg: "EdDSA".into(),
+            }],
+            signatures: vec![KeySetSignature {
+                kid: "gw-test-1".into(),
+                signature: "PsNlyTEfLthfFynFE6tUYCbhCutvQ+4Jmcl28cQ7nuQhuNtgpV54zSXHPYwBO2sY5qXUz4Q+nSxvJ52sLNltBQ==".into(),
+            }],
+        },
+        retired: Vec::new(),
+    }
+}
+
+/// A fetched JWKS, as a client pins it at login and follows its pin to it: never a
+/// panic; a set it accepts has only well-formed keys each named once, and a pin follows
+/// only to a set signed by the pinned key, which it lists unchanged (a fuzzer cannot
+/// forge a signature, so only the genuine set's bytes pass, whatever else the JSON holds).
+pub fn key_set(bytes: &[u8]) -> u64 {
+    let Ok(fresh) = serde_json::from_slice::<Jwks>(bytes) else {
+        return 1;
+    };
+    let pin = vectors_pin();
+    let first = KeyPin::first(fresh.clone());
+    let later = pin.follow(fresh.clone());
+    for accepted in [&first, &later].into_iter().flatten() {
+        assert_eq!(accepted.jwks, fresh);
+        for jwk in &fresh.keys {
+            assert!(key_of(&fresh, &jwk.kid).is_ok(), "accepted a bad key");
+        }
+    }
+    if let Ok(next) = &later {
+        let pinned = &pin.jwks.keys[0];
+        assert!(fresh.signatures.iter().any(|s| s.kid == pinned.kid));
+        assert!(
+            fresh
+                .keys
+                .iter()
+                .any(|k| k.kid == pinned.kid && k.x == pinned.x)
+        );
+        assert!(next.retired.is_empty(), "the pinned key is still listed");
+        assert!(
+            first.is_ok(),
+            "a set the pin vouches for is one of its own keys signed"
+        );
+    }
+    let outcome = |result: Result<&KeyPin, &KeySetError>| match result {
+        Ok(_) => 2,
+        Err(e) => 4 ^ class(&e.to_string()),
+    };
+    outcome(first.as_ref()) ^ (outcome(later.as_ref()) << 8)
+}
 
 /// A subscribe's resume point: its signed payload, and a `Last-Event-ID` header (the
 /// first byte gives the header's length): never a panic; a point it accepts is a position

@@ -12,13 +12,14 @@
 //! `--url` (or `EDGE_AUTH_URL`) defaults to `http://127.0.0.1:3000`, where `infra/run`
 //! serves; plain `http://` is refused except on loopback (`--insecure` allows it). `--home`
 //! (or `EDGE_AUTH_HOME`) defaults to `~/.edge-auth`, which holds `device.key` (0600),
-//! `session.json` (the session and the URL it belongs to) and `jwks.json`.
+//! `session.json` (the session and the URL it belongs to) and `pin.json` (the gateway's
+//! keys it trusts, and those it has seen retired).
 //!
 //! Trust: `login` pins the gateway's JWKS (it must be signed by one of its own keys).
 //! Before each command the CLI fetches the JWKS again and accepts it only if a key it has
-//! pinned signed it and it gives no pinned key id another key (a rotation's sets are
-//! signed by a key clients already hold); a set that does not, one a party on the path
-//! added a key to included, is refused. `command` prints the verified response payload;
+//! pinned signed it, it gives no pinned key id another key and it lists no key the CLI has
+//! seen retired (a rotation's sets are signed by a key clients already hold); a set that
+//! does not, one a party on the path added a key to or an old one replayed, is refused. `command` prints the verified response payload;
 //! any error, including an answer whose signature does not verify, exits non-zero with a
 //! message.
 //!
@@ -35,6 +36,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use edge_auth_client::{Client, ClientError, DeviceKey};
+use edge_auth_protocol::verify::KeyPin;
 use edge_auth_protocol::wire::Jwks;
 use serde::{Deserialize, Serialize};
 
@@ -141,7 +143,7 @@ async fn run() -> anyhow::Result<()> {
     let client = Client::new(&url)?;
     let key_path = home.join("device.key");
     let session_path = home.join("session.json");
-    let jwks_path = home.join("jwks.json");
+    let pin_path = home.join("pin.json");
     match command.as_str() {
         "keygen" => {
             std::fs::create_dir_all(&home)
@@ -172,9 +174,9 @@ async fn run() -> anyhow::Result<()> {
             };
             let session = client.confirm_email_code(&challenge, &code, &key).await?;
             // Trust on first use: the keys this session's answers must be signed with.
-            let jwks = client.checked_jwks(None).await?;
-            std::fs::write(&jwks_path, serde_json::to_vec_pretty(&jwks)?)
-                .with_context(|| format!("writing {}", jwks_path.display()))?;
+            let pin = client.follow_keys(None).await?;
+            std::fs::write(&pin_path, serde_json::to_vec_pretty(&pin)?)
+                .with_context(|| format!("writing {}", pin_path.display()))?;
             let file = SessionFile {
                 url: url.clone(),
                 device_session_id: session.clone(),
@@ -206,7 +208,7 @@ async fn run() -> anyhow::Result<()> {
                 (Some(_), Some(_)) => bail!("give the payload as an argument or --file, not both"),
             };
             let (key, session, client, current) =
-                signed_in(&key_path, &session_path, &jwks_path, insecure).await?;
+                signed_in(&key_path, &session_path, &pin_path, insecure).await?;
             let result = client
                 .execute(
                     &key,
@@ -221,7 +223,7 @@ async fn run() -> anyhow::Result<()> {
         "subscribe" => {
             let from = take(&mut args, "--from")?;
             let (key, session, client, current) =
-                signed_in(&key_path, &session_path, &jwks_path, insecure).await?;
+                signed_in(&key_path, &session_path, &pin_path, insecure).await?;
             let mut print = |event: &edge_auth_client::StreamEvent| {
                 let kind = event.envelope.event_type.as_str();
                 let resumable = kind == "gateway.stream_end"
@@ -266,12 +268,12 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The device key, the session, a client of the session's gateway and its current JWKS
-/// (checked against the pinned one, which it replaces when a pinned key signed it).
+/// The device key, the session, a client of the session's gateway and its current JWKS,
+/// followed from the pinned keys (the pin is rewritten when the set changed).
 async fn signed_in(
     key_path: &std::path::Path,
     session_path: &std::path::Path,
-    jwks_path: &std::path::Path,
+    pin_path: &std::path::Path,
     insecure: bool,
 ) -> anyhow::Result<(DeviceKey, SessionFile, Client, Jwks)> {
     let key = DeviceKey::load(key_path)?;
@@ -283,23 +285,25 @@ async fn signed_in(
     // The session belongs to the gateway it was made at.
     check_transport(&session.url, insecure)?;
     let client = Client::new(&session.url)?;
-    let pinned: Jwks = serde_json::from_slice(
-        &std::fs::read(jwks_path)
-            .with_context(|| format!("reading {} (run `edge-auth login`)", jwks_path.display()))?,
+    let pin: KeyPin = serde_json::from_slice(
+        &std::fs::read(pin_path)
+            .with_context(|| format!("reading {} (run `edge-auth login`)", pin_path.display()))?,
     )
-    .context("jwks.json is damaged")?;
-    let current = client.checked_jwks(Some(&pinned)).await.with_context(|| {
-        format!(
-            "refusing the gateway's keys, which the pinned ones ({}) do not vouch for; \
-                 log in again if the gateway really replaced its keys",
-            jwks_path.display()
-        )
-    })?;
-    if current != pinned {
-        std::fs::write(jwks_path, serde_json::to_vec_pretty(&current)?)
-            .with_context(|| format!("writing {}", jwks_path.display()))?;
+    .with_context(|| format!("{} is damaged (run `edge-auth login`)", pin_path.display()))?;
+    let followed = match client.follow_keys(Some(&pin)).await {
+        Ok(followed) => followed,
+        Err(e @ ClientError::KeySet(_)) => bail!(
+            "refusing the gateway's keys, which the pinned ones ({}) do not vouch for: {e}; \
+             log in again if the gateway really replaced its keys",
+            pin_path.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if followed != pin {
+        std::fs::write(pin_path, serde_json::to_vec_pretty(&followed)?)
+            .with_context(|| format!("writing {}", pin_path.display()))?;
     }
-    Ok((key, session, client, current))
+    Ok((key, session, client, followed.jwks))
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -671,6 +671,19 @@ fn one_key_id_for_two_different_keys_is_refused_whichever_two_variables_name_it(
             "{vars:?}"
         );
     }
+    // A malformed previous seed is named, like the current one.
+    let short = [
+        &current[..],
+        &[("gateway_previous_signing_key", STANDARD.encode([3u8; 31]))][..],
+    ]
+    .concat();
+    assert!(matches!(
+        settings_of(&short),
+        Err(GatewaySettingsError::Key {
+            name: "gateway_previous_signing_key",
+            ..
+        })
+    ));
     // The same key under the same kid twice is one key, published once.
     let same = [
         &current[..],

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use edge_auth_client::{DeviceKey, Prepared, sign_command};
 use edge_auth_protocol::canonical::sign_key_set;
-use edge_auth_protocol::verify::{KeySetError, check_key_set, verify_response};
+use edge_auth_protocol::verify::{KeyPin, KeySetError, check_key_set, verify_response};
 use edge_auth_protocol::wire::{Jwk, Jwks, SignedResponse};
 use edge_auth_tests::device::now_ms;
 use edge_auth_tests::poll;
@@ -1391,22 +1391,42 @@ async fn the_cli_does_keygen_login_and_a_command() {
     let keys = run(&["keys"], None).await;
     assert!(String::from_utf8_lossy(&keys.stdout).contains(GATEWAY_KEY_ID));
 
+    // The pin holds the gateway's signed set as fetched at login.
+    let pin_path = home.path().join("pin.json");
+    let pin: KeyPin =
+        serde_json::from_slice(&std::fs::read(&pin_path).expect("pinned")).expect("a pin");
+    assert_eq!(pin.jwks, app.jwks().await);
+    assert!(pin.retired.is_empty());
+
     // Keys that no pinned key signed are refused.
-    let pinned = home.path().join("jwks.json");
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
-    let other = Jwks {
-        keys: vec![edge_auth_protocol::wire::Jwk::ed25519(
-            "someone-else",
-            stranger.verifying_key().as_bytes(),
-        )],
-        signatures: Vec::new(),
+    let listed = vec![Jwk::ed25519(
+        "someone-else",
+        stranger.verifying_key().as_bytes(),
+    )];
+    let other = KeyPin {
+        jwks: Jwks {
+            signatures: vec![sign_key_set(&stranger, "someone-else", &listed)],
+            keys: listed,
+        },
+        retired: Vec::new(),
     };
-    std::fs::write(&pinned, serde_json::to_vec(&other).expect("json")).expect("write");
+    std::fs::write(&pin_path, serde_json::to_vec(&other).expect("json")).expect("write");
     let refused = run(&["command", "echo", "x"], None).await;
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         stderr.contains("do not vouch for") && stderr.contains("no pinned key signed"),
+        "{refused:?}"
+    );
+    // So is a pin that is not signed itself (a party on the path may have added to it).
+    let mut unsigned = pin.clone();
+    unsigned.jwks.signatures.clear();
+    std::fs::write(&pin_path, serde_json::to_vec(&unsigned).expect("json")).expect("write");
+    let refused = run(&["command", "echo", "x"], None).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("the pinned key set is not signed"),
         "{refused:?}"
     );
 }
@@ -1428,8 +1448,9 @@ async fn the_cli_follows_the_push_stream_across_its_maximum_duration_until_a_rev
         .expect("key");
     let session = json!({"url": app.address, "device_session_id": device.session});
     std::fs::write(home.path().join("session.json"), session.to_string()).expect("session");
-    let jwks = serde_json::to_vec(&app.jwks().await).expect("jwks");
-    std::fs::write(home.path().join("jwks.json"), jwks).expect("jwks");
+    let pin = KeyPin::first(app.jwks().await).expect("signed");
+    let pin = serde_json::to_vec(&pin).expect("json");
+    std::fs::write(home.path().join("pin.json"), pin).expect("pin");
 
     let mut child = std::process::Command::new(cli())
         .args(["--url", &app.address, "--home"])
