@@ -86,8 +86,6 @@ pub enum KeySetError {
     NotSignedByPin,
     #[error("the key set is not signed by any of its own keys")]
     Unsigned,
-    #[error("the key set lists {0:?}, a key the gateway has retired (an old set, replayed)")]
-    Retired(String),
     #[error("the pinned key set is not signed ({0}): log in again to pin the gateway's keys")]
     BadPin(Box<KeySetError>),
 }
@@ -181,20 +179,22 @@ impl KeyPin {
     }
 
     /// The pin after a later fetch: `fresh` must pass [`check_key_set`] against the pinned
-    /// set and list no retired key. The pinned keys that `fresh` no longer lists are
-    /// retired. Every set of a rotation is signed by a key the client already holds
-    /// (PROTOCOL.md, section 9.2), so the gateway's own new sets pass; a set a party on
-    /// the path added a key to, or an old one it replays, does not.
+    /// set, and the pinned keys that `fresh` no longer lists are retired. Every set of a
+    /// rotation is signed by a key the client already holds (PROTOCOL.md, section 9.2), so
+    /// the gateway's own new sets pass; a set a party on the path added a key to does not.
+    ///
+    /// A set that passes but lists a retired key is an old one: a cached copy, an instance
+    /// not yet restarted after the retirement, or a replay. It is ignored: the pin comes
+    /// back unchanged, so the retired key stays untrusted and the client goes on.
     ///
     /// # Errors
     /// [`KeySetError::BadPin`] when the pinned set itself is not signed (pinned by a
-    /// client that did not check), else see [`check_key_set`] and
-    /// [`KeySetError::Retired`].
+    /// client that did not check), else see [`check_key_set`].
     pub fn follow(&self, fresh: Jwks) -> Result<Self, KeySetError> {
         check_key_set(&self.jwks, None).map_err(|e| KeySetError::BadPin(Box::new(e)))?;
         check_key_set(&fresh, Some(&self.jwks))?;
-        if let Some(k) = fresh.keys.iter().find(|k| self.retired.contains(&k.x)) {
-            return Err(KeySetError::Retired(k.kid.clone()));
+        if fresh.keys.iter().any(|k| self.retired.contains(&k.x)) {
+            return Ok(self.clone());
         }
         let mut retired = self.retired.clone();
         for old in &self.jwks.keys {
@@ -353,18 +353,17 @@ mod tests {
             .expect("the swap")
             .follow(set(&[("b", 2)], &[("b", 2)]))
             .expect("the retirement");
-        // The genuine swap set, signed by the pinned key b, replayed by a party on the path.
+        // The genuine swap set, signed by the pinned key b, replayed by a party on the path
+        // (or served by a cache or an instance not yet restarted): ignored.
         let replayed = set(&[("b", 2), ("a", 1)], &[("b", 2), ("a", 1)]);
-        assert_eq!(
-            pin.follow(replayed).err(),
-            Some(KeySetError::Retired("a".into()))
-        );
+        assert_eq!(pin.follow(replayed), Ok(pin.clone()));
         // Under another name too: retirement follows the key.
         let renamed = set(&[("b", 2), ("old", 1)], &[("b", 2)]);
-        assert_eq!(
-            pin.follow(renamed).err(),
-            Some(KeySetError::Retired("old".into()))
-        );
+        assert_eq!(pin.follow(renamed), Ok(pin.clone()));
+        assert!(pin.jwks.keys.iter().all(|k| k.x != jwk("a", 1).x));
+        // The current set still moves the pin on.
+        let next = set(&[("b", 2), ("c", 3)], &[("b", 2)]);
+        assert_eq!(pin.follow(next.clone()).map(|p| p.jwks), Ok(next));
     }
 
     #[test]

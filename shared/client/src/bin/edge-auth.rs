@@ -17,11 +17,11 @@
 //!
 //! Trust: `login` pins the gateway's JWKS (it must be signed by one of its own keys).
 //! Before each command the CLI fetches the JWKS again and accepts it only if a key it has
-//! pinned signed it, it gives no pinned key id another key and it lists no key the CLI has
-//! seen retired (a rotation's sets are signed by a key clients already hold); a set that
-//! does not, one a party on the path added a key to or an old one replayed, is refused. `command` prints the verified response payload;
-//! any error, including an answer whose signature does not verify, exits non-zero with a
-//! message.
+//! pinned signed it and it gives no pinned key id another key (a rotation's sets are
+//! signed by a key clients already hold); a set a party on the path added a key to is
+//! refused, and one that lists a key the CLI has seen retired (an old set) is ignored.
+//! `command` prints the verified response payload; any error, including an answer whose
+//! signature does not verify, exits non-zero with a message.
 //!
 //! `subscribe` follows the session's push stream and prints each verified event as a JSON
 //! line (`id`, `event_type`, `event_id`, `target`, `timestamp_ms`, `payload`). It resumes
