@@ -1,8 +1,8 @@
 //! A client's check of a signed response: the key named by `key_id` must be in the
 //! gateway's JWKS, the signature must verify (strictly) over the canonical bytes, the
 //! payload must match its hash, and the response must be bound to the request the client
-//! sent (`request_sha256`) and carry its request id. And a client's check of a newly
-//! fetched JWKS against the one it pinned ([`check_key_set`]).
+//! sent (`request_sha256`) and carry its request id. And a client's pin of the gateway's
+//! keys, which follows a newly fetched JWKS only when a pinned key signed it ([`KeyPin`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -91,11 +91,12 @@ pub enum KeySetError {
 }
 
 /// Checks a key set: well-formed keys, each `kid` once, every signature by a key of the
-/// set and valid (strictly) over [`key_set_bytes`] of its keys, and at least one by a
+/// set and valid (strictly) over [`key_set_bytes`] of the set, and at least one by a
 /// key of `pinned` (the same public key, under whatever `kid`), or with no pin by one of
 /// its own keys. With a pin, no pinned `kid` may name another key.
 ///
-/// Clients follow the gateway's keys with [`KeyPin`], which also refuses retired keys.
+/// Clients follow the gateway's keys with [`KeyPin`], which also orders sets by when they
+/// were issued.
 ///
 /// # Errors
 /// See [`KeySetError`].
@@ -113,7 +114,7 @@ pub fn check_key_set(fresh: &Jwks, pinned: Option<&Jwks>) -> Result<(), KeySetEr
             }
         }
     }
-    let bytes = key_set_bytes(&fresh.keys);
+    let bytes = key_set_bytes(fresh.issued_at_ms, &fresh.keys);
     let mut trusted = false;
     for sig in &fresh.signatures {
         let key = match key_of(fresh, &sig.kid) {
@@ -150,17 +151,14 @@ pub fn check_key_set(fresh: &Jwks, pinned: Option<&Jwks>) -> Result<(), KeySetEr
 }
 
 /// What a client keeps of the gateway's keys between fetches (PROTOCOL.md, section 5.2):
-/// the set it trusts, and the keys it has seen the gateway drop. A dropped key is never
-/// trusted again, so an old set replayed by a party on the path cannot bring a retired key
-/// back.
+/// the signed set it trusts. It follows a newly fetched set only when a pinned key signed
+/// it, and ignores one issued before it, so neither a set a party on the path made nor an
+/// old one it replays (or a cache still serves) takes its place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPin {
     /// The trusted set: responses and events verify against it.
     pub jwks: Jwks,
-    /// The `x` of every key a fetched set no longer listed.
-    #[serde(default)]
-    pub retired: Vec<String>,
 }
 
 impl KeyPin {
@@ -172,40 +170,26 @@ impl KeyPin {
     /// See [`check_key_set`].
     pub fn first(fresh: Jwks) -> Result<Self, KeySetError> {
         check_key_set(&fresh, None)?;
-        Ok(Self {
-            jwks: fresh,
-            retired: Vec::new(),
-        })
+        Ok(Self { jwks: fresh })
     }
 
-    /// The pin after a later fetch: `fresh` must pass [`check_key_set`] against the pinned
-    /// set, and the pinned keys that `fresh` no longer lists are retired. Every set of a
-    /// rotation is signed by a key the client already holds (PROTOCOL.md, section 9.2), so
-    /// the gateway's own new sets pass; a set a party on the path added a key to does not.
-    ///
-    /// A set that passes but lists a retired key is an old one: a cached copy, an instance
-    /// not yet restarted after the retirement, or a replay. It is ignored: the pin comes
-    /// back unchanged, so the retired key stays untrusted and the client goes on.
+    /// The pin after a later fetch. A set issued before the pinned one (a cached copy, an
+    /// instance not yet restarted, a replay) is ignored: the pin comes back unchanged,
+    /// whatever the set holds. A set issued since must pass [`check_key_set`] against the
+    /// pinned set, and becomes the pin. Every set of a rotation is signed by a key the
+    /// client already holds (PROTOCOL.md, section 9.2), so the gateway's own new sets
+    /// pass; a set a party on the path added a key to does not.
     ///
     /// # Errors
     /// [`KeySetError::BadPin`] when the pinned set itself is not signed (pinned by a
     /// client that did not check), else see [`check_key_set`].
     pub fn follow(&self, fresh: Jwks) -> Result<Self, KeySetError> {
         check_key_set(&self.jwks, None).map_err(|e| KeySetError::BadPin(Box::new(e)))?;
-        check_key_set(&fresh, Some(&self.jwks))?;
-        if fresh.keys.iter().any(|k| self.retired.contains(&k.x)) {
+        if fresh.issued_at_ms < self.jwks.issued_at_ms {
             return Ok(self.clone());
         }
-        let mut retired = self.retired.clone();
-        for old in &self.jwks.keys {
-            if !fresh.keys.iter().any(|k| k.x == old.x) && !retired.contains(&old.x) {
-                retired.push(old.x.clone());
-            }
-        }
-        Ok(Self {
-            jwks: fresh,
-            retired,
-        })
+        check_key_set(&fresh, Some(&self.jwks))?;
+        Ok(Self { jwks: fresh })
     }
 }
 
@@ -314,56 +298,109 @@ mod tests {
         Jwk::ed25519(kid, key(n).verifying_key().as_bytes())
     }
 
-    /// A set of `keys` (kid, key number), signed by each of `signers`.
-    fn set(keys: &[(&str, u8)], signers: &[(&str, u8)]) -> Jwks {
+    /// A set of `keys` (kid, key number) issued at `at`, signed by each of `signers`.
+    fn set_at(at: u64, keys: &[(&str, u8)], signers: &[(&str, u8)]) -> Jwks {
         let keys: Vec<Jwk> = keys.iter().map(|&(kid, n)| jwk(kid, n)).collect();
         let signatures = signers
             .iter()
-            .map(|&(kid, n)| sign_key_set(&key(n), kid, &keys))
+            .map(|&(kid, n)| sign_key_set(&key(n), kid, at, &keys))
             .collect();
-        Jwks { keys, signatures }
+        Jwks {
+            keys,
+            issued_at_ms: at,
+            signatures,
+        }
+    }
+
+    fn set(keys: &[(&str, u8)], signers: &[(&str, u8)]) -> Jwks {
+        set_at(1_000, keys, signers)
+    }
+
+    // The sets of a rotation from key a to key b (PROTOCOL.md, section 9.2), issued at `at`.
+    fn before(at: u64) -> Jwks {
+        set_at(at, &[("a", 1)], &[("a", 1)])
+    }
+    fn published(at: u64) -> Jwks {
+        set_at(at, &[("a", 1), ("b", 2)], &[("a", 1)])
+    }
+    fn swapped(at: u64) -> Jwks {
+        set_at(at, &[("b", 2), ("a", 1)], &[("b", 2), ("a", 1)])
+    }
+    fn retired(at: u64) -> Jwks {
+        set_at(at, &[("b", 2)], &[("b", 2)])
     }
 
     #[test]
     fn every_set_of_a_rotation_is_followed_by_a_client_pinned_at_any_step_before_it() {
-        let before = set(&[("a", 1)], &[("a", 1)]);
-        let published = set(&[("a", 1), ("b", 2)], &[("a", 1)]);
-        // The swap, signed by the new key and by the old one until it is retired.
-        let swapped = set(&[("b", 2), ("a", 1)], &[("b", 2), ("a", 1)]);
-        let retired = set(&[("b", 2)], &[("b", 2)]);
-        let pin = KeyPin::first(before.clone()).expect("self-signed");
-        let pin = pin.follow(published.clone()).expect("signed by a");
-        let pin = pin.follow(swapped.clone()).expect("signed by a and b");
-        let pin = pin.follow(retired.clone()).expect("signed by b");
-        assert_eq!(pin.jwks, retired);
-        assert_eq!(pin.retired, [jwk("a", 1).x]);
+        let pin = KeyPin::first(before(1)).expect("self-signed");
+        let pin = pin.follow(published(2)).expect("signed by a");
+        let pin = pin.follow(swapped(3)).expect("signed by a and b");
+        let pin = pin.follow(retired(4)).expect("signed by b");
+        assert_eq!(pin.jwks, retired(4));
         // A client offline from publication to swap still follows, by the old key's signature.
-        let asleep = KeyPin::first(before.clone()).expect("self-signed");
-        assert!(asleep.follow(swapped.clone()).is_ok());
+        let asleep = KeyPin::first(before(1)).expect("self-signed");
+        assert_eq!(asleep.follow(swapped(3)).map(|p| p.jwks), Ok(swapped(3)));
         // One that slept through the retirement must log in again.
         assert_eq!(
-            asleep.follow(retired).err(),
+            asleep.follow(retired(4)).err(),
             Some(KeySetError::NotSignedByPin)
         );
     }
 
     #[test]
-    fn an_old_set_replayed_after_the_retirement_cannot_bring_the_old_key_back() {
-        let pin = KeyPin::first(set(&[("b", 2), ("a", 1)], &[("b", 2), ("a", 1)]))
-            .expect("the swap")
-            .follow(set(&[("b", 2)], &[("b", 2)]))
-            .expect("the retirement");
+    fn old_and_new_instances_answering_in_turn_during_each_step_lock_no_client_out() {
+        // Each step rolls out over a while: the old settings' set and the new one's are
+        // both served, each issued when asked, in any order.
+        let steps: [fn(u64) -> Jwks; 4] = [before, published, swapped, retired];
+        for step in 1..steps.len() {
+            let mut pin = KeyPin::first(steps[step - 1](1)).expect("self-signed");
+            for at in 2..12 {
+                // Old, new, new, old, ...: the order a round-robin might give.
+                let which = if at % 3 == 0 { step - 1 } else { step };
+                pin = pin.follow(steps[which](at)).expect("follows");
+                assert_eq!(pin.jwks, steps[which](at), "step {step} at {at}");
+            }
+            // Once the step has rolled out everywhere, its set is pinned.
+            pin = pin.follow(steps[step](20)).expect("follows");
+            assert_eq!(pin.jwks, steps[step](20));
+        }
+    }
+
+    #[test]
+    fn a_set_issued_before_the_pinned_one_is_ignored_whatever_it_holds() {
+        let pin = KeyPin::first(before(1))
+            .and_then(|p| p.follow(published(2)))
+            .and_then(|p| p.follow(swapped(3)))
+            .and_then(|p| p.follow(retired(4)))
+            .expect("the rotation");
         // The genuine swap set, signed by the pinned key b, replayed by a party on the path
-        // (or served by a cache or an instance not yet restarted): ignored.
-        let replayed = set(&[("b", 2), ("a", 1)], &[("b", 2), ("a", 1)]);
-        assert_eq!(pin.follow(replayed), Ok(pin.clone()));
-        // Under another name too: retirement follows the key.
-        let renamed = set(&[("b", 2), ("old", 1)], &[("b", 2)]);
-        assert_eq!(pin.follow(renamed), Ok(pin.clone()));
-        assert!(pin.jwks.keys.iter().all(|k| k.x != jwk("a", 1).x));
-        // The current set still moves the pin on.
-        let next = set(&[("b", 2), ("c", 3)], &[("b", 2)]);
-        assert_eq!(pin.follow(next.clone()).map(|p| p.jwks), Ok(next));
+        // (or still in a cache): the retired key a does not come back.
+        assert_eq!(pin.follow(swapped(3)), Ok(pin.clone()));
+        // A cached set from before the rotation, which no pinned key signed: ignored too,
+        // not a reason to log in again.
+        assert_eq!(pin.follow(published(2)), Ok(pin.clone()));
+        // Nor can an old set move a pin back: the publication stays followed.
+        let pin = KeyPin::first(before(1))
+            .and_then(|p| p.follow(published(5)))
+            .expect("published");
+        assert_eq!(pin.follow(before(4)), Ok(pin.clone()));
+        // A newer set still moves the pin on.
+        assert_eq!(pin.follow(swapped(6)).map(|p| p.jwks), Ok(swapped(6)));
+    }
+
+    #[test]
+    fn a_newer_issue_time_cannot_be_claimed_without_a_pinned_signature() {
+        let pin = KeyPin::first(before(1)).expect("self-signed");
+        // The attacker dates its set later and signs it with its own key.
+        let forged = set_at(99, &[("a", 1), ("evil", 9)], &[("evil", 9)]);
+        assert_eq!(pin.follow(forged).err(), Some(KeySetError::NotSignedByPin));
+        // Or moves a genuine signature onto a later date.
+        let mut redated = published(2);
+        redated.issued_at_ms = 99;
+        assert!(matches!(
+            pin.follow(redated).err(),
+            Some(KeySetError::BadSignature { kid, .. }) if kid == "a"
+        ));
     }
 
     #[test]
@@ -371,9 +408,8 @@ mod tests {
         // A set pinned by an older client, which a party on the path may have added to.
         let legacy = KeyPin {
             jwks: set(&[("a", 1), ("evil", 9)], &[]),
-            retired: Vec::new(),
         };
-        let forged = set(&[("evil", 9)], &[("evil", 9)]);
+        let forged = set_at(2_000, &[("evil", 9)], &[("evil", 9)]);
         assert_eq!(
             legacy.follow(forged).err(),
             Some(KeySetError::BadPin(Box::new(KeySetError::Unsigned)))
@@ -383,8 +419,8 @@ mod tests {
     #[test]
     fn the_old_key_vouches_for_the_swap_even_under_a_new_kid() {
         // The operator named the old key gw-1 and let the previous key's kid be derived.
-        let pin = KeyPin::first(set(&[("gw-1", 1)], &[("gw-1", 1)])).expect("self-signed");
-        let swapped = set(&[("b", 2), ("derived", 1)], &[("b", 2), ("derived", 1)]);
+        let pin = KeyPin::first(set_at(1, &[("gw-1", 1)], &[("gw-1", 1)])).expect("self-signed");
+        let swapped = set_at(2, &[("b", 2), ("derived", 1)], &[("b", 2), ("derived", 1)]);
         assert!(pin.follow(swapped).is_ok());
     }
 
@@ -460,7 +496,7 @@ mod tests {
         let mut stranger = set(&[("a", 1)], &[("a", 1)]);
         stranger
             .signatures
-            .push(sign_key_set(&key(2), "b", &stranger.keys));
+            .push(sign_key_set(&key(2), "b", 1_000, &stranger.keys));
         assert_eq!(
             check_key_set(&stranger, None),
             Err(KeySetError::UnknownSigner("b".into()))

@@ -13,15 +13,15 @@
 //! serves; plain `http://` is refused except on loopback (`--insecure` allows it). `--home`
 //! (or `EDGE_AUTH_HOME`) defaults to `~/.edge-auth`, which holds `device.key` (0600),
 //! `session.json` (the session and the URL it belongs to) and `pin.json` (the gateway's
-//! keys it trusts, and those it has seen retired).
+//! signed key set it trusts).
 //!
 //! Trust: `login` pins the gateway's JWKS (it must be signed by one of its own keys).
-//! Before each command the CLI fetches the JWKS again and accepts it only if a key it has
+//! Before each command the CLI fetches the JWKS again and follows it only if a key it has
 //! pinned signed it and it gives no pinned key id another key (a rotation's sets are
 //! signed by a key clients already hold); a set a party on the path added a key to is
-//! refused, and one that lists a key the CLI has seen retired (an old set) is ignored.
-//! `command` prints the verified response payload; any error, including an answer whose
-//! signature does not verify, exits non-zero with a message.
+//! refused, and one issued before the pinned one (an old set, cached or replayed) is
+//! ignored. `command` prints the verified response payload; any error, including an answer
+//! whose signature does not verify, exits non-zero with a message.
 //!
 //! `subscribe` follows the session's push stream and prints each verified event as a JSON
 //! line (`id`, `event_type`, `event_id`, `target`, `timestamp_ms`, `payload`). It resumes
@@ -112,6 +112,17 @@ fn check_transport(url: &str, insecure: bool) -> anyhow::Result<()> {
     }
 }
 
+/// Writes `bytes` to `path` through a file beside it, renamed over it: a run that reads
+/// `path` meanwhile (another command) sees the old content or the new, never half of it.
+fn write_replacing(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(format!(".{}.partial", std::process::id()));
+    let partial = PathBuf::from(partial);
+    std::fs::write(&partial, bytes).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path)
+        .with_context(|| format!("replacing {} with {}", path.display(), partial.display()))
+}
+
 /// The value after `flag` in `args`, removed from it.
 fn take(args: &mut Vec<String>, flag: &str) -> anyhow::Result<Option<String>> {
     let Some(i) = args.iter().position(|a| a == flag) else {
@@ -175,8 +186,7 @@ async fn run() -> anyhow::Result<()> {
             let session = client.confirm_email_code(&challenge, &code, &key).await?;
             // Trust on first use: the keys this session's answers must be signed with.
             let pin = client.follow_keys(None).await?;
-            std::fs::write(&pin_path, serde_json::to_vec_pretty(&pin)?)
-                .with_context(|| format!("writing {}", pin_path.display()))?;
+            write_replacing(&pin_path, &serde_json::to_vec_pretty(&pin)?)?;
             let file = SessionFile {
                 url: url.clone(),
                 device_session_id: session.clone(),
@@ -300,8 +310,7 @@ async fn signed_in(
         Err(e) => return Err(e.into()),
     };
     if followed != pin {
-        std::fs::write(pin_path, serde_json::to_vec_pretty(&followed)?)
-            .with_context(|| format!("writing {}", pin_path.display()))?;
+        write_replacing(pin_path, &serde_json::to_vec_pretty(&followed)?)?;
     }
     Ok((key, session, client, followed.jwks))
 }

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use edge_auth_client::{DeviceKey, Prepared, sign_command};
 use edge_auth_protocol::canonical::sign_key_set;
-use edge_auth_protocol::verify::{KeyPin, KeySetError, check_key_set, verify_response};
+use edge_auth_protocol::verify::{KeyPin, KeySetError, verify_response};
 use edge_auth_protocol::wire::{Jwk, Jwks, SignedResponse};
 use edge_auth_tests::device::now_ms;
 use edge_auth_tests::poll;
@@ -1074,6 +1074,19 @@ async fn a_response_replayed_for_another_request_fails_the_clients_check() {
     );
 }
 
+/// The key set `instance` (an instance beside `app`) answers, checked against the OpenAPI.
+async fn keys_of(app: &TestApp, instance: &str) -> Jwks {
+    let keys = app
+        .client
+        .get(format!("{instance}/api/v1/public/gateway/keys"))
+        .send()
+        .await
+        .expect("reaches the instance");
+    let keys = ApiResponse::checked(keys, "/api/v1/public/gateway/keys", "get").await;
+    assert_eq!(keys.status(), 200, "{:?}", keys.body);
+    serde_json::from_value(keys.body).expect("a JWKS")
+}
+
 #[tokio::test]
 async fn commands_keep_working_while_the_key_rotates() {
     let new_key = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
@@ -1105,29 +1118,39 @@ async fn commands_keep_working_while_the_key_rotates() {
                 .variable("gateway_previous_key_id", "gw-test-1"),
         )
         .await;
-    let keys = app
-        .client
-        .get(format!("{}/api/v1/public/gateway/keys", rotated.url()))
-        .send()
-        .await
-        .expect("reaches the rotated instance");
-    let keys = ApiResponse::checked(keys, "/api/v1/public/gateway/keys", "get").await;
-    let swapped: Jwks = serde_json::from_value(keys.body.clone()).expect("a JWKS");
+    // Clients pinned before the publication (an instance with the old key alone) and
+    // after it.
+    let unrotated = app.instance_beside(Spawn::default()).await;
+    let pinned_before = KeyPin::first(keys_of(&app, &unrotated.url()).await).expect("signed");
+    assert_eq!(pinned_before.jwks.keys.len(), 1);
+    // The set fetched before that pin is older: it leaves the pin as it is.
+    assert_eq!(
+        pinned_before.follow(jwks.clone()),
+        Ok(pinned_before.clone())
+    );
+    let published = app.jwks().await;
+    let pinned_after = pinned_before
+        .follow(published.clone())
+        .expect("signed by the old key");
+    assert_eq!(pinned_after.jwks, published);
+    let swapped = keys_of(&app, &rotated.url()).await;
     let kids: Vec<&str> = swapped.keys.iter().map(|k| k.kid.as_str()).collect();
     assert_eq!(kids, ["gw-test-2", "gw-test-1"]);
-    // A client that refreshed after the publication follows; so does one that pinned the
-    // old key alone and slept through it, by the old key's signature.
-    assert_eq!(check_key_set(&swapped, Some(&jwks)), Ok(()));
-    let mut old_only = jwks.clone();
-    old_only.keys.truncate(1);
-    assert_eq!(old_only.keys[0].kid, "gw-test-1");
-    assert_eq!(check_key_set(&swapped, Some(&old_only)), Ok(()));
+    // Both follow the swap: the first by the old key's signature.
+    assert_eq!(
+        pinned_after.follow(swapped.clone()).map(|p| p.jwks),
+        Ok(swapped.clone())
+    );
+    assert_eq!(
+        pinned_before.follow(swapped.clone()).map(|p| p.jwks),
+        Ok(swapped.clone())
+    );
     // Without the old key's signature that client could not tell the set from a forgery.
     let mut new_only = swapped.clone();
     new_only.signatures.retain(|s| s.kid == "gw-test-2");
     assert_eq!(
-        check_key_set(&new_only, Some(&old_only)),
-        Err(KeySetError::NotSignedByPin)
+        pinned_before.follow(new_only).err(),
+        Some(KeySetError::NotSignedByPin)
     );
     let p = device.command("echo", b"after");
     let response = app
@@ -1155,21 +1178,29 @@ async fn the_jwks_lists_the_current_key_and_is_cacheable() {
             .verifying_key()
             .as_bytes(),
     );
+    // Dated by the instance's clock when it answered.
+    let issued = keys.body["issued_at_ms"].as_u64().expect("issued_at_ms");
+    let now = now_ms();
+    assert!(
+        issued <= now && issued + 60_000 > now,
+        "{issued} against {now}"
+    );
     let gateway = ed25519_dalek::SigningKey::from_bytes(&edge_auth_tests::GATEWAY_SEED);
     let listed = [Jwk::ed25519(
         GATEWAY_KEY_ID,
         gateway.verifying_key().as_bytes(),
     )];
-    let signature = sign_key_set(&gateway, GATEWAY_KEY_ID, &listed).signature;
+    let signature = sign_key_set(&gateway, GATEWAY_KEY_ID, issued, &listed).signature;
     assert_eq!(
         keys.body,
         json!({
             "keys": [{"kty": "OKP", "crv": "Ed25519", "x": expected, "kid": GATEWAY_KEY_ID, "use": "sig", "alg": "EdDSA"}],
+            "issued_at_ms": issued,
             "signatures": [{"kid": GATEWAY_KEY_ID, "signature": signature}],
         })
     );
     let jwks: Jwks = serde_json::from_value(keys.body.clone()).expect("a JWKS");
-    assert_eq!(check_key_set(&jwks, None), Ok(()));
+    assert_eq!(KeyPin::first(jwks.clone()).map(|p| p.jwks), Ok(jwks));
 }
 
 #[tokio::test]
@@ -1395,8 +1426,8 @@ async fn the_cli_does_keygen_login_and_a_command() {
     let pin_path = home.path().join("pin.json");
     let pin: KeyPin =
         serde_json::from_slice(&std::fs::read(&pin_path).expect("pinned")).expect("a pin");
-    assert_eq!(pin.jwks, app.jwks().await);
-    assert!(pin.retired.is_empty());
+    assert_eq!(pin.jwks.keys, app.jwks().await.keys);
+    assert_eq!(KeyPin::first(pin.jwks.clone()), Ok(pin.clone()));
 
     // Keys that no pinned key signed are refused.
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
@@ -1406,10 +1437,10 @@ async fn the_cli_does_keygen_login_and_a_command() {
     )];
     let other = KeyPin {
         jwks: Jwks {
-            signatures: vec![sign_key_set(&stranger, "someone-else", &listed)],
+            signatures: vec![sign_key_set(&stranger, "someone-else", 1_000, &listed)],
+            issued_at_ms: 1_000,
             keys: listed,
         },
-        retired: Vec::new(),
     };
     std::fs::write(&pin_path, serde_json::to_vec(&other).expect("json")).expect("write");
     let refused = run(&["command", "echo", "x"], None).await;
@@ -1536,6 +1567,7 @@ async fn the_client_refuses_an_answer_signed_by_a_key_outside_the_jwks() {
             GATEWAY_KEY_ID,
             stranger.verifying_key().as_bytes(),
         )],
+        issued_at_ms: 0,
         signatures: Vec::new(),
     };
     let client = edge_auth_client::Client::new(&app.address).expect("a client");
