@@ -73,6 +73,10 @@ for name, app in apps.items():
         needed |= reads.get(c, set()) & secret
     for v in sorted(needed - mapped):
         fail(f"{name}: its components read the secret variable {v}, which it does not map")
+    # And no more: a secret a group's pods hold but never read only widens what a breach
+    # of that group gives away (required ones aside: Spin starts no app without them).
+    for v in sorted((mapped & secret) - needed - required):
+        fail(f"{name}: it maps the secret variable {v}, which none of its components reads")
 
 # Every routed component runs in exactly one group (health in all of them).
 for component in sorted(set(routes.values()) - {"health"}):
