@@ -1,7 +1,7 @@
 //! `GET /api/v1/public/gateway/keys` → the gateway's public keys as a JWKS (RFC 7517,
 //! OKP / Ed25519): the current signing key, then the next and the previous one during a
-//! rotation, dated by this instance's clock and signed by the current key and the previous
-//! one (clients pin by signature and follow only newer sets: PROTOCOL.md, section 5.2). Cacheable for five minutes; with no signing key
+//! rotation, signed by the current key and the previous one (clients pin by signature:
+//! PROTOCOL.md, section 5.2). Cacheable for five minutes; with no signing key
 //! configured, `503`.
 
 // `#[http_component]` expands to the unsafe component-model export glue.
@@ -22,7 +22,7 @@ async fn handle_gateway_keys(req: IncomingRequest, out: ResponseOutparam) {
             log_cause("gateway-keys", &e);
             public_errors::unavailable()
         })?;
-        let Some(jwks) = settings.jwks(edge_auth_spin::clock::wall_ms()) else {
+        let Some(jwks) = settings.jwks() else {
             edge_auth_spin::request_log::error(
                 "gateway-keys: gateway_signing_key is not set; answering 503",
             );

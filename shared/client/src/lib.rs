@@ -499,10 +499,10 @@ impl Client {
         })
     }
 
-    /// Fetches the gateway's JWKS and follows `pin` to it ([`KeyPin::follow`]: a set issued
-    /// before the pinned one leaves it unchanged), or pins it on first use with `None` (at
-    /// login: [`KeyPin::first`]). Store the returned pin in place of the old one and verify
-    /// answers against its `jwks` (PROTOCOL.md, section 5.2).
+    /// Fetches the gateway's JWKS and follows `pin` to it ([`KeyPin::follow`]), or pins it
+    /// on first use with `None` (at login: [`KeyPin::first`]). Store the returned pin in
+    /// place of the old one and verify answers against its `jwks` (PROTOCOL.md, section
+    /// 5.2).
     ///
     /// # Errors
     /// See [`ClientError`]; [`ClientError::KeySet`] when the set is not to be trusted.
@@ -1165,7 +1165,6 @@ mod tests {
         let gateway = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let jwks = Jwks {
             keys: vec![Jwk::ed25519("gw-1", gateway.verifying_key().as_bytes())],
-            issued_at_ms: 0,
             signatures: Vec::new(),
         };
         let addr = withholding_gateway(gateway, ends_within_ms, pause).await;

@@ -72,14 +72,12 @@ pub fn event_bytes(e: &EventEnvelope) -> Vec<u8> {
     out
 }
 
-/// The bytes the gateway signs for its key set: when it issued the set, the number of
-/// keys, then every member of each key in the set's order (`kid`, `kty`, `crv`, `x`,
-/// `use`, `alg`), so no key can be added, dropped, moved or changed in any member, and no
-/// old set passed off as new, without breaking the signature.
-pub fn key_set_bytes(issued_at_ms: u64, keys: &[Jwk]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + 128 * keys.len());
+/// The bytes the gateway signs for its key set: the number of keys, then every member of
+/// each key in the set's order (`kid`, `kty`, `crv`, `x`, `use`, `alg`), so no key can be
+/// added, dropped, moved or changed in any member without breaking the signature.
+pub fn key_set_bytes(keys: &[Jwk]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + 128 * keys.len());
     put(&mut out, KEY_SET_TAG);
-    put_int(&mut out, issued_at_ms);
     put_int(&mut out, keys.len() as u64);
     for k in keys {
         put(&mut out, k.kid.as_bytes());
@@ -134,16 +132,11 @@ pub fn sign_event(key: &SigningKey, envelope: &EventEnvelope) -> String {
     STANDARD.encode(key.sign(&event_bytes(envelope)).to_bytes())
 }
 
-/// Signs a key set issued at `issued_at_ms` with the key `kid` names.
-pub fn sign_key_set(
-    key: &SigningKey,
-    kid: &str,
-    issued_at_ms: u64,
-    keys: &[Jwk],
-) -> KeySetSignature {
+/// Signs a key set with the key `kid` names.
+pub fn sign_key_set(key: &SigningKey, kid: &str, keys: &[Jwk]) -> KeySetSignature {
     KeySetSignature {
         kid: kid.to_string(),
-        signature: STANDARD.encode(key.sign(&key_set_bytes(issued_at_ms, keys)).to_bytes()),
+        signature: STANDARD.encode(key.sign(&key_set_bytes(keys)).to_bytes()),
     }
 }
 

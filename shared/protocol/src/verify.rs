@@ -95,8 +95,7 @@ pub enum KeySetError {
 /// key of `pinned` (the same public key, under whatever `kid`), or with no pin by one of
 /// its own keys. With a pin, no pinned `kid` may name another key.
 ///
-/// Clients follow the gateway's keys with [`KeyPin`], which also orders sets by when they
-/// were issued.
+/// Clients follow the gateway's keys with [`KeyPin`].
 ///
 /// # Errors
 /// See [`KeySetError`].
@@ -114,7 +113,7 @@ pub fn check_key_set(fresh: &Jwks, pinned: Option<&Jwks>) -> Result<(), KeySetEr
             }
         }
     }
-    let bytes = key_set_bytes(fresh.issued_at_ms, &fresh.keys);
+    let bytes = key_set_bytes(&fresh.keys);
     let mut trusted = false;
     for sig in &fresh.signatures {
         let key = match key_of(fresh, &sig.kid) {
@@ -152,8 +151,7 @@ pub fn check_key_set(fresh: &Jwks, pinned: Option<&Jwks>) -> Result<(), KeySetEr
 
 /// What a client keeps of the gateway's keys between fetches (PROTOCOL.md, section 5.2):
 /// the signed set it trusts. It follows a newly fetched set only when a pinned key signed
-/// it, and ignores one issued before it, so neither a set a party on the path made nor an
-/// old one it replays (or a cache still serves) takes its place.
+/// it, so a set a party on the path made never takes its place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPin {
@@ -173,21 +171,19 @@ impl KeyPin {
         Ok(Self { jwks: fresh })
     }
 
-    /// The pin after a later fetch. A set issued before the pinned one (a cached copy, an
-    /// instance not yet restarted, a replay) is ignored: the pin comes back unchanged,
-    /// whatever the set holds. A set issued since must pass [`check_key_set`] against the
-    /// pinned set, and becomes the pin. Every set of a rotation is signed by a key the
-    /// client already holds (PROTOCOL.md, section 9.2), so the gateway's own new sets
-    /// pass; a set a party on the path added a key to does not.
+    /// The pin after a later fetch: `fresh` must pass [`check_key_set`] against the pinned
+    /// set, and becomes the pin. Every set of a rotation is signed by a key the client
+    /// already holds (PROTOCOL.md, section 9.2), so the gateway's own sets pass, in any
+    /// order while a step rolls out; a set a party on the path added a key to does not.
+    /// An older genuine set passes too, replayed or not: a pin trusts every key any set
+    /// signed by a pinned key lists, which is why a leaked key, even a retired one, calls
+    /// for a rotation that makes every client log in again (section 9.2).
     ///
     /// # Errors
     /// [`KeySetError::BadPin`] when the pinned set itself is not signed (pinned by a
     /// client that did not check), else see [`check_key_set`].
     pub fn follow(&self, fresh: Jwks) -> Result<Self, KeySetError> {
         check_key_set(&self.jwks, None).map_err(|e| KeySetError::BadPin(Box::new(e)))?;
-        if fresh.issued_at_ms < self.jwks.issued_at_ms {
-            return Ok(self.clone());
-        }
         check_key_set(&fresh, Some(&self.jwks))?;
         Ok(Self { jwks: fresh })
     }
@@ -298,109 +294,80 @@ mod tests {
         Jwk::ed25519(kid, key(n).verifying_key().as_bytes())
     }
 
-    /// A set of `keys` (kid, key number) issued at `at`, signed by each of `signers`.
-    fn set_at(at: u64, keys: &[(&str, u8)], signers: &[(&str, u8)]) -> Jwks {
+    /// A set of `keys` (kid, key number), signed by each of `signers`.
+    fn set(keys: &[(&str, u8)], signers: &[(&str, u8)]) -> Jwks {
         let keys: Vec<Jwk> = keys.iter().map(|&(kid, n)| jwk(kid, n)).collect();
         let signatures = signers
             .iter()
-            .map(|&(kid, n)| sign_key_set(&key(n), kid, at, &keys))
+            .map(|&(kid, n)| sign_key_set(&key(n), kid, &keys))
             .collect();
-        Jwks {
-            keys,
-            issued_at_ms: at,
-            signatures,
-        }
+        Jwks { keys, signatures }
     }
 
-    fn set(keys: &[(&str, u8)], signers: &[(&str, u8)]) -> Jwks {
-        set_at(1_000, keys, signers)
+    // The sets of a rotation from key a to key b (PROTOCOL.md, section 9.2).
+    fn before() -> Jwks {
+        set(&[("a", 1)], &[("a", 1)])
     }
-
-    // The sets of a rotation from key a to key b (PROTOCOL.md, section 9.2), issued at `at`.
-    fn before(at: u64) -> Jwks {
-        set_at(at, &[("a", 1)], &[("a", 1)])
+    fn published() -> Jwks {
+        set(&[("a", 1), ("b", 2)], &[("a", 1)])
     }
-    fn published(at: u64) -> Jwks {
-        set_at(at, &[("a", 1), ("b", 2)], &[("a", 1)])
+    fn swapped() -> Jwks {
+        set(&[("b", 2), ("a", 1)], &[("b", 2), ("a", 1)])
     }
-    fn swapped(at: u64) -> Jwks {
-        set_at(at, &[("b", 2), ("a", 1)], &[("b", 2), ("a", 1)])
-    }
-    fn retired(at: u64) -> Jwks {
-        set_at(at, &[("b", 2)], &[("b", 2)])
+    fn retired() -> Jwks {
+        set(&[("b", 2)], &[("b", 2)])
     }
 
     #[test]
     fn every_set_of_a_rotation_is_followed_by_a_client_pinned_at_any_step_before_it() {
-        let pin = KeyPin::first(before(1)).expect("self-signed");
-        let pin = pin.follow(published(2)).expect("signed by a");
-        let pin = pin.follow(swapped(3)).expect("signed by a and b");
-        let pin = pin.follow(retired(4)).expect("signed by b");
-        assert_eq!(pin.jwks, retired(4));
+        let pin = KeyPin::first(before()).expect("self-signed");
+        let pin = pin.follow(published()).expect("signed by a");
+        let pin = pin.follow(swapped()).expect("signed by a and b");
+        let pin = pin.follow(retired()).expect("signed by b");
+        assert_eq!(pin.jwks, retired());
         // A client offline from publication to swap still follows, by the old key's signature.
-        let asleep = KeyPin::first(before(1)).expect("self-signed");
-        assert_eq!(asleep.follow(swapped(3)).map(|p| p.jwks), Ok(swapped(3)));
+        let asleep = KeyPin::first(before()).expect("self-signed");
+        assert_eq!(asleep.follow(swapped()).map(|p| p.jwks), Ok(swapped()));
         // One that slept through the retirement must log in again.
         assert_eq!(
-            asleep.follow(retired(4)).err(),
+            asleep.follow(retired()).err(),
             Some(KeySetError::NotSignedByPin)
         );
     }
 
     #[test]
     fn old_and_new_instances_answering_in_turn_during_each_step_lock_no_client_out() {
-        // Each step rolls out over a while: the old settings' set and the new one's are
-        // both served, each issued when asked, in any order.
-        let steps: [fn(u64) -> Jwks; 4] = [before, published, swapped, retired];
+        // Each step rolls out over a while (and caches keep the old set for minutes): the
+        // old settings' set and the new one's are both served, in any order.
+        let steps: [fn() -> Jwks; 4] = [before, published, swapped, retired];
         for step in 1..steps.len() {
-            let mut pin = KeyPin::first(steps[step - 1](1)).expect("self-signed");
-            for at in 2..12 {
-                // Old, new, new, old, ...: the order a round-robin might give.
-                let which = if at % 3 == 0 { step - 1 } else { step };
-                pin = pin.follow(steps[which](at)).expect("follows");
-                assert_eq!(pin.jwks, steps[which](at), "step {step} at {at}");
+            let mut pin = KeyPin::first(steps[step - 1]()).expect("self-signed");
+            for turn in 0..10 {
+                let which = if turn % 3 == 2 { step - 1 } else { step };
+                pin = pin.follow(steps[which]()).expect("follows");
+                assert_eq!(pin.jwks, steps[which](), "step {step}, turn {turn}");
             }
             // Once the step has rolled out everywhere, its set is pinned.
-            pin = pin.follow(steps[step](20)).expect("follows");
-            assert_eq!(pin.jwks, steps[step](20));
+            pin = pin.follow(steps[step]()).expect("follows");
+            assert_eq!(pin.jwks, steps[step]());
         }
     }
 
     #[test]
-    fn a_set_issued_before_the_pinned_one_is_ignored_whatever_it_holds() {
-        let pin = KeyPin::first(before(1))
-            .and_then(|p| p.follow(published(2)))
-            .and_then(|p| p.follow(swapped(3)))
-            .and_then(|p| p.follow(retired(4)))
-            .expect("the rotation");
-        // The genuine swap set, signed by the pinned key b, replayed by a party on the path
-        // (or still in a cache): the retired key a does not come back.
-        assert_eq!(pin.follow(swapped(3)), Ok(pin.clone()));
-        // A cached set from before the rotation, which no pinned key signed: ignored too,
-        // not a reason to log in again.
-        assert_eq!(pin.follow(published(2)), Ok(pin.clone()));
-        // Nor can an old set move a pin back: the publication stays followed.
-        let pin = KeyPin::first(before(1))
-            .and_then(|p| p.follow(published(5)))
-            .expect("published");
-        assert_eq!(pin.follow(before(4)), Ok(pin.clone()));
-        // A newer set still moves the pin on.
-        assert_eq!(pin.follow(swapped(6)).map(|p| p.jwks), Ok(swapped(6)));
-    }
-
-    #[test]
-    fn a_newer_issue_time_cannot_be_claimed_without_a_pinned_signature() {
-        let pin = KeyPin::first(before(1)).expect("self-signed");
-        // The attacker dates its set later and signs it with its own key.
-        let forged = set_at(99, &[("a", 1), ("evil", 9)], &[("evil", 9)]);
-        assert_eq!(pin.follow(forged).err(), Some(KeySetError::NotSignedByPin));
-        // Or moves a genuine signature onto a later date.
-        let mut redated = published(2);
-        redated.issued_at_ms = 99;
-        assert!(matches!(
-            pin.follow(redated).err(),
-            Some(KeySetError::BadSignature { kid, .. }) if kid == "a"
-        ));
+    fn an_old_set_signed_by_a_pinned_key_is_followed_so_a_leaked_key_needs_a_new_login() {
+        let pin = KeyPin::first(retired()).expect("self-signed");
+        // The swap's set, replayed after the retirement: b signed it, so the pin takes it
+        // and trusts a again. Harmless while a is secret; if a leaks, PROTOCOL 9.2 has the
+        // operator rotate to a key no client pinned.
+        assert_eq!(pin.follow(swapped()).map(|p| p.jwks), Ok(swapped()));
+        // After such a rotation (to c, no previous key) nothing old is followed.
+        let after_leak = KeyPin::first(set(&[("c", 3)], &[("c", 3)])).expect("a new login");
+        for old in [before(), published(), swapped(), retired()] {
+            assert_eq!(
+                after_leak.follow(old).err(),
+                Some(KeySetError::NotSignedByPin)
+            );
+        }
     }
 
     #[test]
@@ -409,7 +376,7 @@ mod tests {
         let legacy = KeyPin {
             jwks: set(&[("a", 1), ("evil", 9)], &[]),
         };
-        let forged = set_at(2_000, &[("evil", 9)], &[("evil", 9)]);
+        let forged = set(&[("evil", 9)], &[("evil", 9)]);
         assert_eq!(
             legacy.follow(forged).err(),
             Some(KeySetError::BadPin(Box::new(KeySetError::Unsigned)))
@@ -419,8 +386,8 @@ mod tests {
     #[test]
     fn the_old_key_vouches_for_the_swap_even_under_a_new_kid() {
         // The operator named the old key gw-1 and let the previous key's kid be derived.
-        let pin = KeyPin::first(set_at(1, &[("gw-1", 1)], &[("gw-1", 1)])).expect("self-signed");
-        let swapped = set_at(2, &[("b", 2), ("derived", 1)], &[("b", 2), ("derived", 1)]);
+        let pin = KeyPin::first(set(&[("gw-1", 1)], &[("gw-1", 1)])).expect("self-signed");
+        let swapped = set(&[("b", 2), ("derived", 1)], &[("b", 2), ("derived", 1)]);
         assert!(pin.follow(swapped).is_ok());
     }
 
@@ -496,7 +463,7 @@ mod tests {
         let mut stranger = set(&[("a", 1)], &[("a", 1)]);
         stranger
             .signatures
-            .push(sign_key_set(&key(2), "b", 1_000, &stranger.keys));
+            .push(sign_key_set(&key(2), "b", &stranger.keys));
         assert_eq!(
             check_key_set(&stranger, None),
             Err(KeySetError::UnknownSigner("b".into()))

@@ -134,28 +134,17 @@ pub struct Jwk {
 }
 
 /// `GET /api/v1/public/gateway/keys`: the current key, then the next and the previous one
-/// during a rotation, when the gateway issued the set, and the gateway's signatures over
-/// both. Unknown members are ignored here (RFC 7517 asks so of a JWK Set); what is trusted
-/// is only what is signed.
+/// during a rotation, and the gateway's signatures over the keys. Unknown members are
+/// ignored here (RFC 7517 asks so of a JWK Set); what is trusted is only what is signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwks {
     pub keys: Vec<Jwk>,
-    /// When the gateway signed the set (its instance's clock, Unix ms). A pinned client
-    /// ignores a set issued before the one it pinned: a cached or replayed old set never
-    /// takes the place of a newer one. Absent (0) in a set that is not signed.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub issued_at_ms: u64,
-    /// Ed25519 signatures over [`crate::canonical::key_set_bytes`] of the set: by the
+    /// Ed25519 signatures over [`crate::canonical::key_set_bytes`] of `keys`: by the
     /// current key, and during a rotation's swap by the previous one too. A pinned client
-    /// accepts a new set only if a key it has pinned signed it
+    /// follows a new set only if a key it has pinned signed it
     /// ([`crate::verify::KeyPin`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<KeySetSignature>,
-}
-
-// serde's `skip_serializing_if` passes a reference.
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// One signature over a key set. Unknown members are ignored, as in the set itself: they

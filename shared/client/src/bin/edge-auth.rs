@@ -19,9 +19,8 @@
 //! Before each command the CLI fetches the JWKS again and follows it only if a key it has
 //! pinned signed it and it gives no pinned key id another key (a rotation's sets are
 //! signed by a key clients already hold); a set a party on the path added a key to is
-//! refused, and one issued before the pinned one (an old set, cached or replayed) is
-//! ignored. `command` prints the verified response payload; any error, including an answer
-//! whose signature does not verify, exits non-zero with a message.
+//! refused. `command` prints the verified response payload; any error, including an
+//! answer whose signature does not verify, exits non-zero with a message.
 //!
 //! `subscribe` follows the session's push stream and prints each verified event as a JSON
 //! line (`id`, `event_type`, `event_id`, `target`, `timestamp_ms`, `payload`). It resumes

@@ -393,11 +393,11 @@ impl GatewaySettings {
         2 * self.window_ms + REPLAY_GRACE_MS
     }
 
-    /// The published keys, issued at `now_ms` and signed (`None`: no signing key): the
-    /// current key first, then the next one and the previous one when set, each once;
-    /// signed by the current key and by the previous one (a client that pinned only the
-    /// previous key follows the swap by its signature; PROTOCOL.md, section 9.2).
-    pub fn jwks(&self, now_ms: u64) -> Option<Jwks> {
+    /// The published keys, signed (`None`: no signing key): the current key first, then
+    /// the next one and the previous one when set, each once; signed by the current key
+    /// and by the previous one (a client that pinned only the previous key follows the
+    /// swap by its signature; PROTOCOL.md, section 9.2).
+    pub fn jwks(&self) -> Option<Jwks> {
         let current = self.signing.as_ref()?;
         let mut keys = vec![Jwk::ed25519(
             &current.kid,
@@ -414,16 +414,12 @@ impl GatewaySettings {
                 keys.push(Jwk::ed25519(kid, public.as_bytes()));
             }
         }
-        let mut signatures = vec![sign_key_set(&current.key, &current.kid, now_ms, &keys)];
+        let mut signatures = vec![sign_key_set(&current.key, &current.kid, &keys)];
         if let Some(previous) = &self.previous
             && previous.kid != current.kid
         {
-            signatures.push(sign_key_set(&previous.key, &previous.kid, now_ms, &keys));
+            signatures.push(sign_key_set(&previous.key, &previous.kid, &keys));
         }
-        Some(Jwks {
-            keys,
-            issued_at_ms: now_ms,
-            signatures,
-        })
+        Some(Jwks { keys, signatures })
     }
 }

@@ -246,7 +246,7 @@ fn the_answer_is_stamped_when_it_is_signed_after_the_backend_call() {
     );
     verify_response(
         &executed.response,
-        &settings.jwks(1_000).expect("a key"),
+        &settings.jwks().expect("a key"),
         &command.envelope.request_id,
         &hash,
     )
@@ -262,7 +262,7 @@ fn an_admitted_command_reaches_the_backend_and_the_answer_verifies() {
     assert_eq!(*gate.calls.borrow(), ["client", "session"]);
     assert_eq!(*backend.calls.borrow(), 1);
     assert!(executed.refusal.is_none());
-    let jwks = settings().jwks(1_000).expect("a key");
+    let jwks = settings().jwks().expect("a key");
     let payload = verify_response(
         &executed.response,
         &jwks,
@@ -408,7 +408,7 @@ fn refusals_after_the_session_step_are_signed_and_skip_the_backend() {
         assert_eq!(executed.refusal.as_ref(), Some(&refusal));
         assert_eq!(executed.response.envelope.result_code, refusal.code());
         assert_eq!(*backend.calls.borrow(), 0);
-        let jwks = settings().jwks(1_000).expect("a key");
+        let jwks = settings().jwks().expect("a key");
         assert!(
             verify_response(
                 &executed.response,
@@ -458,7 +458,7 @@ fn a_command_claims_no_stream_and_a_subscribe_over_its_cap_is_a_signed_refusal_w
     let key = settings.signing.as_ref().expect("a key");
     let refused = refuse(key, &verified, now_ms, refusal);
     assert_eq!(refused.response.envelope.result_code, "too_many_streams");
-    let jwks = settings.jwks(1_000).expect("a key");
+    let jwks = settings.jwks().expect("a key");
     let payload = verify_response(
         &refused.response,
         &jwks,
@@ -614,7 +614,7 @@ fn the_key_set_lists_each_key_once_and_is_signed_by_the_current_and_the_previous
         ("gateway_next_key_id", "gw-1".into()),
     ])
     .expect("valid");
-    let jwks = swap.jwks(1_000).expect("a key");
+    let jwks = swap.jwks().expect("a key");
     let kids: Vec<&str> = jwks.keys.iter().map(|k| k.kid.as_str()).collect();
     assert_eq!(kids, ["gw-2", "gw-1"]);
     let signers: Vec<&str> = jwks.signatures.iter().map(|s| s.kid.as_str()).collect();
@@ -625,7 +625,7 @@ fn the_key_set_lists_each_key_once_and_is_signed_by_the_current_and_the_previous
         ("gateway_key_id", "gw-1".into()),
     ])
     .expect("valid")
-    .jwks(1_000)
+    .jwks()
     .expect("a key");
     assert_eq!(check_key_set(&old, None), Ok(()));
     assert_eq!(check_key_set(&jwks, Some(&old)), Ok(()));
@@ -637,7 +637,7 @@ fn the_key_set_lists_each_key_once_and_is_signed_by_the_current_and_the_previous
         ("gateway_next_key_id", "gw-1".into()),
     ])
     .expect("valid")
-    .jwks(1_000)
+    .jwks()
     .expect("a key");
     assert_eq!(swap_without_seed.keys, jwks.keys);
     assert_eq!(
@@ -693,10 +693,7 @@ fn one_key_id_for_two_different_keys_is_refused_whichever_two_variables_name_it(
         ][..],
     ]
     .concat();
-    let jwks = settings_of(&same)
-        .expect("valid")
-        .jwks(1_000)
-        .expect("a key");
+    let jwks = settings_of(&same).expect("valid").jwks().expect("a key");
     assert_eq!(jwks.keys.len(), 1);
     assert_eq!(jwks.signatures.len(), 1);
 }

@@ -231,7 +231,6 @@ fn jwks() -> Jwks {
     let key = SigningKey::from_bytes(&[7; 32]);
     Jwks {
         keys: vec![Jwk::ed25519("k1", key.verifying_key().as_bytes())],
-        issued_at_ms: 0,
         signatures: Vec::new(),
     }
 }
