@@ -86,11 +86,24 @@ pub enum KeySetError {
     NotSignedByPin,
     #[error("the key set is not signed by any of its own keys")]
     Unsigned,
-    #[error("the pinned key set is not signed ({0}): log in again to pin the gateway's keys")]
+    #[error(
+        "the key set holds {keys} keys and {signatures} signatures, more than {MAX_KEY_SET} of either"
+    )]
+    TooLarge { keys: usize, signatures: usize },
+    #[error(
+        "the pinned key set is malformed or not signed ({0}): log in again to pin the \
+         gateway's keys"
+    )]
     BadPin(Box<KeySetError>),
 }
 
-/// Checks a key set: well-formed keys, each `kid` once, every signature by a key of the
+/// The most keys, and the most signatures, a key set may hold: the gateway sends at most 3
+/// and 2. Without a cap a party on the path could make a client hash a set of megabytes
+/// once per signature.
+pub const MAX_KEY_SET: usize = 16;
+
+/// Checks a key set: at most [`MAX_KEY_SET`] keys and signatures, well-formed keys, each
+/// `kid` once, every signature by a key of the
 /// set and valid (strictly) over [`key_set_bytes`] of the set, and at least one by a
 /// key of `pinned` (the same public key, under whatever `kid`), or with no pin by one of
 /// its own keys. With a pin, no pinned `kid` may name another key.
@@ -102,6 +115,12 @@ pub enum KeySetError {
 pub fn check_key_set(fresh: &Jwks, pinned: Option<&Jwks>) -> Result<(), KeySetError> {
     if fresh.keys.is_empty() {
         return Err(KeySetError::Empty);
+    }
+    if fresh.keys.len() > MAX_KEY_SET || fresh.signatures.len() > MAX_KEY_SET {
+        return Err(KeySetError::TooLarge {
+            keys: fresh.keys.len(),
+            signatures: fresh.signatures.len(),
+        });
     }
     for jwk in &fresh.keys {
         key_of(fresh, &jwk.kid).map_err(KeySetError::Key)?;
@@ -175,9 +194,11 @@ impl KeyPin {
     /// set, and becomes the pin. Every set of a rotation is signed by a key the client
     /// already holds (PROTOCOL.md, section 9.2), so the gateway's own sets pass, in any
     /// order while a step rolls out; a set a party on the path added a key to does not.
-    /// An older genuine set passes too, replayed or not: a pin trusts every key any set
-    /// signed by a pinned key lists, which is why a leaked key, even a retired one, calls
-    /// for a rotation that makes every client log in again (section 9.2).
+    /// An older genuine set passes too, replayed or not, and from there the set before it:
+    /// a pin can be led back to every key the gateway has used since its last rotation to
+    /// a key no client pinned, which is why step 4 deletes the old seed and a leaked key,
+    /// even a retired one, calls for such a rotation (every client logs in again;
+    /// PROTOCOL.md, sections 5.2 and 9.2).
     ///
     /// # Errors
     /// [`KeySetError::BadPin`] when the pinned set itself is not signed (pinned by a
@@ -443,6 +464,26 @@ mod tests {
     }
 
     #[test]
+    fn a_set_over_the_size_cap_is_refused_before_any_signature_is_checked() {
+        let keys: Vec<(String, u8)> = (0..=16u8).map(|n| (format!("k{n}"), n + 1)).collect();
+        let named: Vec<(&str, u8)> = keys.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        assert_eq!(
+            check_key_set(&set(&named, &[("k0", 1)]), None),
+            Err(KeySetError::TooLarge {
+                keys: 17,
+                signatures: 1
+            })
+        );
+        let mut many = set(&[("a", 1)], &[("a", 1)]);
+        many.signatures = vec![many.signatures[0].clone(); 17];
+        assert!(matches!(
+            check_key_set(&many, None),
+            Err(KeySetError::TooLarge { signatures: 17, .. })
+        ));
+        assert!(check_key_set(&set(&named[..16], &[("k0", 1)]), None).is_ok());
+    }
+
+    #[test]
     fn unsigned_empty_doubled_or_malformed_sets_are_refused() {
         assert_eq!(
             check_key_set(&set(&[("a", 1)], &[]), None),
@@ -484,7 +525,11 @@ mod tests {
         moved.keys.reverse();
         let mut renamed = good.clone();
         renamed.keys[1].kid = "c".into();
-        for changed in [moved, renamed] {
+        let mut swapped_key = good.clone();
+        swapped_key.keys[1].x = jwk("b", 3).x;
+        let mut dropped = good.clone();
+        dropped.keys.pop();
+        for changed in [moved, renamed, swapped_key, dropped] {
             assert!(matches!(
                 check_key_set(&changed, Some(&pinned)),
                 Err(KeySetError::BadSignature { .. })

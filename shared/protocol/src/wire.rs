@@ -1,5 +1,7 @@
-//! The JSON shapes on the wire. Unknown fields are refused everywhere, so a field a
-//! client thinks is signed can never be silently ignored.
+//! The JSON shapes on the wire. Unknown fields are refused in every signed envelope and
+//! message, so a field a client thinks is signed can never be silently ignored; only the
+//! JWKS and its signature entries ignore them (RFC 7517 asks so, and only their keys are
+//! signed).
 //!
 //! Binary values (payloads, signatures) are standard base64 with padding; hashes are
 //! lower-case hex; keys in a JWKS are unpadded base64url (RFC 8037).
@@ -148,7 +150,7 @@ pub struct Jwks {
 }
 
 /// One signature over a key set. Unknown members are ignored, as in the set itself: they
-/// are not signed, and a later gateway may add some.
+/// are not signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeySetSignature {
     /// The `kid` of the signing key, one of the set's own keys.

@@ -35,7 +35,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use edge_auth_client::{Client, ClientError, DeviceKey};
-use edge_auth_protocol::verify::KeyPin;
+use edge_auth_protocol::verify::{KeyPin, KeySetError};
 use edge_auth_protocol::wire::Jwks;
 use serde::{Deserialize, Serialize};
 
@@ -301,6 +301,9 @@ async fn signed_in(
     .with_context(|| format!("{} is damaged (run `edge-auth login`)", pin_path.display()))?;
     let followed = match client.follow_keys(Some(&pin)).await {
         Ok(followed) => followed,
+        Err(ClientError::KeySet(e @ KeySetError::BadPin(_))) => {
+            bail!("{}: {e}", pin_path.display())
+        }
         Err(e @ ClientError::KeySet(_)) => bail!(
             "refusing the gateway's keys, which the pinned ones ({}) do not vouch for: {e}; \
              log in again if the gateway really replaced its keys",

@@ -394,7 +394,7 @@ impl GatewaySettings {
     }
 
     /// The published keys, signed (`None`: no signing key): the current key first, then
-    /// the next one and the previous one when set, each once; signed by the current key
+    /// the next one and the previous one when set, each `kid` once; signed by the current key
     /// and by the previous one (a client that pinned only the previous key follows the
     /// swap by its signature; PROTOCOL.md, section 9.2).
     pub fn jwks(&self) -> Option<Jwks> {

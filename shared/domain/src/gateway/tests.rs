@@ -647,6 +647,47 @@ fn the_key_set_lists_each_key_once_and_is_signed_by_the_current_and_the_previous
 }
 
 #[test]
+fn the_key_set_lists_the_current_then_the_next_then_the_previous_key() {
+    let jwks = settings_of(&[
+        ("gateway_signing_key", STANDARD.encode([2u8; 32])),
+        ("gateway_key_id", "gw-2".into()),
+        ("gateway_next_public_key", public_b64(3)),
+        ("gateway_next_key_id", "gw-3".into()),
+        ("gateway_previous_signing_key", STANDARD.encode([1u8; 32])),
+        ("gateway_previous_key_id", "gw-1".into()),
+    ])
+    .expect("valid")
+    .jwks()
+    .expect("a key");
+    let listed: Vec<(&str, &str)> = jwks
+        .keys
+        .iter()
+        .map(|k| (k.kid.as_str(), k.x.as_str()))
+        .collect();
+    let x = |seed: u8| {
+        edge_auth_protocol::wire::Jwk::ed25519(
+            "",
+            SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .as_bytes(),
+        )
+        .x
+    };
+    let (x2, x3, x1) = (x(2), x(3), x(1));
+    assert_eq!(
+        listed,
+        [
+            ("gw-2", x2.as_str()),
+            ("gw-3", x3.as_str()),
+            ("gw-1", x1.as_str())
+        ]
+    );
+    let signers: Vec<&str> = jwks.signatures.iter().map(|s| s.kid.as_str()).collect();
+    assert_eq!(signers, ["gw-2", "gw-1"], "the next key has no seed here");
+    assert_eq!(check_key_set(&jwks, None), Ok(()));
+}
+
+#[test]
 fn one_key_id_for_two_different_keys_is_refused_whichever_two_variables_name_it() {
     let current = [
         ("gateway_signing_key", STANDARD.encode([1u8; 32])),
