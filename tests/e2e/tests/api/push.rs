@@ -244,6 +244,35 @@ async fn devices_get_a_published_payload_byte_for_byte_as_the_backend_wrote_it()
 }
 
 #[tokio::test]
+async fn a_new_device_resuming_from_the_start_gets_only_the_events_published_since_it_logged_in() {
+    let (app, ada1, user) = app_with(Spawn::default().variable("push_stream_max_len", "2")).await;
+    // Three events for the user while only the first device exists; the stream keeps two.
+    publish_e(&app, &user, json!("before")).await;
+    publish_e(&app, &user, json!("also before")).await;
+    publish_e(&app, &user, json!("still before")).await;
+    let ada2 = app.device("ada@example.com", 2).await;
+    publish_e(&app, &user, json!("after")).await;
+
+    // The new device, from the very start: only what came since its login, and no
+    // resync_required for what was dropped before it existed.
+    let mut two = open(&app, &ada2, Some("0-0")).await;
+    hello(&mut two).await;
+    let event = next(&mut two).await;
+    assert_eq!((event.event.as_str(), event.payload), ("e", json!("after")));
+    assert!(two.next(Duration::from_millis(500)).await.is_none());
+    drop(two);
+    // Nor from a position of the user's before it existed.
+    let mut again = open(&app, &ada2, Some("1-0")).await;
+    hello(&mut again).await;
+    assert_eq!(next(&mut again).await.payload, json!("after"));
+
+    // The device that was there lost events it was owed: it is told to resync.
+    let mut one = open(&app, &ada1, Some("0-0")).await;
+    hello(&mut one).await;
+    assert_eq!(next(&mut one).await.event, "gateway.resync_required");
+}
+
+#[tokio::test]
 async fn a_resume_from_a_position_no_longer_kept_gets_resync_required_first() {
     let (app, device, user) = app_with(Spawn::default().variable("push_stream_max_len", "2")).await;
     let mut stream = open(&app, &device, None).await;
@@ -316,8 +345,21 @@ async fn an_event_past_its_max_age_is_never_sent_even_before_a_publish_trims_it(
     let (app, device, user) =
         app_with(Spawn::default().variable("push_stream_max_age_seconds", "60")).await;
     let events = format!("{}events", TestApp::prefix_of_id(&device.session));
-    // Two events as if Redis had appended them 2 minutes and 30 s ago.
+    // Two events as if Redis had appended them 2 minutes and 30 s ago, to a session made
+    // 10 minutes ago (a session reads nothing from before it was created).
     let now = now_ms();
+    let _: i64 = app
+        .redis()
+        .hset(
+            format!(
+                "{}s:{}",
+                TestApp::prefix_of_id(&device.session),
+                device.session
+            ),
+            "created_at",
+            now - 600_000,
+        )
+        .expect("HSET");
     let mut ids = Vec::new();
     for (ago_ms, event_type, event_id) in [
         (120_000, "too.old", "ev_AAAAAAAAAAAAAAAAAAAAAA"),
