@@ -30,7 +30,7 @@
 //! | `ea:{a:<tag>}:sessions:revoked` | zset | revoked sessions (same members) |
 //! | `ea:{a:<tag>}:sessions:expired` | zset | sessions whose lifetime or idle timeout ran out (same members; moved there when next read) |
 //! | `ea:{a:<tag>}:sessions:all` | zset | every session (same members) |
-//! | `ea:{a:<tag>}:s:<session_id>` | hash | session record (source of truth); gone 30 days after the session's end |
+//! | `ea:{a:<tag>}:s:<session_id>` | hash | session record (source of truth; `events_from`: the address's newest push event at the login, where its stream starts); gone 30 days after the session's end |
 //! | `ea:{a:<tag>}:gw:<session_id>` | hash | gateway projection: user_id, client_public_key, status, created_at, expires_at, last_used_at, idle_timeout_ms, revoked_at / expired_at |
 //! | `ea:{a:<tag>}:lifecycle` | stream | session_created / session_revoked / user_blocked / user_unblocked |
 //! | `ea:{a:<tag>}:audit` | stream | who did what, when, why |

@@ -184,6 +184,8 @@ impl LoginStore for RedisLoginStore {
             k.lifecycle(),
             k.audit(),
             k.expired_sessions(),
+            k.events(),
+            k.events_meta(),
         ];
         let policy = match a.limit_policy {
             LimitPolicy::Reject => "reject",

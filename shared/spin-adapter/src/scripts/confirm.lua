@@ -4,7 +4,8 @@
 --       4 address -> user id, 5 active sessions (zset), 6 all sessions (zset),
 --       7 new session record, 8 new session projection, 9 the address's confirm
 --       budget, 10 its consecutive wrong codes, 11 revoked sessions (zset),
---       12 lifecycle stream, 13 audit stream, 14 expired sessions (zset)
+--       12 lifecycle stream, 13 audit stream, 14 expired sessions (zset),
+--       15 the address's push events stream, 16 its meta
 -- ARGV: 1 challenge_id, 2 code_mac, 3 client_public_key, 4 new session id,
 --       5 new user id, 6 session limit ('' = none), 7 limit policy, 8 client address,
 --       9 user agent, 10 idempotency window (ms),
@@ -207,11 +208,17 @@ end
 
 local member = string.format('%016d|%s', now, ARGV[4])
 local expires_at = now + tonumber(ARGV[21])
+-- Where the session's push events start: after the address's newest event so far, which
+-- was published before the session existed (push_read.lua reads nothing up to it). An id,
+-- not a time: an event's id need not follow the clock (a failover to a node behind it).
+local top = redis.call('XREVRANGE', KEYS[15], '+', '-', 'COUNT', 1)
+local events_from = (top[1] and top[1][1]) or redis.call('HGET', KEYS[16], 'newest') or '0-0'
 redis.call('HSET', KEYS[7],
   'device_session_id', ARGV[4], 'user_id', user_id, 'client_public_key', ARGV[3],
   'status', 'active', 'created_at', now, 'client_addr', ARGV[8],
   'user_agent', ARGV[9], 'challenge_id', ARGV[1], 'zmember', member,
-  'expires_at', expires_at, 'last_used_at', now, 'idle_timeout_ms', ARGV[22])
+  'expires_at', expires_at, 'last_used_at', now, 'idle_timeout_ms', ARGV[22],
+  'events_from', events_from)
 redis.call('HSET', KEYS[8],
   'user_id', user_id, 'client_public_key', ARGV[3], 'status', 'active',
   'created_at', now, 'expires_at', expires_at, 'last_used_at', now,

@@ -1,9 +1,10 @@
 -- One read of a subscriber's slot: the session's state (an expiry that is due is recorded,
 -- as every read of a session does), the newest lifecycle record (to wait from), and the
 -- events after a position for this session (the user's and its own), at most a batch.
--- A session reads nothing from before it was created: a resume from an earlier position
--- starts at its creation (the user's earlier events were never this device's), and what
--- was dropped or aged out before then is no gap of its.
+-- A session reads nothing published before it was created: a resume from an earlier
+-- position starts after the newest event at its creation (its record's events_from; the
+-- user's earlier events were never this device's), and what was dropped or aged out before
+-- then is no gap of its.
 -- KEYS: 1 projection, 2 session record, 3 blocked, 4 active sessions, 5 expired sessions,
 --       6 lifecycle, 7 audit, 8 events stream, 9 events meta, 10 address -> user id
 -- ARGV: 1 device session id, 2 from ('' = the newest event: only what comes next),
@@ -16,7 +17,7 @@ local now = now_ms()
 local c = {now = now, active = KEYS[4], expired = KEYS[5], lifecycle = KEYS[6],
   audit = KEYS[7], lifecycle_ttl = ARGV[4], lifecycle_max = ARGV[5], audit_ttl = ARGV[6],
   audit_max = ARGV[7]}
-local state, ends, created = 'active', -1, nil
+local state, ends, floor = 'active', -1, nil
 local p = redis.call('HMGET', KEYS[1], 'status', 'user_id')
 local status = p[1]
 -- The block of the address is its user's (see command_session.lua).
@@ -33,9 +34,10 @@ elseif blocked() then
   state = 'user_blocked'
 else
   local r = redis.call('HMGET', KEYS[2], 'expires_at', 'last_used_at', 'idle_timeout_ms',
-    'created_at')
+    'created_at', 'events_from')
   ends = session_end(r[1], r[2], r[3]) or -1
-  created = tonumber(r[4])
+  -- A record made before events_from was kept: the start of its creation's millisecond.
+  floor = r[5] or (tonumber(r[4]) and (tonumber(r[4]) - 1) .. '-18446744073709551615')
 end
 
 local last = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)
@@ -51,10 +53,9 @@ if from == '' then
 else
   -- A position past the newest is not this stream's.
   local past = id_less(newest, from)
-  -- The floor: just before the session's creation (the last id of the millisecond
-  -- before it), or the newest event if that is earlier, so the cursor never passes it.
-  if created and id_less(from, created .. '-0') then
-    local floor = (created - 1) .. '-18446744073709551615'
+  -- Up to the floor, or the newest event if that is earlier (a stream made anew), so the
+  -- cursor never passes it.
+  if floor and id_less(from, floor) then
     from = id_less(floor, newest) and floor or newest
   end
   -- Dropped after `from`: what the meta says was dropped, or everything the stream held
