@@ -11,7 +11,7 @@
 //! Events are kept per address slot (a user and one of their addresses), bounded by length
 //! and age; a resume from a position older than what is kept gets
 //! `gateway.resync_required` first, never a silent gap. A session reads nothing published
-//! before its login: a new device resuming from `0-0` starts there.
+//! before its login: a new device resuming from `0-0` starts after the newest event then.
 //!
 //! # Layout
 //! - [`settings`]: stream duration, heartbeat, and what the store keeps.

@@ -207,8 +207,9 @@ pub trait PushStore {
 
     /// Reads `session`'s state and its events after `from` (at most `max_events`),
     /// recording an expiry that is due. Never changes anything else. Events published
-    /// before the session was created are not its own: a `from` before them reads from
-    /// where the session started, and what was dropped before then is no gap. Events older
+    /// before the session's login are not its own: a `from` before them reads from after
+    /// the address's newest event at the login, and what was dropped before then is no
+    /// gap. Events older
     /// than `max_age_ms` by the store's clock are gone even where no append has trimmed
     /// them yet: one of them after `from` makes the read a gap.
     ///

@@ -17,7 +17,7 @@ local now = now_ms()
 local c = {now = now, active = KEYS[4], expired = KEYS[5], lifecycle = KEYS[6],
   audit = KEYS[7], lifecycle_ttl = ARGV[4], lifecycle_max = ARGV[5], audit_ttl = ARGV[6],
   audit_max = ARGV[7]}
-local state, ends, floor = 'active', -1, nil
+local state, ends, floor = 'active', -1, false
 local p = redis.call('HMGET', KEYS[1], 'status', 'user_id')
 local status = p[1]
 -- The block of the address is its user's (see command_session.lua).
@@ -34,10 +34,11 @@ elseif blocked() then
   state = 'user_blocked'
 else
   local r = redis.call('HMGET', KEYS[2], 'expires_at', 'last_used_at', 'idle_timeout_ms',
-    'created_at', 'events_from')
+    'events_from')
   ends = session_end(r[1], r[2], r[3]) or -1
-  -- A record made before events_from was kept: the start of its creation's millisecond.
-  floor = r[5] or (tonumber(r[4]) and (tonumber(r[4]) - 1) .. '-18446744073709551615')
+  -- A record made before events_from was kept has no floor: it may get earlier events,
+  -- but never loses one silently (a time would not do: ids need not follow the clock).
+  floor = r[4]
 end
 
 local last = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)

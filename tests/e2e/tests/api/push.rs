@@ -272,34 +272,89 @@ async fn a_new_device_resuming_from_the_start_gets_only_the_events_published_sin
     assert_eq!(next(&mut one).await.event, "gateway.resync_required");
 }
 
+/// The id of the newest event in `device`'s address slot.
+fn newest_event_id(app: &TestApp, device: &Device) -> String {
+    let events = format!("{}events", TestApp::prefix_of_id(&device.session));
+    let top: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg(&events)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(&mut app.redis())
+        .expect("XREVRANGE");
+    top.into_iter().next().expect("an event").0
+}
+
 #[tokio::test]
 async fn an_event_published_after_the_login_reaches_the_session_even_if_its_id_is_older() {
     // Event ids follow the order of appends, not the clock: after a failover to a node whose
     // clock is behind, an event published after a login can carry an id from before it.
-    // The session's start is the newest event at its login, not its creation time.
-    let (app, device, user) = app_with(Spawn::default()).await;
-    let events = format!("{}events", TestApp::prefix_of_id(&device.session));
-    let earlier = now_ms() - 60_000;
+    // A session starts after the newest event at its login, not at its creation time.
+    let (app, ada1, user) = app_with(Spawn::default()).await;
+    publish_e(&app, &user, json!("before")).await;
+    let before = newest_event_id(&app, &ada1);
+    let ada2 = app.device("ada@example.com", 2).await;
+    // Appended after the login, with an id 1 ms after the last one: before the login's time.
+    let (ms, _) = position(&before);
+    let late = format!("{}-0", ms + 1);
+    let events = format!("{}events", TestApp::prefix_of_id(&ada2.session));
     let id: String = redis::cmd("XADD")
         .arg(&events)
-        .arg(format!("{earlier}-0"))
+        .arg(&late)
         .arg(&[
             ("event_id", "ev_AAAAAAAAAAAAAAAAAAAAAA"),
             ("type", "late"),
             ("device", ""),
             ("user_id", user.as_str()),
-            ("at", &earlier.to_string()),
+            ("at", &(ms + 1).to_string()),
             ("payload", "{}"),
         ])
         .query(&mut app.redis())
         .expect("XADD");
-    let mut stream = open(&app, &device, Some("0-0")).await;
+    let created: u64 = app
+        .redis()
+        .hget(
+            format!("{}s:{}", TestApp::prefix_of_id(&ada2.session), ada2.session),
+            "created_at",
+        )
+        .expect("HGET");
+    assert!(
+        ms + 1 < created,
+        "the id is older than the login ({created})"
+    );
+    let mut stream = open(&app, &ada2, Some("0-0")).await;
     hello(&mut stream).await;
     let event = next(&mut stream).await;
     assert_eq!(
         (event.event.as_str(), event.id.as_str()),
-        ("late", id.as_str())
+        ("late", id.as_str()),
+        "the event from before the login is not sent, the one after it is"
     );
+}
+
+#[tokio::test]
+async fn a_login_after_the_events_expired_starts_after_the_last_one_the_stream_had() {
+    // The stream expired whole (its meta remembers its newest id): a device logging in then
+    // starts after that id, and gets what comes next with no resync_required.
+    let (app, ada1, user) = app_with(Spawn::default()).await;
+    publish_e(&app, &user, json!("before")).await;
+    let events = format!("{}events", TestApp::prefix_of_id(&ada1.session));
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&events)
+        .query(&mut app.redis())
+        .expect("DEL");
+    assert_eq!(deleted, 1);
+    let ada2 = app.device("ada@example.com", 2).await;
+    publish_e(&app, &user, json!("after")).await;
+    let mut stream = open(&app, &ada2, Some("0-0")).await;
+    hello(&mut stream).await;
+    let event = next(&mut stream).await;
+    assert_eq!((event.event.as_str(), event.payload), ("e", json!("after")));
+    // The device that was there was owed the lost event: it resyncs.
+    let mut one = open(&app, &ada1, Some("0-0")).await;
+    hello(&mut one).await;
+    assert_eq!(next(&mut one).await.event, "gateway.resync_required");
 }
 
 #[tokio::test]
