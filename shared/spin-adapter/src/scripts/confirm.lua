@@ -211,8 +211,7 @@ local expires_at = now + tonumber(ARGV[21])
 -- Where the session's push events start: after the address's newest event so far, which
 -- was published before the session existed (push_read.lua reads nothing up to it). An id,
 -- not a time: an event's id need not follow the clock (a failover to a node behind it).
-local top = redis.call('XREVRANGE', KEYS[15], '+', '-', 'COUNT', 1)
-local events_from = (top[1] and top[1][1]) or redis.call('HGET', KEYS[16], 'newest') or '0-0'
+local events_from = newest_event(KEYS[15], redis.call('HGET', KEYS[16], 'newest'))
 redis.call('HSET', KEYS[7],
   'device_session_id', ARGV[4], 'user_id', user_id, 'client_public_key', ARGV[3],
   'status', 'active', 'created_at', now, 'client_addr', ARGV[8],

@@ -172,3 +172,10 @@ local function id_less(a, b)
   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
   return am < bm or (am == bm and as < bs)
 end
+
+-- The newest position an address's events stream has had: its last entry, else the newest
+-- id its meta remembers (`meta_newest`: the stream expired whole), else '0-0'.
+local function newest_event(stream, meta_newest)
+  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  return (top[1] and top[1][1]) or meta_newest or '0-0'
+end

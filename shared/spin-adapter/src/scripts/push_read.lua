@@ -46,8 +46,7 @@ local lifecycle = last[1] and last[1][1] or '0-0'
 
 local exists = redis.call('EXISTS', KEYS[8]) == 1
 local meta = redis.call('HMGET', KEYS[9], 'dropped', 'newest')
-local top = redis.call('XREVRANGE', KEYS[8], '+', '-', 'COUNT', 1)
-local newest = (top[1] and top[1][1]) or meta[2] or '0-0'
+local newest = newest_event(KEYS[8], meta[2])
 local from, gap = ARGV[2], 0
 if from == '' then
   from = newest
