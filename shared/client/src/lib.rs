@@ -6,7 +6,8 @@
 //! - [`DeviceKey`]: the device's key, generated once and kept in a 0600 file.
 //! - [`sign_command`]: a signed command for any session, message type and payload.
 //! - [`Client`]: the HTTP calls (send, confirm, keys, execute, subscribe) with typed
-//!   errors; [`StreamEvent`]: a verified event of a push stream.
+//!   errors; [`StreamEvent`]: a verified event of a push stream; [`Followed`]: what a
+//!   long-running subscription hands over (events, and the pin when the keys rotate).
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -747,6 +748,13 @@ impl Client {
     /// (see `refusal_wait`); refusals that come after waiting their hint in full count
     /// against `max_retries`, and a stream that opens clears them.
     ///
+    /// Events are verified against `pin`'s keys. A stream or refusal signed by a key the
+    /// pin does not list (the gateway rotated its key while this ran) makes it follow the
+    /// gateway's current key set from `pin` ([`Client::follow_keys`]) and resume; the
+    /// followed pin replaces `pin` and is handed over as [`Followed::Keys`], to be stored
+    /// in place of the old one. A key set the pin does not vouch for ends it
+    /// ([`ClientError::KeySet`]), and so does a key the gateway's own set does not list.
+    ///
     /// # Errors
     /// As [`Client::subscribe_once`], and the last failure once the retries are spent.
     pub async fn subscribe(
@@ -754,9 +762,9 @@ impl Client {
         key: &DeviceKey,
         device_session_id: &str,
         mut last_event_id: Option<String>,
-        jwks: &Jwks,
+        pin: &mut KeyPin,
         max_retries: u32,
-        on_event: &mut impl FnMut(&StreamEvent),
+        on_event: &mut impl FnMut(Followed<'_>),
     ) -> Result<StreamClose, ClientError> {
         // Drops, transport failures and streams the server could not keep, in a row
         // without a backend event.
@@ -767,23 +775,49 @@ impl Client {
         let mut counted_refusals = 0u32;
         loop {
             let mut seen = false;
+            // The last event handed over: a stream that fails after it resumes there.
+            let mut handed_over = None;
             let mut counting = |event: &StreamEvent| {
                 // The gateway's own events (`gateway.*`) come even from a stream that
                 // fails at once: they are no sign of health.
                 seen |= !event.envelope.event_type.starts_with("gateway.");
-                on_event(event);
+                handed_over = Some(event.id.clone());
+                on_event(Followed::Event(event));
             };
-            let outcome = self
+            let mut outcome = self
                 .subscribe_once(
                     key,
                     device_session_id,
                     last_event_id.as_deref(),
-                    jwks,
+                    &pin.jwks,
                     &mut counting,
                 )
                 .await;
             if seen {
                 failures = 0;
+            }
+            if outcome.is_err() {
+                last_event_id = handed_over.or(last_event_id);
+            }
+            if let Err(ClientError::Unverified(ResponseError::UnknownKey(_))) = &outcome {
+                // A key this pin does not list: the gateway may have rotated. Follow its
+                // set; a set that adds no key leaves the key unknown, and the error
+                // stands. A fetch that fails is retried like any other.
+                match self.follow_keys(Some(pin)).await {
+                    Ok(followed) if followed.jwks != pin.jwks => {
+                        *pin = followed;
+                        on_event(Followed::Keys(pin));
+                        // Counted, so a gateway whose sets keep changing cannot hold
+                        // this in the loop for ever.
+                        failures += 1;
+                        if failures > max_retries {
+                            return outcome;
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => outcome = Err(e),
+                }
             }
             if outcome.is_ok() {
                 // A stream opened: the refusals before it are over.
@@ -886,6 +920,16 @@ impl Client {
             .await;
         }
     }
+}
+
+/// What [`Client::subscribe`] hands over as it follows a stream.
+#[derive(Debug, Clone, Copy)]
+pub enum Followed<'a> {
+    /// A verified event, in the stream's order.
+    Event(&'a StreamEvent),
+    /// The gateway's key set changed and the pin followed it: store this pin in place of
+    /// the old one (a rotation's next step may leave the old one vouching for nothing).
+    Keys(&'a KeyPin),
 }
 
 /// One verified event of a push stream.

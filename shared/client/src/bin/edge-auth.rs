@@ -27,16 +27,17 @@
 //! from the last id by itself when the stream reaches its maximum duration, the
 //! connection drops or the server cannot keep the stream (those last two after a pause,
 //! five times in a row at most without an event), and exits non-zero on a terminal
-//! `failed_precondition` (revoked, expired, blocked), printing that event first.
+//! `failed_precondition` (revoked, expired, blocked), printing that event first. When
+//! the gateway rotates its key while it runs, it follows the new key set from its pin as
+//! `command` does, rewrites `pin.json` and resumes.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use edge_auth_client::{Client, ClientError, DeviceKey};
+use edge_auth_client::{Client, ClientError, DeviceKey, Followed};
 use edge_auth_protocol::verify::{KeyPin, KeySetError};
-use edge_auth_protocol::wire::Jwks;
 use serde::{Deserialize, Serialize};
 
 const USAGE: &str = "usage (--insecure allows plain http:// beyond this machine):
@@ -216,7 +217,7 @@ async fn run() -> anyhow::Result<()> {
                 (None, Some(text)) => text.as_bytes().to_vec(),
                 (Some(_), Some(_)) => bail!("give the payload as an argument or --file, not both"),
             };
-            let (key, session, client, current) =
+            let (key, session, client, pin) =
                 signed_in(&key_path, &session_path, &pin_path, insecure).await?;
             let result = client
                 .execute(
@@ -224,16 +225,34 @@ async fn run() -> anyhow::Result<()> {
                     &session.device_session_id,
                     &message_type,
                     &payload,
-                    &current,
+                    &pin.jwks,
                 )
                 .await?;
             std::io::stdout().write_all(&result.payload)?;
         }
         "subscribe" => {
             let from = take(&mut args, "--from")?;
-            let (key, session, client, current) =
+            let (key, session, client, mut pin) =
                 signed_in(&key_path, &session_path, &pin_path, insecure).await?;
-            let mut print = |event: &edge_auth_client::StreamEvent| {
+            let mut print = |followed: Followed<'_>| {
+                let event = match followed {
+                    Followed::Event(event) => event,
+                    // The gateway rotated its key while this ran: keep the pin it followed
+                    // to, which the rotation's next step may need.
+                    Followed::Keys(pin) => {
+                        let stored = serde_json::to_vec_pretty(pin)
+                            .map_err(anyhow::Error::from)
+                            .and_then(|bytes| write_replacing(&pin_path, &bytes));
+                        if let Err(e) = stored {
+                            eprintln!(
+                                "edge-auth: the gateway's keys changed, and {} could not be \
+                                 updated: {e:#}",
+                                pin_path.display()
+                            );
+                        }
+                        return;
+                    }
+                };
                 let kind = event.envelope.event_type.as_str();
                 let resumable = kind == "gateway.stream_end"
                     && serde_json::from_slice::<serde_json::Value>(&event.payload)
@@ -261,7 +280,7 @@ async fn run() -> anyhow::Result<()> {
                     &key,
                     &session.device_session_id,
                     from,
-                    &current,
+                    &mut pin,
                     5,
                     &mut print,
                 )
@@ -277,14 +296,14 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The device key, the session, a client of the session's gateway and its current JWKS,
-/// followed from the pinned keys (the pin is rewritten when the set changed).
+/// The device key, the session, a client of the session's gateway and the pin of its
+/// current JWKS, followed from the pinned keys (the pin is rewritten when the set changed).
 async fn signed_in(
     key_path: &std::path::Path,
     session_path: &std::path::Path,
     pin_path: &std::path::Path,
     insecure: bool,
-) -> anyhow::Result<(DeviceKey, SessionFile, Client, Jwks)> {
+) -> anyhow::Result<(DeviceKey, SessionFile, Client, KeyPin)> {
     let key = DeviceKey::load(key_path)?;
     let session: SessionFile =
         serde_json::from_slice(&std::fs::read(session_path).with_context(|| {
@@ -314,7 +333,7 @@ async fn signed_in(
     if followed != pin {
         write_replacing(pin_path, &serde_json::to_vec_pretty(&followed)?)?;
     }
-    Ok((key, session, client, followed.jwks))
+    Ok((key, session, client, followed))
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -1098,18 +1098,33 @@ async fn push_metrics_count_open_streams_while_they_are_open_and_events_by_targe
     assert_eq!((published("user"), published("device")), (1.0, 1.0));
 }
 
-/// The client library following `device`'s stream (with `max_retries`) in a task: the
-/// types of the events it hands over arrive on the channel.
+/// The client library following `device`'s stream at the app (with `max_retries`) in a
+/// task: see [`follow_at`].
 fn follow(
     app: &TestApp,
     device: &Device,
     jwks: edge_auth_protocol::wire::Jwks,
     max_retries: u32,
-) -> (
+) -> Follower {
+    let pin = edge_auth_protocol::verify::KeyPin::first(jwks).expect("a signed key set");
+    follow_at(&app.address, device, pin, max_retries)
+}
+
+type Follower = (
     tokio::task::JoinHandle<Result<edge_auth_client::StreamClose, edge_auth_client::ClientError>>,
     tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    let client = edge_auth_client::Client::new(&app.address).expect("a client");
+);
+
+/// The client library following `device`'s stream at `base` from `pin` in a task. What
+/// it hands over arrives on the channel: a gateway event's type, a backend event's type
+/// and payload (`e {"n":1}`), and a followed key set's ids (`keys gw-2 gw-1`).
+fn follow_at(
+    base: &str,
+    device: &Device,
+    mut pin: edge_auth_protocol::verify::KeyPin,
+    max_retries: u32,
+) -> Follower {
+    let client = edge_auth_client::Client::new(base).expect("a client");
     let (seen, events) = tokio::sync::mpsc::unbounded_channel::<String>();
     let device = device.clone();
     let task = tokio::spawn(async move {
@@ -1118,10 +1133,26 @@ fn follow(
                 &device.key,
                 &device.session,
                 None,
-                &jwks,
+                &mut pin,
                 max_retries,
-                &mut |e| {
-                    let _ = seen.send(e.envelope.event_type.clone());
+                &mut |followed| {
+                    let _ = seen.send(match followed {
+                        edge_auth_client::Followed::Event(e)
+                            if e.envelope.event_type.starts_with("gateway.") =>
+                        {
+                            e.envelope.event_type.clone()
+                        }
+                        edge_auth_client::Followed::Event(e) => format!(
+                            "{} {}",
+                            e.envelope.event_type,
+                            String::from_utf8_lossy(&e.payload)
+                        ),
+                        edge_auth_client::Followed::Keys(pin) => {
+                            let kids: Vec<&str> =
+                                pin.jwks.keys.iter().map(|k| k.kid.as_str()).collect();
+                            format!("keys {}", kids.join(" "))
+                        }
+                    });
                 },
             )
             .await
@@ -1187,12 +1218,7 @@ async fn the_client_library_rides_out_a_store_outage_when_it_subscribes() {
 async fn followed_in(
     app: &TestApp,
     device: &Device,
-    (task, mut events): (
-        tokio::task::JoinHandle<
-            Result<edge_auth_client::StreamClose, edge_auth_client::ClientError>,
-        >,
-        tokio::sync::mpsc::UnboundedReceiver<String>,
-    ),
+    (task, mut events): Follower,
     within: Duration,
 ) {
     let first = tokio::time::timeout(within, events.recv()).await;
@@ -1271,4 +1297,155 @@ async fn the_client_library_waits_out_a_signed_rate_limit() {
     assert_eq!(spent.status(), 200, "{}", spent.body);
     let follower = follow(&app, &device, app.jwks().await, 1);
     followed_in(&app, &device, follower, Duration::from_secs(8)).await;
+}
+
+/// A TCP relay in front of gateway instances, as a load balancer: connections made after
+/// [`Relay::switch`] reach the new instance, and the switch cuts those still open (the old
+/// instance drained).
+struct Relay {
+    addr: std::net::SocketAddr,
+    upstream: std::sync::Arc<std::sync::Mutex<std::net::SocketAddr>>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn to(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let relay = Self {
+            addr: listener.local_addr().expect("an address"),
+            upstream: std::sync::Arc::new(std::sync::Mutex::new(upstream)),
+            open: std::sync::Arc::default(),
+        };
+        let (upstream, open) = (relay.upstream.clone(), relay.open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let to = *upstream.lock().expect("not poisoned");
+                let pipe = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                open.lock().expect("not poisoned").push(pipe.abort_handle());
+            }
+        });
+        relay
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn switch(&self, upstream: std::net::SocketAddr) {
+        *self.upstream.lock().expect("not poisoned") = upstream;
+        for pipe in self.open.lock().expect("not poisoned").drain(..) {
+            pipe.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_client_library_follows_a_key_rotation_in_the_middle_of_a_subscription() {
+    // Noticed at stop 34: a follower verified every stream against the key set it started
+    // with, so the first stream after a rotation's swap (signed by the new key) failed
+    // verification and ended the subscription.
+    let (app, device, user) = app_with(Spawn::default()).await;
+    // Pinned before the rotation began: the old key alone.
+    let pin = edge_auth_protocol::verify::KeyPin::first(app.jwks().await).expect("signed");
+    assert_eq!(pin.jwks.keys.len(), 1);
+    let swapped = app
+        .instance_beside(
+            Spawn::default()
+                .variable(
+                    "gateway_signing_key",
+                    &base64::engine::general_purpose::STANDARD.encode([8u8; 32]),
+                )
+                .variable("gateway_key_id", "gw-test-2")
+                .variable(
+                    "gateway_previous_signing_key",
+                    &base64::engine::general_purpose::STANDARD
+                        .encode(edge_auth_tests::GATEWAY_SEED),
+                )
+                .variable("gateway_previous_key_id", "gw-test-1"),
+        )
+        .await;
+    let relay = Relay::to(app.addr()).await;
+    let (task, mut events) = follow_at(&relay.url(), &device, pin, 3);
+    let mut next_seen = async || {
+        tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("the follower hands something over within 10 s")
+            .expect("the follower is still running")
+    };
+    assert_eq!(next_seen().await, "gateway.server_time");
+    publish_e(&app, &user, json!({"n": 1})).await;
+    assert_eq!(next_seen().await, r#"e {"n":1}"#);
+
+    // The swap: the stream is cut, and the one it resumes with is signed by the new key.
+    relay.switch(swapped.addr());
+    assert_eq!(next_seen().await, "keys gw-test-2 gw-test-1");
+    assert_eq!(next_seen().await, "gateway.server_time");
+    publish_e(&app, &user, json!({"n": 2})).await;
+    // Resumed after the last event handed over: nothing twice.
+    assert_eq!(next_seen().await, r#"e {"n":2}"#);
+
+    let revoked = app
+        .revoke_session(
+            &device.session,
+            &json!({"reason_code": "lost_device", "actor": "admin:tests"}),
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(next_seen().await, "gateway.stream_end");
+    let closed = tokio::time::timeout(WAIT, task)
+        .await
+        .expect("ended in time")
+        .expect("joined")
+        .expect("followed to its end");
+    assert!(
+        matches!(&closed, edge_auth_client::StreamClose::Ended { reason, .. } if reason == "session_revoked"),
+        "{closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_client_library_does_not_follow_a_stranger_to_the_keys_of_its_streams() {
+    // A stream signed by a key the pin lacks makes the follower fetch the key set: that
+    // must not turn into trusting whatever answers.
+    let (app, device, _) = app_with(Spawn::default()).await;
+    let pin = edge_auth_protocol::verify::KeyPin::first(app.jwks().await).expect("signed");
+    // Another gateway's instance (a stranger's key) on the same store answers everything,
+    // its key set too.
+    let stranger = app
+        .instance_beside(
+            Spawn::default()
+                .variable(
+                    "gateway_signing_key",
+                    &base64::engine::general_purpose::STANDARD.encode([9u8; 32]),
+                )
+                .variable("gateway_key_id", "gw-stranger"),
+        )
+        .await;
+    let relay = Relay::to(stranger.addr()).await;
+    let client = edge_auth_client::Client::new(&relay.url()).expect("a client");
+    let mut pin_now = pin.clone();
+    let outcome = tokio::time::timeout(
+        WAIT,
+        client.subscribe(
+            &device.key,
+            &device.session,
+            None,
+            &mut pin_now,
+            3,
+            &mut |_| {},
+        ),
+    )
+    .await
+    .expect("ends in time");
+    assert!(
+        matches!(&outcome, Err(edge_auth_client::ClientError::KeySet(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(pin_now, pin, "the pin is kept");
 }
