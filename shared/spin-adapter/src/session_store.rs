@@ -474,10 +474,11 @@ impl SessionStore for RedisSessionStore {
     fn set_session_limit(&self, limit: Option<u32>) -> anyhow::Result<()> {
         let limit = limit.map(|n| n.to_string()).unwrap_or_default();
         let newest = self.write_limit_copies(&limit)?;
-        // A copy as new as this call: a newer call, or a counter that went back (a
-        // failover of its node, a deleted key), which would make every later call lose
-        // everywhere. Only the second leaves the counter below a version written: move it
-        // past, and write again.
+        // A copy newer than this call: a newer call, or a counter that went back (a
+        // failover of its node, a deleted key) below a version written, which would make
+        // every later call lose everywhere. Only the second leaves the counter below that
+        // version: move it past, and write again. (A copy at exactly this call's version
+        // took the write: see set_limit_copy.lua.)
         if let Some(newest) = newest {
             let mut reply = Reply::new(
                 "GET session-limit calls",

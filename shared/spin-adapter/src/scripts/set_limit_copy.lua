@@ -5,9 +5,12 @@
 -- itself keeps its plain form (the limit, or no key for none), which every instance reads.
 -- KEYS: 1 the copy, 2 the version of the copy (same slot)
 -- ARGV: 1 the call's version (a whole number), 2 the limit ('' = none)
--- Returns {1} (written) or {0, the copy's version} (a setting as new or newer is there).
+-- Returns {1} (written) or {0, the copy's version} (a newer setting is there).
+-- A copy at the call's own version is written over: the counter never gives a version
+-- twice, so that copy was written before the counter went back (a failover, a deleted
+-- key), by a call that no longer counts, or by this call's own earlier try.
 local current = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-if current >= tonumber(ARGV[1]) then
+if current > tonumber(ARGV[1]) then
   return {0, current}
 end
 redis.call('SET', KEYS[2], ARGV[1])

@@ -885,6 +885,24 @@ async fn session_limit_calls_at_once_leave_every_copy_alike_even_after_the_count
         "{:?}",
         copies()
     );
+
+    // Review finding: the counter went back to exactly the copies' version (the call
+    // that wrote them lost with it): the next call got that version again, every copy
+    // refused it as "as new", and the call answered 200 with the old limit in place.
+    let written: i64 = app
+        .redis()
+        .get("ea:{ea:c0}:config:session_limit_calls")
+        .expect("GET");
+    let _: () = app
+        .redis()
+        .set("ea:{ea:c0}:config:session_limit_calls", written - 1)
+        .expect("SET");
+    app.set_session_limit(Some(3)).await;
+    assert!(
+        copies().iter().all(|c| c.as_deref() == Some("3")),
+        "{:?}",
+        copies()
+    );
 }
 
 #[tokio::test]
