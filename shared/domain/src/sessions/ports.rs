@@ -137,6 +137,9 @@ pub trait SessionStore {
     /// A page of a user's sessions at `tag`, oldest first (`None`: no such user at
     /// `tag`). Only the user's own records: with an external directory an address can
     /// pass to another user, and the sessions of its previous user live on in its sets.
+    /// `cursor` and the page's `next_cursor` name the last session a page looked at, in
+    /// the listing's order: `<its created_at in ms, 16 digits>|<its id>` (the caller
+    /// checks a cursor's form before it comes here).
     ///
     /// # Errors
     /// As [`SessionStore::get`].

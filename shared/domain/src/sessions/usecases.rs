@@ -192,12 +192,31 @@ pub fn list_sessions(
     };
     let limit = page_size(limit)?;
     let start = position(raw_cursor)?;
+    // Inside an address, the listing's cursor is the last session looked at there, in the
+    // listing's order (`SessionStore::list`). Anything else (an audit cursor, one cut
+    // off) would sort somewhere among the sessions and page on from there.
+    if start.is_some_and(|p| {
+        p.inner
+            .is_some_and(|inner| !session_member_at(inner, p.tag))
+    }) {
+        return Err(InvalidInput::Cursor.into());
+    }
     let tags = locate(store, &user)?;
     page_across(&tags, start, |tag, inner| {
         Ok(known_at(
             &user,
             store.list(tag, &user, filter, inner, limit)?,
         ))
+    })
+}
+
+/// `inner` is a session as a listing orders them at the address of `tag`:
+/// `<created_at in ms, 16 digits>|<a session id of that address>`.
+fn session_member_at(inner: &str, tag: AddressTag) -> bool {
+    inner.split_once('|').is_some_and(|(created, id)| {
+        created.len() == 16
+            && created.bytes().all(|b| b.is_ascii_digit())
+            && DeviceSessionId::parse(id).is_ok_and(|id| id.tag() == tag)
     })
 }
 
