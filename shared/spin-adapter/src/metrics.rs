@@ -512,8 +512,17 @@ pub(crate) fn flush() {
     };
     let write = || SpinRedis::connect().and_then(|redis| redis.run(script, &keys, &args));
     if let Err(first) = write() {
-        // The request's connection may be what failed (a stream that ended because the
-        // store failed): once more, on a new one.
+        // Over RESP the request's connection may be what failed (a stream that ended
+        // because the store failed): once more, on a new one. Over REST there is none to
+        // replace, and a write whose answer timed out may have run: again would count
+        // twice.
+        // (The request's transport, opened already: no round trip.)
+        if SpinRedis::connect().is_ok_and(|redis| redis.over_rest()) {
+            crate::request_log::error(&format!(
+                "metrics not written (a push stream lapses from the gauge): {first:#}"
+            ));
+            return;
+        }
         crate::redis::forget_connections();
         if let Err(cause) = write() {
             crate::request_log::error(&format!(

@@ -123,6 +123,12 @@ pub fn forget_connections() {
 }
 
 impl SpinRedis {
+    /// Whether this goes over Upstash REST, where a command whose answer was lost (a
+    /// timeout) may still have run, and there is no connection to replace.
+    pub fn over_rest(&self) -> bool {
+        matches!(*self.transport, Transport::Rest(_))
+    }
+
     /// The request's Redis: Upstash REST when `redis_rest_url` is set (with
     /// `redis_rest_token`), else a RESP connection to `redis_url`.
     ///
