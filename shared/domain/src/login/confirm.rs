@@ -6,7 +6,7 @@
 
 use crate::client::ClientHops;
 use crate::code::VerificationCode;
-use crate::ids::{ChallengeId, DeviceSessionId, InvalidId, UserId};
+use crate::ids::{AddressTag, ChallengeId, DeviceSessionId, InvalidId, UserId};
 use crate::login::ports::{
     ConfirmAttempt, ConfirmOutcome, GuardOutcome, GuardRequest, LoginStore, UserChoice,
     UserDirectory,
@@ -94,21 +94,39 @@ impl std::fmt::Debug for Directory<'_> {
     }
 }
 
-/// Checks an id from the external directory before it goes into keys and records.
-fn checked_external_id(user_id: String) -> Result<String, ConfirmError> {
+/// Checks an id from the external directory, for a login at the address of `tag`,
+/// before it goes into keys and records.
+///
+/// An id in edge-auth's own form (`u_<tag>_…`, as `user_directory=redis` makes them) is
+/// found from the address its id names, never from the user index: at another address
+/// its sessions would be out of reach of revoke-all, listings and push. So it is taken
+/// at its own address only (a user carried over from `redis` to `rest` keeps logging in
+/// there).
+fn checked_external_id(user_id: String, tag: AddressTag) -> Result<String, ConfirmError> {
     let ok = !user_id.is_empty()
         && user_id.len() <= 128
         && user_id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if ok {
-        Ok(user_id)
-    } else {
-        Err(ConfirmError::Unexpected(anyhow::anyhow!(
+    if !ok {
+        return Err(ConfirmError::Unexpected(anyhow::anyhow!(
             "the user directory returned an unusable user id ({} bytes)",
             user_id.len()
-        )))
+        )));
     }
+    if let Ok(own) = UserId::parse(&user_id)
+        && own.tag() != tag
+    {
+        return Err(ConfirmError::Unexpected(anyhow::anyhow!(
+            "the user directory returned {user_id}, an id in edge-auth's own form that names \
+             address {} for a login at address {}: such an id is found at its own address \
+             only, so its sessions here would be out of reach; give the user an id of the \
+             directory's own form",
+            own.tag().to_hex(),
+            tag.to_hex()
+        )));
+    }
+    Ok(user_id)
 }
 
 /// Runs the use case.
@@ -187,7 +205,7 @@ pub fn confirm_email_code(
         if user.blocked {
             return Err(ConfirmError::UserBlocked);
         }
-        let user_id = checked_external_id(user.user_id)?;
+        let user_id = checked_external_id(user.user_id, tag)?;
         // Index first: a session of the user never exists outside the index. A block of
         // the user under way may postdate the directory's answer: refuse, as it will.
         if !store.index_user(&user_id, tag)? {

@@ -351,6 +351,54 @@ fn an_external_directory_is_asked_only_after_the_store_proved_the_code() {
 }
 
 #[test]
+fn a_directory_id_in_our_own_form_is_taken_at_the_address_it_names_only() {
+    // Review finding: such an id was indexed at any address, but found only at the one
+    // it names, so revoke-all, listings and push missed its sessions elsewhere.
+    let confirm = |user_id: &str| {
+        let store = FakeStore::default();
+        store.confirms.borrow_mut().extend([
+            ConfirmOutcome::NeedUser {
+                email: EmailAddress::parse("d@example.com").expect("valid"),
+            },
+            ConfirmOutcome::Confirmed {
+                session_id: DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA")
+                    .expect("id"),
+                user_id: user_id.into(),
+                repeat: false,
+            },
+        ]);
+        let users = FakeDirectory {
+            existing: Some(DirectoryUser {
+                user_id: user_id.into(),
+                blocked: false,
+            }),
+            created: RefCell::new(0),
+        };
+        let result = confirm_email_code(
+            &settings(),
+            &store,
+            Directory::External(&users),
+            &OsRandom,
+            &confirm_request(CHALLENGE, "123456", &device_key()),
+        );
+        let calls = store.calls.borrow().clone();
+        (result, calls)
+    };
+    // The challenge's address is 0123456789abcdef.
+    let (elsewhere, calls) = confirm("u_fedcba9876543210_AAAAAAAAAAAAAAAAAAAAAA");
+    let err = elsewhere.expect_err("refused");
+    assert!(matches!(err, ConfirmError::Unexpected(_)), "{err:?}");
+    assert!(format!("{err:#}").contains("own form"), "{err:#}");
+    assert!(
+        !calls.iter().any(|c| c.starts_with("index:")),
+        "nothing indexed: {calls:?}"
+    );
+    let (own, calls) = confirm("u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA");
+    own.expect("taken at the address it names");
+    assert!(calls.contains(&"index:u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA".to_string()));
+}
+
+#[test]
 fn a_blocked_external_user_stops_before_the_second_confirm() {
     let store = FakeStore::default();
     store
