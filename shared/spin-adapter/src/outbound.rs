@@ -139,6 +139,19 @@ fn write_body(outgoing: &OutgoingBody, body: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What to do about a request the host refused to send: the component's
+/// `allowed_outbound_hosts` come from one `*_allowed_host` variable per target, which
+/// must hold the URL's `scheme://host:port`.
+fn denied_hint(e: &ErrorCode) -> &'static str {
+    match e {
+        ErrorCode::HttpRequestDenied => {
+            " (the URL's scheme://host:port is not among the component's allowed hosts: set \
+             the target's `*_allowed_host` variable to it)"
+        }
+        _ => "",
+    }
+}
+
 /// A timeout reported by the host (inside [`exchange`]'s errors).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -222,7 +235,7 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
     // Send first, then write the body: the host buffers only a little of an outgoing
     // body, so a larger one written before `handle` would wait forever for a reader.
     let future = outgoing_handler::handle(request, Some(options))
-        .map_err(|e| anyhow::anyhow!("sending the request: {e:?}"))?;
+        .map_err(|e| anyhow::anyhow!("sending the request: {e:?}{}", denied_hint(&e)))?;
     let written = match call.body {
         Some((_, body)) => write_body(&outgoing, body),
         None => Ok(()),
@@ -252,7 +265,7 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
                 | ErrorCode::ConnectionReadTimeout
                 | ErrorCode::ConnectionWriteTimeout
                 | ErrorCode::HttpResponseTimeout => anyhow::Error::new(TimedOut(format!("{e:?}"))),
-                e => anyhow::anyhow!("the request failed: {e:?}"),
+                e => anyhow::anyhow!("the request failed: {e:?}{}", denied_hint(&e)),
             };
             match &write_error {
                 Some(write) => error.context(format!("{write:#}")),
