@@ -122,6 +122,40 @@ pub fn forget_connections() {
     RESP.set(None);
 }
 
+/// Checks `redis_rest_url` before any command goes there: the database's REST endpoint
+/// itself, `https://<db>.upstash.io` (commands are posted to it). The message names the
+/// variable and never quotes the value, which could hold a token (`?_token=`).
+///
+/// # Errors
+/// Not an `http://` or `https://` URL with a host, or one with credentials, a path or
+/// a query.
+fn check_rest_url(url: &str) -> anyhow::Result<()> {
+    let why = match url.parse::<http::Uri>() {
+        Err(_) => Some("it is not a URL"),
+        Ok(uri) => {
+            if !matches!(uri.scheme_str(), Some("http" | "https")) {
+                Some("it must start with https:// (or http://)")
+            } else if uri.authority().is_none_or(|a| a.host().is_empty()) {
+                Some("it has no host")
+            } else if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                Some("it holds credentials: give the token as `redis_rest_token`")
+            } else if uri.query().is_some() {
+                Some("it has a query: give the token as `redis_rest_token`")
+            } else if !matches!(uri.path(), "" | "/") {
+                Some("it has a path: give the endpoint alone")
+            } else {
+                None
+            }
+        }
+    };
+    match why {
+        Some(why) => bail!(
+            "`redis_rest_url` is not the database's REST endpoint (https://<db>.upstash.io): {why}"
+        ),
+        None => Ok(()),
+    }
+}
+
 impl SpinRedis {
     /// Whether this goes over Upstash REST, where a command whose answer was lost (a
     /// timeout) may still have run, and there is no connection to replace.
@@ -143,6 +177,7 @@ impl SpinRedis {
             Some(url) => {
                 let token = crate::settings::optional("redis_rest_token")?
                     .context("`redis_rest_url` is set but `redis_rest_token` is not")?;
+                check_rest_url(&url)?;
                 Rc::new(Transport::Rest(RestClient::new(url, token)))
             }
             None => Self::connect_resp()?.transport,

@@ -94,3 +94,38 @@ async fn a_wrong_rest_token_fails_closed_with_503_and_changes_nothing() {
         "never the token"
     );
 }
+
+#[tokio::test]
+async fn a_rest_url_that_is_no_endpoint_fails_closed_naming_the_variable_not_its_value() {
+    // Review finding: any value was taken, and the failure came from deep in the request
+    // (or not at all: a token in the query went out), without naming the variable.
+    for (url, why) in [
+        (
+            "https://db.example.invalid/?_token=secret-in-query",
+            "it has a query",
+        ),
+        ("https://db.example.invalid/pipeline", "it has a path"),
+        ("redis://db.example.invalid", "https://"),
+    ] {
+        let app = Spawn::default()
+            .rest_transport()
+            .variable("redis_rest_url", url)
+            .spawn()
+            .await;
+        let before = app.snapshot();
+        assert_eq!(app.get_health().await.status(), 503, "{url}");
+        let sent = app.send_email_code("ada@example.com").await;
+        assert_eq!(sent.error(), (503, "service_unavailable".into()), "{url}");
+        assert_eq!(app.snapshot(), before, "nothing was written");
+        let logs = app.logs_with("`redis_rest_url` is not").await;
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("`redis_rest_url` is not") && l.contains(why)),
+            "{url}: {logs:?}"
+        );
+        assert!(
+            !logs.iter().any(|l| l.contains("secret-in-query")),
+            "never the value"
+        );
+    }
+}
