@@ -128,4 +128,18 @@ async fn a_rest_url_that_is_no_endpoint_fails_closed_naming_the_variable_not_its
             "never the value"
         );
     }
+    // A good endpoint that `redis_rest_allowed_host` does not name: the log says which
+    // variable to set.
+    let app = Spawn::default()
+        .rest_transport()
+        .variable("redis_rest_url", "https://db.example.invalid")
+        .spawn()
+        .await;
+    assert_eq!(app.get_health().await.status(), 503);
+    let logs = app.logs_with("HttpRequestDenied").await;
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("HttpRequestDenied") && l.contains("`*_allowed_host`")),
+        "{logs:?}"
+    );
 }
