@@ -29,6 +29,15 @@ pub fn unavailable() -> PublicError {
     )
 }
 
+/// A health check the route does not know (`?check=`).
+pub fn health_check() -> PublicError {
+    PublicError::new(
+        400,
+        "invalid_request",
+        "unknown health check: leave `check` out, or give `push`",
+    )
+}
+
 /// `send-email-code` errors.
 pub fn send(err: &SendError) -> PublicError {
     match err {

@@ -2,7 +2,7 @@
 //! always talk to Redis through the REST test server (`tests/upstash-rest`).
 //! `EDGE_AUTH_TEST_REDIS_TRANSPORT=rest` runs the whole suite that way too.
 
-use edge_auth_tests::{Spawn, TestApp, round_trips};
+use edge_auth_tests::{ApiResponse, Spawn, TestApp, round_trips};
 
 async fn rest_app() -> TestApp {
     Spawn::default()
@@ -142,4 +142,33 @@ async fn a_rest_url_that_is_no_endpoint_fails_closed_naming_the_variable_not_its
             .any(|l| l.contains("HttpRequestDenied") && l.contains("`*_allowed_host`")),
         "{logs:?}"
     );
+}
+
+#[tokio::test]
+async fn the_push_readiness_check_also_pings_the_connection_streams_wait_on() {
+    // Review finding: with commands over REST, health PINGed REST alone, so the push
+    // group's pods stayed ready with a wrong redis_url while every stream failed.
+    let broken = Spawn::default()
+        .rest_transport()
+        .variable("redis_url", "redis://127.0.0.1:1")
+        .variable("redis_allowed_host", "redis://127.0.0.1:1")
+        .spawn()
+        .await;
+    assert_eq!(health(&broken, "").await.status(), 200, "REST answers");
+    let push = health(&broken, "?check=push").await;
+    assert_eq!(push.status(), 503, "{}", push.body);
+    assert_eq!(push.body["status"], "degraded");
+    assert_eq!(
+        health(&broken, "?check=everything").await.error(),
+        (400, "invalid_request".into())
+    );
+
+    let app = rest_app().await;
+    assert_eq!(health(&app, "?check=push").await.status(), 200);
+}
+
+/// `GET /api/v1/health<query>`, checked against the spec.
+async fn health(app: &TestApp, query: &str) -> ApiResponse {
+    let path = format!("/api/v1/health{query}");
+    ApiResponse::checked(app.get(&path).await, "/api/v1/health", "get").await
 }
