@@ -32,6 +32,11 @@ async fn handle_set_session_limit(req: IncomingRequest, out: ResponseOutparam) {
         let body: LimitBody = call.json()?;
         let run = || -> Result<_, SessionError> {
             let limit = session_limit(&body.session_limit)?;
+            // The setting is the whole change: its log line keeps what it was set to.
+            call.note(
+                "session_limit",
+                limit.map_or_else(|| "none".to_string(), |n| n.to_string()),
+            );
             let store = RedisSessionStore::new(SpinRedis::connect()?);
             set_session_limit(&store, limit)?;
             Ok(limit)

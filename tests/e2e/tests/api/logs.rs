@@ -290,6 +290,17 @@ async fn no_secret_or_address_appears_in_the_logs_of_the_session_push_and_reserv
         .await;
     assert_eq!(line["reason_code"], "tests");
     assert!(line.get("user_id").is_none(), "blocked by address: {line}");
+    // A session-limit change leaves what it set (it has no audit record of its own).
+    let limit_route = |l: &Value| l["route"] == "/api/v1/internal/config/session-limit";
+    let logs = app
+        .logs_once(|lines| request_lines(lines).iter().any(limit_route))
+        .await;
+    let limit_lines: Vec<Value> = request_lines(&logs)
+        .into_iter()
+        .filter(limit_route)
+        .collect();
+    assert_eq!(limit_lines.len(), 1, "{limit_lines:#?}");
+    assert_eq!(limit_lines[0]["session_limit"], "5");
 
     let lines = app.logs();
     assert!(request_lines(&lines).len() >= 12, "{lines:#?}");
