@@ -18,7 +18,7 @@ use ed25519_dalek::SigningKey;
 use edge_auth_protocol::PROTOCOL_VERSION;
 use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_command as sign_envelope};
 use edge_auth_protocol::verify::{
-    KeyPin, KeySetError, ResponseError, verify_event, verify_response,
+    KeyPin, KeySetError, ResponseError, key_of, verify_event, verify_response,
 };
 use edge_auth_protocol::wire::{
     CommandEnvelope, EventEnvelope, Jwks, ResponseEnvelope, STATUS_OK, SignedCommand, SignedEvent,
@@ -750,10 +750,12 @@ impl Client {
     ///
     /// Events are verified against `pin`'s keys. A stream or refusal signed by a key the
     /// pin does not list (the gateway rotated its key while this ran) makes it follow the
-    /// gateway's current key set from `pin` ([`Client::follow_keys`]) and resume; the
-    /// followed pin replaces `pin` and is handed over as [`Followed::Keys`], to be stored
-    /// in place of the old one. A key set the pin does not vouch for ends it
-    /// ([`ClientError::KeySet`]), and so does a key the gateway's own set does not list.
+    /// gateway's current key set from `pin` ([`Client::follow_keys`]) and resume; a
+    /// followed pin with other keys replaces `pin` and is handed over as
+    /// [`Followed::Keys`], to be stored in place of the old one. A key set the pin does
+    /// not vouch for ends it ([`ClientError::KeySet`]), and so does a key the gateway's
+    /// own set does not list, or more than `max_retries` key follows in a row without a
+    /// stream opening between them.
     ///
     /// # Errors
     /// As [`Client::subscribe_once`], and the last failure once the retries are spent.
@@ -773,6 +775,8 @@ impl Client {
         // out in full (only those count against `max_retries`).
         let mut refusals = 0u32;
         let mut counted_refusals = 0u32;
+        // Key sets followed since a stream last opened (see below).
+        let mut follows = 0u32;
         loop {
             let mut seen = false;
             // The last event handed over: a stream that fails after it resumes there.
@@ -799,30 +803,38 @@ impl Client {
             if outcome.is_err() {
                 last_event_id = handed_over.or(last_event_id);
             }
-            if let Err(ClientError::Unverified(ResponseError::UnknownKey(_))) = &outcome {
+            if let Err(ClientError::Unverified(ResponseError::UnknownKey(kid))) = &outcome {
                 // A key this pin does not list: the gateway may have rotated. Follow its
-                // set; a set that adds no key leaves the key unknown, and the error
-                // stands. A fetch that fails is retried like any other.
+                // set, and resume if that lists the key. Key follows in a row (with no
+                // stream between them that verified) are bounded, so a party on the path
+                // naming unknown keys cannot hold this in a loop.
+                follows += 1;
+                if follows > max_retries {
+                    return outcome;
+                }
+                let kid = kid.clone();
                 match self.follow_keys(Some(pin)).await {
-                    Ok(followed) if followed.jwks != pin.jwks => {
-                        *pin = followed;
-                        on_event(Followed::Keys(pin));
-                        // Counted, so a gateway whose sets keep changing cannot hold
-                        // this in the loop for ever.
-                        failures += 1;
-                        if failures > max_retries {
-                            return outcome;
+                    Ok(followed) => {
+                        // Only the keys count: signatures may come in any order.
+                        if followed.jwks.keys != pin.jwks.keys {
+                            *pin = followed;
+                            on_event(Followed::Keys(pin));
                         }
-                        continue;
+                        if key_of(&pin.jwks, &kid).is_ok() {
+                            continue;
+                        }
+                        // Its own gateway's set does not list it either: refused.
                     }
-                    Ok(_) => {}
+                    // A fetch that fails is retried like any other failure; a set the pin
+                    // does not vouch for ends it.
                     Err(e) => outcome = Err(e),
                 }
             }
             if outcome.is_ok() {
-                // A stream opened: the refusals before it are over.
+                // A stream opened: the refusals and key follows before it are over.
                 refusals = 0;
                 counted_refusals = 0;
+                follows = 0;
             }
             match outcome {
                 Ok(StreamClose::Ended {
@@ -1197,6 +1209,283 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// One event a [`scripted_gateway`] stream sends: type, position, signing key and its
+    /// kid, payload.
+    type Scripted = (
+        &'static str,
+        &'static str,
+        ed25519_dalek::SigningKey,
+        &'static str,
+        String,
+    );
+
+    /// Reads one HTTP/1.1 request: its request line and body (of `content-length`).
+    async fn read_request(socket: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buf).await.expect("reads");
+            assert!(n > 0, "the request ended early");
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_string)
+                    })
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if request.len() >= end + 4 + length {
+                    let line = text.lines().next().unwrap_or_default().to_string();
+                    return (line, request[end + 4..end + 4 + length].to_vec());
+                }
+            }
+        }
+    }
+
+    /// A gateway stand-in on 127.0.0.1, one request per connection: `GET` of the key set
+    /// answers `jwks`; each subscribe gets the next stream of `streams`, each event signed
+    /// for that subscribe request with its own key, then the connection closes. The
+    /// subscribe payloads arrive on the channel.
+    async fn scripted_gateway(
+        jwks: edge_auth_protocol::wire::Jwks,
+        streams: Vec<Vec<Scripted>>,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
+        use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_event};
+        use edge_auth_protocol::wire::{EventEnvelope, SignedCommand, SignedEvent};
+        use tokio::io::AsyncWriteExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        let (subscribed, payloads) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut streams = streams.into_iter();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (line, body) = read_request(&mut socket).await;
+                if line.starts_with("GET ") {
+                    let body = serde_json::to_string(&jwks).expect("JSON");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                    continue;
+                }
+                let command: SignedCommand =
+                    serde_json::from_slice(&body).expect("a signed command");
+                let payload = STANDARD.decode(&command.payload).expect("base64");
+                let _ = subscribed.send(String::from_utf8_lossy(&payload).to_string());
+                let signature: [u8; 64] = STANDARD
+                    .decode(&command.signature)
+                    .expect("base64")
+                    .try_into()
+                    .expect("64 bytes");
+                let mut out = String::from(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+                );
+                let script = streams.next().expect("a stream for each subscribe");
+                for (sequence, (event_type, position, key, kid, payload)) in
+                    script.into_iter().enumerate()
+                {
+                    let envelope = EventEnvelope {
+                        protocol_version: 1,
+                        event_id: format!("ev_{sequence}"),
+                        event_type: event_type.into(),
+                        device_session_id: command.envelope.device_session_id.clone(),
+                        request_sha256: request_sha256(&command.envelope, &signature),
+                        position: position.into(),
+                        sequence: sequence as u64,
+                        target: "device".into(),
+                        user_id: "u_1".into(),
+                        timestamp_ms: 1000,
+                        payload_sha256: sha256_hex(payload.as_bytes()),
+                        key_id: kid.into(),
+                    };
+                    let event = SignedEvent {
+                        signature: sign_event(&key, &envelope),
+                        payload: STANDARD.encode(payload.as_bytes()),
+                        envelope,
+                    };
+                    out.push_str(&format!(
+                        "id: {position}\nevent: {event_type}\ndata: {}\n\n",
+                        serde_json::to_string(&event).expect("JSON")
+                    ));
+                }
+                let _ = socket.write_all(out.as_bytes()).await;
+            }
+        });
+        (addr, payloads)
+    }
+
+    #[tokio::test]
+    async fn a_subscription_follows_a_key_rotation_met_in_the_middle_of_a_stream() {
+        // Review finding: the resume point after an event signed by an unknown key (the
+        // last event handed over) was not checked anywhere.
+        use edge_auth_protocol::canonical::sign_key_set;
+        use edge_auth_protocol::verify::KeyPin;
+        use edge_auth_protocol::wire::{Jwk, Jwks};
+        let (old, new) = (
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+            ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+        );
+        let set = |keys: &[(&str, &ed25519_dalek::SigningKey)]| {
+            let keys: Vec<Jwk> = keys
+                .iter()
+                .map(|(kid, k)| Jwk::ed25519(kid, k.verifying_key().as_bytes()))
+                .collect();
+            Jwks {
+                signatures: vec![
+                    sign_key_set(&new, "gw-new", &keys),
+                    sign_key_set(&old, "gw-old", &keys),
+                ],
+                keys,
+            }
+        };
+        let first = Jwks {
+            signatures: vec![sign_key_set(
+                &old,
+                "gw-old",
+                &[Jwk::ed25519("gw-old", old.verifying_key().as_bytes())],
+            )],
+            keys: vec![Jwk::ed25519("gw-old", old.verifying_key().as_bytes())],
+        };
+        let swapped = set(&[("gw-new", &new), ("gw-old", &old)]);
+        let hello = r#"{"server_time_ms":1000,"ends_within_ms":30000}"#.to_string();
+        let end = r#"{"code":"failed_precondition","reason":"session_revoked"}"#.to_string();
+        let (addr, mut payloads) = scripted_gateway(
+            swapped.clone(),
+            vec![
+                vec![
+                    (
+                        "gateway.server_time",
+                        "100-0",
+                        old.clone(),
+                        "gw-old",
+                        hello.clone(),
+                    ),
+                    ("e", "101-0", old.clone(), "gw-old", r#"{"n":1}"#.into()),
+                    ("e", "102-0", new.clone(), "gw-new", r#"{"n":2}"#.into()),
+                ],
+                vec![
+                    ("gateway.server_time", "101-0", new.clone(), "gw-new", hello),
+                    ("e", "102-0", new.clone(), "gw-new", r#"{"n":2}"#.into()),
+                    ("gateway.stream_end", "102-0", new.clone(), "gw-new", end),
+                ],
+            ],
+        )
+        .await;
+        let client = Client::new(&format!("http://{addr}")).expect("a client");
+        let key = super::DeviceKey::from_seed(&[1; 32]);
+        let mut pin = KeyPin::first(first).expect("signed");
+        let mut seen = Vec::new();
+        let closed = tokio::time::timeout(
+            Duration::from_secs(20),
+            client.subscribe(
+                &key,
+                "s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA",
+                None,
+                &mut pin,
+                1,
+                &mut |followed| {
+                    seen.push(match followed {
+                        super::Followed::Event(e) => format!("{} {}", e.envelope.event_type, e.id),
+                        super::Followed::Keys(p) => format!("keys {}", p.jwks.keys.len()),
+                    });
+                },
+            ),
+        )
+        .await
+        .expect("ends in time")
+        .expect("followed to its end");
+        assert!(
+            matches!(&closed, super::StreamClose::Ended { code, .. } if code == "failed_precondition"),
+            "{closed:?}"
+        );
+        assert_eq!(
+            seen,
+            [
+                "gateway.server_time 100-0",
+                "e 101-0",
+                "keys 2",
+                "gateway.server_time 101-0",
+                "e 102-0",
+                "gateway.stream_end 102-0",
+            ]
+        );
+        assert_eq!(payloads.recv().await.as_deref(), Some(""));
+        assert_eq!(
+            payloads.recv().await.as_deref(),
+            Some(r#"{"last_event_id":"101-0"}"#),
+            "resumed after the last event handed over"
+        );
+        assert_eq!(pin.jwks, swapped);
+    }
+
+    #[tokio::test]
+    async fn a_stream_named_for_a_key_its_gateways_set_lacks_is_refused_after_one_follow() {
+        // Review finding: a set that differed only in its signatures (one repeated) was
+        // taken for a rotation, handed over as new keys, and the stream opened again at
+        // once, though the key stayed unknown.
+        use edge_auth_protocol::canonical::sign_key_set;
+        use edge_auth_protocol::verify::KeyPin;
+        use edge_auth_protocol::wire::{Jwk, Jwks};
+        let gateway = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let rogue = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let keys = vec![Jwk::ed25519("gw-1", gateway.verifying_key().as_bytes())];
+        let signed = sign_key_set(&gateway, "gw-1", &keys);
+        let pinned = Jwks {
+            keys: keys.clone(),
+            signatures: vec![signed.clone()],
+        };
+        let served = Jwks {
+            keys,
+            signatures: vec![signed.clone(), signed],
+        };
+        let hello = r#"{"server_time_ms":1000,"ends_within_ms":30000}"#.to_string();
+        let stream = vec![("gateway.server_time", "100-0", rogue, "gw-rogue", hello)];
+        let (addr, mut payloads) = scripted_gateway(served, vec![stream; 5]).await;
+        let client = Client::new(&format!("http://{addr}")).expect("a client");
+        let key = super::DeviceKey::from_seed(&[1; 32]);
+        let mut pin = KeyPin::first(pinned.clone()).expect("signed");
+        let mut handed_over = 0;
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(20),
+            client.subscribe(
+                &key,
+                "s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA",
+                None,
+                &mut pin,
+                3,
+                &mut |_| handed_over += 1,
+            ),
+        )
+        .await
+        .expect("ends in time");
+        assert!(
+            matches!(
+                &outcome,
+                Err(ClientError::Unverified(
+                    edge_auth_protocol::verify::ResponseError::UnknownKey(kid)
+                )) if kid == "gw-rogue"
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(handed_over, 0, "no event, and no new keys");
+        assert_eq!(pin.jwks, pinned);
+        assert!(payloads.recv().await.is_some());
+        assert!(payloads.try_recv().is_err(), "one subscribe only");
     }
 
     /// Subscribes to a [`withholding_gateway`]: how the stream closed, the event types
