@@ -130,28 +130,26 @@ pub fn forget_connections() {
 /// Not an `http://` or `https://` URL with a host, or one with credentials, a path or
 /// a query.
 fn check_rest_url(url: &str) -> anyhow::Result<()> {
-    let why = match url.parse::<http::Uri>() {
-        Err(_) => Some("it is not a URL"),
-        Ok(uri) => {
-            if !matches!(uri.scheme_str(), Some("http" | "https")) {
-                Some("it must start with https:// (or http://)")
-            } else if uri.authority().is_none_or(|a| a.host().is_empty()) {
-                Some("it has no host")
-            } else if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-                Some("it holds credentials: give the token as `redis_rest_token`")
-            } else if uri.query().is_some() {
-                Some("it has a query: give the token as `redis_rest_token`")
-            } else if !matches!(uri.path(), "" | "/") {
-                Some("it has a path: give the endpoint alone")
-            } else {
-                None
-            }
-        }
+    let wrong = "`redis_rest_url` is not the database's REST endpoint (https://<db>.upstash.io)";
+    // The parser's message names the fault, not the value.
+    let uri = url
+        .parse::<http::Uri>()
+        .with_context(|| format!("{wrong}: it is not a URL"))?;
+    let why = if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        Some("it must start with https:// (or http://)")
+    } else if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        Some("it has no host")
+    } else if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        Some("it holds credentials: give the token as `redis_rest_token`")
+    } else if uri.query().is_some() {
+        Some("it has a query: give the token as `redis_rest_token`")
+    } else if !matches!(uri.path(), "" | "/") {
+        Some("it has a path: give the endpoint alone")
+    } else {
+        None
     };
     match why {
-        Some(why) => bail!(
-            "`redis_rest_url` is not the database's REST endpoint (https://<db>.upstash.io): {why}"
-        ),
+        Some(why) => bail!("{wrong}: {why}"),
         None => Ok(()),
     }
 }
