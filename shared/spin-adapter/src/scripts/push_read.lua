@@ -26,7 +26,9 @@ local function blocked()
   local owner = redis.call('GET', KEYS[10])
   return not owner or owner == p[2]
 end
-if not status or status == 'revoked' then
+-- A projection without its record (a partial delete, an eviction) proves no session, as
+-- in command_session.lua: without the record nothing would tell when it ends.
+if not status or status == 'revoked' or redis.call('EXISTS', KEYS[2]) == 0 then
   state = 'session_revoked'
 elseif status == 'expired' or expire_if_due(c, KEYS[2]) then
   state = 'session_expired'

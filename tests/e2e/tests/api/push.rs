@@ -535,6 +535,30 @@ async fn revoking_or_blocking_ends_the_stream_at_once_with_a_reason() {
 }
 
 #[tokio::test]
+async fn a_stream_whose_session_record_is_gone_ends_at_its_next_read() {
+    // Review finding: the read took a projection without its record (a partial delete, an
+    // eviction) for an active session with no end, and the stream ran to its maximum
+    // duration; a command in the same case is already refused as unknown_session.
+    let (app, device, user) =
+        app_with(Spawn::default().variable("push_heartbeat_seconds", "60")).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+    let record = format!(
+        "{}s:{}",
+        TestApp::prefix_of_id(&device.session),
+        device.session
+    );
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&record)
+        .query(&mut app.redis())
+        .expect("DEL");
+    assert_eq!(deleted, 1, "{record} held the session");
+    // The event wakes the stream, whose read finds the session gone.
+    publish_e(&app, &user, json!({"n": 1})).await;
+    ends_with(&mut stream, "failed_precondition", "session_revoked").await;
+}
+
+#[tokio::test]
 async fn blocking_the_user_an_address_passed_to_leaves_the_previous_users_stream_there_open() {
     // Review finding: the stream checked the address's block flag whoever's session it
     // was, so blocking the address's new user ended the previous user's streams too.
