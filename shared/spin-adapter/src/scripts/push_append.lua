@@ -8,16 +8,26 @@
 -- ARGV: 1 event_id, 2 event_type, 3 device session id ('' = every session of the user),
 --       4 user_id, 5 payload, 6 max length, 7 max age ms, 8 meta ttl ms
 -- Returns {'appended', id}, {'unknown_user'} or {'unknown_session'} (none of the user's,
--- or not active); nothing is written
+-- or not active, or past its end); nothing is written
 -- unless appended.
 -- Whether the address still holds an active session of the user although it is no longer
 -- theirs: with an external directory an address can pass to another user, and the
 -- previous user's sessions live on here (older than the new user's, so among the first
 -- members). Readers skip events of another user, so both users can share the stream.
+local now = now_ms()
+-- Whether a session's life is over by its fields (expires_at, last_used_at,
+-- idle_timeout_ms), though no read has recorded it yet: such a session has no stream to
+-- reach (its next read ends it), as every other path that reads a session says.
+local function over(life)
+  local ends = session_end(life[1], life[2], life[3])
+  return ends ~= nil and now >= ends
+end
 local function holds_session_of(user)
   for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, 199)) do
     local record = session_record_key(KEYS[5], string.sub(member, 18))
-    if redis.call('HGET', record, 'user_id') == user then return true end
+    local r = redis.call('HMGET', record, 'user_id', 'expires_at', 'last_used_at',
+      'idle_timeout_ms')
+    if r[1] == user and not over({r[2], r[3], r[4]}) then return true end
   end
   return false
 end
@@ -26,9 +36,13 @@ if ARGV[3] == '' then
     return {'unknown_user'}
   end
 else
-  -- A device event is for a live session of the user: a revoked one's stream is over.
-  local s = redis.call('HMGET', KEYS[4], 'user_id', 'status')
-  if s[1] ~= ARGV[4] or s[2] ~= 'active' then return {'unknown_session'} end
+  -- A device event is for a live session of the user: a revoked or ended one's stream is
+  -- over.
+  local s = redis.call('HMGET', KEYS[4], 'user_id', 'status', 'expires_at', 'last_used_at',
+    'idle_timeout_ms')
+  if s[1] ~= ARGV[4] or s[2] ~= 'active' or over({s[3], s[4], s[5]}) then
+    return {'unknown_session'}
+  end
 end
 -- The stream expired as a whole (nothing published for its max age): everything up to the
 -- newest id the meta remembers is gone, so a resume from before it must learn of the gap
@@ -40,7 +54,6 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('HSET', KEYS[2], 'dropped', newest)
   end
 end
-local now = now_ms()
 local id = redis.call('XADD', KEYS[1], '*', 'event_id', ARGV[1], 'type', ARGV[2],
   'device', ARGV[3], 'user_id', ARGV[4], 'at', now, 'payload', ARGV[5])
 local dropped = nil

@@ -1041,6 +1041,26 @@ async fn bad_subscriptions_and_publications_are_refused_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_device_event_for_a_session_past_its_end_is_refused_though_no_read_recorded_it() {
+    // Review finding: the publish checked the projection's status only, so a session past
+    // its idle end that nothing had read since was told "sent" (streams: 1), while
+    // get-session at the same moment said expired. It is refused now, writing nothing.
+    let (app, device, user) =
+        app_with(Spawn::default().variable("session_idle_timeout_seconds", "1")).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = app.snapshot();
+    let to_ended = json!({"user_id": user, "device_session_id": device.session, "event_type": "e", "payload": {}});
+    assert_eq!(
+        app.publish(&to_ended).await.error(),
+        (404, "session_not_found".into())
+    );
+    assert_eq!(app.snapshot(), before, "nothing written");
+    // A user event is still kept at the user's own address, for their next login.
+    let to_user = json!({"user_id": user, "event_type": "e", "payload": {}});
+    assert_eq!(app.publish(&to_user).await.status(), 200);
+}
+
+#[tokio::test]
 #[cfg_attr(spin_runtime, ignore = "round trips are counted by our host")]
 async fn publishing_for_a_built_in_user_costs_one_redis_round_trip() {
     let (app, _device, user) = app_with(Spawn::default()).await;
