@@ -16,7 +16,16 @@
 -- sessions this batch looked at}.
 local foreign = ARGV[8] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[8]
 local now = now_ms()
-local bound = tonumber(ARGV[7]) or now
+local bound = tonumber(ARGV[7])
+if not bound then
+  -- The call begins now, and never before the newest session here: one made on a node
+  -- whose clock ran ahead of this one's (before a failover, a clock step) is from before
+  -- the call too, and must not be spared.
+  bound = now
+  local newest = redis.call('ZRANGE', KEYS[1], -1, -1)[1]
+  local created = newest and tonumber(string.sub(newest, 1, 16))
+  if created and created > bound then bound = created end
+end
 local c = {now = now, reason = ARGV[1], actor = ARGV[2], retention = ARGV[3],
   lifecycle_ttl = ARGV[4], lifecycle_max = ARGV[5], audit_ttl = ARGV[11],
   audit_max = ARGV[12], active = KEYS[1], revoked = KEYS[3], lifecycle = KEYS[4],

@@ -1574,6 +1574,24 @@ fn seed_sessions(app: &TestApp, email: &str, user: &str, first_created: u64, cou
 }
 
 #[tokio::test]
+async fn revoke_all_ends_a_session_dated_ahead_of_the_clock_that_decides_its_bound() {
+    // Review finding: the call's bound was the first address's clock, so a session made
+    // there before a failover to a node whose clock runs behind (dated later than "now")
+    // was spared, and its device went on. The bound is never before the newest session
+    // the address holds when the call begins.
+    let app = spawn_quick().spawn().await;
+    let own = app.login("kim@example.com", &device_key(1)).await;
+    let user = session_user(&app, &own).await;
+    let (s, _): (u64, u64) = redis::cmd("TIME").query(&mut app.redis()).expect("TIME");
+    seed_sessions(&app, "kim@example.com", &user, s * 1000 + 5_000, 1);
+    assert_eq!(active_count(&app, "kim@example.com"), 2);
+    let reason = json!({"reason_code": "incident", "actor": "admin:tests"});
+    let revoked = app.revoke_all(&user, &reason).await;
+    assert_eq!(revoked.body, json!({ "revoked_count": 2 }));
+    assert_eq!(active_count(&app, "kim@example.com"), 0);
+}
+
+#[tokio::test]
 async fn ten_thousand_sessions_page_exactly_once_and_revoke_all_reports_them() {
     let app = spawn_quick().spawn().await;
     let seed_session = app.login("max@example.com", &device_key(1)).await;
