@@ -15,9 +15,15 @@ pub struct Rate {
     pub period: Duration,
 }
 
+/// The longest period a rate may have: a year. Longer ones would reach Redis as
+/// expiries it refuses (every call of the route a 503), not as a settings error.
+pub const MAX_PERIOD_SECONDS: u64 = 365 * 24 * 3600;
+
 /// A rate that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{setting} must look like \"30/60\" (calls/seconds, both 1 or more), got {got:?}")]
+#[error(
+    "{setting} must look like \"30/60\" (calls/seconds: calls 1 or more, seconds 1 to {MAX_PERIOD_SECONDS}, a year), got {got:?}"
+)]
 pub struct RateError {
     pub setting: &'static str,
     pub got: String,
@@ -30,7 +36,7 @@ impl Rate {
     /// Parses `"<calls>/<seconds>"`.
     ///
     /// # Errors
-    /// Anything else, or zero in either place.
+    /// Anything else, zero in either place, or a period over [`MAX_PERIOD_SECONDS`].
     pub fn parse(setting: &'static str, raw: &str) -> Result<Self, RateError> {
         let err = |cause| RateError {
             setting,
@@ -40,7 +46,7 @@ impl Rate {
         let (limit, seconds) = raw.trim().split_once('/').ok_or_else(|| err(None))?;
         let limit: u32 = limit.trim().parse().map_err(|e| err(Some(e)))?;
         let seconds: u64 = seconds.trim().parse().map_err(|e| err(Some(e)))?;
-        if limit == 0 || seconds == 0 {
+        if limit == 0 || seconds == 0 || seconds > MAX_PERIOD_SECONDS {
             return Err(err(None));
         }
         Ok(Self {
@@ -135,9 +141,21 @@ mod tests {
         assert_eq!(rate.limit, 30);
         assert_eq!(rate.interval_ms(), 2_000);
         assert_eq!(rate.tolerance_ms(), 58_000);
-        for bad in ["", "30", "0/60", "30/0", "a/60", "30/-1"] {
+        for bad in [
+            "",
+            "30",
+            "0/60",
+            "30/0",
+            "a/60",
+            "30/-1",
+            // Review finding: a period this long overflowed to u64::MAX ms, which Redis
+            // refused as an expiry on every call.
+            "30/100000000000000",
+            "30/31536001",
+        ] {
             assert!(Rate::parse("x", bad).is_err(), "{bad}");
         }
+        assert!(Rate::parse("x", "30/31536000").is_ok(), "a year");
     }
 
     #[test]
