@@ -129,6 +129,22 @@ fn checked_external_id(user_id: String, tag: AddressTag) -> Result<String, Confi
     Ok(user_id)
 }
 
+/// The most of a client's `User-Agent` a session record keeps, in bytes: records are
+/// kept long after their session, so an unauthenticated client must not choose their size.
+pub const MAX_USER_AGENT_BYTES: usize = 512;
+
+/// The longest start of `text` of at most `max` bytes that ends on a character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Runs the use case.
 ///
 /// # Errors
@@ -183,7 +199,7 @@ pub fn confirm_email_code(
         session_limit,
         limit_policy: settings.limit_policy,
         client_addr: client.to_string(),
-        user_agent: request.user_agent.chars().take(512).collect(),
+        user_agent: truncated(&request.user_agent, MAX_USER_AGENT_BYTES).to_string(),
         idempotency_ms: millis(settings.policy.idempotency_window),
         address_budget: settings.limits.per_address,
         failure_cap: settings.lockout.cap,
@@ -263,5 +279,23 @@ fn answer(outcome: ConfirmOutcome) -> Result<Confirmed, ConfirmError> {
         ConfirmOutcome::NeedUser { .. } => Err(ConfirmError::Unexpected(anyhow::anyhow!(
             "the store asked for a user although one was given"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod truncation_tests {
+    use super::truncated;
+
+    #[test]
+    fn a_user_agent_is_cut_to_a_byte_budget_on_a_character_boundary() {
+        // Review finding: 512 characters could be 2 KB of a multi-byte agent.
+        assert_eq!(truncated("abc", 512), "abc");
+        assert_eq!(truncated(&"a".repeat(600), 512).len(), 512);
+        let wide = "é".repeat(600);
+        let cut = truncated(&wide, 512);
+        assert_eq!(cut.len(), 512);
+        assert_eq!(cut.chars().count(), 256);
+        let odd = format!("a{}", "é".repeat(600));
+        assert_eq!(truncated(&odd, 512).len(), 511);
     }
 }
