@@ -42,7 +42,9 @@ pub struct RevokeBatch<'a> {
     pub user: Option<&'a UserRef>,
     pub reason: &'a ChangeReason,
     /// Sessions created at or before this time are revoked; later ones are new logins.
-    /// `None` for an address's first batch: the store's "now", which it returns as the
+    /// `None` for the call's first batch: the store's "now". On an address's first batch
+    /// (`after` is `None`) the store moves the bound on to the newest session there if
+    /// that is dated later (made by a node whose clock ran ahead), and returns it as the
     /// bound for the batches that follow (a revoke-all passes its first address's bound,
     /// moved on by a clock-skew allowance, to the user's other addresses).
     pub created_up_to: Option<Timestamp>,

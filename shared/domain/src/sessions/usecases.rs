@@ -295,8 +295,10 @@ pub fn revoke_session(
 }
 
 /// Revokes every session of the address `tag` created up to `bound`, in bounded batches.
-/// `None` until the first batch takes the store's "now", which then stands for the
-/// address's later batches (a login there after the call began is a new login, and stays).
+/// `None` until the first batch takes the store's "now"; the store moves the bound of an
+/// address's first batch on to its newest session, if that is dated later (see
+/// [`RevokeBatch::created_up_to`]). The bound then stands for the address's later batches
+/// (a login there after the call began is a new login, and stays).
 fn revoke_everything(
     store: &impl SessionStore,
     tag: AddressTag,

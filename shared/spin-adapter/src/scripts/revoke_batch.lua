@@ -6,7 +6,8 @@
 -- KEYS: 1 active sessions, 2 address -> user id, 3 revoked sessions, 4 lifecycle, 5 audit,
 --       6 expired sessions
 -- ARGV: 1 reason_code, 2 actor, 3 retention ms, 4 lifecycle ttl ms, 5 lifecycle maxlen,
---       6 batch size, 7 creation bound (ms; '' = now, for the first batch),
+--       6 batch size, 7 creation bound (ms; '' = now, for the call's first batch; an
+--       address's first batch moves it to its newest session if that is later),
 --       8 user id ('' = any), 9 revoked so far, 10 audit action, 11 audit ttl ms,
 --       12 audit maxlen, 13 the last member the previous batch looked at ('' = first batch),
 --       14 the user's active sessions earlier batches looked at
@@ -16,12 +17,12 @@
 -- sessions this batch looked at}.
 local foreign = ARGV[8] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[8]
 local now = now_ms()
-local bound = tonumber(ARGV[7])
-if not bound then
-  -- The call begins now, and never before the newest session here: one made on a node
-  -- whose clock ran ahead of this one's (before a failover, a clock step) is from before
-  -- the call too, and must not be spared.
-  bound = now
+local bound = tonumber(ARGV[7]) or now
+if ARGV[13] == '' then
+  -- This address's first batch: the bound is never before the newest session here. One
+  -- made on a node whose clock ran ahead of this one's (before a failover, a clock step)
+  -- is from before the call too, and must not be spared; a login made here after the
+  -- call began may go with it (the safe side). Later batches keep the bound returned.
   local newest = redis.call('ZRANGE', KEYS[1], -1, -1)[1]
   local created = newest and tonumber(string.sub(newest, 1, 16))
   if created and created > bound then bound = created end

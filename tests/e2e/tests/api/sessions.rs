@@ -1589,6 +1589,33 @@ async fn revoke_all_ends_a_session_dated_ahead_of_the_clock_that_decides_its_bou
     let revoked = app.revoke_all(&user, &reason).await;
     assert_eq!(revoked.body, json!({ "revoked_count": 2 }));
     assert_eq!(active_count(&app, "kim@example.com"), 0);
+
+    // At each of a directory user's addresses, the first of them or a later one.
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    app.login("lou@example.com", &device_key(1)).await;
+    let user = app
+        .users
+        .user_of("lou@example.com")
+        .expect("in the directory");
+    app.users.link("lou.work@example.com", &user);
+    app.login("lou.work@example.com", &device_key(2)).await;
+    let (s, _): (u64, u64) = redis::cmd("TIME").query(&mut app.redis()).expect("TIME");
+    // The call visits addresses in the order of their tags; the later one holds a session
+    // dated further ahead than the first one's bound (plus its second) reaches.
+    let mut emails = ["lou@example.com", "lou.work@example.com"];
+    emails.sort_by_key(|email| app.address_prefix(email));
+    for (email, ahead) in emails.iter().zip([5_000, 10_000]) {
+        seed_sessions(&app, email, &user, s * 1000 + ahead, 1);
+        assert_eq!(active_count(&app, email), 2);
+    }
+    let revoked = app.revoke_all(&user, &reason).await;
+    assert_eq!(revoked.body, json!({ "revoked_count": 4 }));
+    for email in ["lou@example.com", "lou.work@example.com"] {
+        assert_eq!(active_count(&app, email), 0, "{email}");
+    }
 }
 
 #[tokio::test]
