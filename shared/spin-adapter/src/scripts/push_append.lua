@@ -18,7 +18,7 @@ local now = now_ms()
 -- Whether a session's life is over by its fields (expires_at, last_used_at,
 -- idle_timeout_ms), though no read has recorded it yet: such a session has no stream to
 -- reach (its next read ends it), as every other path that reads a session says.
-local function over(life)
+local function ended(life)
   local ends = session_end(life[1], life[2], life[3])
   return ends ~= nil and now >= ends
 end
@@ -27,7 +27,7 @@ local function holds_session_of(user)
     local record = session_record_key(KEYS[5], string.sub(member, 18))
     local r = redis.call('HMGET', record, 'user_id', 'expires_at', 'last_used_at',
       'idle_timeout_ms')
-    if r[1] == user and not over({r[2], r[3], r[4]}) then return true end
+    if r[1] == user and not ended({r[2], r[3], r[4]}) then return true end
   end
   return false
 end
@@ -40,7 +40,7 @@ else
   -- over.
   local s = redis.call('HMGET', KEYS[4], 'user_id', 'status', 'expires_at', 'last_used_at',
     'idle_timeout_ms')
-  if s[1] ~= ARGV[4] or s[2] ~= 'active' or over({s[3], s[4], s[5]}) then
+  if s[1] ~= ARGV[4] or s[2] ~= 'active' or ended({s[3], s[4], s[5]}) then
     return {'unknown_session'}
   end
 end

@@ -28,9 +28,11 @@ local function blocked()
 end
 -- A projection without its record (a partial delete, an eviction) proves no session, as
 -- in command_session.lua: without the record nothing would tell when it ends.
-if not status or status == 'revoked' or redis.call('EXISTS', KEYS[2]) == 0 then
+if status == 'expired' then
+  state = 'session_expired'
+elseif not status or status == 'revoked' or redis.call('EXISTS', KEYS[2]) == 0 then
   state = 'session_revoked'
-elseif status == 'expired' or expire_if_due(c, KEYS[2]) then
+elseif expire_if_due(c, KEYS[2]) then
   state = 'session_expired'
 elseif blocked() then
   state = 'user_blocked'
