@@ -754,8 +754,8 @@ impl Client {
     /// followed pin with other keys replaces `pin` and is handed over as
     /// [`Followed::Keys`], to be stored in place of the old one. A key set the pin does
     /// not vouch for ends it ([`ClientError::KeySet`]), and so does a key the gateway's
-    /// own set does not list, or more than `max_retries` key follows in a row without a
-    /// stream opening between them.
+    /// own set does not list, or a key named after `max_retries` key sets were followed
+    /// with no stream ending or dropping in between (so `0` never follows one).
     ///
     /// # Errors
     /// As [`Client::subscribe_once`], and the last failure once the retries are spent.
@@ -805,16 +805,17 @@ impl Client {
             }
             if let Err(ClientError::Unverified(ResponseError::UnknownKey(kid))) = &outcome {
                 // A key this pin does not list: the gateway may have rotated. Follow its
-                // set, and resume if that lists the key. Key follows in a row (with no
-                // stream between them that verified) are bounded, so a party on the path
-                // naming unknown keys cannot hold this in a loop.
-                follows += 1;
-                if follows > max_retries {
+                // set, and resume if that lists the key. Key sets followed in a row (with
+                // no stream between them that ended or dropped) are bounded, so a party on
+                // the path naming unknown keys cannot hold this in a loop; fetches that
+                // fail count as failures, below.
+                if follows >= max_retries {
                     return outcome;
                 }
                 let kid = kid.clone();
                 match self.follow_keys(Some(pin)).await {
                     Ok(followed) => {
+                        follows += 1;
                         // Only the keys count: signatures may come in any order.
                         if followed.jwks.keys != pin.jwks.keys {
                             *pin = followed;
@@ -831,7 +832,8 @@ impl Client {
                 }
             }
             if outcome.is_ok() {
-                // A stream opened: the refusals and key follows before it are over.
+                // A stream opened (and ended or dropped): the refusals and key follows
+                // before it are over.
                 refusals = 0;
                 counted_refusals = 0;
                 follows = 0;
@@ -1252,7 +1254,7 @@ mod tests {
     /// A gateway stand-in on 127.0.0.1, one request per connection: `GET` of the key set
     /// answers `jwks`; each subscribe gets the next stream of `streams`, each event signed
     /// for that subscribe request with its own key, then the connection closes. The
-    /// subscribe payloads arrive on the channel.
+    /// subscribe payloads arrive on the channel, and `GET keys` for each key-set fetch.
     async fn scripted_gateway(
         jwks: edge_auth_protocol::wire::Jwks,
         streams: Vec<Vec<Scripted>>,
@@ -1274,6 +1276,7 @@ mod tests {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let (line, body) = read_request(&mut socket).await;
                 if line.starts_with("GET ") {
+                    let _ = subscribed.send("GET keys".to_string());
                     let body = serde_json::to_string(&jwks).expect("JSON");
                     let answer = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
@@ -1353,7 +1356,7 @@ mod tests {
                 keys,
             }
         };
-        let first = Jwks {
+        let first_set = Jwks {
             signatures: vec![sign_key_set(
                 &old,
                 "gw-old",
@@ -1388,7 +1391,7 @@ mod tests {
         .await;
         let client = Client::new(&format!("http://{addr}")).expect("a client");
         let key = super::DeviceKey::from_seed(&[1; 32]);
-        let mut pin = KeyPin::first(first).expect("signed");
+        let mut pin = KeyPin::first(first_set.clone()).expect("signed");
         let mut seen = Vec::new();
         let closed = tokio::time::timeout(
             Duration::from_secs(20),
@@ -1425,12 +1428,44 @@ mod tests {
             ]
         );
         assert_eq!(payloads.recv().await.as_deref(), Some(""));
+        assert_eq!(payloads.recv().await.as_deref(), Some("GET keys"));
         assert_eq!(
             payloads.recv().await.as_deref(),
             Some(r#"{"last_event_id":"101-0"}"#),
             "resumed after the last event handed over"
         );
         assert_eq!(pin.jwks, swapped);
+
+        // With no retries allowed, a subscription follows no key set at all.
+        let (addr, mut payloads) = scripted_gateway(
+            set(&[("gw-new", &new), ("gw-old", &old)]),
+            vec![vec![(
+                "gateway.server_time",
+                "100-0",
+                new.clone(),
+                "gw-new",
+                r#"{"server_time_ms":1000,"ends_within_ms":30000}"#.to_string(),
+            )]],
+        )
+        .await;
+        let client = Client::new(&format!("http://{addr}")).expect("a client");
+        let mut pin = KeyPin::first(first_set.clone()).expect("signed");
+        let outcome = client
+            .subscribe(
+                &key,
+                "s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA",
+                None,
+                &mut pin,
+                0,
+                &mut |_| {},
+            )
+            .await;
+        assert!(
+            matches!(&outcome, Err(ClientError::Unverified(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(payloads.recv().await.as_deref(), Some(""));
+        assert!(payloads.try_recv().is_err(), "no key set fetched");
     }
 
     #[tokio::test]
@@ -1484,7 +1519,8 @@ mod tests {
         );
         assert_eq!(handed_over, 0, "no event, and no new keys");
         assert_eq!(pin.jwks, pinned);
-        assert!(payloads.recv().await.is_some());
+        assert_eq!(payloads.recv().await.as_deref(), Some(""));
+        assert_eq!(payloads.recv().await.as_deref(), Some("GET keys"));
         assert!(payloads.try_recv().is_err(), "one subscribe only");
     }
 

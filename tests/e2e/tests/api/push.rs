@@ -1055,7 +1055,8 @@ async fn a_device_event_for_a_session_past_its_end_is_refused_though_no_read_rec
         (404, "session_not_found".into())
     );
     assert_eq!(app.snapshot(), before, "nothing written");
-    // A user event is still kept at the user's own address, for their next login.
+    // A user event at the user's own address is written as before, whether or not a
+    // session there is live (this change is about device events).
     let to_user = json!({"user_id": user, "event_type": "e", "payload": {}});
     assert_eq!(app.publish(&to_user).await.status(), 200);
 }
