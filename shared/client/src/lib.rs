@@ -1129,7 +1129,7 @@ mod tests {
     ) -> std::net::SocketAddr {
         use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_event};
         use edge_auth_protocol::wire::{EventEnvelope, SignedCommand, SignedEvent};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -1137,29 +1137,7 @@ mod tests {
         let addr = listener.local_addr().expect("an address");
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("the client connects");
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            // Headers, then a body of content-length bytes.
-            let body = loop {
-                let n = socket.read(&mut buf).await.expect("reads");
-                assert!(n > 0, "the request ended early");
-                request.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&request).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let length: usize = text
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length: ")
-                                .map(str::to_string)
-                        })
-                        .and_then(|v| v.trim().parse().ok())
-                        .expect("a content-length");
-                    if request.len() >= end + 4 + length {
-                        break request[end + 4..end + 4 + length].to_vec();
-                    }
-                }
-            };
+            let (_, body) = read_request(&mut socket).await;
             let command: SignedCommand = serde_json::from_slice(&body).expect("a signed command");
             let signature: [u8; 64] = STANDARD
                 .decode(&command.signature)
