@@ -10,10 +10,6 @@
 -- Returns {'appended', id}, {'unknown_user'} or {'unknown_session'} (none of the user's,
 -- or not active, or past its end); nothing is written
 -- unless appended.
--- Whether the address still holds an active session of the user although it is no longer
--- theirs: with an external directory an address can pass to another user, and the
--- previous user's sessions live on here (older than the new user's, so among the first
--- members). Readers skip events of another user, so both users can share the stream.
 local now = now_ms()
 -- Whether a session's life is over by its fields (expires_at, last_used_at,
 -- idle_timeout_ms), though no read has recorded it yet: such a session has no stream to
@@ -22,6 +18,10 @@ local function ended(life)
   local ends = session_end(life[1], life[2], life[3])
   return ends ~= nil and now >= ends
 end
+-- Whether the address still holds a live session of the user although it is no longer
+-- theirs: with an external directory an address can pass to another user, and the
+-- previous user's sessions live on here (older than the new user's, so among the first
+-- members). Readers skip events of another user, so both users can share the stream.
 local function holds_session_of(user)
   for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, 199)) do
     local record = session_record_key(KEYS[5], string.sub(member, 18))
