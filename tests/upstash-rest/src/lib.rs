@@ -45,6 +45,9 @@ struct State {
     token: String,
     query_token: String,
     commands: AtomicU64,
+    /// Commands to answer late: those whose JSON body holds the text, answered after
+    /// the delay (having run), so many times more.
+    late: std::sync::Mutex<Vec<(String, std::time::Duration, u32)>>,
 }
 
 /// Why a command has no result: Redis refused it (`400`), or Redis could not be reached
@@ -101,6 +104,7 @@ impl UpstashRest {
             token: format!("Bearer {token}"),
             query_token: format!("_token={token}"),
             commands: AtomicU64::new(0),
+            late: std::sync::Mutex::new(Vec::new()),
         });
         let shared = state.clone();
         tokio::spawn(async move {
@@ -128,6 +132,15 @@ impl UpstashRest {
     /// Commands run so far (a pipeline counts each of its commands).
     pub fn commands(&self) -> u64 {
         self.state.commands.load(Ordering::Relaxed)
+    }
+
+    /// The next `times` commands whose JSON body holds `containing` run as usual, and
+    /// their answer comes `by` later: an answer lost to a client's timeout after the
+    /// command ran.
+    pub fn answer_late(&self, containing: &str, by: std::time::Duration, times: u32) {
+        if let Ok(mut late) = self.state.late.lock() {
+            late.push((containing.to_string(), by, times));
+        }
     }
 }
 
@@ -176,7 +189,32 @@ async fn handle(
             );
         }
     };
-    match path.as_str() {
+    let delay = late_by(state, &body);
+    let answered = handle_path(state, &path, parsed, base64).await;
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    answered
+}
+
+/// How late to answer `body` ([`UpstashRest::answer_late`]), spending one of its times.
+fn late_by(state: &State, body: &[u8]) -> Option<std::time::Duration> {
+    let mut late = state.late.lock().ok()?;
+    let text = String::from_utf8_lossy(body);
+    let slot = late
+        .iter_mut()
+        .find(|(containing, _, times)| *times > 0 && text.contains(containing.as_str()))?;
+    slot.2 -= 1;
+    Some(slot.1)
+}
+
+async fn handle_path(
+    state: &State,
+    path: &str,
+    parsed: Value,
+    base64: bool,
+) -> hyper::Response<Full<Bytes>> {
+    match path {
         "/" => match run(state, &parsed, base64).await {
             Ok(result) => answer(200, &json!({ "result": result })),
             Err(Failure::Refused(error)) => answer(400, &json!({ "error": error })),

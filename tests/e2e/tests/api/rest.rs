@@ -172,3 +172,36 @@ async fn health(app: &TestApp, query: &str) -> ApiResponse {
     let path = format!("/api/v1/health{query}");
     ApiResponse::checked(app.get(&path).await, "/api/v1/health", "get").await
 }
+
+#[tokio::test]
+async fn a_metrics_write_whose_answer_comes_too_late_is_not_written_again() {
+    // Review finding: a metrics write after the answer was tried once more when it failed,
+    // which over REST only repeats it: the first had run, its answer lost to the timeout.
+    let app = rest_app().await;
+    let device = app.device("ada@example.com", 1).await;
+    let user = app.get_session(&device.session).await.field("user_id");
+    let body = serde_json::json!({"user_id": user, "event_type": "e", "payload": {}});
+    let published = |m: &edge_auth_tests::metrics::Metrics| {
+        m.counter(
+            "edge_auth_push_events_published_total",
+            &[("target", "user")],
+        )
+    };
+    assert_eq!(app.publish(&body).await.status(), 200);
+    assert_eq!(
+        published(&app.metrics_once(|m| published(m) == 1.0).await),
+        1.0
+    );
+
+    // The next write to a metrics shard runs, and its answer comes after the client's 5 s.
+    app.rest
+        .as_ref()
+        .expect("the app talks to the REST server")
+        .answer_late("}:metrics", std::time::Duration::from_secs(6), 1);
+    let late = app.publish(&body).await;
+    assert_eq!(late.status(), 200);
+    // Its log line is written once the work after the answer is done.
+    app.request_line(late.header("x-request-id").expect("an id"))
+        .await;
+    assert_eq!(published(&app.metrics().await), 2.0, "counted once");
+}
