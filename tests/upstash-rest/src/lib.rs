@@ -19,6 +19,9 @@
 //! - Blocking commands (`BLPOP`, `XREAD … BLOCK`, …) are refused, as Upstash lists them as
 //!   unsupported over REST.
 //!
+//! For tests, not Upstash's: [`UpstashRest::answer_late`] runs chosen commands and answers
+//! them late, as an answer lost to a client's timeout after the command ran.
+//!
 //! Not covered (the adapter uses none of it): path-style commands (`/set/k/v`),
 //! `/multi-exec`, `Upstash-Response-Format: resp2`, the `upstash-sync-token` header,
 //! `/subscribe` and `/monitor`.
