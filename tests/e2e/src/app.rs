@@ -785,6 +785,17 @@ impl TestApp {
         format!("ea:{{a:{tag}}}:")
     }
 
+    /// Deletes the record of `session` and leaves its projection, as a partial delete or
+    /// an eviction would: the record's key, and how many keys went (1 if it was there).
+    pub fn delete_session_record(&self, session: &str) -> (String, i64) {
+        let record = format!("{}s:{session}", Self::prefix_of_id(session));
+        let deleted: i64 = redis::cmd("DEL")
+            .arg(&record)
+            .query(&mut self.redis())
+            .expect("DEL");
+        (record, deleted)
+    }
+
     /// `POST /api/v1/gateway/execute-command` with `body` (checked against the spec).
     pub async fn execute(&self, body: &impl serde::Serialize) -> ApiResponse {
         let body = serde_json::to_value(body).expect("serialisable");

@@ -470,15 +470,7 @@ async fn a_projection_left_without_its_session_record_proves_no_session_and_writ
     // gone (a partial delete, an eviction) it admitted the command and recorded its use in
     // a new record of one field that never expired.
     let (app, device, _jwks) = app_with_device().await;
-    let record = format!(
-        "{}s:{}",
-        TestApp::prefix_of_id(&device.session),
-        device.session
-    );
-    let deleted: i64 = redis::cmd("DEL")
-        .arg(&record)
-        .query(&mut app.redis())
-        .expect("DEL");
+    let (record, deleted) = app.delete_session_record(&device.session);
     assert_eq!(deleted, 1, "{record} held the session");
     let before = outside_client_shards(app.snapshot());
     let command = device.command("echo", b"x").command;

@@ -543,15 +543,7 @@ async fn a_stream_whose_session_record_is_gone_ends_at_its_next_read() {
         app_with(Spawn::default().variable("push_heartbeat_seconds", "60")).await;
     let mut stream = open(&app, &device, None).await;
     hello(&mut stream).await;
-    let record = format!(
-        "{}s:{}",
-        TestApp::prefix_of_id(&device.session),
-        device.session
-    );
-    let deleted: i64 = redis::cmd("DEL")
-        .arg(&record)
-        .query(&mut app.redis())
-        .expect("DEL");
+    let (record, deleted) = app.delete_session_record(&device.session);
     assert_eq!(deleted, 1, "{record} held the session");
     // The event wakes the stream, whose read finds the session gone.
     publish_e(&app, &user, json!({"n": 1})).await;
