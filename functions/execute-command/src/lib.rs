@@ -5,7 +5,7 @@
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]
 
-use edge_auth_domain::gateway::command::parse;
+use edge_auth_domain::gateway::command::{max_body_bytes, parse};
 use edge_auth_domain::gateway::execute::{
     CommandError, Gateway, Refusal, execute_command, prepare,
 };
@@ -13,7 +13,7 @@ use edge_auth_domain::gateway::settings::MAX_PAYLOAD_LIMIT;
 use edge_auth_spin::backend::HttpBackend;
 use edge_auth_spin::clock::Since;
 use edge_auth_spin::command_gate::{RedisCommandGate, count_command};
-use edge_auth_spin::gateway::{gateway_settings, plain_error};
+use edge_auth_spin::gateway::{command_body_limit, gateway_settings, plain_error};
 use edge_auth_spin::http::{Answer, Route, log_cause, serve};
 use edge_auth_spin::public_errors;
 use edge_auth_spin::redis::SpinRedis;
@@ -21,9 +21,12 @@ use edge_auth_spin::session_store::RedisSessionStore;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
-/// The body may carry the largest payload the settings can allow, in base64, and its
-/// envelope; `command_max_payload_bytes` is checked on the decoded payload.
-const ROUTE: Route = Route::public(true).max_body(MAX_PAYLOAD_LIMIT / 3 * 4 + 8 * 1024);
+/// The body may carry the largest payload the settings allow, in base64, and its
+/// envelope: read no further, whatever the body says (`command_max_payload_bytes` is
+/// checked again on the decoded payload).
+const ROUTE: Route = Route::public(true)
+    .max_body(max_body_bytes(MAX_PAYLOAD_LIMIT))
+    .body_limit(command_body_limit);
 
 #[http_component]
 async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use edge_auth_domain::error::PublicError;
+use edge_auth_domain::gateway::command::max_body_bytes;
 use edge_auth_domain::gateway::execute::CommandError;
-use edge_auth_domain::gateway::settings::GatewaySettings;
+use edge_auth_domain::gateway::settings::{GatewaySettings, max_payload_setting};
 
 use crate::settings::optional;
 
@@ -47,6 +48,25 @@ pub fn gateway_settings() -> anyhow::Result<GatewaySettings> {
     }
     GatewaySettings::from_settings(|name| values.get(name).cloned())
         .context("invalid gateway settings")
+}
+
+/// How much of a command's body execute-command reads (a [`Route`](crate::http::Route)'s
+/// body limit): a body longer than `command_max_payload_bytes` in base64, plus its
+/// envelope, cannot hold a payload the settings allow, so it is refused (`413`) unread.
+///
+/// # Errors
+/// The setting cannot be read or is out of range: the route's answer for its settings,
+/// `503`, with the cause logged.
+pub fn command_body_limit() -> Result<usize, PublicError> {
+    const NAME: &str = "command_max_payload_bytes";
+    let read = || -> anyhow::Result<usize> {
+        let raw = optional(NAME).with_context(|| format!("reading {NAME}"))?;
+        let get = |name: &str| if name == NAME { raw.clone() } else { None };
+        max_payload_setting(&get).context("invalid gateway settings")
+    };
+    read()
+        .map(max_body_bytes)
+        .map_err(|e| plain_error("execute-command", &e.into()))
 }
 
 /// The plain error answer of a gateway route (`route`: its name in the log) to `err`,

@@ -67,6 +67,10 @@ pub struct Route {
     pub params: &'static [&'static str],
     /// The largest body accepted (`413` above it).
     pub max_body: usize,
+    /// A lower limit read per request, from settings (`None`: `max_body` alone). Asked
+    /// once the request's content type is known to be right, before the body is read; its
+    /// error is the answer.
+    pub body_limit: Option<fn() -> Result<usize, PublicError>>,
 }
 
 impl Route {
@@ -77,6 +81,7 @@ impl Route {
             post,
             params: &[],
             max_body: MAX_BODY_BYTES,
+            body_limit: None,
         }
     }
 
@@ -87,6 +92,7 @@ impl Route {
             post: true,
             params: &[],
             max_body,
+            body_limit: None,
         }
     }
 
@@ -98,6 +104,14 @@ impl Route {
         }
     }
 
+    /// The same route with a body limit read per request (see [`Route::body_limit`]).
+    pub const fn body_limit(self, limit: fn() -> Result<usize, PublicError>) -> Self {
+        Self {
+            body_limit: Some(limit),
+            ..self
+        }
+    }
+
     /// An internal route with its path parameters.
     pub const fn internal(post: bool, params: &'static [&'static str]) -> Self {
         Self {
@@ -105,6 +119,7 @@ impl Route {
             post,
             params,
             max_body: MAX_BODY_BYTES,
+            body_limit: None,
         }
     }
 
@@ -561,7 +576,7 @@ async fn read_call(
         }
     }
     let body = if route.post {
-        read_json_body(req, &headers, route.max_body).await?
+        read_json_body(req, &headers, route).await?
     } else {
         Vec::new()
     };
@@ -652,7 +667,7 @@ fn authorize_chained(headers: &RequestHeaders) -> Result<(), PublicError> {
 async fn read_json_body(
     req: IncomingRequest,
     headers: &RequestHeaders,
-    max: usize,
+    route: Route,
 ) -> Result<Vec<u8>, PublicError> {
     let content_type = headers.all("content-type");
     let is_json = content_type.len() == 1
@@ -667,6 +682,10 @@ async fn read_json_body(
             "send the body as Content-Type: application/json",
         ));
     }
+    let max = match route.body_limit {
+        Some(limit) => limit()?.min(route.max_body),
+        None => route.max_body,
+    };
     read_body(req, headers, max).await
 }
 

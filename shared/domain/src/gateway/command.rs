@@ -111,8 +111,20 @@ pub fn parse(body: &[u8]) -> Result<SignedCommand, CommandError> {
 }
 
 /// Largest base64 text that can decode to `max` bytes.
-fn encoded_len(max: usize) -> usize {
+const fn encoded_len(max: usize) -> usize {
     max.div_ceil(3).saturating_mul(4)
+}
+
+/// What a command's body may hold beside its payload: the envelope, the signature and the
+/// JSON around them. The longest envelope takes under 1 KiB; the rest is room for a
+/// client's JSON writer (spaces, a `/` escaped as `\/`).
+pub const ENVELOPE_ALLOWANCE: usize = 8 * 1024;
+
+/// The largest body a command with a payload of at most `max_payload` bytes needs: the
+/// payload in base64 and [`ENVELOPE_ALLOWANCE`]. A longer body cannot hold a payload the
+/// settings allow, so it is refused unread (`413`), before anything parses it.
+pub const fn max_body_bytes(max_payload: usize) -> usize {
+    encoded_len(max_payload).saturating_add(ENVELOPE_ALLOWANCE)
 }
 
 /// Parses and verifies `command` (see the module docs for the order).

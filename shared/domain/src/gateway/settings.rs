@@ -226,6 +226,24 @@ pub const REPLAY_GRACE_MS: u64 = 5_000;
 /// The largest payload `command_max_payload_bytes` may allow.
 pub const MAX_PAYLOAD_LIMIT: usize = 1024 * 1024;
 
+/// `command_max_payload_bytes` alone (default 65536), for a check that needs no other
+/// setting: how much of a command's body to read (see
+/// [`max_body_bytes`](crate::gateway::command::max_body_bytes)).
+///
+/// # Errors
+/// A value that is not a number from 1 to [`MAX_PAYLOAD_LIMIT`].
+pub fn max_payload_setting(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<usize, GatewaySettingsError> {
+    Ok(number(
+        get,
+        "command_max_payload_bytes",
+        1,
+        MAX_PAYLOAD_LIMIT as u64,
+    )?
+    .map_or(65_536, |n| usize::try_from(n).unwrap_or(MAX_PAYLOAD_LIMIT)))
+}
+
 fn kid(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
@@ -349,13 +367,7 @@ impl GatewaySettings {
             seen.push((kid, public));
         }
         let window_s = number(&get, "command_freshness_window_seconds", 1, 600)?.unwrap_or(60);
-        let max_payload = number(
-            &get,
-            "command_max_payload_bytes",
-            1,
-            MAX_PAYLOAD_LIMIT as u64,
-        )?
-        .map_or(65_536, |n| usize::try_from(n).unwrap_or(MAX_PAYLOAD_LIMIT));
+        let max_payload = max_payload_setting(&get)?;
         let budgets = CommandBudgets {
             per_session: rate(&get, "command_rate_limit_per_session", "60/60")?,
             per_user: rate(&get, "command_rate_limit_per_user", "300/60")?,

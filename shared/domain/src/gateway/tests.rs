@@ -10,7 +10,7 @@ use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_command};
 use edge_auth_protocol::verify::{KeySetError, check_key_set, verify_response};
 use edge_auth_protocol::wire::{CommandEnvelope, SignedCommand};
 
-use crate::gateway::command::{MessageType, verify};
+use crate::gateway::command::{MessageType, max_body_bytes, verify};
 use crate::gateway::execute::{
     Admission, CommandError, Gateway, Refusal, SUBSCRIBE, admit, execute_command, prepare, refuse,
 };
@@ -18,7 +18,9 @@ use crate::gateway::ports::{
     Backend, BackendReply, BackendRequest, ClientAdmission, ClientOutcome, CommandGate,
     SessionAdmission, SessionOutcome, StreamClaim,
 };
-use crate::gateway::settings::{GatewaySettings, GatewaySettingsError};
+use crate::gateway::settings::{
+    GatewaySettings, GatewaySettingsError, MAX_PAYLOAD_LIMIT, max_payload_setting,
+};
 use crate::ids::{AddressTag, DeviceSessionId};
 use crate::sessions::input::{ChangeReason, UserRef};
 use crate::sessions::model::{AuditRecord, Page, SessionRecord, StatusFilter};
@@ -583,6 +585,46 @@ fn only_routed_and_reserved_types_are_known_so_invented_types_share_one_label() 
         settings.knows(&subscribe, true) && !settings.knows(&subscribe, false),
         "known only where it opens a stream"
     );
+}
+
+#[test]
+fn a_body_with_the_largest_payload_and_the_longest_envelope_fits_the_body_limit_with_room() {
+    for max_payload in [1, 65_536, MAX_PAYLOAD_LIMIT] {
+        let (mut command, _) = signed(&"m".repeat(64), &vec![0xfb; max_payload]);
+        command.envelope.request_id = "R".repeat(128);
+        command.envelope.timestamp_ms = 9_007_199_254_740_991;
+        let body = serde_json::to_vec_pretty(&command).expect("serialises");
+        let limit = max_body_bytes(max_payload);
+        assert!(
+            body.len() + 6 * 1024 <= limit,
+            "{max_payload}: a body of {} bytes against a limit of {limit}",
+            body.len()
+        );
+    }
+}
+
+#[test]
+fn the_payload_limit_reads_alone_as_the_settings_read_it() {
+    for raw in [None, Some("1"), Some("4096"), Some("1048576")] {
+        let get = |name: &str| {
+            (name == "command_max_payload_bytes")
+                .then(|| raw.map(str::to_string))
+                .flatten()
+        };
+        let alone = max_payload_setting(&get).expect("valid");
+        let all = settings_of(
+            &raw.map(|r| ("command_max_payload_bytes", r.to_string()))
+                .into_iter()
+                .collect::<Vec<_>>(),
+        )
+        .expect("valid")
+        .max_payload;
+        assert_eq!(alone, all, "{raw:?}");
+    }
+    for raw in ["0", "1048577", "64k"] {
+        let get = |name: &str| (name == "command_max_payload_bytes").then(|| raw.to_string());
+        assert!(max_payload_setting(&get).is_err(), "{raw}");
+    }
 }
 
 /// Settings from `(name, value)` pairs; every other variable unset.

@@ -424,6 +424,53 @@ async fn malformed_commands_are_refused_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_body_longer_than_the_payload_setting_can_need_is_refused_before_it_is_parsed() {
+    // Review finding: execute-command read and parsed bodies up to the 1 MiB setting's
+    // size (about 1.4 MB), whatever `command_max_payload_bytes` said.
+    let app = several_devices()
+        .variable("command_max_payload_bytes", "1024")
+        .spawn()
+        .await;
+    let device = app.device("ada@example.com", 1).await;
+    let before = app.snapshot();
+    // 1,024 bytes in base64, and 8 KiB for the envelope.
+    let limit = 1368 + 8 * 1024;
+    let post = |body: String| {
+        let request = app
+            .client
+            .post(format!("{}/api/v1/gateway/execute-command", app.address))
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let response = request.send().await.expect("sent");
+            ApiResponse::checked(response, "/api/v1/gateway/execute-command", "post").await
+        }
+    };
+    // Not even JSON: refused for its length alone, as it comes or as it declares.
+    let long = post(" ".repeat(limit + 1)).await;
+    assert_eq!(long.error(), (413, "payload_too_large".to_string()));
+    assert!(
+        long.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("at most {limit} bytes"))),
+        "{}",
+        long.body
+    );
+    // At the limit, the body is read and parsed.
+    let at_limit = post(" ".repeat(limit)).await;
+    assert_eq!(at_limit.error(), (400, "invalid_request".to_string()));
+    assert_eq!(app.snapshot(), before, "no key was written");
+
+    // The largest payload the setting allows still fits, with room for the JSON writer:
+    // here every `/` of its base64 (all of it, for 0xff bytes) escaped.
+    let largest = device.command("echo", &[0xff; 1024]).command;
+    let mut body = serde_json::to_string_pretty(&largest).expect("json");
+    body = body.replace('/', "\\/");
+    let response = post(body).await;
+    assert_eq!(response.status(), 200, "{}", response.body);
+}
+
+#[tokio::test]
 async fn a_stale_command_says_the_server_time_and_spends_nothing() {
     let (app, device, _jwks) = app_with_device().await;
     let before = app.snapshot();
