@@ -61,6 +61,27 @@ impl EmailAddress {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The mailbox this address delivers to, when the address is one of its variants:
+    /// without a `+` tag (`ada+news@example.com` → `ada@example.com`, the sub-address
+    /// convention of RFC 5233 most providers follow), and for Gmail without dots and at
+    /// `gmail.com` (`a.da@googlemail.com` → `ada@gmail.com`). `None` for an address that
+    /// is its own mailbox form, or whose form without its tag is no valid address
+    /// (`+tag@example.com`, `a.+tag@example.com`).
+    ///
+    /// Only budgets use it: the variants stay distinct addresses, each its own identity,
+    /// but they reach one inbox, so they share that inbox's send budget.
+    pub fn mailbox(&self) -> Option<Self> {
+        let (local, domain) = self.0.rsplit_once('@')?;
+        let local = local.split_once('+').map_or(local, |(base, _tag)| base);
+        let (local, domain) = match domain {
+            "gmail.com" | "googlemail.com" => (local.replace('.', ""), "gmail.com"),
+            _ => (local.to_string(), domain),
+        };
+        // Parsed again, so that it is a valid address (`a.+x@example.com` has none).
+        let mailbox = Self::parse(&format!("{local}@{domain}")).ok()?;
+        (mailbox != *self).then_some(mailbox)
+    }
 }
 
 impl fmt::Debug for EmailAddress {
@@ -174,6 +195,47 @@ mod tests {
             EmailAddress::parse(&format!("{}@{domain}", "b".repeat(10))),
             Err(EmailError::TooLong)
         );
+    }
+
+    #[test]
+    fn a_tagged_or_gmail_dotted_address_names_the_mailbox_it_reaches() {
+        let mailbox = |raw: &str| {
+            EmailAddress::parse(raw)
+                .expect("valid")
+                .mailbox()
+                .map(|m| m.as_str().to_string())
+        };
+        for (raw, expected) in [
+            ("Ada+News@Example.com", Some("ada@example.com")),
+            ("ada+a+b@example.com", Some("ada@example.com")),
+            ("ada+@example.com", Some("ada@example.com")),
+            ("a.d.a@gmail.com", Some("ada@gmail.com")),
+            ("A.da+x@GoogleMail.com", Some("ada@gmail.com")),
+            ("ada@googlemail.com", Some("ada@gmail.com")),
+            // Dots matter everywhere but Gmail.
+            ("a.da@example.com", None),
+            ("ada@example.com", None),
+            ("ada@gmail.com", None),
+            // Nothing before the tag: no mailbox to name.
+            ("+tag@example.com", None),
+            ("+tag@gmail.com", None),
+            ("a.+tag@example.com", None),
+            ("a-b@example.com", None),
+        ] {
+            assert_eq!(mailbox(raw).as_deref(), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_mailbox_form_is_its_own_mailbox_and_a_valid_address() {
+        for raw in ["ada+x@example.com", "a.d.a+y@googlemail.com"] {
+            let mailbox = EmailAddress::parse(raw)
+                .expect("valid")
+                .mailbox()
+                .expect("a variant");
+            assert_eq!(EmailAddress::parse(mailbox.as_str()), Ok(mailbox.clone()));
+            assert_eq!(mailbox.mailbox(), None);
+        }
     }
 
     #[test]

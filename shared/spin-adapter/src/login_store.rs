@@ -10,6 +10,7 @@ use edge_auth_domain::login::ports::{
     ConfirmAttempt, ConfirmOutcome, CreateOutcome, GuardOutcome, GuardRequest, LimitPolicy,
     LoginStore, NewChallenge, UserChoice,
 };
+use edge_auth_domain::rate_limit::Rate;
 use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::time::Timestamp;
 
@@ -70,6 +71,26 @@ impl LoginStore for RedisLoginStore {
         } else {
             GuardOutcome::Limited { retry_after_ms }
         })
+    }
+
+    fn spend_send_budget(&self, tag: AddressTag, budget: Rate) -> anyhow::Result<Option<u64>> {
+        let mut reply = Reply::new(
+            "send_budget",
+            self.redis.run(
+                &scripts::SEND_BUDGET,
+                &[AddressKeys::new(tag).send_budget()],
+                &[budget.interval_ms().into(), budget.tolerance_ms().into()],
+            )?,
+        );
+        let wait = u64::try_from(reply.int()?)?;
+        if wait == 0 {
+            return Ok(None);
+        }
+        metrics::count(&Counter::RateLimited {
+            route: "send",
+            budget: Budget::Address,
+        });
+        Ok(Some(wait))
     }
 
     fn create_challenge(&self, c: &NewChallenge) -> anyhow::Result<CreateOutcome> {

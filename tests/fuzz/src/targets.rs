@@ -332,7 +332,8 @@ pub fn canonical(bytes: &[u8]) -> u64 {
 }
 
 /// The e-mail parser: never a panic; what it accepts is normalised once and for all
-/// (parsing the result gives it back) and fits the limits of an address.
+/// (parsing the result gives it back) and fits the limits of an address. Its inbox's
+/// address (the send budget's) is one too, its own inbox, and never longer.
 pub fn email(bytes: &[u8]) -> u64 {
     let raw = String::from_utf8_lossy(bytes);
     match EmailAddress::parse(&raw) {
@@ -342,7 +343,16 @@ pub fn email(bytes: &[u8]) -> u64 {
             assert!(address.as_str().len() <= 254);
             assert_eq!(address.as_str().matches('@').count(), 1);
             assert!(!address.as_str().chars().any(char::is_whitespace));
-            2
+            match address.mailbox() {
+                Some(inbox) => {
+                    assert_ne!(inbox, address);
+                    assert_eq!(EmailAddress::parse(inbox.as_str()).as_ref(), Ok(&inbox));
+                    assert_eq!(inbox.mailbox(), None);
+                    assert!(inbox.as_str().len() <= address.as_str().len());
+                    4
+                }
+                None => 2,
+            }
         }
         Err(e) => 1 ^ class(&e.to_string()),
     }

@@ -187,6 +187,19 @@ pub trait LoginStore {
     /// The store is unreachable.
     fn withdraw(&self, session: &DeviceSessionId) -> anyhow::Result<()>;
 
+    /// Spends one call of the send budget of the address `tag` (the budget
+    /// [`create_challenge`](Self::create_challenge) spends there), for a send to another
+    /// address that reaches the same inbox ([`EmailAddress::mailbox`]). `Some(wait in
+    /// ms)` when the budget is spent: then nothing changed.
+    ///
+    /// # Errors
+    /// As [`LoginStore::guard`].
+    fn spend_send_budget(
+        &self,
+        tag: AddressTag,
+        budget: crate::rate_limit::Rate,
+    ) -> anyhow::Result<Option<u64>>;
+
     /// Stores a challenge unless the address is within its resend interval with a newest
     /// challenge that can still be confirmed; makes it the address's newest challenge.
     /// A newest challenge that is confirmed, exhausted, expired or `delivery_failed`

@@ -1,7 +1,9 @@
 //! `send-email-code`: create a challenge and answer success-shaped, whatever the address.
 //!
 //! The answer never depends on whether the address is new, known or blocked: every path
-//! spends the same budgets, runs the same store call and answers before any mail is sent.
+//! spends the same budgets, runs the same store calls and answers before any mail is sent.
+//! (An address that is a variant of another's inbox costs one more call, whatever its
+//! state: it spends that inbox's budget too.)
 //! Delivery ([`deliver`]) runs after the response has gone out, so its latency cannot
 //! tell addresses apart either.
 
@@ -69,6 +71,18 @@ pub fn send_email_code(
     })?;
     if let GuardOutcome::Limited { retry_after_ms } = guard {
         return Err(SendError::RateLimited { retry_after_ms });
+    }
+    // Variants of one inbox (`ada+1@…`, `a.da@gmail.com`) are addresses of their own,
+    // each with its own budget, but one person reads their mail: they also share the
+    // budget of the inbox's own address, or anyone could mail a victim without bound by
+    // making up variants. One more round trip, for such addresses only.
+    if let Some(mailbox) = email.mailbox() {
+        let budget = settings.limits.per_address;
+        if let Some(retry_after_ms) =
+            store.spend_send_budget(settings.key.address_tag(&mailbox), budget)?
+        {
+            return Err(SendError::RateLimited { retry_after_ms });
+        }
     }
 
     let policy = &settings.policy;

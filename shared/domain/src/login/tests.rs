@@ -27,6 +27,8 @@ struct FakeStore {
     deliveries: RefCell<Vec<ChallengeState>>,
     /// From this index call on (counted from 0), a block of the user is under way.
     fenced_from: Cell<Option<usize>>,
+    /// What `spend_send_budget` answers (`None`: spent).
+    mailbox_budget: Cell<Option<u64>>,
 }
 
 impl LoginStore for FakeStore {
@@ -41,6 +43,16 @@ impl LoginStore for FakeStore {
             .unwrap_or(GuardOutcome::Allowed {
                 session_limit: None,
             }))
+    }
+    fn spend_send_budget(
+        &self,
+        tag: AddressTag,
+        _: crate::rate_limit::Rate,
+    ) -> anyhow::Result<Option<u64>> {
+        self.calls
+            .borrow_mut()
+            .push(format!("mailbox:{}", tag.to_hex()));
+        Ok(self.mailbox_budget.get())
     }
     fn create_challenge(&self, c: &NewChallenge) -> anyhow::Result<CreateOutcome> {
         self.calls.borrow_mut().push("create".into());
@@ -155,6 +167,62 @@ fn send_spends_the_client_budget_before_creating_and_stops_when_limited() {
     ));
     // The address's budget is the store's, spent with the create.
     assert_eq!(*store.calls.borrow(), ["guard:1"]);
+}
+
+#[test]
+fn a_send_to_a_variant_of_an_inbox_also_spends_the_inboxs_budget_and_stops_when_it_is_spent() {
+    let settings = settings();
+    let inbox = settings
+        .key
+        .address_tag(&EmailAddress::parse("ada@gmail.com").expect("valid"));
+    let store = FakeStore::default();
+    send_email_code(
+        &settings,
+        &store,
+        &OsRandom,
+        &send_request("A.da+news@googlemail.com"),
+    )
+    .expect("sent");
+    assert_eq!(
+        *store.calls.borrow(),
+        [
+            "guard:1".to_string(),
+            format!("mailbox:{}", inbox.to_hex()),
+            "create".into()
+        ]
+    );
+    // The challenge is the variant's own, at its own address.
+    let variant = settings
+        .key
+        .address_tag(&EmailAddress::parse("a.da+news@googlemail.com").expect("valid"));
+    assert_eq!(store.created.borrow()[0].id.tag(), variant);
+    assert_ne!(variant, inbox);
+
+    let store = FakeStore::default();
+    store.mailbox_budget.set(Some(700));
+    let err = send_email_code(
+        &settings,
+        &store,
+        &OsRandom,
+        &send_request("ada+x@gmail.com"),
+    )
+    .expect_err("limited");
+    assert!(matches!(
+        err,
+        SendError::RateLimited {
+            retry_after_ms: 700
+        }
+    ));
+    assert_eq!(
+        *store.calls.borrow(),
+        ["guard:1".to_string(), format!("mailbox:{}", inbox.to_hex())],
+        "nothing is created"
+    );
+
+    // An inbox's own address spends its budget in the create alone.
+    let store = FakeStore::default();
+    send_email_code(&settings, &store, &OsRandom, &send_request("ada@gmail.com")).expect("sent");
+    assert_eq!(*store.calls.borrow(), ["guard:1", "create"]);
 }
 
 #[test]

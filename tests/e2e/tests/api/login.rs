@@ -447,6 +447,81 @@ async fn client_and_address_budgets_answer_429_with_retry_after() {
     assert_eq!(app.send_email_code("other@example.com").await.status(), 200);
 }
 
+#[tokio::test]
+async fn variants_of_one_inbox_share_its_send_budget_so_made_up_variants_cannot_flood_it() {
+    // Review finding: `ada+1@…`, `ada+2@…` (and Gmail's dotted forms) each had a budget of
+    // their own, so anyone could mail one inbox without bound.
+    let app = Spawn::default()
+        .variable("rate_limit_per_address", "2/3600")
+        .variable("resend_interval_seconds", "0")
+        .spawn()
+        .await;
+    assert_eq!(app.send_email_code("ada+1@gmail.com").await.status(), 200);
+    assert_eq!(
+        app.send_email_code("A.da@googlemail.com").await.status(),
+        200
+    );
+    for variant in ["ada+3@gmail.com", "a.d.a@gmail.com", "ada@gmail.com"] {
+        let limited = app.send_email_code(variant).await;
+        assert_eq!(limited.error(), (429, "rate_limited".into()), "{variant}");
+        assert!(limited.header("retry-after").is_some());
+    }
+    let refused = app.address_prefix("ada+3@gmail.com");
+    let stored: Vec<String> = app.redis().keys(format!("{refused}*")).expect("KEYS");
+    assert!(
+        stored.is_empty(),
+        "a refused send stores nothing: {stored:?}"
+    );
+    // Another inbox, and dots outside Gmail, are budgets of their own.
+    assert_eq!(app.send_email_code("ada+1@example.com").await.status(), 200);
+    assert_eq!(app.send_email_code("a.da@example.com").await.status(), 200);
+    // Each variant is still its own address: its challenge, its mail.
+    let challenge = app.new_challenge("ada+9@example.com").await;
+    let mail = app.mail.delivery_for(&challenge).await;
+    assert_eq!(mail.body["to"], "ada+9@example.com");
+    assert_eq!(
+        TestApp::prefix_of_id(&challenge),
+        app.address_prefix("ada+9@example.com")
+    );
+
+    let metrics = app
+        .metrics_once(|m| {
+            m.counter(
+                "edge_auth_rate_limited_total",
+                &[("route", "send"), ("budget", "address")],
+            ) == 3.0
+        })
+        .await;
+    assert_eq!(
+        metrics.counter(
+            "edge_auth_rate_limited_total",
+            &[("route", "send"), ("budget", "address")],
+        ),
+        3.0
+    );
+}
+
+#[tokio::test]
+#[cfg_attr(
+    spin_runtime,
+    ignore = "host only: reads our host's round-trip counter header"
+)]
+async fn a_send_to_a_variant_of_an_inbox_takes_one_more_round_trip_and_others_none() {
+    let app = spawn_app().await;
+    let _ = app.login("warm@example.com", &device_key(9)).await;
+    let _ = app.send_email_code("warm+x@example.com").await;
+    for (address, expected) in [
+        ("tina@example.com", 2),
+        ("t.ina@example.com", 2),
+        ("tina+news@example.com", 3),
+        ("t.ina@gmail.com", 3),
+    ] {
+        let send = app.send_email_code(address).await;
+        assert_eq!(send.status(), 200);
+        assert_eq!(round_trips(&send.headers), expected, "{address}");
+    }
+}
+
 // ---- confirm-email-code ----------------------------------------------------------------
 
 #[tokio::test]
