@@ -5,11 +5,10 @@
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]
 
-use edge_auth_domain::gateway::command::{max_body_bytes, parse};
+use edge_auth_domain::gateway::command::{MAX_COMMAND_BODY_BYTES, parse};
 use edge_auth_domain::gateway::execute::{
     CommandError, Gateway, Refusal, execute_command, prepare,
 };
-use edge_auth_domain::gateway::settings::MAX_PAYLOAD_LIMIT;
 use edge_auth_spin::backend::HttpBackend;
 use edge_auth_spin::clock::Since;
 use edge_auth_spin::command_gate::{RedisCommandGate, count_command};
@@ -25,7 +24,7 @@ use spin_sdk::http_component;
 /// envelope: read no further, whatever the body says (`command_max_payload_bytes` is
 /// checked again on the decoded payload).
 const ROUTE: Route = Route::public(true)
-    .max_body(max_body_bytes(MAX_PAYLOAD_LIMIT))
+    .max_body(MAX_COMMAND_BODY_BYTES)
     .body_limit(command_body_limit);
 
 #[http_component]

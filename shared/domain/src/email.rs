@@ -70,7 +70,7 @@ impl EmailAddress {
     /// (`+tag@example.com`, `a.+tag@example.com`).
     ///
     /// Only budgets use it: the variants stay distinct addresses, each its own identity,
-    /// but they reach one inbox, so they share that inbox's send budget.
+    /// but they reach one inbox, so they share a send budget kept at the inbox's address.
     pub fn mailbox(&self) -> Option<Self> {
         let (local, domain) = self.0.rsplit_once('@')?;
         let local = local.split_once('+').map_or(local, |(base, _tag)| base);

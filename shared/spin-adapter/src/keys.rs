@@ -22,7 +22,8 @@
 //! | `ea:{a:<tag>}:latest` | string | the address's newest challenge id |
 //! | `ea:{a:<tag>}:resend` | string | resend-throttle marker (expires) |
 //! | `ea:{a:<tag>}:blocked` | hash (`blocked_at`, `reason_code`, `actor`) | present when the address is blocked |
-//! | `ea:{a:<tag>}:rl:send` | string | GCRA time of the address's send budget, which sends to the variants of its inbox spend too (`+` tags, Gmail dots) |
+//! | `ea:{a:<tag>}:rl:send` | string | GCRA time of the address's send budget |
+//! | `ea:{a:<tag>}:rl:variants` | string | GCRA time of the send budget the variants of the address's inbox share (`+` tags, Gmail's forms), beside their own |
 //! | `ea:{a:<tag>}:rl:confirm` | string | GCRA time of the address's confirm budget (spent only for existing challenges) |
 //! | `ea:{a:<tag>}:failures` | string | consecutive wrong codes of the address; expires `failed_confirm_lockout_seconds` after the last one |
 //! | `ea:{a:<tag>}:user` | string | the address's user id |
@@ -206,6 +207,9 @@ impl AddressKeys {
     }
     pub fn send_budget(&self) -> String {
         format!("{}rl:send", self.prefix)
+    }
+    pub fn variants_send_budget(&self) -> String {
+        format!("{}rl:variants", self.prefix)
     }
     pub fn confirm_budget(&self) -> String {
         format!("{}rl:confirm", self.prefix)

@@ -78,7 +78,7 @@ impl LoginStore for RedisLoginStore {
             "send_budget",
             self.redis.run(
                 &scripts::SEND_BUDGET,
-                &[AddressKeys::new(tag).send_budget()],
+                &[AddressKeys::new(tag).variants_send_budget()],
                 &[budget.interval_ms().into(), budget.tolerance_ms().into()],
             )?,
         );

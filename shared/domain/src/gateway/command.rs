@@ -10,6 +10,7 @@ use edge_auth_protocol::wire::{CommandEnvelope, SignedCommand};
 use edge_auth_protocol::{PROTOCOL_VERSION, RESERVED_PREFIX, rules};
 
 use crate::gateway::execute::CommandError;
+use crate::gateway::settings::MAX_PAYLOAD_LIMIT;
 use crate::ids::DeviceSessionId;
 use crate::public_key::ClientPublicKey;
 
@@ -116,15 +117,32 @@ const fn encoded_len(max: usize) -> usize {
 }
 
 /// What a command's body may hold beside its payload: the envelope, the signature and the
-/// JSON around them. The longest envelope takes under 1 KiB; the rest is room for a
-/// client's JSON writer (spaces, a `/` escaped as `\/`).
+/// JSON around them. The longest envelope takes under 1 KiB, and under 4 KiB with every
+/// character escaped; the rest is room for the writer's spaces.
 pub const ENVELOPE_ALLOWANCE: usize = 8 * 1024;
 
-/// The largest body a command with a payload of at most `max_payload` bytes needs: the
-/// payload in base64 and [`ENVELOPE_ALLOWANCE`]. A longer body cannot hold a payload the
-/// settings allow, so it is refused unread (`413`), before anything parses it.
+/// The most bytes a JSON writer spends on one character of the payload's base64: a `\u`
+/// escape (.NET's default writer sends `+` as `\u002B`; PHP's sends `/` as `\/`).
+const MAX_ESCAPED_CHAR_BYTES: usize = 6;
+
+/// The longest command body read, whatever the settings: the base64 of the largest
+/// payload the settings can allow, and [`ENVELOPE_ALLOWANCE`]. (A client whose writer
+/// escapes characters sends payloads that large unescaped, or smaller ones.)
+pub const MAX_COMMAND_BODY_BYTES: usize = encoded_len(MAX_PAYLOAD_LIMIT) + ENVELOPE_ALLOWANCE;
+
+/// The longest body a command with a payload of at most `max_payload` bytes needs: its
+/// base64 with every character escaped, and [`ENVELOPE_ALLOWANCE`]; at most
+/// [`MAX_COMMAND_BODY_BYTES`]. A longer body cannot hold a payload the settings allow, so it is
+/// refused (`413`) before it is parsed, and no more of it than this is read.
 pub const fn max_body_bytes(max_payload: usize) -> usize {
-    encoded_len(max_payload).saturating_add(ENVELOPE_ALLOWANCE)
+    let escaped = encoded_len(max_payload)
+        .saturating_mul(MAX_ESCAPED_CHAR_BYTES)
+        .saturating_add(ENVELOPE_ALLOWANCE);
+    if escaped < MAX_COMMAND_BODY_BYTES {
+        escaped
+    } else {
+        MAX_COMMAND_BODY_BYTES
+    }
 }
 
 /// Parses and verifies `command` (see the module docs for the order).

@@ -10,7 +10,7 @@ use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_command};
 use edge_auth_protocol::verify::{KeySetError, check_key_set, verify_response};
 use edge_auth_protocol::wire::{CommandEnvelope, SignedCommand};
 
-use crate::gateway::command::{MessageType, max_body_bytes, verify};
+use crate::gateway::command::{MAX_COMMAND_BODY_BYTES, MessageType, max_body_bytes, verify};
 use crate::gateway::execute::{
     Admission, CommandError, Gateway, Refusal, SUBSCRIBE, admit, execute_command, prepare, refuse,
 };
@@ -587,20 +587,56 @@ fn only_routed_and_reserved_types_are_known_so_invented_types_share_one_label() 
     );
 }
 
+/// `command` as a JSON writer that escapes every `+` and `/` as `\u` sends it (.NET's
+/// default escapes `+`), pretty-printed.
+fn escaped_body(command: &SignedCommand) -> String {
+    serde_json::to_string_pretty(command)
+        .expect("serialises")
+        .replace('+', "\\u002B")
+        .replace('/', "\\u002F")
+}
+
+/// The longest envelope: every field at its longest.
+fn longest(mut command: SignedCommand) -> SignedCommand {
+    command.envelope.request_id = "R".repeat(128);
+    command.envelope.timestamp_ms = 9_007_199_254_740_991;
+    command
+}
+
 #[test]
 fn a_body_with_the_largest_payload_and_the_longest_envelope_fits_the_body_limit_with_room() {
-    for max_payload in [1, 65_536, MAX_PAYLOAD_LIMIT] {
-        let (mut command, _) = signed(&"m".repeat(64), &vec![0xfb; max_payload]);
-        command.envelope.request_id = "R".repeat(128);
-        command.envelope.timestamp_ms = 9_007_199_254_740_991;
-        let body = serde_json::to_vec_pretty(&command).expect("serialises");
+    // Bytes whose base64 is all `+`: the costliest to escape.
+    let pluses = |n: usize| {
+        [0xfb, 0xef, 0xbe]
+            .into_iter()
+            .cycle()
+            .take(n)
+            .collect::<Vec<_>>()
+    };
+    for max_payload in [1, 1024, 65_536, 170_000] {
+        let (command, _) = signed(&"m".repeat(64), &pluses(max_payload));
+        let command = longest(command);
+        // All `+`, but for the last group of an uneven length.
+        let others = command.payload.bytes().filter(|b| !b"+=".contains(b));
+        assert!(others.count() <= 2, "{}", command.payload);
+        let body = escaped_body(&command);
         let limit = max_body_bytes(max_payload);
         assert!(
-            body.len() + 6 * 1024 <= limit,
+            body.len() + 4 * 1024 <= limit,
             "{max_payload}: a body of {} bytes against a limit of {limit}",
             body.len()
         );
     }
+    // Past about 170 KiB the limit is the largest payload's, unescaped.
+    for max_payload in [200_000, MAX_PAYLOAD_LIMIT] {
+        assert_eq!(max_body_bytes(max_payload), MAX_COMMAND_BODY_BYTES);
+    }
+    let (command, _) = signed(&"m".repeat(64), &pluses(MAX_PAYLOAD_LIMIT));
+    let body = serde_json::to_vec_pretty(&longest(command)).expect("serialises");
+    assert!(body.len() + 6 * 1024 <= MAX_COMMAND_BODY_BYTES);
+    // The limit only grows with the setting.
+    let limits: Vec<usize> = (0..=20).map(|i| max_body_bytes(1 << i)).collect();
+    assert!(limits.windows(2).all(|w| w[0] <= w[1]), "{limits:?}");
 }
 
 #[test]

@@ -187,10 +187,11 @@ pub trait LoginStore {
     /// The store is unreachable.
     fn withdraw(&self, session: &DeviceSessionId) -> anyhow::Result<()>;
 
-    /// Spends one call of the send budget of the address `tag` (the budget
-    /// [`create_challenge`](Self::create_challenge) spends there), for a send to another
-    /// address that reaches the same inbox ([`EmailAddress::mailbox`]). `Some(wait in
-    /// ms)` when the budget is spent: then nothing changed.
+    /// Spends one call of the send budget that the variants of the inbox at the address
+    /// `tag` share ([`EmailAddress::mailbox`]), kept at that address apart from its own
+    /// budget (which [`create_challenge`](Self::create_challenge) spends), so that
+    /// variants neither flood the inbox nor spend the budget of the inbox's own address.
+    /// `Some(wait in ms)` when the budget is spent: then nothing changed.
     ///
     /// # Errors
     /// As [`LoginStore::guard`].

@@ -3,7 +3,7 @@
 //! The answer never depends on whether the address is new, known or blocked: every path
 //! spends the same budgets, runs the same store calls and answers before any mail is sent.
 //! (An address that is a variant of another's inbox costs one more call, whatever its
-//! state: it spends that inbox's budget too.)
+//! state: it spends the budget the inbox's variants share.)
 //! Delivery ([`deliver`]) runs after the response has gone out, so its latency cannot
 //! tell addresses apart either.
 
@@ -73,9 +73,11 @@ pub fn send_email_code(
         return Err(SendError::RateLimited { retry_after_ms });
     }
     // Variants of one inbox (`ada+1@…`, `a.da@gmail.com`) are addresses of their own,
-    // each with its own budget, but one person reads their mail: they also share the
-    // budget of the inbox's own address, or anyone could mail a victim without bound by
-    // making up variants. One more round trip, for such addresses only.
+    // each with its own budget, but one person reads their mail: they also share one
+    // budget, or anyone could mail a victim without bound by making up variants. Not the
+    // budget of the inbox's own address: spending that, anyone who knows the inbox could
+    // keep its owner from logging in without knowing any variant. One more round trip,
+    // for such addresses only.
     if let Some(mailbox) = email.mailbox() {
         let budget = settings.limits.per_address;
         if let Some(retry_after_ms) =

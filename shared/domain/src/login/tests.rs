@@ -170,7 +170,8 @@ fn send_spends_the_client_budget_before_creating_and_stops_when_limited() {
 }
 
 #[test]
-fn a_send_to_a_variant_of_an_inbox_also_spends_the_inboxs_budget_and_stops_when_it_is_spent() {
+fn a_send_to_a_variant_of_an_inbox_also_spends_the_budget_its_variants_share_and_stops_when_it_is_spent()
+ {
     let settings = settings();
     let inbox = settings
         .key
@@ -219,7 +220,7 @@ fn a_send_to_a_variant_of_an_inbox_also_spends_the_inboxs_budget_and_stops_when_
         "nothing is created"
     );
 
-    // An inbox's own address spends its budget in the create alone.
+    // An inbox's own address spends its own budget, in the create alone.
     let store = FakeStore::default();
     send_email_code(&settings, &store, &OsRandom, &send_request("ada@gmail.com")).expect("sent");
     assert_eq!(*store.calls.borrow(), ["guard:1", "create"]);

@@ -423,6 +423,36 @@ async fn malformed_commands_are_refused_and_change_nothing() {
     assert_eq!(app.snapshot(), before, "no key was written");
 }
 
+/// Posts `body` to execute-command in chunks of 1 KiB (`Transfer-Encoding: chunked`, so
+/// no length is declared): the answer's status and body.
+async fn post_chunked(app: &TestApp, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr())
+        .await
+        .expect("connects");
+    let mut request = b"POST /api/v1/gateway/execute-command HTTP/1.1\r\nhost: localhost\r\n\
+        content-type: application/json\r\ntransfer-encoding: chunked\r\n\
+        connection: close\r\n\r\n"
+        .to_vec();
+    for chunk in body.chunks(1024) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    // The answer may come before the whole body is written: a failed write is no error.
+    let _ = stream.write_all(&request).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    (status, answer.to_string())
+}
+
 #[tokio::test]
 async fn a_body_longer_than_the_payload_setting_can_need_is_refused_before_it_is_parsed() {
     // Review finding: execute-command read and parsed bodies up to the 1 MiB setting's
@@ -433,8 +463,9 @@ async fn a_body_longer_than_the_payload_setting_can_need_is_refused_before_it_is
         .await;
     let device = app.device("ada@example.com", 1).await;
     let before = app.snapshot();
-    // 1,024 bytes in base64, and 8 KiB for the envelope.
-    let limit = 1368 + 8 * 1024;
+    // 1,024 bytes in base64 (1,368 characters), each escaped (6 bytes), and 8 KiB for the
+    // envelope.
+    let limit = 6 * 1368 + 8 * 1024;
     let post = |body: String| {
         let request = app
             .client
@@ -446,7 +477,7 @@ async fn a_body_longer_than_the_payload_setting_can_need_is_refused_before_it_is
             ApiResponse::checked(response, "/api/v1/gateway/execute-command", "post").await
         }
     };
-    // Not even JSON: refused for its length alone, as it comes or as it declares.
+    // Not even JSON: refused for its length alone, as it declares it.
     let long = post(" ".repeat(limit + 1)).await;
     assert_eq!(long.error(), (413, "payload_too_large".to_string()));
     assert!(
@@ -456,16 +487,25 @@ async fn a_body_longer_than_the_payload_setting_can_need_is_refused_before_it_is
         "{}",
         long.body
     );
+    // And as it comes, with no length declared.
+    let (status, answer) = post_chunked(&app, " ".repeat(limit + 1).as_bytes()).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
     // At the limit, the body is read and parsed.
     let at_limit = post(" ".repeat(limit)).await;
     assert_eq!(at_limit.error(), (400, "invalid_request".to_string()));
+    let (status, answer) = post_chunked(&app, " ".repeat(limit).as_bytes()).await;
+    assert_eq!(status, 400, "{answer}");
     assert_eq!(app.snapshot(), before, "no key was written");
 
-    // The largest payload the setting allows still fits, with room for the JSON writer:
-    // here every `/` of its base64 (all of it, for 0xff bytes) escaped.
-    let largest = device.command("echo", &[0xff; 1024]).command;
-    let mut body = serde_json::to_string_pretty(&largest).expect("json");
-    body = body.replace('/', "\\/");
+    // The largest payload the setting allows still fits, however its writer escapes it:
+    // here every character of its base64 (all `+`) as `\u002B`, as .NET's writer does.
+    let pluses: Vec<u8> = [0xfb, 0xef, 0xbe].into_iter().cycle().take(1024).collect();
+    let largest = device.command("echo", &pluses).command;
+    let body = serde_json::to_string_pretty(&largest)
+        .expect("json")
+        .replace('+', "\\u002B");
+    assert!(body.len() > 6 * 1300, "escaped: {} bytes", body.len());
     let response = post(body).await;
     assert_eq!(response.status(), 200, "{}", response.body);
 }

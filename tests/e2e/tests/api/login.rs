@@ -448,7 +448,7 @@ async fn client_and_address_budgets_answer_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn variants_of_one_inbox_share_its_send_budget_so_made_up_variants_cannot_flood_it() {
+async fn variants_of_one_inbox_share_a_send_budget_so_made_up_variants_cannot_flood_it() {
     // Review finding: `ada+1@…`, `ada+2@…` (and Gmail's dotted forms) each had a budget of
     // their own, so anyone could mail one inbox without bound.
     let app = Spawn::default()
@@ -461,7 +461,7 @@ async fn variants_of_one_inbox_share_its_send_budget_so_made_up_variants_cannot_
         app.send_email_code("A.da@googlemail.com").await.status(),
         200
     );
-    for variant in ["ada+3@gmail.com", "a.d.a@gmail.com", "ada@gmail.com"] {
+    for variant in ["ada+3@gmail.com", "a.d.a@gmail.com"] {
         let limited = app.send_email_code(variant).await;
         assert_eq!(limited.error(), (429, "rate_limited".into()), "{variant}");
         assert!(limited.header("retry-after").is_some());
@@ -472,8 +472,17 @@ async fn variants_of_one_inbox_share_its_send_budget_so_made_up_variants_cannot_
         stored.is_empty(),
         "a refused send stores nothing: {stored:?}"
     );
-    // Another inbox, and dots outside Gmail, are budgets of their own.
+    // The variants' budget is not the inbox address's own: spending either leaves the
+    // other whole, so made-up variants cannot hold off the logins of the inbox's owner.
+    for _ in 0..2 {
+        assert_eq!(app.send_email_code("ada@gmail.com").await.status(), 200);
+    }
+    assert_eq!(
+        app.send_email_code("ada@gmail.com").await.error(),
+        (429, "rate_limited".into())
+    );
     assert_eq!(app.send_email_code("ada+1@example.com").await.status(), 200);
+    // Another inbox, and dots outside Gmail, are budgets of their own.
     assert_eq!(app.send_email_code("a.da@example.com").await.status(), 200);
     // Each variant is still its own address: its challenge, its mail.
     let challenge = app.new_challenge("ada+9@example.com").await;
