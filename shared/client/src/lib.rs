@@ -91,6 +91,7 @@ impl DeviceKey {
             ed25519_seed: STANDARD.encode(self.key.to_bytes()),
         })?;
         file.write_all(text.as_bytes())?;
+        file.sync_all()?;
         Ok(())
     }
 

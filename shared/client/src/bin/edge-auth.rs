@@ -112,15 +112,31 @@ fn check_transport(url: &str, insecure: bool) -> anyhow::Result<()> {
     }
 }
 
-/// Writes `bytes` to `path` through a file beside it, renamed over it: a run that reads
-/// `path` meanwhile (another command) sees the old content or the new, never half of it.
+/// Writes `bytes` to `path` through a file beside it, on disk before it is renamed over
+/// `path`: a run that reads `path` meanwhile (another command) sees the old content or the
+/// new, never half of it, and neither does one after a crash.
 fn write_replacing(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
     let mut partial = path.as_os_str().to_owned();
     partial.push(format!(".{}.partial", std::process::id()));
     let partial = PathBuf::from(partial);
-    std::fs::write(&partial, bytes).with_context(|| format!("writing {}", partial.display()))?;
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&partial)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    write().with_context(|| format!("writing {}", partial.display()))?;
     std::fs::rename(&partial, path)
-        .with_context(|| format!("replacing {} with {}", path.display(), partial.display()))
+        .with_context(|| format!("replacing {} with {}", path.display(), partial.display()))?;
+    // The rename itself is on disk once the directory is. Best effort: not every system
+    // can open or sync a directory, and the file is whole either way.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Ok(dir) = std::fs::File::open(dir.unwrap_or_else(|| std::path::Path::new(".")))
+        && let Err(e) = dir.sync_all()
+    {
+        eprintln!("note: {} may not be on disk yet: {e}", path.display());
+    }
+    Ok(())
 }
 
 /// The value after `flag` in `args`, removed from it.
