@@ -27,6 +27,9 @@ const ROUTE: Route = Route::public(true)
     .max_body(MAX_COMMAND_BODY_BYTES)
     .body_limit(command_body_limit);
 
+/// The result a command that failed with `503` is counted and logged under.
+const UNAVAILABLE: &str = "service_unavailable";
+
 #[http_component]
 async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, ROUTE, |call| {
@@ -54,7 +57,16 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
             settings: &settings,
             clock: &Since::now(),
         };
-        let executed = execute_command(&gateway, &client, &command).map_err(fail)?;
+        let executed = execute_command(&gateway, &client, &command).map_err(|e| {
+            // Once it reaches Redis (a signing key and the backend's settings are
+            // checked before), a failure is counted, as confirm counts its 503s.
+            if matches!(e, CommandError::Unexpected(_)) {
+                let known = settings.knows(&command.message_type, false);
+                count_command(command.message_type.as_str(), known, UNAVAILABLE);
+                call.note("result_code", UNAVAILABLE);
+            }
+            fail(e)
+        })?;
         if let Some(cause) = &executed.cause {
             log_cause("execute-command: backend", cause);
         }

@@ -77,10 +77,20 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
         let client = settings
             .clients
             .budget_key(&settings.clients.resolve(&call.caller.client));
+        // Once it reaches Redis, a failure is counted, as confirm counts its 503s.
+        let unavailable = |e: anyhow::Error| {
+            count_command(SUBSCRIBE, true, "service_unavailable");
+            call.note("result_code", "service_unavailable");
+            fail(e.into())
+        };
         let redis = SpinRedis::connect().map_err(|e| fail(e.into()))?;
         let gate = RedisCommandGate::new(&redis);
         let claim = push.claim();
-        let admission = admit(&gate, &settings, &client, &command, Some(claim)).map_err(fail)?;
+        let admission =
+            admit(&gate, &settings, &client, &command, Some(claim)).map_err(|e| match e {
+                CommandError::Unexpected(cause) => unavailable(cause),
+                other => fail(other),
+            })?;
         let user_id = match admission {
             Admission::Refused { now_ms, refusal } => {
                 // The gate counted its refusal.
@@ -109,7 +119,7 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                 if let Err(cause) = claim {
                     log_cause("subscribe-events: releasing the stream's place", &cause);
                 }
-                return Err(fail(e.into()));
+                return Err(unavailable(e));
             }
         };
         let subscribed = Subscribed {
@@ -119,8 +129,8 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
             key,
         };
         // Before answering: a store that fails now gets a plain 503 (and the place back).
-        let opened = stream::open(&store, &push, &subscribed.subscription(), &since)
-            .map_err(|e| fail(e.into()))?;
+        let opened =
+            stream::open(&store, &push, &subscribed.subscription(), &since).map_err(unavailable)?;
         count_command(SUBSCRIBE, true, "ok");
         call.note("result_code", "ok");
         Ok(Answer::stream("text/event-stream", move |body| {

@@ -155,12 +155,13 @@ impl LoginStore for RedisLoginStore {
 
     fn record_delivery(&self, id: &ChallengeId, state: ChallengeState) -> anyhow::Result<()> {
         let k = AddressKeys::new(id.tag());
+        // What happened to the mail, counted whether or not its record can be written.
+        metrics::count(&Counter::Delivery(state));
         self.redis.run(
             &scripts::RECORD_DELIVERY,
             &[k.challenge(id.as_str())],
             &[state.as_str().into()],
         )?;
-        metrics::count(&Counter::Delivery(state));
         Ok(())
     }
 

@@ -337,7 +337,10 @@ pub(crate) fn begin() {
 /// takes it out of the gauge again.
 ///
 /// # Errors
-/// Redis failed: nothing is known to have been written (the stream goes on regardless).
+/// Redis failed (the stream goes on regardless). The call may have run all the same, its
+/// answer lost: the request's flush takes the stream out of the gauge in any case, and
+/// over REST, where a timed-out call often ran, its counts are not written again (as
+/// [`flush`] does not retry there).
 pub fn stream_opened(redis: &SpinRedis, stream: &str, counts_for_ms: u64) -> anyhow::Result<()> {
     count(&Counter::PushStreamOpened);
     let pending = tally(std::mem::take);
@@ -350,17 +353,17 @@ pub fn stream_opened(redis: &SpinRedis, stream: &str, counts_for_ms: u64) -> any
         &keys::live_stream_keys(stream),
         &args,
     );
-    match entered {
-        Ok(_) => {
-            live(|l| *l = Some(stream.to_string()));
-            Ok(())
-        }
-        Err(cause) => {
-            // Not in the gauge; its counts wait for the request's flush.
+    // In the gauge, or maybe: taken out at the end either way (taking out a stream that is
+    // not in it changes nothing).
+    live(|l| *l = Some(stream.to_string()));
+    entered.map(drop).map_err(|cause| {
+        if !redis.over_rest() {
+            // Over RESP the call failed on its connection: its counts wait for the
+            // request's flush, on a new one.
             tally(|t| t.extend(pending));
-            Err(cause.context("entering a push stream in the gauge"))
         }
-    }
+        cause.context("entering a push stream in the gauge")
+    })
 }
 
 /// The script arguments of `(when, field, amount)` triples, for `count_metrics` of

@@ -32,6 +32,11 @@ fn time(text: &str) -> anyhow::Result<Timestamp> {
     ))
 }
 
+/// How an error names a stored field that is there or not.
+fn stored(present: bool) -> &'static str {
+    if present { "stored" } else { "missing" }
+}
+
 /// Reads one record (the scripts' `RECORD_FIELDS`, in that order) from a reply.
 fn record(reply: &mut Reply) -> anyhow::Result<SessionRecord> {
     let mut next = || -> anyhow::Result<String> { Ok(reply.text()?.unwrap_or_default()) };
@@ -56,7 +61,14 @@ fn record(reply: &mut Reply) -> anyhow::Result<SessionRecord> {
             actor,
         }),
         (None, None, None) => None,
-        other => bail!("a revocation with missing parts: {other:?}"),
+        // Which parts are there, not their values: an actor may name a person.
+        (at, reason, actor) => bail!(
+            "a revocation with missing parts: revoked_at {}, revoke_reason_code {}, \
+             revoke_actor {}",
+            stored(at.is_some()),
+            stored(reason.is_some()),
+            stored(actor.is_some())
+        ),
     };
     let client_addr = next()?;
     let user_agent = next()?;
@@ -542,5 +554,69 @@ impl SessionStore for RedisSessionStore {
             items.push(audit_record(id, fields)?);
         }
         Ok(Some(Page { items, next_cursor }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored record's reply: `RECORD_FIELDS` in order, each `(field, value)` given
+    /// here set and the rest empty.
+    fn reply(set: &[(&str, &str)]) -> Reply {
+        const FIELDS: [&str; 15] = [
+            "device_session_id",
+            "user_id",
+            "client_public_key",
+            "status",
+            "created_at",
+            "revoked_at",
+            "revoke_reason_code",
+            "revoke_actor",
+            "client_addr",
+            "user_agent",
+            "expires_at",
+            "last_used_at",
+            "idle_timeout_ms",
+            "expired_at",
+            "expire_reason",
+        ];
+        let items = FIELDS
+            .iter()
+            .map(|field| {
+                let value = set.iter().find(|(f, _)| f == field).map_or("", |(_, v)| v);
+                RedisResult::Binary(value.as_bytes().to_vec())
+            })
+            .collect();
+        Reply::new("test", items)
+    }
+
+    #[test]
+    fn a_revocation_with_missing_parts_is_refused_without_quoting_the_actor() {
+        // Review finding: the error printed the parts it found, an actor that may name a
+        // person (`admin:alice@example.com`) among them, into the log.
+        let err = record(&mut reply(&[
+            (
+                "device_session_id",
+                "s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA",
+            ),
+            ("user_id", "u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA"),
+            // Ed25519's base point.
+            (
+                "client_public_key",
+                "WGZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=",
+            ),
+            ("status", "revoked"),
+            ("created_at", "1700000000000"),
+            ("revoke_reason_code", "lost_device"),
+            ("revoke_actor", "admin:alice@example.com"),
+        ]))
+        .expect_err("a revocation without its time");
+        let text = format!("{err:#}");
+        assert!(!text.contains("alice"), "{text}");
+        assert!(
+            text.contains("revoked_at missing") && text.contains("revoke_actor stored"),
+            "{text}"
+        );
     }
 }

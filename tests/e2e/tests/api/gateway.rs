@@ -511,6 +511,34 @@ async fn a_body_longer_than_the_payload_setting_can_need_is_refused_before_it_is
 }
 
 #[tokio::test]
+async fn a_command_that_fails_once_it_reached_redis_is_counted_as_unavailable() {
+    // Review finding: a signed command answered 503 after the gate ran was in no counter.
+    let app = several_devices().rest_transport().spawn().await;
+    let device = app.device("ada@example.com", 1).await;
+    // The session step runs, and its answer comes after the gateway's 5 s.
+    app.rest
+        .as_ref()
+        .expect("the app talks to the REST server")
+        .answer_late(
+            &format!(":gw:{}", device.session),
+            Duration::from_secs(6),
+            1,
+        );
+    let response = app.execute(&device.command("echo", b"x").command).await;
+    assert_eq!(response.error(), (503, "service_unavailable".to_string()));
+    let unavailable = |m: &edge_auth_tests::metrics::Metrics| {
+        m.counter(
+            "edge_auth_commands_total",
+            &[("message_type", "echo"), ("result", "service_unavailable")],
+        )
+    };
+    assert_eq!(
+        unavailable(&app.metrics_once(|m| unavailable(m) == 1.0).await),
+        1.0
+    );
+}
+
+#[tokio::test]
 async fn a_stale_command_says_the_server_time_and_spends_nothing() {
     let (app, device, _jwks) = app_with_device().await;
     let before = app.snapshot();

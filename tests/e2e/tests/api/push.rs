@@ -1135,6 +1135,61 @@ async fn push_metrics_count_open_streams_while_they_are_open_and_events_by_targe
     assert_eq!((published("user"), published("device")), (1.0, 1.0));
 }
 
+#[tokio::test]
+async fn a_stream_whose_gauge_entry_answers_too_late_is_counted_once_and_leaves_the_gauge() {
+    // Review finding: over REST, a gauge entry whose answer was lost to the timeout had
+    // still run; its counts were written again after the stream, and the stream stayed
+    // in the gauge until its entry lapsed.
+    let (app, device, _user) = app_with(
+        Spawn::default()
+            .rest_transport()
+            .variable("push_heartbeat_seconds", "1"),
+    )
+    .await;
+    let ended = |m: &edge_auth_tests::metrics::Metrics, reason: &str| {
+        m.counter("edge_auth_push_streams_ended_total", &[("reason", reason)])
+    };
+    // A first stream, so that Redis knows the gauge's script (an unknown script's error
+    // answered late would mean it never ran); it ends when a heartbeat finds it gone.
+    let mut first = open(&app, &device, None).await;
+    hello(&mut first).await;
+    drop(first);
+    app.metrics_once(|m| ended(m, "client_gone") == 1.0).await;
+    // The second one's gauge entry runs, and its answer comes after the gateway's 5 s.
+    app.rest
+        .as_ref()
+        .expect("the app talks to the REST server")
+        .answer_late("}:push:live", Duration::from_secs(6), 1);
+    let mut second = open(&app, &device, None).await;
+    hello(&mut second).await;
+    let revoked = app
+        .revoke_session(
+            &device.session,
+            &json!({"reason_code": "lost_device", "actor": "admin:tests"}),
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+    ends_with(&mut second, "failed_precondition", "session_revoked").await;
+
+    let metrics = app
+        .metrics_once(|m| ended(m, "session_revoked") == 1.0)
+        .await;
+    assert_eq!(
+        metrics.counter("edge_auth_push_streams_opened_total", &[]),
+        2.0,
+        "{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.counter(
+            "edge_auth_commands_total",
+            &[("message_type", "gateway.subscribe"), ("result", "ok")]
+        ),
+        2.0
+    );
+    assert_eq!(metrics.gauge("edge_auth_push_streams_open"), 0.0);
+}
+
 /// The client library following `device`'s stream at the app (with `max_retries`) in a
 /// task: see [`follow_at`].
 fn follow(

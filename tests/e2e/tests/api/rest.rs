@@ -205,3 +205,29 @@ async fn a_metrics_write_whose_answer_comes_too_late_is_not_written_again() {
         .await;
     assert_eq!(published(&app.metrics().await), 2.0, "counted once");
 }
+
+#[tokio::test]
+async fn a_mail_sent_is_counted_even_when_its_record_fails() {
+    // Review finding: the delivery was counted only once its record was written.
+    let app = rest_app().await;
+    // The first send loads the record's script (an unknown script's error answered late
+    // would mean it never ran).
+    let warm = app.new_challenge("warm@example.com").await;
+    app.mailed_code(&warm).await;
+    // The next record runs, and its answer comes after the gateway's 5 s.
+    app.rest
+        .as_ref()
+        .expect("the app talks to the REST server")
+        .answer_late("\"sent\"", std::time::Duration::from_secs(6), 1);
+    let send = app.send_email_code("ada@example.com").await;
+    assert_eq!(send.status(), 200);
+    app.mailed_code(&send.field("challenge_id")).await;
+    let line = app
+        .request_line(send.header("x-request-id").expect("an id"))
+        .await;
+    assert_eq!(line["delivery"], "not_recorded", "{line}");
+    let sent = |m: &edge_auth_tests::metrics::Metrics| {
+        m.counter("edge_auth_deliveries_total", &[("result", "sent")])
+    };
+    assert_eq!(sent(&app.metrics_once(|m| sent(m) == 2.0).await), 2.0);
+}
