@@ -20,9 +20,9 @@ use edge_auth_spin::session_store::RedisSessionStore;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
-/// The body may carry the largest payload the settings allow, in base64, and its
-/// envelope: read no further, whatever the body says (`command_max_payload_bytes` is
-/// checked again on the decoded payload).
+/// The body may carry the largest payload the settings allow, in base64 (escaped, at
+/// most), and its envelope: read no further, whatever the body says
+/// (`command_max_payload_bytes` is checked again on the decoded payload).
 const ROUTE: Route = Route::public(true)
     .max_body(MAX_COMMAND_BODY_BYTES)
     .body_limit(command_body_limit);
@@ -59,8 +59,9 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
         };
         let executed = execute_command(&gateway, &client, &command).map_err(|e| {
             // Once it reaches Redis (a signing key and the backend's settings are
-            // checked before), a failure is counted, as confirm counts its 503s.
-            if matches!(e, CommandError::Unexpected(_)) {
+            // checked before), a failure is counted, as confirm counts its 503s, unless
+            // the gate may have counted the command already.
+            if matches!(e, CommandError::Unexpected(_)) && !gate.may_have_counted() {
                 let known = settings.knows(&command.message_type, false);
                 count_command(command.message_type.as_str(), known, UNAVAILABLE);
                 call.note("result_code", UNAVAILABLE);

@@ -51,8 +51,9 @@ pub fn gateway_settings() -> anyhow::Result<GatewaySettings> {
 }
 
 /// How much of a command's body execute-command reads (a [`Route`](crate::http::Route)'s
-/// body limit): a body longer than `command_max_payload_bytes` in base64, plus its
-/// envelope, cannot hold a payload the settings allow, so it is refused (`413`) unread.
+/// body limit, see [`max_body_bytes`]): a longer body cannot hold a payload
+/// `command_max_payload_bytes` allows, however its JSON is escaped, so it is refused
+/// (`413`) before it is parsed.
 ///
 /// # Errors
 /// The setting cannot be read or is out of range: the route's answer for its settings,

@@ -339,8 +339,8 @@ pub(crate) fn begin() {
 /// # Errors
 /// Redis failed (the stream goes on regardless). The call may have run all the same, its
 /// answer lost: the request's flush takes the stream out of the gauge in any case, and
-/// over REST, where a timed-out call often ran, its counts are not written again (as
-/// [`flush`] does not retry there).
+/// writes the counts again unless the call timed out over REST (which often means it
+/// ran; [`flush`] does not retry there either).
 pub fn stream_opened(redis: &SpinRedis, stream: &str, counts_for_ms: u64) -> anyhow::Result<()> {
     count(&Counter::PushStreamOpened);
     let pending = tally(std::mem::take);
@@ -357,9 +357,9 @@ pub fn stream_opened(redis: &SpinRedis, stream: &str, counts_for_ms: u64) -> any
     // not in it changes nothing).
     live(|l| *l = Some(stream.to_string()));
     entered.map(drop).map_err(|cause| {
-        if !redis.over_rest() {
-            // Over RESP the call failed on its connection: its counts wait for the
-            // request's flush, on a new one.
+        if !redis.timed_out_over_rest(&cause) {
+            // Refused, or failed on its connection: its counts wait for the request's
+            // flush.
             tally(|t| t.extend(pending));
         }
         cause.context("entering a push stream in the gauge")

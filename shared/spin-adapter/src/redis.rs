@@ -15,7 +15,7 @@ use edge_auth_domain::health::StorePing;
 use spin_sdk::redis::{Connection, Error as RedisError, RedisParameter, RedisResult};
 
 use crate::config;
-use crate::redis_rest::{RedisRestError, RestClient};
+use crate::redis_rest::{RedisRestError, RestClient, RestTimeout};
 
 /// How commands reach Redis.
 #[derive(Debug)]
@@ -159,6 +159,13 @@ impl SpinRedis {
     /// timeout) may still have run, and there is no connection to replace.
     pub fn over_rest(&self) -> bool {
         matches!(*self.transport, Transport::Rest(_))
+    }
+
+    /// Whether `err`, from a command on this transport, is a REST call that got no answer
+    /// in time, which may have run all the same. (On RESP a lost answer is not told apart
+    /// from a command that never ran.)
+    pub fn timed_out_over_rest(&self, err: &anyhow::Error) -> bool {
+        self.over_rest() && err.chain().any(|cause| cause.is::<RestTimeout>())
     }
 
     /// The request's Redis: Upstash REST when `redis_rest_url` is set (with

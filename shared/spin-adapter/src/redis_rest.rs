@@ -26,6 +26,11 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[error("Redis (REST) answered: {0}")]
 pub struct RedisRestError(pub String);
 
+/// No answer came in time: the command may have run all the same (its answer lost).
+#[derive(Debug, thiserror::Error)]
+#[error("Redis REST request timed out: {0}")]
+pub struct RestTimeout(pub String);
+
 /// The REST endpoint and its token.
 pub struct RestClient {
     url: String,
@@ -68,7 +73,7 @@ impl RestClient {
             max_response: Some(MAX_RESPONSE),
         };
         let (status, answer) = outbound::send_request(&request).map_err(|e| match e {
-            OutboundError::Timeout(what) => anyhow::anyhow!("Redis REST request timed out: {what}"),
+            OutboundError::Timeout(what) => anyhow::Error::new(RestTimeout(what)),
             OutboundError::Failed(e) => e.context("Redis REST request failed"),
         })?;
         decode(status, &answer)

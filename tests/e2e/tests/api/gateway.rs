@@ -458,14 +458,14 @@ async fn a_body_longer_than_the_payload_setting_can_need_is_refused_before_it_is
     // Review finding: execute-command read and parsed bodies up to the 1 MiB setting's
     // size (about 1.4 MB), whatever `command_max_payload_bytes` said.
     let app = several_devices()
-        .variable("command_max_payload_bytes", "1024")
+        .variable("command_max_payload_bytes", "4096")
         .spawn()
         .await;
     let device = app.device("ada@example.com", 1).await;
     let before = app.snapshot();
-    // 1,024 bytes in base64 (1,368 characters), each escaped (6 bytes), and 8 KiB for the
+    // 4,096 bytes in base64 (5,464 characters), each escaped (6 bytes), and 8 KiB for the
     // envelope.
-    let limit = 6 * 1368 + 8 * 1024;
+    let limit = 6 * 5464 + 8 * 1024;
     let post = |body: String| {
         let request = app
             .client
@@ -500,42 +500,73 @@ async fn a_body_longer_than_the_payload_setting_can_need_is_refused_before_it_is
 
     // The largest payload the setting allows still fits, however its writer escapes it:
     // here every character of its base64 (all `+`) as `\u002B`, as .NET's writer does.
-    let pluses: Vec<u8> = [0xfb, 0xef, 0xbe].into_iter().cycle().take(1024).collect();
+    let pluses: Vec<u8> = [0xfb, 0xef, 0xbe].into_iter().cycle().take(4096).collect();
     let largest = device.command("echo", &pluses).command;
     let body = serde_json::to_string_pretty(&largest)
         .expect("json")
         .replace('+', "\\u002B");
-    assert!(body.len() > 6 * 1300, "escaped: {} bytes", body.len());
+    // Longer than the payload's base64 and 8 KiB (the first version's limit).
+    assert!(
+        body.len() > 5464 + 8 * 1024,
+        "escaped: {} bytes",
+        body.len()
+    );
     let response = post(body).await;
     assert_eq!(response.status(), 200, "{}", response.body);
 }
 
 #[tokio::test]
-async fn a_command_that_fails_once_it_reached_redis_is_counted_as_unavailable() {
-    // Review finding: a signed command answered 503 after the gate ran was in no counter.
+async fn a_command_that_fails_once_it_reached_redis_is_counted_once_as_unavailable() {
+    // Review findings: a signed command answered 503 after the gate ran was in no
+    // counter; and counted so, one the client step had refused (and counted) would be
+    // counted twice.
     let app = several_devices().rest_transport().spawn().await;
     let device = app.device("ada@example.com", 1).await;
+    // Redis knows both steps' scripts (an unknown script's error answered late would mean
+    // the step never ran).
+    assert_eq!(
+        app.execute(&device.command("echo", b"x").command)
+            .await
+            .status(),
+        200
+    );
+    let rest = app.rest.as_ref().expect("the app talks to the REST server");
     // The session step runs, and its answer comes after the gateway's 5 s.
-    app.rest
-        .as_ref()
-        .expect("the app talks to the REST server")
-        .answer_late(
-            &format!(":gw:{}", device.session),
-            Duration::from_secs(6),
-            1,
-        );
-    let response = app.execute(&device.command("echo", b"x").command).await;
-    assert_eq!(response.error(), (503, "service_unavailable".to_string()));
-    let unavailable = |m: &edge_auth_tests::metrics::Metrics| {
+    rest.answer_late(
+        &format!(":gw:{}", device.session),
+        Duration::from_secs(6),
+        1,
+    );
+    let lost = app.execute(&device.command("echo", b"x").command).await;
+    assert_eq!(lost.error(), (503, "service_unavailable".to_string()));
+    // The client step refuses a stale command (and counts it), its answer late.
+    rest.answer_late("stale_request", Duration::from_secs(6), 1);
+    let stale_at = now_ms() - 120_000;
+    let stale = app
+        .execute(&device.command_at("echo", b"x", stale_at).command)
+        .await;
+    assert_eq!(stale.error(), (503, "service_unavailable".to_string()));
+
+    let result = |m: &edge_auth_tests::metrics::Metrics, result: &str| {
         m.counter(
             "edge_auth_commands_total",
-            &[("message_type", "echo"), ("result", "service_unavailable")],
+            &[("message_type", "echo"), ("result", result)],
         )
     };
+    // Each line is written once the request's metrics are.
+    for answer in [&lost, &stale] {
+        app.request_line(answer.header("x-request-id").expect("an id"))
+            .await;
+    }
+    let metrics = app.metrics().await;
     assert_eq!(
-        unavailable(&app.metrics_once(|m| unavailable(m) == 1.0).await),
-        1.0
+        result(&metrics, "service_unavailable"),
+        1.0,
+        "{}",
+        metrics.text
     );
+    assert_eq!(result(&metrics, "stale_request"), 1.0);
+    assert_eq!(result(&metrics, "ok"), 1.0);
 }
 
 #[tokio::test]

@@ -212,8 +212,13 @@ async fn a_mail_sent_is_counted_even_when_its_record_fails() {
     let app = rest_app().await;
     // The first send loads the record's script (an unknown script's error answered late
     // would mean it never ran).
-    let warm = app.new_challenge("warm@example.com").await;
-    app.mailed_code(&warm).await;
+    let warm = app.send_email_code("warm@example.com").await;
+    assert_eq!(warm.status(), 200);
+    // Its line is written once its delivery is recorded.
+    let line = app
+        .request_line(warm.header("x-request-id").expect("an id"))
+        .await;
+    assert_eq!(line["delivery"], "sent", "{line}");
     // The next record runs, and its answer comes after the gateway's 5 s.
     app.rest
         .as_ref()
