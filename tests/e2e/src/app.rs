@@ -307,6 +307,18 @@ pub async fn spawn_app() -> TestApp {
     Spawn::default().spawn().await
 }
 
+/// The status code of a raw HTTP/1.1 answer ([`TestApp::raw`]).
+///
+/// # Panics
+/// The answer has no status line.
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
 /// A response of a documented route, read and checked against the OpenAPI file.
 #[derive(Debug)]
 pub struct ApiResponse {
@@ -579,6 +591,30 @@ impl TestApp {
     /// The address the app listens on.
     pub fn addr(&self) -> SocketAddr {
         self.runtime.addr()
+    }
+
+    /// Sends `request` as raw bytes and reads until the server closes: the response's
+    /// text, empty when the connection was closed without one. The answer may come before
+    /// the whole request is written (a body refused for its length): a failed write is no
+    /// error.
+    pub async fn raw(&self, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr())
+            .await
+            .expect("connect");
+        let _ = stream.write_all(request).await;
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut out),
+        )
+        .await
+        .expect("the server closes the connection");
+        // A reset after nothing was sent is a closed connection too.
+        if read.is_err() && out.is_empty() {
+            return String::new();
+        }
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// Another instance of the app (as `spawn` says) on the same Redis and stubs, as a

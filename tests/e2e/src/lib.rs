@@ -40,7 +40,7 @@ pub mod user_service_stub;
 pub use app::{
     ApiResponse, BACKEND_TOKEN, GATEWAY_KEY_ID, GATEWAY_SEED, INTERNAL_TOKEN, MAIL_TOKEN, Runtime,
     RuntimeKind, RuntimeOptions, SELECTED_RUNTIME, SELECTED_TRANSPORT, Spawn, TEST_SECRET, TestApp,
-    Transport, USER_SERVICE_TOKEN, device_key, memory_grows, round_trips, spawn_app,
+    Transport, USER_SERVICE_TOKEN, device_key, memory_grows, round_trips, spawn_app, status_of,
 };
 pub use backend_stub::BackendStub;
 pub use device::Device;

@@ -15,7 +15,7 @@ use edge_auth_tests::poll;
 use edge_auth_tests::stub_server::answering_200_slowly;
 use edge_auth_tests::{
     ApiResponse, BACKEND_TOKEN, Device, GATEWAY_KEY_ID, Spawn, TestApp, device_key, memory_grows,
-    round_trips, spawn_app,
+    round_trips, spawn_app, status_of,
 };
 use redis::Commands;
 use serde_json::{Value, json};
@@ -424,12 +424,8 @@ async fn malformed_commands_are_refused_and_change_nothing() {
 }
 
 /// Posts `body` to execute-command in chunks of 1 KiB (`Transfer-Encoding: chunked`, so
-/// no length is declared): the answer's status and body.
+/// no length is declared): the answer's status and text.
 async fn post_chunked(app: &TestApp, body: &[u8]) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(app.addr())
-        .await
-        .expect("connects");
     let mut request = b"POST /api/v1/gateway/execute-command HTTP/1.1\r\nhost: localhost\r\n\
         content-type: application/json\r\ntransfer-encoding: chunked\r\n\
         connection: close\r\n\r\n"
@@ -440,17 +436,8 @@ async fn post_chunked(app: &TestApp, body: &[u8]) -> (u16, String) {
         request.extend_from_slice(b"\r\n");
     }
     request.extend_from_slice(b"0\r\n\r\n");
-    // The answer may come before the whole body is written: a failed write is no error.
-    let _ = stream.write_all(&request).await;
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer).await;
-    let answer = String::from_utf8_lossy(&answer);
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
-    (status, answer.to_string())
+    let answer = app.raw(&request).await;
+    (status_of(&answer), answer)
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 use edge_auth_tests::ApiResponse;
-use edge_auth_tests::{round_trips, spawn_app};
+use edge_auth_tests::{round_trips, spawn_app, status_of};
 use serde_json::json;
 
 #[tokio::test]
@@ -73,26 +73,14 @@ async fn health_refuses_other_methods_with_a_json_405() {
 /// One HTTP/1.1 request written as raw bytes (clients escape non-ASCII; scripts do not
 /// always): the answer's status code and whether it had a body.
 async fn raw_get(app: &edge_auth_tests::TestApp, target: &[u8]) -> (u16, bool) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(app.addr())
-        .await
-        .expect("connects");
     let mut request = b"GET ".to_vec();
     request.extend_from_slice(target);
     request.extend_from_slice(b" HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
-    stream.write_all(&request).await.expect("request written");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.expect("answer read");
-    let answer = String::from_utf8_lossy(&answer);
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let answer = app.raw(&request).await;
     let body = answer
         .split_once("\r\n\r\n")
         .is_some_and(|(_, body)| !body.is_empty());
-    (status, body)
+    (status_of(&answer), body)
 }
 
 #[tokio::test]

@@ -214,26 +214,9 @@ async fn a_private_component_is_reached_only_by_service_chaining() {
     }
 }
 
-/// Sends `request` as raw bytes and reads until the server closes: the response's text,
-/// empty when the connection was closed without one.
+/// Sends `request` as raw bytes (see [`TestApp::raw`]).
 async fn raw(app: &TestApp, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(app.addr())
-        .await
-        .expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        stream.read_to_end(&mut out),
-    )
-    .await
-    .expect("the server closes the connection");
-    // A reset after nothing was sent is a closed connection too.
-    if read.is_err() && out.is_empty() {
-        return String::new();
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    app.raw(request.as_bytes()).await
 }
 
 #[tokio::test]
