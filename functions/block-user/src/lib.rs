@@ -6,6 +6,7 @@
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]
 
+use edge_auth_domain::json::present_string;
 use edge_auth_domain::sessions::input::{BlockTarget, ChangeReason};
 use edge_auth_domain::sessions::usecases::{SessionError, block};
 use edge_auth_spin::http::{Answer, Route, serve};
@@ -20,7 +21,9 @@ const ROUTE: Route = Route::internal(true, &[]);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BlockBody {
+    #[serde(default, deserialize_with = "present_string")]
     email: Option<String>,
+    #[serde(default, deserialize_with = "present_string")]
     user_id: Option<String>,
     reason_code: String,
     actor: String,

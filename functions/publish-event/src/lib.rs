@@ -5,6 +5,7 @@
 // `#[http_component]` expands to the unsafe component-model export glue.
 #![allow(unsafe_code)]
 
+use edge_auth_domain::json::present_string;
 use edge_auth_domain::push::publish::{Publication, PublishError, publish};
 use edge_auth_domain::push::settings::MAX_EVENT_PAYLOAD_BYTES;
 use edge_auth_domain::random::OsRandom;
@@ -26,7 +27,7 @@ const ROUTE: Route = Route::internal(true, &[]).max_body(MAX_EVENT_PAYLOAD_BYTES
 #[serde(deny_unknown_fields)]
 struct PublishBody {
     user_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present_string")]
     device_session_id: Option<String>,
     event_type: String,
     /// Any JSON value, kept as the caller wrote it: devices get these very bytes (a

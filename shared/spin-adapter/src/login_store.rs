@@ -178,8 +178,8 @@ impl LoginStore for RedisLoginStore {
     }
 
     fn withdraw(&self, session: &DeviceSessionId) -> anyhow::Result<()> {
-        let reason =
-            ChangeReason::parse("user_blocked", "system").context("the withdrawal's reason")?;
+        let reason = ChangeReason::by_gateway("user_blocked", "system")
+            .context("the withdrawal's reason")?;
         session_store::run_revoke(&self.redis, session, &reason)?;
         // The confirm that made the session counted it as its result (`created`, or
         // `repeat` for a retry that raced it); the login is refused instead (the confirm

@@ -435,7 +435,7 @@ fn reserved(
     };
     match command.message_type.as_str() {
         "gateway.logout" => {
-            let reason = ChangeReason::parse("logout", "device")
+            let reason = ChangeReason::by_gateway("logout", "device")
                 .map_err(|e| CommandError::Unexpected(anyhow::Error::new(e)))?;
             let (record, _) =
                 revoke_session(sessions, command.session.as_str(), &reason).map_err(unexpected)?;

@@ -10,7 +10,7 @@ use crate::push::ports::Position;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SubscribePayload {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::present_string")]
     last_event_id: Option<String>,
 }
 
@@ -86,6 +86,7 @@ mod tests {
             (&br#"{"last_event_id":"yesterday"}"#[..], None),
             (&br#"{"last_event_id":"1-0","more":1}"#[..], None),
             (&b"null"[..], None),
+            (&br#"{"last_event_id":null}"#[..], None),
         ] {
             assert!(
                 matches!(

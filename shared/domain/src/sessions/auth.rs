@@ -63,7 +63,7 @@ impl InternalApiToken {
     /// one). Constant-time in the tokens' content and length: both sides are hashed, the
     /// digests compared, and both comparisons always made.
     pub fn authorizes(&self, header: Option<&str>) -> bool {
-        let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        let Some(presented) = header.and_then(bearer_credentials) else {
             return false;
         };
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
@@ -77,12 +77,22 @@ impl InternalApiToken {
 /// Whether `header` is `Bearer <expected>`, compared in constant time (for shared secrets
 /// of any length, e.g. the token a backend expects from the gateway).
 pub fn bearer_matches(expected: &str, header: Option<&str>) -> bool {
-    let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+    let Some(presented) = header.and_then(bearer_credentials) else {
         return false;
     };
     let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     let expected: [u8; 32] = Sha256::digest(expected.as_bytes()).into();
     bool::from(presented.ct_eq(&expected))
+}
+
+/// The credentials of an `Authorization` header of the `Bearer` scheme: the scheme's name
+/// in any case, as RFC 9110 section 11.1 has it, then one or more spaces. `None` for another
+/// scheme. (The token itself is compared exactly.)
+fn bearer_credentials(header: &str) -> Option<&str> {
+    let (scheme, credentials) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then(|| credentials.trim_start_matches(' '))
 }
 
 impl std::fmt::Debug for InternalApiToken {
@@ -100,20 +110,39 @@ mod tests {
     #[test]
     fn only_the_exact_bearer_token_authorizes() {
         let token = InternalApiToken::parse(TOKEN).expect("32 characters");
-        assert!(token.authorizes(Some(&format!("Bearer {TOKEN}"))));
+        // The scheme's name is case-insensitive (RFC 9110 section 11.1), and one or more
+        // spaces may follow it; the token is compared exactly.
+        for header in [
+            format!("Bearer {TOKEN}"),
+            format!("bearer {TOKEN}"),
+            format!("BEARER  {TOKEN}"),
+        ] {
+            assert!(token.authorizes(Some(&header)), "{header:?}");
+            assert!(super::bearer_matches(TOKEN, Some(&header)), "{header:?}");
+        }
         let shorter = format!("Bearer {}", &TOKEN[..31]);
         let longer = format!("Bearer {TOKEN} ");
-        let lower = format!("bearer {TOKEN}");
+        let upper = format!("Bearer {}", TOKEN.to_uppercase());
+        let glued = format!("Bearer{TOKEN}");
+        let tabbed = format!("Bearer\t{TOKEN}");
+        let other = format!("Basic {TOKEN}");
+        let prefixed = format!("XBearer {TOKEN}");
         for header in [
             None,
             Some(""),
             Some(TOKEN),
             Some(shorter.as_str()),
             Some(longer.as_str()),
-            Some(lower.as_str()),
+            Some(upper.as_str()),
+            Some(glued.as_str()),
+            Some(tabbed.as_str()),
+            Some(other.as_str()),
+            Some(prefixed.as_str()),
             Some("Bearer "),
+            Some("Bearer"),
         ] {
             assert!(!token.authorizes(header), "{header:?}");
+            assert!(!super::bearer_matches(TOKEN, header), "{header:?}");
         }
     }
 

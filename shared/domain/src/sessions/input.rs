@@ -37,6 +37,10 @@ pub enum InvalidInput {
     Cursor,
     #[error("session_limit must be a non-negative whole number or null")]
     SessionLimit,
+    #[error(
+        "actor must not be `user`, `device` or `system`: the gateway records its own changes with them"
+    )]
+    ReservedActor,
 }
 
 /// The operator's session limit as sent: `null` for no limit, or a whole number that
@@ -171,12 +175,32 @@ impl BlockTarget {
     }
 }
 
+/// The actors the gateway records for the changes it makes itself: `user` (a login),
+/// `device` (a logout by signed command) and `system` (an expiry, an eviction by the
+/// session limit, a login withdrawn for a block). The internal API refuses them, in any
+/// case, so that no audit record of the gateway's own can be forged through it.
+pub const GATEWAY_ACTORS: [&str; 3] = ["user", "device", "system"];
+
 impl ChangeReason {
-    /// Parses both parts.
+    /// Parses both parts as the internal API receives them.
+    ///
+    /// # Errors
+    /// Either part is malformed, or the actor is one of [`GATEWAY_ACTORS`].
+    pub fn parse(reason_code: &str, actor: &str) -> Result<Self, InvalidInput> {
+        if GATEWAY_ACTORS
+            .iter()
+            .any(|reserved| reserved.eq_ignore_ascii_case(actor))
+        {
+            return Err(InvalidInput::ReservedActor);
+        }
+        Self::by_gateway(reason_code, actor)
+    }
+
+    /// A change the gateway makes itself, by one of [`GATEWAY_ACTORS`].
     ///
     /// # Errors
     /// Either part is malformed.
-    pub fn parse(reason_code: &str, actor: &str) -> Result<Self, InvalidInput> {
+    pub fn by_gateway(reason_code: &str, actor: &str) -> Result<Self, InvalidInput> {
         Ok(Self {
             reason_code: ReasonCode::parse(reason_code)?,
             actor: Actor::parse(actor)?,
@@ -196,6 +220,16 @@ mod tests {
             assert!(ReasonCode::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Actor::parse("admin:alice@example.com").is_ok());
+        for reserved in ["system", "user", "device", "System", "DEVICE"] {
+            assert_eq!(
+                ChangeReason::parse("fraud", reserved),
+                Err(InvalidInput::ReservedActor),
+                "{reserved:?}"
+            );
+            assert!(Actor::parse(reserved).is_ok(), "stored records keep them");
+        }
+        assert!(ChangeReason::by_gateway("logout", "device").is_ok());
+        assert!(ChangeReason::parse("fraud", "system:cron").is_ok());
         for bad in ["", " padded", "tab\there", &"a".repeat(129), "naïve"] {
             assert!(Actor::parse(bad).is_err(), "{bad:?}");
         }

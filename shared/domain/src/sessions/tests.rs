@@ -782,13 +782,14 @@ fn an_unknown_status_filter_is_refused_before_the_store_is_asked() {
 fn a_page_size_outside_one_to_five_hundred_is_refused_before_the_store_is_asked() {
     let store = MemoryStore::new();
     store.index_user(DIRECTORY_USER, tag(1));
-    for bad in ["0", "501", "", "-1", "ten", "1.5", "4294967296"] {
+    for bad in ["0", "501", "", "-1", "+5", " 5", "ten", "1.5", "4294967296"] {
         assert_invalid(list_sessions(&store, DIRECTORY_USER, None, None, Some(bad)));
         assert_invalid(audit(&store, Some(DIRECTORY_USER), None, Some(bad)));
     }
     assert!(store.calls().is_empty(), "{:?}", store.calls());
     assert_eq!(page_size(Some("1")), Ok(1));
     assert_eq!(page_size(Some("500")), Ok(500));
+    assert_eq!(page_size(Some("007")), Ok(7));
     assert_eq!(page_size(None), Ok(100));
 }
 

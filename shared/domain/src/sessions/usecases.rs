@@ -140,16 +140,17 @@ fn page_across<T>(
     }
 }
 
-/// Parses a page size (default 100, at most 500).
+/// Parses a page size (default 100, at most 500): decimal digits only (`u32`'s own parse
+/// would also take a sign, `+5`).
 ///
 /// # Errors
 /// Not a number from 1 to 500.
 pub fn page_size(raw: Option<&str>) -> Result<u32, InvalidInput> {
     match raw {
         None => Ok(DEFAULT_PAGE),
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
+        Some(text) => Some(text)
+            .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u32>().ok())
             .filter(|n| (1..=MAX_PAGE).contains(n))
             .ok_or(InvalidInput::Limit),
     }

@@ -10,8 +10,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Appends a record to a lifecycle or audit stream, which keeps its records for `ttl` ms
+-- and about `maxlen` of them. Records older than `ttl` go too, not only the whole stream
+-- once idle that long: an address changed at least once per `ttl` would otherwise keep
+-- every record until `maxlen`. (The age trim is exact: an approximate one only drops
+-- whole nodes of the stream, and a node of a rarely changed address can span years. The
+-- length trim is approximate, so a few records more than `maxlen` may stay.)
 local function append(stream, ttl, maxlen, ...)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', ...)
+  redis.call('XTRIM', stream, 'MINID', now_ms() - tonumber(ttl))
   redis.call('PEXPIRE', stream, ttl)
 end
 

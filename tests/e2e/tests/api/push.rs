@@ -978,7 +978,13 @@ async fn bad_subscriptions_and_publications_are_refused_and_change_nothing() {
     assert_eq!(bad_id.error(), (400, "invalid_request".into()));
     // The second: a struct's fields as an array, which serde takes and the contract does
     // not (review finding).
-    for payload in [&br#"{"from":"1-0"}"#[..], b"[null]"] {
+    // The third: `null` where the contract has a string (review finding: it read as
+    // "from now").
+    for payload in [
+        &br#"{"from":"1-0"}"#[..],
+        b"[null]",
+        br#"{"last_event_id":null}"#,
+    ] {
         let bad_payload = device.command("gateway.subscribe", payload).command;
         let refused = app
             .subscribe_with(&device, &bad_payload, &[])
@@ -994,6 +1000,8 @@ async fn bad_subscriptions_and_publications_are_refused_and_change_nothing() {
         json!({"user_id": user, "event_type": "e", "payload": {}, "extra": 1}),
         json!({"user_id": user, "event_type": "e", "payload": "x".repeat(16 * 1024)}),
         json!({"user_id": user, "device_session_id": "s_nope", "event_type": "e", "payload": {}}),
+        // Review finding: `null` read as absent, and the event went to every device.
+        json!({"user_id": user, "device_session_id": null, "event_type": "e", "payload": {}}),
         json!([user, null, "e", {}]),
     ] {
         assert_eq!(

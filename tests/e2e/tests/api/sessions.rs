@@ -83,12 +83,14 @@ async fn no_internal_route_answers_anything_but_401_without_the_token() {
         "/api/v1/internal/users/unblock".to_string(),
         format!("/api/v1/internal/audit?user_id={user}"),
         "/api/v1/internal/config/session-limit".to_string(),
+        "/api/v1/internal/metrics".to_string(),
+        "/api/v1/internal/push/events".to_string(),
     ];
     let wrong = [
         None,
         Some("Bearer wrong".to_string()),
         Some(format!("Bearer {INTERNAL_TOKEN}x")),
-        Some(format!("bearer {INTERNAL_TOKEN}")),
+        Some(format!("Bearer {}", INTERNAL_TOKEN.to_uppercase())),
         Some(format!("Basic {INTERNAL_TOKEN}")),
         Some("Bearer ".to_string()),
     ];
@@ -128,6 +130,18 @@ async fn no_internal_route_answers_anything_but_401_without_the_token() {
         app.logs().iter().all(|l| !l.contains(INTERNAL_TOKEN)),
         "the token never reaches a log line"
     );
+    // The scheme's name is case-insensitive (RFC 9110 section 11.1); the token is not.
+    let lower = app
+        .client
+        .get(format!(
+            "{}/api/v1/internal/sessions/{session}",
+            app.address
+        ))
+        .header("authorization", format!("bearer  {INTERNAL_TOKEN}"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(lower.status(), 200);
 }
 
 #[tokio::test]
@@ -378,6 +392,9 @@ async fn bad_revoke_input_is_refused_and_changes_nothing() {
         json!({ "reason_code": "Not OK", "actor": "admin" }),
         json!({ "reason_code": "ok" }),
         json!({ "reason_code": "ok", "actor": "admin", "extra": true }),
+        // The gateway's own actors (review finding: records it writes could be forged).
+        json!({ "reason_code": "ok", "actor": "system" }),
+        json!({ "reason_code": "ok", "actor": "Device" }),
     ] {
         let answer = app.revoke_session(&session, &body).await;
         assert_eq!(answer.error(), (400, "invalid_request".into()), "{body}");
@@ -396,6 +413,89 @@ async fn bad_revoke_input_is_refused_and_changes_nothing() {
         )
         .await;
     assert_eq!(wrong_method.error(), (405, "method_not_allowed".into()));
+}
+
+#[tokio::test]
+async fn lifecycle_and_audit_records_older_than_their_retention_go_even_when_the_address_is_busy() {
+    // Review finding: each new record kept its stream for its whole retention again, so
+    // an address changed at least once per retention kept every record (up to the cap).
+    let app = spawn_app().await;
+    let email = "old-records@example.com";
+    let prefix = app.address_prefix(email);
+    let (lifecycle, audit) = (format!("{prefix}lifecycle"), format!("{prefix}audit"));
+    let mut redis = app.redis();
+    // Records from 1970, and one from a day ago (within both retentions).
+    let yesterday = format!(
+        "{}-0",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis()
+            - 24 * 3600 * 1000
+    );
+    for key in [&lifecycle, &audit] {
+        for id in ["1000-0", "2000-0", yesterday.as_str()] {
+            let _: String = redis::cmd("XADD")
+                .arg(key)
+                .arg(id)
+                .arg("action")
+                .arg("session_created")
+                .arg("event")
+                .arg("session_created")
+                .query(&mut redis)
+                .expect("XADD");
+        }
+    }
+
+    let _ = app.login(email, &device_key(1)).await;
+
+    for key in [&lifecycle, &audit] {
+        let ids: Vec<String> = {
+            let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+                .arg(key)
+                .arg("-")
+                .arg("+")
+                .query(&mut redis)
+                .expect("XRANGE");
+            entries.into_iter().map(|(id, _)| id).collect()
+        };
+        assert_eq!(ids.len(), 2, "{key}: {ids:?}");
+        assert_eq!(
+            ids[0], yesterday,
+            "{key}: the old records went, the recent stayed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_block_input_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let email = "dora@example.com";
+    let session = app.login(email, &device_key(1)).await;
+    let user = session_user(&app, &session).await;
+    let before = app.snapshot();
+    for body in [
+        // Review finding: `null` read as absent, so these blocked the other target.
+        json!({ "email": email, "user_id": null, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true }),
+        json!({ "email": null, "user_id": user, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true }),
+        json!({ "email": null, "user_id": null, "reason_code": "fraud", "actor": "admin:tests" }),
+        json!({ "email": email, "user_id": user, "reason_code": "fraud", "actor": "admin:tests" }),
+        json!({ "email": email, "reason_code": "fraud", "actor": "system" }),
+        json!({ "email": email, "reason_code": "fraud" }),
+    ] {
+        assert_eq!(
+            app.block(&body).await.error(),
+            (400, "invalid_request".into()),
+            "{body}"
+        );
+        assert_eq!(
+            app.unblock(&body).await.error(),
+            (400, "invalid_request".into()),
+            "{body}"
+        );
+    }
+    assert_eq!(app.snapshot(), before, "nothing changed");
+    assert_eq!(record_status(&app, &session).as_deref(), Some("active"));
 }
 
 #[tokio::test]
@@ -446,7 +546,13 @@ async fn listing_filters_by_status_and_pages_with_a_cursor() {
     }
     assert_eq!(seen, sessions);
 
-    for query in ["status=bogus", "limit=0", "limit=501", "limit=x"] {
+    for query in [
+        "status=bogus",
+        "limit=0",
+        "limit=501",
+        "limit=x",
+        "limit=%2B2",
+    ] {
         let answer = app.list_sessions(&user, query).await;
         assert_eq!(answer.error(), (400, "invalid_request".into()), "{query}");
     }
