@@ -102,6 +102,15 @@ impl UserServiceStub {
         lock(&self.state.users).insert(email.to_string(), user_id.to_string());
     }
 
+    /// Deletes the user of `email` (every address of theirs), as a directory does when an
+    /// account is deleted: the directory knows neither the addresses nor the id any more.
+    pub fn forget(&self, email: &str) {
+        let mut users = lock(&self.state.users);
+        if let Some(id) = users.get(email).cloned() {
+            users.retain(|_, user| *user != id);
+        }
+    }
+
     /// Passes `email` on to `next_owner`, as a directory does when it gives an address to
     /// another user: the address's current user moves to `moved_to`. Returns that user.
     ///

@@ -1535,7 +1535,8 @@ fn a_block_by_address_reaches_every_address_of_the_directorys_user() {
 }
 
 #[test]
-fn a_block_is_mirrored_into_the_external_directory_and_its_unknown_user_is_not_found() {
+fn a_block_is_mirrored_into_the_external_directory_and_a_user_it_does_not_know_is_blocked_here_alone()
+ {
     let store = MemoryStore::new();
     let key = server_key();
     store.index_user(DIRECTORY_USER, tag(1));
@@ -1582,33 +1583,50 @@ fn a_block_is_mirrored_into_the_external_directory_and_its_unknown_user_is_not_f
     .expect("blocked in Redis only");
     assert_eq!(directory.blocks.borrow().len(), 2);
 
-    // A user the store knows but the directory does not: refused, and nothing changed.
+    // A user the store knows but the directory does not (deleted there): blocked here
+    // alone, their sessions here revoked, and unblocked here alone.
     let other = "ext-other";
     store.index_user(other, tag(5));
     store.login(tag(5), other);
     let empty = FakeDirectory::default();
-    let before = store.calls().len();
-    assert_user_not_found(block(
+    let revoked = block(
         &store,
         Some(&empty),
         &key,
         &user_target(other),
         &reason(),
         true,
+    )
+    .expect("blocked here although the directory does not know the user");
+    assert_eq!(revoked, 1);
+    assert!(store.is_blocked(tag(5)));
+    assert_eq!(store.count(tag(5), SessionStatus::Active), 0);
+    unblock(&store, Some(&empty), &key, &user_target(other), &reason())
+        .expect("unblocked here although the directory does not know the user");
+    assert!(!store.is_blocked(tag(5)));
+    assert_eq!(
+        *empty.blocks.borrow(),
+        [(other.to_string(), true), (other.to_string(), false)],
+        "the directory was asked both times"
+    );
+
+    // Neither knows the user: not found.
+    let nobody = "ext-nobody";
+    assert_user_not_found(block(
+        &store,
+        Some(&empty),
+        &key,
+        &user_target(nobody),
+        &reason(),
+        true,
     ));
-    assert!(
-        !store.is_blocked(tag(5)),
-        "the refused block left the address unblocked"
-    );
-    assert_eq!(store.count(tag(5), SessionStatus::Active), 1);
-    let after = store.calls();
-    assert!(
-        after[before..]
-            .iter()
-            .all(|c| !c.starts_with("block") && !c.starts_with("revoke")),
-        "{:?}",
-        &after[before..]
-    );
+    assert_user_not_found(unblock(
+        &store,
+        Some(&empty),
+        &key,
+        &user_target(nobody),
+        &reason(),
+    ));
 }
 
 #[test]

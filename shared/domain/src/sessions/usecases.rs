@@ -481,10 +481,14 @@ fn unblock_everywhere(
 
 /// Mirrors a block into the external user directory, when there is one and it has a user
 /// for the target: `true` if the directory changed its user, `false` if there was none to
-/// change (no directory, or an address it has nobody for).
+/// change (no directory, an address it has nobody for, or a user it does not know).
+///
+/// A user the directory does not know (deleted there, say) may still hold addresses and
+/// sessions here, which the change must reach all the same: the caller goes on here alone
+/// and answers `UserNotFound` only if it finds nothing here either.
 ///
 /// # Errors
-/// `UserNotFound` when the directory does not know the user named; its failure.
+/// The directory failed.
 fn mirror_block(
     directory: Option<&dyn UserDirectory>,
     user_id: Option<&str>,
@@ -493,11 +497,7 @@ fn mirror_block(
     let (Some(directory), Some(id)) = (directory, user_id) else {
         return Ok(false);
     };
-    if directory.set_blocked(id, blocked)? {
-        Ok(true)
-    } else {
-        Err(SessionError::UserNotFound)
-    }
+    Ok(directory.set_blocked(id, blocked)?)
 }
 
 /// `sites` and every address the directory user's index holds (`tags`), each once.
@@ -535,9 +535,9 @@ pub fn block(
 ) -> Result<u64, SessionError> {
     let user_id = directory_user(directory, target)?;
     let sites = block_sites(store, key, target, user_id.as_deref())?;
-    // The directory first: a user it does not know is refused before anything changes.
-    // One it knows is blocked there, so the call has found its user even when none of the
-    // user's addresses here is still theirs (then nothing is left to do here).
+    // The directory first: a user it knows is blocked there, so the call has found its
+    // user even when none of the user's addresses here is still theirs (then nothing is
+    // left to do here). One it does not know is blocked here alone.
     let mirrored = mirror_block(directory, user_id.as_deref(), true)?;
     // A first login of the user at a new address may have asked the directory before the
     // change above: the fence makes it either refused or indexed in time to be read here.
@@ -615,7 +615,7 @@ pub fn unblock(
         }
         None => (sites, None),
     };
-    // The directory next: a user it does not know is refused before anything changes.
+    // The directory next (a user it does not know is unblocked here alone).
     let mirrored = mirror_block(directory, user_id.as_deref(), false)?;
     if let (Some(user), Some(mark)) = (&owner, standing) {
         store.lower_fence(user, mark)?;

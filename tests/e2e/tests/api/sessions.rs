@@ -678,6 +678,43 @@ async fn a_block_by_user_id_whose_addresses_here_all_passed_on_blocks_the_direct
     assert_eq!(app.users.calls().len(), calls);
 }
 
+#[tokio::test]
+async fn a_user_the_directory_no_longer_knows_is_blocked_and_unblocked_here_all_the_same() {
+    // Review finding: a user deleted from the user service kept their sessions here, since
+    // a block by user id answered 404 as soon as the directory did not know the id.
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let email = "deleted-account@example.com";
+    let session = app.login(email, &device_key(1)).await;
+    let user = app.users.user_of(email).expect("the login made a user");
+    app.users.forget(email);
+
+    let blocked = app
+        .block(&json!({ "user_id": user, "reason_code": "account_deleted", "actor": "admin:tests", "revoke_sessions": true }))
+        .await;
+    assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
+    assert_eq!(blocked.body["revoked_count"], 1);
+    assert_eq!(record_status(&app, &session).as_deref(), Some("revoked"));
+    assert!(flagged(&app, email));
+    let asked = |app: &TestApp| {
+        app.users
+            .calls()
+            .iter()
+            .filter(|c| c.method == "PUT")
+            .count()
+    };
+    assert_eq!(asked(&app), 1, "the directory was asked first");
+
+    let unblocked = app
+        .unblock(&json!({ "user_id": user, "reason_code": "cleared", "actor": "admin:tests" }))
+        .await;
+    assert_eq!(unblocked.status(), 200, "{:?}", unblocked.body);
+    assert!(!flagged(&app, email));
+    assert_eq!(asked(&app), 2);
+}
+
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
