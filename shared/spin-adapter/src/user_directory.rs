@@ -115,8 +115,16 @@ impl RestUserDirectory {
 }
 
 fn user(status: u16, body: &[u8]) -> anyhow::Result<DirectoryUser> {
-    let parsed: UserBody = serde_json::from_slice(body)
-        .with_context(|| format!("the user service answered {status} with an unexpected body"))?;
+    let parsed: UserBody = serde_json::from_slice(body).map_err(|e| {
+        // serde's message can quote a value of the body (`invalid type: string
+        // "alice@example.com"`), and this error is logged: its kind and place only.
+        anyhow::anyhow!(
+            "the user service answered {status} with an unexpected body: a JSON {:?} error at line {}, column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })?;
     Ok(DirectoryUser {
         user_id: parsed.user_id,
         blocked: parsed.blocked,
@@ -199,10 +207,33 @@ impl UserDirectory for RestUserDirectory {
 
 #[cfg(test)]
 mod tests {
-    use super::encode;
+    use super::{encode, user};
 
     #[test]
     fn query_values_are_percent_encoded() {
         assert_eq!(encode("a.b+c@x-y.com"), "a.b%2Bc%40x-y.com");
+    }
+
+    #[test]
+    fn an_unexpected_user_body_is_described_without_quoting_it() {
+        for body in [
+            &br#""alice@example.com""#[..],
+            br#"{"user_id": ["alice@example.com"], "blocked": false}"#,
+            br#"{"user_id": "u1", "blocked": "alice@example.com"}"#,
+            br#"{"alice@example.com": 1}"#,
+        ] {
+            let err = format!("{:#}", user(200, body).expect_err("unexpected"));
+            assert!(!err.contains("alice"), "{err}");
+            assert!(
+                err.contains("answered 200 with an unexpected body"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            user(200, br#"{"user_id": "u1", "blocked": true}"#)
+                .expect("a user")
+                .user_id,
+            "u1"
+        );
     }
 }
