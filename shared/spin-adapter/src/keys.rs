@@ -18,7 +18,7 @@
 //! | `ea:{ea:c<0-f>}:metrics` | hash | metrics counted in this shard: a field per series (`family{labels}`), its count (see `metrics.rs`); the scrape adds the 16 up |
 //! | `ea:{ea:c<0-f>}:push:live` | zset | push streams open in this shard (member `<session_id>/<request_id>`, the shard its SHA-256 picks; score: until when it counts unless it ends, its maximum duration and 15 s on); the gauge of open streams counts them at each scrape |
 //! | `ea:{ea:c<0-f>}:rl:<route>:client:<client>` | string | GCRA time of a client budget (`<client>`: IPv4 address or IPv6 prefix) |
-//! | `ea:{a:<tag>}:ch:<challenge_id>` | hash | challenge (state, code MAC, times, attempts, and the address, which a confirm with `user_directory=rest` hands the directory); kept for the code's lifetime and the idempotency window |
+//! | `ea:{a:<tag>}:ch:<challenge_id>` | hash | challenge (state, code MAC, times, attempts, and, with `user_directory=rest` only, the address, which the confirm hands the directory); kept for the code's lifetime and the idempotency window |
 //! | `ea:{a:<tag>}:latest` | string | the address's newest challenge id |
 //! | `ea:{a:<tag>}:resend` | string | resend-throttle marker (expires) |
 //! | `ea:{a:<tag>}:blocked` | hash (`blocked_at`, `reason_code`, `actor`) | present when the address is blocked |

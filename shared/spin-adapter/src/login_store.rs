@@ -105,7 +105,8 @@ impl LoginStore for RedisLoginStore {
         let args: [Arg; 9] = [
             c.id.as_str().into(),
             c.code_mac.to_hex().into(),
-            c.email.as_str().into(),
+            // Empty: none kept (see `NewChallenge::email`).
+            c.email.as_ref().map_or("", EmailAddress::as_str).into(),
             c.lifetime_ms.into(),
             c.max_attempts.into(),
             c.resend_interval_ms.into(),
@@ -284,8 +285,11 @@ impl LoginStore for RedisLoginStore {
                 });
             }
             "need_user" => {
+                let email = reply.required()?;
                 return Ok(ConfirmOutcome::NeedUser {
-                    email: EmailAddress::parse(&reply.required()?)?,
+                    email: (!email.is_empty())
+                        .then(|| EmailAddress::parse(&email))
+                        .transpose()?,
                 });
             }
             "not_found" => ConfirmOutcome::NotFound,

@@ -8,7 +8,7 @@ use edge_auth_domain::login::settings::LoginSettings;
 use spin_sdk::variables::{self, Error};
 
 /// Every variable the login settings read; a component declares the ones it needs.
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 19] = [
     "code_hmac_key",
     "code_hmac_previous_key",
     "address_tag_key",
@@ -27,6 +27,7 @@ const NAMES: [&str; 18] = [
     "client_ipv6_prefix",
     "session_lifetime_seconds",
     "session_idle_timeout_seconds",
+    "user_directory",
 ];
 
 /// Reads a variable: `Ok(None)` when this component does not declare it or it is empty.

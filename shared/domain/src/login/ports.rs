@@ -32,7 +32,10 @@ pub enum GuardOutcome {
 #[derive(Debug, Clone)]
 pub struct NewChallenge {
     pub id: ChallengeId,
-    pub email: EmailAddress,
+    /// The address in clear, kept only where the confirm needs it (`user_directory=rest`:
+    /// the confirm hands it to the user service). Nothing else in Redis holds an address
+    /// in clear.
+    pub email: Option<EmailAddress>,
     pub code_mac: CodeMac,
     /// How long the code can be confirmed, from the store's clock.
     pub lifetime_ms: u64,
@@ -152,7 +155,8 @@ pub enum ConfirmOutcome {
     /// resolve the user of this address in the external directory and confirm again.
     /// Nothing was changed.
     NeedUser {
-        email: EmailAddress,
+        /// `None`: the challenge keeps no address (sent while `user_directory` was `redis`).
+        email: Option<EmailAddress>,
     },
 }
 

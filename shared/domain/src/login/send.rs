@@ -15,7 +15,7 @@ use crate::ids::ChallengeId;
 use crate::login::ports::{
     CreateOutcome, GuardOutcome, GuardRequest, LoginStore, MailMessage, MailSender, NewChallenge,
 };
-use crate::login::settings::LoginSettings;
+use crate::login::settings::{DirectoryKind, LoginSettings};
 use crate::random::Random;
 use crate::time::millis;
 
@@ -92,7 +92,7 @@ pub fn send_email_code(
     let code = VerificationCode::generate(policy.code_length, random)?;
     let challenge = NewChallenge {
         id: id.clone(),
-        email: email.clone(),
+        email: (settings.directory == DirectoryKind::Rest).then(|| email.clone()),
         code_mac: settings.key.code_mac(&id, code.expose()),
         lifetime_ms: millis(policy.lifetime),
         address_budget: settings.limits.per_address,

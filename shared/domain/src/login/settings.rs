@@ -61,6 +61,9 @@ pub struct LoginSettings {
     pub sessions: SessionLifetime,
     /// Which client a request counts against (trusted proxies, IPv6 prefix).
     pub clients: ClientPolicy,
+    /// Where users live (`user_directory`): with `rest`, a challenge keeps its address
+    /// for the confirm to hand the user service; with `redis` it keeps none.
+    pub directory: DirectoryKind,
 }
 
 /// A setting that is missing or wrong: the service cannot run safely.
@@ -159,6 +162,7 @@ impl LoginSettings {
             lockout,
             sessions,
             clients: ClientPolicy::from_settings(&get)?,
+            directory: DirectoryKind::parse(get("user_directory").as_deref())?,
         })
     }
 }

@@ -275,6 +275,64 @@ fn a_new_challenge_is_stored_as_a_mac_and_delivered_with_the_real_code() {
 }
 
 #[test]
+fn a_challenge_keeps_its_address_in_clear_only_for_an_external_directory() {
+    let store = FakeStore::default();
+    send_email_code(
+        &settings(),
+        &store,
+        &OsRandom,
+        &send_request("a@example.com"),
+    )
+    .expect("sent");
+    assert_eq!(
+        store.created.borrow()[0].email,
+        None,
+        "user_directory=redis"
+    );
+
+    let rest = LoginSettings::from_settings(|k| match k {
+        "code_hmac_key" => Some("k".repeat(32)),
+        "user_directory" => Some("rest".into()),
+        _ => None,
+    })
+    .expect("valid settings");
+    send_email_code(&rest, &store, &OsRandom, &send_request("B@example.com")).expect("sent");
+    assert_eq!(
+        store.created.borrow()[1]
+            .email
+            .as_ref()
+            .map(EmailAddress::as_str),
+        Some("b@example.com"),
+        "user_directory=rest: the confirm hands it to the user service"
+    );
+}
+
+#[test]
+fn a_challenge_without_an_address_is_expired_for_an_external_directory_which_is_not_asked() {
+    // Sent while user_directory was redis, confirmed after the switch to rest.
+    let store = FakeStore::default();
+    store
+        .confirms
+        .borrow_mut()
+        .push_back(ConfirmOutcome::NeedUser { email: None });
+    let users = FakeDirectory {
+        existing: None,
+        created: RefCell::new(0),
+    };
+    let err = confirm_email_code(
+        &settings(),
+        &store,
+        Directory::External(&users),
+        &OsRandom,
+        &confirm_request(CHALLENGE, "123456", &device_key()),
+    )
+    .expect_err("expired");
+    assert!(matches!(err, ConfirmError::Expired), "{err:?}");
+    assert_eq!(*users.created.borrow(), 0);
+    assert_eq!(store.attempts.borrow().len(), 1, "no second confirm");
+}
+
+#[test]
 fn suppressed_and_throttled_challenges_answer_alike_and_deliver_nothing() {
     let store = FakeStore::default();
     *store.create.borrow_mut() = Some(CreateOutcome::Created {
@@ -383,7 +441,7 @@ fn an_external_directory_is_asked_only_after_the_store_proved_the_code() {
     let store = FakeStore::default();
     store.confirms.borrow_mut().extend([
         ConfirmOutcome::NeedUser {
-            email: EmailAddress::parse("d@example.com").expect("valid"),
+            email: Some(EmailAddress::parse("d@example.com").expect("valid")),
         },
         ConfirmOutcome::Confirmed {
             session_id: session.clone(),
@@ -427,7 +485,7 @@ fn a_directory_id_in_our_own_form_is_taken_at_the_address_it_names_only() {
         let store = FakeStore::default();
         store.confirms.borrow_mut().extend([
             ConfirmOutcome::NeedUser {
-                email: EmailAddress::parse("d@example.com").expect("valid"),
+                email: Some(EmailAddress::parse("d@example.com").expect("valid")),
             },
             ConfirmOutcome::Confirmed {
                 session_id: DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA")
@@ -474,7 +532,7 @@ fn a_blocked_external_user_stops_before_the_second_confirm() {
         .confirms
         .borrow_mut()
         .push_back(ConfirmOutcome::NeedUser {
-            email: EmailAddress::parse("e@example.com").expect("valid"),
+            email: Some(EmailAddress::parse("e@example.com").expect("valid")),
         });
     let users = FakeDirectory {
         existing: Some(DirectoryUser {
@@ -505,7 +563,7 @@ fn a_first_login_that_indexes_its_address_while_the_user_is_being_blocked_is_ref
         .confirms
         .borrow_mut()
         .push_back(ConfirmOutcome::NeedUser {
-            email: EmailAddress::parse("e@example.com").expect("valid"),
+            email: Some(EmailAddress::parse("e@example.com").expect("valid")),
         });
     let users = FakeDirectory {
         existing: Some(DirectoryUser {
@@ -539,7 +597,7 @@ fn a_first_login_whose_user_a_block_reached_while_its_session_was_made_withdraws
     store.fenced_from.set(Some(1));
     store.confirms.borrow_mut().extend([
         ConfirmOutcome::NeedUser {
-            email: EmailAddress::parse("e@example.com").expect("valid"),
+            email: Some(EmailAddress::parse("e@example.com").expect("valid")),
         },
         ConfirmOutcome::Confirmed {
             session_id: session.clone(),

@@ -181,7 +181,8 @@ else
   else
     redis.call('DEL', KEYS[9])
   end
-  return {'need_user', ch[9]}
+  -- '' for a challenge that keeps no address (sent while users lived in Redis).
+  return {'need_user', ch[9] or ''}
 end
 
 local evicted = 0

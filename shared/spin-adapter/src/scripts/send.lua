@@ -2,7 +2,7 @@
 -- challenge can still be confirmed.
 -- KEYS[1] challenge   KEYS[2] newest challenge of the address
 -- KEYS[3] resend marker   KEYS[4] address blocked flag   KEYS[5] the address's send budget
--- ARGV: 1 challenge_id, 2 code_mac, 3 email, 4 lifetime (ms), 5 max_attempts,
+-- ARGV: 1 challenge_id, 2 code_mac, 3 email ('': keep none), 4 lifetime (ms), 5 max_attempts,
 --       6 resend interval (ms), 7 keep (ms), 8/9 emission interval/burst tolerance (ms)
 --       of the address's send budget
 -- Returns {'created', state, expires_at}, {'throttled', newest id} or
@@ -34,8 +34,12 @@ if blocked then
 end
 local expires_at = now + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1],
-  'state', state, 'code_mac', ARGV[2], 'email', ARGV[3], 'created_at', now,
+  'state', state, 'code_mac', ARGV[2], 'created_at', now,
   'expires_at', expires_at, 'attempts', 0, 'max_attempts', ARGV[5])
+-- The address in clear only where a confirm hands it to the user service (empty: none).
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'email', ARGV[3])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[7])
 if tonumber(ARGV[6]) > 0 then

@@ -283,12 +283,18 @@ async fn a_misspelt_user_directory_fails_closed_on_every_route_that_reads_it() {
         .block(&json!({ "email": "val@example.com", "reason_code": "x", "actor": "admin:tests" }))
         .await;
     assert_eq!(blocked.error(), (503, "service_unavailable".into()));
-    let challenge = app.new_challenge("val@example.com").await;
-    let code = app.mailed_code(&challenge).await;
+    // Send reads it too (whether a challenge keeps its address), before storing anything.
+    let send = app.send_email_code("val@example.com").await;
+    assert_eq!(send.error(), (503, "service_unavailable".into()));
     let confirm = app
-        .confirm_email_code(&challenge, &code, &device_key(1))
+        .confirm_email_code(
+            "c_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA",
+            "123456",
+            &device_key(1),
+        )
         .await;
     assert_eq!(confirm.error(), (503, "service_unavailable".into()));
+    assert_eq!(app.snapshot(), Vec::new(), "nothing stored");
     // Error lines are JSON: the message is in `msg`.
     let named = |lines: &[String]| {
         lines
@@ -301,8 +307,11 @@ async fn a_misspelt_user_directory_fails_closed_on_every_route_that_reads_it() {
             })
             .count()
     };
-    let logs = app.logs_once(|lines| named(lines) >= 2).await;
-    assert!(named(&logs) >= 2, "both routes name the variable: {logs:?}");
+    let logs = app.logs_once(|lines| named(lines) >= 3).await;
+    assert!(
+        named(&logs) >= 3,
+        "every route names the variable: {logs:?}"
+    );
 }
 
 #[tokio::test]
