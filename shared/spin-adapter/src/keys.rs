@@ -5,10 +5,11 @@
 //!
 //! Scripts get every key they touch in `KEYS`, built here, whenever the caller knows it.
 //! Where a script finds ids only as it runs (the sessions of a batch revoke, the session
-//! of a replayed confirm), it derives their keys with the helpers of [`lua_prelude`],
-//! generated here from the same names, from a `KEYS` entry of the same address, so it
-//! cannot reach another slot. The end-to-end tests watch Redis with `MONITOR` and fail
-//! any script call that touches more than one slot.
+//! of a replayed confirm, the newest challenge of a resend), it derives their keys with
+//! the helpers of [`lua_prelude`], generated here from the same names, from a `KEYS`
+//! entry of the same address, so it cannot reach another slot. The end-to-end tests
+//! watch Redis with `MONITOR` and fail any script call that touches more than one slot,
+//! or a key its caller knew without passing it.
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |

@@ -208,6 +208,7 @@ pub(crate) fn run_revoke(
         k.lifecycle(),
         k.audit(),
         k.expired_sessions(),
+        k.projection(id.as_str()),
     ];
     let mut reply = Reply::new("revoke", redis.run(&scripts::REVOKE, &keys_, &args)?);
     let outcome = reply.required()?;
@@ -300,6 +301,7 @@ impl SessionStore for RedisSessionStore {
             k.expired_sessions(),
             k.lifecycle(),
             k.audit(),
+            k.projection(id.as_str()),
         ];
         let items = self
             .redis

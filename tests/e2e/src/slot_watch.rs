@@ -8,8 +8,14 @@
 //! `EVALSHA` that started it, with its keys, and computes slots as Redis does: CRC16
 //! (XMODEM) of the key's hash tag, modulo 16384.
 //!
+//! It also holds scripts to their `KEYS`: a script may derive a key only for an id it
+//! found as it ran (a challenge, session record or projection: the layout prelude's
+//! helpers); every other key it touches must be one its caller passed, as servers that
+//! enforce declared keys require.
+//!
 //! Every [`crate::TestApp`] holds one; when it is dropped at the end of a test that
-//! otherwise passed, it panics with every call that touched more than one slot. After a
+//! otherwise passed, it panics with every call that touched more than one slot, or a key
+//! its caller knew and did not pass. After a
 //! test restarts its server, the watch reconnects within about 50 ms: what is sent to the
 //! new server before then goes unseen.
 
@@ -122,6 +128,14 @@ impl Drop for SlotWatch {
              Cluster):\n{}",
             found.len(),
             found.join("\n")
+        );
+        let lines = self.lines.lock().map(|l| l.clone()).unwrap_or_default();
+        let stray = undeclared(&lines);
+        assert!(
+            stray.is_empty(),
+            "{} script call(s) touched keys their caller knew but did not pass in KEYS:\n{}",
+            stray.len(),
+            stray.join("\n")
         );
     }
 }
@@ -265,35 +279,83 @@ fn crc16(bytes: &[u8]) -> u16 {
     crc
 }
 
-/// Groups the feed into calls (a client command and the script commands after it) and
-/// describes each call whose keys span more than one slot.
-fn violations(lines: &[String]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut call: Option<(String, Vec<String>)> = None;
-    let mut check = |call: Option<(String, Vec<String>)>| {
-        if let Some((what, keys)) = call {
-            let slots: BTreeSet<u16> = keys.iter().map(|k| key_slot(k)).collect();
-            if slots.len() > 1 {
-                found.push(format!("  {what}: keys {keys:?} in slots {slots:?}"));
-            }
-        }
-    };
+/// One client command and what the script it started (if any) ran.
+struct Call {
+    /// The command, cut to 60 characters.
+    what: String,
+    /// The keys the client named (a script's `KEYS`).
+    declared: Vec<String>,
+    /// The keys the script's own commands touched.
+    touched: Vec<String>,
+}
+
+/// Groups the feed into calls: a client command and the script commands after it.
+fn calls(lines: &[String]) -> Vec<Call> {
+    let mut calls: Vec<Call> = Vec::new();
     for command in lines.iter().filter_map(|l| parse_line(l)) {
         let keys = keys_of(&command.words).into_iter().map(str::to_string);
         if command.from_script {
-            if let Some((_, call_keys)) = call.as_mut() {
-                call_keys.extend(keys);
+            if let Some(call) = calls.last_mut() {
+                call.touched.extend(keys);
             }
         } else {
-            check(call.take());
             let mut what: String = command.words.join(" ").chars().take(60).collect();
             if what.len() == 60 {
                 what.push('…');
             }
-            call = Some((what, keys.collect()));
+            calls.push(Call {
+                what,
+                declared: keys.collect(),
+                touched: Vec::new(),
+            });
         }
     }
-    check(call);
+    calls
+}
+
+/// Describes each call whose keys span more than one slot.
+fn violations(lines: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for call in calls(lines) {
+        let keys: Vec<&String> = call.declared.iter().chain(&call.touched).collect();
+        let slots: BTreeSet<u16> = keys.iter().map(|k| key_slot(k)).collect();
+        if slots.len() > 1 {
+            found.push(format!("  {}: keys {keys:?} in slots {slots:?}", call.what));
+        }
+    }
+    found
+}
+
+/// The id of a key a script may derive itself, with the layout prelude's helpers
+/// (`keys.rs`): a challenge, session record or gateway projection of one address.
+fn derived_id(key: &str) -> Option<&str> {
+    let (_, rest) = key.strip_prefix("ea:{a:")?.split_once("}:")?;
+    ["ch:", "s:", "gw:"]
+        .iter()
+        .find_map(|kind| rest.strip_prefix(kind))
+}
+
+/// Describes each script call that touched a key it was not given in `KEYS`, except the
+/// challenge, record or projection of an id none of its `KEYS` names (one the script
+/// found as it ran, which its caller could not know). Servers that hold scripts to their
+/// declared keys (Dragonfly by default, kvrocks in strict mode) refuse the others.
+fn undeclared(lines: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for call in calls(lines) {
+        let named = |id: &str| call.declared.iter().any(|k| derived_id(k) == Some(id));
+        let stray: BTreeSet<&String> = call
+            .touched
+            .iter()
+            .filter(|key| !call.declared.contains(key))
+            .filter(|key| derived_id(key).is_none_or(named))
+            .collect();
+        if !stray.is_empty() {
+            found.push(format!(
+                "  {}: touched {stray:?}, not in its KEYS {:?}",
+                call.what, call.declared
+            ));
+        }
+    }
     found
 }
 
@@ -331,6 +393,32 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(found[0].contains("EVAL script"), "{found:#?}");
         assert!(found[1].contains("DEL a b"), "{found:#?}");
+    }
+
+    #[test]
+    fn a_script_touching_a_key_its_caller_knew_but_did_not_pass_is_reported() {
+        let feed = [
+            // Given the record, it touches the same session's projection: reported.
+            r#"1.0 [0 127.0.0.1:1] "EVALSHA" "abc" "2" "ea:{a:01}:s:s_1" "ea:{a:01}:active" "x""#,
+            r#"1.1 [0 lua] "HGET" "ea:{a:01}:s:s_1" "status""#,
+            r#"1.2 [0 lua] "HSET" "ea:{a:01}:gw:s_1" "status" "revoked""#,
+            // A session and a challenge it found as it ran: not reported.
+            r#"2.0 [0 127.0.0.1:1] "EVALSHA" "abc" "1" "ea:{a:01}:active""#,
+            r#"2.1 [0 lua] "ZRANGE" "ea:{a:01}:active" "0" "-1""#,
+            r#"2.2 [0 lua] "HSET" "ea:{a:01}:s:s_2" "status" "revoked""#,
+            r#"2.3 [0 lua] "HSET" "ea:{a:01}:gw:s_2" "status" "revoked""#,
+            r#"2.4 [0 lua] "HGET" "ea:{a:01}:ch:c_9" "state""#,
+            // Any other key it was not given: reported.
+            r#"3.0 [0 127.0.0.1:1] "EVAL" "script" "1" "ea:{a:01}:active""#,
+            r#"3.1 [0 lua] "INCR" "ea:{a:01}:other""#,
+            r#"3.2 [0 lua] "TIME""#,
+            r#"4.0 [0 127.0.0.1:2] "GET" "ea:{a:01}:latest""#,
+        ]
+        .map(str::to_string);
+        let found = undeclared(&feed);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(found[0].contains(r#"{"ea:{a:01}:gw:s_1"}"#), "{found:#?}");
+        assert!(found[1].contains(r#"{"ea:{a:01}:other"}"#), "{found:#?}");
     }
 
     #[test]

@@ -63,7 +63,8 @@ end
 -- Revokes the session behind `member`: record, projection, sets, lifecycle record.
 -- `c` holds now, reason, actor, retention, lifecycle_ttl, lifecycle_max and the keys
 -- active, revoked and lifecycle (all of one address: the record and projection keys are
--- derived from `active` by the layout prelude).
+-- derived from `active` by the layout prelude, for a member the script found), and
+-- `projection` when the caller named the session (its key, passed in KEYS).
 -- Returns the session id and its user id, or nil (and only drops the member) when the
 -- record is gone.
 local function revoke_member(c, member)
@@ -73,7 +74,7 @@ local function revoke_member(c, member)
     redis.call('ZREM', c.active, member)
     return nil
   end
-  local projection = projection_key(c.active, sid)
+  local projection = c.projection or projection_key(c.active, sid)
   local user_id = redis.call('HGET', record, 'user_id') or ''
   redis.call('HSET', record, 'status', 'revoked', 'revoked_at', c.now,
     'revoke_reason_code', c.reason, 'revoke_actor', c.actor)
@@ -129,7 +130,8 @@ end
 -- Ends the session of `record` if it is active and its life is over: status `expired`
 -- (record and projection), out of the active set into the expired set, a lifecycle and
 -- an audit record. `c` holds now, the keys active, expired, lifecycle and audit (of the
--- record's address) and lifecycle_ttl, lifecycle_max, audit_ttl, audit_max.
+-- record's address) and lifecycle_ttl, lifecycle_max, audit_ttl, audit_max, and
+-- `projection` when the caller named the session (else it is derived from `record`).
 -- Returns true when it ended the session now.
 local function expire_if_due(c, record)
   local r = redis.call('HMGET', record, 'status', 'expires_at', 'last_used_at',
@@ -139,7 +141,7 @@ local function expire_if_due(c, record)
   if not ends or c.now < ends then return false end
   local sid = r[7]
   redis.call('HSET', record, 'status', 'expired', 'expired_at', ends, 'expire_reason', why)
-  local projection = projection_key(record, sid)
+  local projection = c.projection or projection_key(record, sid)
   if redis.call('EXISTS', projection) == 1 then
     redis.call('HSET', projection, 'status', 'expired', 'expired_at', ends)
   end
