@@ -103,8 +103,17 @@ impl DeviceKey {
         let text = std::fs::read_to_string(path).map_err(|e| {
             anyhow::anyhow!("reading {}: {e} (run `edge-auth keygen`)", path.display())
         })?;
-        let file: KeyFile = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{} is not a key file: {e}", path.display()))?;
+        // serde's message can quote a value of the file (a seed saved as a bare string):
+        // its kind and place only.
+        let file: KeyFile = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a key file: a JSON {:?} error at line {}, column {}",
+                path.display(),
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })?;
         // The decode error names the offending character, a piece of the secret seed: it
         // is left out on purpose, so no message can carry it.
         let seed: [u8; 32] = STANDARD
@@ -1073,6 +1082,28 @@ mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_key_file_that_is_not_one_is_described_without_quoting_it() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("device-key.json");
+        let seed = STANDARD.encode([0x5a_u8; 32]);
+        for text in [
+            format!("\"{seed}\""),
+            format!("{{\"ed25519_seed\": [\"{seed}\"]}}"),
+            format!("{{\"{seed}\": 1}}"),
+        ] {
+            std::fs::write(&path, &text).expect("written");
+            let err = super::DeviceKey::load(&path)
+                .err()
+                .expect("not a key file")
+                .to_string();
+            assert!(!err.contains(&seed[..8]), "{err}");
+            assert!(err.contains("is not a key file"), "{err}");
+        }
+        std::fs::write(&path, format!("{{\"ed25519_seed\": \"{seed}\"}}")).expect("written");
+        assert!(super::DeviceKey::load(&path).is_ok());
+    }
 
     #[test]
     fn an_answer_that_took_too_long_teaches_the_client_no_clock() {
