@@ -1094,10 +1094,10 @@ mod tests {
             format!("{{\"{seed}\": 1}}"),
         ] {
             std::fs::write(&path, &text).expect("written");
-            let err = super::DeviceKey::load(&path)
-                .err()
-                .expect("not a key file")
-                .to_string();
+            let Err(err) = super::DeviceKey::load(&path) else {
+                panic!("{text}: taken for a key file");
+            };
+            let err = err.to_string();
             assert!(!err.contains(&seed[..8]), "{err}");
             assert!(err.contains("is not a key file"), "{err}");
         }
