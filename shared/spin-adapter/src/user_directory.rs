@@ -27,6 +27,7 @@ use spin_sdk::http::Method;
 
 use crate::metrics::{self, Counter, Directory, Resolution};
 use crate::outbound::{self, Call};
+use crate::request_log;
 use crate::settings::optional;
 
 /// Retries of an idempotent read after the first try.
@@ -180,7 +181,12 @@ impl UserDirectory for RestUserDirectory {
         let body = serde_json::to_vec(&serde_json::json!({ "blocked": blocked }))?;
         match self.idempotent(Method::Put, &path, Some(&body), "setting the block")? {
             (200..=299, _) => Ok(true),
-            (404, _) => Ok(false),
+            (404, _) => {
+                // A deleted user, or a misconfigured block route (then every change
+                // answers so): the request's log line says which answer it got.
+                request_log::note("user_service", "user_unknown");
+                Ok(false)
+            }
             (status, _) => bail!("the user service answered {status} to a block change"),
         }
     }

@@ -590,6 +590,9 @@ struct FakeDirectory<'a> {
     after_next_change: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
     /// Changes of a user's block fail (the directory is unreachable).
     failing: Cell<bool>,
+    /// Changes of a user's block answer "no such user" although `resolve` names them (a
+    /// deletion racing the call, or a misconfigured block route).
+    forgetful: Cell<bool>,
 }
 
 impl FakeDirectory<'_> {
@@ -599,6 +602,7 @@ impl FakeDirectory<'_> {
             blocks: RefCell::default(),
             after_next_change: RefCell::default(),
             failing: Cell::new(false),
+            forgetful: Cell::new(false),
         }
     }
 }
@@ -623,7 +627,7 @@ impl UserDirectory for FakeDirectory<'_> {
         if let Some(next) = self.after_next_change.take() {
             next();
         }
-        Ok(self.users.values().any(|id| id == user_id))
+        Ok(!self.forgetful.get() && self.users.values().any(|id| id == user_id))
     }
 }
 
@@ -1608,6 +1612,37 @@ fn a_block_is_mirrored_into_the_external_directory_and_a_user_it_does_not_know_i
         *empty.blocks.borrow(),
         [(other.to_string(), true), (other.to_string(), false)],
         "the directory was asked both times"
+    );
+
+    // An address whose user the directory names, then does not know when asked to change
+    // them: a contradiction, refused before anything changes here.
+    let forgetful = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+    forgetful.forgetful.set(true);
+    let someone =
+        || BlockTarget::Email(EmailAddress::parse("someone@example.com").expect("a valid address"));
+    let before = store.calls().len();
+    assert_user_not_found(block(
+        &store,
+        Some(&forgetful),
+        &key,
+        &someone(),
+        &reason(),
+        true,
+    ));
+    assert_user_not_found(unblock(
+        &store,
+        Some(&forgetful),
+        &key,
+        &someone(),
+        &reason(),
+    ));
+    let after = store.calls();
+    assert!(
+        after[before..].iter().all(|c| !c.starts_with("block")
+            && !c.starts_with("unblock")
+            && !c.starts_with("revoke")),
+        "{:?}",
+        &after[before..]
     );
 
     // Neither knows the user: not found.

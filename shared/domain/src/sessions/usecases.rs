@@ -481,23 +481,32 @@ fn unblock_everywhere(
 
 /// Mirrors a block into the external user directory, when there is one and it has a user
 /// for the target: `true` if the directory changed its user, `false` if there was none to
-/// change (no directory, an address it has nobody for, or a user it does not know).
+/// change (no directory, an address it has nobody for, or a user id it does not know).
 ///
-/// A user the directory does not know (deleted there, say) may still hold addresses and
-/// sessions here, which the change must reach all the same: the caller goes on here alone
-/// and answers `UserNotFound` only if it finds nothing here either.
+/// A user id the directory does not know (deleted there, say) may still hold addresses
+/// and sessions here, which the change must reach all the same: the caller goes on here
+/// alone and answers `UserNotFound` only if it finds nothing here either. (The adapter
+/// notes such an answer in the request's log line: a user service whose block route is
+/// misconfigured answers every id so.)
 ///
 /// # Errors
-/// The directory failed.
+/// `UserNotFound` when the target is an address whose user the directory has just named
+/// and then does not know (a contradiction: a deletion racing the call, or a misconfigured
+/// service), before anything changes; the directory's failure.
 fn mirror_block(
     directory: Option<&dyn UserDirectory>,
     user_id: Option<&str>,
+    target: &BlockTarget,
     blocked: bool,
 ) -> Result<bool, SessionError> {
     let (Some(directory), Some(id)) = (directory, user_id) else {
         return Ok(false);
     };
-    Ok(directory.set_blocked(id, blocked)?)
+    match (directory.set_blocked(id, blocked)?, target) {
+        (true, _) => Ok(true),
+        (false, BlockTarget::User(_)) => Ok(false),
+        (false, BlockTarget::Email(_)) => Err(SessionError::UserNotFound),
+    }
 }
 
 /// `sites` and every address the directory user's index holds (`tags`), each once.
@@ -537,8 +546,8 @@ pub fn block(
     let sites = block_sites(store, key, target, user_id.as_deref())?;
     // The directory first: a user it knows is blocked there, so the call has found its
     // user even when none of the user's addresses here is still theirs (then nothing is
-    // left to do here). One it does not know is blocked here alone.
-    let mirrored = mirror_block(directory, user_id.as_deref(), true)?;
+    // left to do here). A user id it does not know is blocked here alone.
+    let mirrored = mirror_block(directory, user_id.as_deref(), target, true)?;
     // A first login of the user at a new address may have asked the directory before the
     // change above: the fence makes it either refused or indexed in time to be read here.
     let sites = match fence_owner(user_id.as_deref()) {
@@ -615,8 +624,8 @@ pub fn unblock(
         }
         None => (sites, None),
     };
-    // The directory next (a user it does not know is unblocked here alone).
-    let mirrored = mirror_block(directory, user_id.as_deref(), false)?;
+    // The directory next (a user id it does not know is unblocked here alone).
+    let mirrored = mirror_block(directory, user_id.as_deref(), target, false)?;
     if let (Some(user), Some(mark)) = (&owner, standing) {
         store.lower_fence(user, mark)?;
     }

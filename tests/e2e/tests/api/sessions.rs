@@ -715,6 +715,10 @@ async fn a_user_the_directory_no_longer_knows_is_blocked_and_unblocked_here_all_
             .count()
     };
     assert_eq!(asked(&app), 1, "the directory was asked first");
+    let line = app
+        .request_line(blocked.header("x-request-id").expect("a request id"))
+        .await;
+    assert_eq!(line["user_service"], "user_unknown", "{line}");
 
     let unblocked = app
         .unblock(&json!({ "user_id": user, "reason_code": "cleared", "actor": "admin:tests" }))
