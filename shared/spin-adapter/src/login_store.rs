@@ -285,11 +285,8 @@ impl LoginStore for RedisLoginStore {
                 });
             }
             "need_user" => {
-                let email = reply.required()?;
                 return Ok(ConfirmOutcome::NeedUser {
-                    email: (!email.is_empty())
-                        .then(|| EmailAddress::parse(&email))
-                        .transpose()?,
+                    email: EmailAddress::parse(&reply.required()?)?,
                 });
             }
             "not_found" => ConfirmOutcome::NotFound,

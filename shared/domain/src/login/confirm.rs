@@ -213,11 +213,6 @@ pub fn confirm_email_code(
     };
     let first_login = matches!(outcome, ConfirmOutcome::NeedUser { .. });
     if let ConfirmOutcome::NeedUser { email } = &outcome {
-        // A challenge sent while users lived in Redis keeps no address to hand the
-        // directory: the client asks for a new code, as for an expired one.
-        let Some(email) = email else {
-            return Err(ConfirmError::Expired);
-        };
         // The code is proven: only now may the directory create a user.
         let user = match users.resolve(email)? {
             Some(user) => user,

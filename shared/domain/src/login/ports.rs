@@ -155,8 +155,7 @@ pub enum ConfirmOutcome {
     /// resolve the user of this address in the external directory and confirm again.
     /// Nothing was changed.
     NeedUser {
-        /// `None`: the challenge keeps no address (sent while `user_directory` was `redis`).
-        email: Option<EmailAddress>,
+        email: EmailAddress,
     },
 }
 

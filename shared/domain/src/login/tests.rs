@@ -308,31 +308,6 @@ fn a_challenge_keeps_its_address_in_clear_only_for_an_external_directory() {
 }
 
 #[test]
-fn a_challenge_without_an_address_is_expired_for_an_external_directory_which_is_not_asked() {
-    // Sent while user_directory was redis, confirmed after the switch to rest.
-    let store = FakeStore::default();
-    store
-        .confirms
-        .borrow_mut()
-        .push_back(ConfirmOutcome::NeedUser { email: None });
-    let users = FakeDirectory {
-        existing: None,
-        created: RefCell::new(0),
-    };
-    let err = confirm_email_code(
-        &settings(),
-        &store,
-        Directory::External(&users),
-        &OsRandom,
-        &confirm_request(CHALLENGE, "123456", &device_key()),
-    )
-    .expect_err("expired");
-    assert!(matches!(err, ConfirmError::Expired), "{err:?}");
-    assert_eq!(*users.created.borrow(), 0);
-    assert_eq!(store.attempts.borrow().len(), 1, "no second confirm");
-}
-
-#[test]
 fn suppressed_and_throttled_challenges_answer_alike_and_deliver_nothing() {
     let store = FakeStore::default();
     *store.create.borrow_mut() = Some(CreateOutcome::Created {
@@ -441,7 +416,7 @@ fn an_external_directory_is_asked_only_after_the_store_proved_the_code() {
     let store = FakeStore::default();
     store.confirms.borrow_mut().extend([
         ConfirmOutcome::NeedUser {
-            email: Some(EmailAddress::parse("d@example.com").expect("valid")),
+            email: EmailAddress::parse("d@example.com").expect("valid"),
         },
         ConfirmOutcome::Confirmed {
             session_id: session.clone(),
@@ -485,7 +460,7 @@ fn a_directory_id_in_our_own_form_is_taken_at_the_address_it_names_only() {
         let store = FakeStore::default();
         store.confirms.borrow_mut().extend([
             ConfirmOutcome::NeedUser {
-                email: Some(EmailAddress::parse("d@example.com").expect("valid")),
+                email: EmailAddress::parse("d@example.com").expect("valid"),
             },
             ConfirmOutcome::Confirmed {
                 session_id: DeviceSessionId::parse("s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA")
@@ -532,7 +507,7 @@ fn a_blocked_external_user_stops_before_the_second_confirm() {
         .confirms
         .borrow_mut()
         .push_back(ConfirmOutcome::NeedUser {
-            email: Some(EmailAddress::parse("e@example.com").expect("valid")),
+            email: EmailAddress::parse("e@example.com").expect("valid"),
         });
     let users = FakeDirectory {
         existing: Some(DirectoryUser {
@@ -563,7 +538,7 @@ fn a_first_login_that_indexes_its_address_while_the_user_is_being_blocked_is_ref
         .confirms
         .borrow_mut()
         .push_back(ConfirmOutcome::NeedUser {
-            email: Some(EmailAddress::parse("e@example.com").expect("valid")),
+            email: EmailAddress::parse("e@example.com").expect("valid"),
         });
     let users = FakeDirectory {
         existing: Some(DirectoryUser {
@@ -597,7 +572,7 @@ fn a_first_login_whose_user_a_block_reached_while_its_session_was_made_withdraws
     store.fenced_from.set(Some(1));
     store.confirms.borrow_mut().extend([
         ConfirmOutcome::NeedUser {
-            email: Some(EmailAddress::parse("e@example.com").expect("valid")),
+            email: EmailAddress::parse("e@example.com").expect("valid"),
         },
         ConfirmOutcome::Confirmed {
             session_id: session.clone(),

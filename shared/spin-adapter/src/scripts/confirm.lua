@@ -20,7 +20,8 @@
 -- while it is alive; else {'session_revoked'} or {'session_expired'}),
 -- {'ok', session_id, 'created', user_id, evicted, new local user 0/1} (evicted sessions
 -- are on the lifecycle and audit streams),
--- {'need_user', email} (nothing changed) or {error, ...}.
+-- {'need_user', email} (nothing changed) or {error, ...} ({'expired'} also for a challenge
+-- without the address an external directory needs: its state is then `expired`).
 local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
   'max_attempts', 'confirmed_key', 'session_id', 'user_id', 'email')
 local state = ch[1]
@@ -181,8 +182,14 @@ else
   else
     redis.call('DEL', KEYS[9])
   end
-  -- '' for a challenge that keeps no address (sent while users lived in Redis).
-  return {'need_user', ch[9] or ''}
+  if not ch[9] then
+    -- Sent while users lived in Redis, it keeps no address to hand the directory: it
+    -- ends here, so that the next send makes a new challenge (the resend interval would
+    -- otherwise hand this one back, and mail nothing).
+    redis.call('HSET', KEYS[1], 'state', 'expired')
+    return {'expired'}
+  end
+  return {'need_user', ch[9]}
 end
 
 local evicted = 0

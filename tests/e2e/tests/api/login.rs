@@ -1922,6 +1922,43 @@ async fn confirm_through(
 }
 
 #[tokio::test]
+async fn a_code_sent_before_a_switch_to_the_rest_directory_is_expired_and_a_new_one_is_mailed() {
+    // With user_directory=redis a challenge keeps no address; the user service needs one.
+    // Review finding: the stale challenge stayed open, so the resend interval handed it
+    // back on the next send, and no mail went out until the interval was over.
+    let app = spawn_app().await;
+    let email = "switch@example.com";
+    let challenge = app.new_challenge(email).await;
+    let code = app.mailed_code(&challenge).await;
+    let rest = app
+        .instance_beside(Spawn::default().variable("user_directory", "rest"))
+        .await;
+
+    let refused = confirm_through(&app, &rest.url(), &challenge, &code, &device_key(1)).await;
+    assert_eq!(refused.error().1, "challenge_expired", "{:?}", refused.body);
+    assert!(app.users.calls().is_empty(), "the directory is not asked");
+
+    let sent = app
+        .client
+        .post(format!("{}{SEND}", rest.url()))
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .expect("sent");
+    let sent = ApiResponse::checked(sent, SEND, "post").await;
+    assert_eq!(sent.status(), 200, "{:?}", sent.body);
+    let fresh = sent.field("challenge_id");
+    assert_ne!(fresh, challenge, "a new challenge, not the stale one");
+    let code = app.mailed_code(&fresh).await;
+    let confirmed = confirm_through(&app, &rest.url(), &fresh, &code, &device_key(1)).await;
+    assert_eq!(confirmed.status(), 200, "{:?}", confirmed.body);
+    assert!(
+        app.users.user_of(email).is_some(),
+        "the directory made the user"
+    );
+}
+
+#[tokio::test]
 async fn a_code_sent_before_the_code_key_rotated_still_confirms_and_the_user_keeps_their_id() {
     let app = Spawn::default()
         .variable("resend_interval_seconds", "0")
