@@ -168,7 +168,8 @@ pub fn example_profile(user_id: &str) -> String {
 /// used after the upgrade could outlive their sets (never while their session lives), so
 /// such a change must extend the sets as it moves a record.
 pub const REVOKED_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
-/// Lifecycle stream: kept 30 days after its last record, about 10,000 records.
+/// Lifecycle stream: each record kept 30 days (each append trims the older ones), the
+/// stream 30 days after its last record; about 10,000 records.
 pub const LIFECYCLE_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 pub const LIFECYCLE_MAXLEN: u64 = 10_000;
 /// Event stream meta: kept this long plus the stream's max age after the last publish. A
@@ -176,7 +177,8 @@ pub const LIFECYCLE_MAXLEN: u64 = 10_000;
 /// after they were published), and resumes within its life (a year at most): whenever a
 /// resume could miss an event, the meta recording the loss is still there.
 pub const EVENTS_META_TTL_MS: u64 = (MAX_SESSION_LIFETIME_SECONDS + 24 * 3600) * 1000;
-/// Audit stream: kept 400 days after its last record, about 100,000 records.
+/// Audit stream: each record kept 400 days (each append trims the older ones), the stream
+/// 400 days after its last record; about 100,000 records.
 pub const AUDIT_TTL_MS: u64 = 400 * 24 * 3600 * 1000;
 pub const AUDIT_MAXLEN: u64 = 100_000;
 

@@ -333,6 +333,8 @@ fn derived_id(key: &str) -> Option<&str> {
     ["ch:", "s:", "gw:"]
         .iter()
         .find_map(|kind| rest.strip_prefix(kind))
+        // An id has no `:`; `gw:<id>:streams` is a key of its own, never derived.
+        .filter(|id| !id.contains(':'))
 }
 
 /// Describes each script call that touched a key it was not given in `KEYS`, except the
@@ -408,17 +410,21 @@ mod tests {
             r#"2.2 [0 lua] "HSET" "ea:{a:01}:s:s_2" "status" "revoked""#,
             r#"2.3 [0 lua] "HSET" "ea:{a:01}:gw:s_2" "status" "revoked""#,
             r#"2.4 [0 lua] "HGET" "ea:{a:01}:ch:c_9" "state""#,
-            // Any other key it was not given: reported.
+            // Any other key it was not given: reported (a key under a session's too).
             r#"3.0 [0 127.0.0.1:1] "EVAL" "script" "1" "ea:{a:01}:active""#,
             r#"3.1 [0 lua] "INCR" "ea:{a:01}:other""#,
             r#"3.2 [0 lua] "TIME""#,
+            r#"3.3 [0 lua] "ZCARD" "ea:{a:01}:gw:s_3:streams""#,
             r#"4.0 [0 127.0.0.1:2] "GET" "ea:{a:01}:latest""#,
         ]
         .map(str::to_string);
         let found = undeclared(&feed);
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(found[0].contains(r#"{"ea:{a:01}:gw:s_1"}"#), "{found:#?}");
-        assert!(found[1].contains(r#"{"ea:{a:01}:other"}"#), "{found:#?}");
+        assert!(
+            found[1].contains(r#"{"ea:{a:01}:gw:s_3:streams", "ea:{a:01}:other"}"#),
+            "{found:#?}"
+        );
     }
 
     #[test]

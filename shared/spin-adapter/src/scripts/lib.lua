@@ -5,9 +5,14 @@
 
 -- The one clock: Redis' own, so that instances with skewed clocks agree on expiry,
 -- idempotency windows and budgets. Milliseconds since the epoch.
+-- Read once per script call: every step of one atomic call happens at the same time.
+local script_now = nil
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not script_now then
+    local t = redis.call('TIME')
+    script_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return script_now
 end
 
 -- Appends a record to a lifecycle or audit stream, which keeps its records for `ttl` ms
