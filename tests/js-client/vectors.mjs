@@ -1,6 +1,8 @@
 // Runs the browser client of PROTOCOL.md (section 10.2, the code as printed there) against
 // shared/protocol/test-vectors.json, in Node's WebCrypto: the commands it signs, the
-// responses and the key set it verifies, byte for byte as the Rust side pins them.
+// responses, key set and push events it verifies, byte for byte as the Rust side pins
+// them; then its `subscribe` against a fake gateway (fetch and IndexedDB stand-ins) that
+// signs a stream for the very request it gets.
 //
 //   node tests/js-client/vectors.mjs        (from the repository's root; infra/js-client)
 //
@@ -23,7 +25,8 @@ const open = protocol.indexOf("```js\n", section);
 const close = protocol.indexOf("\n```", open + 6);
 assert.ok(open > 0 && close > open, "section 10.2 holds a js block");
 const client = protocol.slice(open + 6, close);
-const names = ["canonical", "signCommand", "verifyResponse", "wellFormed", "selfSigned", "follow"];
+const names = ["canonical", "signCommand", "verifyResponse", "wellFormed", "selfSigned", "follow",
+  "verifyEvent", "streamOrder", "subscribe", "BASE"];
 const dir = mkdtempSync(join(tmpdir(), "edge-auth-js-"));
 const file = join(dir, "client.mjs");
 writeFileSync(file, `${client}\nexport { ${names.join(", ")} };\n`);
@@ -43,6 +46,12 @@ const keys = {
   privateKey: await crypto.subtle.importKey("jwk", { ...jwk, d: b64url(seed) }, { name: "Ed25519" }, false, ["sign"]),
   publicKey: await crypto.subtle.importKey("jwk", jwk, { name: "Ed25519" }, true, ["verify"]),
 };
+
+// A check that waits forever fails the run instead of hanging it.
+setTimeout(() => {
+  console.error("js client: a check did not finish within 60 s");
+  process.exit(1);
+}, 60000).unref();
 
 let checks = 0;
 const check = async (what, run) => {
@@ -109,6 +118,164 @@ await check("a pinned set follows itself and refuses a kid rebound to another ke
   const rebound = structuredClone(vectors.gateway_jwks);
   rebound.keys[0].x = x;
   assert.equal(await js.follow(pin, rebound), null);
+});
+
+// ---- push streams ----------------------------------------------------------------------
+
+const stream = vectors.stream;
+const subscriber = stream.subscribe.envelope.device_session_id;
+const eventBytes = (e) => js.canonical("edge-auth/event/v1", [e.protocol_version, e.event_id,
+  e.event_type, e.device_session_id, e.request_sha256, e.position, e.sequence, e.target,
+  e.user_id, e.timestamp_ms, e.payload_sha256, e.key_id]);
+for (const [i, v] of stream.events.entries()) {
+  const name = `stream event ${i + 1} (${v.event.envelope.event_type})`;
+  await check(`${name}: canonical bytes and verification`, async () => {
+    assert.equal(hexOf(eventBytes(v.event.envelope)), v.event_canonical_hex);
+    const payload = await js.verifyEvent(v.event, vectors.gateway_jwks, subscriber, stream.request_sha256);
+    assert.deepEqual(new Uint8Array(payload), fromB64(v.event.payload));
+  });
+  await check(`${name}: refused on another stream, altered or retyped`, async () => {
+    await assert.rejects(js.verifyEvent(v.event, vectors.gateway_jwks, subscriber, "0".repeat(64)), /another stream/);
+    await assert.rejects(js.verifyEvent(v.event, vectors.gateway_jwks, "s_other", stream.request_sha256), /another stream/);
+    const moved = structuredClone(v.event);
+    moved.envelope.position = "9999999999999-0";
+    await assert.rejects(js.verifyEvent(moved, vectors.gateway_jwks, subscriber, stream.request_sha256), /bad signature/);
+    // The same bytes as text: an 8-character string encodes like the 8-byte integer.
+    const retyped = structuredClone(v.event);
+    retyped.envelope.sequence = String.fromCharCode(...new Uint8Array(8).map((_, j) =>
+      j === 7 ? v.event.envelope.sequence : 0));
+    await assert.rejects(js.verifyEvent(retyped, vectors.gateway_jwks, subscriber, stream.request_sha256), /malformed/);
+  });
+}
+await check("the stream order: in order admitted; replayed, missing or misplaced refused", async () => {
+  const [first, second] = stream.events.map((v) => v.event.envelope);
+  const admit = js.streamOrder();
+  admit(first);
+  admit(second);
+  assert.throws(() => admit(second), /number came before/);
+  assert.throws(() => js.streamOrder()(second), /missing/);
+  assert.throws(() => js.streamOrder()({ ...second, sequence: 0 }), /begin with gateway.server_time/);
+  const twice = js.streamOrder();
+  twice(first);
+  assert.throws(() => twice({ ...first, sequence: 1 }), /second gateway.server_time/);
+  const back = js.streamOrder();
+  back(first);
+  back(second);
+  assert.throws(() => back({ ...second, sequence: 2, position: "1795000100100-2" }), /out of order/);
+  assert.throws(() => back({ ...second, sequence: 2 }), /out of order/, "a backend event at the same position");
+  back({ ...second, event_type: "gateway.stream_end", sequence: 2 }); // an end may stand where the last event does
+});
+
+// `subscribe` against a fake gateway: the device's key and pin in a fake IndexedDB, and a
+// fetch that answers with events it signs for the very request it got.
+const kv = new Map();
+globalThis.indexedDB = {
+  open() {
+    const open = {};
+    queueMicrotask(() => {
+      open.result = {
+        transaction() {
+          const tx = {};
+          const store = {
+            get: (k) => ({ result: kv.get(k) }),
+            put: (v, k) => (kv.set(k, v), { result: k }),
+          };
+          tx.objectStore = () => store;
+          queueMicrotask(() => tx.oncomplete());
+          return tx;
+        },
+      };
+      open.onsuccess();
+    });
+    return open;
+  },
+};
+kv.set("device", keys);
+kv.set("pin", { jwks: vectors.gateway_jwks });
+const gatewayJwk = { kty: "OKP", crv: "Ed25519", x: vectors.gateway_jwks.keys[0].x };
+const gatewayKey = await crypto.subtle.importKey("jwk",
+  { ...gatewayJwk, d: b64url(Buffer.from(vectors.gateway_seed_hex, "hex")) }, { name: "Ed25519" }, false, ["sign"]);
+const sha256 = async (bytes) => hexOf(await crypto.subtle.digest("SHA-256", bytes));
+const enc = new TextEncoder();
+async function signEvent(fields) {
+  const payload = enc.encode(JSON.stringify(fields.payload));
+  const envelope = {
+    protocol_version: 1, event_id: fields.event_id ?? `ev-${fields.sequence}`, event_type: fields.type,
+    device_session_id: fields.session, request_sha256: fields.request_sha256, position: fields.position,
+    sequence: fields.sequence, target: "user", user_id: "u_test", timestamp_ms: 1795000200000,
+    payload_sha256: await sha256(payload), key_id: vectors.gateway_jwks.keys[0].kid,
+  };
+  const signature = await crypto.subtle.sign("Ed25519", gatewayKey, eventBytes(envelope));
+  return { envelope, payload: Buffer.from(payload).toString("base64"), signature: Buffer.from(signature).toString("base64") };
+}
+// Serves one subscribe: `script(request_sha256)` gives the SSE text in pieces; with
+// `hold`, the body then stays open (until the client gives up).
+let lastRequest = null;
+function gateway(script, { status = 200, hold = false } = {}) {
+  globalThis.fetch = async (url, init) => {
+    assert.equal(url, `${js.BASE}/api/v1/gateway/subscribe-events`);
+    const command = JSON.parse(init.body);
+    lastRequest = command;
+    if (status !== 200)
+      return new Response(JSON.stringify({ error: { code: "rate_limited", message: "slow down" } }),
+        { status, headers: { "content-type": "application/json", "retry-after": "3" } });
+    const e = command.envelope;
+    const bytes = js.canonical("edge-auth/command/v1", [e.protocol_version, e.device_session_id,
+      e.client_public_key, e.message_type, e.request_id, e.timestamp_ms, e.payload_sha256]);
+    const signed = new Uint8Array([...bytes, ...fromB64(command.signature)]);
+    const pieces = await script(await sha256(signed), e.device_session_id);
+    const body = new ReadableStream({
+      start(controller) {
+        init.signal.addEventListener("abort", () =>
+          controller.error(new DOMException("the client gave up", "AbortError")));
+        for (const piece of pieces) controller.enqueue(enc.encode(piece));
+        if (!hold) controller.close();
+      },
+    });
+    return new Response(body, { status: 200, headers: { "content-type": "text/event-stream" } });
+  };
+}
+const frame = (signed) => `id: ${signed.envelope.position}\nevent: ${signed.envelope.event_type}\ndata: ${JSON.stringify(signed)}\n\n`;
+const opening = (sha, session, ends = 20000) => signEvent({ type: "gateway.server_time", sequence: 0,
+  position: "1795000200000-0", session, request_sha256: sha, payload: { server_time_ms: 1795000200000, ends_within_ms: ends } });
+
+await check("subscribe: follows a stream to its end, in order, across split frames and heartbeats", async () => {
+  gateway(async (sha, session) => {
+    const text = frame(await opening(sha, session)) + ": heartbeat\n\n" +
+      frame(await signEvent({ type: "order.shipped", sequence: 1, position: "1795000200100-0", session, request_sha256: sha, payload: { order: 7 } })) +
+      frame(await signEvent({ type: "gateway.stream_end", sequence: 2, position: "1795000200100-0", session, request_sha256: sha,
+        payload: { code: "unavailable", reason: "max_duration", message: "" } }));
+    return [text.slice(0, 50), text.slice(50, 700), text.slice(700)];
+  });
+  const seen = [];
+  const from = await js.subscribe(subscriber, "1795000100100-3", (e, payload) =>
+    seen.push([e.event_type, new TextDecoder().decode(payload)]));
+  assert.equal(from, "1795000200100-0");
+  assert.deepEqual(seen.map(([t]) => t), ["gateway.server_time", "order.shipped", "gateway.stream_end"]);
+  assert.equal(seen[1][1], '{"order":7}');
+  assert.equal(lastRequest.envelope.message_type, "gateway.subscribe");
+  assert.equal(Buffer.from(lastRequest.payload, "base64").toString(), '{"last_event_id":"1795000100100-3"}');
+});
+await check("subscribe: a replayed event, or one of another stream, ends it with an error", async () => {
+  gateway(async (sha, session) => {
+    const shipped = await signEvent({ type: "order.shipped", sequence: 1, position: "1795000200100-0", session, request_sha256: sha, payload: {} });
+    return [frame(await opening(sha, session)), frame(shipped), frame(shipped)];
+  });
+  await assert.rejects(js.subscribe(subscriber, null, () => {}), /number came before/);
+  gateway(async (sha, session) => [frame(await opening("0".repeat(64), session))]);
+  await assert.rejects(js.subscribe(subscriber, null, () => {}), /another stream/);
+});
+await check("subscribe: a stream held open past its announced end is taken as dropped", async () => {
+  gateway(async (sha, session) => [frame(await opening(sha, session, 100)), ": heartbeat\n\n"], { hold: true });
+  const started = Date.now();
+  const from = await js.subscribe(subscriber, null, () => {});
+  assert.equal(from, "1795000200000-0", "resume from the last event kept");
+  const waited = Date.now() - started;
+  assert.ok(waited >= 5000 && waited < 10000, `gave up after ${waited} ms`);
+});
+await check("subscribe: a refusal is thrown with its code and Retry-After", async () => {
+  gateway(async () => [], { status: 429 });
+  await assert.rejects(js.subscribe(subscriber, null, () => {}), (e) => e.message === "rate_limited" && e.retryAfter === "3");
 });
 
 console.log(`js client: ${checks} checks against shared/protocol/test-vectors.json passed (node ${process.version})`);
