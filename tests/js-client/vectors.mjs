@@ -64,6 +64,7 @@ const check = async (what, run) => {
   }
 };
 
+let retypedResponses = 0;
 for (const [i, c] of vectors.cases.entries()) {
   const e = c.command.envelope;
   const name = `case ${i + 1} (${e.message_type})`;
@@ -94,9 +95,23 @@ for (const [i, c] of vectors.cases.entries()) {
     const swapped = structuredClone(c.response);
     swapped.payload = Buffer.from("forged").toString("base64");
     await assert.rejects(js.verifyResponse(swapped, vectors.gateway_jwks, sent), /payload hash/);
+    // The same bytes as text: an 8-character string encodes like the 8-byte integer when
+    // every byte is ASCII (case 3's backend_status 0), and the signature still verifies.
+    for (const field of ["timestamp_ms", "backend_status"]) {
+      const bytes = Buffer.alloc(8);
+      bytes.writeBigUInt64BE(BigInt(c.response.envelope[field]));
+      if (bytes.some((b) => b > 0x7f)) continue;
+      const retyped = structuredClone(c.response);
+      retyped.envelope[field] = String.fromCharCode(...bytes);
+      await assert.rejects(js.verifyResponse(retyped, vectors.gateway_jwks, sent), /malformed/);
+      retypedResponses += 1;
+    }
   });
 }
 
+await check("a response retyped with the same bytes was tried", async () => {
+  assert.ok(retypedResponses > 0);
+});
 await check("the key set's canonical bytes", async () => {
   const set = vectors.gateway_jwks;
   const bytes = js.canonical("edge-auth/key-set/v1", [set.keys.length,
