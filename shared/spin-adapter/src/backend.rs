@@ -31,7 +31,10 @@ fn method(m: BackendMethod) -> Method {
 impl Backend for HttpBackend<'_> {
     fn call(&self, r: &BackendRequest<'_>) -> BackendReply {
         let Some(target) = self.target else {
-            return BackendReply::Unavailable(anyhow::anyhow!("backend_url is not set"));
+            return BackendReply::Unavailable {
+                status: None,
+                cause: anyhow::anyhow!("backend_url is not set"),
+            };
         };
         let url = format!("{}{}", target.url, r.route.path);
         let headers = [
@@ -55,18 +58,25 @@ impl Backend for HttpBackend<'_> {
         let started = std::time::Instant::now();
         let sent = outbound::send_request(&request);
         crate::metrics::observe_backend(started.elapsed());
+        // The backend's origin, not its URL (which may carry secrets), and the route's
+        // path from backend_routes.
+        let calling = || {
+            format!(
+                "calling the backend at {} ({})",
+                outbound::origin(&target.url),
+                r.route.path
+            )
+        };
         match sent {
             Ok((status, body)) => BackendReply::Answered { status, body },
-            Err(OutboundError::Timeout(_)) => BackendReply::Timeout,
-            Err(OutboundError::Failed(e)) => {
-                // The backend's origin, not its URL (which may carry secrets), and the
-                // route's path from backend_routes.
-                BackendReply::Unavailable(e.context(format!(
-                    "calling the backend at {} ({})",
-                    outbound::origin(&target.url),
-                    r.route.path
-                )))
-            }
+            Err(OutboundError::Timeout { what, answered }) => BackendReply::Timeout {
+                status: answered,
+                cause: anyhow::anyhow!("timed out: {what}").context(calling()),
+            },
+            Err(OutboundError::Failed { cause, answered }) => BackendReply::Unavailable {
+                status: answered,
+                cause: cause.context(calling()),
+            },
         }
     }
 }

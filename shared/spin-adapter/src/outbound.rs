@@ -78,11 +78,16 @@ pub fn origin(url: &str) -> String {
 /// How a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    /// A connect, first-byte or between-bytes timeout.
-    #[error("timed out: {0}")]
-    Timeout(String),
-    #[error(transparent)]
-    Failed(#[from] anyhow::Error),
+    /// A connect, first-byte or between-bytes timeout, or a body that took too long
+    /// (`answered`: the status, when the headers had come).
+    #[error("timed out: {what}")]
+    Timeout { what: String, answered: Option<u16> },
+    /// Anything else (`answered` as above: a body that broke off or passed its limit).
+    #[error("{cause:#}")]
+    Failed {
+        cause: anyhow::Error,
+        answered: Option<u16>,
+    },
 }
 
 /// Sends `call` and returns the status and body.
@@ -116,8 +121,8 @@ fn call_with(call: &Call<'_>, max_response: Option<usize>) -> anyhow::Result<(u1
         max_response,
     };
     send_request(&request).map_err(|e| match e {
-        OutboundError::Timeout(what) => anyhow::anyhow!("the request timed out: {what}"),
-        OutboundError::Failed(e) => e,
+        OutboundError::Timeout { what, .. } => anyhow::anyhow!("the request timed out: {what}"),
+        OutboundError::Failed { cause, .. } => cause,
     })
 }
 
@@ -157,14 +162,26 @@ fn denied_hint(e: &ErrorCode) -> &'static str {
 #[error("{0}")]
 struct TimedOut(String);
 
+/// The status of an answer whose body then failed (the context of [`exchange`]'s error):
+/// the target answered, and may have acted.
+#[derive(Debug, thiserror::Error)]
+#[error("the target answered {0}, then its body failed")]
+struct Answered(u16);
+
 /// Sends `req` and returns the status and body.
 ///
 /// # Errors
 /// See [`OutboundError`]. Errors never contain the bearer token or the request body.
 pub fn send_request(call: &Request<'_>) -> Result<(u16, Vec<u8>), OutboundError> {
-    exchange(call).map_err(|e| match e.downcast::<TimedOut>() {
-        Ok(TimedOut(what)) => OutboundError::Timeout(what),
-        Err(e) => OutboundError::Failed(e),
+    exchange(call).map_err(|e| {
+        let answered = e.downcast_ref::<Answered>().map(|a| a.0);
+        match e.downcast_ref::<TimedOut>() {
+            Some(TimedOut(what)) => OutboundError::Timeout {
+                what: what.clone(),
+                answered,
+            },
+            None => OutboundError::Failed { cause: e, answered },
+        }
     })
 }
 
@@ -284,7 +301,7 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
         // Only the status matters: the body was read so that the connection can serve
         // another call, and nothing about it fails the call.
         (Err(_ignored), None) => Ok((status, Vec::new())),
-        (Err(e), Some(_)) => Err(e),
+        (Err(e), Some(_)) => Err(e.context(Answered(status))),
     }
 }
 

@@ -73,8 +73,8 @@ impl RestClient {
             max_response: Some(MAX_RESPONSE),
         };
         let (status, answer) = outbound::send_request(&request).map_err(|e| match e {
-            OutboundError::Timeout(what) => anyhow::Error::new(RestTimeout(what)),
-            OutboundError::Failed(e) => e.context("Redis REST request failed"),
+            OutboundError::Timeout { what, .. } => anyhow::Error::new(RestTimeout(what)),
+            OutboundError::Failed { cause, .. } => cause.context("Redis REST request failed"),
         })?;
         decode(status, &answer)
     }

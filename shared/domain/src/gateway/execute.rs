@@ -414,8 +414,13 @@ fn dispatch<G, B: Backend, S: SessionStore>(
             )),
             ..Outcome::refused(Refusal::BackendUnavailable)
         },
-        BackendReply::Timeout => Outcome::refused(Refusal::BackendTimeout),
-        BackendReply::Unavailable(cause) => Outcome {
+        BackendReply::Timeout { status, cause } => Outcome {
+            backend_status: status.unwrap_or(0),
+            cause: Some(cause),
+            ..Outcome::refused(Refusal::BackendTimeout)
+        },
+        BackendReply::Unavailable { status, cause } => Outcome {
+            backend_status: status.unwrap_or(0),
             cause: Some(cause),
             ..Outcome::refused(Refusal::BackendUnavailable)
         },

@@ -165,10 +165,19 @@ pub struct BackendRequest<'a> {
 pub enum BackendReply {
     /// The backend answered (any status).
     Answered { status: u16, body: Vec<u8> },
-    /// No first byte within the timeout.
-    Timeout,
-    /// Refused, unreachable, or broke off; the cause is for the log.
-    Unavailable(anyhow::Error),
+    /// No connection or first byte within the timeouts, or a body that took too long
+    /// after the headers (`status`: theirs, when they had come: the backend may have
+    /// acted); the cause is for the log.
+    Timeout {
+        status: Option<u16>,
+        cause: anyhow::Error,
+    },
+    /// Refused, unreachable, or broke off (`status` as above, when the headers had come
+    /// and the body then broke off or passed its limit); the cause is for the log.
+    Unavailable {
+        status: Option<u16>,
+        cause: anyhow::Error,
+    },
 }
 
 /// The team's backend.

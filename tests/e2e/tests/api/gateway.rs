@@ -936,6 +936,17 @@ async fn backend_failures_are_signed_and_say_what_happened() {
         500
     );
 
+    // Review finding: a 2xx whose body passed 1 MiB lost its status (0), though the
+    // backend had answered, and may have acted.
+    app.backend.answer_with(200, &vec![b'x'; 1024 * 1024 + 1]);
+    let p = device.command("echo", b"x");
+    let response = app.execute(&p.command).await;
+    assert_signed_refusal(&response, &p, &jwks, 502, "backend_unavailable");
+    assert_eq!(
+        verified(&response, &p, &jwks).0.envelope.backend_status,
+        200
+    );
+
     app.backend.answer_with(200, b"late");
     app.backend.delay(Duration::from_millis(1_500));
     let p = device.command("echo", b"x");
@@ -984,6 +995,11 @@ async fn a_backend_whose_body_stalls_or_drips_is_backend_timeout() {
         let response = app.execute(&p.command).await;
         let took = started.elapsed();
         assert_signed_refusal(&response, &p, &jwks, 504, "backend_timeout");
+        assert_eq!(
+            verified(&response, &p, &jwks).0.envelope.backend_status,
+            200,
+            "the headers came: their status is kept (the backend may have acted)"
+        );
         assert!(
             took < Duration::from_millis(timeout_ms + 1000),
             "the body's deadline is {timeout_ms} ms after the headers; the call took {took:?} \
