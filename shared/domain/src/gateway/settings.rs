@@ -31,6 +31,12 @@ pub enum GatewaySettingsError {
     SameKeyId(String),
     #[error("backend_routes entry {entry:?}: {why}")]
     Route { entry: String, why: String },
+    /// Never quotes the value: it may hold credentials.
+    #[error(
+        "backend_url must be http(s)://host[:port][/path], without credentials, query or \
+         fragment: {0}"
+    )]
+    BackendUrl(&'static str),
     #[error(transparent)]
     Number(#[from] SettingsError),
     #[error(transparent)]
@@ -160,6 +166,37 @@ impl BackendRoutes {
     pub fn route(&self, message_type: &MessageType) -> Option<&BackendRoute> {
         self.0.get(message_type.as_str())
     }
+}
+
+/// `backend_url` checked, without surrounding blanks or a trailing `/`: a command's route
+/// path is appended to it, so a query or fragment would swallow the path, and credentials
+/// would travel in the Host header (the target's token comes from `backend_token`). Made
+/// here, a bad value is a 503 before Redis is touched, not a signed refusal of every
+/// command after its budgets were spent.
+///
+/// # Errors
+/// [`GatewaySettingsError::BackendUrl`], saying what is wrong without quoting the value.
+fn backend_url(raw: &str) -> Result<String, GatewaySettingsError> {
+    let url = raw.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or(GatewaySettingsError::BackendUrl("not http:// or https://"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let bad = |why| Err(GatewaySettingsError::BackendUrl(why));
+    if authority.is_empty() {
+        return bad("no host");
+    }
+    if authority.contains('@') {
+        return bad("it holds credentials (`user:password@`): give backend_token instead");
+    }
+    if rest.contains(['?', '#']) {
+        return bad("it has a query or fragment");
+    }
+    if rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return bad("it has a blank or control character");
+    }
+    Ok(url.to_string())
 }
 
 /// The team's backend.
@@ -379,7 +416,7 @@ impl GatewaySettings {
         let backend = match get("backend_url") {
             None => None,
             Some(url) => Some(BackendTarget {
-                url: url.trim().trim_end_matches('/').to_string(),
+                url: backend_url(&url)?,
                 token: get("backend_token"),
                 connect_timeout_ms: number(&get, "backend_connect_timeout_ms", 1, 60_000)?
                     .unwrap_or(2_000),

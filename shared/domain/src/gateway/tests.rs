@@ -511,6 +511,43 @@ fn no_signing_key_or_no_backend_is_not_configured() {
 }
 
 #[test]
+fn a_bad_backend_url_is_a_settings_error_that_never_quotes_it() {
+    let with_url = |url: &str| {
+        GatewaySettings::from_settings(|name| match name {
+            "gateway_signing_key" => Some(STANDARD.encode([7u8; 32])),
+            "backend_url" => Some(url.to_string()),
+            _ => None,
+        })
+    };
+    for good in [
+        "http://example-backend.spin.internal",
+        "https://api.example.com/v1/",
+        " https://[::1]:8443 ",
+    ] {
+        let settings = with_url(good).expect(good);
+        let url = settings.backend.expect("a backend").url;
+        assert!(!url.ends_with('/') && !url.starts_with(' '), "{url:?}");
+    }
+    for bad in [
+        "ftp://backend.test",
+        "backend.test",
+        "http://",
+        "http:///path",
+        "https://ops:s3cret@backend.test",
+        "https://backend.test/v1?tenant=s3cret",
+        "https://backend.test/#s3cret",
+        "https://backend.test/a b",
+    ] {
+        let err = with_url(bad).expect_err(bad).to_string();
+        assert!(err.starts_with("backend_url must be"), "{bad}: {err}");
+        assert!(
+            !err.contains("s3cret") && !err.contains("backend.test"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
 fn the_backend_table_names_its_bad_entry() {
     use crate::gateway::settings::BackendRoutes;
     assert!(BackendRoutes::parse("echo=POST /echo, a.b=GET /x/y").is_ok());

@@ -1037,14 +1037,25 @@ async fn an_unreachable_backend_is_backend_unavailable() {
 }
 
 #[tokio::test]
-async fn a_backend_url_holding_credentials_is_not_called_and_never_logged() {
+async fn a_backend_url_holding_credentials_is_a_503_before_redis_and_never_logged() {
     // Review finding: a failed call logged the whole URL, credentials and all.
+    // Review finding (signed-command review, stop 37): a bad backend_url was found only
+    // when a command was sent, after its request id and budgets were spent: every command
+    // got a signed 502 "retry later".
     let (_held, host) = closed_port();
-    let app = echo_without_a_backend(
-        &format!("http://ops:s3cret-pass@{host}/base"),
-        &format!("http://{host}"),
-    )
-    .await;
+    let app = Spawn::default()
+        .variable(
+            "backend_url",
+            &format!("http://ops:s3cret-pass@{host}/base"),
+        )
+        .variable("backend_allowed_host", &format!("http://{host}"))
+        .spawn()
+        .await;
+    let device = app.device("ada@example.com", 1).await;
+    let before = app.snapshot();
+    let response = app.execute(&device.command("echo", b"x").command).await;
+    assert_eq!(response.error(), (503, "service_unavailable".to_string()));
+    assert_eq!(app.snapshot(), before, "nothing reserved or spent");
     let logs = app.logs_with("holds credentials").await;
     assert!(
         logs.iter().any(|l| l.contains("holds credentials")),
