@@ -86,11 +86,23 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
         let redis = SpinRedis::connect().map_err(|e| fail(e.into()))?;
         let gate = RedisCommandGate::new(&redis);
         let claim = push.claim();
-        let admission =
-            admit(&gate, &settings, &client, &command, Some(claim)).map_err(|e| match e {
-                CommandError::Unexpected(cause) => unavailable(cause),
-                other => fail(other),
-            })?;
+        let admission = match admit(&gate, &settings, &client, &command, Some(claim)) {
+            Ok(admission) => admission,
+            Err(CommandError::Unexpected(cause)) => {
+                // The session step may have run and claimed the stream's place, its answer
+                // lost (a REST timeout, a connection reset): give the place back. Safe: the
+                // request id is reserved, so no other stream holds it, and releasing a
+                // place not held changes nothing.
+                drop(gate);
+                let released =
+                    RedisPushStore::new(redis).release(&command.session, &command.request_id);
+                if let Err(e) = released {
+                    log_cause("subscribe-events: releasing the stream's place", &e);
+                }
+                return Err(unavailable(cause));
+            }
+            Err(other) => return Err(fail(other)),
+        };
         let user_id = match admission {
             Admission::Refused { now_ms, refusal } => {
                 // The gate counted its refusal.

@@ -1144,6 +1144,41 @@ async fn push_metrics_count_open_streams_while_they_are_open_and_events_by_targe
 }
 
 #[tokio::test]
+async fn a_subscribe_whose_admission_answer_is_lost_gives_its_place_back() {
+    // Review finding (push review, stop 37): the session step had run and claimed the
+    // stream's place, but its answer came too late; the 503 left the place taken until
+    // the maximum duration had passed, so three such retries locked the session out.
+    let (app, device, _user) = app_with(
+        Spawn::default()
+            .rest_transport()
+            .variable("push_heartbeat_seconds", "1"),
+    )
+    .await;
+    // A first stream, so that Redis knows the session step's script; it ends when a
+    // heartbeat finds it gone, and its place is free.
+    let mut first = open(&app, &device, None).await;
+    hello(&mut first).await;
+    drop(first);
+    assert!(
+        claims_become(&app, &device, 0).await,
+        "{:?}",
+        claims(&app, &device)
+    );
+    // The next session step runs, and its answer comes after the gateway's 5 s.
+    app.rest
+        .as_ref()
+        .expect("the app talks to the REST server")
+        .answer_late(":streams", Duration::from_secs(6), 1);
+    let refused = app.subscribe(&device, None).await.expect_err("a 503");
+    assert_eq!(refused.error(), (503, "service_unavailable".into()));
+    assert!(
+        claims_become(&app, &device, 0).await,
+        "{:?}",
+        claims(&app, &device)
+    );
+}
+
+#[tokio::test]
 async fn a_stream_whose_gauge_entry_answers_too_late_is_counted_once_and_leaves_the_gauge() {
     // Review finding: over REST, a gauge entry whose answer was lost to the timeout had
     // still run; its counts were written again after the stream, and the stream stayed
