@@ -320,10 +320,14 @@ fn stream(
     let mut last_sent = clock.elapsed_ms();
     let mut at = start;
     loop {
+        let sent_before = stream.next_sequence;
         if let Some(end) = stream.deliver(&read, at, clock, settings.max_duration_ms)? {
             return Ok(end);
         }
-        if !read.events.is_empty() || read.gap {
+        // Only what was written counts: events passed over (another device's, or another
+        // user's on an address that changed hands) keep no proxy's idle timer alive, and
+        // a client that vanished is found only by a write.
+        if stream.next_sequence != sent_before {
             last_sent = clock.elapsed_ms();
         }
         // When the session's life ends, unless it is used again (its next read records

@@ -361,6 +361,38 @@ fn every_event_a_stream_sends_carries_the_next_number_so_a_dropped_one_leaves_a_
 }
 
 #[test]
+fn events_passed_over_do_not_hold_back_heartbeats() {
+    // Review finding (push review, stop 37): any event read, even one for another device
+    // that was passed over, counted as traffic; with such events more often than the
+    // heartbeat, the stream wrote nothing until its maximum duration.
+    let reads = (1..=40)
+        .map(|i| {
+            let at = format!("{i}-0");
+            read(&at, ACTIVE, vec![stored(&at, Some(OTHER))])
+        })
+        .collect::<Vec<_>>();
+    let mut all = vec![read("0-0", ACTIVE, vec![])];
+    all.extend(reads);
+    let s = script(all, vec![Wake::Changed; 40]);
+    let settings = PushSettings {
+        max_duration_ms: 150,
+        heartbeat_ms: 20,
+        ..PushSettings::default()
+    };
+    let (end, seen) = go(&s, None, settings);
+    assert_eq!(end, StreamEnd::Ended(EndReason::MaxDuration));
+    let kinds = types(&seen);
+    assert!(
+        kinds.iter().filter(|t| *t == "heartbeat").count() >= 5,
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.contains(&"note".to_string()),
+        "nothing for another device"
+    );
+}
+
+#[test]
 fn an_idle_stream_sends_heartbeats_and_ends_at_its_maximum_duration() {
     let s = script(vec![read("0-0", ACTIVE, vec![])], vec![]);
     let settings = PushSettings {
