@@ -751,7 +751,8 @@ impl Client {
     /// at once after the stream's maximum duration (`unavailable`/`max_duration`); after
     /// a pause after a dropped connection, another `unavailable` end (the server could
     /// not keep the stream: `store_unavailable`, `server_shutdown`), an unreachable
-    /// gateway or a plain `503`, at most `max_retries` times in a row without a backend
+    /// gateway, a plain `503` or a plain `429` (the client address's budget), at most
+    /// `max_retries` times in a row without a backend
     /// event; until a terminal `failed_precondition` (revoked, expired, blocked), which it
     /// returns. A signed `rate_limited` or `too_many_streams` refusal (the session's
     /// earlier streams not yet found gone, say, after the network dropped) is waited out
@@ -893,10 +894,15 @@ impl Client {
                     }
                 }
                 // The gateway unreachable, or up without its store (a plain 503 before the
-                // stream opens, the same outage that ended the last one): pause and retry.
+                // stream opens, the same outage that ended the last one), or the client
+                // address's budget spent (a plain 429, shared with every command from
+                // that address, a carrier's NAT say; unsigned, so no more than a hint):
+                // pause and retry.
                 Err(
                     e @ (ClientError::Transport { .. }
-                    | ClientError::Api { status: 503, .. }
+                    | ClientError::Api {
+                        status: 503 | 429, ..
+                    }
                     | ClientError::Unexpected {
                         status: 502..=504, ..
                     }),

@@ -1343,6 +1343,20 @@ async fn the_client_library_rides_out_a_store_outage_when_it_subscribes() {
     followed_in(&app, &device, follower, Duration::from_secs(10)).await;
 }
 
+#[tokio::test]
+async fn the_client_library_waits_out_a_plain_rate_limit_when_it_subscribes() {
+    // Review finding (push review, stop 37): a plain 429 (the client address's budget,
+    // which every command from that address shares) ended the follower at once.
+    let (app, device, _) =
+        app_with(Spawn::default().variable("command_rate_limit_per_client", "1/3")).await;
+    let spent = app.execute(&device.command("echo", b"x").command).await;
+    assert_eq!(spent.status(), 200, "{:?}", spent.body);
+    let refused = app.execute(&device.command("echo", b"x").command).await;
+    assert_eq!(refused.error(), (429, "rate_limited".into()));
+    let follower = follow(&app, &device, app.jwks().await, 5);
+    followed_in(&app, &device, follower, Duration::from_secs(10)).await;
+}
+
 /// The follower's first event within `within`, then its end once the session is revoked.
 async fn followed_in(
     app: &TestApp,
