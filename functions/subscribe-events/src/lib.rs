@@ -93,7 +93,6 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                 // lost (a REST timeout, a connection reset): give the place back. Safe: the
                 // request id is reserved, so no other stream holds it, and releasing a
                 // place not held changes nothing.
-                drop(gate);
                 let released =
                     RedisPushStore::new(redis).release(&command.session, &command.request_id);
                 if let Err(e) = released {
