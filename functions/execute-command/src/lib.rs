@@ -78,6 +78,13 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
             count_command(command.message_type.as_str(), known, &result_code);
         }
         call.note("result_code", result_code);
+        // What the backend answered, whatever became of it: a 401 from a mismatched
+        // backend_token or a 404 from a wrong backend_routes path shows here, though the
+        // device gets it as backend_rejected.
+        let backend_status = executed.response.envelope.backend_status;
+        if backend_status != 0 {
+            call.note("backend_status", backend_status.to_string());
+        }
         let (status, retry_after) = executed
             .refusal
             .as_ref()

@@ -77,6 +77,10 @@ async fn every_request_writes_one_json_line_with_route_status_latency_and_ids() 
     assert_eq!(gateway["message_type"], "echo");
     assert_eq!(gateway["result_code"], "ok");
     assert_eq!(
+        gateway["backend_status"], "200",
+        "what the backend answered"
+    );
+    assert_eq!(
         gateway["command_request_id"],
         command.command.envelope.request_id.as_str()
     );
