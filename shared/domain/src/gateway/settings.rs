@@ -111,6 +111,10 @@ impl BackendRoutes {
     /// The first bad entry, named, and why.
     pub fn parse(raw: &str) -> Result<Self, GatewaySettingsError> {
         let mut table = HashMap::new();
+        // `none`: no routed type at all (an empty variable reads as unset, the default).
+        if raw.trim() == "none" {
+            return Ok(Self(table));
+        }
         for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let bad = |why: &str| GatewaySettingsError::Route {
                 entry: entry.to_string(),

@@ -548,6 +548,24 @@ fn a_bad_backend_url_is_a_settings_error_that_never_quotes_it() {
 }
 
 #[test]
+fn a_backend_table_of_none_routes_nothing() {
+    use crate::gateway::settings::BackendRoutes;
+    let none = BackendRoutes::parse(" none ").expect("valid");
+    let echo = crate::gateway::command::MessageType::parse("echo").expect("a type");
+    assert!(none.route(&echo).is_none());
+    assert!(
+        BackendRoutes::parse("")
+            .expect("valid")
+            .route(&echo)
+            .is_none()
+    );
+    assert!(
+        BackendRoutes::parse("none, echo=POST /echo").is_err(),
+        "none stands alone"
+    );
+}
+
+#[test]
 fn the_backend_table_names_its_bad_entry() {
     use crate::gateway::settings::BackendRoutes;
     assert!(BackendRoutes::parse("echo=POST /echo, a.b=GET /x/y").is_ok());
