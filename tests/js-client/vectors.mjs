@@ -4,7 +4,7 @@
 // them; then its `subscribe` against a fake gateway (fetch and IndexedDB stand-ins) that
 // signs a stream for the very request it gets.
 //
-//   node tests/js-client/vectors.mjs        (from the repository's root; infra/js-client)
+//   node tests/js-client/vectors.mjs        (from the repository's root; infra/test runs it)
 //
 // Exits non-zero, naming the check, when the client and the vectors disagree.
 import assert from "node:assert/strict";
@@ -223,22 +223,40 @@ async function signEvent(fields) {
   const signature = await crypto.subtle.sign("Ed25519", gatewayKey, eventBytes(envelope));
   return { envelope, payload: Buffer.from(payload).toString("base64"), signature: Buffer.from(signature).toString("base64") };
 }
-// Serves one subscribe: `script(request_sha256)` gives the SSE text in pieces; with
-// `hold`, the body then stays open (until the client gives up).
+// Serves one subscribe: `script(request_sha256, session)` gives the SSE text in pieces;
+// with `hold`, the body then stays open (until the client gives up). `refuse`: a plain
+// 429, or with `signed`, a signed 429 too_many_streams.
 let lastRequest = null;
-function gateway(script, { status = 200, hold = false } = {}) {
+let lastSignal = null;
+function gateway(script, { hold = false, refuse = null } = {}) {
   globalThis.fetch = async (url, init) => {
     assert.equal(url, `${js.BASE}/api/v1/gateway/subscribe-events`);
     const command = JSON.parse(init.body);
     lastRequest = command;
-    if (status !== 200)
-      return new Response(JSON.stringify({ error: { code: "rate_limited", message: "slow down" } }),
-        { status, headers: { "content-type": "application/json", "retry-after": "3" } });
+    lastSignal = init.signal;
     const e = command.envelope;
     const bytes = js.canonical("edge-auth/command/v1", [e.protocol_version, e.device_session_id,
       e.client_public_key, e.message_type, e.request_id, e.timestamp_ms, e.payload_sha256]);
-    const signed = new Uint8Array([...bytes, ...fromB64(command.signature)]);
-    const pieces = await script(await sha256(signed), e.device_session_id);
+    const requestSha256 = await sha256(new Uint8Array([...bytes, ...fromB64(command.signature)]));
+    const headers = { "content-type": "application/json", "retry-after": "3" };
+    if (refuse === "plain")
+      return new Response(JSON.stringify({ error: { code: "rate_limited", message: "slow down" } }),
+        { status: 429, headers });
+    if (refuse === "signed") {
+      const payload = enc.encode(JSON.stringify({ error: { code: "too_many_streams", message: "full", retry_after_ms: 3000 } }));
+      const envelope = {
+        protocol_version: 1, request_id: e.request_id, device_session_id: e.device_session_id,
+        timestamp_ms: 1795000200000, status: "error", result_code: "too_many_streams", backend_status: 0,
+        payload_sha256: await sha256(payload), request_sha256: requestSha256, key_id: vectors.gateway_jwks.keys[0].kid,
+      };
+      const signed = js.canonical("edge-auth/response/v1", [envelope.protocol_version, envelope.request_id,
+        envelope.device_session_id, envelope.timestamp_ms, envelope.status, envelope.result_code,
+        envelope.backend_status, envelope.payload_sha256, envelope.request_sha256, envelope.key_id]);
+      const signature = await crypto.subtle.sign("Ed25519", gatewayKey, signed);
+      return new Response(JSON.stringify({ envelope, payload: Buffer.from(payload).toString("base64"),
+        signature: Buffer.from(signature).toString("base64") }), { status: 429, headers });
+    }
+    const pieces = await script(requestSha256, e.device_session_id);
     const body = new ReadableStream({
       start(controller) {
         init.signal.addEventListener("abort", () =>
@@ -271,12 +289,14 @@ await check("subscribe: follows a stream to its end, in order, across split fram
   assert.equal(lastRequest.envelope.message_type, "gateway.subscribe");
   assert.equal(Buffer.from(lastRequest.payload, "base64").toString(), '{"last_event_id":"1795000100100-3"}');
 });
-await check("subscribe: a replayed event, or one of another stream, ends it with an error", async () => {
+await check("subscribe: a replayed event, or one of another stream, ends it with an error and closes it", async () => {
   gateway(async (sha, session) => {
     const shipped = await signEvent({ type: "order.shipped", sequence: 1, position: "1795000200100-0", session, request_sha256: sha, payload: {} });
     return [frame(await opening(sha, session)), frame(shipped), frame(shipped)];
-  });
-  await assert.rejects(js.subscribe(subscriber, null, () => {}), /number came before/);
+  }, { hold: true });
+  await assert.rejects(js.subscribe(subscriber, null, () => {}),
+    (e) => /number came before/.test(e.message) && e.position === "1795000200100-0");
+  assert.equal(lastSignal.aborted, true, "the connection is closed, so the stream frees its place");
   gateway(async (sha, session) => [frame(await opening("0".repeat(64), session))]);
   await assert.rejects(js.subscribe(subscriber, null, () => {}), /another stream/);
 });
@@ -288,9 +308,38 @@ await check("subscribe: a stream held open past its announced end is taken as dr
   const waited = Date.now() - started;
   assert.ok(waited >= 5000 && waited < 10000, `gave up after ${waited} ms`);
 });
-await check("subscribe: a refusal is thrown with its code and Retry-After", async () => {
-  gateway(async () => [], { status: 429 });
+await check("subscribe: a refusal is thrown with its code and Retry-After, a signed one verified", async () => {
+  gateway(async () => [], { refuse: "plain" });
   await assert.rejects(js.subscribe(subscriber, null, () => {}), (e) => e.message === "rate_limited" && e.retryAfter === "3");
+  gateway(async () => [], { refuse: "signed" });
+  await assert.rejects(js.subscribe(subscriber, null, () => {}), (e) => e.message === "too_many_streams" && e.retryAfter === "3");
+});
+await check("subscribe: an onEvent that throws leaves the position at the last event it took", async () => {
+  gateway(async (sha, session) => [frame(await opening(sha, session)),
+    frame(await signEvent({ type: "order.shipped", sequence: 1, position: "1795000200100-0", session, request_sha256: sha, payload: {} }))]);
+  await assert.rejects(js.subscribe(subscriber, "1795000100100-3", (e) => {
+    if (e.event_type === "order.shipped") throw new Error("the app failed");
+  }), (e) => e.message === "the app failed" && e.position === "1795000200000-0");
+});
+await check("subscribe: lines ending in \\r\\n or \\r, split anywhere, are read", async () => {
+  gateway(async (sha, session) => {
+    const text = (frame(await opening(sha, session)) + ": heartbeat\n\n" +
+      frame(await signEvent({ type: "gateway.stream_end", sequence: 1, position: "1795000200000-0", session, request_sha256: sha,
+        payload: { code: "unavailable", reason: "max_duration", message: "" } })));
+    const crlf = text.replace(/\n/g, "\r\n");
+    const cr = text.replace(/\n/g, "\r");
+    // One character at a time: a cut between \r and \n, and a lone \r last in a piece.
+    return [...crlf.slice(0, crlf.length / 2 | 0), cr.slice(0, 0), ...crlf.slice(crlf.length / 2 | 0)];
+  });
+  const seen = [];
+  assert.equal(await js.subscribe(subscriber, null, (e) => seen.push(e.event_type)), "1795000200000-0");
+  assert.deepEqual(seen, ["gateway.server_time", "gateway.stream_end"]);
+  gateway(async (sha, session) => [(frame(await opening(sha, session)) +
+    frame(await signEvent({ type: "gateway.stream_end", sequence: 1, position: "1795000200000-0", session, request_sha256: sha,
+      payload: { code: "unavailable", reason: "max_duration", message: "" } }))).replace(/\n/g, "\r")]);
+  const bare = [];
+  await js.subscribe(subscriber, null, (e) => bare.push(e.event_type));
+  assert.deepEqual(bare, ["gateway.server_time", "gateway.stream_end"], "bare \\r line ends");
 });
 
 console.log(`js client: ${checks} checks against shared/protocol/test-vectors.json passed (node ${process.version})`);
