@@ -182,15 +182,16 @@ impl BackendRoutes {
 /// [`GatewaySettingsError::BackendUrl`], saying what is wrong without quoting the value.
 fn backend_url(raw: &str) -> Result<String, GatewaySettingsError> {
     let url = raw.trim().trim_end_matches('/');
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or(GatewaySettingsError::BackendUrl("not http:// or https://"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
     let bad = |why| Err(GatewaySettingsError::BackendUrl(why));
-    if authority.is_empty() {
-        return bad("no host");
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return bad("not http:// or https://");
+    };
+    // The scheme in any case, as URLs have it; written out in lower case.
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return bad("not http:// or https://");
     }
+    let authority = rest.split('/').next().unwrap_or_default();
     if authority.contains('@') {
         return bad("it holds credentials (`user:password@`): give backend_token instead");
     }
@@ -200,7 +201,19 @@ fn backend_url(raw: &str) -> Result<String, GatewaySettingsError> {
     if rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return bad("it has a blank or control character");
     }
-    Ok(url.to_string())
+    // `host`, `host:port` or `[v6]:port`: a host, and a port of digits if any.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, _)) if !host.ends_with(']') && host.contains(':') => (authority, None),
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    if host.is_empty() || host == "[]" {
+        return bad("no host");
+    }
+    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return bad("its port is not a number");
+    }
+    Ok(format!("{scheme}://{rest}"))
 }
 
 /// The team's backend.
@@ -415,8 +428,13 @@ impl GatewaySettings {
             per_message_type: rate(&get, "command_rate_limit_per_message_type", "60/60")?,
             per_client: rate(&get, "command_rate_limit_per_client", "600/60")?,
         };
-        let routes =
-            BackendRoutes::parse(get("backend_routes").as_deref().unwrap_or(DEFAULT_ROUTES))?;
+        // Blank reads as unset: the default table (`none` routes nothing).
+        let routes = BackendRoutes::parse(
+            get("backend_routes")
+                .as_deref()
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or(DEFAULT_ROUTES),
+        )?;
         let backend = match get("backend_url") {
             None => None,
             Some(url) => Some(BackendTarget {

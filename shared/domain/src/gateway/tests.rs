@@ -523,10 +523,16 @@ fn a_bad_backend_url_is_a_settings_error_that_never_quotes_it() {
         "http://example-backend.spin.internal",
         "https://api.example.com/v1/",
         " https://[::1]:8443 ",
+        "HTTPS://api.example.com:443",
+        "http://10.0.0.7:8080/base",
     ] {
         let settings = with_url(good).expect(good);
         let url = settings.backend.expect("a backend").url;
         assert!(!url.ends_with('/') && !url.starts_with(' '), "{url:?}");
+        assert!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "{url:?}"
+        );
     }
     for bad in [
         "ftp://backend.test",
@@ -537,6 +543,10 @@ fn a_bad_backend_url_is_a_settings_error_that_never_quotes_it() {
         "https://backend.test/v1?tenant=s3cret",
         "https://backend.test/#s3cret",
         "https://backend.test/a b",
+        "http://:8080",
+        "http://backend.test:abc",
+        "http://backend.test:/x",
+        "https://[]:443",
     ] {
         let err = with_url(bad).expect_err(bad).to_string();
         assert!(err.starts_with("backend_url must be"), "{bad}: {err}");
