@@ -189,6 +189,8 @@ pub enum ClientError {
         code: String,
         message: String,
         server_time_ms: Option<u64>,
+        /// Its `Retry-After`, in milliseconds, where the client read it (a subscribe).
+        retry_after_ms: Option<u64>,
     },
     /// A signed refusal: verified, so it really is the gateway's.
     #[error("{code} ({status}): {message}")]
@@ -432,6 +434,7 @@ impl Client {
                     .unwrap_or_default()
                     .to_string(),
                 server_time_ms: value["error"]["server_time_ms"].as_u64(),
+                retry_after_ms: None,
             },
             None => ClientError::Unexpected {
                 status,
@@ -640,6 +643,11 @@ impl Client {
             .map_err(transport)?;
         let status = response.status().as_u16();
         if status != 200 {
+            let retry_after_ms = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                .map(|seconds| seconds.saturating_mul(1000));
             let (_, body) = answer_body(response, &url).await?;
             // A refusal is a signed response: verify it like a command's.
             if let Ok(signed) = serde_json::from_slice::<SignedResponse>(&body) {
@@ -664,7 +672,22 @@ impl Client {
                     payload,
                 });
             }
-            return Err(self.plain_error(status, &body));
+            return Err(match self.plain_error(status, &body) {
+                ClientError::Api {
+                    status,
+                    code,
+                    message,
+                    server_time_ms,
+                    ..
+                } => ClientError::Api {
+                    status,
+                    code,
+                    message,
+                    server_time_ms,
+                    retry_after_ms,
+                },
+                other => other,
+            });
         }
         let mut pending = String::new();
         let mut last_id = last_event_id.map(str::to_string);
@@ -751,13 +774,13 @@ impl Client {
     /// at once after the stream's maximum duration (`unavailable`/`max_duration`); after
     /// a pause after a dropped connection, another `unavailable` end (the server could
     /// not keep the stream: `store_unavailable`, `server_shutdown`), an unreachable
-    /// gateway, a plain `503` or a plain `429` (the client address's budget), at most
-    /// `max_retries` times in a row without a backend
+    /// gateway or a plain `503`, at most `max_retries` times in a row without a backend
     /// event; until a terminal `failed_precondition` (revoked, expired, blocked), which it
     /// returns. A signed `rate_limited` or `too_many_streams` refusal (the session's
     /// earlier streams not yet found gone, say, after the network dropped) is waited out
-    /// (see `refusal_wait`); refusals that come after waiting their hint in full count
-    /// against `max_retries`, and a stream that opens clears them.
+    /// (see `refusal_wait`), and so is a plain `429` (the client address's budget, by its
+    /// `Retry-After`); refusals that come after waiting their hint in full count against
+    /// `max_retries`, and a stream that opens clears them.
     ///
     /// Events are verified against `pin`'s keys. A stream or refusal signed by a key the
     /// pin does not list (the gateway rotated its key while this ran) makes it follow the
@@ -893,16 +916,31 @@ impl Client {
                         });
                     }
                 }
+                // The client address's budget spent (a plain 429, shared with every command
+                // from that address, a carrier's NAT say): waited out as a signed
+                // `rate_limited` is, by its `Retry-After` (unsigned, so a hint, but a forged
+                // one can do no more than a dropped connection).
+                Err(
+                    e @ ClientError::Api {
+                        status: 429,
+                        retry_after_ms,
+                        ..
+                    },
+                ) => {
+                    refusals += 1;
+                    counted_refusals += 1;
+                    if counted_refusals > max_retries {
+                        return Err(e);
+                    }
+                    let wait = refusal_wait("rate_limited", retry_after_ms.unwrap_or(0), refusals);
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                    continue;
+                }
                 // The gateway unreachable, or up without its store (a plain 503 before the
-                // stream opens, the same outage that ended the last one), or the client
-                // address's budget spent (a plain 429, shared with every command from
-                // that address, a carrier's NAT say; unsigned, so no more than a hint):
-                // pause and retry.
+                // stream opens, the same outage that ended the last one): pause and retry.
                 Err(
                     e @ (ClientError::Transport { .. }
-                    | ClientError::Api {
-                        status: 503 | 429, ..
-                    }
+                    | ClientError::Api { status: 503, .. }
                     | ClientError::Unexpected {
                         status: 502..=504, ..
                     }),

@@ -1347,14 +1347,17 @@ async fn the_client_library_rides_out_a_store_outage_when_it_subscribes() {
 async fn the_client_library_waits_out_a_plain_rate_limit_when_it_subscribes() {
     // Review finding (push review, stop 37): a plain 429 (the client address's budget,
     // which every command from that address shares) ended the follower at once.
+    // Review finding (second pass): it waited 0.5 s, 1 s, ... as after a 503, not the
+    // answer's Retry-After, so a budget of a longer window outlasted its retries.
     let (app, device, _) =
-        app_with(Spawn::default().variable("command_rate_limit_per_client", "1/3")).await;
+        app_with(Spawn::default().variable("command_rate_limit_per_client", "1/6")).await;
     let spent = app.execute(&device.command("echo", b"x").command).await;
     assert_eq!(spent.status(), 200, "{:?}", spent.body);
     let refused = app.execute(&device.command("echo", b"x").command).await;
     assert_eq!(refused.error(), (429, "rate_limited".into()));
-    let follower = follow(&app, &device, app.jwks().await, 5);
-    followed_in(&app, &device, follower, Duration::from_secs(10)).await;
+    // One retry: only a wait as long as the Retry-After (about 6 s) gets it in.
+    let follower = follow(&app, &device, app.jwks().await, 1);
+    followed_in(&app, &device, follower, Duration::from_secs(15)).await;
 }
 
 /// The follower's first event within `within`, then its end once the session is revoked.
