@@ -90,9 +90,12 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
             Ok(admission) => admission,
             Err(CommandError::Unexpected(cause)) => {
                 // The session step may have run and claimed the stream's place, its answer
-                // lost (a REST timeout, a connection reset): give the place back. Safe: the
-                // request id is reserved, so no other stream holds it, and releasing a
-                // place not held changes nothing.
+                // lost (a REST timeout, a connection reset): give the place back (releasing
+                // a place not held changes nothing). A copy of a live stream's subscribe
+                // that fails so would free that stream's place early: a place too many
+                // for at most that stream's life, which a lost answer otherwise costs. A
+                // request that reaches Redis only after this release still leaks its
+                // place until it lapses.
                 let released =
                     RedisPushStore::new(redis).release(&command.session, &command.request_id);
                 if let Err(e) = released {
