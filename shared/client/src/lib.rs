@@ -672,22 +672,15 @@ impl Client {
                     payload,
                 });
             }
-            return Err(match self.plain_error(status, &body) {
-                ClientError::Api {
-                    status,
-                    code,
-                    message,
-                    server_time_ms,
-                    ..
-                } => ClientError::Api {
-                    status,
-                    code,
-                    message,
-                    server_time_ms,
-                    retry_after_ms,
-                },
-                other => other,
-            });
+            let mut error = self.plain_error(status, &body);
+            if let ClientError::Api {
+                retry_after_ms: hint,
+                ..
+            } = &mut error
+            {
+                *hint = retry_after_ms;
+            }
+            return Err(error);
         }
         let mut pending = String::new();
         let mut last_id = last_event_id.map(str::to_string);
