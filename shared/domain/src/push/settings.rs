@@ -25,6 +25,10 @@ pub const CLAIM_GRACE_MS: u64 = 15_000;
 /// With the default maximum, 25 s + 4 s stays inside a 30 s request limit, so a stream
 /// ends by itself (and gives its place back) before a platform cuts it.
 pub const WRITE_GRACE_MS: u64 = 4_000;
+/// How long a stream may go on writing what one read found before it reads the session
+/// again: a slow client's batch stops there, so that a revoke or a block ends the stream
+/// within about this long (the revoke-to-terminal goal is 1 s), not after the batch.
+pub const RECHECK_AFTER_MS: u64 = 1_000;
 /// The largest payload a published event may carry (its JSON bytes).
 pub const MAX_EVENT_PAYLOAD_BYTES: usize = 16 * 1024;
 

@@ -3,9 +3,10 @@
 //! exactly one terminal `gateway.stream_end` ([`run`]).
 //!
 //! The stream waits on the slot's lifecycle and event streams together, so a revocation,
-//! a block or a new event wakes it at once; it reads the session's state only when woken
-//! or when the session's life is due to end, never on a timer of its own. A heartbeat is
-//! the only thing sent on a timeout.
+//! a block or a new event wakes it at once; it reads the session's state only when woken,
+//! when the session's life is due to end, or when a slow client has taken
+//! [`RECHECK_AFTER_MS`] over what one read found, never on a timer of its own. A heartbeat
+//! is the only thing sent on a timeout.
 //!
 //! However it ends, the stream then releases its claim on the session's open streams
 //! (one store call, after its last write).
@@ -26,7 +27,7 @@ use crate::push::ports::{
     Subscriber, Wake,
 };
 use crate::push::publish::event_id;
-use crate::push::settings::{PushSettings, WRITE_GRACE_MS};
+use crate::push::settings::{PushSettings, RECHECK_AFTER_MS, WRITE_GRACE_MS};
 use crate::random::Random;
 use crate::time::Elapsed;
 
@@ -59,6 +60,17 @@ pub enum StreamEnd {
     Ended(EndReason),
     /// A write failed: the client went away.
     ClientGone,
+}
+
+/// What [`Stream::deliver`] did with a read.
+enum Delivered {
+    /// Everything for this client was sent.
+    All,
+    /// The stream is over.
+    Ended(StreamEnd),
+    /// Writing took long enough that the session must be looked at again before the
+    /// next write: the client stands at `passed`, and the rest is read again from there.
+    Stale { passed: Position },
 }
 
 struct Stream<'a, R, O> {
@@ -157,22 +169,24 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
         })
     }
 
-    /// Sends what `read` found, the client standing at `at` (where the read began);
-    /// `Some(end)` when the stream is over. A batch can take long to write to a slow
-    /// client: once the stream's maximum duration (`max_duration_ms` on `clock`) has
-    /// come, it ends there, at the last event it passed, before the next write.
+    /// Sends what `read` found, the client standing at `at` (where the read began). A
+    /// batch can take long to write to a slow client: once the stream's maximum duration
+    /// (`max_duration_ms` on `clock`) has come, it ends there, at the last event it
+    /// passed, before the next write; and once [`RECHECK_AFTER_MS`] have gone by since
+    /// the read, it stops before the next write, so that a revoke or block ends the
+    /// stream without the rest of the batch.
     fn deliver(
         &mut self,
         read: &StreamRead,
         at: Position,
         clock: &impl Elapsed,
         max_duration_ms: u64,
-    ) -> anyhow::Result<Option<StreamEnd>> {
+    ) -> anyhow::Result<Delivered> {
         // An ended session gets nothing more, not even the events this read found: they
         // may have been published after it ended (a revoke between two reads, or while a
         // slow client held up the last batch). Its end stands where the client is.
         if let SessionState::Ended(reason) = read.state {
-            return self.end(reason, at, read.now_ms).map(Some);
+            return self.end(reason, at, read.now_ms).map(Delivered::Ended);
         }
         if read.gap {
             let payload = json!({
@@ -183,7 +197,7 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
                 .gateway(RESYNC_REQUIRED, read.cursor, read.now_ms, &payload)?
                 .is_err()
             {
-                return Ok(Some(StreamEnd::ClientGone));
+                return Ok(Delivered::Ended(StreamEnd::ClientGone));
             }
         }
         // Where the client stands: the last event sent or passed over (one not for it).
@@ -192,7 +206,9 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
             let now = clock.elapsed_ms();
             if now >= max_duration_ms {
                 let at_ms = self.now_ms(now);
-                return self.end(EndReason::MaxDuration, passed, at_ms).map(Some);
+                return self
+                    .end(EndReason::MaxDuration, passed, at_ms)
+                    .map(Delivered::Ended);
             }
             // Another device's event, or one for another user: an address can change
             // hands in an external directory while the previous user's sessions in its
@@ -204,13 +220,18 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
                 passed = stored.position;
                 continue;
             }
+            // The clock of the last read is paired with the moment it came back, so the
+            // first write after a read always goes out: a slow client still progresses.
+            if now.saturating_sub(self.clock_at_read.1) >= RECHECK_AFTER_MS {
+                return Ok(Delivered::Stale { passed });
+            }
             let signed = self.sign(stored);
             if self.out.event(stored.position, &signed).is_err() {
-                return Ok(Some(StreamEnd::ClientGone));
+                return Ok(Delivered::Ended(StreamEnd::ClientGone));
             }
             passed = stored.position;
         }
-        Ok(None)
+        Ok(Delivered::All)
     }
 }
 
@@ -321,54 +342,60 @@ fn stream(
     let mut at = start;
     loop {
         let sent_before = stream.next_sequence;
-        if let Some(end) = stream.deliver(&read, at, clock, settings.max_duration_ms)? {
-            return Ok(end);
-        }
+        let delivered = stream.deliver(&read, at, clock, settings.max_duration_ms)?;
         // Only what was written counts: events passed over (another device's, or another
         // user's on an address that changed hands) keep no proxy's idle timer alive, and
         // a client that vanished is found only by a write.
         if stream.next_sequence != sent_before {
             last_sent = clock.elapsed_ms();
         }
-        // When the session's life ends, unless it is used again (its next read records
-        // the expiry).
-        let ends_in = match read.state {
-            SessionState::Active {
-                ends_at_ms: Some(at),
-            } => Some(stream.clock_at_read.1 + at.saturating_sub(read.now_ms)),
-            _ => None,
+        at = match delivered {
+            Delivered::Ended(end) => return Ok(end),
+            // Read again at once: the session's state, and the events not yet sent.
+            Delivered::Stale { passed } => passed,
+            Delivered::All => {
+                // When the session's life ends, unless it is used again (its next read
+                // records the expiry).
+                let ends_in = match read.state {
+                    SessionState::Active {
+                        ends_at_ms: Some(at),
+                    } => Some(stream.clock_at_read.1 + at.saturating_sub(read.now_ms)),
+                    _ => None,
+                };
+                loop {
+                    let now = clock.elapsed_ms();
+                    if now >= settings.max_duration_ms {
+                        let at_ms = stream.now_ms(now);
+                        return stream.end(EndReason::MaxDuration, read.cursor, at_ms);
+                    }
+                    if ends_in.is_some_and(|t| now >= t) {
+                        break;
+                    }
+                    if now.saturating_sub(last_sent) >= settings.heartbeat_ms {
+                        if stream.out.heartbeat().is_err() {
+                            return Ok(StreamEnd::ClientGone);
+                        }
+                        last_sent = now;
+                    }
+                    let mut timeout = (last_sent + settings.heartbeat_ms)
+                        .saturating_sub(now)
+                        .min(settings.max_duration_ms - now);
+                    if let Some(t) = ends_in {
+                        timeout = timeout.min(t.saturating_sub(now));
+                    }
+                    match store.wait(sub.session, read.lifecycle, read.cursor, timeout.max(1)) {
+                        Ok(Wake::Changed) => break,
+                        Ok(Wake::TimedOut) => {}
+                        Ok(Wake::ShuttingDown) => {
+                            let at = stream.now_ms(clock.elapsed_ms());
+                            return stream.end(EndReason::ServerShutdown, read.cursor, at);
+                        }
+                        Err(e) => return fail(&mut stream, read.cursor, clock, e),
+                    }
+                }
+                read.cursor
+            }
         };
-        loop {
-            let now = clock.elapsed_ms();
-            if now >= settings.max_duration_ms {
-                return stream.end(EndReason::MaxDuration, read.cursor, stream.now_ms(now));
-            }
-            if ends_in.is_some_and(|t| now >= t) {
-                break;
-            }
-            if now.saturating_sub(last_sent) >= settings.heartbeat_ms {
-                if stream.out.heartbeat().is_err() {
-                    return Ok(StreamEnd::ClientGone);
-                }
-                last_sent = now;
-            }
-            let mut timeout = (last_sent + settings.heartbeat_ms)
-                .saturating_sub(now)
-                .min(settings.max_duration_ms - now);
-            if let Some(t) = ends_in {
-                timeout = timeout.min(t.saturating_sub(now));
-            }
-            match store.wait(sub.session, read.lifecycle, read.cursor, timeout.max(1)) {
-                Ok(Wake::Changed) => break,
-                Ok(Wake::TimedOut) => {}
-                Ok(Wake::ShuttingDown) => {
-                    let at = stream.now_ms(clock.elapsed_ms());
-                    return stream.end(EndReason::ServerShutdown, read.cursor, at);
-                }
-                Err(e) => return fail(&mut stream, read.cursor, clock, e),
-            }
-        }
-        at = read.cursor;
         read = match store.read(
             sub.session,
             ReadFrom::After(at),

@@ -447,16 +447,20 @@ impl Subscriber for Slow<'_> {
 fn a_batch_too_slow_to_write_ends_at_the_maximum_duration_where_the_client_stands() {
     // Review finding: a batch was written whole, however long a slow client took, so a
     // stream could run past a platform's request limit and be cut without its end.
+    // Each write outlasts the recheck interval, so every event after the first of a read
+    // is read again (with the session's state) before it is written.
+    let events = |from: usize| -> Vec<StoredEvent> {
+        ["2-0", "3-0", "4-0"][from..]
+            .iter()
+            .map(|p| stored(p, None))
+            .collect()
+    };
     let s = script(
-        vec![read(
-            "4-0",
-            ACTIVE,
-            vec![
-                stored("2-0", None),
-                stored("3-0", None),
-                stored("4-0", None),
-            ],
-        )],
+        vec![
+            read("4-0", ACTIVE, events(0)),
+            read("4-0", ACTIVE, events(0)),
+            read("4-0", ACTIVE, events(1)),
+        ],
         vec![],
     );
     let settings = PushSettings {
@@ -498,6 +502,68 @@ fn a_batch_too_slow_to_write_ends_at_the_maximum_duration_where_the_client_stand
         ]
     );
     assert_eq!(s.waits.get(), 0, "it ended without waiting");
+    assert_eq!(
+        s.read_ages.borrow().len(),
+        3,
+        "read again after each slow write"
+    );
+}
+
+#[test]
+fn a_revoke_while_a_slow_client_takes_its_batch_ends_the_stream_within_a_second() {
+    // Review finding (stop 37): a batch read before a revoke went on to a slow client for
+    // as long as it took to write, up to the stream's maximum duration.
+    let s = script(
+        vec![
+            read(
+                "6-0",
+                ACTIVE,
+                ["2-0", "3-0", "4-0", "5-0", "6-0"]
+                    .iter()
+                    .map(|p| stored(p, None))
+                    .collect(),
+            ),
+            read(
+                "6-0",
+                SessionState::Ended(EndReason::SessionRevoked),
+                vec![stored("3-0", None)],
+            ),
+        ],
+        vec![],
+    );
+    let mut slow = Slow {
+        script: &s,
+        per_write_ms: 600,
+        seen: Seen::default(),
+    };
+    let ran = run_to(&s, Some(pos("1-0")), PushSettings::default(), &mut slow);
+    assert_eq!(
+        ran.ended.expect("the stream runs"),
+        StreamEnd::Ended(EndReason::SessionRevoked)
+    );
+    // The hello and one event take 1.2 s: the session is read again before the next
+    // event, found revoked, and the stream ends where the client stands.
+    let sent: Vec<(String, Option<Position>)> = slow
+        .seen
+        .items
+        .iter()
+        .map(|(p, e)| {
+            (
+                e.as_ref()
+                    .map_or("heartbeat".into(), |e| e.envelope.event_type.clone()),
+                *p,
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("gateway.server_time".to_string(), Some(pos("1-0"))),
+            ("note".to_string(), Some(pos("2-0"))),
+            ("gateway.stream_end".to_string(), Some(pos("2-0"))),
+        ]
+    );
+    assert!(s.reads.borrow().is_empty(), "the second read was made");
 }
 
 #[test]
