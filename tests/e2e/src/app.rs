@@ -104,6 +104,17 @@ impl Spawn {
         }
     }
 
+    /// Serves `spin.toml` with one more private component, `slow-backend`: the probe
+    /// fixture, whose `/sleep/<ms>/...` answers after `ms` milliseconds without reading
+    /// the request body. A backend of the app's own, called by service chaining
+    /// (`http://slow-backend.spin.internal`), that keeps its caller waiting.
+    ///
+    /// # Panics
+    /// When the manifest cannot be read or written.
+    pub fn with_slow_chained_backend() -> Self {
+        Self::manifest(&manifest_with_slow_backend())
+    }
+
     /// Sets a variable through the environment (`SPIN_VARIABLE_<NAME>`).
     #[must_use]
     pub fn variable(mut self, name: &str, value: &str) -> Self {
@@ -408,6 +419,40 @@ pub enum Transport {
     Resp,
     /// The Upstash REST protocol, `redis_rest_url` (push streams still wait on RESP).
     Rest,
+}
+
+/// Writes `target/e2e/spin-with-slow-backend.toml` (see
+/// [`Spawn::with_slow_chained_backend`]) and returns its path relative to the workspace
+/// root. Component paths are relative to the manifest, so they are rewritten for its
+/// folder; each test writes it whole (the same bytes) and renames it into place.
+fn manifest_with_slow_backend() -> String {
+    const RELATIVE: &str = "target/e2e/spin-with-slow-backend.toml";
+    let root = workspace_root();
+    let product = std::fs::read_to_string(root.join("spin.toml")).expect("reading spin.toml");
+    let rewritten = product.replace("source = \"target/", "source = \"../../target/");
+    assert_ne!(
+        rewritten, product,
+        "spin.toml's component paths changed shape"
+    );
+    let manifest = format!(
+        "{rewritten}\n\
+         # Added by the e2e harness: a backend that keeps its caller waiting.\n\
+         [[trigger.http]]\n\
+         route = {{ private = true }}\n\
+         component = \"slow-backend\"\n\n\
+         [component.slow-backend]\n\
+         source = \"../../target/wasm32-wasip2/release/probe.wasm\"\n"
+    );
+    let path = root.join(RELATIVE);
+    std::fs::create_dir_all(path.parent().expect("a folder")).expect("creating target/e2e");
+    let unique = path.with_extension(format!(
+        "{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&unique, manifest).expect("writing the manifest");
+    std::fs::rename(&unique, &path).expect("moving the manifest into place");
+    RELATIVE.to_string()
 }
 
 /// What a runtime is started with beyond manifest and environment.
