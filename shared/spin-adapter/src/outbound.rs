@@ -1,4 +1,9 @@
 //! Outgoing HTTP with timeouts, over `wasi:http` (spin-sdk's `send` has no timeouts).
+//!
+//! The runtime applies the connect, first-byte and between-bytes timeouts of a call over
+//! the network. A call by service chaining (`*.spin.internal`) gets none from Spin, so
+//! the guest keeps its own deadline too: the wait for room in the request body and for
+//! the response headers ends there, and so does the body after the headers.
 
 use std::time::{Duration, Instant};
 
@@ -6,6 +11,8 @@ use anyhow::{Context, bail};
 use spin_sdk::http::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, RequestOptions};
+use wasi::clocks::monotonic_clock;
+use wasi::io::poll::Pollable;
 
 /// The largest response body read by [`send`] (larger bodies are an error).
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -34,7 +41,9 @@ pub struct Request<'a> {
     pub body: Option<(&'a str, &'a [u8])>,
     pub connect_timeout: Duration,
     /// First byte of the response; also the between-bytes timeout, and how long the whole
-    /// body may take after the headers.
+    /// body may take after the headers. For a target called by service chaining, it also
+    /// bounds the whole wait for the headers, request body included (network targets:
+    /// connect plus first byte).
     pub first_byte_timeout: Duration,
     /// The largest response body read; `None`: only the status matters (the body is
     /// read, up to 64 KiB, so that the connection can be reused, and its size, pace or
@@ -130,17 +139,47 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Waits until `ready` is ready, or the monotonic clock reaches `deadline`.
+/// Returns `false` when the deadline came first.
+fn wait_until(ready: &Pollable, deadline: u64) -> bool {
+    if ready.ready() {
+        return true;
+    }
+    let timer = monotonic_clock::subscribe_instant(deadline);
+    wasi::io::poll::poll(&[ready, &timer]).contains(&0)
+}
+
 /// Writes `body` to the request's body stream (dropped before the body is finished, as
-/// wasi:http requires).
-fn write_body(outgoing: &OutgoingBody, body: &[u8]) -> anyhow::Result<()> {
+/// wasi:http requires), waiting for room no later than `deadline`: a target that reads
+/// nothing (a component called by service chaining need not) cannot hold the call.
+fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> anyhow::Result<()> {
     let stream = outgoing
         .write()
         .map_err(|()| anyhow::anyhow!("building the request: body stream"))?;
-    for chunk in body.chunks(4096) {
-        stream
-            .blocking_write_and_flush(chunk)
-            .map_err(|e| anyhow::anyhow!("writing the request body: {e:?}"))?;
+    let failed =
+        |e: wasi::io::streams::StreamError| anyhow::anyhow!("writing the request body: {e:?}");
+    let room = |stream: &wasi::io::streams::OutputStream| -> anyhow::Result<usize> {
+        loop {
+            let room = stream.check_write().map_err(failed)?;
+            if room > 0 {
+                return Ok(usize::try_from(room).unwrap_or(usize::MAX));
+            }
+            if !wait_until(&stream.subscribe(), deadline) {
+                return Err(anyhow::Error::new(TimedOut(
+                    "the target took no more of the request body before the deadline".to_string(),
+                )));
+            }
+        }
+    };
+    let mut rest = body;
+    while !rest.is_empty() {
+        let n = room(&stream)?.min(rest.len()).min(16 * 1024);
+        stream.write(&rest[..n]).map_err(failed)?;
+        rest = &rest[n..];
     }
+    // The flush is done when the stream has room again.
+    stream.flush().map_err(failed)?;
+    room(&stream)?;
     Ok(())
 }
 
@@ -244,6 +283,21 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
         .map_err(|()| fail("path"))?;
     let outgoing = request.body().map_err(|()| fail("body"))?;
 
+    // The runtime bounds the connect and the first byte of a call over the network. A call
+    // by service chaining (`http://<component>.spin.internal`) runs a component in the same
+    // process, and Spin (like our host) applies neither timeout to it: the guest bounds
+    // the wait for the response headers itself, by the first-byte timeout. For a network
+    // target the same deadline, after both timeouts, is only a backstop.
+    let chained = uri
+        .host()
+        .is_some_and(|host| host.to_ascii_lowercase().ends_with(".spin.internal"));
+    let wait = if chained {
+        call.first_byte_timeout
+    } else {
+        call.connect_timeout.saturating_add(call.first_byte_timeout)
+    };
+    let deadline = monotonic_clock::now().saturating_add(nanos(wait));
+
     let options = RequestOptions::new();
     // A host that cannot honour a timeout refuses it; the request still goes out.
     let _ = options.set_connect_timeout(Some(nanos(call.connect_timeout)));
@@ -254,7 +308,7 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
     let future = outgoing_handler::handle(request, Some(options))
         .map_err(|e| anyhow::anyhow!("sending the request: {e:?}{}", denied_hint(&e)))?;
     let written = match call.body {
-        Some((_, body)) => write_body(&outgoing, body),
+        Some((_, body)) => write_body(&outgoing, body, deadline),
         None => Ok(()),
     };
     let write_error = match written {
@@ -271,7 +325,21 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
             Some(e)
         }
     };
-    future.subscribe().block();
+    let ready = future.subscribe();
+    let answered_in_time = wait_until(&ready, deadline);
+    // A pollable must go before the future it watches; dropping the future abandons the
+    // request.
+    drop(ready);
+    if !answered_in_time {
+        let error = anyhow::Error::new(TimedOut(format!(
+            "no response headers within {} ms",
+            wait.as_millis()
+        )));
+        return Err(match &write_error {
+            Some(write) => error.context(format!("{write:#}")),
+            None => error,
+        });
+    }
     let response = future
         .get()
         .context("the response was not ready")?
@@ -317,7 +385,6 @@ fn read_body(
 ) -> anyhow::Result<Vec<u8>> {
     let max = call.max_response.unwrap_or(MAX_RESPONSE);
     let timeout = call.first_byte_timeout;
-    use wasi::clocks::monotonic_clock;
     let deadline = monotonic_clock::now()
         .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
     let mut waited_from = Instant::now();

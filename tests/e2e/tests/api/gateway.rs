@@ -959,6 +959,38 @@ async fn backend_failures_are_signed_and_say_what_happened() {
     );
 }
 
+#[tokio::test]
+async fn a_backend_called_by_service_chaining_is_held_to_the_first_byte_timeout() {
+    // Review finding (stop 37): Spin and our host apply no connect or first-byte timeout
+    // to a call to `*.spin.internal` (a component of the same app, run in-process), so the
+    // gateway waited for such a backend as long as it liked. This one answers 200 after
+    // 4 s, and never reads the request body: a small body, then one far larger than what
+    // the runtime buffers between the two components.
+    let app = Spawn::with_slow_chained_backend()
+        .variable(
+            "backend_url",
+            "http://slow-backend.spin.internal/sleep/4000",
+        )
+        .variable("backend_allowed_host", "http://slow-backend.spin.internal")
+        .variable("backend_first_byte_timeout_ms", "500")
+        .variable("command_max_payload_bytes", "1048576")
+        .spawn()
+        .await;
+    let device = app.device("ada@example.com", 1).await;
+    let jwks = app.jwks().await;
+    for payload in [b"x".to_vec(), vec![b'x'; 1024 * 1024]] {
+        let p = device.command("echo", &payload);
+        let response = app.execute(&p.command).await;
+        assert_signed_refusal(&response, &p, &jwks, 504, "backend_timeout");
+        assert_eq!(
+            verified(&response, &p, &jwks).0.envelope.backend_status,
+            0,
+            "no headers came ({} payload bytes)",
+            payload.len()
+        );
+    }
+}
+
 /// A local port nothing listens on, held for as long as the socket lives: it is bound
 /// but never listens, so a connection is refused, and no other test's server can take
 /// the port meanwhile (a port bound and released could be anyone's a moment later).
