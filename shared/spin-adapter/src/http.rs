@@ -712,8 +712,14 @@ async fn read_body(
     let mut body = Vec::new();
     let mut stream = req.into_body_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| invalid_request(format!("could not read the body: {e:?}")))?;
+        // The runtime's text of the failure is for the operator, not the client.
+        let chunk = chunk.map_err(|e| {
+            request_log::error(&format!(
+                "could not read the request body: {}",
+                e.to_debug_string()
+            ));
+            invalid_request("could not read the body: the request broke off or was malformed")
+        })?;
         if body.len() + chunk.len() > max {
             return Err(too_large());
         }

@@ -441,6 +441,24 @@ async fn post_chunked(app: &TestApp, body: &[u8]) -> (u16, String) {
 }
 
 #[tokio::test]
+async fn a_body_that_cannot_be_read_is_400_without_the_runtime_s_own_text() {
+    // Review finding (stop 37): the 400 carried the runtime's debug text of the failure.
+    let app = spawn_app().await;
+    let before = app.snapshot();
+    let request = b"POST /api/v1/gateway/execute-command HTTP/1.1\r\nhost: localhost\r\n\
+        content-type: application/json\r\ntransfer-encoding: chunked\r\n\
+        connection: close\r\n\r\n1\r\n{\r\nzz\r\n";
+    let answer = app.raw(request).await;
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert!(
+        answer.contains("\"invalid_request\"")
+            && answer.contains("the request broke off or was malformed"),
+        "{answer}"
+    );
+    assert_eq!(app.snapshot(), before, "no key was written");
+}
+
+#[tokio::test]
 async fn a_body_longer_than_the_payload_setting_can_need_is_refused_before_it_is_parsed() {
     // Review finding: execute-command read and parsed bodies up to the 1 MiB setting's
     // size (about 1.4 MB), whatever `command_max_payload_bytes` said.
