@@ -339,8 +339,8 @@ pub(crate) fn begin() {
 /// # Errors
 /// Redis failed (the stream goes on regardless). The call may have run all the same, its
 /// answer lost: the request's flush takes the stream out of the gauge in any case, and
-/// writes the counts again unless the call timed out over REST (which often means it
-/// ran; [`flush`] does not retry there either).
+/// writes the counts again unless the call's answer was lost over REST (which often means
+/// it ran; [`flush`] does not retry there either).
 pub fn stream_opened(redis: &SpinRedis, stream: &str, counts_for_ms: u64) -> anyhow::Result<()> {
     count(&Counter::PushStreamOpened);
     let pending = tally(std::mem::take);
@@ -357,7 +357,7 @@ pub fn stream_opened(redis: &SpinRedis, stream: &str, counts_for_ms: u64) -> any
     // not in it changes nothing).
     live(|l| *l = Some(stream.to_string()));
     entered.map(drop).map_err(|cause| {
-        if !redis.timed_out_over_rest(&cause) {
+        if !redis.answer_lost_over_rest(&cause) {
             // Refused, or failed on its connection: its counts wait for the request's
             // flush.
             tally(|t| t.extend(pending));

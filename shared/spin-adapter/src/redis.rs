@@ -15,7 +15,7 @@ use edge_auth_domain::health::StorePing;
 use spin_sdk::redis::{Connection, Error as RedisError, RedisParameter, RedisResult};
 
 use crate::config;
-use crate::redis_rest::{RedisRestError, RestClient, RestTimeout};
+use crate::redis_rest::{RedisRestError, RestAnswerLost, RestClient};
 
 /// How commands reach Redis.
 #[derive(Debug)]
@@ -108,9 +108,13 @@ fn unknown_script(error: &anyhow::Error) -> bool {
         Some(RedisError::Other(message)) => {
             message.contains("NOSCRIPT") || message.contains("NoScriptError")
         }
-        _ => error
-            .downcast_ref::<RedisRestError>()
-            .is_some_and(|e| e.0.contains("NOSCRIPT")),
+        // Redis' error text starts with its code; Upstash passes it on (its own client
+        // matches it in any case).
+        _ => error.downcast_ref::<RedisRestError>().is_some_and(|e| {
+            e.0.trim_start()
+                .get(..8)
+                .is_some_and(|code| code.eq_ignore_ascii_case("NOSCRIPT"))
+        }),
     }
 }
 
@@ -127,16 +131,29 @@ pub fn forget_connections() {
 /// variable and never quotes the value, which could hold a token (`?_token=`).
 ///
 /// # Errors
-/// Not an `http://` or `https://` URL with a host, or one with credentials, a path or
-/// a query.
+/// Not an `https://` URL with a host (`http://` only to a loopback address), or one with
+/// credentials, a path or a query.
 fn check_rest_url(url: &str) -> anyhow::Result<()> {
     let wrong = "`redis_rest_url` is not the database's REST endpoint (https://<db>.upstash.io)";
     // The parser's message names the fault, not the value.
     let uri = url
         .parse::<http::Uri>()
         .with_context(|| format!("{wrong}: it is not a URL"))?;
+    // The token travels in every request: in clear only to this machine (a local server
+    // or sidecar), never across a network.
+    let loopback = uri.host().is_some_and(|host| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
     let why = if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        Some("it must start with https:// (or http://)")
+        Some("it must start with https://")
+    } else if uri.scheme_str() == Some("http") && !loopback {
+        Some(
+            "it must start with https:// (http:// only to a loopback address: the token would travel in clear)",
+        )
     } else if uri.authority().is_none_or(|a| a.host().is_empty()) {
         Some("it has no host")
     } else if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
@@ -161,11 +178,11 @@ impl SpinRedis {
         matches!(*self.transport, Transport::Rest(_))
     }
 
-    /// Whether `err`, from a command on this transport, is a REST call that got no answer
-    /// in time, which may have run all the same. (On RESP a lost answer is not told apart
-    /// from a command that never ran.)
-    pub fn timed_out_over_rest(&self, err: &anyhow::Error) -> bool {
-        self.over_rest() && err.chain().any(|cause| cause.is::<RestTimeout>())
+    /// Whether `err`, from a command on this transport, is a REST call whose answer was
+    /// lost (none in time, or one that broke off after its status), which may have run all
+    /// the same. (On RESP a lost answer is not told apart from a command that never ran.)
+    pub fn answer_lost_over_rest(&self, err: &anyhow::Error) -> bool {
+        self.over_rest() && err.chain().any(|cause| cause.is::<RestAnswerLost>())
     }
 
     /// The request's Redis: Upstash REST when `redis_rest_url` is set (with
@@ -343,7 +360,7 @@ impl Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::scripts;
+    use super::{RedisRestError, check_rest_url, scripts, unknown_script};
 
     #[test]
     fn every_script_starts_with_the_key_layout_prelude_and_the_shared_helpers() {
@@ -359,6 +376,47 @@ mod tests {
                 "`{}` lacks the prelude and helpers, or has no body",
                 script.name
             );
+        }
+    }
+
+    #[test]
+    fn a_rest_noscript_is_known_by_its_leading_code_in_any_case() {
+        let rest = |text: &str| anyhow::Error::new(RedisRestError(text.to_string()));
+        for text in [
+            "NOSCRIPT No matching script. Please use EVAL.",
+            "noscript no matching script",
+            " NoScript No matching script",
+        ] {
+            assert!(unknown_script(&rest(text)), "{text}");
+        }
+        // A script's own failure that merely mentions it must not be run again by EVAL:
+        // Redis does not undo the writes it made before failing.
+        for text in [
+            "ERR user_script:1: NOSCRIPT in a message",
+            "WRONGTYPE Operation against a key",
+            "NOSCRIP",
+        ] {
+            assert!(!unknown_script(&rest(text)), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_rest_url_in_clear_is_refused_unless_it_stays_on_this_machine() {
+        for url in [
+            "http://127.0.0.1:8079",
+            "http://localhost:8079",
+            "http://[::1]:8079",
+            "https://db.upstash.io",
+        ] {
+            assert!(check_rest_url(url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://db.upstash.io",
+            "http://10.0.0.5:8079",
+            "ftp://db.upstash.io",
+        ] {
+            let refused = check_rest_url(url).expect_err(url).to_string();
+            assert!(refused.contains("https://"), "{url}: {refused}");
         }
     }
 

@@ -26,10 +26,11 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[error("Redis (REST) answered: {0}")]
 pub struct RedisRestError(pub String);
 
-/// No answer came in time: the command may have run all the same (its answer lost).
+/// The answer was lost: none came in time, or it broke off after its status. The command
+/// may have run all the same.
 #[derive(Debug, thiserror::Error)]
-#[error("Redis REST request timed out: {0}")]
-pub struct RestTimeout(pub String);
+#[error("Redis REST answer lost: {0}")]
+pub struct RestAnswerLost(pub String);
 
 /// The REST endpoint and its token.
 pub struct RestClient {
@@ -73,8 +74,19 @@ impl RestClient {
             max_response: Some(MAX_RESPONSE),
         };
         let (status, answer) = outbound::send_request(&request).map_err(|e| match e {
-            OutboundError::Timeout { what, .. } => anyhow::Error::new(RestTimeout(what)),
-            OutboundError::Failed { cause, .. } => cause.context("Redis REST request failed"),
+            OutboundError::Timeout { what, .. } => {
+                anyhow::Error::new(RestAnswerLost(format!("timed out: {what}")))
+            }
+            OutboundError::Failed {
+                cause,
+                answered: Some(status),
+            } => anyhow::Error::new(RestAnswerLost(format!(
+                "answered {status}, then its body failed: {cause:#}"
+            ))),
+            OutboundError::Failed {
+                cause,
+                answered: None,
+            } => cause.context("Redis REST request failed"),
         })?;
         decode(status, &answer)
     }

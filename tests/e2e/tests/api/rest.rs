@@ -106,6 +106,11 @@ async fn a_rest_url_that_is_no_endpoint_fails_closed_naming_the_variable_not_its
         ),
         ("https://db.example.invalid/pipeline", "it has a path"),
         ("redis://db.example.invalid", "https://"),
+        // Review finding (stop 38): the token went out in clear to any host.
+        (
+            "http://db.example.invalid",
+            "the token would travel in clear",
+        ),
     ] {
         let app = Spawn::default()
             .rest_transport()
