@@ -220,8 +220,10 @@ impl<R: Random, O: Subscriber> Stream<'_, R, O> {
                 passed = stored.position;
                 continue;
             }
-            // The clock of the last read is paired with the moment it came back, so the
-            // first write after a read always goes out: a slow client still progresses.
+            // Timed from when the last read came back, so the first event after a read
+            // made mid-stream always goes out: a slow client still progresses. (The first
+            // read is made before the subscribe answers: a slow `gateway.server_time`
+            // makes one more read before anything else goes out.)
             if now.saturating_sub(self.clock_at_read.1) >= RECHECK_AFTER_MS {
                 return Ok(Delivered::Stale { passed });
             }

@@ -38,6 +38,8 @@ struct Script {
     waits: Cell<u32>,
     /// The `max_age_ms` of every read.
     read_ages: RefCell<Vec<u64>>,
+    /// Where every read started.
+    read_from: RefCell<Vec<ReadFrom>>,
     /// The claims released, and whether releasing fails.
     released: RefCell<Vec<String>>,
     release_fails: Cell<bool>,
@@ -53,11 +55,12 @@ impl PushStore for Script {
     fn read(
         &self,
         _: &DeviceSessionId,
-        _: ReadFrom,
+        from: ReadFrom,
         _: u32,
         age: u64,
     ) -> anyhow::Result<StreamRead> {
         self.read_ages.borrow_mut().push(age);
+        self.read_from.borrow_mut().push(from);
         self.reads
             .borrow_mut()
             .pop_front()
@@ -212,6 +215,7 @@ fn script(reads: Vec<StreamRead>, woken: Vec<Wake>) -> Script {
         clock: Cell::new(0),
         waits: Cell::new(0),
         read_ages: RefCell::default(),
+        read_from: RefCell::default(),
         released: RefCell::default(),
         release_fails: Cell::new(false),
     }
@@ -502,10 +506,16 @@ fn a_batch_too_slow_to_write_ends_at_the_maximum_duration_where_the_client_stand
         ]
     );
     assert_eq!(s.waits.get(), 0, "it ended without waiting");
+    // The hello alone outlasts the recheck: read again from the resume point, then after
+    // the event sent.
     assert_eq!(
-        s.read_ages.borrow().len(),
-        3,
-        "read again after each slow write"
+        *s.read_from.borrow(),
+        [
+            ReadFrom::After(pos("1-0")),
+            ReadFrom::After(pos("1-0")),
+            ReadFrom::After(pos("2-0")),
+        ],
+        "read again after each slow write, from where the client stands"
     );
 }
 
@@ -563,7 +573,11 @@ fn a_revoke_while_a_slow_client_takes_its_batch_ends_the_stream_within_a_second(
             ("gateway.stream_end".to_string(), Some(pos("2-0"))),
         ]
     );
-    assert!(s.reads.borrow().is_empty(), "the second read was made");
+    assert_eq!(
+        *s.read_from.borrow(),
+        [ReadFrom::After(pos("1-0")), ReadFrom::After(pos("2-0"))],
+        "read again from the event sent"
+    );
 }
 
 #[test]
