@@ -43,7 +43,7 @@ pub struct Request<'a> {
     /// First byte of the response; also the between-bytes timeout, and how long the whole
     /// body may take after the headers. For a target called by service chaining, it also
     /// bounds the whole wait for the headers, request body included (network targets:
-    /// connect plus first byte).
+    /// twice the connect timeout plus the first byte, a backstop behind the runtime's own).
     pub first_byte_timeout: Duration,
     /// The largest response body read; `None`: only the status matters (the body is
     /// read, up to 64 KiB, so that the connection can be reused, and its size, pace or
@@ -139,19 +139,26 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Waits until `ready` is ready, or the monotonic clock reaches `deadline`.
-/// Returns `false` when the deadline came first.
-fn wait_until(ready: &Pollable, deadline: u64) -> bool {
-    if ready.ready() {
-        return true;
+/// Waits until one of `ready` is ready, or the monotonic clock reaches `deadline`.
+/// Returns the index of one that is ready, or `None` when the deadline came first.
+fn wait_any(ready: &[&Pollable], deadline: u64) -> Option<usize> {
+    if let Some(index) = ready.iter().position(|p| p.ready()) {
+        return Some(index);
     }
     let timer = monotonic_clock::subscribe_instant(deadline);
-    wasi::io::poll::poll(&[ready, &timer]).contains(&0)
+    let mut all = ready.to_vec();
+    all.push(&timer);
+    wasi::io::poll::poll(&all)
+        .into_iter()
+        .filter_map(|index| usize::try_from(index).ok())
+        .find(|&index| index < ready.len())
 }
 
 /// Writes `body` to the request's body stream (dropped before the body is finished, as
 /// wasi:http requires), waiting for room no later than `deadline`: a target that reads
-/// nothing (a component called by service chaining need not) cannot hold the call.
+/// nothing (a component called by service chaining need not) cannot hold the call. (A
+/// target that answers early and keeps its connection without reading the rest holds
+/// the call until the deadline; its answer is taken then.)
 fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> anyhow::Result<()> {
     let stream = outgoing
         .write()
@@ -164,7 +171,7 @@ fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> anyhow::Re
             if room > 0 {
                 return Ok(usize::try_from(room).unwrap_or(usize::MAX));
             }
-            if !wait_until(&stream.subscribe(), deadline) {
+            if wait_any(&[&stream.subscribe()], deadline).is_none() {
                 return Err(anyhow::Error::new(TimedOut(
                     "the target took no more of the request body before the deadline".to_string(),
                 )));
@@ -287,14 +294,20 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
     // by service chaining (`http://<component>.spin.internal`) runs a component in the same
     // process, and Spin (like our host) applies neither timeout to it: the guest bounds
     // the wait for the response headers itself, by the first-byte timeout. For a network
-    // target the same deadline, after both timeouts, is only a backstop.
-    let chained = uri
-        .host()
-        .is_some_and(|host| host.to_ascii_lowercase().ends_with(".spin.internal"));
+    // target the deadline is a backstop behind the runtime's timeouts, with room for a
+    // second connect window (wasmtime's client gives the HTTP handshake one of its own,
+    // and none to TLS).
+    let chained = uri.host().is_some_and(|host| {
+        let host = host.to_ascii_lowercase();
+        host.strip_suffix(".spin.internal")
+            .is_some_and(|component| !component.is_empty() && !component.contains('.'))
+    });
     let wait = if chained {
         call.first_byte_timeout
     } else {
-        call.connect_timeout.saturating_add(call.first_byte_timeout)
+        call.connect_timeout
+            .saturating_mul(2)
+            .saturating_add(call.first_byte_timeout)
     };
     let deadline = monotonic_clock::now().saturating_add(nanos(wait));
 
@@ -326,7 +339,7 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
         }
     };
     let ready = future.subscribe();
-    let answered_in_time = wait_until(&ready, deadline);
+    let answered_in_time = wait_any(&[&ready], deadline).is_some();
     // A pollable must go before the future it watches; dropping the future abandons the
     // request.
     drop(ready);
