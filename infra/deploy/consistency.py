@@ -78,6 +78,30 @@ for name, app in apps.items():
     for v in sorted((mapped & secret) - needed - required):
         fail(f"{name}: it maps the secret variable {v}, which none of its components reads")
 
+# A setting that components of several groups read (the command gate's budgets, which
+# subscribe-events shares with execute-command; the proxy settings every public group
+# reads) has one value everywhere: one group tuned alone would give the same Redis budget
+# different limits.
+settings = {}  # variable -> {group: value or None (left at spin.toml's default)}
+for name, app in apps.items():
+    given = {v["name"]: v.get("value") for v in app["spec"].get("variables", [])}
+    for c in app["spec"].get("components", []):
+        for v in reads.get(c, set()) - secret:
+            settings.setdefault(v, {})[name] = given.get(v)
+for v, values in sorted(settings.items()):
+    if len(set(values.values())) > 1:
+        fail(f"{v} differs between the groups that read it: {values}")
+
+# The default backend is the example backend, reached by service chaining, which stays
+# inside one app: a group running execute-command without its own backend_url runs the
+# example backend beside it (Spin cannot tell at start-up: the allowed host is a template,
+# and every command would trap).
+for name, app in apps.items():
+    comps = app["spec"].get("components", [])
+    given = {v["name"]: v.get("value") for v in app["spec"].get("variables", [])}
+    if "execute-command" in comps and "backend_url" not in given and "example-backend" not in comps:
+        fail(f"{name}: execute-command's default backend_url is the example backend, which it does not run")
+
 # Every routed component runs in exactly one group (health in all of them).
 for component in sorted(set(routes.values()) - {"health"}):
     owners = [n for n, a in apps.items() if component in a["spec"].get("components", [])]
@@ -149,6 +173,10 @@ broken = {
     "a variable with value and valueFrom": lambda a: a["spec"]["variables"][0].update(value="x"),
     "a probe without a path": lambda a: a["spec"]["checks"]["liveness"]["httpGet"].pop("path"),
     "no replicas without autoscaling": lambda a: a["spec"].update(enableAutoscaling=False, replicas=0),
+    "autoscaling off and replicas absent": lambda a: (
+        a["spec"].update(enableAutoscaling=False),
+        a["spec"].pop("replicas", None),
+    ),
 }
 jsonschema.validate(base, schema)
 for what, change in broken.items():
