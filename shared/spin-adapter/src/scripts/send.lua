@@ -8,16 +8,14 @@
 -- Returns {'created', state, expires_at}, {'throttled', newest id} or
 -- {'rate_limited', retry ms}.
 local now = now_ms()
-local wait = gcra(KEYS[5], now, tonumber(ARGV[8]), tonumber(ARGV[9]), true)
-if wait > 0 then
-  return {'rate_limited', wait}
-end
 local blocked = redis.call('EXISTS', KEYS[4]) == 1
 -- The interval spares the address a second mail while the first code still works. A
 -- newest challenge that is confirmed (another device logging in), dead of wrong codes,
 -- expired, or whose mail failed holds nothing back: answering it would hand the client a
 -- challenge it cannot use. Nor does one suppressed while the address was blocked, once it
--- is unblocked. (The address's send budget, spent above, still bounds mails.)
+-- is unblocked. A resend answered here mails nothing, so it spends none of the address's
+-- send budget (spent below, for each mail): repeated sends cannot use it up and keep the
+-- address's owner from the next code.
 if redis.call('EXISTS', KEYS[3]) == 1 then
   local newest = redis.call('GET', KEYS[2])
   if newest then
@@ -27,6 +25,10 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
       return {'throttled', newest}
     end
   end
+end
+local wait = gcra(KEYS[5], now, tonumber(ARGV[8]), tonumber(ARGV[9]), true)
+if wait > 0 then
+  return {'rate_limited', wait}
 end
 local state = 'pending'
 if blocked then

@@ -334,6 +334,38 @@ async fn a_resend_within_the_interval_answers_the_same_challenge_without_a_new_m
     assert_eq!(app.mail.deliveries().len(), 1);
 }
 
+#[tokio::test]
+async fn resends_within_the_interval_spend_none_of_the_address_budget() {
+    // Review finding (stop 38): every resend answered with the live challenge spent the
+    // address's send budget, so anyone could spend it and keep the owner's next code from
+    // being mailed.
+    let app = Spawn::default()
+        .variable("rate_limit_per_address", "2/3600")
+        .spawn()
+        .await;
+    let first = app.new_challenge("held@example.com").await;
+    for _ in 0..5 {
+        let again = app.send_email_code("held@example.com").await;
+        assert_eq!(again.status(), 200, "{:?}", again.body);
+        assert_eq!(again.field("challenge_id"), first);
+    }
+    // The budget still counts mails: once the first code is used, a second is mailed,
+    // and a third would pass the budget.
+    let code = app.mailed_code(&first).await;
+    let confirmed = app.confirm_email_code(&first, &code, &device_key(1)).await;
+    assert_eq!(confirmed.status(), 200);
+    let second = app.new_challenge("held@example.com").await;
+    assert_ne!(second, first);
+    let code = app.mailed_code(&second).await;
+    let confirmed = app.confirm_email_code(&second, &code, &device_key(2)).await;
+    assert_eq!(confirmed.status(), 200);
+    assert_eq!(
+        app.send_email_code("held@example.com").await.error(),
+        (429, "rate_limited".into())
+    );
+    assert_eq!(app.mail.deliveries().len(), 2);
+}
+
 /// A send for `email` answers a challenge other than `old`, whose mailed code confirms.
 async fn a_new_code_is_mailed_and_confirms(app: &TestApp, email: &str, old: &str) {
     let fresh = app.new_challenge(email).await;
