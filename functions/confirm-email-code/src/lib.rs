@@ -63,7 +63,7 @@ async fn handle_confirm_email_code(req: IncomingRequest, out: ResponseOutparam) 
             match &err {
                 ConfirmError::Unexpected(cause) => log_cause("confirm-email-code failed", cause),
                 // Refused after the store's script, which counted only what it decided.
-                ConfirmError::UserBlocked => {
+                ConfirmError::UserBlocked | ConfirmError::SignUpRefused => {
                     metrics::count(&Counter::ConfirmResult("blocked_by_policy"));
                 }
                 ConfirmError::BadSessionLimit(reason) => request_log::error(&format!(

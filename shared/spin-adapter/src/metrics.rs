@@ -171,6 +171,8 @@ pub enum Resolution {
     Blocked,
     /// The directory has no user with that address (a block by e-mail, say).
     NotFound,
+    /// The directory refuses a new user for the address (closed sign-ups).
+    Refused,
     Failed,
 }
 
@@ -270,6 +272,7 @@ impl Counter<'_> {
                     Resolution::Created => "created",
                     Resolution::Blocked => "blocked",
                     Resolution::NotFound => "not_found",
+                    Resolution::Refused => "refused",
                     Resolution::Failed => "failed",
                 };
                 format!(

@@ -72,8 +72,9 @@ pub fn confirm(err: &ConfirmError) -> PublicError {
                 "too many wrong codes for this address; retry later",
             )
         },
-        // One answer for both: a client is not told whether the address or the user is.
-        E::Blocked | E::UserBlocked => PublicError::new(
+        // One answer for all three: a client is not told whether the address or the user
+        // is blocked, or the address may not sign up.
+        E::Blocked | E::UserBlocked | E::SignUpRefused => PublicError::new(
             403,
             "blocked_by_policy",
             "this account cannot sign in; contact support",

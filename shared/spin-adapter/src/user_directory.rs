@@ -191,20 +191,22 @@ impl UserDirectory for RestUserDirectory {
         }
     }
 
-    fn create(&self, email: &EmailAddress) -> anyhow::Result<DirectoryUser> {
+    fn create(&self, email: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
         let body = serde_json::to_vec(&serde_json::json!({ "email": email.as_str() }))?;
         let created = match self
             .call(Method::Post, "/users", Some(&body))
             .context("creating the user")
         {
-            Ok((status @ (200 | 201), body)) => user(status, &body),
+            Ok((status @ (200 | 201), body)) => user(status, &body).map(Some),
+            // The service refuses a user for this address (closed sign-ups).
+            Ok((403, _)) => Ok(None),
             Ok((status, _)) => Err(anyhow!("the user service answered {status} to a create")),
             Err(e) => Err(e),
         };
-        let resolution = if created.is_ok() {
-            Resolution::Created
-        } else {
-            Resolution::Failed
+        let resolution = match &created {
+            Ok(Some(_)) => Resolution::Created,
+            Ok(None) => Resolution::Refused,
+            Err(_) => Resolution::Failed,
         };
         metrics::count(&Counter::UserResolution(Directory::Rest, resolution));
         created

@@ -26,6 +26,8 @@ struct State {
     calls: Mutex<Vec<UserCall>>,
     failing_reads: AtomicU32,
     failing_creates: AtomicU32,
+    /// Creates answer 403 (closed sign-ups).
+    closed: std::sync::atomic::AtomicBool,
     next_id: AtomicU32,
     /// The next read answers as the directory stood when it arrived, but only once
     /// released: a directory answer that is already stale when it reaches the caller.
@@ -89,6 +91,11 @@ impl UserServiceStub {
     /// The next `n` creates answer 503.
     pub fn fail_creates(&self, n: u32) {
         self.state.failing_creates.store(n, Ordering::SeqCst);
+    }
+
+    /// Closes (or opens) sign-ups: a create answers 403.
+    pub fn close_sign_ups(&self, closed: bool) {
+        self.state.closed.store(closed, Ordering::SeqCst);
     }
 
     /// Every call so far.
@@ -253,6 +260,9 @@ async fn handle(
         ("POST", None) if path_and_query == "/users" => {
             if take_failure(&state.failing_creates) {
                 return Ok(respond(503, json!({})));
+            }
+            if state.closed.load(Ordering::SeqCst) {
+                return Ok(respond(403, json!({"error": "sign-ups are closed"})));
             }
             let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let email = parsed["email"].as_str().unwrap_or_default().to_string();

@@ -62,6 +62,9 @@ pub enum ConfirmError {
     /// The user is: the external directory says so, or a block of the user is under way.
     #[error("the user is blocked")]
     UserBlocked,
+    /// The external directory refuses a new user for the address (closed sign-ups).
+    #[error("the user directory refuses a new user for this address")]
+    SignUpRefused,
     #[error("the user has reached the session limit")]
     SessionLimitExceeded,
     #[error("invalid session limit configuration: {0}")]
@@ -216,7 +219,7 @@ pub fn confirm_email_code(
         // The code is proven: only now may the directory create a user.
         let user = match users.resolve(email)? {
             Some(user) => user,
-            None => users.create(email)?,
+            None => users.create(email)?.ok_or(ConfirmError::SignUpRefused)?,
         };
         if user.blocked {
             return Err(ConfirmError::UserBlocked);

@@ -243,10 +243,12 @@ pub trait UserDirectory {
     fn resolve(&self, email: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>>;
 
     /// Creates the user of an address (the directory makes this idempotent per address).
+    /// `Ok(None)`: the directory refuses a user for this address (its sign-ups are closed,
+    /// or the address was not invited), and the login is refused.
     ///
     /// # Errors
     /// As [`UserDirectory::resolve`].
-    fn create(&self, email: &EmailAddress) -> anyhow::Result<DirectoryUser>;
+    fn create(&self, email: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>>;
 
     /// Blocks or unblocks a user in the directory (idempotent). `Ok(false)`: no such user.
     ///

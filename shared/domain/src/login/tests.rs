@@ -99,12 +99,12 @@ impl UserDirectory for FakeDirectory {
     fn resolve(&self, _: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
         Ok(self.existing.clone())
     }
-    fn create(&self, _: &EmailAddress) -> anyhow::Result<DirectoryUser> {
+    fn create(&self, _: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
         *self.created.borrow_mut() += 1;
-        Ok(DirectoryUser {
+        Ok(Some(DirectoryUser {
             user_id: "ext-1".into(),
             blocked: false,
-        })
+        }))
     }
     fn set_blocked(&self, _: &str, _: bool) -> anyhow::Result<bool> {
         Ok(true)

@@ -614,7 +614,7 @@ impl UserDirectory for FakeDirectory<'_> {
             blocked: false,
         }))
     }
-    fn create(&self, _: &EmailAddress) -> anyhow::Result<DirectoryUser> {
+    fn create(&self, _: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
         anyhow::bail!("the session use cases never create users")
     }
     fn set_blocked(&self, user_id: &str, blocked: bool) -> anyhow::Result<bool> {

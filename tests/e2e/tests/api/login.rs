@@ -1920,6 +1920,61 @@ async fn the_rest_directory_retries_reads_and_fails_closed_when_down() {
     );
 }
 
+#[tokio::test]
+async fn a_user_service_that_refuses_a_new_user_refuses_the_login_and_creates_nothing() {
+    // Review finding (stop 38, against the seeds' "creatable" decision): a create the
+    // user service refused was a 503, which clients retry, asking the service each time.
+    let app = rest_directory().spawn().await;
+    let _ = app.login("old@example.com", &device_key(1)).await;
+    app.users.close_sign_ups(true);
+
+    let challenge = app.new_challenge("new@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let refused = app
+        .confirm_email_code(&challenge, &code, &device_key(2))
+        .await;
+    assert_eq!(refused.error(), (403, "blocked_by_policy".into()));
+    assert_eq!(app.users.user_of("new@example.com"), None);
+    let prefix = app.address_prefix("new@example.com");
+    let sessions: i64 = app
+        .redis()
+        .zcard(format!("{prefix}sessions:all"))
+        .expect("ZCARD");
+    assert_eq!(sessions, 0, "no session");
+    let creates = app
+        .users
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST")
+        .count();
+    assert_eq!(creates, 2, "one create for the old user, one refused");
+    let metrics = app
+        .metrics_once(|m| {
+            m.counter(
+                "edge_auth_user_resolutions_total",
+                &[("directory", "rest"), ("outcome", "refused")],
+            ) == 1.0
+        })
+        .await;
+    assert_eq!(
+        metrics.counter(
+            "edge_auth_confirm_results_total",
+            &[("result", "blocked_by_policy")]
+        ),
+        1.0
+    );
+
+    // A user the service has keeps logging in; and once sign-ups open, the same code
+    // makes the new user.
+    let _ = app.login("old@example.com", &device_key(3)).await;
+    app.users.close_sign_ups(false);
+    let opened = app
+        .confirm_email_code(&challenge, &code, &device_key(2))
+        .await;
+    assert_eq!(opened.status(), 200, "{:?}", opened.body);
+    assert!(app.users.user_of("new@example.com").is_some());
+}
+
 /// The code key a rotation moves to (the old one is [`TEST_SECRET`]).
 const ROTATED_SECRET: &str = "rotated-secret-fedcba9876543210fedcba9876543210";
 
