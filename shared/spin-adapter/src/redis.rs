@@ -104,10 +104,11 @@ fn param(arg: &Arg) -> RedisParameter {
 /// transport.
 fn unknown_script(error: &anyhow::Error) -> bool {
     match error.downcast_ref::<RedisError>() {
-        // redis-rs (behind Spin) reports Redis' `NOSCRIPT` as `NoScriptError`.
-        Some(RedisError::Other(message)) => {
-            message.contains("NOSCRIPT") || message.contains("NoScriptError")
-        }
+        // redis-rs (behind Spin) reports Redis' `NOSCRIPT` by its kind: "An error was
+        // signalled by the server - NoScriptError: No matching script…". A script's own
+        // error that merely mentions NOSCRIPT is another kind (`ResponseError`), and must
+        // not be run again by EVAL: Redis does not undo what it wrote before failing.
+        Some(RedisError::Other(message)) => message.contains("- NoScriptError:"),
         // Redis' error text starts with its code; Upstash passes it on (its own client
         // matches it in any case).
         _ => error.downcast_ref::<RedisRestError>().is_some_and(|e| {
@@ -360,7 +361,7 @@ impl Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::{RedisRestError, check_rest_url, scripts, unknown_script};
+    use super::{RedisError, RedisRestError, check_rest_url, scripts, unknown_script};
 
     #[test]
     fn every_script_starts_with_the_key_layout_prelude_and_the_shared_helpers() {
@@ -398,6 +399,14 @@ mod tests {
         ] {
             assert!(!unknown_script(&rest(text)), "{text}");
         }
+        // Over RESP, as redis-rs (behind Spin, and our host) words it.
+        let resp = |text: &str| anyhow::Error::new(RedisError::Other(text.to_string()));
+        assert!(unknown_script(&resp(
+            "An error was signalled by the server - NoScriptError: No matching script. Please use EVAL."
+        )));
+        assert!(!unknown_script(&resp(
+            "An error was signalled by the server - ResponseError: ERR user_script:1: NOSCRIPT in a message"
+        )));
     }
 
     #[test]
