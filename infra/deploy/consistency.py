@@ -82,12 +82,19 @@ for name, app in apps.items():
 # subscribe-events shares with execute-command; the proxy settings every public group
 # reads) has one value everywhere: one group tuned alone would give the same Redis budget
 # different limits.
-settings = {}  # variable -> {group: value or None (left at spin.toml's default)}
+settings = {}  # variable -> {group: the value it runs with}
 for name, app in apps.items():
-    given = {v["name"]: v.get("value") for v in app["spec"].get("variables", [])}
+    given = {v["name"]: v for v in app["spec"].get("variables", [])}
     for c in app["spec"].get("components", []):
         for v in reads.get(c, set()) - secret:
-            settings.setdefault(v, {})[name] = given.get(v)
+            entry = given.get(v)
+            if entry is None:
+                value = ("value", declared[v].get("default"))
+            elif "value" in entry:
+                value = ("value", entry["value"])
+            else:  # from a Secret or ConfigMap: compared by where it comes from
+                value = ("from", json.dumps(entry.get("valueFrom"), sort_keys=True))
+            settings.setdefault(v, {})[name] = value
 for v, values in sorted(settings.items()):
     if len(set(values.values())) > 1:
         fail(f"{v} differs between the groups that read it: {values}")
@@ -99,8 +106,10 @@ for v, values in sorted(settings.items()):
 for name, app in apps.items():
     comps = app["spec"].get("components", [])
     given = {v["name"]: v.get("value") for v in app["spec"].get("variables", [])}
-    if "execute-command" in comps and "backend_url" not in given and "example-backend" not in comps:
-        fail(f"{name}: execute-command's default backend_url is the example backend, which it does not run")
+    backend = given.get("backend_url", declared["backend_url"].get("default", ""))
+    chained_to_example = str(backend).lower().startswith("http://example-backend.spin.internal")
+    if "execute-command" in comps and chained_to_example and "example-backend" not in comps:
+        fail(f"{name}: execute-command's backend_url is the example backend, which it does not run")
 
 # Every routed component runs in exactly one group (health in all of them).
 for component in sorted(set(routes.values()) - {"health"}):
