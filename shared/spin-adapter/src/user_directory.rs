@@ -198,8 +198,14 @@ impl UserDirectory for RestUserDirectory {
             .context("creating the user")
         {
             Ok((status @ (200 | 201), body)) => user(status, &body).map(Some),
-            // The service refuses a user for this address (closed sign-ups).
-            Ok((403, _)) => Ok(None),
+            // The service refuses a user for this address (closed sign-ups), and says so:
+            // a bare 403 is more likely a token without the right to create users, which
+            // must not quietly close sign-ups.
+            Ok((403, body)) if sign_up_refused(&body) => Ok(None),
+            Ok((403, _)) => Err(anyhow!(
+                "the user service answered 403 to a create without {{\"error\":\"sign_up_refused\"}} \
+                 (does user_service_token allow creating users?)"
+            )),
             Ok((status, _)) => Err(anyhow!("the user service answered {status} to a create")),
             Err(e) => Err(e),
         };
@@ -211,6 +217,13 @@ impl UserDirectory for RestUserDirectory {
         metrics::count(&Counter::UserResolution(Directory::Rest, resolution));
         created
     }
+}
+
+/// Whether a create's 403 body is the refusal of a new user: `{"error": "sign_up_refused"}`.
+fn sign_up_refused(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| {
+        v.get("error").and_then(serde_json::Value::as_str) == Some("sign_up_refused")
+    })
 }
 
 #[cfg(test)]

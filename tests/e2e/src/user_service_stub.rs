@@ -28,6 +28,8 @@ struct State {
     failing_creates: AtomicU32,
     /// Creates answer 403 (closed sign-ups).
     closed: std::sync::atomic::AtomicBool,
+    /// Creates answer a bare 403 (a token without the right to create users).
+    forbidden: std::sync::atomic::AtomicBool,
     next_id: AtomicU32,
     /// The next read answers as the directory stood when it arrived, but only once
     /// released: a directory answer that is already stale when it reaches the caller.
@@ -96,6 +98,12 @@ impl UserServiceStub {
     /// Closes (or opens) sign-ups: a create answers 403.
     pub fn close_sign_ups(&self, closed: bool) {
         self.state.closed.store(closed, Ordering::SeqCst);
+    }
+
+    /// Makes a create answer a bare 403 (no `sign_up_refused` body), as a service does
+    /// for a token without the right to create users.
+    pub fn forbid_creates(&self, forbidden: bool) {
+        self.state.forbidden.store(forbidden, Ordering::SeqCst);
     }
 
     /// Every call so far.
@@ -262,7 +270,10 @@ async fn handle(
                 return Ok(respond(503, json!({})));
             }
             if state.closed.load(Ordering::SeqCst) {
-                return Ok(respond(403, json!({"error": "sign-ups are closed"})));
+                return Ok(respond(403, json!({"error": "sign_up_refused"})));
+            }
+            if state.forbidden.load(Ordering::SeqCst) {
+                return Ok(respond(403, json!({"message": "forbidden"})));
             }
             let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let email = parsed["email"].as_str().unwrap_or_default().to_string();

@@ -530,6 +530,43 @@ fn a_blocked_external_user_stops_before_the_second_confirm() {
 }
 
 #[test]
+fn a_directory_that_refuses_a_new_user_stops_the_login_before_the_second_confirm() {
+    struct Closed;
+    impl UserDirectory for Closed {
+        fn resolve(&self, _: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
+            Ok(None)
+        }
+        fn create(&self, _: &EmailAddress) -> anyhow::Result<Option<DirectoryUser>> {
+            Ok(None)
+        }
+        fn set_blocked(&self, _: &str, _: bool) -> anyhow::Result<bool> {
+            Ok(true)
+        }
+    }
+    let store = FakeStore::default();
+    store
+        .confirms
+        .borrow_mut()
+        .push_back(ConfirmOutcome::NeedUser {
+            email: EmailAddress::parse("e@example.com").expect("valid"),
+        });
+    let err = confirm_email_code(
+        &settings(),
+        &store,
+        Directory::External(&Closed),
+        &OsRandom,
+        &confirm_request(CHALLENGE, "123456", &device_key()),
+    )
+    .expect_err("refused");
+    assert!(matches!(err, ConfirmError::SignUpRefused));
+    assert_eq!(store.attempts.borrow().len(), 1, "no second confirm");
+    assert!(
+        !store.calls.borrow().iter().any(|c| c.starts_with("index:")),
+        "nothing indexed"
+    );
+}
+
+#[test]
 fn a_first_login_that_indexes_its_address_while_the_user_is_being_blocked_is_refused() {
     // The directory's "not blocked" may predate a block under way: its fence decides.
     let store = FakeStore::default();

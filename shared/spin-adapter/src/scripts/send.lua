@@ -14,8 +14,8 @@ local blocked = redis.call('EXISTS', KEYS[4]) == 1
 -- expired, or whose mail failed holds nothing back: answering it would hand the client a
 -- challenge it cannot use. Nor does one suppressed while the address was blocked, once it
 -- is unblocked. A resend answered here mails nothing, so it spends none of the address's
--- send budget (spent below, for each mail): repeated sends cannot use it up and keep the
--- address's owner from the next code.
+-- send budget (spent below, for each challenge made): resends within the interval cannot
+-- use it up and keep the address's owner from the next code.
 if redis.call('EXISTS', KEYS[3]) == 1 then
   local newest = redis.call('GET', KEYS[2])
   if newest then

@@ -1964,10 +1964,23 @@ async fn a_user_service_that_refuses_a_new_user_refuses_the_login_and_creates_no
         1.0
     );
 
+    // A bare 403 is no refusal (a token that may not create users, say): a failure.
+    app.users.close_sign_ups(false);
+    app.users.forbid_creates(true);
+    let forbidden = app
+        .confirm_email_code(&challenge, &code, &device_key(2))
+        .await;
+    assert_eq!(forbidden.error(), (503, "service_unavailable".into()));
+    let logs = app.logs_with("sign_up_refused").await;
+    assert!(
+        logs.iter().any(|l| l.contains("answered 403 to a create")),
+        "the cause is logged: {logs:?}"
+    );
+    app.users.forbid_creates(false);
+
     // A user the service has keeps logging in; and once sign-ups open, the same code
     // makes the new user.
     let _ = app.login("old@example.com", &device_key(3)).await;
-    app.users.close_sign_ups(false);
     let opened = app
         .confirm_email_code(&challenge, &code, &device_key(2))
         .await;
