@@ -153,7 +153,8 @@ pub enum ConfirmOutcome {
     /// The code is right and nothing else stands in the way (a session limit of 0
     /// included: any other limit counts the user's sessions, so it waits for the user);
     /// resolve the user of this address in the external directory and confirm again.
-    /// Nothing was changed.
+    /// Only the address's confirm budget was spent (the confirm that follows spends
+    /// nothing more), so a login the directory refuses still counts against it.
     NeedUser {
         email: EmailAddress,
     },

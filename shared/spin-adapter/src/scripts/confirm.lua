@@ -20,8 +20,9 @@
 -- while it is alive; else {'session_revoked'} or {'session_expired'}),
 -- {'ok', session_id, 'created', user_id, evicted, new local user 0/1} (evicted sessions
 -- are on the lifecycle and audit streams),
--- {'need_user', email} (nothing changed) or {error, ...} ({'expired'} also for a challenge
--- without the address an external directory needs: its state is then `expired`).
+-- {'need_user', email} (only the address's budget spent) or {error, ...} ({'expired'}
+-- also for a challenge without the address an external directory needs: its state is
+-- then `expired`).
 local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
   'max_attempts', 'confirmed_key', 'session_id', 'user_id', 'email')
 local state = ch[1]
@@ -77,16 +78,16 @@ if failures >= tonumber(ARGV[19]) then
   return {'locked', math.max(redis.call('PTTL', KEYS[10]), 1)}
 end
 
--- The address's budget, spent only now that the challenge is known to exist. A call that
--- only asks for the user ('need_user') gives it back: the call that follows spends it.
-local budget_before, budget_ttl
-if ARGV[11] == 'external_unresolved' then
-  budget_before = redis.call('GET', KEYS[9])
-  budget_ttl = redis.call('PTTL', KEYS[9])
-end
-local wait = gcra(KEYS[9], now, tonumber(ARGV[17]), tonumber(ARGV[18]), true)
-if wait > 0 then
-  return {'rate_limited', wait}
+-- The address's budget, spent only now that the challenge is known to exist. A login
+-- that asks the user directory spends it in its first call ('external_unresolved') and
+-- keeps it spent whatever the directory then says (a refused sign-up, a blocked user, a
+-- failure), so that a valid code cannot have the directory asked without bound; the
+-- call that follows ('external', made only after that one) spends nothing more.
+if ARGV[11] ~= 'external' then
+  local wait = gcra(KEYS[9], now, tonumber(ARGV[17]), tonumber(ARGV[18]), true)
+  if wait > 0 then
+    return {'rate_limited', wait}
+  end
 end
 
 if state == 'confirmed' then
@@ -177,11 +178,6 @@ elseif ARGV[11] == 'external' then
   user_id = ARGV[5]
   new_user = true
 else
-  if budget_before and budget_ttl > 0 then
-    redis.call('SET', KEYS[9], budget_before, 'PX', budget_ttl)
-  else
-    redis.call('DEL', KEYS[9])
-  end
   if not ch[9] then
     -- Sent while users lived in Redis, it keeps no address to hand the directory: it
     -- ends here, so that the next send makes a new challenge (the resend interval would

@@ -1988,6 +1988,37 @@ async fn a_user_service_that_refuses_a_new_user_refuses_the_login_and_creates_no
     assert!(app.users.user_of("new@example.com").is_some());
 }
 
+#[tokio::test]
+async fn a_login_the_user_service_refuses_spends_the_address_budget_each_time() {
+    // Review finding (stop 38): a refused login gave the address's budget back (the
+    // confirm that would spend it never came), so whoever held the code could have the
+    // user service asked without bound.
+    let app = rest_directory()
+        .variable("rate_limit_per_address", "3/3600")
+        .spawn()
+        .await;
+    app.users.close_sign_ups(true);
+    let challenge = app.new_challenge("new@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    for _ in 0..3 {
+        let refused = app
+            .confirm_email_code(&challenge, &code, &device_key(1))
+            .await;
+        assert_eq!(refused.error(), (403, "blocked_by_policy".into()));
+    }
+    let spent = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(spent.error(), (429, "rate_limited".into()));
+    let asked = app
+        .users
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST")
+        .count();
+    assert_eq!(asked, 3, "the service was asked once per refused login");
+}
+
 /// The code key a rotation moves to (the old one is [`TEST_SECRET`]).
 const ROTATED_SECRET: &str = "rotated-secret-fedcba9876543210fedcba9876543210";
 
