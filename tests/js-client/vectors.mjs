@@ -26,7 +26,7 @@ const close = protocol.indexOf("\n```", open + 6);
 assert.ok(open > 0 && close > open, "section 10.2 holds a js block");
 const client = protocol.slice(open + 6, close);
 const names = ["canonical", "signCommand", "verifyResponse", "wellFormed", "selfSigned", "follow",
-  "verifyEvent", "streamOrder", "subscribe", "BASE"];
+  "verifyEvent", "streamOrder", "subscribe", "call", "fetchJwks", "BASE"];
 const dir = mkdtempSync(join(tmpdir(), "edge-auth-js-"));
 const file = join(dir, "client.mjs");
 writeFileSync(file, `${client}\nexport { ${names.join(", ")} };\n`);
@@ -179,6 +179,27 @@ await check("the stream order: in order admitted; replayed, missing or misplaced
   assert.throws(() => back({ ...second, sequence: 2, position: "1795000100100-2" }), /out of order/);
   assert.throws(() => back({ ...second, sequence: 2 }), /out of order/, "a backend event at the same position");
   back({ ...second, event_type: "gateway.stream_end", sequence: 2 }); // an end may stand where the last event does
+});
+
+// Review finding (stop 38): no call had a deadline, so a gateway that never answered (the
+// key set fetched in the middle of a stream, say) held the client for as long as the
+// browser let it.
+await check("call: a gateway that never answers is given up on at the deadline; the key set has its own", async () => {
+  let signal = null;
+  globalThis.fetch = (url, init) => new Promise((_, reject) => {
+    signal = init.signal;
+    init.signal.addEventListener("abort", () => reject(init.signal.reason));
+  });
+  // Node does not wait for an AbortSignal.timeout's timer (a browser page lives on).
+  const alive = setInterval(() => {}, 1000);
+  const started = Date.now();
+  await assert.rejects(js.call("GET", "/api/v1/health", undefined, 100), (e) => e.name === "TimeoutError");
+  clearInterval(alive);
+  assert.ok(Date.now() - started < 5000, "given up on at the deadline");
+  const pending = js.fetchJwks();
+  await new Promise((r) => setTimeout(r, 10));
+  assert.ok(signal instanceof AbortSignal && !signal.aborted, "the key set's fetch has a deadline of its own");
+  pending.catch(() => {}); // 15 s: not waited for here
 });
 
 // `subscribe` against a fake gateway: the device's key and pin in a fake IndexedDB, and a
