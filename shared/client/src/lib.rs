@@ -80,18 +80,38 @@ impl DeviceKey {
     /// The file exists or cannot be written.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(path)
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        if path.exists() {
+            anyhow::bail!("writing {}: the file exists", path.display());
+        }
+        // Written whole beside it, then linked into place: a crash or a full disk never
+        // leaves a torn key file behind (which keygen would then refuse to replace), and
+        // the link, unlike a rename, never replaces a file that appeared meanwhile.
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(format!(".{}.partial", std::process::id()));
+        let partial = std::path::PathBuf::from(partial);
         let text = serde_json::to_string(&KeyFile {
             ed25519_seed: STANDARD.encode(self.key.to_bytes()),
         })?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
+        let write = || -> std::io::Result<()> {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&partial)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::hard_link(&partial, path)
+        };
+        let written = write();
+        let _ = std::fs::remove_file(&partial);
+        written.map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        // The link is on disk once the directory is (best effort, as not every system can
+        // sync a directory; the file is whole either way).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(dir) = std::fs::File::open(dir)
+        {
+            let _ = dir.sync_all();
+        }
         Ok(())
     }
 
@@ -267,6 +287,8 @@ pub struct Client {
     http: reqwest::Client,
     /// The gateway's clock minus this device's, from the last verified answer.
     clock_offset_ms: std::sync::atomic::AtomicI64,
+    /// How long a call that is not a stream may take, its answer's body included.
+    call_timeout: std::time::Duration,
 }
 
 /// How long [`Client`] waits for a connection.
@@ -276,6 +298,11 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// gateway can take before its answer's first byte (a backend's connect timeout, its
 /// first byte and its body, at most 60 + 60 + 120 s) plus its own work.
 pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(270);
+
+/// How long [`Client`] lets a call that is not a stream take, from connecting to the
+/// answer's last byte: the read timeout alone would let a server dripping a byte at a time
+/// hold it for as long as it likes.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// How much longer than the `ends_within_ms` of a stream's `gateway.server_time`
 /// [`Client::subscribe_once`] keeps the stream open without its `gateway.stream_end`: the
@@ -346,7 +373,15 @@ impl Client {
             base,
             http,
             clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
+            call_timeout: CALL_TIMEOUT,
         })
+    }
+
+    /// Sets how long a call that is not a stream may take ([`CALL_TIMEOUT`] by default).
+    #[must_use]
+    pub fn with_call_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.call_timeout = timeout;
+        self
     }
 
     /// The base URL.
@@ -413,14 +448,36 @@ impl Client {
             url: url.clone(),
             source,
         };
-        let response = self
-            .http
-            .post(&url)
-            .json(body)
-            .send()
+        let call = async {
+            let response = self
+                .http
+                .post(&url)
+                .json(body)
+                .send()
+                .await
+                .map_err(transport)?;
+            answer_body(response, &url).await
+        };
+        self.within_call_timeout(&url, call).await
+    }
+
+    /// Runs `call` (a request and the reading of its answer) within the call timeout.
+    async fn within_call_timeout<T>(
+        &self,
+        url: &str,
+        call: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        tokio::time::timeout(self.call_timeout, call)
             .await
-            .map_err(transport)?;
-        answer_body(response, &url).await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Unexpected {
+                    status: 0,
+                    body: format!(
+                        "no whole answer from {url} within {} s",
+                        self.call_timeout.as_secs_f64()
+                    ),
+                })
+            })
     }
 
     fn api_error(status: u16, body: &[u8]) -> ClientError {
@@ -502,8 +559,11 @@ impl Client {
             url: url.clone(),
             source,
         };
-        let response = self.http.get(&url).send().await.map_err(transport)?;
-        let (status, body) = answer_body(response, &url).await?;
+        let call = async {
+            let response = self.http.get(&url).send().await.map_err(transport)?;
+            answer_body(response, &url).await
+        };
+        let (status, body) = self.within_call_timeout(&url, call).await?;
         if status != 200 {
             return Err(Self::api_error(status, &body));
         }
@@ -1608,6 +1668,42 @@ mod tests {
         assert!(
             waited >= due && waited < due + Duration::from_secs(3),
             "gave up after {waited:?}, due after {due:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_dripping_a_byte_at_a_time_is_given_up_at_the_call_timeout() {
+        // Review finding (stop 38): only the read timeout bounded a call, which a byte
+        // within each one resets, so a dripping server held the call for as long as it
+        // liked.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("the client connects");
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                        content-length: 100000\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            while socket.write_all(b" ").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let client = Client::new(&format!("http://{addr}"))
+            .expect("a client")
+            .with_call_timeout(Duration::from_millis(500));
+        let given_up = tokio::time::timeout(Duration::from_secs(20), client.jwks())
+            .await
+            .expect("given up long before the body is whole")
+            .expect_err("given up");
+        assert!(
+            matches!(&given_up, ClientError::Unexpected { body, .. } if body.contains("no whole answer")),
+            "{given_up}"
         );
     }
 
