@@ -85,3 +85,69 @@ fn keygen_writes_a_private_key_file_and_prints_the_public_key() {
     #[cfg(not(unix))]
     assert!(key.exists());
 }
+
+#[test]
+fn keygen_refuses_to_replace_a_key_and_leaves_nothing_half_written() {
+    let home = tempfile::tempdir().expect("a directory");
+    assert!(edge_auth(home.path(), &["keygen"]).status.success());
+    let key = std::fs::read(home.path().join("device.key")).expect("device.key");
+    let again = edge_auth(home.path(), &["keygen"]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
+    assert_eq!(
+        std::fs::read(home.path().join("device.key")).expect("device.key"),
+        key,
+        "the first key stands"
+    );
+    let names: Vec<String> = std::fs::read_dir(home.path())
+        .expect("the directory")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(names, ["device.key"], "no partial file is left behind");
+}
+
+#[test]
+fn arguments_after_the_command_are_the_command_s_and_extra_ones_are_refused() {
+    // Review finding (stop 38): global flags were taken from anywhere, so a payload of
+    // `--insecure` switched plain HTTP on, and words past the payload were dropped.
+    let home = tempfile::tempdir().expect("a directory");
+    for (args, says) in [
+        (
+            &["command", "echo", "hello", "world"][..],
+            "unexpected argument \"world\"",
+        ),
+        (
+            &["command", "note", "--insecure"][..],
+            "unknown option \"--insecure\"",
+        ),
+        (&["keygen", "now"][..], "unexpected argument \"now\""),
+        (
+            &["keys", "--insecure"][..],
+            "unexpected argument \"--insecure\"",
+        ),
+        (
+            &["login", "--email", "ada@example.com", "--insecure"][..],
+            "unexpected argument \"--insecure\"",
+        ),
+    ] {
+        let output = edge_auth(home.path(), args);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            stderr(&output).contains(says),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    assert!(
+        std::fs::read_dir(home.path())
+            .expect("the directory")
+            .next()
+            .is_none(),
+        "nothing was written"
+    );
+}

@@ -71,13 +71,19 @@ fn options() -> anyhow::Result<Options> {
         });
     let mut rest = Vec::new();
     let mut insecure = false;
+    // The global flags come before the command: what follows it is the command's own (a
+    // payload of `--insecure` must not switch plain HTTP on).
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--url" => url = args.next().context("--url needs a value")?,
             "--home" => home = PathBuf::from(args.next().context("--home needs a value")?),
             "--insecure" => insecure = true,
-            _ => rest.push(arg),
+            _ => {
+                rest.push(arg);
+                rest.extend(args);
+                break;
+            }
         }
     }
     Ok(Options {
@@ -139,6 +145,14 @@ fn write_replacing(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses what a command did not take from `args`.
+fn no_more(args: &[String]) -> anyhow::Result<()> {
+    match args.first() {
+        Some(arg) => bail!("unexpected argument {arg:?}\n{USAGE}"),
+        None => Ok(()),
+    }
+}
+
 /// The value after `flag` in `args`, removed from it.
 fn take(args: &mut Vec<String>, flag: &str) -> anyhow::Result<Option<String>> {
     let Some(i) = args.iter().position(|a| a == flag) else {
@@ -173,6 +187,7 @@ async fn run() -> anyhow::Result<()> {
     let pin_path = home.join("pin.json");
     match command.as_str() {
         "keygen" => {
+            no_more(&args)?;
             std::fs::create_dir_all(&home)
                 .with_context(|| format!("creating {}", home.display()))?;
             let key = DeviceKey::generate()?;
@@ -183,6 +198,7 @@ async fn run() -> anyhow::Result<()> {
         "login" => {
             let email = take(&mut args, "--email")?.context("login needs --email ADDRESS")?;
             let code = take(&mut args, "--code")?;
+            no_more(&args)?;
             let key = DeviceKey::load(&key_path)?;
             let challenge = client.send_email_code(&email).await?;
             eprintln!("a code was sent to {email} (challenge {challenge})");
@@ -207,8 +223,7 @@ async fn run() -> anyhow::Result<()> {
                 url: url.clone(),
                 device_session_id: session.clone(),
             };
-            std::fs::write(&session_path, serde_json::to_vec_pretty(&file)?)
-                .with_context(|| format!("writing {}", session_path.display()))?;
+            write_replacing(&session_path, &serde_json::to_vec_pretty(&file)?)?;
             println!("{session}");
         }
         "command" => {
@@ -217,7 +232,18 @@ async fn run() -> anyhow::Result<()> {
             }
             let message_type = args.remove(0);
             let file = take(&mut args, "--file")?;
-            let payload = match (file, args.first().map(String::as_str)) {
+            let text = match args.as_slice() {
+                [] => None,
+                [separator, text] if separator == "--" => Some(text.as_str()),
+                [text] if text.starts_with("--") => {
+                    bail!("unknown option {text:?} (a payload that starts with -- goes after --)")
+                }
+                [text] => Some(text.as_str()),
+                [_, extra, ..] => bail!(
+                    "unexpected argument {extra:?}: give the payload as one argument (quote it)"
+                ),
+            };
+            let payload = match (file, text) {
                 (Some(path), None) => {
                     std::fs::read(&path).with_context(|| format!("reading {path}"))?
                 }
@@ -244,10 +270,16 @@ async fn run() -> anyhow::Result<()> {
                     &pin.jwks,
                 )
                 .await?;
-            std::io::stdout().write_all(&result.payload)?;
+            // Flushed here, so that a write that fails (a full disk, a closed pipe) fails
+            // the command instead of being lost at exit.
+            let mut out = std::io::stdout().lock();
+            out.write_all(&result.payload)
+                .and_then(|()| out.flush())
+                .context("writing the answer")?;
         }
         "subscribe" => {
             let from = take(&mut args, "--from")?;
+            no_more(&args)?;
             let (key, session, client, mut pin) =
                 signed_in(&key_path, &session_path, &pin_path, insecure).await?;
             let mut print = |followed: Followed<'_>| {
@@ -289,7 +321,16 @@ async fn run() -> anyhow::Result<()> {
                     "timestamp_ms": event.envelope.timestamp_ms,
                     "payload": payload,
                 });
-                println!("{line}");
+                // A reader that went away (`subscribe | head`) ends the run; output that
+                // cannot be written fails it.
+                let mut out = std::io::stdout().lock();
+                if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        std::process::exit(0);
+                    }
+                    eprintln!("edge-auth: writing an event: {e}");
+                    std::process::exit(1);
+                }
             };
             let closed = client
                 .subscribe(
@@ -304,6 +345,7 @@ async fn run() -> anyhow::Result<()> {
             bail!("the stream ended: {closed:?}");
         }
         "keys" => {
+            no_more(&args)?;
             let jwks = client.jwks().await?;
             println!("{}", serde_json::to_string_pretty(&jwks)?);
         }

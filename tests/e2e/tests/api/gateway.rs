@@ -1635,6 +1635,36 @@ async fn the_cli_does_keygen_login_and_a_command() {
     let keys = run(&["keys"], None).await;
     assert!(String::from_utf8_lossy(&keys.stdout).contains(GATEWAY_KEY_ID));
 
+    // Review finding (stop 38): an answer that could not be written was lost at exit, and
+    // the command still succeeded.
+    #[cfg(target_os = "linux")]
+    {
+        let (cli, url, home_path) = (cli(), app.address.clone(), home.path().to_path_buf());
+        let lost = tokio::task::spawn_blocking(move || {
+            let full = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full");
+            std::process::Command::new(cli)
+                .args(["--url", &url, "--home"])
+                .arg(home_path)
+                .args(["command", "echo", "nowhere to go"])
+                .stdout(full)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("the CLI starts")
+                .wait_with_output()
+                .expect("the CLI ends")
+        })
+        .await
+        .expect("joined");
+        assert!(!lost.status.success(), "{lost:?}");
+        assert!(
+            String::from_utf8_lossy(&lost.stderr).contains("writing the answer"),
+            "{lost:?}"
+        );
+    }
+
     // The pin holds the gateway's signed set as fetched at login.
     let pin_path = home.path().join("pin.json");
     let pin: KeyPin =
