@@ -3,7 +3,7 @@
 //! ```text
 //! edge-auth [--url URL] [--home DIR] keygen
 //! edge-auth [--url URL] [--home DIR] login --email ADDRESS [--code CODE]
-//! edge-auth [--url URL] [--home DIR] command MESSAGE_TYPE [PAYLOAD | --file PATH | -]
+//! edge-auth [--url URL] [--home DIR] command MESSAGE_TYPE [PAYLOAD | -- PAYLOAD | --file PATH | -]
 //!   (no payload: standard input when it is piped, else empty)
 //! edge-auth [--url URL] [--home DIR] subscribe [--from LAST_EVENT_ID]
 //! edge-auth [--url URL] keys
@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 const USAGE: &str = "usage (--insecure allows plain http:// beyond this machine):
   edge-auth [--url URL] [--home DIR] keygen
   edge-auth [--url URL] [--home DIR] login --email ADDRESS [--code CODE]
-  edge-auth [--url URL] [--home DIR] command MESSAGE_TYPE [PAYLOAD | --file PATH | -]
+  edge-auth [--url URL] [--home DIR] command MESSAGE_TYPE [PAYLOAD | -- PAYLOAD | --file PATH | -]
   edge-auth [--url URL] [--home DIR] subscribe [--from LAST_EVENT_ID]
   edge-auth [--url URL] keys";
 
