@@ -82,19 +82,22 @@ for name, app in apps.items():
 # subscribe-events shares with execute-command; the proxy settings every public group
 # reads) has one value everywhere: one group tuned alone would give the same Redis budget
 # different limits.
+def runs_with(app, variable):
+    """The value a group runs with: ("value", text), its own or spin.toml's default, or
+    ("from", source) for one from a Secret or ConfigMap."""
+    for entry in app["spec"].get("variables", []):
+        if entry["name"] == variable:
+            if "value" in entry:
+                return ("value", entry["value"])
+            return ("from", json.dumps(entry.get("valueFrom"), sort_keys=True))
+    return ("value", declared[variable].get("default"))
+
+
 settings = {}  # variable -> {group: the value it runs with}
 for name, app in apps.items():
-    given = {v["name"]: v for v in app["spec"].get("variables", [])}
     for c in app["spec"].get("components", []):
         for v in reads.get(c, set()) - secret:
-            entry = given.get(v)
-            if entry is None:
-                value = ("value", declared[v].get("default"))
-            elif "value" in entry:
-                value = ("value", entry["value"])
-            else:  # from a Secret or ConfigMap: compared by where it comes from
-                value = ("from", json.dumps(entry.get("valueFrom"), sort_keys=True))
-            settings.setdefault(v, {})[name] = value
+            settings.setdefault(v, {})[name] = runs_with(app, v)
 for v, values in sorted(settings.items()):
     if len(set(values.values())) > 1:
         fail(f"{v} differs between the groups that read it: {values}")
@@ -105,9 +108,10 @@ for v, values in sorted(settings.items()):
 # and every command would trap).
 for name, app in apps.items():
     comps = app["spec"].get("components", [])
-    given = {v["name"]: v.get("value") for v in app["spec"].get("variables", [])}
-    backend = given.get("backend_url", declared["backend_url"].get("default", ""))
-    chained_to_example = str(backend).lower().startswith("http://example-backend.spin.internal")
+    kind, backend = runs_with(app, "backend_url")
+    chained_to_example = kind == "value" and str(backend).lower().startswith(
+        "http://example-backend.spin.internal"
+    )
     if "execute-command" in comps and chained_to_example and "example-backend" not in comps:
         fail(f"{name}: execute-command's backend_url is the example backend, which it does not run")
 

@@ -1671,11 +1671,14 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_answer_dripping_a_byte_at_a_time_is_given_up_at_the_call_timeout() {
-        // Review finding (stop 38): only the read timeout bounded a call, which a byte
-        // within each one resets, so a dripping server held the call for as long as it
-        // liked.
+    /// A stand-in endpoint for one request: it reads the request, answers `200` with a
+    /// JSON content type and the header line `framing`, then hands the connection to
+    /// `body` to write the body as it likes.
+    async fn answering_200<F, Fut>(framing: &'static str, body: F) -> std::net::SocketAddr
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -1685,15 +1688,30 @@ mod tests {
             let (mut socket, _) = listener.accept().await.expect("the client connects");
             let mut request = [0u8; 4096];
             let _ = socket.read(&mut request).await;
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                        content-length: 100000\r\n\r\n";
-            if socket.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-            while socket.write_all(b" ").await.is_ok() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            let head =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{framing}\r\n\r\n");
+            if socket.write_all(head.as_bytes()).await.is_ok() {
+                body(socket).await;
             }
         });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_answer_dripping_a_byte_at_a_time_is_given_up_at_the_call_timeout() {
+        // Review finding (stop 38): only the read timeout bounded a call, which a byte
+        // within each one resets, so a dripping server held the call for as long as it
+        // liked.
+        let addr = answering_200(
+            "content-length: 100000",
+            |mut socket: tokio::net::TcpStream| async move {
+                use tokio::io::AsyncWriteExt;
+                while socket.write_all(b" ").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        )
+        .await;
         let client = Client::new(&format!("http://{addr}"))
             .expect("a client")
             .with_call_timeout(Duration::from_millis(500));
@@ -1712,33 +1730,25 @@ mod tests {
     /// cap; before, the client read until memory ran out.
     #[tokio::test]
     async fn an_answer_without_end_is_refused_at_the_cap() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let addr = listener.local_addr().expect("an address");
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.expect("the client connects");
-            let mut request = [0u8; 4096];
-            let _ = socket.read(&mut request).await;
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                        transfer-encoding: chunked\r\n\r\n";
-            if socket.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-            let chunk = [b' '; 64 * 1024];
-            loop {
-                let size = format!("{:x}\r\n", chunk.len());
-                let sent = async {
-                    socket.write_all(size.as_bytes()).await?;
-                    socket.write_all(&chunk).await?;
-                    socket.write_all(b"\r\n").await
-                };
-                if sent.await.is_err() {
-                    return;
+        let addr = answering_200(
+            "transfer-encoding: chunked",
+            |mut socket: tokio::net::TcpStream| async move {
+                use tokio::io::AsyncWriteExt;
+                let chunk = [b' '; 64 * 1024];
+                loop {
+                    let size = format!("{:x}\r\n", chunk.len());
+                    let sent = async {
+                        socket.write_all(size.as_bytes()).await?;
+                        socket.write_all(&chunk).await?;
+                        socket.write_all(b"\r\n").await
+                    };
+                    if sent.await.is_err() {
+                        return;
+                    }
                 }
-            }
-        });
+            },
+        )
+        .await;
         let client = Client::new(&format!("http://{addr}")).expect("a client");
         let refused = tokio::time::timeout(Duration::from_secs(20), client.jwks())
             .await

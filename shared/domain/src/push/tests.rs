@@ -231,6 +231,14 @@ fn types(seen: &Seen) -> Vec<String> {
         .collect()
 }
 
+/// What `seen` got, and at which position: [`types`] beside each position.
+fn types_at(seen: &Seen) -> Vec<(String, Option<Position>)> {
+    types(seen)
+        .into_iter()
+        .zip(seen.items.iter().map(|(p, _)| *p))
+        .collect()
+}
+
 fn jwks() -> Jwks {
     let key = SigningKey::from_bytes(&[7; 32]);
     Jwks {
@@ -484,20 +492,8 @@ fn a_batch_too_slow_to_write_ends_at_the_maximum_duration_where_the_client_stand
     ran.released.expect("the place is released");
     // The hello and two events take 30 s: the third is not started, and the end stands
     // at the last event sent, where the client resumes.
-    let ends: Vec<(String, Option<Position>)> = slow
-        .seen
-        .items
-        .iter()
-        .map(|(p, e)| {
-            (
-                e.as_ref()
-                    .map_or("heartbeat".into(), |e| e.envelope.event_type.clone()),
-                *p,
-            )
-        })
-        .collect();
     assert_eq!(
-        ends,
+        types_at(&slow.seen),
         [
             ("gateway.server_time".to_string(), Some(pos("1-0"))),
             ("note".to_string(), Some(pos("2-0"))),
@@ -553,20 +549,8 @@ fn a_revoke_while_a_slow_client_takes_its_batch_ends_the_stream_within_a_second(
     );
     // The hello and one event take 1.2 s: the session is read again before the next
     // event, found revoked, and the stream ends where the client stands.
-    let sent: Vec<(String, Option<Position>)> = slow
-        .seen
-        .items
-        .iter()
-        .map(|(p, e)| {
-            (
-                e.as_ref()
-                    .map_or("heartbeat".into(), |e| e.envelope.event_type.clone()),
-                *p,
-            )
-        })
-        .collect();
     assert_eq!(
-        sent,
+        types_at(&slow.seen),
         [
             ("gateway.server_time".to_string(), Some(pos("1-0"))),
             ("note".to_string(), Some(pos("2-0"))),
