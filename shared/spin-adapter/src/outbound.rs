@@ -156,10 +156,16 @@ fn wait_any(ready: &[&Pollable], deadline: u64) -> Option<usize> {
 
 /// Writes `body` to the request's body stream (dropped before the body is finished, as
 /// wasi:http requires), waiting for room no later than `deadline`: a target that reads
-/// nothing (a component called by service chaining need not) cannot hold the call. (A
-/// target that answers early and keeps its connection without reading the rest holds
-/// the call until the deadline; its answer is taken then.)
-fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> anyhow::Result<()> {
+/// nothing (a component called by service chaining need not) cannot hold the call. A
+/// target that answers before it has taken the whole body (a refusal of its size, say)
+/// ends the writing when its answer comes (`answered` becomes ready), and the answer is
+/// taken at once.
+fn write_body(
+    outgoing: &OutgoingBody,
+    body: &[u8],
+    answered: &Pollable,
+    deadline: u64,
+) -> anyhow::Result<()> {
     let stream = outgoing
         .write()
         .map_err(|()| anyhow::anyhow!("building the request: body stream"))?;
@@ -171,10 +177,15 @@ fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> anyhow::Re
             if room > 0 {
                 return Ok(usize::try_from(room).unwrap_or(usize::MAX));
             }
-            if wait_any(&[&stream.subscribe()], deadline).is_none() {
-                return Err(anyhow::Error::new(TimedOut(
-                    "the target took no more of the request body before the deadline".to_string(),
-                )));
+            match wait_any(&[&stream.subscribe(), answered], deadline) {
+                Some(0) => {}
+                Some(_) => bail!("the target answered before it took the whole request body"),
+                None => {
+                    return Err(anyhow::Error::new(TimedOut(
+                        "the target took no more of the request body before the deadline"
+                            .to_string(),
+                    )));
+                }
             }
         }
     };
@@ -320,8 +331,9 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
     // body, so a larger one written before `handle` would wait forever for a reader.
     let future = outgoing_handler::handle(request, Some(options))
         .map_err(|e| anyhow::anyhow!("sending the request: {e:?}{}", denied_hint(&e)))?;
+    let ready = future.subscribe();
     let written = match call.body {
-        Some((_, body)) => write_body(&outgoing, body, deadline),
+        Some((_, body)) => write_body(&outgoing, body, &ready, deadline),
         None => Ok(()),
     };
     let write_error = match written {
@@ -338,7 +350,6 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
             Some(e)
         }
     };
-    let ready = future.subscribe();
     let answered_in_time = wait_any(&[&ready], deadline).is_some();
     // A pollable must go before the future it watches; dropping the future abandons the
     // request.
