@@ -1710,6 +1710,69 @@ async fn the_cli_does_keygen_login_and_a_command() {
         );
     }
 
+    // `subscribe` prints each event as a line; a reader that goes away (`subscribe |
+    // head -1`) ends it quietly. Before stop 38 it panicked there (exit 101).
+    let session: Value = serde_json::from_slice(
+        &std::fs::read(home.path().join("session.json")).expect("session.json"),
+    )
+    .expect("JSON");
+    let user = app
+        .get_session(session["device_session_id"].as_str().expect("session id"))
+        .await
+        .field("user_id");
+    let mut subscriber = std::process::Command::new(cli())
+        .args(["--url", &app.address, "--home"])
+        .arg(home.path())
+        .arg("subscribe")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the CLI starts");
+    let mut lines = std::io::BufReader::new(subscriber.stdout.take().expect("stdout"));
+    let reader = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        lines.read_line(&mut line).expect("a line");
+        line
+        // The reader goes away here.
+    });
+    let app = &app;
+    let publish = |n: u32| {
+        let body = json!({"user_id": user, "event_type": "cli.test", "payload": {"n": n}});
+        async move { app.publish(&body).await }
+    };
+    // Until the stream is open, an event is published before it and not seen: publish
+    // until one is.
+    let mut n = 0;
+    while !reader.is_finished() {
+        assert!(n < 100, "no event reached the CLI in 30 s");
+        assert_eq!(publish(n).await.status(), 200);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let first: Value = serde_json::from_str(&reader.await.expect("joined")).expect("a JSON line");
+    assert_eq!(first["event_type"], "cli.test");
+    assert_eq!(first["target"], "user");
+    // The next event's line finds no reader.
+    let mut ended = None;
+    for _ in 0..100 {
+        assert_eq!(publish(n).await.status(), 200);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Some(status) = subscriber.try_wait().expect("wait") {
+            ended = Some(status);
+            break;
+        }
+    }
+    let status = ended.expect("the CLI ended within 30 s of losing its reader");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut subscriber.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(
+        status.success(),
+        "a reader that went away ends the run quietly: {status:?}, {stderr}"
+    );
+
     // The pin holds the gateway's signed set as fetched at login.
     let pin_path = home.path().join("pin.json");
     let pin: KeyPin =
