@@ -214,6 +214,16 @@ fn denied_hint(e: &ErrorCode) -> &'static str {
     }
 }
 
+/// Whether a call to `host` is one by service chaining, run in-process without the
+/// runtime's timeouts: `<component>.spin.internal`, the component's id one DNS label (any
+/// case). Anything else, `spin.internal` itself and `a.b.spin.internal` included, goes
+/// over the network.
+fn chained_host(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    host.strip_suffix(".spin.internal")
+        .is_some_and(|component| !component.is_empty() && !component.contains('.'))
+}
+
 /// A timeout reported by the host (inside [`exchange`]'s errors).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -308,11 +318,7 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
     // target the deadline is a backstop behind the runtime's timeouts, with room for a
     // second connect window (wasmtime's client gives the HTTP handshake one of its own,
     // and none to TLS).
-    let chained = uri.host().is_some_and(|host| {
-        let host = host.to_ascii_lowercase();
-        host.strip_suffix(".spin.internal")
-            .is_some_and(|component| !component.is_empty() && !component.contains('.'))
-    });
+    let chained = uri.host().is_some_and(chained_host);
     let wait = if chained {
         call.first_byte_timeout
     } else {
@@ -454,6 +460,33 @@ fn read_body(
                 }
                 bail!("reading the response body: {}", e.to_debug_string())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chained_host;
+
+    #[test]
+    fn only_a_component_id_under_spin_internal_is_called_by_service_chaining() {
+        for host in [
+            "example-backend.spin.internal",
+            "Example-Backend.SPIN.Internal",
+            "a.spin.internal",
+        ] {
+            assert!(chained_host(host), "{host}");
+        }
+        for host in [
+            "spin.internal",
+            ".spin.internal",
+            "a.b.spin.internal",
+            "example-backend.spin.internal.evil.example",
+            "example-backend.spin.internals",
+            "backend.example.com",
+            "127.0.0.1",
+        ] {
+            assert!(!chained_host(host), "{host}");
         }
     }
 }
