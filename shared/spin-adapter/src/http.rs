@@ -191,10 +191,13 @@ impl Call {
         // A struct would also take an array of its fields in order (see the domain's
         // `json` module); every route's body is an object.
         if !edge_auth_domain::json::starts_an_object(&self.body) {
-            return Err(invalid_request("the body is not a JSON object"));
+            return Err(public_errors::invalid_request(
+                "the body is not a JSON object",
+            ));
         }
-        serde_json::from_slice(&self.body)
-            .map_err(|e| invalid_request(format!("the body is not the expected JSON: {e}")))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            public_errors::invalid_request(format!("the body is not the expected JSON: {e}"))
+        })
     }
 }
 
@@ -540,11 +543,7 @@ async fn read_call(
         Method::Get
     };
     if req.method() != method {
-        return Err(PublicError::new(
-            405,
-            "method_not_allowed",
-            format!("this route accepts {} only", route.method_name()),
-        ));
+        return Err(public_errors::method_not_allowed(route.method_name()));
     }
     // Spin appends its own `spin-*` values after any a client sent: the last one is Spin's.
     let caller = Caller {
@@ -653,11 +652,7 @@ fn authorize_chained(headers: &RequestHeaders) -> Result<(), PublicError> {
                 headers.last("authorization"),
             ) =>
         {
-            Err(PublicError::new(
-                401,
-                "unauthorized",
-                "a valid backend token is required",
-            ))
+            Err(public_errors::backend_token_required())
         }
         _ => Ok(()),
     }
@@ -676,11 +671,7 @@ async fn read_json_body(
             .next()
             .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
-        return Err(PublicError::new(
-            415,
-            "unsupported_media_type",
-            "send the body as Content-Type: application/json",
-        ));
+        return Err(public_errors::not_json());
     }
     let max = match route.body_limit {
         Some(limit) => limit()?.min(route.max_body),
@@ -695,13 +686,7 @@ async fn read_body(
     headers: &RequestHeaders,
     max: usize,
 ) -> Result<Vec<u8>, PublicError> {
-    let too_large = || {
-        PublicError::new(
-            413,
-            "payload_too_large",
-            format!("the body must be at most {max} bytes"),
-        )
-    };
+    let too_large = || public_errors::payload_too_large(max);
     let declared = headers.all("content-length");
     if declared
         .iter()
@@ -718,7 +703,9 @@ async fn read_body(
                 "could not read the request body: {}",
                 e.to_debug_string()
             ));
-            invalid_request("could not read the body: the request broke off or was malformed")
+            public_errors::invalid_request(
+                "could not read the body: the request broke off or was malformed",
+            )
         })?;
         if body.len() + chunk.len() > max {
             return Err(too_large());
@@ -1006,10 +993,6 @@ fn locale_of(accept_language: Option<&str>) -> String {
         })
         .unwrap_or("en")
         .to_string()
-}
-
-fn invalid_request(message: impl Into<String>) -> PublicError {
-    PublicError::new(400, "invalid_request", message)
 }
 
 /// Percent-decodes (`+` stays `+`); invalid escapes stay as written.

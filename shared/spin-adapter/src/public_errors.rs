@@ -1,6 +1,7 @@
-//! The public error table: every use-case error → status, stable code, human message.
-//! This is the one place errors become responses; causes of unexpected errors are
-//! logged by the caller, never sent.
+//! The public error table: every use-case error, and every refusal of a request before
+//! its use case runs (method, token, content type, size, JSON), → status, stable code,
+//! human message. This is the one place errors become responses; causes of unexpected
+//! errors are logged by the caller, never sent.
 
 use edge_auth_domain::error::PublicError;
 use edge_auth_domain::gateway::execute::{CommandError, Refusal};
@@ -29,6 +30,43 @@ pub fn unavailable() -> PublicError {
     )
 }
 
+/// A request the route cannot read: `message` says what is wrong with it.
+pub fn invalid_request(message: impl Into<String>) -> PublicError {
+    PublicError::new(400, "invalid_request", message)
+}
+
+/// A method other than the route's (`method`: `GET` or `POST`).
+pub fn method_not_allowed(method: &str) -> PublicError {
+    PublicError::new(
+        405,
+        "method_not_allowed",
+        format!("this route accepts {method} only"),
+    )
+}
+
+/// A route the backend calls, without the backend token.
+pub fn backend_token_required() -> PublicError {
+    PublicError::new(401, "unauthorized", "a valid backend token is required")
+}
+
+/// A body that is not declared `application/json`.
+pub fn not_json() -> PublicError {
+    PublicError::new(
+        415,
+        "unsupported_media_type",
+        "send the body as Content-Type: application/json",
+    )
+}
+
+/// A body over the route's `max` bytes (declared or read).
+pub fn payload_too_large(max: usize) -> PublicError {
+    PublicError::new(
+        413,
+        "payload_too_large",
+        format!("the body must be at most {max} bytes"),
+    )
+}
+
 /// A health check the route does not know (`?check=`).
 pub fn health_check() -> PublicError {
     PublicError::new(
@@ -51,9 +89,7 @@ pub fn send(err: &SendError) -> PublicError {
 pub fn confirm(err: &ConfirmError) -> PublicError {
     use ConfirmError as E;
     match err {
-        E::MalformedChallengeId(_) | E::MalformedCode(_) => {
-            PublicError::new(400, "invalid_request", err.to_string())
-        }
+        E::MalformedChallengeId(_) | E::MalformedCode(_) => invalid_request(err.to_string()),
         E::InvalidPublicKey(e) => PublicError::new(400, "invalid_client_public_key", e.to_string()),
         E::RateLimited { retry_after_ms } => rate_limited(*retry_after_ms),
         E::NotFound => PublicError::new(404, "challenge_not_found", "no such challenge"),
@@ -91,7 +127,7 @@ pub fn confirm(err: &ConfirmError) -> PublicError {
 /// Internal session API errors.
 pub fn session(err: &SessionError) -> PublicError {
     match err {
-        SessionError::InvalidRequest(e) => PublicError::new(400, "invalid_request", e.to_string()),
+        SessionError::InvalidRequest(e) => invalid_request(e.to_string()),
         SessionError::SessionNotFound => {
             PublicError::new(404, "session_not_found", "no such device session")
         }
@@ -103,7 +139,7 @@ pub fn session(err: &SessionError) -> PublicError {
 /// Publish route errors.
 pub fn publish(err: &PublishError) -> PublicError {
     match err {
-        PublishError::InvalidRequest(m) => PublicError::new(400, "invalid_request", m.clone()),
+        PublishError::InvalidRequest(m) => invalid_request(m.clone()),
         PublishError::UserNotFound => PublicError::new(404, "user_not_found", err.to_string()),
         PublishError::SessionNotFound => {
             PublicError::new(404, "session_not_found", err.to_string())
@@ -125,7 +161,7 @@ pub fn unauthorized() -> PublicError {
 pub fn command(err: &CommandError) -> PublicError {
     use CommandError as E;
     let status = match err {
-        E::InvalidRequest(_) => return PublicError::new(400, "invalid_request", err.to_string()),
+        E::InvalidRequest(_) => return invalid_request(err.to_string()),
         E::UnsupportedVersion(_) => 400,
         E::PayloadTooLarge { .. } => 413,
         E::PayloadHashMismatch => 400,
