@@ -77,12 +77,11 @@ impl RestClient {
             OutboundError::Timeout { what, .. } => {
                 anyhow::Error::new(RestAnswerLost(format!("timed out: {what}")))
             }
+            // (The cause says so: "the target answered <status>, then its body failed".)
             OutboundError::Failed {
                 cause,
-                answered: Some(status),
-            } => anyhow::Error::new(RestAnswerLost(format!(
-                "answered {status}, then its body failed: {cause:#}"
-            ))),
+                answered: Some(_),
+            } => anyhow::Error::new(RestAnswerLost(format!("{cause:#}"))),
             OutboundError::Failed {
                 cause,
                 answered: None,

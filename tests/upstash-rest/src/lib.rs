@@ -20,7 +20,9 @@
 //!   unsupported over REST.
 //!
 //! For tests, not Upstash's: [`UpstashRest::answer_late`] runs chosen commands and answers
-//! them late, as an answer lost to a client's timeout after the command ran.
+//! them late, as an answer lost to a client's timeout after the command ran;
+//! [`UpstashRest::break_answer`] runs them and breaks their answer off after its status
+//! and the first bytes of its body.
 //!
 //! Not covered (the adapter uses none of it): path-style commands (`/set/k/v`),
 //! `/multi-exec`, `Upstash-Response-Format: resp2`, the `upstash-sync-token` header,
@@ -33,7 +35,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -48,10 +51,23 @@ struct State {
     token: String,
     query_token: String,
     commands: AtomicU64,
-    /// Commands to answer late: those whose JSON body holds the text, answered after
-    /// the delay (having run), so many times more.
-    late: std::sync::Mutex<Vec<(String, std::time::Duration, u32)>>,
+    /// Commands to answer wrongly: those whose JSON body holds the text, run and then
+    /// answered so, so many times more.
+    faults: std::sync::Mutex<Vec<(String, Fault, u32)>>,
 }
+
+/// How a command that ran is answered ([`UpstashRest::answer_late`],
+/// [`UpstashRest::break_answer`]).
+#[derive(Clone, Copy)]
+enum Fault {
+    /// After this long.
+    Late(std::time::Duration),
+    /// Its status, then part of its body, then the connection breaks.
+    Broken,
+}
+
+/// An answer's body: whole, or broken off.
+type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Why a command has no result: Redis refused it (`400`), or Redis could not be reached
 /// (`500`, as a service in front of a lost database answers).
@@ -107,7 +123,7 @@ impl UpstashRest {
             token: format!("Bearer {token}"),
             query_token: format!("_token={token}"),
             commands: AtomicU64::new(0),
-            late: std::sync::Mutex::new(Vec::new()),
+            faults: std::sync::Mutex::new(Vec::new()),
         });
         let shared = state.clone();
         tokio::spawn(async move {
@@ -141,18 +157,54 @@ impl UpstashRest {
     /// their answer comes `by` later: an answer lost to a client's timeout after the
     /// command ran.
     pub fn answer_late(&self, containing: &str, by: std::time::Duration, times: u32) {
-        if let Ok(mut late) = self.state.late.lock() {
-            late.push((containing.to_string(), by, times));
+        self.fault(containing, Fault::Late(by), times);
+    }
+
+    /// The next `times` commands whose JSON body holds `containing` run as usual, and
+    /// their answer breaks off after its status and the first bytes of its body: an answer
+    /// lost after the command ran, which the client sees as such.
+    pub fn break_answer(&self, containing: &str, times: u32) {
+        self.fault(containing, Fault::Broken, times);
+    }
+
+    fn fault(&self, containing: &str, fault: Fault, times: u32) {
+        if let Ok(mut faults) = self.state.faults.lock() {
+            faults.push((containing.to_string(), fault, times));
         }
     }
 }
 
-fn answer(status: u16, body: &Value) -> hyper::Response<Full<Bytes>> {
+fn answer(status: u16, body: &Value) -> hyper::Response<Body> {
+    let whole = |bytes: Bytes| Full::new(bytes).map_err(|never| match never {}).boxed();
     hyper::Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+        .body(whole(Bytes::from(body.to_string())))
+        .unwrap_or_else(|_| hyper::Response::new(whole(Bytes::new())))
+}
+
+/// `answered` with its body cut after its first half, then an error: hyper sends the
+/// status and the head of the body (chunked), and a moment later breaks the connection
+/// (at once, hyper could drop the head and the status with it, and the client would see
+/// no answer at all).
+async fn broken(answered: hyper::Response<Body>) -> hyper::Response<Body> {
+    use futures::StreamExt;
+    let (parts, body) = answered.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let head = bytes.slice(..bytes.len() / 2);
+    let frames = futures::stream::once(async { Ok(hyper::body::Frame::data(head)) }).chain(
+        futures::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            Err(std::io::Error::other(
+                "the test server breaks this answer off",
+            ))
+        }),
+    );
+    hyper::Response::from_parts(parts, BodyExt::boxed(StreamBody::new(frames)))
 }
 
 fn authorized(state: &State, request: &hyper::Request<hyper::body::Incoming>) -> bool {
@@ -167,7 +219,7 @@ fn authorized(state: &State, request: &hyper::Request<hyper::body::Incoming>) ->
 async fn handle(
     state: &State,
     request: hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<Body> {
     if request.method() != hyper::Method::POST {
         return answer(405, &json!({"error": "method not allowed"}));
     }
@@ -192,19 +244,24 @@ async fn handle(
             );
         }
     };
-    let delay = late_by(state, &body);
+    let fault = fault_for(state, &body);
     let answered = handle_path(state, &path, parsed, base64).await;
-    if let Some(delay) = delay {
-        tokio::time::sleep(delay).await;
+    match fault {
+        None => answered,
+        Some(Fault::Late(delay)) => {
+            tokio::time::sleep(delay).await;
+            answered
+        }
+        Some(Fault::Broken) => broken(answered).await,
     }
-    answered
 }
 
-/// How late to answer `body` ([`UpstashRest::answer_late`]), spending one of its times.
-fn late_by(state: &State, body: &[u8]) -> Option<std::time::Duration> {
-    let mut late = state.late.lock().ok()?;
+/// How to answer `body` ([`UpstashRest::answer_late`], [`UpstashRest::break_answer`]),
+/// spending one of its times.
+fn fault_for(state: &State, body: &[u8]) -> Option<Fault> {
+    let mut faults = state.faults.lock().ok()?;
     let text = String::from_utf8_lossy(body);
-    let slot = late
+    let slot = faults
         .iter_mut()
         .find(|(containing, _, times)| *times > 0 && text.contains(containing.as_str()))?;
     slot.2 -= 1;
@@ -216,7 +273,7 @@ async fn handle_path(
     path: &str,
     parsed: Value,
     base64: bool,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<Body> {
     match path {
         "/" => match run(state, &parsed, base64).await {
             Ok(result) => answer(200, &json!({ "result": result })),

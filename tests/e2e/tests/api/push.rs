@@ -1183,6 +1183,24 @@ async fn a_stream_whose_gauge_entry_answers_too_late_is_counted_once_and_leaves_
     // Review finding: over REST, a gauge entry whose answer was lost to the timeout had
     // still run; its counts were written again after the stream, and the stream stayed
     // in the gauge until its entry lapsed.
+    gauge_entry_answered_wrongly_counts_once(|rest| {
+        rest.answer_late("}:push:live", Duration::from_secs(6), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_whose_gauge_entry_answer_breaks_off_is_counted_once_and_leaves_the_gauge() {
+    // Review finding (stop 38): an answer that broke off after its status counted as a
+    // call that failed, not one that ran: the entry's counts were written again. Untested
+    // until now.
+    gauge_entry_answered_wrongly_counts_once(|rest| rest.break_answer("}:push:live", 1)).await;
+}
+
+/// Opens a stream over REST whose gauge entry runs and has its answer lost by `fault`,
+/// then revokes the session: the stream's counts are written once, and the gauge is
+/// empty again.
+async fn gauge_entry_answered_wrongly_counts_once(fault: impl FnOnce(&upstash_rest::UpstashRest)) {
     let (app, device, _user) = app_with(
         Spawn::default()
             .rest_transport()
@@ -1198,11 +1216,8 @@ async fn a_stream_whose_gauge_entry_answers_too_late_is_counted_once_and_leaves_
     hello(&mut first).await;
     drop(first);
     app.metrics_once(|m| ended(m, "client_gone") == 1.0).await;
-    // The second one's gauge entry runs, and its answer comes after the gateway's 5 s.
-    app.rest
-        .as_ref()
-        .expect("the app talks to the REST server")
-        .answer_late("}:push:live", Duration::from_secs(6), 1);
+    // The second one's gauge entry runs, and its answer is lost.
+    fault(app.rest.as_ref().expect("the app talks to the REST server"));
     let mut second = open(&app, &device, None).await;
     hello(&mut second).await;
     app.revoke_as_admin(&device.session).await;
