@@ -38,7 +38,9 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
         let settings = gateway_settings().map_err(|e| fail(e.into()))?;
         // Checked (signature included) before Redis is even connected to.
         let command = prepare(&settings, &command).map_err(fail)?;
-        // Verified, so these are the device's own (signed) identifiers.
+        // Signed, but only with the key the envelope names: the session step proves the
+        // key the session's (until then, `unknown_session` or `key_mismatch` in the same
+        // line says the claim failed).
         call.note("device_session_id", command.session.as_str());
         call.note("message_type", command.message_type.as_str());
         call.note("command_request_id", command.request_id.as_str());

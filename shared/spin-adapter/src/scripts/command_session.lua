@@ -1,9 +1,11 @@
 -- The second step of a signed command, in the session's slot (the address tag its id
 -- carries). In order: the command is still fresh by this node's clock too (on a cluster
 -- the client step ran on another node; the reservation below must outlive the window by
--- the clock that times it), the projection exists, the key is the bound one, the session
--- is active, its record exists and it is not past its end (expiry recorded if due), the
--- request id is new (reserved now), the address is not blocked (the id stays reserved: a
+-- the clock that times it), the projection exists, the key is the bound one, the request
+-- id is not reserved already (a copy of a command that went ahead is `replayed` whatever
+-- became of the session since: its answer must never say the command did not run), the
+-- session is active, its record exists and it is not past its end (expiry recorded if
+-- due), the request id is new (reserved now), the address is not blocked (the id stays reserved: a
 -- command refused as blocked never runs later, even after an unblock), every budget
 -- allows the command, the
 -- session has room for the push stream the command opens (a subscribe: claims past their
@@ -31,6 +33,7 @@ end
 local p = redis.call('HMGET', KEYS[1], 'client_public_key', 'status', 'user_id')
 if not p[1] then return {'unknown_session', now} end
 if p[1] ~= ARGV[1] then return {'key_mismatch', now} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'replayed', now} end
 if p[2] == 'revoked' then return {'revoked', now} end
 if p[2] == 'expired' then return {'expired', now} end
 if p[2] ~= 'active' then

@@ -703,6 +703,37 @@ async fn a_changed_field_payload_or_signature_gets_its_documented_plain_error_an
 // ---- refused after the session is proven (signed) ---------------------------------------
 
 #[tokio::test]
+async fn a_copy_of_a_command_that_ran_is_a_replay_even_after_its_session_ended() {
+    // Review finding (stop 39): a copy of a command that had run, resent after the session
+    // was revoked, got a signed `session_revoked`, which PROTOCOL 4.4 says proves the
+    // command did not run: a device that lost the first answer would log in again and
+    // run the action twice.
+    let (app, device, jwks) = app_with_device().await;
+    let p = device.command("echo", b"transfer");
+    assert_eq!(app.execute(&p.command).await.status(), 200);
+    let revoked = app
+        .revoke_session(&device.session, &reason("lost_device"))
+        .await;
+    assert_eq!(revoked.status(), 200);
+    assert_signed_refusal(
+        &app.execute(&p.command).await,
+        &p,
+        &jwks,
+        409,
+        "replayed_request",
+    );
+    // A new command of the ended session is refused as such.
+    let next = device.command("echo", b"x");
+    assert_signed_refusal(
+        &app.execute(&next.command).await,
+        &next,
+        &jwks,
+        401,
+        "session_revoked",
+    );
+}
+
+#[tokio::test]
 async fn revoke_revoke_all_block_and_logout_end_commands_on_the_next_request() {
     let (app, device, jwks) = app_with_device().await;
     let user = app.get_session(&device.session).await.field("user_id");
