@@ -37,8 +37,9 @@ pub struct UserFence {
 pub struct RevokeBatch<'a> {
     pub tag: AddressTag,
     /// Whose sessions: only this user's (the address may have passed to another user in
-    /// an external directory, and both users' sessions live in its sets); `None` for an
-    /// address-only block: every session of the address.
+    /// an external directory, and both users' sessions live in its sets); `None` for a
+    /// block by address: the address's user's (the user its block suspends), or every
+    /// session of the address when it has no user.
     pub user: Option<&'a UserRef>,
     pub reason: &'a ChangeReason,
     /// Sessions created at or before this time are revoked; later ones are new logins.

@@ -414,6 +414,12 @@ impl SessionStore for MemoryStore {
         let (count, theirs, more, next, user) = {
             let mut addresses = self.addresses.borrow_mut();
             let address = addresses.entry(batch.tag).or_default();
+            // As the script: without a user (a block by address), the address's user's
+            // sessions, or every one when it has none.
+            let whose = batch
+                .user
+                .map(|u| u.as_str().to_string())
+                .or_else(|| address.user.clone());
             let in_set =
                 |s: &SessionRecord| s.status == SessionStatus::Active && s.created_at <= bound;
             // The cursor is the id of the last session the previous batch looked at.
@@ -438,7 +444,7 @@ impl SessionStore for MemoryStore {
                 }
                 looked += 1;
                 next = record.device_session_id.to_string();
-                if batch.user.is_none_or(|u| record.user_id == *u) {
+                if whose.as_ref().is_none_or(|u| record.user_id.as_str() == u) {
                     theirs += 1;
                     Self::revoke_record(record, batch.reason, now);
                     count += 1;

@@ -2,20 +2,28 @@
 -- ARGV[6] of them after a cursor. A member whose life is already over is ended as expired
 -- instead, and one whose record is gone is only dropped: neither is counted as revoked.
 -- With a user, only that user's sessions are revoked: with an external directory an
--- address can pass to another user, and the sessions of both live in its sets.
+-- address can pass to another user, and the sessions of both live in its sets. Without
+-- one (a block by address), the address's user's: the user its block flag suspends (see
+-- command_session.lua), or every session when the address has no user.
 -- KEYS: 1 active sessions, 2 address -> user id, 3 revoked sessions, 4 lifecycle, 5 audit,
 --       6 expired sessions
 -- ARGV: 1 reason_code, 2 actor, 3 retention ms, 4 lifecycle ttl ms, 5 lifecycle maxlen,
 --       6 batch size, 7 creation bound (ms; '' = now, for the call's first batch; an
 --       address's first batch moves it to its newest session if that is later),
---       8 user id ('' = any), 9 revoked so far, 10 audit action, 11 audit ttl ms,
+--       8 user id ('' = the address's user, or any when it has none), 9 revoked so far, 10 audit action, 11 audit ttl ms,
 --       12 audit maxlen, 13 the last member the previous batch looked at ('' = first batch),
 --       14 the user's active sessions earlier batches looked at
 -- Returns {'user_not_found'} (the address is not the user's and, once the last batch has
 -- looked, holds none of the user's active sessions: nothing of the user's changed) or
 -- {'ok', revoked, more (0/1), bound, cursor for the next batch, the user's active
 -- sessions this batch looked at}.
-local foreign = ARGV[8] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[8]
+local owner = redis.call('GET', KEYS[2])
+local foreign = ARGV[8] ~= '' and owner ~= ARGV[8]
+-- Whose sessions go ('' = every one).
+local whose = ARGV[8]
+if whose == '' then
+  whose = owner or ''
+end
 local now = now_ms()
 local bound = tonumber(ARGV[7]) or now
 if ARGV[13] == '' then
@@ -45,7 +53,7 @@ for _, member in ipairs(members) do
   last = member
   if not record_gone(KEYS[1], member) then
     local record = session_record_key(KEYS[1], string.sub(member, 18))
-    if ARGV[8] == '' or redis.call('HGET', record, 'user_id') == ARGV[8] then
+    if whose == '' or redis.call('HGET', record, 'user_id') == whose then
       theirs = theirs + 1
       if not expire_if_due(c, record) then
         revoke_member(c, member)
@@ -68,11 +76,7 @@ end
 -- address that is not the user's).
 local total = tonumber(ARGV[9]) + revoked
 if revoked > 0 or (more == 0 and total == 0 and not foreign) then
-  local user_id = ARGV[8]
-  if user_id == '' then
-    user_id = redis.call('GET', KEYS[2]) or ''
-  end
-  append(KEYS[5], ARGV[11], ARGV[12], 'action', ARGV[10], 'user_id', user_id,
+  append(KEYS[5], ARGV[11], ARGV[12], 'action', ARGV[10], 'user_id', whose,
     'revoked_count', revoked, 'reason_code', ARGV[1],
     'actor', ARGV[2], 'at', now)
 end

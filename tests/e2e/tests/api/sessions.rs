@@ -1318,6 +1318,49 @@ async fn revoke_all_and_block_reach_a_users_sessions_on_an_address_that_passed_t
 }
 
 #[tokio::test]
+async fn a_block_by_address_revokes_only_its_users_sessions_not_a_previous_users() {
+    // Review finding (stop 39): a block by address with `revoke_sessions` revoked every
+    // session on the address, the previous user's too, while its flag suspends only the
+    // address's user's, and the OpenAPI promises the previous user's sessions run on. The
+    // one audit record named the new user with both users' count.
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let email = "shared@example.com";
+    let earlier = app.login(email, &device_key(1)).await;
+    let previous = app
+        .users
+        .pass_on(email, "elsewhere@example.com", "ext-new-owner");
+    let current = app.login(email, &device_key(2)).await;
+
+    let blocked = app
+        .block(&json!({ "email": email, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": true }))
+        .await;
+    assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
+    assert_eq!(blocked.body["revoked_count"], 1);
+    assert_revoked(&app, &[&current]);
+    assert_eq!(
+        record_status(&app, &earlier).as_deref(),
+        Some("active"),
+        "the previous user's session runs on"
+    );
+    assert!(flagged(&app, email));
+    let previous_records = audit_trail(&app, &previous).await;
+    assert!(
+        previous_records
+            .iter()
+            .all(|(action, _)| action != "block_revoke"),
+        "{previous_records:?}"
+    );
+    let current_records = audit_trail(&app, "ext-new-owner").await;
+    assert!(
+        current_records.contains(&("block_revoke".to_string(), "ext-new-owner".to_string())),
+        "{current_records:?}"
+    );
+}
+
+#[tokio::test]
 async fn revoke_all_on_a_passed_address_answers_alike_however_many_sessions_its_new_user_has() {
     // Review finding: the revoke script could say "not found" only in its first batch of
     // 500, so behind more sessions of the new user a revoke-all of the previous user
