@@ -157,15 +157,12 @@ fn wait_any(ready: &[&Pollable], deadline: u64) -> Option<usize> {
 /// Writes `body` to the request's body stream (dropped before the body is finished, as
 /// wasi:http requires), waiting for room no later than `deadline`: a target that reads
 /// nothing (a component called by service chaining need not) cannot hold the call. A
-/// target that answers before it has taken the whole body (a refusal of its size, say)
-/// ends the writing when its answer comes (`answered` becomes ready), and the answer is
-/// taken at once.
-fn write_body(
-    outgoing: &OutgoingBody,
-    body: &[u8],
-    answered: &Pollable,
-    deadline: u64,
-) -> anyhow::Result<()> {
+/// target that answers early and keeps the exchange open without reading the rest would
+/// hold the call until the deadline (its answer is taken then); Spin 4.0.2 and our host
+/// take a whole command body (up to 1 MiB) without a reader, so there it does not (an
+/// e2e test says so). Writing is not cut short when the answer comes: a target may read
+/// the body after it has sent its headers.
+fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> anyhow::Result<()> {
     let stream = outgoing
         .write()
         .map_err(|()| anyhow::anyhow!("building the request: body stream"))?;
@@ -177,15 +174,10 @@ fn write_body(
             if room > 0 {
                 return Ok(usize::try_from(room).unwrap_or(usize::MAX));
             }
-            match wait_any(&[&stream.subscribe(), answered], deadline) {
-                Some(0) => {}
-                Some(_) => bail!("the target answered before it took the whole request body"),
-                None => {
-                    return Err(anyhow::Error::new(TimedOut(
-                        "the target took no more of the request body before the deadline"
-                            .to_string(),
-                    )));
-                }
+            if wait_any(&[&stream.subscribe()], deadline).is_none() {
+                return Err(anyhow::Error::new(TimedOut(
+                    "the target took no more of the request body before the deadline".to_string(),
+                )));
             }
         }
     };
@@ -337,9 +329,8 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
     // body, so a larger one written before `handle` would wait forever for a reader.
     let future = outgoing_handler::handle(request, Some(options))
         .map_err(|e| anyhow::anyhow!("sending the request: {e:?}{}", denied_hint(&e)))?;
-    let ready = future.subscribe();
     let written = match call.body {
-        Some((_, body)) => write_body(&outgoing, body, &ready, deadline),
+        Some((_, body)) => write_body(&outgoing, body, deadline),
         None => Ok(()),
     };
     let write_error = match written {
@@ -356,6 +347,7 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
             Some(e)
         }
     };
+    let ready = future.subscribe();
     let answered_in_time = wait_any(&[&ready], deadline).is_some();
     // A pollable must go before the future it watches; dropping the future abandons the
     // request.

@@ -69,11 +69,7 @@ pub fn payload_too_large(max: usize) -> PublicError {
 
 /// A health check the route does not know (`?check=`).
 pub fn health_check() -> PublicError {
-    PublicError::new(
-        400,
-        "invalid_request",
-        "unknown health check: leave `check` out, or give `push`",
-    )
+    invalid_request("unknown health check: leave `check` out, or give `push`")
 }
 
 /// `send-email-code` errors.

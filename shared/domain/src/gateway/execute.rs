@@ -122,7 +122,9 @@ impl Refusal {
             Self::SessionExpired => "this device session has expired; log in again".into(),
             Self::UserBlocked => "this account is blocked; contact support".into(),
             Self::Replayed => {
-                "this request_id was already used by this session; sign again with a new one".into()
+                "this request_id was already used by this session: the command first sent with \
+                 it may have run; check before signing the action again with a new one"
+                    .into()
             }
             Self::RateLimited { budget, .. } => {
                 format!(

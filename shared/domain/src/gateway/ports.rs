@@ -89,8 +89,9 @@ impl BudgetKind {
 }
 
 /// What the second step decided, in this order: the command is fresh, the session exists,
-/// the key is the bound one, it is active and not expired, the request id is new (then
-/// reserved), its address is not blocked, every budget allows it, the session has room for
+/// the key is the bound one, the request id is not reserved already (a copy of a command
+/// that went ahead is a replay even after the session ended), the session is active and
+/// not expired, the request id is reserved, its address is not blocked, every budget allows it, the session has room for
 /// the stream it opens (if it opens one), then every budget is spent, the stream claimed,
 /// and the last use recorded. Every refusal before the reservation changes nothing; one
 /// after it (a block among them) is final for that request id.

@@ -46,6 +46,7 @@ local c = {now = now, active = KEYS[8], expired = KEYS[9], lifecycle = KEYS[10],
   audit = KEYS[11], lifecycle_ttl = ARGV[10], lifecycle_max = ARGV[11],
   audit_ttl = ARGV[12], audit_max = ARGV[13]}
 if expire_if_due(c, KEYS[2]) then return {'expired', now} end
+-- (Checked above in this same atomic call: NX cannot fail here, and guards the order.)
 if not redis.call('SET', KEYS[4], now, 'NX', 'PX', ARGV[2]) then
   return {'replayed', now}
 end
