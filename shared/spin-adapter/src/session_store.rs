@@ -453,7 +453,7 @@ impl SessionStore for RedisSessionStore {
 
     fn set_blocked(&self, c: &BlockChange<'_>) -> anyhow::Result<bool> {
         let k = AddressKeys::new(c.tag);
-        let args: [Arg; 9] = [
+        let args: [Arg; 10] = [
             c.reason.reason_code.as_str().into(),
             c.reason.actor.as_str().into(),
             (if c.blocked { "1" } else { "0" }).into(),
@@ -463,6 +463,7 @@ impl SessionStore for RedisSessionStore {
             keys::AUDIT_TTL_MS.into(),
             keys::AUDIT_MAXLEN.into(),
             (if c.directory_changed { "1" } else { "0" }).into(),
+            c.suspends.map(UserRef::as_str).unwrap_or_default().into(),
         ];
         let mut reply = Reply::new(
             "block",

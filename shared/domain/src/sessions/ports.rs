@@ -85,6 +85,11 @@ pub enum BatchOutcome {
 pub struct BlockChange<'a> {
     pub tag: AddressTag,
     pub user: Option<&'a UserRef>,
+    /// Whose sessions a block suspends there: the external directory's user of an
+    /// address blocked by address, which may not have logged in with it here yet (the
+    /// address then still names its previous user, who is not blocked); `None`: the
+    /// address's user as edge-auth knows it (every session when it has none).
+    pub suspends: Option<&'a UserRef>,
     pub blocked: bool,
     pub reason: &'a ChangeReason,
     /// The external directory has made the change to `user`: an address that is no longer

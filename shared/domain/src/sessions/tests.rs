@@ -1529,8 +1529,10 @@ fn a_block_by_address_reaches_every_address_of_the_directorys_user() {
     );
     let batches = store.batches.borrow().clone();
     assert_eq!(
-        batches[0].user, None,
-        "the named address, whoever it belongs to"
+        batches[0].user.as_deref(),
+        Some(DIRECTORY_USER),
+        "the named address: the sessions the block suspends there, its directory user's \
+         (a previous user's sessions there are not theirs to stop)"
     );
 
     unblock(

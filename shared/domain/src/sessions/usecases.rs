@@ -378,6 +378,8 @@ pub fn revoke_all(
 struct BlockSite {
     tag: AddressTag,
     user: Option<UserRef>,
+    /// See [`BlockChange::suspends`].
+    suspends: Option<UserRef>,
 }
 
 /// The user an external directory blocks for `target`: the user named, or the one it has
@@ -415,6 +417,7 @@ fn block_sites(
             .map(|tag| BlockSite {
                 tag,
                 user: Some(user.clone()),
+                suspends: None,
             })
             .collect::<Vec<_>>())
     };
@@ -425,14 +428,18 @@ fn block_sites(
         BlockTarget::User(user) => sites_of(user, None),
         BlockTarget::Email(email) => {
             let own = key.address_tag(email);
+            // An id that is no valid user reference has no sessions here: confirm refuses
+            // such ids before it indexes the user.
+            let directory_user = directory_user.and_then(|u| UserRef::parse(u).ok());
+            // The address is flagged whoever it names here; the block is the directory's
+            // user's when it has one.
             let mut sites = vec![BlockSite {
                 tag: own,
                 user: None,
+                suspends: directory_user.clone(),
             }];
-            // An id that is no valid user reference has no sessions here: confirm refuses
-            // such ids before it indexes the user.
-            if let Some(Ok(user)) = directory_user.map(UserRef::parse) {
-                match sites_of(&user, Some(own)) {
+            if let Some(user) = &directory_user {
+                match sites_of(user, Some(own)) {
                     Ok(more) => sites.extend(more),
                     // The user never logged in with another address.
                     Err(SessionError::UserNotFound) => {}
@@ -456,6 +463,7 @@ fn set_block(
     store.set_blocked(&BlockChange {
         tag: site.tag,
         user: site.user.as_ref(),
+        suspends: site.suspends.as_ref(),
         blocked,
         reason,
         directory_changed,
@@ -516,6 +524,7 @@ fn with_index(mut sites: Vec<BlockSite>, user: &UserRef, tags: Vec<AddressTag>) 
             sites.push(BlockSite {
                 tag,
                 user: Some(user.clone()),
+                suspends: None,
             });
         }
     }
@@ -574,7 +583,8 @@ pub fn block(
         match revoke_everything(
             store,
             site.tag,
-            site.user.as_ref(),
+            // The sessions the block suspends there.
+            site.user.as_ref().or(site.suspends.as_ref()),
             reason,
             "block_revoke",
             // Each address its own bound, taken after its block is in place: no session

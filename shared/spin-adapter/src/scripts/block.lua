@@ -3,7 +3,11 @@
 --       unblock clears them, ending a wrong-code lockout too), 4 lifecycle, 5 audit
 -- ARGV: 1 reason_code, 2 actor, 3 '1' block / '0' unblock, 4 user id ('' = by address),
 --       5 lifecycle ttl, 6 lifecycle maxlen, 7 audit ttl, 8 audit maxlen,
---       9 '1' when the external directory has made the change to the user
+--       9 '1' when the external directory has made the change to the user,
+--       10 by address: the user the block is for, the external directory's user of the
+--       address, who may not have logged in with it here yet ('' = the address's user)
+-- A block flag names the user whose sessions it suspends (`user_id`, '' = every session:
+-- an address without a user); see `block_stops` (lib.lua).
 -- Returns {'ok'} or {'user_not_found'} (the address is not the user's: nothing changed,
 -- except, when the directory made the change, an audit record under the user, which the
 -- user's audit reads here).
@@ -13,6 +17,11 @@ local event = 'user_unblocked'
 if ARGV[3] == '1' then
   event = 'user_blocked'
 end
+-- Whom the change is for, and on record under.
+local named = user_id or ''
+if ARGV[10] ~= '' then
+  named = ARGV[10]
+end
 if ARGV[4] ~= '' and user_id ~= ARGV[4] then
   if ARGV[9] == '1' then
     append(KEYS[5], ARGV[7], ARGV[8], 'action', event, 'user_id', ARGV[4],
@@ -21,12 +30,13 @@ if ARGV[4] ~= '' and user_id ~= ARGV[4] then
   return {'user_not_found'}
 end
 if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[1], 'blocked_at', now, 'reason_code', ARGV[1], 'actor', ARGV[2])
+  redis.call('HSET', KEYS[1], 'blocked_at', now, 'reason_code', ARGV[1], 'actor', ARGV[2],
+    'user_id', named)
 else
   redis.call('DEL', KEYS[1], KEYS[3])
 end
-append(KEYS[4], ARGV[5], ARGV[6], 'event', event, 'user_id', user_id or '',
+append(KEYS[4], ARGV[5], ARGV[6], 'event', event, 'user_id', named,
   'reason_code', ARGV[1], 'actor', ARGV[2], 'at', now)
-append(KEYS[5], ARGV[7], ARGV[8], 'action', event, 'user_id', user_id or '',
+append(KEYS[5], ARGV[7], ARGV[8], 'action', event, 'user_id', named,
   'reason_code', ARGV[1], 'actor', ARGV[2], 'at', now)
 return {'ok'}

@@ -53,10 +53,7 @@ end
 -- The block of the address is its user's: with an external directory the address may
 -- have passed to another user, and this session may be the previous user's (whose own
 -- block revoked its sessions here).
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  local owner = redis.call('GET', KEYS[13])
-  if not owner or owner == p[3] then return {'blocked', now} end
-end
+if block_stops(KEYS[3], KEYS[13], p[3]) then return {'blocked', now} end
 local budgets = {{KEYS[5], ARGV[3], ARGV[4], 'session'}, {KEYS[6], ARGV[5], ARGV[6], 'user'}}
 if ARGV[9] == '1' then
   budgets[3] = {KEYS[7], ARGV[7], ARGV[8], 'message_type'}

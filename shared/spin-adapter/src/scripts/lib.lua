@@ -179,6 +179,23 @@ local function count_metrics(key, from, outcome)
   end
 end
 
+-- Whether an address's block flag stops a session of `user`. A flag names the user whose
+-- sessions it suspends (block.lua): with an external directory an address can pass to
+-- another user, and a previous user's sessions there are not theirs to stop. A flag that
+-- names nobody (an address without a user, or a flag set before flags named one) stops
+-- the address's user as edge-auth knows it, or everyone when it has none.
+local function block_stops(flag, owner_key, user)
+  local f = redis.call('HMGET', flag, 'blocked_at', 'user_id')
+  if not f[1] then
+    return false
+  end
+  local whose = f[2]
+  if not whose or whose == '' then
+    whose = redis.call('GET', owner_key)
+  end
+  return not whose or whose == user
+end
+
 -- Stream ids '<ms>-<seq>': true when `a` comes before `b`.
 local function id_less(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')

@@ -22,9 +22,7 @@ local p = redis.call('HMGET', KEYS[1], 'status', 'user_id')
 local status = p[1]
 -- The block of the address is its user's (see command_session.lua).
 local function blocked()
-  if redis.call('EXISTS', KEYS[3]) == 0 then return false end
-  local owner = redis.call('GET', KEYS[10])
-  return not owner or owner == p[2]
+  return block_stops(KEYS[3], KEYS[10], p[2])
 end
 -- A projection without its record (a partial delete, an eviction) proves no session, as
 -- in command_session.lua: without the record nothing would tell when it ends.

@@ -1361,6 +1361,45 @@ async fn a_block_by_address_revokes_only_its_users_sessions_not_a_previous_users
 }
 
 #[tokio::test]
+async fn a_block_by_address_that_passed_on_in_the_directory_spares_its_previous_users_sessions() {
+    // Review finding (stop 39): the directory gave the address to another user, who had
+    // not logged in with it here yet. A block by the address blocked that user in the
+    // directory, but here the address still named its previous user, whose sessions the
+    // flag then suspended (and `revoke_sessions` revoked): the wrong user stopped.
+    let app = spawn_quick()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let email = "passing@example.com";
+    let earlier = app.device(email, 1).await;
+    app.users
+        .pass_on(email, "onward@example.com", "ext-not-yet-here");
+    let block = |revoke: bool| json!({ "email": email, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": revoke });
+    let unblock = json!({ "email": email, "reason_code": "cleared", "actor": "admin:tests" });
+
+    let blocked = app.block(&block(false)).await;
+    assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
+    assert!(flagged(&app, email), "nobody logs in with the address");
+    let command = earlier.command("echo", b"still mine");
+    let answer = app.execute(&command.command).await;
+    assert_eq!(answer.status(), 200, "not suspended: {:?}", answer.body);
+    assert_eq!(app.unblock(&unblock).await.status(), 200);
+
+    let blocked = app.block(&block(true)).await;
+    assert_eq!(blocked.status(), 200, "{:?}", blocked.body);
+    assert_eq!(blocked.body["revoked_count"], 0);
+    assert_eq!(
+        record_status(&app, &earlier.session).as_deref(),
+        Some("active"),
+        "not revoked"
+    );
+    assert!(
+        app.users.is_blocked(email),
+        "the directory's user of the address is blocked"
+    );
+}
+
+#[tokio::test]
 async fn revoke_all_on_a_passed_address_answers_alike_however_many_sessions_its_new_user_has() {
     // Review finding: the revoke script could say "not found" only in its first batch of
     // 500, so behind more sessions of the new user a revoke-all of the previous user
