@@ -22,7 +22,7 @@
 //! | `ea:{a:<tag>}:ch:<challenge_id>` | hash | challenge (state, code MAC, times, attempts, and, with `user_directory=rest` only, the address, which the confirm hands the directory); kept for the code's lifetime and the idempotency window |
 //! | `ea:{a:<tag>}:latest` | string | the address's newest challenge id |
 //! | `ea:{a:<tag>}:resend` | string | resend-throttle marker (expires) |
-//! | `ea:{a:<tag>}:blocked` | hash (`blocked_at`, `reason_code`, `actor`) | present when the address is blocked |
+//! | `ea:{a:<tag>}:blocked` | hash (`blocked_at`, `reason_code`, `actor`, `by_user`, `u:<user id>` per user it suspends, `u:` for all) | present when the address is blocked |
 //! | `ea:{a:<tag>}:rl:send` | string | GCRA time of the address's send budget |
 //! | `ea:{a:<tag>}:rl:variants` | string | GCRA time of the send budget the variants of the address's inbox share (`+` tags, Gmail's forms), beside their own |
 //! | `ea:{a:<tag>}:rl:confirm` | string | GCRA time of the address's confirm budget (spent only for existing challenges) |

@@ -6,8 +6,8 @@
 --       9 '1' when the external directory has made the change to the user,
 --       10 by address: the user the block is for, the external directory's user of the
 --       address, who may not have logged in with it here yet ('' = the address's user)
--- A block flag names the user whose sessions it suspends (`user_id`, '' = every session:
--- an address without a user); see `block_stops` (lib.lua).
+-- A block flag names every user whose sessions it suspends (a field `u:<user id>` each,
+-- `u:` for every session: an address without a user); see `block_stops` (lib.lua).
 -- Returns {'ok'} or {'user_not_found'} (the address is not the user's: nothing changed,
 -- except, when the directory made the change, an audit record under the user, which the
 -- user's audit reads here).
@@ -30,8 +30,14 @@ if ARGV[4] ~= '' and user_id ~= ARGV[4] then
   return {'user_not_found'}
 end
 if ARGV[3] == '1' then
+  local f = redis.call('HMGET', KEYS[1], 'blocked_at', 'by_user')
+  if f[1] and not f[2] then
+    -- A flag set before flags named their users stopped the address's user (everyone
+    -- when it had none): it still does.
+    redis.call('HSET', KEYS[1], 'u:' .. (user_id or ''), 1)
+  end
   redis.call('HSET', KEYS[1], 'blocked_at', now, 'reason_code', ARGV[1], 'actor', ARGV[2],
-    'user_id', named)
+    'by_user', 1, 'u:' .. named, 1)
 else
   redis.call('DEL', KEYS[1], KEYS[3])
 end

@@ -179,21 +179,23 @@ local function count_metrics(key, from, outcome)
   end
 end
 
--- Whether an address's block flag stops a session of `user`. A flag names the user whose
--- sessions it suspends (block.lua): with an external directory an address can pass to
--- another user, and a previous user's sessions there are not theirs to stop. A flag that
--- names nobody (an address without a user, or a flag set before flags named one) stops
--- the address's user as edge-auth knows it, or everyone when it has none.
+-- Whether an address's block flag stops a session of `user`. A flag names every user
+-- whose sessions it suspends (block.lua: a field `u:<user id>` each, `u:` for everyone on
+-- an address without a user): with an external directory an address can pass to another
+-- user, and a previous user's sessions there are not a later block's to stop, nor does a
+-- later block free the sessions an earlier one stopped. A flag set before flags named
+-- their users (no `by_user`) stops the address's user as edge-auth knows it, or everyone
+-- when it has none.
 local function block_stops(flag, owner_key, user)
-  local f = redis.call('HMGET', flag, 'blocked_at', 'user_id')
+  local f = redis.call('HMGET', flag, 'blocked_at', 'by_user', 'u:', 'u:' .. user)
   if not f[1] then
     return false
   end
-  local whose = f[2]
-  if not whose or whose == '' then
-    whose = redis.call('GET', owner_key)
+  if f[2] then
+    return f[3] ~= false or f[4] ~= false
   end
-  return not whose or whose == user
+  local owner = redis.call('GET', owner_key)
+  return not owner or owner == user
 end
 
 -- Stream ids '<ms>-<seq>': true when `a` comes before `b`.

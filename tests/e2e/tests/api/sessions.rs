@@ -1372,7 +1372,8 @@ async fn a_block_by_address_that_passed_on_in_the_directory_spares_its_previous_
         .await;
     let email = "passing@example.com";
     let earlier = app.device(email, 1).await;
-    app.users
+    let previous = app
+        .users
         .pass_on(email, "onward@example.com", "ext-not-yet-here");
     let block = |revoke: bool| json!({ "email": email, "reason_code": "fraud", "actor": "admin:tests", "revoke_sessions": revoke });
     let unblock = json!({ "email": email, "reason_code": "cleared", "actor": "admin:tests" });
@@ -1397,6 +1398,20 @@ async fn a_block_by_address_that_passed_on_in_the_directory_spares_its_previous_
         app.users.is_blocked(email),
         "the directory's user of the address is blocked"
     );
+    assert_eq!(app.unblock(&unblock).await.status(), 200);
+
+    // A block of the previous user stops their session there; a block of the address
+    // for its new user, after it, does not free it.
+    let by_user = app
+        .block(&json!({ "user_id": previous, "reason_code": "fraud", "actor": "admin:tests" }))
+        .await;
+    assert_eq!(by_user.status(), 200, "{:?}", by_user.body);
+    let command = earlier.command("echo", b"x");
+    assert_eq!(app.execute(&command.command).await.status(), 403);
+    assert_eq!(app.block(&block(false)).await.status(), 200);
+    let command = earlier.command("echo", b"x");
+    let answer = app.execute(&command.command).await;
+    assert_eq!(answer.status(), 403, "still suspended: {:?}", answer.body);
 }
 
 #[tokio::test]
