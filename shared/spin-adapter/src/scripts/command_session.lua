@@ -5,11 +5,11 @@
 -- id is not reserved already (a copy of a command that went ahead is `replayed` whatever
 -- became of the session since: its answer must never say the command did not run), the
 -- session is active, its record exists and it is not past its end (expiry recorded if
--- due), the request id is new (reserved now), the address is not blocked (the id stays reserved: a
--- command refused as blocked never runs later, even after an unblock), every budget
--- allows the command, the
--- session has room for the push stream the command opens (a subscribe: claims past their
--- end and grace are dropped first), then every budget is spent, the stream claimed
+-- due), the request id is new (reserved now), the address's block does not stop the
+-- session's user (the id stays reserved: a command refused as blocked never runs later,
+-- even after an unblock), every budget allows the command, the session has room for the
+-- push stream the command opens (a subscribe: claims past their end and grace are
+-- dropped first), then every budget is spent, the stream claimed
 -- (member: the request id, score: when the stream ends by itself) and the last use
 -- recorded. Nothing changes before the reservation; a refusal after it spends nothing
 -- else.

@@ -10,8 +10,8 @@
 -- ARGV: 1 reason_code, 2 actor, 3 retention ms, 4 lifecycle ttl ms, 5 lifecycle maxlen,
 --       6 batch size, 7 creation bound (ms; '' = now, for the call's first batch; an
 --       address's first batch moves it to its newest session if that is later),
---       8 user id ('' = the address's user, or any when it has none), 9 revoked so far, 10 audit action, 11 audit ttl ms,
---       12 audit maxlen, 13 the last member the previous batch looked at ('' = first batch),
+--       8 user id ('' = the address's user, or any when it has none), 9 revoked so far,
+--       10 audit action, 11 audit ttl ms, 12 audit maxlen, 13 the last member the previous batch looked at ('' = first batch),
 --       14 the user's active sessions earlier batches looked at
 -- Returns {'user_not_found'} (the address is not the user's and, once the last batch has
 -- looked, holds none of the user's active sessions: nothing of the user's changed) or
