@@ -69,6 +69,11 @@ fn spawn_quick() -> Spawn {
         .variable("rate_limit_per_address", "100000/60")
 }
 
+/// As [`spawn_quick`], with users in the external directory (the user service stub).
+fn with_directory() -> Spawn {
+    spawn_quick().variable("user_directory", "rest")
+}
+
 #[tokio::test]
 async fn no_internal_route_answers_anything_but_401_without_the_token() {
     let app = spawn_app().await;
@@ -582,10 +587,7 @@ async fn listing_filters_by_status_and_pages_with_a_cursor() {
 
 #[tokio::test]
 async fn users_of_the_rest_directory_are_found_by_their_external_id() {
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = with_directory().spawn().await;
     let one = app.login("nia@example.com", &device_key(1)).await;
     let _two = app.login("nia@example.com", &device_key(2)).await;
     let user = app
@@ -628,10 +630,7 @@ async fn a_block_by_user_id_whose_addresses_here_all_passed_on_blocks_the_direct
     // Review finding: when none of the addresses the index holds for a directory user was
     // still theirs (and held no session of theirs), a block by user id blocked the user in
     // the directory and then answered 404.
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = with_directory().spawn().await;
     let email = "left-behind@example.com";
     let mine = app.login(email, &device_key(1)).await;
     app.revoke_session(&mine, &reason("user_request")).await;
@@ -691,10 +690,7 @@ async fn a_block_by_user_id_whose_addresses_here_all_passed_on_blocks_the_direct
 async fn a_user_the_directory_no_longer_knows_is_blocked_and_unblocked_here_all_the_same() {
     // Review finding: a user deleted from the user service kept their sessions here, since
     // a block by user id answered 404 as soon as the directory did not know the id.
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = with_directory().spawn().await;
     let email = "deleted-account@example.com";
     let session = app.login(email, &device_key(1)).await;
     let user = app.users.user_of(email).expect("the login made a user");
@@ -1009,8 +1005,7 @@ async fn a_block_that_lands_while_a_first_login_waits_on_the_directory_leaves_th
     // then the block changed the directory and read the user's addresses before the login
     // indexed its own; the login's session lived on, unblocked.
     // A held read must not time out (and be tried again) while the block runs.
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
+    let app = with_directory()
         .variable("user_service_timeout_ms", "60000")
         .spawn()
         .await;
@@ -1051,8 +1046,7 @@ async fn an_unblock_leaves_the_fence_of_a_block_whose_directory_change_landed_af
     // so a block that changed the directory after the unblock's change (the user ends up
     // blocked) lost its fence, and a first login whose directory answer predated that
     // block could create a session at an address the block never read.
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
+    let app = with_directory()
         .variable("user_service_timeout_ms", "60000")
         .spawn()
         .await;
@@ -1096,10 +1090,7 @@ async fn an_unblock_leaves_the_fence_of_a_block_whose_directory_change_landed_af
 
 #[tokio::test]
 async fn the_block_fences_mark_follows_redis_clock_and_only_ever_goes_up() {
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = with_directory().spawn().await;
     app.login("una@example.com", &device_key(1)).await;
     let user = app.users.user_of("una@example.com").expect("created");
     let fences = |app: &TestApp| -> Vec<String> {
@@ -1152,10 +1143,7 @@ async fn the_block_fences_mark_follows_redis_clock_and_only_ever_goes_up() {
 async fn a_directory_user_with_several_addresses_is_listed_revoked_and_blocked_everywhere() {
     // Finding 4: the user index was last-writer-wins, so revoke-all and block saw only
     // the address the user logged in with last.
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = with_directory().spawn().await;
     let emails = [
         "omar@example.com",
         "omar.work@example.com",
@@ -1235,10 +1223,7 @@ async fn a_directory_user_with_several_addresses_is_listed_revoked_and_blocked_e
 async fn a_block_by_address_stops_the_directory_users_sessions_on_every_address() {
     // Review finding: the directory blocked the whole user, but only the named address was
     // flagged and revoked, so the user's sessions on other addresses ran on.
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = with_directory().spawn().await;
     let emails = ["kim@example.com", "kim@example.org"];
     let first = app.login(emails[0], &device_key(1)).await;
     let user = app.users.user_of(emails[0]).expect("created");
@@ -1265,10 +1250,7 @@ async fn revoke_all_and_block_reach_a_users_sessions_on_an_address_that_passed_t
     // Review finding: once an external directory gave an address to another user, the
     // previous user's revoke-all and block skipped it (their sessions there stayed active),
     // and the new user's revoke-all revoked them instead.
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = with_directory().spawn().await;
     let email = "handed@example.com";
     let first = app.login(email, &device_key(1)).await;
     let second = app.login(email, &device_key(2)).await;
@@ -1323,10 +1305,7 @@ async fn a_block_by_address_revokes_only_its_users_sessions_not_a_previous_users
     // session on the address, the previous user's too, while its flag suspends only the
     // address's user's, and the OpenAPI promises the previous user's sessions run on. The
     // one audit record named the new user with both users' count.
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = with_directory().spawn().await;
     let email = "shared@example.com";
     let earlier = app.login(email, &device_key(1)).await;
     let previous = app
@@ -1366,10 +1345,7 @@ async fn a_block_by_address_that_passed_on_in_the_directory_spares_its_previous_
     // not logged in with it here yet. A block by the address blocked that user in the
     // directory, but here the address still named its previous user, whose sessions the
     // flag then suspended (and `revoke_sessions` revoked): the wrong user stopped.
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = with_directory().spawn().await;
     let email = "passing@example.com";
     let earlier = app.device(email, 1).await;
     let previous = app
@@ -1419,10 +1395,7 @@ async fn revoke_all_on_a_passed_address_answers_alike_however_many_sessions_its_
     // Review finding: the revoke script could say "not found" only in its first batch of
     // 500, so behind more sessions of the new user a revoke-all of the previous user
     // answered 200 with a count of 0 instead of 404.
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = with_directory().spawn().await;
     let email = "crowded@example.com";
     let mine = app.login(email, &device_key(1)).await;
     let previous = app
@@ -1844,10 +1817,7 @@ async fn revoke_all_ends_a_session_dated_ahead_of_the_clock_that_decides_its_bou
     assert_eq!(active_count(&app, "kim@example.com"), 0);
 
     // At each of a directory user's addresses, the first of them or a later one.
-    let app = spawn_quick()
-        .variable("user_directory", "rest")
-        .spawn()
-        .await;
+    let app = with_directory().spawn().await;
     app.login("lou@example.com", &device_key(1)).await;
     let user = app
         .users
