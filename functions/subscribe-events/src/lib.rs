@@ -89,6 +89,9 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
         let admission = match admit(&gate, &settings, &client, &command, Some(claim)) {
             Ok(admission) => admission,
             Err(CommandError::Unexpected(cause)) => {
+                // The client step counts the refusals it makes, and one whose answer was
+                // lost may have made one: counted again, a command would count twice.
+                //
                 // The session step may have run and claimed the stream's place, its answer
                 // lost (a REST timeout, a connection reset): give the place back (releasing
                 // a place not held changes nothing). A copy of a live stream's subscribe
@@ -96,10 +99,14 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                 // for at most that stream's life, which a lost answer otherwise costs. A
                 // request that reaches Redis only after this release still leaks its
                 // place until it lapses.
+                let counted = gate.may_have_counted();
                 let released =
                     RedisPushStore::new(redis).release(&command.session, &command.request_id);
                 if let Err(e) = released {
                     log_cause("subscribe-events: releasing the stream's place", &e);
+                }
+                if counted {
+                    return Err(fail(cause.into()));
                 }
                 return Err(unavailable(cause));
             }
@@ -111,7 +118,7 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                 let refused = refuse(&key, &command, now_ms, refusal.clone());
                 call.note("result_code", refusal.code());
                 let (status, retry_after) = public_errors::refusal(&refusal);
-                let answer = Answer::json(status, &refused.response)?;
+                let answer = Answer::json(status, &refused.response)?.error_code(refusal.code());
                 return Ok(match retry_after {
                     Some(seconds) => answer.header("retry-after", seconds.to_string()),
                     None => answer,

@@ -1179,6 +1179,46 @@ async fn a_subscribe_whose_admission_answer_is_lost_gives_its_place_back() {
 }
 
 #[tokio::test]
+async fn a_stale_subscribe_whose_refusal_is_answered_too_late_is_counted_once() {
+    // Review finding (stop 40): the client step counted the stale subscribe it refused,
+    // its answer came too late, and the route counted a 503 on top (execute-command did
+    // not: it asks the gate whether the command may be counted already).
+    let (app, device, _user) = app_with(
+        Spawn::default()
+            .rest_transport()
+            .variable("push_heartbeat_seconds", "1"),
+    )
+    .await;
+    // A first stream, so that Redis knows the client step's script (an unknown script's
+    // error answered late would mean the step never ran).
+    let mut first = open(&app, &device, None).await;
+    hello(&mut first).await;
+    drop(first);
+    app.rest
+        .as_ref()
+        .expect("the app talks to the REST server")
+        .answer_late("stale_request", Duration::from_secs(6), 1);
+    let stale = device.command_at("gateway.subscribe", b"", now_ms() - 120_000);
+    let refused = app
+        .subscribe_with(&device, &stale.command, &[])
+        .await
+        .expect_err("a 503");
+    assert_eq!(refused.error(), (503, "service_unavailable".into()));
+    // The line is written once the request's metrics are.
+    app.request_line(refused.header("x-request-id").expect("an id"))
+        .await;
+    let metrics = app.metrics().await;
+    let counted = |result: &str| {
+        metrics.counter(
+            "edge_auth_commands_total",
+            &[("message_type", "gateway.subscribe"), ("result", result)],
+        )
+    };
+    assert_eq!(counted("stale_request"), 1.0, "{}", metrics.text);
+    assert_eq!(counted("service_unavailable"), 0.0, "{}", metrics.text);
+}
+
+#[tokio::test]
 async fn a_stream_whose_gauge_entry_answers_too_late_is_counted_once_and_leaves_the_gauge() {
     // Review finding: over REST, a gauge entry whose answer was lost to the timeout had
     // still run; its counts were written again after the stream, and the stream stayed
