@@ -24,8 +24,13 @@ const ROUTE: Route = Route::chained(1024 * 1024);
 /// The largest profile stored.
 const MAX_PROFILE: usize = 4 * 1024;
 
-fn json_answer(status: u16, body: &str) -> Answer {
-    Answer::bytes(status, "application/json", body.as_bytes().to_vec())
+/// `status` with `body`, an error whose code is `code` when given (for the request's line).
+fn json_answer(status: u16, body: &str, code: Option<&'static str>) -> Answer {
+    let answer = Answer::bytes(status, "application/json", body.as_bytes().to_vec());
+    match code {
+        Some(code) => answer.error_code(code),
+        None => answer,
+    }
 }
 
 fn profile(call: &Call, user: &str) -> anyhow::Result<Answer> {
@@ -35,7 +40,7 @@ fn profile(call: &Call, user: &str) -> anyhow::Result<Answer> {
         let stored = redis.command("GET", &[Arg::from(key)])?;
         return Ok(match stored.into_iter().next() {
             Some(RedisResult::Binary(bytes)) => Answer::bytes(200, "application/json", bytes),
-            _ => json_answer(200, "{}"),
+            _ => json_answer(200, "{}", None),
         });
     }
     let is_object = call.body().len() <= MAX_PROFILE
@@ -44,6 +49,7 @@ fn profile(call: &Call, user: &str) -> anyhow::Result<Answer> {
         return Ok(json_answer(
             422,
             r#"{"error":{"code":"invalid_profile","message":"a profile is a JSON object of at most 4 KiB"}}"#,
+            Some("invalid_profile"),
         ));
     }
     let text = String::from_utf8_lossy(call.body()).into_owned();
@@ -59,6 +65,7 @@ async fn handle_example_backend(req: IncomingRequest, out: ResponseOutparam) {
             return Ok(json_answer(
                 400,
                 r#"{"error":{"code":"invalid_request","message":"x-edge-auth-user-id is missing"}}"#,
+                Some("invalid_request"),
             ));
         }
         match (call.method.as_str(), call.path.as_str()) {
@@ -74,6 +81,7 @@ async fn handle_example_backend(req: IncomingRequest, out: ResponseOutparam) {
             _ => Ok(json_answer(
                 404,
                 r#"{"error":{"code":"not_found","message":"the example backend has no such route"}}"#,
+                Some("not_found"),
             )),
         }
     })

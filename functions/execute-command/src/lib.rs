@@ -91,7 +91,10 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
             .refusal
             .as_ref()
             .map_or((200, None), public_errors::refusal);
-        let answer = Answer::json(status, &executed.response)?;
+        let mut answer = Answer::json(status, &executed.response)?;
+        if let Some(refusal) = &executed.refusal {
+            answer = answer.error_code(refusal.code());
+        }
         Ok(match retry_after {
             Some(seconds) => answer.header("retry-after", seconds.to_string()),
             None => answer,

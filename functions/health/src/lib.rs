@@ -39,12 +39,13 @@ async fn handle_health(req: IncomingRequest, out: ResponseOutparam) {
             Health::Ok => Answer::ok(&json!({ "status": "ok" })),
             Health::StoreUnreachable(e) => {
                 log_cause("health: Redis unreachable", &e);
-                // The request's line says why it is 503, as an error's code would.
+                // The request's line says why it is 503.
                 call.note("redis", "unreachable");
-                Answer::json(
+                Ok(Answer::json(
                     503,
                     &json!({ "status": "degraded", "redis": "unreachable" }),
-                )
+                )?
+                .error_code("degraded"))
             }
         }
     })

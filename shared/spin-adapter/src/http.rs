@@ -207,6 +207,8 @@ pub struct Answer {
     status: u16,
     body: Body,
     headers: Vec<(String, Vec<u8>)>,
+    /// The code the request's line gives an answer that is an error (a signed refusal).
+    error_code: Option<&'static str>,
     then: Option<Box<dyn FnOnce()>>,
 }
 
@@ -216,6 +218,7 @@ impl std::fmt::Debug for Answer {
             .field("status", &self.status)
             .field("body", &self.body)
             .field("headers", &self.headers)
+            .field("error_code", &self.error_code)
             .field("then", &self.then.is_some())
             .finish()
     }
@@ -291,6 +294,7 @@ impl Answer {
             status,
             body: Body::Raw(content_type.to_string(), bytes),
             headers: Vec::new(),
+            error_code: None,
             then: None,
         }
     }
@@ -303,6 +307,7 @@ impl Answer {
             status: 200,
             body: Body::Stream(content_type.to_string(), Box::new(produce)),
             headers: Vec::new(),
+            error_code: None,
             then: None,
         }
     }
@@ -324,6 +329,7 @@ impl Answer {
             status,
             body: Body::Json(body),
             headers: Vec::new(),
+            error_code: None,
             then: None,
         })
     }
@@ -334,6 +340,15 @@ impl Answer {
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.headers
             .push((name.to_string(), value.into().into_bytes()));
+        self
+    }
+
+    /// Names the error this answer is, for the request's line (`error_code`): an answer
+    /// built here rather than from a [`PublicError`] (a signed refusal, a backend's
+    /// error) says its code so.
+    #[must_use]
+    pub fn error_code(mut self, code: &'static str) -> Self {
+        self.error_code = Some(code);
         self
     }
 
@@ -419,7 +434,7 @@ pub async fn serve(
                     stream(out, answer.status, &content_type, &headers, produce);
                 }
             }
-            let outcome = answered(answer.status, None);
+            let outcome = answered(answer.status, answer.error_code);
             if let Some(work) = answer.then {
                 work();
             }
