@@ -555,18 +555,27 @@ pub fn scrape(redis: &SpinRedis) -> anyhow::Result<String> {
         )?;
         let mut reply = Reply::new("metrics_scrape", items);
         live += reply.int()?;
-        let items = reply.rest()?;
-        for pair in items.chunks(2) {
-            let [field, value] = pair else {
-                anyhow::bail!("HGETALL of {key}: an odd number of items");
-            };
-            let n: i64 = value
-                .parse()
-                .with_context(|| format!("metrics field {field:?} holds {value:?}"))?;
-            *totals.entry(field.clone()).or_default() += n;
-        }
+        add_shard(&mut totals, &key, &reply.rest()?)?;
     }
     Ok(render(&totals, live))
+}
+
+/// Adds one shard's `HGETALL` (`items`: field, value, …) of `key` to `totals`.
+fn add_shard(
+    totals: &mut BTreeMap<String, i64>,
+    key: &str,
+    items: &[String],
+) -> anyhow::Result<()> {
+    for pair in items.chunks(2) {
+        let [field, value] = pair else {
+            anyhow::bail!("HGETALL of {key}: an odd number of items");
+        };
+        let n: i64 = value
+            .parse()
+            .with_context(|| format!("metrics field {field:?} holds {value:?}"))?;
+        *totals.entry(field.clone()).or_default() += n;
+    }
+    Ok(())
 }
 
 /// Writes the families in [`FAMILIES`] order; a counter family without labels that has
@@ -689,6 +698,28 @@ mod tests {
 
     #[test]
     fn shards_add_up_per_series() {
+        let series = Counter::Command {
+            message_type: "echo",
+            result: "ok",
+        }
+        .series();
+        let mut totals = BTreeMap::new();
+        let shard = |pairs: &[(&str, &str)]| -> Vec<String> {
+            pairs
+                .iter()
+                .flat_map(|(f, v)| [f.to_string(), v.to_string()])
+                .collect()
+        };
+        add_shard(&mut totals, "a", &shard(&[(&series, "2"), ("x", "1")])).expect("a shard");
+        add_shard(&mut totals, "b", &shard(&[(&series, "3")])).expect("a shard");
+        assert_eq!(totals.get(&series), Some(&5));
+        assert_eq!(totals.get("x"), Some(&1));
+        assert!(add_shard(&mut totals, "c", &["odd".to_string()]).is_err());
+        assert!(add_shard(&mut totals, "d", &shard(&[("x", "one")])).is_err());
+    }
+
+    #[test]
+    fn render_writes_each_series_its_sums_in_seconds_and_the_open_streams() {
         let mut totals = BTreeMap::new();
         totals.insert(
             Counter::Command {
