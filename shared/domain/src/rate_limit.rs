@@ -83,6 +83,10 @@ pub struct Budget {
 pub struct EdgeLimits {
     pub per_client: Rate,
     pub per_address: Rate,
+    /// Wrong codes per client address, across every e-mail address. The address's own
+    /// cap bounds the guesses aimed at one address; this bounds a client that spreads its
+    /// guesses over many addresses, a few each (each one of 10^6 to hit some account).
+    pub wrong_codes_per_client: Rate,
 }
 
 impl Default for EdgeLimits {
@@ -96,12 +100,17 @@ impl Default for EdgeLimits {
                 limit: 10,
                 period: Duration::from_secs(3600),
             },
+            wrong_codes_per_client: Rate {
+                limit: 30,
+                period: Duration::from_secs(3600),
+            },
         }
     }
 }
 
 impl EdgeLimits {
-    /// Reads `rate_limit_per_client` and `rate_limit_per_address` (`None` = default).
+    /// Reads `rate_limit_per_client`, `rate_limit_per_address` and
+    /// `rate_limit_wrong_codes_per_client` (`None` = default).
     ///
     /// # Errors
     /// A value that does not parse.
@@ -116,6 +125,10 @@ impl EdgeLimits {
                 Some(raw) => Rate::parse("rate_limit_per_address", &raw)?,
                 None => d.per_address,
             },
+            wrong_codes_per_client: match get("rate_limit_wrong_codes_per_client") {
+                Some(raw) => Rate::parse("rate_limit_wrong_codes_per_client", &raw)?,
+                None => d.wrong_codes_per_client,
+            },
         })
     }
 }
@@ -127,6 +140,16 @@ impl EdgeLimits {
             route,
             client,
             rate: self.per_client,
+        }
+    }
+
+    /// The wrong-code budget of a client, by its budget key: confirm needs room in it,
+    /// and spends it only for a wrong code.
+    pub fn wrong_code_budget(&self, client: String) -> Budget {
+        Budget {
+            route: "wrong_code",
+            client,
+            rate: self.wrong_codes_per_client,
         }
     }
 }
@@ -156,6 +179,25 @@ mod tests {
             assert!(Rate::parse("x", bad).is_err(), "{bad}");
         }
         assert!(Rate::parse("x", "30/31536000").is_ok(), "a year");
+    }
+
+    #[test]
+    fn the_wrong_code_budget_defaults_to_30_an_hour_and_names_itself_when_bad() {
+        let limits = EdgeLimits::from_settings(|_| None).expect("defaults");
+        assert_eq!(
+            limits.wrong_code_budget("c".into()).rate,
+            Rate::parse("x", "30/3600").expect("valid")
+        );
+        let set =
+            |name: &str| (name == "rate_limit_wrong_codes_per_client").then(|| "5/60".to_string());
+        let limits = EdgeLimits::from_settings(set).expect("valid");
+        assert_eq!(limits.wrong_codes_per_client.limit, 5);
+        assert_eq!(limits.per_client, EdgeLimits::default().per_client);
+        let err = EdgeLimits::from_settings(|name| {
+            (name == "rate_limit_wrong_codes_per_client").then(|| "many".to_string())
+        })
+        .expect_err("refused");
+        assert_eq!(err.setting, "rate_limit_wrong_codes_per_client");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use edge_auth_domain::login::ports::{
     ConfirmAttempt, ConfirmOutcome, CreateOutcome, GuardOutcome, GuardRequest, LimitPolicy,
     LoginStore, NewChallenge, UserChoice,
 };
-use edge_auth_domain::rate_limit::Rate;
+use edge_auth_domain::rate_limit::{Budget as DomainBudget, Rate};
 use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::time::Timestamp;
 
@@ -39,27 +39,50 @@ impl LoginStore for RedisLoginStore {
             .budgets
             .first()
             .map_or(("", ""), |b| (b.client.as_str(), b.route));
+        // One script, so one slot: the client's shard.
+        if let Some(other) = request
+            .budgets
+            .iter()
+            .chain(&request.held)
+            .find(|b| b.client != client)
+        {
+            bail!(
+                "guard: budgets of two clients ({client:?}, {:?}) in one call",
+                other.client
+            );
+        }
         let mut keys_ = vec![keys::session_limit_for(client), keys::metrics_for(client)];
+        let budgets = request.budgets.len() + request.held.len();
         let mut args: Vec<Arg> = vec![
             (if request.read_session_limit { "1" } else { "0" }).into(),
+            u32::try_from(budgets)?.into(),
             u32::try_from(request.budgets.len())?.into(),
         ];
-        for budget in &request.budgets {
+        for budget in request.budgets.iter().chain(&request.held) {
             keys_.push(keys::budget(budget));
             args.push(budget.rate.interval_ms().into());
             args.push(budget.rate.tolerance_ms().into());
         }
-        let mut ride = Ride::default().on(
-            When::Limited,
-            &Counter::RateLimited {
-                route,
-                budget: Budget::Client,
-            },
-        );
+        let mut ride = Ride::default()
+            .on(
+                When::Limited,
+                &Counter::RateLimited {
+                    route,
+                    budget: Budget::Client,
+                },
+            )
+            .on(
+                When::Held,
+                &Counter::RateLimited {
+                    route,
+                    budget: Budget::ClientWrongCodes,
+                },
+            );
         if route == "confirm" {
             ride = ride
                 .on(When::Always, &Counter::ConfirmAttempt)
-                .on(When::Limited, &Counter::ConfirmResult("rate_limited"));
+                .on(When::Limited, &Counter::ConfirmResult("rate_limited"))
+                .on(When::Held, &Counter::ConfirmResult("rate_limited"));
         }
         args.extend(ride.into_args());
         let mut reply = Reply::new("guard", self.redis.run(&scripts::GUARD, &keys_, &args)?);
@@ -71,6 +94,22 @@ impl LoginStore for RedisLoginStore {
         } else {
             GuardOutcome::Limited { retry_after_ms }
         })
+    }
+
+    fn spend(&self, budget: &DomainBudget) -> anyhow::Result<()> {
+        let mut reply = Reply::new(
+            "spend",
+            self.redis.run(
+                &scripts::SPEND,
+                &[keys::budget(budget)],
+                &[
+                    budget.rate.interval_ms().into(),
+                    budget.rate.tolerance_ms().into(),
+                ],
+            )?,
+        );
+        reply.int()?;
+        Ok(())
     }
 
     fn spend_send_budget(&self, tag: AddressTag, budget: Rate) -> anyhow::Result<Option<u64>> {

@@ -216,6 +216,8 @@ pub enum Counter<'a> {
 pub enum Budget {
     /// A client address's budget (any route).
     Client,
+    /// A client address's wrong codes, across e-mail addresses (confirm).
+    ClientWrongCodes,
     /// An e-mail address's send or confirm budget.
     Address,
     /// The resend interval of an address (send answers with the latest challenge).
@@ -230,6 +232,7 @@ impl Budget {
     fn as_str(self) -> &'static str {
         match self {
             Self::Client => "client",
+            Self::ClientWrongCodes => "client_wrong_codes",
             Self::Address => "address",
             Self::Resend => "resend",
             Self::WrongCodes => "wrong_codes",
@@ -443,6 +446,8 @@ pub enum When {
     Limited,
     /// `command_client` found the command stale.
     Stale,
+    /// `guard` refused for a held budget only (the client's wrong-code budget).
+    Held,
 }
 
 impl When {
@@ -451,6 +456,7 @@ impl When {
             Self::Always => "always",
             Self::Limited => "limited",
             Self::Stale => "stale",
+            Self::Held => "held",
         }
     }
 }

@@ -8,7 +8,7 @@ use edge_auth_domain::login::settings::LoginSettings;
 use spin_sdk::variables::{self, Error};
 
 /// Every variable the login settings read; a component declares the ones it needs.
-const NAMES: [&str; 19] = [
+const NAMES: [&str; 20] = [
     "code_hmac_key",
     "code_hmac_previous_key",
     "address_tag_key",
@@ -19,6 +19,7 @@ const NAMES: [&str; 19] = [
     "confirm_idempotency_seconds",
     "rate_limit_per_client",
     "rate_limit_per_address",
+    "rate_limit_wrong_codes_per_client",
     "session_limit_policy",
     "failed_confirm_cap",
     "failed_confirm_lockout_seconds",

@@ -4,6 +4,8 @@
 //! attempt. The store applies the rest in one atomic step: state, lifetime, newest-only,
 //! code (constant-time), attempt counting, block, session limit, session + projection.
 
+use anyhow::Context;
+
 use crate::client::ClientHops;
 use crate::code::VerificationCode;
 use crate::ids::{AddressTag, ChallengeId, DeviceSessionId, InvalidId, UserId};
@@ -151,8 +153,11 @@ fn truncated(text: &str, max: usize) -> &str {
 /// Runs the use case.
 ///
 /// # Errors
-/// See [`ConfirmError`]. Only [`ConfirmError::InvalidCode`] and
-/// [`ConfirmError::TooManyAttempts`] follow a state change (the attempt was counted).
+/// See [`ConfirmError`]. Bad input, and a client out of budget, change nothing. A call
+/// past those spends the client's confirm budget, and for a challenge that exists the
+/// address's; [`ConfirmError::InvalidCode`] and [`ConfirmError::TooManyAttempts`] also
+/// count the wrong code, against the challenge, the address's wrong-code cap and the
+/// client's wrong-code budget.
 pub fn confirm_email_code(
     settings: &LoginSettings,
     store: &impl LoginStore,
@@ -168,14 +173,14 @@ pub fn confirm_email_code(
     let tag = challenge_id.tag();
 
     let client = settings.clients.resolve(&request.client);
+    let budget_key = settings.clients.budget_key(&client);
     // Only the client's budget is spent up front: the address's is spent by the store,
-    // and only for a challenge that exists.
+    // and only for a challenge that exists; the client's wrong-code budget needs room,
+    // and is spent below for a wrong code.
+    let wrong_codes = settings.limits.wrong_code_budget(budget_key.clone());
     let guard = store.guard(&GuardRequest {
-        budgets: vec![
-            settings
-                .limits
-                .client_budget("confirm", settings.clients.budget_key(&client)),
-        ],
+        budgets: vec![settings.limits.client_budget("confirm", budget_key)],
+        held: vec![wrong_codes.clone()],
         read_session_limit: true,
     })?;
     let raw_limit = match guard {
@@ -211,6 +216,16 @@ pub fn confirm_email_code(
         session_idle_timeout_ms: millis(settings.sessions.idle_timeout),
     };
     let mut outcome = store.confirm(&attempt)?;
+    if matches!(
+        outcome,
+        ConfirmOutcome::InvalidCode { .. } | ConfirmOutcome::TooManyAttempts
+    ) {
+        // A code was compared and was wrong. (A wrong code needs no user, so the store's
+        // second confirm below never finds one.)
+        store
+            .spend(&wrong_codes)
+            .context("spending the client's wrong-code budget")?;
+    }
     let Directory::External(users) = directory else {
         return answer(outcome);
     };

@@ -13,7 +13,11 @@ use crate::time::Timestamp;
 /// Spend edge budgets and read the settings a call needs.
 #[derive(Debug, Clone)]
 pub struct GuardRequest {
+    /// Spent when every budget allows the call.
     pub budgets: Vec<Budget>,
+    /// Must have room for one call, but are not spent (the call spends them later, if at
+    /// all: [`LoginStore::spend`]).
+    pub held: Vec<Budget>,
     /// Also return the raw session-limit setting.
     pub read_session_limit: bool,
 }
@@ -167,11 +171,20 @@ pub enum ConfirmOutcome {
 /// idempotency windows, budgets, session creation), so that instances with skewed clocks
 /// agree: callers pass durations, never "now".
 pub trait LoginStore {
-    /// Checks and spends `budgets` in one step; reads settings.
+    /// Checks `budgets` and `held` in one step, spends `budgets` only, and only when
+    /// every one of both has room; reads settings. Every budget is in the client's shard.
     ///
     /// # Errors
     /// The store is unreachable or answered something unexpected.
     fn guard(&self, request: &GuardRequest) -> anyhow::Result<GuardOutcome>;
+
+    /// Spends one call of `budget` whether or not it has room (a call that already
+    /// happened, such as a wrong code): past its limit it keeps [`LoginStore::guard`]
+    /// refusing for longer.
+    ///
+    /// # Errors
+    /// The store is unreachable or answered something unexpected.
+    fn spend(&self, budget: &Budget) -> anyhow::Result<()>;
 
     /// Records that the external directory's `user_id` logs in with the address `tag`
     /// (idempotent; the index only grows). Called before a session is created there.

@@ -67,6 +67,7 @@ pub fn send_email_code(
                     .budget_key(&settings.clients.resolve(&request.client)),
             ),
         ],
+        held: Vec::new(),
         read_session_limit: false,
     })?;
     if let GuardOutcome::Limited { retry_after_ms } = guard {

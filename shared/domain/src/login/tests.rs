@@ -24,6 +24,7 @@ struct FakeStore {
     calls: RefCell<Vec<String>>,
     created: RefCell<Vec<NewChallenge>>,
     attempts: RefCell<Vec<ConfirmAttempt>>,
+    guards: RefCell<Vec<GuardRequest>>,
     deliveries: RefCell<Vec<ChallengeState>>,
     /// From this index call on (counted from 0), a block of the user is under way.
     fenced_from: Cell<Option<usize>>,
@@ -33,6 +34,7 @@ struct FakeStore {
 
 impl LoginStore for FakeStore {
     fn guard(&self, request: &GuardRequest) -> anyhow::Result<GuardOutcome> {
+        self.guards.borrow_mut().push(request.clone());
         self.calls
             .borrow_mut()
             .push(format!("guard:{}", request.budgets.len()));
@@ -43,6 +45,12 @@ impl LoginStore for FakeStore {
             .unwrap_or(GuardOutcome::Allowed {
                 session_limit: None,
             }))
+    }
+    fn spend(&self, budget: &crate::rate_limit::Budget) -> anyhow::Result<()> {
+        self.calls
+            .borrow_mut()
+            .push(format!("spend:{}", budget.route));
+        Ok(())
     }
     fn spend_send_budget(
         &self,
@@ -389,6 +397,50 @@ fn bad_confirm_input_never_reaches_the_store() {
         );
     }
     assert!(store.calls.borrow().is_empty());
+}
+
+#[test]
+fn a_wrong_code_spends_the_clients_wrong_code_budget_that_every_confirm_needs_room_in() {
+    for (outcome, spent) in [
+        (
+            ConfirmOutcome::InvalidCode {
+                remaining_attempts: 4,
+            },
+            true,
+        ),
+        (ConfirmOutcome::TooManyAttempts, true),
+        (
+            ConfirmOutcome::Confirmed {
+                session_id: session(),
+                user_id: "u_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA".into(),
+                repeat: false,
+            },
+            false,
+        ),
+        (ConfirmOutcome::NotFound, false),
+        (ConfirmOutcome::Locked { retry_after_ms: 1 }, false),
+    ] {
+        let store = FakeStore::default();
+        store.confirms.borrow_mut().push_back(outcome.clone());
+        let _ = confirm_email_code(
+            &settings(),
+            &store,
+            Directory::Redis,
+            &OsRandom,
+            &confirm_request(CHALLENGE, "123456", &device_key()),
+        );
+        let guard = store.guards.borrow()[0].clone();
+        assert_eq!(guard.budgets[0].route, "confirm");
+        assert_eq!(guard.held.len(), 1, "the wrong-code budget needs room");
+        assert_eq!(guard.held[0].route, "wrong_code");
+        assert_eq!(guard.held[0].client, guard.budgets[0].client);
+        let expected: &[&str] = if spent {
+            &["guard:1", "confirm", "spend:wrong_code"]
+        } else {
+            &["guard:1", "confirm"]
+        };
+        assert_eq!(*store.calls.borrow(), expected, "{outcome:?}");
+    }
 }
 
 #[test]

@@ -1322,6 +1322,103 @@ async fn send_with_header(app: &TestApp, email: &str, name: &str, value: &str) -
     ApiResponse::checked(response, SEND, "post").await
 }
 
+/// `confirm-email-code` from the client `xff` (behind a trusted proxy on loopback).
+async fn confirm_via(
+    app: &TestApp,
+    challenge: &str,
+    code: &str,
+    key: &str,
+    xff: &str,
+) -> ApiResponse {
+    let response = app
+        .client
+        .post(format!("{}{CONFIRM}", app.address))
+        .header("x-forwarded-for", xff)
+        .json(&json!({ "challenge_id": challenge, "code": code, "client_public_key": key }))
+        .send()
+        .await
+        .expect("sent");
+    ApiResponse::checked(response, CONFIRM, "post").await
+}
+
+#[tokio::test]
+async fn a_client_spreading_wrong_codes_over_many_addresses_is_stopped_by_its_wrong_code_budget() {
+    // Review finding (stop 40): only the confirm budget (30 a minute) bounded a client
+    // that guesses a few codes at each of many addresses, never locking any, each guess
+    // a chance at some account: about 43,000 guesses a day.
+    let app = Spawn::default()
+        .variable("rate_limit_wrong_codes_per_client", "3/3600")
+        .variable("trusted_proxies", "127.0.0.1")
+        .spawn()
+        .await;
+    let mut challenges = Vec::new();
+    for i in 0..4 {
+        let challenge = app.new_challenge(&format!("spray{i}@example.com")).await;
+        let code = app.mailed_code(&challenge).await;
+        challenges.push((challenge, code));
+    }
+    let wrong = |code: &str| if code == "000000" { "111111" } else { "000000" };
+    let attacker = "203.0.113.7";
+    for (challenge, code) in &challenges[..3] {
+        let answer = confirm_via(&app, challenge, wrong(code), &device_key(1), attacker).await;
+        assert_eq!(answer.error(), (401, "invalid_code".into()));
+    }
+    // Address keys only: the client shards hold the budgets and the metrics.
+    let addresses = || -> Vec<(String, Vec<u8>)> {
+        app.snapshot()
+            .into_iter()
+            .filter(|(key, _)| !key.starts_with("ea:{ea:c"))
+            .collect()
+    };
+    let before = addresses();
+    let (challenge, code) = &challenges[3];
+    let refused = confirm_via(&app, challenge, wrong(code), &device_key(1), attacker).await;
+    assert_eq!(refused.error(), (429, "rate_limited".into()));
+    let wait: u64 = refused
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!(
+        (1_100..=1_200).contains(&wait),
+        "one wrong code's 20 minutes: {wait}"
+    );
+    // Room is needed for any code: the client cannot test codes it believes right.
+    let right = confirm_via(&app, challenge, code, &device_key(1), attacker).await;
+    assert_eq!(right.error(), (429, "rate_limited".into()));
+    assert_eq!(
+        addresses(),
+        before,
+        "the refused confirms reached no address"
+    );
+    // The owner, from another client, is not held up.
+    let owner = confirm_via(&app, challenge, code, &device_key(2), "198.51.100.1").await;
+    assert_eq!(owner.status(), 200, "{}", owner.body);
+    // Right codes spend none of it: three logins, and a wrong code is still answered.
+    let other = "198.51.100.2";
+    for i in 0..4 {
+        let challenge = app.new_challenge(&format!("fine{i}@example.com")).await;
+        let code = app.mailed_code(&challenge).await;
+        let answer = if i < 3 {
+            confirm_via(&app, &challenge, &code, &device_key(3), other).await
+        } else {
+            confirm_via(&app, &challenge, wrong(&code), &device_key(3), other).await
+        };
+        let expected = if i < 3 { 200 } else { 401 };
+        assert_eq!(answer.status(), expected, "{}", answer.body);
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.counter(
+            "edge_auth_rate_limited_total",
+            &[("route", "confirm"), ("budget", "client_wrong_codes")]
+        ),
+        2.0,
+        "{}",
+        metrics.text
+    );
+}
+
 #[tokio::test]
 async fn forwarded_headers_count_only_from_trusted_proxies() {
     // Finding 5: without trusted proxies a client cannot pick its own budget.
