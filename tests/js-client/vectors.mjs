@@ -321,6 +321,18 @@ await check("subscribe: a replayed event, or one of another stream, ends it with
   gateway(async (sha, session) => [frame(await opening("0".repeat(64), session))]);
   await assert.rejects(js.subscribe(subscriber, null, () => {}), /another stream/);
 });
+await check("subscribe: a failed_precondition end is thrown with its reason, so a loop logs in again", async () => {
+  // Review finding (stop 40): it was returned like any other end, and the loop printed
+  // beside the client subscribed again, once a second, for good.
+  gateway(async (sha, session) => [frame(await opening(sha, session)) +
+    frame(await signEvent({ type: "gateway.stream_end", sequence: 1, position: "1795000200000-0", session, request_sha256: sha,
+      payload: { code: "failed_precondition", reason: "session_revoked", message: "" } }))]);
+  const seen = [];
+  await assert.rejects(js.subscribe(subscriber, "0-0", (e) => seen.push(e.event_type)),
+    (e) => e.message === "session_revoked" && e.code === "failed_precondition" && e.position === "1795000200000-0");
+  assert.deepEqual(seen, ["gateway.server_time", "gateway.stream_end"], "onEvent took the end first");
+  assert.equal(lastSignal.aborted, true, "the connection is closed");
+});
 await check("subscribe: a stream held open past its announced end is taken as dropped", async () => {
   gateway(async (sha, session) => [frame(await opening(sha, session, 100)), ": heartbeat\n\n"], { hold: true });
   const started = Date.now();

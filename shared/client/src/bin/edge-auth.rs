@@ -23,7 +23,9 @@
 //! answer whose signature does not verify, exits non-zero with a message.
 //!
 //! `subscribe` follows the session's push stream and prints each verified event as a JSON
-//! line (`id`, `event_type`, `event_id`, `target`, `timestamp_ms`, `payload`). It resumes
+//! line (`id`, `event_type`, `event_id`, `target`, `timestamp_ms`, `payload`), from the
+//! newest event on, or after `--from`'s id (`--from 0-0`: every event since the login,
+//! those published before the stream opened too). It resumes
 //! from the last id by itself when the stream reaches its maximum duration, the
 //! connection drops or the server cannot keep the stream (those last two after a pause,
 //! five times in a row at most without an event), and exits non-zero on a terminal
