@@ -28,13 +28,17 @@ impl Mailer {
     /// a misconfigured mailer is a 503 that changed nothing, not a challenge nobody mails.
     ///
     /// # Errors
-    /// An unknown adapter name, a webhook without its URL or token, or unreadable
-    /// variables.
+    /// An unknown adapter name, a webhook without its URL or token, a plain-`http://`
+    /// URL to another machine ([`crate::outbound::require_tls`]), or unreadable variables.
     pub fn from_variables() -> anyhow::Result<Self> {
         match optional("mail_delivery")?.as_deref() {
             None | Some("webhook") => Ok(Self::Webhook(WebhookMailer {
                 url: optional("mail_webhook_url")?
-                    .context("mail_delivery is webhook, and mail_webhook_url is not set")?,
+                    .context("mail_delivery is webhook, and mail_webhook_url is not set")
+                    .and_then(|url| {
+                        crate::outbound::require_tls("mail_webhook_url", &url)?;
+                        Ok(url)
+                    })?,
                 token: optional("mail_webhook_token")?
                     .context("mail_delivery is webhook, and mail_webhook_token is not set")?,
                 timeout: crate::settings::timeout("mail_webhook_timeout_ms", 5_000)?,

@@ -84,6 +84,45 @@ pub fn origin(url: &str) -> String {
     }
 }
 
+/// Whether `host` (as a URI gives it, IPv6 in brackets) is this machine: `localhost` or
+/// a loopback address.
+pub fn loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses a plain-`http://` `url` (the value of `variable`) to anything but this machine
+/// or a component called by service chaining: what goes there (a login code, a bearer
+/// token) would cross a network in clear. The message names the variable, never the
+/// value.
+///
+/// # Errors
+/// `url` starts with `http://` and its host is neither loopback nor
+/// `<component>.spin.internal`.
+pub fn require_tls(variable: &str, url: &str) -> anyhow::Result<()> {
+    let Ok(uri) = url.trim().parse::<http::Uri>() else {
+        // Not a URL: the call itself says so.
+        return Ok(());
+    };
+    let local = uri
+        .host()
+        .is_some_and(|host| loopback_host(host) || chained_host(host));
+    if uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http"))
+        && !local
+    {
+        bail!(
+            "`{variable}` must start with https:// (http:// only to a loopback address or a \
+             <component>.spin.internal one): its token and what it carries would travel in clear"
+        );
+    }
+    Ok(())
+}
+
 /// How a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
@@ -458,7 +497,36 @@ fn read_body(
 
 #[cfg(test)]
 mod tests {
-    use super::chained_host;
+    use super::{chained_host, require_tls};
+
+    #[test]
+    fn plain_http_goes_only_to_this_machine_or_a_chained_component() {
+        for url in [
+            "https://mail.example.com/codes",
+            "HTTPS://mail.example.com",
+            "http://127.0.0.1:8080/codes",
+            "http://[::1]:8080/codes",
+            "http://localhost/codes",
+            "http://mailer.spin.internal/codes",
+        ] {
+            assert!(require_tls("mail_webhook_url", url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://mail.example.com/codes",
+            "HTTP://mail.example.com/codes",
+            "http://10.0.0.5:8080/codes",
+            "http://a.b.spin.internal/codes",
+            "http://localhost.example.com/codes",
+        ] {
+            let err = require_tls("mail_webhook_url", url).expect_err(url);
+            let text = err.to_string();
+            assert!(
+                text.contains("`mail_webhook_url` must start with https://"),
+                "{text}"
+            );
+            assert!(!text.contains(url), "the value stays out of the message");
+        }
+    }
 
     #[test]
     fn only_a_component_id_under_spin_internal_is_called_by_service_chaining() {

@@ -142,13 +142,7 @@ fn check_rest_url(url: &str) -> anyhow::Result<()> {
         .with_context(|| format!("{wrong}: it is not a URL"))?;
     // The token travels in every request: in clear only to this machine (a local server
     // or sidecar), never across a network.
-    let loopback = uri.host().is_some_and(|host| {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    });
+    let loopback = uri.host().is_some_and(crate::outbound::loopback_host);
     let why = if !matches!(uri.scheme_str(), Some("http" | "https")) {
         Some("it must start with https://")
     } else if uri.scheme_str() == Some("http") && !loopback {

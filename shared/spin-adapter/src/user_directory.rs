@@ -86,10 +86,13 @@ impl RestUserDirectory {
     /// `user_service_timeout_ms` (default 2000).
     ///
     /// # Errors
-    /// A missing URL or token, or a timeout that is not a whole number of ms in 1–60000.
+    /// A missing URL or token, a plain-`http://` URL to another machine
+    /// ([`outbound::require_tls`]), or a timeout that is not a whole number of ms in
+    /// 1–60000.
     pub fn from_variables() -> anyhow::Result<Self> {
         let base = optional("user_service_url")?
             .context("user_directory = rest needs user_service_url")?;
+        outbound::require_tls("user_service_url", &base)?;
         let token = optional("user_service_token")?
             .context("user_directory = rest needs user_service_token")?;
         Ok(Self {

@@ -305,6 +305,11 @@ async fn a_mailer_that_cannot_send_makes_send_answer_503_before_anything_is_stor
         // Review finding: any number was taken; 0 failed every mail at once.
         ("mail_webhook_timeout_ms", "0"),
         ("mail_webhook_timeout_ms", "600000"),
+        // Review finding (stop 40): the code and the token went in clear to any host.
+        (
+            "mail_webhook_url",
+            "http://mail.example.com/edge-auth/codes",
+        ),
     ] {
         let app = Spawn::default().variable(name, value).spawn().await;
         let answer = app.send_email_code("mo@example.com").await;
@@ -1775,6 +1780,42 @@ fn rest_directory() -> Spawn {
     Spawn::default()
         .variable("user_directory", "rest")
         .variable("resend_interval_seconds", "0")
+}
+
+#[tokio::test]
+async fn a_user_service_over_plain_http_to_another_machine_makes_confirm_answer_503_having_spent_nothing()
+ {
+    // Review finding (stop 40): the user service's token went in clear to any host.
+    let app = rest_directory()
+        .variable("user_service_url", "http://users.example.com")
+        .variable("user_service_allowed_host", "http://users.example.com")
+        .spawn()
+        .await;
+    let challenge = app.new_challenge("plain@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    // Address keys only: the client shards hold the budgets and the metrics.
+    let addresses = || -> Vec<(String, Vec<u8>)> {
+        app.snapshot()
+            .into_iter()
+            .filter(|(key, _)| !key.starts_with("ea:{ea:c"))
+            .collect()
+    };
+    let before = addresses();
+    let refused = app
+        .confirm_email_code(&challenge, &code, &device_key(1))
+        .await;
+    assert_eq!(refused.error(), (503, "service_unavailable".into()));
+    assert_eq!(addresses(), before, "nothing spent or stored");
+    let logs = app.logs_with("user_service_url").await;
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("`user_service_url` must start with https://")),
+        "{logs:#?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.contains("users.example.com")),
+        "{logs:#?}"
+    );
 }
 
 #[tokio::test]
