@@ -349,13 +349,17 @@ impl LoginStore for RedisLoginStore {
             }
             "expired" => ConfirmOutcome::Expired,
             "superseded" => ConfirmOutcome::Superseded,
-            "consumed" => ConfirmOutcome::Consumed,
+            "consumed" => ConfirmOutcome::Consumed {
+                wrong_code: reply.int()? == 1,
+            },
             "session_revoked" => ConfirmOutcome::SessionRevoked,
             "session_expired" => ConfirmOutcome::SessionExpired,
             "invalid_code" => ConfirmOutcome::InvalidCode {
                 remaining_attempts: u32::try_from(reply.int()?)?,
             },
-            "too_many_attempts" => ConfirmOutcome::TooManyAttempts,
+            "too_many_attempts" => ConfirmOutcome::TooManyAttempts {
+                wrong_code: reply.int()? == 1,
+            },
             "blocked" => ConfirmOutcome::Blocked,
             "session_limit" => {
                 metrics::count(&Counter::SessionLimitRejected);
@@ -379,11 +383,11 @@ fn result_code(outcome: &ConfirmOutcome) -> &'static str {
         ConfirmOutcome::Locked { .. } => "login_locked",
         ConfirmOutcome::Expired => "challenge_expired",
         ConfirmOutcome::Superseded => "challenge_superseded",
-        ConfirmOutcome::Consumed => "challenge_consumed",
+        ConfirmOutcome::Consumed { .. } => "challenge_consumed",
         ConfirmOutcome::SessionRevoked => "session_revoked",
         ConfirmOutcome::SessionExpired => "session_expired",
         ConfirmOutcome::InvalidCode { .. } => "invalid_code",
-        ConfirmOutcome::TooManyAttempts => "too_many_attempts",
+        ConfirmOutcome::TooManyAttempts { .. } => "too_many_attempts",
         ConfirmOutcome::Blocked => "blocked_by_policy",
         ConfirmOutcome::SessionLimitExceeded => "session_limit_exceeded",
     }

@@ -155,9 +155,11 @@ fn truncated(text: &str, max: usize) -> &str {
 /// # Errors
 /// See [`ConfirmError`]. Bad input, and a client out of budget, change nothing. A call
 /// past those spends the client's confirm budget, and for a challenge that exists the
-/// address's; [`ConfirmError::InvalidCode`] and [`ConfirmError::TooManyAttempts`] also
-/// count the wrong code, against the challenge, the address's wrong-code cap and the
-/// client's wrong-code budget.
+/// address's; a wrong code ([`ConfirmError::InvalidCode`], the
+/// [`ConfirmError::TooManyAttempts`] that kills a challenge, a wrong code for a
+/// confirmed challenge's [`ConfirmError::Consumed`]) also counts against the address's
+/// wrong-code cap and the client's wrong-code budget, and for a live challenge against
+/// its attempts.
 pub fn confirm_email_code(
     settings: &LoginSettings,
     store: &impl LoginStore,
@@ -218,10 +220,13 @@ pub fn confirm_email_code(
     let mut outcome = store.confirm(&attempt)?;
     if matches!(
         outcome,
-        ConfirmOutcome::InvalidCode { .. } | ConfirmOutcome::TooManyAttempts
+        ConfirmOutcome::InvalidCode { .. }
+            | ConfirmOutcome::TooManyAttempts { wrong_code: true }
+            | ConfirmOutcome::Consumed { wrong_code: true }
     ) {
-        // A code was compared and was wrong. (A wrong code needs no user, so the store's
-        // second confirm below never finds one.)
+        // The store counted a wrong code against the address's cap: the client's budget
+        // counts it too. (A wrong code needs no user, so the store's second confirm below
+        // never finds one.)
         store
             .spend(&wrong_codes)
             .context("spending the client's wrong-code budget")?;
@@ -285,13 +290,13 @@ fn answer(outcome: ConfirmOutcome) -> Result<Confirmed, ConfirmError> {
         ConfirmOutcome::Locked { retry_after_ms } => Err(ConfirmError::Locked { retry_after_ms }),
         ConfirmOutcome::Expired => Err(ConfirmError::Expired),
         ConfirmOutcome::Superseded => Err(ConfirmError::Superseded),
-        ConfirmOutcome::Consumed => Err(ConfirmError::Consumed),
+        ConfirmOutcome::Consumed { .. } => Err(ConfirmError::Consumed),
         ConfirmOutcome::SessionRevoked => Err(ConfirmError::SessionRevoked),
         ConfirmOutcome::SessionExpired => Err(ConfirmError::SessionExpired),
         ConfirmOutcome::InvalidCode { remaining_attempts } => {
             Err(ConfirmError::InvalidCode { remaining_attempts })
         }
-        ConfirmOutcome::TooManyAttempts => Err(ConfirmError::TooManyAttempts),
+        ConfirmOutcome::TooManyAttempts { .. } => Err(ConfirmError::TooManyAttempts),
         ConfirmOutcome::Blocked => Err(ConfirmError::Blocked),
         ConfirmOutcome::SessionLimitExceeded => Err(ConfirmError::SessionLimitExceeded),
         ConfirmOutcome::NeedUser { .. } => Err(ConfirmError::Unexpected(anyhow::anyhow!(

@@ -141,8 +141,11 @@ pub enum ConfirmOutcome {
     Expired,
     /// A newer challenge exists for the address.
     Superseded,
-    /// Already confirmed, and this is not an exact repeat.
-    Consumed,
+    /// Already confirmed, and this is not an exact repeat (`wrong_code`: the code was
+    /// wrong, and counted against the address's cap).
+    Consumed {
+        wrong_code: bool,
+    },
     /// An exact repeat of an earlier confirm whose session has been revoked since.
     SessionRevoked,
     /// An exact repeat of an earlier confirm whose session has reached its lifetime or
@@ -151,7 +154,11 @@ pub enum ConfirmOutcome {
     InvalidCode {
         remaining_attempts: u32,
     },
-    TooManyAttempts,
+    /// The challenge is dead of wrong codes (`wrong_code`: this call's was the last one,
+    /// counted; otherwise it was dead already and no code was compared).
+    TooManyAttempts {
+        wrong_code: bool,
+    },
     Blocked,
     SessionLimitExceeded,
     /// The code is right and nothing else stands in the way (a session limit of 0

@@ -408,7 +408,11 @@ fn a_wrong_code_spends_the_clients_wrong_code_budget_that_every_confirm_needs_ro
             },
             true,
         ),
-        (ConfirmOutcome::TooManyAttempts, true),
+        (ConfirmOutcome::TooManyAttempts { wrong_code: true }, true),
+        // Dead already: no code was compared (review finding, stop 40).
+        (ConfirmOutcome::TooManyAttempts { wrong_code: false }, false),
+        (ConfirmOutcome::Consumed { wrong_code: true }, true),
+        (ConfirmOutcome::Consumed { wrong_code: false }, false),
         (
             ConfirmOutcome::Confirmed {
                 session_id: session(),

@@ -22,7 +22,8 @@
 -- are on the lifecycle and audit streams),
 -- {'need_user', email} (only the address's budget spent) or {error, ...} ({'expired'}
 -- also for a challenge without the address an external directory needs: its state is
--- then `expired`).
+-- then `expired`; {'consumed', 0|1} and {'too_many_attempts', 0|1}: 1 when this call
+-- counted a wrong code).
 local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
   'max_attempts', 'confirmed_key', 'session_id', 'user_id', 'email')
 local state = ch[1]
@@ -96,11 +97,13 @@ if state == 'confirmed' then
   if not code_ok then
     redis.call('INCR', KEYS[10])
     redis.call('PEXPIRE', KEYS[10], ARGV[20])
+    return {'consumed', 1}
   end
-  return {'consumed'}
+  return {'consumed', 0}
 end
+-- From here a second item of 1 says this call counted a wrong code (0: it compared none).
 if state == 'exhausted' then
-  return {'too_many_attempts'}
+  return {'too_many_attempts', 0}
 end
 if state == 'expired' or now >= tonumber(ch[3]) then
   return {'expired'}
@@ -111,7 +114,7 @@ end
 local attempts = tonumber(ch[4])
 local max_attempts = tonumber(ch[5])
 if attempts >= max_attempts then
-  return {'too_many_attempts'}
+  return {'too_many_attempts', 0}
 end
 if not code_ok then
   redis.call('INCR', KEYS[10])
@@ -120,7 +123,7 @@ if not code_ok then
   redis.call('HSET', KEYS[1], 'attempts', attempts)
   if attempts >= max_attempts then
     redis.call('HSET', KEYS[1], 'state', 'exhausted')
-    return {'too_many_attempts'}
+    return {'too_many_attempts', 1}
   end
   return {'invalid_code', max_attempts - attempts}
 end

@@ -1425,6 +1425,43 @@ async fn a_client_spreading_wrong_codes_over_many_addresses_is_stopped_by_its_wr
 }
 
 #[tokio::test]
+async fn only_a_code_counted_wrong_spends_the_clients_wrong_code_budget() {
+    // Review finding (stop 40): a confirm of a challenge already dead of wrong codes,
+    // which compares no code, spent it too.
+    let app = Spawn::default()
+        .variable("trusted_proxies", "127.0.0.1")
+        .spawn()
+        .await;
+    let spent_by = |client: &str| {
+        app.snapshot()
+            .into_iter()
+            .any(|(key, _)| key.contains(":rl:wrong_code:") && key.ends_with(client))
+    };
+    let challenge = app.new_challenge("dead@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let _ = confirm_via(&app, &challenge, wrong, &device_key(1), "203.0.113.8").await;
+    }
+    assert!(spent_by("203.0.113.8"));
+    let dead = confirm_via(&app, &challenge, &code, &device_key(1), "198.51.100.9").await;
+    assert_eq!(dead.error(), (429, "too_many_attempts".into()));
+    assert!(!spent_by("198.51.100.9"), "no code was compared");
+
+    // A wrong code for a confirmed challenge counts, as against the address's cap; the
+    // right one does not.
+    let challenge = app.new_challenge("done@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let done = confirm_via(&app, &challenge, &code, &device_key(2), "198.51.100.10").await;
+    assert_eq!(done.status(), 200, "{}", done.body);
+    let late = confirm_via(&app, &challenge, wrong, &device_key(2), "198.51.100.11").await;
+    assert_eq!(late.status(), 410, "{}", late.body);
+    assert!(spent_by("198.51.100.11"));
+    assert!(!spent_by("198.51.100.10"));
+}
+
+#[tokio::test]
 async fn forwarded_headers_count_only_from_trusted_proxies() {
     // Finding 5: without trusted proxies a client cannot pick its own budget.
     let app = Spawn::default()
