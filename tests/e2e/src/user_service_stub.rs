@@ -17,6 +17,8 @@ pub struct UserCall {
     pub method: String,
     pub path_and_query: String,
     pub authorization: Option<String>,
+    pub request_id: Option<String>,
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -236,15 +238,18 @@ async fn handle(
         .path_and_query()
         .map(|pq| pq.as_str().to_string())
         .unwrap_or_default();
-    let authorization = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     lock(&state.calls).push(UserCall {
         method: method.clone(),
         path_and_query: path_and_query.clone(),
-        authorization,
+        authorization: header("authorization"),
+        request_id: header("x-request-id"),
+        traceparent: header("traceparent"),
     });
     let body = req.into_body().collect().await?.to_bytes();
     let user = |email: &str, id: &str| json!({ "user_id": id, "blocked": lock(&state.blocked).contains(email) });

@@ -401,6 +401,45 @@ fn component_lines(lines: &[String]) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn the_request_id_and_traceparent_travel_to_the_user_service() {
+    // Review finding (stop 40): README says so; the stub recorded neither.
+    let app = Spawn::default()
+        .variable("user_directory", "rest")
+        .spawn()
+        .await;
+    let challenge = app.new_challenge("una@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let confirmed = app
+        .client
+        .post(format!(
+            "{}/api/v1/public/auth/confirm-email-code",
+            app.address
+        ))
+        .header("x-request-id", "confirm-via-directory")
+        .header("traceparent", traceparent)
+        .json(&serde_json::json!({
+            "challenge_id": challenge,
+            "code": code,
+            "client_public_key": edge_auth_tests::device_key(1),
+        }))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(confirmed.status(), 200);
+    let calls = app.users.calls();
+    assert!(!calls.is_empty(), "the directory was asked");
+    for call in calls {
+        assert_eq!(
+            call.request_id.as_deref(),
+            Some("confirm-via-directory"),
+            "{call:?}"
+        );
+        assert_eq!(call.traceparent.as_deref(), Some(traceparent), "{call:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_send_line_tells_how_delivery_went_and_every_line_a_component_writes_is_json() {
     // Review finding: send printed its delivery as a plain second line, and causes went
     // to stderr as plain text no request id tied to their request.
