@@ -179,6 +179,16 @@ impl CommandGate for RedisCommandGate<'_> {
             }
             other => bail!("`command_session` reply: unknown outcome {other:?}"),
         };
+        // A refusal of a proven session names its user last, for the request's line.
+        if !matches!(
+            outcome,
+            SessionOutcome::Stale { .. }
+                | SessionOutcome::UnknownSession
+                | SessionOutcome::KeyMismatch
+        ) && let Some(user_id) = reply.text()?
+        {
+            crate::request_log::note_user_id(&user_id);
+        }
         metrics::count(&Counter::Command {
             message_type: metrics::command_label(a.message_type.as_str(), a.known_type),
             result: session_result(&outcome),

@@ -23,9 +23,11 @@
 --       16 request id, 17 max open streams ('0': the command opens none),
 --       18 ms until the stream ends by itself, 19 grace ms, 20 retention after the
 --       session's end (ms)
--- Returns {code, now[, more]}: 'stale', 'unknown_session', 'key_mismatch', 'revoked', 'expired',
---   'blocked', 'replayed', {'rate_limited', now, wait_ms, budget},
---   {'too_many_streams', now, wait_ms}, {'admitted', now, user_id}
+-- Returns {code, now[, more]}: 'stale', 'unknown_session', 'key_mismatch';
+--   {'revoked' | 'expired' | 'blocked' | 'replayed', now, user_id},
+--   {'rate_limited', now, wait_ms, budget, user_id},
+--   {'too_many_streams', now, wait_ms, user_id}, {'admitted', now, user_id}
+--   (user_id: the session's, for the request's log line; nil for a projection without)
 local now = now_ms()
 if math.abs(now - tonumber(ARGV[14])) > tonumber(ARGV[15]) then
   return {'stale', now}
@@ -33,9 +35,9 @@ end
 local p = redis.call('HMGET', KEYS[1], 'client_public_key', 'status', 'user_id')
 if not p[1] then return {'unknown_session', now} end
 if p[1] ~= ARGV[1] then return {'key_mismatch', now} end
-if redis.call('EXISTS', KEYS[4]) == 1 then return {'replayed', now} end
-if p[2] == 'revoked' then return {'revoked', now} end
-if p[2] == 'expired' then return {'expired', now} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'replayed', now, p[3]} end
+if p[2] == 'revoked' then return {'revoked', now, p[3]} end
+if p[2] == 'expired' then return {'expired', now, p[3]} end
 if p[2] ~= 'active' then
   error('gateway projection ' .. KEYS[1] .. ': unknown status ' .. tostring(p[2]))
 end
@@ -45,22 +47,22 @@ if redis.call('EXISTS', KEYS[2]) == 0 then return {'unknown_session', now} end
 local c = {now = now, active = KEYS[8], expired = KEYS[9], lifecycle = KEYS[10],
   audit = KEYS[11], lifecycle_ttl = ARGV[10], lifecycle_max = ARGV[11],
   audit_ttl = ARGV[12], audit_max = ARGV[13]}
-if expire_if_due(c, KEYS[2]) then return {'expired', now} end
+if expire_if_due(c, KEYS[2]) then return {'expired', now, p[3]} end
 -- (Checked above in this same atomic call: NX cannot fail here, and guards the order.)
 if not redis.call('SET', KEYS[4], now, 'NX', 'PX', ARGV[2]) then
-  return {'replayed', now}
+  return {'replayed', now, p[3]}
 end
 -- The block of the address is its user's: with an external directory the address may
 -- have passed to another user, and this session may be the previous user's (whose own
 -- block revoked its sessions here).
-if block_stops(KEYS[3], KEYS[13], p[3]) then return {'blocked', now} end
+if block_stops(KEYS[3], KEYS[13], p[3]) then return {'blocked', now, p[3]} end
 local budgets = {{KEYS[5], ARGV[3], ARGV[4], 'session'}, {KEYS[6], ARGV[5], ARGV[6], 'user'}}
 if ARGV[9] == '1' then
   budgets[3] = {KEYS[7], ARGV[7], ARGV[8], 'message_type'}
 end
 for _, b in ipairs(budgets) do
   local wait = gcra(b[1], now, tonumber(b[2]), tonumber(b[3]), false)
-  if wait > 0 then return {'rate_limited', now, wait, b[4]} end
+  if wait > 0 then return {'rate_limited', now, wait, b[4], p[3]} end
 end
 local max_streams = tonumber(ARGV[17])
 local grace = tonumber(ARGV[19])
@@ -78,7 +80,7 @@ if max_streams > 0 then
         'LIMIT', 0, 1)
       if live[2] then wait = math.min(wait, tonumber(live[2]) - now) end
     end
-    return {'too_many_streams', now, wait}
+    return {'too_many_streams', now, wait, p[3]}
   end
 end
 for _, b in ipairs(budgets) do

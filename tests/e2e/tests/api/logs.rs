@@ -120,6 +120,9 @@ async fn a_signed_refusal_and_an_edge_refusal_each_write_one_line_with_their_err
     assert_eq!(line["status"], 409);
     assert_eq!(line["error_code"], "replayed_request");
     assert_eq!(line["result_code"], "replayed_request");
+    // The session step names the proven session's user on its refusals too.
+    let user = app.get_session(&device.session).await.field("user_id");
+    assert_eq!(line["user_id"], user.as_str(), "{line}");
 
     // Refused at the edge: no internal token (401), a wrong method (405), not JSON (415).
     let client = reqwest::Client::new();
