@@ -8,7 +8,6 @@
 use edge_auth_domain::sessions::usecases::audit;
 use edge_auth_spin::http::{Answer, Route, serve};
 use edge_auth_spin::internal::{AuditJson, audit_json, fail};
-use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::request_log;
 use edge_auth_spin::session_store::RedisSessionStore;
 use serde::Serialize;
@@ -32,7 +31,7 @@ async fn handle_audit_log(req: IncomingRequest, out: ResponseOutparam) {
             request_log::note_user_id(user_id);
         }
         let run = || {
-            let store = RedisSessionStore::new(SpinRedis::connect()?);
+            let store = RedisSessionStore::connecting();
             audit(
                 &store,
                 call.query("user_id"),

@@ -48,7 +48,7 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
             .clients
             .budget_key(&settings.clients.resolve(&call.caller.client));
         let store = RedisSessionStore::new(SpinRedis::connect().map_err(|e| fail(e.into()))?);
-        let gate = RedisCommandGate::new(store.redis());
+        let gate = RedisCommandGate::new(store.redis().map_err(|e| fail(e.into()))?);
         let backend = HttpBackend {
             target: settings.backend.as_ref(),
         };

@@ -6,7 +6,6 @@
 use edge_auth_domain::sessions::usecases::get_session;
 use edge_auth_spin::http::{Answer, Route, serve};
 use edge_auth_spin::internal::{fail, session_json};
-use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
@@ -17,7 +16,7 @@ const ROUTE: Route = Route::internal(false, &["device_session_id"]);
 async fn handle_get_session(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, ROUTE, |call| {
         let run = || {
-            let store = RedisSessionStore::new(SpinRedis::connect()?);
+            let store = RedisSessionStore::connecting();
             get_session(&store, call.param("device_session_id"))
         };
         let record = run().map_err(|e| fail("get-session failed", &e))?;

@@ -7,7 +7,6 @@
 use edge_auth_domain::sessions::usecases::list_sessions;
 use edge_auth_spin::http::{Answer, Route, serve};
 use edge_auth_spin::internal::{SessionJson, fail, session_json};
-use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
 use serde::Serialize;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
@@ -26,7 +25,7 @@ struct ListResponse<'a> {
 async fn handle_list_user_sessions(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, ROUTE, |call| {
         let run = || {
-            let store = RedisSessionStore::new(SpinRedis::connect()?);
+            let store = RedisSessionStore::connecting();
             list_sessions(
                 &store,
                 call.param("user_id"),

@@ -9,7 +9,6 @@ use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::sessions::usecases::{SessionError, revoke_all};
 use edge_auth_spin::http::{Answer, Route, serve};
 use edge_auth_spin::internal::{ReasonBody, fail, note_change};
-use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
@@ -24,7 +23,7 @@ async fn handle_revoke_all_sessions(req: IncomingRequest, out: ResponseOutparam)
         let run = || -> Result<_, SessionError> {
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
             note_change(&call, &reason, None);
-            let store = RedisSessionStore::new(SpinRedis::connect()?);
+            let store = RedisSessionStore::connecting();
             revoke_all(&store, call.param("user_id"), &reason)
         };
         let count = run().map_err(|e| fail("revoke-all-sessions failed", &e))?;

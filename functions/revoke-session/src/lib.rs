@@ -10,7 +10,6 @@ use edge_auth_domain::sessions::input::ChangeReason;
 use edge_auth_domain::sessions::usecases::{SessionError, revoke_session};
 use edge_auth_spin::http::{Answer, Route, serve};
 use edge_auth_spin::internal::{ReasonBody, fail, note_change};
-use edge_auth_spin::redis::SpinRedis;
 use edge_auth_spin::session_store::RedisSessionStore;
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
@@ -25,7 +24,7 @@ async fn handle_revoke_session(req: IncomingRequest, out: ResponseOutparam) {
         let run = || -> Result<_, SessionError> {
             let reason = ChangeReason::parse(&body.reason_code, &body.actor)?;
             note_change(&call, &reason, None);
-            let store = RedisSessionStore::new(SpinRedis::connect()?);
+            let store = RedisSessionStore::connecting();
             revoke_session(&store, call.param("device_session_id"), &reason)
         };
         let (record, already) = run().map_err(|e| fail("revoke-session failed", &e))?;

@@ -234,23 +234,42 @@ fn common(reason: &ChangeReason) -> Vec<Arg> {
 /// The session store on a Spin Redis connection.
 #[derive(Debug)]
 pub struct RedisSessionStore {
-    redis: SpinRedis,
+    redis: std::cell::OnceCell<SpinRedis>,
 }
 
 impl RedisSessionStore {
     /// Wraps an open connection.
     pub fn new(redis: SpinRedis) -> Self {
-        Self { redis }
+        Self {
+            redis: std::cell::OnceCell::from(redis),
+        }
     }
 
-    /// The connection, for another store of the same request.
-    pub fn redis(&self) -> &SpinRedis {
-        &self.redis
+    /// A store that connects when it is first used: a use case that refuses its input
+    /// first (a malformed id, a bad cursor) then opens no connection, and answers its
+    /// `400` even while Redis is unreachable.
+    pub fn connecting() -> Self {
+        Self {
+            redis: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The connection (opened now, for a store made by [`RedisSessionStore::connecting`]
+    /// that has not used it yet), also for another store of the same request.
+    ///
+    /// # Errors
+    /// As [`SpinRedis::connect`].
+    pub fn redis(&self) -> anyhow::Result<&SpinRedis> {
+        if let Some(redis) = self.redis.get() {
+            return Ok(redis);
+        }
+        let redis = SpinRedis::connect()?;
+        Ok(self.redis.get_or_init(|| redis))
     }
 
     /// Runs `fence_user.lua` on the user's fence in `mode` (`raise`, `read` or `lower`).
     fn fence(&self, user: &UserRef, mode: &str, arg: Arg) -> anyhow::Result<Vec<RedisResult>> {
-        self.redis.run(
+        self.redis()?.run(
             &scripts::FENCE_USER,
             &[
                 keys::user_index(user.as_str()),
@@ -265,7 +284,7 @@ impl RedisSessionStore {
     fn write_limit_copies(&self, limit: &str) -> anyhow::Result<Option<i64>> {
         let mut reply = Reply::new(
             "INCR session-limit calls",
-            self.redis
+            self.redis()?
                 .command("INCR", &[keys::SESSION_LIMIT_CALLS.into()])?,
         );
         let version = reply.int()?.to_string();
@@ -277,7 +296,7 @@ impl RedisSessionStore {
         {
             let mut reply = Reply::new(
                 "set_limit_copy",
-                self.redis.run(
+                self.redis()?.run(
                     &scripts::SET_LIMIT_COPY,
                     &[copy, copy_version],
                     &[version.as_str().into(), limit.into()],
@@ -304,7 +323,7 @@ impl SessionStore for RedisSessionStore {
             k.projection(id.as_str()),
         ];
         let items = self
-            .redis
+            .redis()?
             .run(&scripts::GET_SESSION, &keys_, &stream_args())?;
         if items.is_empty() {
             return Ok(None);
@@ -313,7 +332,7 @@ impl SessionStore for RedisSessionStore {
     }
 
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
-        user_addresses(&self.redis, user)
+        user_addresses(self.redis()?, user)
     }
 
     fn raise_fence(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
@@ -372,7 +391,7 @@ impl SessionStore for RedisSessionStore {
         ];
         let mut reply = Reply::new(
             "list_sessions",
-            self.redis.run(&scripts::LIST_SESSIONS, &keys_, &args)?,
+            self.redis()?.run(&scripts::LIST_SESSIONS, &keys_, &args)?,
         );
         match reply.required()?.as_str() {
             "user_not_found" => return Ok(None),
@@ -388,7 +407,7 @@ impl SessionStore for RedisSessionStore {
     }
 
     fn revoke(&self, id: &DeviceSessionId, reason: &ChangeReason) -> anyhow::Result<RevokeOutcome> {
-        let (outcome, mut reply) = run_revoke(&self.redis, id, reason)?;
+        let (outcome, mut reply) = run_revoke(self.redis()?, id, reason)?;
         Ok(match outcome.as_str() {
             "not_found" => RevokeOutcome::NotFound,
             "revoked" => RevokeOutcome::Revoked(record(&mut reply)?),
@@ -416,7 +435,7 @@ impl SessionStore for RedisSessionStore {
         args.push(b.seen_so_far.into());
         let mut reply = Reply::new(
             "revoke_batch",
-            self.redis.run(
+            self.redis()?.run(
                 &scripts::REVOKE_BATCH,
                 &[
                     k.active_sessions(),
@@ -467,7 +486,7 @@ impl SessionStore for RedisSessionStore {
         ];
         let mut reply = Reply::new(
             "block",
-            self.redis.run(
+            self.redis()?.run(
                 &scripts::BLOCK,
                 &[
                     k.blocked(),
@@ -497,7 +516,7 @@ impl SessionStore for RedisSessionStore {
         if let Some(newest) = newest {
             let mut reply = Reply::new(
                 "GET session-limit calls",
-                self.redis
+                self.redis()?
                     .command("GET", &[keys::SESSION_LIMIT_CALLS.into()])?,
             );
             // No counter yet counts as 0; one that is not a number is corrupt, not 0.
@@ -508,7 +527,7 @@ impl SessionStore for RedisSessionStore {
                     .with_context(|| format!("the session-limit call counter holds {n:?}"))?,
             };
             if counter < newest {
-                self.redis.command(
+                self.redis()?.command(
                     "INCRBY",
                     &[
                         keys::SESSION_LIMIT_CALLS.into(),
@@ -536,7 +555,7 @@ impl SessionStore for RedisSessionStore {
         ];
         let mut reply = Reply::new(
             "audit",
-            self.redis
+            self.redis()?
                 .run(&scripts::AUDIT, &[k.audit(), k.user()], &args)?,
         );
         match reply.required()?.as_str() {

@@ -397,6 +397,67 @@ async fn a_revoke_is_idempotent_keeps_the_first_metadata_and_reaches_the_project
 }
 
 #[tokio::test]
+async fn bad_input_to_the_session_routes_is_refused_while_redis_is_unreachable() {
+    // Review finding (stop 40): get, list, audit, revoke and revoke-all connected to
+    // Redis before they read their input, so garbage got 503 while Redis was down (and
+    // opened a connection while it was up).
+    let app = Spawn::default()
+        .variable("redis_url", "redis://127.0.0.1:1")
+        .variable("redis_allowed_host", "redis://127.0.0.1:1")
+        .spawn()
+        .await;
+    let reason = json!({"reason_code": "tests", "actor": "admin:1"});
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    let bad = [
+        (
+            get.clone(),
+            "/api/v1/internal/sessions/not-an-id",
+            "/api/v1/internal/sessions/{device_session_id}",
+            None,
+        ),
+        (
+            get.clone(),
+            "/api/v1/internal/users/a@b/sessions",
+            "/api/v1/internal/users/{user_id}/sessions",
+            None,
+        ),
+        (
+            get.clone(),
+            "/api/v1/internal/audit?user_id=a@b",
+            "/api/v1/internal/audit",
+            None,
+        ),
+        (
+            post.clone(),
+            "/api/v1/internal/sessions/not-an-id/revoke",
+            "/api/v1/internal/sessions/{device_session_id}/revoke",
+            Some(&reason),
+        ),
+        (
+            post.clone(),
+            "/api/v1/internal/users/a@b/sessions/revoke-all",
+            "/api/v1/internal/users/{user_id}/sessions/revoke-all",
+            Some(&reason),
+        ),
+    ];
+    for (method, path, template, body) in bad {
+        let answer = app.internal(method, path, template, body).await;
+        assert_eq!(answer.error(), (400, "invalid_request".into()), "{path}");
+    }
+    // A well-formed one needs Redis, which is not there.
+    let unknown = app
+        .internal(
+            get,
+            "/api/v1/internal/sessions/s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA",
+            "/api/v1/internal/sessions/{device_session_id}",
+            None,
+        )
+        .await;
+    assert_eq!(unknown.error(), (503, "service_unavailable".into()));
+}
+
+#[tokio::test]
 async fn bad_revoke_input_is_refused_and_changes_nothing() {
     let app = spawn_app().await;
     let session = app.login("dan@example.com", &device_key(1)).await;
