@@ -739,6 +739,11 @@ fn error_headers(err: &PublicError, route: Route) -> Vec<(String, Vec<u8>)> {
     if err.status == 405 {
         headers.push(("allow".to_string(), route.method_name().as_bytes().to_vec()));
     }
+    // A missing or wrong bearer token (the internal API, a backend's route). The signed
+    // command's 401s prove a key, not a token: no scheme to name.
+    if err.status == 401 && err.code == "unauthorized" {
+        headers.push(("www-authenticate".to_string(), b"Bearer".to_vec()));
+    }
     headers
 }
 

@@ -115,6 +115,15 @@ async fn no_internal_route_answers_anything_but_401_without_the_token() {
                 }
                 let response = request.send().await.expect("sent");
                 assert_eq!(response.status(), 401, "{method} {route} {auth:?}");
+                // RFC 9110, section 15.5.2: a 401 names the scheme it wants.
+                assert_eq!(
+                    response
+                        .headers()
+                        .get("www-authenticate")
+                        .and_then(|v| v.to_str().ok()),
+                    Some("Bearer"),
+                    "{method} {route}"
+                );
                 let body: Value = response.json().await.expect("JSON");
                 assert_eq!(body["error"]["code"], "unauthorized");
                 assert_eq!(body.as_object().map(|o| o.len()), Some(1));
