@@ -126,9 +126,39 @@ impl ServerKey {
 
     /// The tag shared by every key of one address.
     pub fn address_tag(&self, email: &EmailAddress) -> AddressTag {
-        let full = hmac(&self.tag_key, &[email.as_str().as_bytes()]);
+        self.address_mac(email).tag()
+    }
+
+    /// The address's whole keyed MAC, of which its tag is the start: what tells two
+    /// addresses apart that share a tag.
+    pub fn address_mac(&self, email: &EmailAddress) -> AddressMac {
+        AddressMac(hmac(&self.tag_key, &[email.as_str().as_bytes()]))
+    }
+}
+
+/// The keyed MAC of an e-mail address (HMAC-SHA-256 under the tag key). Its first 8 bytes
+/// are the address's [`AddressTag`]: 64 bits, so among very many addresses two may share a
+/// tag (a chance of about 3·10⁻⁶ among 10^7 addresses), and the whole MAC, stored beside the
+/// address's user, keeps one from logging in as the other.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct AddressMac([u8; 32]);
+
+impl std::fmt::Debug for AddressMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AddressMac(redacted)")
+    }
+}
+
+impl AddressMac {
+    /// Lower-case hex, the stored form.
+    pub fn to_hex(&self) -> String {
+        edge_auth_protocol::canonical::hex(&self.0)
+    }
+
+    /// The address's tag: the MAC's first 8 bytes.
+    pub fn tag(&self) -> AddressTag {
         let mut tag = [0u8; 8];
-        tag.copy_from_slice(&full[..8]);
+        tag.copy_from_slice(&self.0[..8]);
         AddressTag::from_bytes(tag)
     }
 }
@@ -227,5 +257,19 @@ mod tests {
         assert_ne!(k.address_tag(&one), k.address_tag(&other));
         let k2 = ServerKey::new(&[8u8; 32]).expect("long enough");
         assert_ne!(k.address_tag(&one), k2.address_tag(&one));
+    }
+
+    #[test]
+    fn the_tag_is_the_start_of_the_address_mac_which_stays_out_of_debug_output() {
+        let k = key();
+        let ada = EmailAddress::parse("ada@example.com").expect("valid");
+        let mac = k.address_mac(&ada);
+        assert_eq!(mac.tag(), k.address_tag(&ada));
+        let hex = mac.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert!(hex.starts_with(&mac.tag().to_hex()));
+        assert_eq!(format!("{mac:?}"), "AddressMac(redacted)");
+        let bea = EmailAddress::parse("bea@example.com").expect("valid");
+        assert_ne!(k.address_mac(&bea), mac);
     }
 }

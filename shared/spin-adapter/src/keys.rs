@@ -18,8 +18,8 @@
 //! | `ea:{ea:c0}:config:session_limit_calls` | string (counter) | the versions set-session-limit calls take, in the order they reach Redis |
 //! | `ea:{ea:c<0-f>}:metrics` | hash | metrics counted in this shard: a field per series (`family{labels}`), its count (see `metrics.rs`); the scrape adds the 16 up |
 //! | `ea:{ea:c<0-f>}:push:live` | zset | push streams open in this shard (member `<session_id>/<request_id>`, the shard its SHA-256 picks; score: until when it counts unless it ends, its maximum duration and 15 s on); the gauge of open streams counts them at each scrape |
-//! | `ea:{ea:c<0-f>}:rl:<route>:client:<client>` | string | GCRA time of a client budget (`<client>`: IPv4 address or IPv6 prefix) |
-//! | `ea:{a:<tag>}:ch:<challenge_id>` | hash | challenge (state, code MAC, times, attempts, and, with `user_directory=rest` only, the address, which the confirm hands the directory); kept for the code's lifetime and the idempotency window |
+//! | `ea:{ea:c<0-f>}:rl:<route>:client:<client>` | string | GCRA time of a client budget (`<route>`: send, confirm, or `wrong_code`, the wrong codes a client gives across addresses; `<client>`: IPv4 address or IPv6 prefix) |
+//! | `ea:{a:<tag>}:ch:<challenge_id>` | hash | challenge (state, code MAC, the address's whole keyed MAC, times, attempts, and, with `user_directory=rest` only, the address, which the confirm hands the directory); kept for the code's lifetime and the idempotency window |
 //! | `ea:{a:<tag>}:latest` | string | the address's newest challenge id |
 //! | `ea:{a:<tag>}:resend` | string | resend-throttle marker (expires) |
 //! | `ea:{a:<tag>}:blocked` | hash (`blocked_at`, `reason_code`, `actor`, `by_user`, `u:<user id>` per user it suspends, `u:` for all) | present when the address is blocked |
@@ -28,6 +28,7 @@
 //! | `ea:{a:<tag>}:rl:confirm` | string | GCRA time of the address's confirm budget (spent only for existing challenges) |
 //! | `ea:{a:<tag>}:failures` | string | consecutive wrong codes of the address; expires `failed_confirm_lockout_seconds` after the last one |
 //! | `ea:{a:<tag>}:user` | string | the address's user id |
+//! | `ea:{a:<tag>}:user:address` | string | the whole keyed MAC (hex) of the address that user id is for: the tag is its first 64 bits, and a login at another address with the same tag is refused (built-in directory) |
 //! | `ea:{a:<tag>}:sessions:active` | zset | active sessions (member `<created_at:016>\|<id>`, score 0) |
 //! | `ea:{a:<tag>}:sessions:revoked` | zset | revoked sessions (same members) |
 //! | `ea:{a:<tag>}:sessions:expired` | zset | sessions whose lifetime or idle timeout ran out (same members; moved there when next read) |
@@ -222,6 +223,11 @@ impl AddressKeys {
     }
     pub fn user(&self) -> String {
         format!("{}user", self.prefix)
+    }
+    /// The whole MAC of the address whose user [`AddressKeys::user`] holds (the built-in
+    /// directory): a login at another address that shares the tag is refused.
+    pub fn user_address(&self) -> String {
+        format!("{}user:address", self.prefix)
     }
     pub fn active_sessions(&self) -> String {
         format!("{}sessions:active", self.prefix)

@@ -141,7 +141,7 @@ impl LoginStore for RedisLoginStore {
             k.blocked(),
             k.send_budget(),
         ];
-        let args: [Arg; 9] = [
+        let args: [Arg; 10] = [
             c.id.as_str().into(),
             c.code_mac.to_hex().into(),
             // Empty: none kept (see `NewChallenge::email`).
@@ -152,6 +152,7 @@ impl LoginStore for RedisLoginStore {
             c.keep_ms.into(),
             c.address_budget.interval_ms().into(),
             c.address_budget.tolerance_ms().into(),
+            c.address_mac.to_hex().into(),
         ];
         let mut reply = Reply::new("send", self.redis.run(&scripts::SEND, &keys_, &args)?);
         match reply.required()?.as_str() {
@@ -248,6 +249,7 @@ impl LoginStore for RedisLoginStore {
             k.expired_sessions(),
             k.events(),
             k.events_meta(),
+            k.user_address(),
         ];
         let policy = match a.limit_policy {
             LimitPolicy::Reject => "reject",
@@ -365,6 +367,12 @@ impl LoginStore for RedisLoginStore {
                 metrics::count(&Counter::SessionLimitRejected);
                 ConfirmOutcome::SessionLimitExceeded
             }
+            // Never expected: an alarm, not an answer (the client gets a 503).
+            "address_collision" => bail!(
+                "`confirm`: the address shares its tag with the address of the user stored \
+                 under it (their whole MACs differ), so this login is refused; the two \
+                 addresses cannot both log in with user_directory=redis"
+            ),
             other => bail!("`confirm` reply: unexpected {other:?}"),
         };
         metrics::count(&Counter::ConfirmResult(result_code(&outcome)));

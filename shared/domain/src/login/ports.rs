@@ -3,7 +3,7 @@
 
 use crate::challenge::ChallengeState;
 use crate::code::VerificationCode;
-use crate::crypto::CodeMac;
+use crate::crypto::{AddressMac, CodeMac};
 use crate::email::EmailAddress;
 use crate::ids::{AddressTag, ChallengeId, DeviceSessionId, UserId};
 use crate::public_key::ClientPublicKey;
@@ -40,6 +40,10 @@ pub struct NewChallenge {
     /// the confirm hands it to the user service). Nothing else in Redis holds an address
     /// in clear.
     pub email: Option<EmailAddress>,
+    /// The address's whole MAC (its tag is the MAC's start): a confirm with the built-in
+    /// directory checks it against the one stored beside the address's user, so that an
+    /// address sharing another's tag never logs in as that address's user.
+    pub address_mac: AddressMac,
     pub code_mac: CodeMac,
     /// How long the code can be confirmed, from the store's clock.
     pub lifetime_ms: u64,

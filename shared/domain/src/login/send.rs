@@ -57,7 +57,8 @@ pub fn send_email_code(
     request: &SendRequest,
 ) -> Result<SendOutcome, SendError> {
     let email = EmailAddress::parse(&request.email)?;
-    let tag = settings.key.address_tag(&email);
+    let address_mac = settings.key.address_mac(&email);
+    let tag = address_mac.tag();
     let guard = store.guard(&GuardRequest {
         budgets: vec![
             settings.limits.client_budget(
@@ -94,6 +95,7 @@ pub fn send_email_code(
     let challenge = NewChallenge {
         id: id.clone(),
         email: (settings.directory == DirectoryKind::Rest).then(|| email.clone()),
+        address_mac,
         code_mac: settings.key.code_mac(&id, code.expose()),
         lifetime_ms: millis(policy.lifetime),
         address_budget: settings.limits.per_address,

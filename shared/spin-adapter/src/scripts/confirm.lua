@@ -5,7 +5,8 @@
 --       7 new session record, 8 new session projection, 9 the address's confirm
 --       budget, 10 its consecutive wrong codes, 11 revoked sessions (zset),
 --       12 lifecycle stream, 13 audit stream, 14 expired sessions (zset),
---       15 the address's push events stream, 16 its meta
+--       15 the address's push events stream, 16 its meta, 17 the whole MAC of the
+--       address whose user 4 holds
 -- ARGV: 1 challenge_id, 2 code_mac, 3 client_public_key, 4 new session id,
 --       5 new user id, 6 session limit ('' = none), 7 limit policy, 8 client address,
 --       9 user agent, 10 idempotency window (ms),
@@ -25,7 +26,7 @@
 -- then `expired`; {'consumed', 0|1} and {'too_many_attempts', 0|1}: 1 when this call
 -- counted a wrong code).
 local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
-  'max_attempts', 'confirmed_key', 'session_id', 'user_id', 'email')
+  'max_attempts', 'confirmed_key', 'session_id', 'user_id', 'email', 'address_mac')
 local state = ch[1]
 if not state then
   -- Forged or unknown ids cost the address nothing: no budget, no failure count.
@@ -141,8 +142,19 @@ end
 local limit = tonumber(ARGV[6])
 -- The address's user, for a local login (none yet: a new user, with no sessions).
 local local_user = nil
+-- The whole MAC of the address that user is for: the tag is 64 bits of it, so two
+-- addresses can share a tag, and one must never log in as the other's user. (Written by
+-- the first login of a challenge that carries the MAC; a user from before that adopts
+-- the MAC of its next login.)
+local user_address = nil
 if ARGV[11] == 'local' then
   local_user = redis.call('GET', KEYS[4])
+  if local_user then
+    user_address = redis.call('GET', KEYS[17])
+    if user_address and ch[10] and user_address ~= ch[10] then
+      return {'address_collision'}
+    end
+  end
 end
 local mine = {}
 if limit and ARGV[11] == 'external_unresolved' then
@@ -246,6 +258,9 @@ append(KEYS[13], ARGV[15], ARGV[16], 'action', 'session_created',
   'actor', 'user', 'at', now)
 if new_user then
   redis.call('SET', KEYS[4], user_id)
+end
+if ARGV[11] == 'local' and ch[10] and (new_user or not user_address) then
+  redis.call('SET', KEYS[17], ch[10])
 end
 redis.call('DEL', KEYS[10])
 redis.call('HSET', KEYS[1], 'state', 'confirmed', 'confirmed_key', ARGV[3],

@@ -4,7 +4,7 @@
 -- KEYS[3] resend marker   KEYS[4] address blocked flag   KEYS[5] the address's send budget
 -- ARGV: 1 challenge_id, 2 code_mac, 3 email ('': keep none), 4 lifetime (ms), 5 max_attempts,
 --       6 resend interval (ms), 7 keep (ms), 8/9 emission interval/burst tolerance (ms)
---       of the address's send budget
+--       of the address's send budget, 10 the address's whole MAC (hex)
 -- Returns {'created', state, expires_at}, {'throttled', newest id} or
 -- {'rate_limited', retry ms}.
 local now = now_ms()
@@ -37,7 +37,8 @@ end
 local expires_at = now + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1],
   'state', state, 'code_mac', ARGV[2], 'created_at', now,
-  'expires_at', expires_at, 'attempts', 0, 'max_attempts', ARGV[5])
+  'expires_at', expires_at, 'attempts', 0, 'max_attempts', ARGV[5],
+  'address_mac', ARGV[10])
 -- The address in clear only where a confirm hands it to the user service (empty: none).
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'email', ARGV[3])

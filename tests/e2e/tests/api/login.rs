@@ -1347,6 +1347,66 @@ async fn confirm_via(
 }
 
 #[tokio::test]
+async fn an_address_that_shares_its_tag_with_a_users_address_never_logs_in_as_that_user() {
+    // Review finding (stop 40): the tag is 64 bits of the address's MAC, and the built-in
+    // directory found the user by tag alone: of two addresses sharing a tag, the second
+    // to log in got the first one's user. No real pair is at hand: the stored MAC is
+    // changed to another address's, as a colliding address would have left it.
+    let app = Spawn::default()
+        .variable("resend_interval_seconds", "0")
+        .spawn()
+        .await;
+    let first = app.device("ada@example.com", 1).await;
+    let user = app.get_session(&first.session).await.field("user_id");
+    let prefix = app.address_prefix("ada@example.com");
+    let mut redis = app.redis();
+    let stored: String = redis
+        .get(format!("{prefix}user:address"))
+        .expect("the first login stored the address's MAC");
+    assert_eq!(stored.len(), 64);
+    assert!(stored.starts_with(&prefix[6..22]), "the tag is its start");
+
+    let other = format!("{}{}", &stored[..16], "0".repeat(48));
+    let _: () = redis
+        .set(format!("{prefix}user:address"), &other)
+        .expect("set");
+    let challenge = app.new_challenge("ada@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let sessions_before: Vec<String> = redis
+        .zrange(format!("{prefix}sessions:all"), 0, -1)
+        .expect("zrange");
+    let refused = app
+        .confirm_email_code(&challenge, &code, &device_key(2))
+        .await;
+    assert_eq!(refused.error(), (503, "service_unavailable".into()));
+    let sessions_after: Vec<String> = redis
+        .zrange(format!("{prefix}sessions:all"), 0, -1)
+        .expect("zrange");
+    assert_eq!(
+        sessions_after, sessions_before,
+        "no session for the other address"
+    );
+    let logs = app.logs_with("shares its tag").await;
+    assert!(
+        logs.iter().any(|l| l.contains("shares its tag")),
+        "{logs:#?}"
+    );
+
+    // A user from before the MAC was stored adopts the MAC of its next login.
+    let _: () = redis.del(format!("{prefix}user:address")).expect("del");
+    let challenge = app.new_challenge("ada@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let again = app
+        .confirm_email_code(&challenge, &code, &device_key(3))
+        .await;
+    assert_eq!(again.status(), 200, "{}", again.body);
+    let session = again.field("device_session_id");
+    assert_eq!(app.get_session(&session).await.field("user_id"), user);
+    let adopted: String = redis.get(format!("{prefix}user:address")).expect("adopted");
+    assert_eq!(adopted, stored);
+}
+
+#[tokio::test]
 async fn a_client_spreading_wrong_codes_over_many_addresses_is_stopped_by_its_wrong_code_budget() {
     // Review finding (stop 40): only the confirm budget (30 a minute) bounded a client
     // that guesses a few codes at each of many addresses, never locking any, each guess
