@@ -63,21 +63,23 @@ impl LoginStore for RedisLoginStore {
             args.push(budget.rate.interval_ms().into());
             args.push(budget.rate.tolerance_ms().into());
         }
-        let mut ride = Ride::default()
-            .on(
-                When::Limited,
-                &Counter::RateLimited {
-                    route,
-                    budget: Budget::Client,
-                },
-            )
-            .on(
+        let mut ride = Ride::default().on(
+            When::Limited,
+            &Counter::RateLimited {
+                route,
+                budget: Budget::Client,
+            },
+        );
+        // The one held budget is confirm's: the client's wrong codes.
+        if !request.held.is_empty() {
+            ride = ride.on(
                 When::Held,
                 &Counter::RateLimited {
                     route,
                     budget: Budget::ClientWrongCodes,
                 },
             );
+        }
         if route == "confirm" {
             ride = ride
                 .on(When::Always, &Counter::ConfirmAttempt)
