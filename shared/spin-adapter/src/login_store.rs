@@ -33,6 +33,23 @@ impl RedisLoginStore {
     }
 }
 
+impl RedisLoginStore {
+    /// Spends one call of `budget` whether or not it has room (`spend.lua`): a call that
+    /// happened already, a wrong code.
+    fn spend(&self, budget: &DomainBudget) -> anyhow::Result<()> {
+        let mut reply = Reply::new(
+            "spend",
+            self.redis.run(
+                &scripts::SPEND,
+                &[keys::budget(budget)],
+                &[budget.rate.interval_ms().into()],
+            )?,
+        );
+        reply.int()?;
+        Ok(())
+    }
+}
+
 impl LoginStore for RedisLoginStore {
     fn guard(&self, request: &GuardRequest) -> anyhow::Result<GuardOutcome> {
         let (client, route) = request
@@ -96,22 +113,6 @@ impl LoginStore for RedisLoginStore {
         } else {
             GuardOutcome::Limited { retry_after_ms }
         })
-    }
-
-    fn spend(&self, budget: &DomainBudget) -> anyhow::Result<()> {
-        let mut reply = Reply::new(
-            "spend",
-            self.redis.run(
-                &scripts::SPEND,
-                &[keys::budget(budget)],
-                &[
-                    budget.rate.interval_ms().into(),
-                    budget.rate.tolerance_ms().into(),
-                ],
-            )?,
-        );
-        reply.int()?;
-        Ok(())
     }
 
     fn spend_send_budget(&self, tag: AddressTag, budget: Rate) -> anyhow::Result<Option<u64>> {
@@ -377,6 +378,21 @@ impl LoginStore for RedisLoginStore {
             ),
             other => bail!("`confirm` reply: unexpected {other:?}"),
         };
+        if matches!(
+            outcome,
+            ConfirmOutcome::InvalidCode { .. }
+                | ConfirmOutcome::TooManyAttempts { wrong_code: true }
+                | ConfirmOutcome::Consumed { wrong_code: true }
+        ) {
+            // A wrong code, counted against the address: the client's budget counts it
+            // too. The guard saw room, so a spend that fails costs one guess at most: the
+            // outcome stands (a 503 now would hide the attempt it counted).
+            if let Err(e) = self.spend(&a.wrong_code_budget) {
+                request_log::error(&format!(
+                    "confirm: the client's wrong-code budget was not spent: {e:#}"
+                ));
+            }
+        }
         metrics::count(&Counter::ConfirmResult(result_code(&outcome)));
         Ok(outcome)
     }

@@ -4,8 +4,6 @@
 //! attempt. The store applies the rest in one atomic step: state, lifetime, newest-only,
 //! code (constant-time), attempt counting, block, session limit, session + projection.
 
-use anyhow::Context;
-
 use crate::client::ClientHops;
 use crate::code::VerificationCode;
 use crate::ids::{AddressTag, ChallengeId, DeviceSessionId, InvalidId, UserId};
@@ -178,7 +176,7 @@ pub fn confirm_email_code(
     let budget_key = settings.clients.budget_key(&client);
     // Only the client's budget is spent up front: the address's is spent by the store,
     // and only for a challenge that exists; the client's wrong-code budget needs room,
-    // and is spent below for a wrong code.
+    // and the store spends it for a wrong code.
     let wrong_codes = settings.limits.wrong_code_budget(budget_key.clone());
     let guard = store.guard(&GuardRequest {
         budgets: vec![settings.limits.client_budget("confirm", budget_key)],
@@ -214,23 +212,11 @@ pub fn confirm_email_code(
         address_budget: settings.limits.per_address,
         failure_cap: settings.lockout.cap,
         failure_lockout_ms: millis(settings.lockout.lockout),
+        wrong_code_budget: wrong_codes,
         session_lifetime_ms: millis(settings.sessions.lifetime),
         session_idle_timeout_ms: millis(settings.sessions.idle_timeout),
     };
     let mut outcome = store.confirm(&attempt)?;
-    if matches!(
-        outcome,
-        ConfirmOutcome::InvalidCode { .. }
-            | ConfirmOutcome::TooManyAttempts { wrong_code: true }
-            | ConfirmOutcome::Consumed { wrong_code: true }
-    ) {
-        // The store counted a wrong code against the address's cap: the client's budget
-        // counts it too. (A wrong code needs no user, so the store's second confirm below
-        // never finds one.)
-        store
-            .spend(&wrong_codes)
-            .context("spending the client's wrong-code budget")?;
-    }
     let Directory::External(users) = directory else {
         return answer(outcome);
     };

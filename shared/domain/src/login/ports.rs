@@ -16,7 +16,7 @@ pub struct GuardRequest {
     /// Spent when every budget allows the call.
     pub budgets: Vec<Budget>,
     /// Must have room for one call, but are not spent (the call spends them later, if at
-    /// all: [`LoginStore::spend`]).
+    /// all: a wrong code spends [`ConfirmAttempt::wrong_code_budget`]).
     pub held: Vec<Budget>,
     /// Also return the raw session-limit setting.
     pub read_session_limit: bool,
@@ -104,6 +104,9 @@ pub struct ConfirmAttempt {
     pub failure_cap: u32,
     /// How long the wrong-code count is kept after the last wrong code (ms).
     pub failure_lockout_ms: u64,
+    /// The client's wrong-code budget, across addresses: a wrong code the store counts
+    /// also spends it (see [`LoginStore::confirm`]).
+    pub wrong_code_budget: Budget,
     /// A new session's absolute lifetime and idle timeout (ms).
     pub session_lifetime_ms: u64,
     pub session_idle_timeout_ms: u64,
@@ -189,14 +192,6 @@ pub trait LoginStore {
     /// The store is unreachable or answered something unexpected.
     fn guard(&self, request: &GuardRequest) -> anyhow::Result<GuardOutcome>;
 
-    /// Spends one call of `budget` whether or not it has room (a call that already
-    /// happened, such as a wrong code): past its limit it keeps [`LoginStore::guard`]
-    /// refusing for longer.
-    ///
-    /// # Errors
-    /// The store is unreachable or answered something unexpected.
-    fn spend(&self, budget: &Budget) -> anyhow::Result<()>;
-
     /// Records that the external directory's `user_id` logs in with the address `tag`
     /// (idempotent; the index only grows). Called before a session is created there.
     /// `Ok(false)`: indexed, but a block of the user is under way
@@ -245,7 +240,11 @@ pub trait LoginStore {
     fn record_delivery(&self, id: &ChallengeId, state: ChallengeState) -> anyhow::Result<()>;
 
     /// Applies a confirm: checks, counts a wrong code, creates the session and its
-    /// gateway projection, all at once.
+    /// gateway projection, all at once. A wrong code it counts then also spends
+    /// `attempt.wrong_code_budget`, whether or not it has room (a second step, in the
+    /// client's shard): one that fails is logged and the outcome stands, since the wrong
+    /// code is counted everywhere else and the guard saw room (at most one guess goes
+    /// unspent).
     ///
     /// # Errors
     /// As [`LoginStore::guard`]; then nothing changed.

@@ -24,7 +24,8 @@
 -- {'need_user', email} (only the address's budget spent) or {error, ...} ({'expired'}
 -- also for a challenge without the address an external directory needs: its state is
 -- then `expired`; {'consumed', 0|1} and {'too_many_attempts', 0|1}: 1 when this call
--- counted a wrong code).
+-- counted a wrong code; {'address_collision'}: the address shares its tag with the
+-- address of the user stored under it, and no session is made).
 local ch = redis.call('HMGET', KEYS[1], 'state', 'code_mac', 'expires_at', 'attempts',
   'max_attempts', 'confirmed_key', 'session_id', 'user_id', 'email', 'address_mac')
 local state = ch[1]

@@ -1404,6 +1404,23 @@ async fn an_address_that_shares_its_tag_with_a_users_address_never_logs_in_as_th
     assert_eq!(app.get_session(&session).await.field("user_id"), user);
     let adopted: String = redis.get(format!("{prefix}user:address")).expect("adopted");
     assert_eq!(adopted, stored);
+
+    // A challenge an instance of the previous release made carries no MAC: it logs in,
+    // and leaves the stored one as it is.
+    let challenge = app.new_challenge("ada@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let _: () = redis
+        .hdel(format!("{prefix}ch:{challenge}"), "address_mac")
+        .expect("hdel");
+    let _: () = redis
+        .set(format!("{prefix}user:address"), &other)
+        .expect("set");
+    let old = app
+        .confirm_email_code(&challenge, &code, &device_key(4))
+        .await;
+    assert_eq!(old.status(), 200, "{}", old.body);
+    let kept: String = redis.get(format!("{prefix}user:address")).expect("kept");
+    assert_eq!(kept, other);
 }
 
 #[tokio::test]
@@ -1482,6 +1499,54 @@ async fn a_client_spreading_wrong_codes_over_many_addresses_is_stopped_by_its_wr
         "{}",
         metrics.text
     );
+}
+
+#[tokio::test]
+async fn a_wrong_code_whose_budget_spend_is_lost_is_still_answered_as_a_wrong_code() {
+    // Review finding (stop 40): a spend of the client's wrong-code budget that failed
+    // turned the wrong code's 401 into a 503, though the attempt was counted, and the
+    // confirm was counted twice (invalid_code and service_unavailable).
+    let app = Spawn::default().rest_transport().spawn().await;
+    let challenge = app.new_challenge("late@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    // A first wrong code, so that Redis knows the spend's script.
+    let first = app
+        .confirm_email_code(&challenge, wrong, &device_key(1))
+        .await;
+    assert_eq!(first.error(), (401, "invalid_code".into()));
+    // The spend (its key, then 30/3600's 120000 ms: in the guard the key comes before
+    // the other keys' arguments) runs, and its answer comes after the adapter's 5 s.
+    app.rest
+        .as_ref()
+        .expect("the app talks to the REST server")
+        .answer_late(
+            "rl:wrong_code:client:127.0.0.1\",\"120000\"",
+            Duration::from_secs(6),
+            1,
+        );
+    let second = app
+        .confirm_email_code(&challenge, wrong, &device_key(1))
+        .await;
+    assert_eq!(
+        second.error(),
+        (401, "invalid_code".into()),
+        "{}",
+        second.body
+    );
+    assert!(
+        second.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("3 attempts left")),
+        "{}",
+        second.body
+    );
+    let logs = app.logs_with("wrong-code budget was not spent").await;
+    assert!(!logs.is_empty());
+    let metrics = app.metrics().await;
+    let result = |r: &str| metrics.counter("edge_auth_confirm_results_total", &[("result", r)]);
+    assert_eq!(result("invalid_code"), 2.0, "{}", metrics.text);
+    assert_eq!(result("service_unavailable"), 0.0, "{}", metrics.text);
 }
 
 #[tokio::test]
