@@ -410,11 +410,15 @@ async fn bad_input_to_the_session_routes_is_refused_while_redis_is_unreachable()
     // Review finding (stop 40): get, list, audit, revoke and revoke-all connected to
     // Redis before they read their input, so garbage got 503 while Redis was down (and
     // opened a connection while it was up).
-    let app = Spawn::default()
+    let mut spawn = Spawn::default()
         .variable("redis_url", "redis://127.0.0.1:1")
-        .variable("redis_allowed_host", "redis://127.0.0.1:1")
-        .spawn()
-        .await;
+        .variable("redis_allowed_host", "redis://127.0.0.1:1");
+    if edge_auth_tests::SELECTED_TRANSPORT == edge_auth_tests::Transport::Rest {
+        spawn = spawn
+            .variable("redis_rest_url", "http://127.0.0.1:1")
+            .variable("redis_rest_allowed_host", "http://127.0.0.1:1");
+    }
+    let app = spawn.spawn().await;
     let reason = json!({"reason_code": "tests", "actor": "admin:1"});
     let get = reqwest::Method::GET;
     let post = reqwest::Method::POST;
