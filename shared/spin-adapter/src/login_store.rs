@@ -31,9 +31,7 @@ impl RedisLoginStore {
     pub fn new(redis: SpinRedis) -> Self {
         Self { redis }
     }
-}
 
-impl RedisLoginStore {
     /// Spends one call of `budget` whether or not it has room (`spend.lua`): a call that
     /// happened already, a wrong code.
     fn spend(&self, budget: &DomainBudget) -> anyhow::Result<()> {
