@@ -924,6 +924,15 @@ impl TestApp {
             .collect()
     }
 
+    /// [`TestApp::snapshot`] without the client shards (`ea:{ea:c<x>}`, the client budgets):
+    /// the addresses' state, and everything else.
+    pub fn snapshot_outside_client_shards(&self) -> Vec<(String, Vec<u8>)> {
+        self.snapshot()
+            .into_iter()
+            .filter(|(key, _)| !key.starts_with("ea:{ea:c"))
+            .collect()
+    }
+
     /// Sets the operator's session limit through the internal API (asserting the 200).
     pub async fn set_session_limit(&self, limit: Option<u32>) {
         let path = "/api/v1/internal/config/session-limit";

@@ -71,14 +71,6 @@ fn reserved(app: &TestApp, prepared: &Prepared) -> bool {
         .expect("EXISTS")
 }
 
-/// Keys outside the client shards (`{ea:c<x>}`): the session's slot and everything else.
-fn outside_client_shards(snapshot: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
-    snapshot
-        .into_iter()
-        .filter(|(key, _)| !key.starts_with("ea:{ea:c"))
-        .collect()
-}
-
 /// An app where one address may log in several devices in a row (no resend pause).
 fn several_devices() -> Spawn {
     Spawn::default().variable("resend_interval_seconds", "0")
@@ -595,7 +587,7 @@ async fn a_stale_command_says_the_server_time_and_spends_nothing() {
 #[tokio::test]
 async fn an_unknown_session_or_another_key_is_refused_without_touching_the_session() {
     let (app, device, _jwks) = app_with_device().await;
-    let before = outside_client_shards(app.snapshot());
+    let before = app.snapshot_outside_client_shards();
 
     let stranger = Device {
         key: DeviceKey::from_seed(&[9; 32]),
@@ -612,7 +604,7 @@ async fn an_unknown_session_or_another_key_is_refused_without_touching_the_sessi
     let response = app.execute(&thief.command("echo", b"x").command).await;
     assert_eq!(response.error(), (401, "key_mismatch".to_string()));
 
-    assert_eq!(outside_client_shards(app.snapshot()), before);
+    assert_eq!(app.snapshot_outside_client_shards(), before);
 }
 
 #[tokio::test]
@@ -623,12 +615,12 @@ async fn a_projection_left_without_its_session_record_proves_no_session_and_writ
     let (app, device, _jwks) = app_with_device().await;
     let (record, deleted) = app.delete_session_record(&device.session);
     assert_eq!(deleted, 1, "{record} held the session");
-    let before = outside_client_shards(app.snapshot());
+    let before = app.snapshot_outside_client_shards();
     let command = device.command("echo", b"x").command;
     let response = app.execute(&command).await;
     assert_eq!(response.error(), (401, "unknown_session".to_string()));
     assert_eq!(
-        outside_client_shards(app.snapshot()),
+        app.snapshot_outside_client_shards(),
         before,
         "nothing written"
     );
@@ -932,12 +924,12 @@ async fn each_command_budget_refuses_with_retry_after() {
             .status(),
         200
     );
-    let before = outside_client_shards(app.snapshot());
+    let before = app.snapshot_outside_client_shards();
     let response = app.execute(&device.command("echo", b"x").command).await;
     assert_eq!(response.error(), (429, "rate_limited".to_string()));
     assert!(response.header("retry-after").is_some());
     assert_eq!(
-        outside_client_shards(app.snapshot()),
+        app.snapshot_outside_client_shards(),
         before,
         "no replay slot or session budget spent"
     );

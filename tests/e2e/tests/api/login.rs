@@ -13,6 +13,11 @@ use serde_json::{Value, json};
 const SEND: &str = "/api/v1/public/auth/send-email-code";
 const CONFIRM: &str = "/api/v1/public/auth/confirm-email-code";
 
+/// A six-digit code that is not `code`.
+fn wrong_code(code: &str) -> &'static str {
+    if code == "000000" { "111111" } else { "000000" }
+}
+
 fn hget(app: &TestApp, key: &str, field: &str) -> Option<String> {
     app.redis().hget(key, field).expect("HGET")
 }
@@ -421,7 +426,7 @@ async fn a_code_dead_of_wrong_guesses_does_not_hold_back_a_new_one() {
         .await;
     let dead = app.new_challenge("typo@example.com").await;
     let code = app.mailed_code(&dead).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
     let _ = app.confirm_email_code(&dead, wrong, &device_key(1)).await;
     assert_eq!(
         app.confirm_email_code(&dead, wrong, &device_key(1))
@@ -736,7 +741,7 @@ async fn wrong_codes_count_until_the_challenge_is_dead() {
     let app = spawn_app().await;
     let challenge = app.new_challenge("erin@example.com").await;
     let code = app.mailed_code(&challenge).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
     let key = device_key(1);
 
     for _ in 0..4 {
@@ -1178,7 +1183,7 @@ async fn the_address_budget_of_confirm_still_limits_guesses_at_real_challenges()
         .await;
     let challenge = app.new_challenge("wendy@example.com").await;
     let code = app.mailed_code(&challenge).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
     for _ in 0..3 {
         let answer = app
             .confirm_email_code(&challenge, wrong, &device_key(1))
@@ -1215,7 +1220,7 @@ async fn an_exact_repeat_gets_its_session_while_the_address_is_locked_and_a_wron
     let first = app.confirm_email_code(&challenge, &code, &key).await;
     assert_eq!(first.status(), 200, "{:?}", first.body);
     let failures = format!("{}failures", app.address_prefix(email));
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
 
     let used = app.confirm_email_code(&challenge, wrong, &key).await;
     assert_eq!(used.error(), (410, "challenge_expired".into()));
@@ -1250,14 +1255,13 @@ async fn consecutive_wrong_codes_across_challenges_lock_the_address_until_unbloc
         .await;
     let email = "xena@example.com";
     let key = device_key(1);
-    let wrong_for = |code: &str| if code == "000000" { "111111" } else { "000000" }.to_string();
 
     // Two wrong, then a success: the count starts again.
     let challenge = app.new_challenge(email).await;
     let code = app.mailed_code(&challenge).await;
     for _ in 0..2 {
         let answer = app
-            .confirm_email_code(&challenge, &wrong_for(&code), &key)
+            .confirm_email_code(&challenge, wrong_code(&code), &key)
             .await;
         assert_eq!(answer.error(), (401, "invalid_code".into()));
     }
@@ -1273,7 +1277,7 @@ async fn consecutive_wrong_codes_across_challenges_lock_the_address_until_unbloc
     let first_code = app.mailed_code(&first).await;
     for _ in 0..2 {
         let answer = app
-            .confirm_email_code(&first, &wrong_for(&first_code), &key)
+            .confirm_email_code(&first, wrong_code(&first_code), &key)
             .await;
         assert_eq!(answer.error(), (401, "invalid_code".into()));
     }
@@ -1281,7 +1285,7 @@ async fn consecutive_wrong_codes_across_challenges_lock_the_address_until_unbloc
     let second_code = app.mailed_code(&second).await;
     for _ in 0..2 {
         let answer = app
-            .confirm_email_code(&second, &wrong_for(&second_code), &key)
+            .confirm_email_code(&second, wrong_code(&second_code), &key)
             .await;
         assert_eq!(answer.error(), (401, "invalid_code".into()));
     }
@@ -1335,15 +1339,7 @@ async fn confirm_via(
     key: &str,
     xff: &str,
 ) -> ApiResponse {
-    let response = app
-        .client
-        .post(format!("{}{CONFIRM}", app.address))
-        .header("x-forwarded-for", xff)
-        .json(&json!({ "challenge_id": challenge, "code": code, "client_public_key": key }))
-        .send()
-        .await
-        .expect("sent");
-    ApiResponse::checked(response, CONFIRM, "post").await
+    confirm_at(app, &app.address, Some(xff), challenge, code, key).await
 }
 
 #[tokio::test]
@@ -1439,22 +1435,14 @@ async fn a_client_spreading_wrong_codes_over_many_addresses_is_stopped_by_its_wr
         let code = app.mailed_code(&challenge).await;
         challenges.push((challenge, code));
     }
-    let wrong = |code: &str| if code == "000000" { "111111" } else { "000000" };
     let attacker = "203.0.113.7";
     for (challenge, code) in &challenges[..3] {
-        let answer = confirm_via(&app, challenge, wrong(code), &device_key(1), attacker).await;
+        let answer = confirm_via(&app, challenge, wrong_code(code), &device_key(1), attacker).await;
         assert_eq!(answer.error(), (401, "invalid_code".into()));
     }
-    // Address keys only: the client shards hold the budgets and the metrics.
-    let addresses = || -> Vec<(String, Vec<u8>)> {
-        app.snapshot()
-            .into_iter()
-            .filter(|(key, _)| !key.starts_with("ea:{ea:c"))
-            .collect()
-    };
-    let before = addresses();
+    let before = app.snapshot_outside_client_shards();
     let (challenge, code) = &challenges[3];
-    let refused = confirm_via(&app, challenge, wrong(code), &device_key(1), attacker).await;
+    let refused = confirm_via(&app, challenge, wrong_code(code), &device_key(1), attacker).await;
     assert_eq!(refused.error(), (429, "rate_limited".into()));
     let wait: u64 = refused
         .header("retry-after")
@@ -1469,7 +1457,7 @@ async fn a_client_spreading_wrong_codes_over_many_addresses_is_stopped_by_its_wr
     let right = confirm_via(&app, challenge, code, &device_key(1), attacker).await;
     assert_eq!(right.error(), (429, "rate_limited".into()));
     assert_eq!(
-        addresses(),
+        app.snapshot_outside_client_shards(),
         before,
         "the refused confirms reached no address"
     );
@@ -1484,7 +1472,7 @@ async fn a_client_spreading_wrong_codes_over_many_addresses_is_stopped_by_its_wr
         let answer = if i < 3 {
             confirm_via(&app, &challenge, &code, &device_key(3), other).await
         } else {
-            confirm_via(&app, &challenge, wrong(&code), &device_key(3), other).await
+            confirm_via(&app, &challenge, wrong_code(&code), &device_key(3), other).await
         };
         let expected = if i < 3 { 200 } else { 401 };
         assert_eq!(answer.status(), expected, "{}", answer.body);
@@ -1509,7 +1497,7 @@ async fn a_wrong_code_whose_budget_spend_is_lost_is_still_answered_as_a_wrong_co
     let app = Spawn::default().rest_transport().spawn().await;
     let challenge = app.new_challenge("late@example.com").await;
     let code = app.mailed_code(&challenge).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
     // A first wrong code, so that Redis knows the spend's script.
     let first = app
         .confirm_email_code(&challenge, wrong, &device_key(1))
@@ -1564,7 +1552,7 @@ async fn only_a_code_counted_wrong_spends_the_clients_wrong_code_budget() {
     };
     let challenge = app.new_challenge("dead@example.com").await;
     let code = app.mailed_code(&challenge).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
     for _ in 0..5 {
         let _ = confirm_via(&app, &challenge, wrong, &device_key(1), "203.0.113.8").await;
     }
@@ -1577,7 +1565,7 @@ async fn only_a_code_counted_wrong_spends_the_clients_wrong_code_budget() {
     // right one does not.
     let challenge = app.new_challenge("done@example.com").await;
     let code = app.mailed_code(&challenge).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
     let done = confirm_via(&app, &challenge, &code, &device_key(2), "198.51.100.10").await;
     assert_eq!(done.status(), 200, "{}", done.body);
     let late = confirm_via(&app, &challenge, wrong, &device_key(2), "198.51.100.11").await;
@@ -1786,7 +1774,7 @@ async fn parallel_wrong_codes_never_exceed_the_attempt_limit() {
         .await;
     let challenge = app.new_challenge("oscar@example.com").await;
     let code = app.mailed_code(&challenge).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
     let key = device_key(1);
 
     let answers =
@@ -1853,7 +1841,7 @@ async fn no_code_or_secret_appears_in_any_log_line_or_stored_value() {
     let app = spawn_app().await;
     let challenge = app.new_challenge("rita@example.com").await;
     let code = app.mailed_code(&challenge).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
     let _ = app
         .confirm_email_code(&challenge, wrong, &device_key(1))
         .await;
@@ -1955,19 +1943,16 @@ async fn a_user_service_over_plain_http_to_another_machine_makes_confirm_answer_
         .await;
     let challenge = app.new_challenge("plain@example.com").await;
     let code = app.mailed_code(&challenge).await;
-    // Address keys only: the client shards hold the budgets and the metrics.
-    let addresses = || -> Vec<(String, Vec<u8>)> {
-        app.snapshot()
-            .into_iter()
-            .filter(|(key, _)| !key.starts_with("ea:{ea:c"))
-            .collect()
-    };
-    let before = addresses();
+    let before = app.snapshot_outside_client_shards();
     let refused = app
         .confirm_email_code(&challenge, &code, &device_key(1))
         .await;
     assert_eq!(refused.error(), (503, "service_unavailable".into()));
-    assert_eq!(addresses(), before, "nothing spent or stored");
+    assert_eq!(
+        app.snapshot_outside_client_shards(),
+        before,
+        "nothing spent or stored"
+    );
     let logs = app.logs_with("user_service_url").await;
     assert!(
         logs.iter()
@@ -2055,7 +2040,7 @@ async fn the_rest_directory_creates_a_user_once_after_the_code_is_proven() {
 
     let challenge = app.new_challenge("uma@example.com").await;
     let code = app.mailed_code(&challenge).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
     let _ = app
         .confirm_email_code(&challenge, wrong, &device_key(1))
         .await;
@@ -2342,13 +2327,26 @@ async fn confirm_through(
     code: &str,
     key: &str,
 ) -> ApiResponse {
-    let response = app
+    confirm_at(app, url, None, challenge, code, key).await
+}
+
+/// `confirm-email-code` at the instance `url`, from the client `xff` when given.
+async fn confirm_at(
+    app: &TestApp,
+    url: &str,
+    xff: Option<&str>,
+    challenge: &str,
+    code: &str,
+    key: &str,
+) -> ApiResponse {
+    let mut request = app
         .client
         .post(format!("{url}{CONFIRM}"))
-        .json(&json!({ "challenge_id": challenge, "code": code, "client_public_key": key }))
-        .send()
-        .await
-        .expect("sent");
+        .json(&json!({ "challenge_id": challenge, "code": code, "client_public_key": key }));
+    if let Some(xff) = xff {
+        request = request.header("x-forwarded-for", xff);
+    }
+    let response = request.send().await.expect("sent");
     ApiResponse::checked(response, CONFIRM, "post").await
 }
 

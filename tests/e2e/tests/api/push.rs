@@ -1143,22 +1143,29 @@ async fn push_metrics_count_open_streams_while_they_are_open_and_events_by_targe
     assert_eq!((published("user"), published("device")), (1.0, 1.0));
 }
 
-#[tokio::test]
-async fn a_subscribe_whose_admission_answer_is_lost_gives_its_place_back() {
-    // Review finding (push review, stop 37): the session step had run and claimed the
-    // stream's place, but its answer came too late; the 503 left the place taken until
-    // the maximum duration had passed, so three such retries locked the session out.
+/// An app over REST (heartbeats every second) whose device has opened a stream and
+/// dropped it: Redis knows the gate's scripts (an unknown script's error answered late
+/// would mean a step never ran).
+async fn rest_app_after_a_first_stream() -> (TestApp, Device) {
     let (app, device, _user) = app_with(
         Spawn::default()
             .rest_transport()
             .variable("push_heartbeat_seconds", "1"),
     )
     .await;
-    // A first stream, so that Redis knows the session step's script; it ends when a
-    // heartbeat finds it gone, and its place is free.
     let mut first = open(&app, &device, None).await;
     hello(&mut first).await;
     drop(first);
+    (app, device)
+}
+
+#[tokio::test]
+async fn a_subscribe_whose_admission_answer_is_lost_gives_its_place_back() {
+    // Review finding (push review, stop 37): the session step had run and claimed the
+    // stream's place, but its answer came too late; the 503 left the place taken until
+    // the maximum duration had passed, so three such retries locked the session out.
+    // The first stream ends when a heartbeat finds it gone, and its place is free.
+    let (app, device) = rest_app_after_a_first_stream().await;
     assert!(
         claims_become(&app, &device, 0).await,
         "{:?}",
@@ -1183,17 +1190,7 @@ async fn a_stale_subscribe_whose_refusal_is_answered_too_late_is_counted_once() 
     // Review finding (stop 40): the client step counted the stale subscribe it refused,
     // its answer came too late, and the route counted a 503 on top (execute-command did
     // not: it asks the gate whether the command may be counted already).
-    let (app, device, _user) = app_with(
-        Spawn::default()
-            .rest_transport()
-            .variable("push_heartbeat_seconds", "1"),
-    )
-    .await;
-    // A first stream, so that Redis knows the client step's script (an unknown script's
-    // error answered late would mean the step never ran).
-    let mut first = open(&app, &device, None).await;
-    hello(&mut first).await;
-    drop(first);
+    let (app, device) = rest_app_after_a_first_stream().await;
     app.rest
         .as_ref()
         .expect("the app talks to the REST server")
