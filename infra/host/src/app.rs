@@ -602,7 +602,7 @@ impl App {
                     );
                 }
                 let logs = self.logs.clone();
-                Ok(response.map(|body| end_cleanly_on_error(body, logs)))
+                Ok(response.map(|body| log_body_errors(body, logs)))
             }
             Ok(Err(code)) => {
                 self.logs.host(&format!(
@@ -703,48 +703,15 @@ fn text(status: StatusCode, body: &str) -> Response<WasiBody> {
     response
 }
 
-/// A guest that fails mid-body: Spin ends the body cleanly instead of resetting.
-fn end_cleanly_on_error(body: WasiBody, logs: Logs) -> WasiBody {
-    use http_body::Frame;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    struct EndOnError {
-        inner: WasiBody,
-        logs: Logs,
-        done: bool,
-    }
-    impl http_body::Body for EndOnError {
-        type Data = Bytes;
-        type Error = wasmtime_wasi_http::Error;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            if self.done {
-                return Poll::Ready(None);
-            }
-            match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => {
-                    self.logs.host(&format!("response body ended early: {e}"));
-                    self.done = true;
-                    Poll::Ready(None)
-                }
-                other => other,
-            }
-        }
-        fn is_end_stream(&self) -> bool {
-            self.done || self.inner.is_end_stream()
-        }
-        fn size_hint(&self) -> http_body::SizeHint {
-            self.inner.size_hint()
-        }
-    }
-    EndOnError {
-        inner: body,
-        logs,
-        done: false,
-    }
+/// A response body as Spin hands it to hyper: a guest that traps mid-body ends it cleanly
+/// (the store goes, and with it the body's finish sender), while one that drops its body
+/// unfinished, or finishes it short of its `content-length`, fails it, and hyper cuts the
+/// connection. The failure is logged here too.
+fn log_body_errors(body: WasiBody, logs: Logs) -> WasiBody {
+    body.map_err(move |e| {
+        logs.host(&format!("response body failed: {e}"));
+        e
+    })
     .boxed_unsync()
 }
 

@@ -563,6 +563,34 @@ async fn a_trapping_component_gets_an_empty_500_and_the_host_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_guest_that_traps_mid_body_ends_it_cleanly_and_one_that_abandons_it_cuts_it() {
+    let app = spawn_fixture().await;
+
+    // Spin drops the trapped guest's store, and with it the body's finish sender: the
+    // chunked body ends as if finished, short.
+    let trapped = app.get("/probe/write-then-trap").await;
+    assert_eq!(trapped.status(), 200);
+    let body = trapped.bytes().await.expect("the body ends cleanly");
+    assert_eq!(body.as_ref(), b"part");
+
+    // A body dropped without `finish` is aborted: the client must not take it for whole.
+    // (The cut can come before the head has left: then the request itself fails.)
+    let abandoned = async {
+        let response = app
+            .client
+            .get(format!("{}/probe/write-then-drop", app.address))
+            .send()
+            .await?;
+        response.bytes().await
+    }
+    .await;
+    assert!(abandoned.is_err(), "the connection is cut: {abandoned:?}");
+
+    let (status, _) = json_of(&app, "/probe/counter").await;
+    assert_eq!(status, 200, "the runtime keeps serving");
+}
+
+#[tokio::test]
 async fn the_guest_sees_only_the_manifest_environment_and_no_args() {
     let app = spawn_fixture().await;
     let (_, v) = json_of(&app, "/probe/env").await;
