@@ -20,7 +20,9 @@ use std::time::Duration;
 /// Where a challenge is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChallengeState {
+    /// Made, its code mailed or on its way (a store need not mark a mailed one `Sent`).
     Pending,
+    /// Mailed: a delivery outcome, and a stored state only where a store records it.
     Sent,
     Suppressed,
     DeliveryFailed,

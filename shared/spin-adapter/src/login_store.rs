@@ -196,9 +196,15 @@ impl LoginStore for RedisLoginStore {
     }
 
     fn record_delivery(&self, id: &ChallengeId, state: ChallengeState) -> anyhow::Result<()> {
-        let k = AddressKeys::new(id.tag());
         // What happened to the mail, counted whether or not its record can be written.
         metrics::count(&Counter::Delivery(state));
+        // Only a failed mail changes what a later step does (`send.lua` lets the next send
+        // make a new challenge). A mailed challenge stays `pending`, which every script
+        // reads as `sent`: writing `sent` would cost a round trip and change nothing.
+        if state != ChallengeState::DeliveryFailed {
+            return Ok(());
+        }
+        let k = AddressKeys::new(id.tag());
         self.redis.run(
             &scripts::RECORD_DELIVERY,
             &[k.challenge(id.as_str())],

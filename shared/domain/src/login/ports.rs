@@ -233,7 +233,10 @@ pub trait LoginStore {
     /// As [`LoginStore::guard`]; nothing was stored.
     fn create_challenge(&self, challenge: &NewChallenge) -> anyhow::Result<CreateOutcome>;
 
-    /// Records the delivery outcome of a `pending` challenge (no-op in any other state).
+    /// Records the delivery outcome of a `pending` challenge (no-op in any other state)
+    /// where a later step must see it: a challenge whose mail failed holds no resend
+    /// back. A store may keep a mailed challenge as it was, since a `pending` one is
+    /// already open to confirms and holds resends back.
     ///
     /// # Errors
     /// As [`LoginStore::guard`].

@@ -212,32 +212,33 @@ async fn a_metrics_write_whose_answer_comes_too_late_is_not_written_again() {
 }
 
 #[tokio::test]
-async fn a_mail_sent_is_counted_even_when_its_record_fails() {
-    // Review finding: the delivery was counted only once its record was written.
+async fn a_failed_mail_is_counted_even_when_its_record_fails() {
+    // Review finding: the delivery was counted only once its record was written. (Only a
+    // failed mail is recorded: a mailed challenge stays pending.)
     let app = rest_app().await;
-    // The first send loads the record's script (an unknown script's error answered late
-    // would mean it never ran).
+    app.mail.answer_with(500);
+    // The first failure loads the record's script (an unknown script's error answered
+    // late would mean it never ran).
     let warm = app.send_email_code("warm@example.com").await;
     assert_eq!(warm.status(), 200);
     // Its line is written once its delivery is recorded.
     let line = app
         .request_line(warm.header("x-request-id").expect("an id"))
         .await;
-    assert_eq!(line["delivery"], "sent", "{line}");
+    assert_eq!(line["delivery"], "delivery_failed", "{line}");
     // The next record runs, and its answer comes after the gateway's 5 s.
     app.rest
         .as_ref()
         .expect("the app talks to the REST server")
-        .answer_late("\"sent\"", std::time::Duration::from_secs(6), 1);
+        .answer_late("\"delivery_failed\"", std::time::Duration::from_secs(6), 1);
     let send = app.send_email_code("ada@example.com").await;
     assert_eq!(send.status(), 200);
-    app.mailed_code(&send.field("challenge_id")).await;
     let line = app
         .request_line(send.header("x-request-id").expect("an id"))
         .await;
     assert_eq!(line["delivery"], "not_recorded", "{line}");
-    let sent = |m: &edge_auth_tests::metrics::Metrics| {
-        m.counter("edge_auth_deliveries_total", &[("result", "sent")])
+    let failed = |m: &edge_auth_tests::metrics::Metrics| {
+        m.counter("edge_auth_deliveries_total", &[("result", "failed")])
     };
-    assert_eq!(sent(&app.metrics_once(|m| sent(m) == 2.0).await), 2.0);
+    assert_eq!(failed(&app.metrics_once(|m| failed(m) == 2.0).await), 2.0);
 }
