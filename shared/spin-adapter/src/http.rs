@@ -405,11 +405,15 @@ pub async fn serve(
         round_trips: request_log::round_trips(),
     };
     let log = |outcome: request_log::Outcome<'_>| println!("{}", request_log::line(&outcome));
-    let cors = [
-        cors_headers(&headers, route),
-        vec![("x-request-id".to_string(), request_id.into_bytes())],
-    ]
-    .concat();
+    let echo_id = vec![("x-request-id".to_string(), request_id.into_bytes())];
+    let cors = match cors_headers(&headers, route) {
+        Ok(cors) => [cors, echo_id].concat(),
+        Err(err) => {
+            let headers = [error_headers(&err, route), echo_id].concat();
+            send(out, err.status, &err.body(), &headers).await;
+            return log(answered(err.status, Some(err.code)));
+        }
+    };
     if route.access == Access::Public && req.method() == Method::Options {
         preflight(out, route, cors).await;
         return log(answered(204, None));
@@ -457,30 +461,36 @@ const CORS_REQUEST_HEADERS: &str = "content-type, x-request-id, traceparent";
 
 /// `access-control-allow-origin` (and `vary`) for a public route called from an allowed
 /// origin; nothing otherwise. Origins are compared exactly (`*` allows any).
-fn cors_headers(headers: &RequestHeaders, route: Route) -> Vec<(String, Vec<u8>)> {
+///
+/// # Errors
+/// A browser's request (one with `Origin`) to a public route while `cors_allowed_origins`
+/// cannot be read or holds an entry that is no origin: logged, and the route answers
+/// `503` before it does anything (an entry that could never match would turn CORS off
+/// without a word).
+fn cors_headers(
+    headers: &RequestHeaders,
+    route: Route,
+) -> Result<Vec<(String, Vec<u8>)>, PublicError> {
     if route.access != Access::Public {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     // Answers differ by origin: caches must key on it (the JWKS is cacheable).
     let vary = vec![("vary".to_string(), b"origin".to_vec())];
     let Some(origin) = headers.last("origin") else {
-        return vary;
+        return Ok(vary);
     };
-    let allowed = match optional("cors_allowed_origins") {
-        Ok(list) => list.unwrap_or_default(),
-        Err(e) => {
-            log_cause("cors_allowed_origins", &e);
-            String::new()
-        }
+    let unavailable = |e: anyhow::Error| {
+        log_cause("cors_allowed_origins", &e);
+        crate::public_errors::unavailable()
     };
-    let ok = allowed
-        .split(',')
-        .map(str::trim)
-        .any(|o| !o.is_empty() && (o == "*" || o == origin));
-    if !ok {
-        return vary;
+    let list = optional("cors_allowed_origins")
+        .map_err(unavailable)?
+        .unwrap_or_default();
+    let allowed = allowed_origins(&list).map_err(unavailable)?;
+    if !allowed.iter().any(|&o| o == "*" || o == origin) {
+        return Ok(vary);
     }
-    vec![
+    Ok(vec![
         (
             "access-control-allow-origin".to_string(),
             origin.as_bytes().to_vec(),
@@ -490,7 +500,62 @@ fn cors_headers(headers: &RequestHeaders, route: Route) -> Vec<(String, Vec<u8>)
             "access-control-expose-headers".to_string(),
             b"retry-after, x-request-id".to_vec(),
         ),
-    ]
+    ])
+}
+
+/// The entries of `cors_allowed_origins` (comma-separated, blanks ignored): `*`, or an
+/// origin as a browser sends it in `Origin`: `http` or `https`, `://`, a lower-case host
+/// and a port only where it is not the scheme's own; no path, not even `/`.
+///
+/// # Errors
+/// An entry that is none of these, named with what it must be.
+fn allowed_origins(list: &str) -> anyhow::Result<Vec<&str>> {
+    let entries: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    for entry in &entries {
+        if *entry != "*" && !is_serialized_origin(entry) {
+            anyhow::bail!(
+                "the entry {entry:?} is not an origin as browsers send it: `*`, or \
+                 http(s)://host[:port] in lower case, without a path (not even `/`) and \
+                 without the scheme's own port"
+            );
+        }
+    }
+    Ok(entries)
+}
+
+/// An origin in the form browsers serialize it (RFC 6454 section 6.1, for http(s)).
+fn is_serialized_origin(entry: &str) -> bool {
+    let (rest, default_port) = if let Some(rest) = entry.strip_prefix("https://") {
+        (rest, "443")
+    } else if let Some(rest) = entry.strip_prefix("http://") {
+        (rest, "80")
+    } else {
+        return false;
+    };
+    // An IPv6 literal keeps its colons inside brackets.
+    let (host, port) = match rest.rfind(':') {
+        Some(i) if !rest[i..].contains(']') => (&rest[..i], Some(&rest[i + 1..])),
+        _ => (rest, None),
+    };
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        !v6.is_empty()
+            && v6
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b':' || b == b'.')
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty() && !p.starts_with('0') && p != default_port && p.parse::<u16>().is_ok()
+    });
+    host_ok && port_ok
 }
 
 /// Answers a CORS preflight: `204`, with the CORS headers for an allowed origin.
@@ -1069,7 +1134,43 @@ pub fn log_cause(context: &str, err: &anyhow::Error) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Call, RequestHeaders, locale_of, query_pairs};
+    use super::{Call, RequestHeaders, allowed_origins, locale_of, query_pairs};
+
+    #[test]
+    fn cors_entries_must_be_origins_as_browsers_send_them() {
+        let good = " https://app.example.com, http://localhost:5173 ,*,,http://[::1]:8080,https://10.0.0.1";
+        assert_eq!(
+            allowed_origins(good).expect("origins"),
+            [
+                "https://app.example.com",
+                "http://localhost:5173",
+                "*",
+                "http://[::1]:8080",
+                "https://10.0.0.1"
+            ]
+        );
+        assert!(allowed_origins("").expect("none").is_empty());
+        for bad in [
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://App.example.com",
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://app.example.com:443",
+            "http://app.example.com:80",
+            "https://app.example.com:0",
+            "https://app.example.com:99999",
+            "https://app.example.com:",
+            "https://user@app.example.com",
+            "https://app.example.com?x",
+            "http://[::G]",
+            "null",
+            "https://",
+        ] {
+            let err = allowed_origins(&format!("https://ok.example, {bad}")).expect_err(bad);
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
 
     #[test]
     fn a_calls_debug_shows_no_credential_and_no_body() {

@@ -1555,6 +1555,49 @@ async fn browsers_from_allowed_origins_pass_cors_and_others_get_no_cors_headers(
     );
 }
 
+#[tokio::test]
+async fn a_cors_entry_that_is_no_origin_answers_browsers_503_and_changes_nothing() {
+    // Review finding: an entry that could never match (a trailing `/`, a path, an upper-case
+    // host) was taken silently, and CORS stayed off without a word in the log.
+    let app = Spawn::default()
+        .variable(
+            "cors_allowed_origins",
+            "https://app.example.com, https://admin.example.com/",
+        )
+        .spawn()
+        .await;
+    let before = app.snapshot();
+    let send = app
+        .client
+        .post(format!(
+            "{}/api/v1/public/auth/send-email-code",
+            app.address
+        ))
+        .header("origin", "https://app.example.com")
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .expect("answers");
+    let send = edge_auth_tests::app::ApiResponse::checked(
+        send,
+        "/api/v1/public/auth/send-email-code",
+        "post",
+    )
+    .await;
+    assert_eq!(send.error(), (503, "service_unavailable".into()));
+    assert!(send.header("x-request-id").is_some(), "the id is echoed");
+    assert_eq!(app.snapshot(), before, "nothing stored");
+    let logs = app.logs_with("cors_allowed_origins").await;
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("https://admin.example.com/") && l.contains("not an origin")),
+        "the log names the variable and the entry: {logs:?}"
+    );
+
+    // A caller that is no browser (no `Origin`) is served as before.
+    assert_eq!(app.send_email_code("bea@example.com").await.status(), 200);
+}
+
 // ---- the CLI ----------------------------------------------------------------------------
 
 /// The newest modification time of the files under `paths` (files or directories).
