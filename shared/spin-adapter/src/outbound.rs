@@ -324,8 +324,19 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
             body.len().to_string().into_bytes(),
         ));
     }
-    let fields =
-        Fields::from_list(&headers).map_err(|e| anyhow::anyhow!("building headers: {e:?}"))?;
+    let fields = Fields::from_list(&headers).map_err(|e| {
+        // The usual cause: a token variable read from a file, its line break kept.
+        let token_unfit = call
+            .bearer
+            .is_some_and(|t| t.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f));
+        let hint = if token_unfit {
+            " (the target's token holds a control character, such as a line break at its \
+             end: set its variable without it)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("building headers: {e:?}{hint}")
+    })?;
     let request = OutgoingRequest::new(fields);
     let fail = |what: &str| anyhow::anyhow!("building the request: {what}");
     request

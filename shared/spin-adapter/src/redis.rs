@@ -213,7 +213,12 @@ impl SpinRedis {
             return Ok(Self { transport });
         }
         let url = config::variable("redis_url")?;
-        let conn = Connection::open(&url).context("opening the Redis connection")?;
+        // Spin answers `InvalidAddress` alike for a URL it cannot parse and for one the
+        // component may not reach: name both variables that decide it.
+        let conn = Connection::open(&url).context(
+            "opening the Redis connection (is `redis_url` a redis:// or rediss:// URL, and \
+             is its scheme://host:port the `redis_allowed_host` variable?)",
+        )?;
         let transport = Rc::new(Transport::Resp(conn));
         RESP.set(Some(Rc::clone(&transport)));
         Ok(Self { transport })

@@ -111,7 +111,9 @@ fn decode(status: u16, body: &[u8]) -> anyhow::Result<Vec<RedisResult>> {
     let value: Value = serde_json::from_slice(body)
         .with_context(|| format!("Redis REST answered {status} with a body that is not JSON"))?;
     if let Some(error) = value.get("error") {
-        let message = error.as_str().unwrap_or("(not a string)").to_string();
+        let message = error
+            .as_str()
+            .map_or_else(|| error.to_string(), str::to_string);
         if status == 400 {
             return Err(RedisRestError(message).into());
         }
@@ -129,7 +131,8 @@ fn decode(status: u16, body: &[u8]) -> anyhow::Result<Vec<RedisResult>> {
 
 /// Flattens a JSON result as Spin flattens a RESP reply: arrays are spliced in place,
 /// text is [`RedisResult::Binary`] (REST does not tell a status from a bulk string),
-/// integers stay integers, other numbers become their text, `null` is nil.
+/// integers stay integers, other numbers become their text, `null` is nil, and a boolean
+/// is what RESP2 makes of Lua's: `true` is 1, `false` is nil.
 fn flatten(value: &Value, out: &mut Vec<RedisResult>) -> anyhow::Result<()> {
     match value {
         Value::Null => out.push(RedisResult::Nil),
@@ -138,7 +141,8 @@ fn flatten(value: &Value, out: &mut Vec<RedisResult>) -> anyhow::Result<()> {
             Some(i) => out.push(RedisResult::Int64(i)),
             None => out.push(RedisResult::Binary(n.to_string().into_bytes())),
         },
-        Value::Bool(b) => out.push(RedisResult::Int64(i64::from(*b))),
+        Value::Bool(true) => out.push(RedisResult::Int64(1)),
+        Value::Bool(false) => out.push(RedisResult::Nil),
         Value::Array(items) => {
             for item in items {
                 flatten(item, out)?;
@@ -188,8 +192,12 @@ mod tests {
 
     #[test]
     fn nested_results_flatten_in_order_like_spins_redis_interface() {
-        let out = decoded(200, r#"{"result":[1,["x",null,["y"]],"OK",2.5,true]}"#).expect("ok");
-        assert_eq!(out.len(), 7);
+        let out = decoded(
+            200,
+            r#"{"result":[1,["x",null,["y"]],"OK",2.5,true,false]}"#,
+        )
+        .expect("ok");
+        assert_eq!(out.len(), 8);
         assert!(matches!(out[0], RedisResult::Int64(1)));
         assert!(matches!(&out[1], RedisResult::Binary(b) if b == b"x"));
         assert!(matches!(out[2], RedisResult::Nil));
@@ -197,6 +205,8 @@ mod tests {
         assert!(matches!(&out[4], RedisResult::Binary(b) if b == b"OK"));
         assert!(matches!(&out[5], RedisResult::Binary(b) if b == b"2.5"));
         assert!(matches!(out[6], RedisResult::Int64(1)));
+        // Lua's false (a guard.lua item with no session limit, say), as RESP2 gives it.
+        assert!(matches!(out[7], RedisResult::Nil));
         let nil = decoded(200, r#"{"result":null}"#).expect("ok");
         assert!(matches!(nil.as_slice(), [RedisResult::Nil]));
     }
