@@ -263,6 +263,9 @@ function gateway(script, { hold = false, refuse = null } = {}) {
     if (refuse === "plain")
       return new Response(JSON.stringify({ error: { code: "rate_limited", message: "slow down" } }),
         { status: 429, headers });
+    if (refuse === "stale")
+      return new Response(JSON.stringify({ error: { code: "stale_request", message: "clock",
+        server_time_ms: 1795000200000 } }), { status: 401, headers });
     if (refuse === "signed") {
       const payload = enc.encode(JSON.stringify({ error: { code: "too_many_streams", message: "full", retry_after_ms: 3000 } }));
       const envelope = {
@@ -346,6 +349,21 @@ await check("subscribe: a refusal is thrown with its code and Retry-After, a sig
   await assert.rejects(js.subscribe(subscriber, null, () => {}), (e) => e.message === "rate_limited" && e.retryAfter === "3");
   gateway(async () => [], { refuse: "signed" });
   await assert.rejects(js.subscribe(subscriber, null, () => {}), (e) => e.message === "too_many_streams" && e.retryAfter === "3");
+});
+await check("subscribe: a signed refusal teaches the gateway's clock, a plain stale_request forgets it", async () => {
+  // Review finding: only `execute` forgot the offset on a plain stale_request, so a page
+  // whose clock was stepped after it learnt one signed every subscribe stale, forever.
+  const gatewayNow = 1795000200000; // the fake gateway's signed timestamp_ms
+  const signedAt = () => lastRequest.envelope.timestamp_ms;
+  gateway(async () => [], { refuse: "signed" });
+  await assert.rejects(js.subscribe(subscriber, null, () => {}), /too_many_streams/);
+  await assert.rejects(js.subscribe(subscriber, null, () => {}), /too_many_streams/);
+  assert.ok(Math.abs(signedAt() - gatewayNow) < 5000, "signed by the learnt clock");
+  gateway(async () => [], { refuse: "stale" });
+  await assert.rejects(js.subscribe(subscriber, null, () => {}), (e) => e.message === "stale_request");
+  gateway(async () => [], { refuse: "plain" });
+  await assert.rejects(js.subscribe(subscriber, null, () => {}), /rate_limited/);
+  assert.ok(Math.abs(signedAt() - Date.now()) < 5000, "signed by the device's own clock again");
 });
 await check("subscribe: an onEvent that throws leaves the position at the last event it took", async () => {
   gateway(async (sha, session) => [frame(await opening(sha, session)),

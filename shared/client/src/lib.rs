@@ -708,7 +708,11 @@ impl Client {
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
                 .map(|seconds| seconds.saturating_mul(1000));
-            let (_, body) = answer_body(response, &url).await?;
+            // Bounded as a whole, as every other answer is: a body trickled in under the
+            // read timeout would otherwise hold the call without end.
+            let (_, body) = self
+                .within_call_timeout(&url, answer_body(response, &url))
+                .await?;
             // A refusal is a signed response: verify it like a command's.
             if let Ok(signed) = serde_json::from_slice::<SignedResponse>(&body) {
                 verify_response(
@@ -743,6 +747,7 @@ impl Client {
             return Err(error);
         }
         let mut pending = String::new();
+        let mut after_cr = false;
         let mut last_id = last_event_id.map(str::to_string);
         let mut order = StreamOrder::default();
         // When the hello must have come, then when the stream must have ended (from the
@@ -816,7 +821,13 @@ impl Client {
                 return Ok(StreamClose::Dropped { last_id });
             }
             match tokio::time::timeout_at(ends_by, response.chunk()).await {
-                Ok(Ok(Some(bytes))) => pending.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(Ok(Some(bytes))) => {
+                    push_lines(
+                        &mut pending,
+                        &String::from_utf8_lossy(&bytes),
+                        &mut after_cr,
+                    );
+                }
                 // Ended without its terminal event, or still open past its end.
                 Ok(Ok(None) | Err(_)) | Err(_) => return Ok(StreamClose::Dropped { last_id }),
             }
@@ -1148,6 +1159,20 @@ fn refusal_wait(code: &str, hint: u64, refusals: u32) -> u64 {
     wait.max(500)
 }
 
+/// Appends a chunk of a push stream to `pending` with every line end made `\n`: SSE
+/// allows CRLF, LF and CR (a proxy may rewrite them), and frames are split on `\n\n`.
+/// `after_cr` carries a chunk's last CR over to the next chunk, whose first LF then ends
+/// the same line.
+fn push_lines(pending: &mut String, chunk: &str, after_cr: &mut bool) {
+    for c in chunk.chars() {
+        match (std::mem::replace(after_cr, c == '\r'), c) {
+            (true, '\n') => {}
+            (_, '\r') => pending.push('\n'),
+            (_, c) => pending.push(c),
+        }
+    }
+}
+
 /// Parses and verifies one SSE frame of the stream `request_sha256` opened; `None` for a
 /// comment (heartbeat). The event's id is its signed position, not the SSE `id` line,
 /// which nothing protects.
@@ -1157,7 +1182,11 @@ fn parse_frame(
     device_session_id: &str,
     request_sha256: &str,
 ) -> Result<Option<StreamEvent>, ClientError> {
-    let data = frame.lines().find_map(|line| line.strip_prefix("data: "));
+    // `data:` and one optional space, as SSE reads it.
+    let data = frame.lines().find_map(|line| {
+        line.strip_prefix("data:")
+            .map(|data| data.strip_prefix(' ').unwrap_or(data))
+    });
     let Some(data) = data else {
         return Ok(None);
     };
@@ -1175,10 +1204,30 @@ fn parse_frame(
 
 #[cfg(test)]
 mod tests {
-    use super::{CLOCK_ROUND_TRIP_MS, Client, ClientError, Sent, StreamOrder, now_ms};
+    use super::{CLOCK_ROUND_TRIP_MS, Client, ClientError, Sent, StreamOrder, now_ms, push_lines};
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn stream_lines_ending_in_crlf_or_cr_make_the_same_frames_as_lf() {
+        // Review finding: frames were split on LF alone; a proxy that rewrote line ends
+        // left every frame unfound until the stream was dropped.
+        let lf = "id: 1\ndata: {}\n\n: heartbeat\n\n";
+        for text in [
+            lf.to_string(),
+            lf.replace('\n', "\r\n"),
+            lf.replace('\n', "\r"),
+        ] {
+            // At every split, so a CRLF across two chunks is one line end.
+            for at in 0..=text.len() {
+                let (mut pending, mut after_cr) = (String::new(), false);
+                push_lines(&mut pending, &text[..at], &mut after_cr);
+                push_lines(&mut pending, &text[at..], &mut after_cr);
+                assert_eq!(pending, lf, "{text:?} split at {at}");
+            }
+        }
+    }
 
     #[test]
     fn a_key_file_that_is_not_one_is_described_without_quoting_it() {

@@ -396,6 +396,10 @@ async fn signed_in(
     Ok((key, session, client, followed))
 }
 
+/// The largest clock difference the CLI repeats from an unsigned `stale_request` as a
+/// likely one (PROTOCOL 4.3 takes no correction larger than a few minutes).
+const MAX_CLOCK_HINT_S: i128 = 300;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     match run().await {
@@ -411,8 +415,21 @@ async fn main() -> ExitCode {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| i128::try_from(d.as_millis()).unwrap_or(0));
                     let off_s = (now - i128::from(*server)) / 1000;
+                    // The figure is unsigned (anyone on the path can write it), so it is
+                    // only a hint, never a clock to set; and a plain answer does not prove
+                    // the command did not run (PROTOCOL 4.3, 4.4).
+                    let hint = if off_s.abs() <= MAX_CLOCK_HINT_S {
+                        format!("this device's clock may be {off_s} s off the gateway's")
+                    } else {
+                        format!(
+                            "the answer says this device's clock is {off_s} s off the gateway's, \
+                             far more than clocks drift: distrust that figure"
+                        )
+                    };
                     eprintln!(
-                        "edge-auth: {e}\nthis device's clock is {off_s} s off the gateway's: fix the clock and retry"
+                        "edge-auth: {e}\n{hint} (an unsigned figure): check the clock against a \
+                         trusted time source; an unsigned answer does not prove the command did \
+                         not run, so make sure it did not before you send it again"
                     );
                 }
                 _ => eprintln!("edge-auth: {e:#}"),
