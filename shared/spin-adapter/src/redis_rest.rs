@@ -26,8 +26,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[error("Redis (REST) answered: {0}")]
 pub struct RedisRestError(pub String);
 
-/// The answer was lost: none came in time, or it broke off after its status. The command
-/// may have run all the same.
+/// The answer was lost: none came in time, it broke off after its status, a gateway in
+/// front of the service answered for it (502, 504), or a 200 came with a body that is not
+/// JSON. The command may have run all the same.
 #[derive(Debug, thiserror::Error)]
 #[error("Redis REST answer lost: {0}")]
 pub struct RestAnswerLost(pub String);
@@ -108,8 +109,22 @@ fn command_json(name: &str, params: &[RedisParameter]) -> anyhow::Result<Vec<u8>
 /// Reads an answer: `{"result"}` on 200, `{"error"}` (Redis' refusal) on 400, anything
 /// else is a failure of the service (401 is a wrong token).
 fn decode(status: u16, body: &[u8]) -> anyhow::Result<Vec<RedisResult>> {
-    let value: Value = serde_json::from_slice(body)
-        .with_context(|| format!("Redis REST answered {status} with a body that is not JSON"))?;
+    // A proxy's word that the service's answer did not reach it: the command was sent on.
+    if matches!(status, 502 | 504) {
+        return Err(RestAnswerLost(format!("a gateway answered {status} for Redis REST")).into());
+    }
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        // A 200 says the command ran, whatever became of its body.
+        Err(e) if status == 200 => {
+            return Err(RestAnswerLost(format!("200 with a body that is not JSON ({e})")).into());
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "Redis REST answered {status} with a body that is not JSON"
+            )));
+        }
+    };
     if let Some(error) = value.get("error") {
         let message = error
             .as_str()
@@ -220,7 +235,18 @@ mod tests {
         assert!(refusal.0.starts_with("NOSCRIPT"));
         let unauthorized = decoded(401, r#"{"error":"Unauthorized"}"#).expect_err("e");
         assert!(unauthorized.downcast_ref::<RedisRestError>().is_none());
-        assert!(decoded(502, "<html>bad gateway</html>").is_err());
+        // Answers that leave open whether the command ran are told as lost, and only they.
+        let lost = |status, body: &str| {
+            decoded(status, body)
+                .expect_err("a failure")
+                .downcast_ref::<RestAnswerLost>()
+                .is_some()
+        };
+        assert!(lost(502, "<html>bad gateway</html>"));
+        assert!(lost(504, ""));
+        assert!(lost(200, r#"{"result":"OK""#));
+        assert!(!lost(500, "<html>error</html>"));
+        assert!(!lost(401, r#"{"error":"Unauthorized"}"#));
         assert!(decoded(200, r#"{"nothing":1}"#).is_err());
         assert!(decoded(200, r#"{"result":{"a":1}}"#).is_err());
     }
