@@ -405,15 +405,11 @@ pub async fn serve(
         round_trips: request_log::round_trips(),
     };
     let log = |outcome: request_log::Outcome<'_>| println!("{}", request_log::line(&outcome));
-    let echo_id = vec![("x-request-id".to_string(), request_id.into_bytes())];
-    let cors = match cors_headers(&headers, route) {
-        Ok(cors) => [cors, echo_id].concat(),
-        Err(err) => {
-            let headers = [error_headers(&err, route), echo_id].concat();
-            send(out, err.status, &err.body(), &headers).await;
-            return log(answered(err.status, Some(err.code)));
-        }
-    };
+    let cors = [
+        cors_headers(&headers, route),
+        vec![("x-request-id".to_string(), request_id.into_bytes())],
+    ]
+    .concat();
     if route.access == Access::Public && req.method() == Method::Options {
         preflight(out, route, cors).await;
         return log(answered(204, None));
@@ -460,37 +456,38 @@ pub async fn serve(
 const CORS_REQUEST_HEADERS: &str = "content-type, x-request-id, traceparent";
 
 /// `access-control-allow-origin` (and `vary`) for a public route called from an allowed
-/// origin; nothing otherwise. Origins are compared exactly (`*` allows any).
-///
-/// # Errors
-/// A browser's request (one with `Origin`) to a public route while `cors_allowed_origins`
-/// cannot be read or holds an entry that is no origin: logged, and the route answers
-/// `503` before it does anything (an entry that could never match would turn CORS off
-/// without a word).
-fn cors_headers(
-    headers: &RequestHeaders,
-    route: Route,
-) -> Result<Vec<(String, Vec<u8>)>, PublicError> {
+/// origin; nothing otherwise. Origins are compared exactly (`*` allows any). An entry of
+/// `cors_allowed_origins` that is no origin could never match: it is left out, and the log
+/// names it on every browser request (one with `Origin`), so that a typo does not turn
+/// CORS off without a word, nor take the other entries with it.
+fn cors_headers(headers: &RequestHeaders, route: Route) -> Vec<(String, Vec<u8>)> {
     if route.access != Access::Public {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     // Answers differ by origin: caches must key on it (the JWKS is cacheable).
     let vary = vec![("vary".to_string(), b"origin".to_vec())];
     let Some(origin) = headers.last("origin") else {
-        return Ok(vary);
+        return vary;
     };
-    let unavailable = |e: anyhow::Error| {
-        log_cause("cors_allowed_origins", &e);
-        crate::public_errors::unavailable()
+    let list = match optional("cors_allowed_origins") {
+        Ok(list) => list.unwrap_or_default(),
+        Err(e) => {
+            log_cause("cors_allowed_origins", &e);
+            String::new()
+        }
     };
-    let list = optional("cors_allowed_origins")
-        .map_err(unavailable)?
-        .unwrap_or_default();
-    let allowed = allowed_origins(&list).map_err(unavailable)?;
-    if !allowed.iter().any(|&o| o == "*" || o == origin) {
-        return Ok(vary);
+    let (allowed, unfit) = allowed_origins(&list);
+    for entry in unfit {
+        request_log::error(&format!(
+            "cors_allowed_origins: the entry {entry:?} is left out: it is not an origin as \
+             browsers send it (`*`, `null`, or scheme://host[:port] in lower case, without a \
+             path, not even `/`, and without :80 on http or :443 on https)"
+        ));
     }
-    Ok(vec![
+    if !allowed.iter().any(|&o| o == "*" || o == origin) {
+        return vary;
+    }
+    vec![
         (
             "access-control-allow-origin".to_string(),
             origin.as_bytes().to_vec(),
@@ -500,41 +497,34 @@ fn cors_headers(
             "access-control-expose-headers".to_string(),
             b"retry-after, x-request-id".to_vec(),
         ),
-    ])
+    ]
 }
 
-/// The entries of `cors_allowed_origins` (comma-separated, blanks ignored): `*`, or an
-/// origin as a browser sends it in `Origin`: `http` or `https`, `://`, a lower-case host
-/// and a port only where it is not the scheme's own; no path, not even `/`.
-///
-/// # Errors
-/// An entry that is none of these, named with what it must be.
-fn allowed_origins(list: &str) -> anyhow::Result<Vec<&str>> {
-    let entries: Vec<&str> = list
-        .split(',')
+/// The entries of `cors_allowed_origins` (comma-separated, blanks ignored), split into
+/// those a browser's `Origin` can equal (`*`, `null`, or a serialized origin) and those
+/// it never can.
+fn allowed_origins(list: &str) -> (Vec<&str>, Vec<&str>) {
+    list.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
-        .collect();
-    for entry in &entries {
-        if *entry != "*" && !is_serialized_origin(entry) {
-            anyhow::bail!(
-                "the entry {entry:?} is not an origin as browsers send it: `*`, or \
-                 http(s)://host[:port] in lower case, without a path (not even `/`) and \
-                 without the scheme's own port"
-            );
-        }
-    }
-    Ok(entries)
+        .partition(|&e| e == "*" || e == "null" || is_serialized_origin(e))
 }
 
-/// An origin in the form browsers serialize it (RFC 6454 section 6.1, for http(s)).
+/// An origin in the form browsers serialize it (RFC 6454 section 6.2): a lower-case
+/// scheme (`https`, `http`, or an app's own, such as `capacitor` or `chrome-extension`),
+/// `://`, a lower-case host, and a port unless it is http's 80 or https's 443.
 fn is_serialized_origin(entry: &str) -> bool {
-    let (rest, default_port) = if let Some(rest) = entry.strip_prefix("https://") {
-        (rest, "443")
-    } else if let Some(rest) = entry.strip_prefix("http://") {
-        (rest, "80")
-    } else {
+    let Some((scheme, rest)) = entry.split_once("://") else {
         return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_lowercase())
+        && scheme.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')
+        });
+    let default_port = match scheme {
+        "https" => Some("443"),
+        "http" => Some("80"),
+        _ => None,
     };
     // An IPv6 literal keeps its colons inside brackets.
     let (host, port) = match rest.rfind(':') {
@@ -547,15 +537,18 @@ fn is_serialized_origin(entry: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b':' || b == b'.')
     } else {
-        !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        host.bytes().any(|b| b != b'.')
+            && host.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_')
+            })
     };
     let port_ok = port.is_none_or(|p| {
-        !p.is_empty() && !p.starts_with('0') && p != default_port && p.parse::<u16>().is_ok()
+        p.bytes().all(|b| b.is_ascii_digit())
+            && !p.starts_with('0')
+            && Some(p) != default_port
+            && p.parse::<u16>().is_ok()
     });
-    host_ok && port_ok
+    scheme_ok && host_ok && port_ok
 }
 
 /// Answers a CORS preflight: `204`, with the CORS headers for an allowed origin.
@@ -915,9 +908,9 @@ fn stream(
         deadline: None,
     });
     drop(output);
-    // Finished even after a failed write: Spin ends an abandoned body cleanly all the
-    // same (and so does our host), so the bytes already queued still reach a client that
-    // reads again.
+    // Finished even after a failed write: a body dropped unfinished is aborted (Spin and
+    // our host cut the connection), while a finished one ends cleanly, so the bytes
+    // already queued still reach a client that reads again.
     if let Err(e) = OutgoingBody::finish(body, None) {
         request_log::error(&format!("could not finish the streamed body: {e:?}"));
     }
@@ -1137,39 +1130,42 @@ mod tests {
     use super::{Call, RequestHeaders, allowed_origins, locale_of, query_pairs};
 
     #[test]
-    fn cors_entries_must_be_origins_as_browsers_send_them() {
-        let good = " https://app.example.com, http://localhost:5173 ,*,,http://[::1]:8080,https://10.0.0.1";
-        assert_eq!(
-            allowed_origins(good).expect("origins"),
-            [
-                "https://app.example.com",
-                "http://localhost:5173",
-                "*",
-                "http://[::1]:8080",
-                "https://10.0.0.1"
-            ]
-        );
-        assert!(allowed_origins("").expect("none").is_empty());
-        for bad in [
+    fn cors_entries_that_no_browser_origin_can_equal_are_told_apart() {
+        let good = [
+            "https://app.example.com",
+            "http://localhost:5173",
+            "*",
+            "null",
+            "http://[::1]:8080",
+            "https://10.0.0.1",
+            "http://web_app:3000",
+            "capacitor://localhost",
+            "chrome-extension://abcdefghijklmnopabcdefghijklmnop",
+            "https://xn--bcher-kva.example",
+        ];
+        let bad = [
             "https://app.example.com/",
             "https://app.example.com/path",
             "https://App.example.com",
             "app.example.com",
-            "ftp://app.example.com",
+            "HTTPS://app.example.com",
             "https://app.example.com:443",
             "http://app.example.com:80",
             "https://app.example.com:0",
+            "https://app.example.com:+8443",
             "https://app.example.com:99999",
             "https://app.example.com:",
             "https://user@app.example.com",
             "https://app.example.com?x",
             "http://[::G]",
-            "null",
             "https://",
-        ] {
-            let err = allowed_origins(&format!("https://ok.example, {bad}")).expect_err(bad);
-            assert!(err.to_string().contains(bad), "{err}");
-        }
+            "https://.",
+        ];
+        let list = format!(" {} ,, {} ", good.join(","), bad.join(" , "));
+        let (allowed, unfit) = allowed_origins(&list);
+        assert_eq!(allowed, good);
+        assert_eq!(unfit, bad);
+        assert_eq!(allowed_origins(""), (vec![], vec![]));
     }
 
     #[test]
