@@ -708,8 +708,9 @@ impl Client {
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
                 .map(|seconds| seconds.saturating_mul(1000));
-            // Bounded as a whole, as every other answer is: a body trickled in under the
-            // read timeout would otherwise hold the call without end.
+            // The refusal's body under the call timeout as a whole: trickled in under the
+            // read timeout (which restarts on every chunk), it would hold the call without
+            // end.
             let (_, body) = self
                 .within_call_timeout(&url, answer_body(response, &url))
                 .await?;

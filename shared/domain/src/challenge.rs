@@ -9,7 +9,8 @@
 //! ```
 //!
 //! A challenge can be confirmed from `pending` (the mail may arrive before its outcome
-//! is recorded), `sent` and `delivery_failed`. Only the newest challenge of an address
+//! is recorded; the Redis store leaves a mailed challenge `pending`, and records only a
+//! failed mail), `sent` and `delivery_failed`. Only the newest challenge of an address
 //! can be confirmed. `confirmed`, `expired` and `exhausted` are terminal. The moves are
 //! made atomically in Redis, one script per call (`send.lua`, `record_delivery.lua`,
 //! `confirm.lua` in the adapter), and pinned by the end-to-end tests; this module names

@@ -125,11 +125,13 @@ pub fn send_email_code(
     })
 }
 
-/// Delivers a code and records the outcome (`sent` or `delivery_failed`).
+/// Delivers a code and hands the store its outcome (`sent` or `delivery_failed`; a store
+/// may keep a mailed challenge `pending`, see [`LoginStore::record_delivery`]).
 ///
 /// # Errors
-/// Only a store failure while recording; a mail failure is an outcome, returned as
-/// `Ok(ChallengeState::DeliveryFailed)` with the cause for the log.
+/// Only a store failure while recording, with the mail's own failure, if any, in its
+/// context; a mail failure is an outcome, returned as `Ok(ChallengeState::DeliveryFailed)`
+/// with the cause for the log.
 pub fn deliver(
     store: &impl LoginStore,
     mailer: &impl MailSender,
@@ -139,6 +141,12 @@ pub fn deliver(
         Ok(()) => (ChallengeState::Sent, None),
         Err(e) => (ChallengeState::DeliveryFailed, Some(e)),
     };
-    store.record_delivery(&message.challenge_id, state)?;
+    if let Err(record) = store.record_delivery(&message.challenge_id, state) {
+        // Both causes reach the log: the mail's, then why its outcome was not stored.
+        return Err(match cause {
+            Some(mail) => record.context(format!("the mail failed ({mail:#}); recording that")),
+            None => record,
+        });
+    }
     Ok((state, cause))
 }

@@ -30,6 +30,8 @@ struct FakeStore {
     fenced_from: Cell<Option<usize>>,
     /// What `spend_send_budget` answers (`None`: spent).
     mailbox_budget: Cell<Option<u64>>,
+    /// `record_delivery` fails.
+    record_fails: Cell<bool>,
 }
 
 impl LoginStore for FakeStore {
@@ -69,6 +71,9 @@ impl LoginStore for FakeStore {
             }))
     }
     fn record_delivery(&self, _: &ChallengeId, state: ChallengeState) -> anyhow::Result<()> {
+        if self.record_fails.get() {
+            anyhow::bail!("the store is down");
+        }
         self.deliveries.borrow_mut().push(state);
         Ok(())
     }
@@ -355,6 +360,28 @@ fn a_failed_delivery_is_recorded_with_its_cause() {
     assert_eq!(state, ChallengeState::DeliveryFailed);
     assert!(cause.is_some_and(|c| c.to_string().contains("500")));
     assert_eq!(*store.deliveries.borrow(), [ChallengeState::DeliveryFailed]);
+}
+
+#[test]
+fn a_failed_delivery_whose_record_fails_keeps_both_causes() {
+    // Review finding: the store's error replaced the mail's, so the log never said why
+    // the mail failed.
+    let store = FakeStore::default();
+    store.record_fails.set(true);
+    let out = send_email_code(
+        &settings(),
+        &store,
+        &OsRandom,
+        &send_request("c@example.com"),
+    )
+    .expect("sent");
+    let err =
+        deliver(&store, &FailingMail, &out.delivery.expect("delivery")).expect_err("not recorded");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("webhook answered 500") && text.contains("the store is down"),
+        "{text}"
+    );
 }
 
 fn confirm_request(challenge: &str, code: &str, key: &str) -> ConfirmRequest {
