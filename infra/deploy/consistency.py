@@ -121,33 +121,80 @@ for component in sorted(set(routes.values()) - {"health"}):
     if len(owners) != 1:
         fail(f"component {component} runs in {owners or 'no group'}: expected exactly one")
 
-# The Ingress paths reach the group that runs their routes; internal routes get none.
-ingress_paths = {}
-restricted = set()  # paths on an Ingress limited to some source networks
-for ingress in docs("ingress.yaml"):
-    limited = "nginx.ingress.kubernetes.io/whitelist-source-range" in (
-        ingress["metadata"].get("annotations") or {}
-    )
-    for rule in ingress["spec"]["rules"]:
-        for p in rule["http"]["paths"]:
-            ingress_paths[p["path"]] = (p["pathType"], p["backend"]["service"]["name"])
-            if limited:
-                restricted.add(p["path"])
-for route, component in sorted(routes.items()):
-    matches = [
-        (path, service)
-        for path, (kind, service) in ingress_paths.items()
-        if (kind == "Exact" and route == path)
-        or (kind == "Prefix" and (route == path or route.startswith(path + "/")))
+# Each file holds the kinds it is meant to, at the API versions Kubernetes serves today:
+# kubernetes-validate only warns (and passes) on a kind or version it has no schema for,
+# such as autoscaling/v2beta2 or networking.k8s.io/v1beta1, which `kubectl apply` refuses.
+KINDS = {
+    "ingress.yaml": ("networking.k8s.io/v1", "Ingress"),
+    "hpa.yaml": ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    "secret.example.yaml": ("v1", "Secret"),
+}
+
+
+def kind_problems(file, documents):
+    want = KINDS[file]
+    return [
+        f"{file}: {d.get('metadata', {}).get('name')} is {d.get('apiVersion')} {d.get('kind')}, "
+        f"expected {want[0]} {want[1]}"
+        for d in documents
+        if (d.get("apiVersion"), d.get("kind")) != want
     ]
-    if len(matches) != 1:
-        fail(f"{route}: {len(matches)} Ingress paths match it, expected 1")
-        continue
-    path, service = matches[0]
-    if route.startswith("/api/v1/internal") != (path in restricted):
-        fail(f"{route}: internal routes, and only they, go through the source-restricted Ingress")
-    if service not in apps or component not in apps[service]["spec"].get("components", []):
-        fail(f"{route}: its Ingress path goes to {service}, which does not run {component}")
+
+
+def ingress_problems(ingresses):
+    """The Ingress paths reach the group that runs their routes: each route matches
+    exactly one path of all the Ingresses (whatever their host), and internal routes, and
+    only they, match one on a source-restricted Ingress."""
+    problems = []
+    paths = []  # (path, pathType, service, restricted), one per rule path, hosts apart
+    for ingress in ingresses:
+        limited = "nginx.ingress.kubernetes.io/whitelist-source-range" in (
+            ingress["metadata"].get("annotations") or {}
+        )
+        for rule in ingress["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                paths.append((p["path"], p["pathType"], p["backend"]["service"]["name"], limited))
+    for route, component in sorted(routes.items()):
+        matches = [
+            (path, service, limited)
+            for path, kind, service, limited in paths
+            if (kind == "Exact" and route == path)
+            or (kind == "Prefix" and (route == path or route.startswith(path + "/")))
+        ]
+        if len(matches) != 1:
+            problems.append(f"{route}: {len(matches)} Ingress paths match it, expected 1")
+            continue
+        path, service, limited = matches[0]
+        if route.startswith("/api/v1/internal") != limited:
+            problems.append(
+                f"{route}: internal routes, and only they, go through the source-restricted Ingress"
+            )
+        if service not in apps or component not in apps[service]["spec"].get("components", []):
+            problems.append(f"{route}: its Ingress path goes to {service}, which does not run {component}")
+    return problems
+
+
+for file in KINDS:
+    failures.extend(kind_problems(file, docs(file)))
+failures.extend(ingress_problems(docs("ingress.yaml")))
+
+# The two checks above can fail: an internal path added to the public Ingress (where only
+# the token would guard the internal API), and an Ingress at a retired API version.
+opened = copy.deepcopy(docs("ingress.yaml"))
+public = next(
+    i for i in opened
+    if "nginx.ingress.kubernetes.io/whitelist-source-range" not in (i["metadata"].get("annotations") or {})
+)
+public["spec"]["rules"][0]["http"]["paths"].append(
+    {"path": "/api/v1/internal", "pathType": "Prefix",
+     "backend": {"service": {"name": "edge-auth-internal", "port": {"number": 80}}}}
+)
+if not ingress_problems(opened):
+    fail("the Ingress check accepts an internal path on the public Ingress")
+retired = copy.deepcopy(docs("ingress.yaml"))
+retired[0]["apiVersion"] = "networking.k8s.io/v1beta1"
+if not kind_problems("ingress.yaml", retired):
+    fail("the kind check accepts an Ingress at networking.k8s.io/v1beta1")
 
 # Autoscalers target the Deployments the operator makes (named after each SpinApp).
 scaled = {h["spec"]["scaleTargetRef"]["name"] for h in docs("hpa.yaml")}
