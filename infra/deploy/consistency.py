@@ -178,6 +178,40 @@ for file in KINDS:
     failures.extend(kind_problems(file, docs(file)))
 failures.extend(ingress_problems(docs("ingress.yaml")))
 
+
+
+def stream_timeout_problems(ingresses, max_duration):
+    """The Ingress path of the push stream lets a stream run its whole length: nginx's
+    read and send timeouts (60 s unless annotated) at least 5 s past
+    push_max_duration_seconds (README: a stream cut short ends without its terminal
+    event, and the client counts a failure)."""
+    problems = []
+    (route,) = [r for r, c in routes.items() if c == "subscribe-events"]
+    for ingress in ingresses:
+        notes = ingress["metadata"].get("annotations") or {}
+        for rule in ingress["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                if not (route == p["path"] or route.startswith(p["path"] + "/")):
+                    continue
+                for which in ("proxy-read-timeout", "proxy-send-timeout"):
+                    seconds = int(notes.get(f"nginx.ingress.kubernetes.io/{which}", "60"))
+                    if seconds < max_duration + 5:
+                        problems.append(
+                            f"{ingress['metadata']['name']}: {which} {seconds} s cuts push "
+                            f"streams of {max_duration} s (give it at least {max_duration + 5})"
+                        )
+    return problems
+
+
+(push_group,) = [a for a in apps.values() if "subscribe-events" in a["spec"].get("components", [])]
+kind, duration = runs_with(push_group, "push_max_duration_seconds")
+if kind != "value":
+    fail("push_max_duration_seconds: set it as a value in the push group (the Ingress timeout follows it)")
+else:
+    failures.extend(stream_timeout_problems(docs("ingress.yaml"), int(duration)))
+    if not stream_timeout_problems(docs("ingress.yaml"), int(duration) + 60):
+        fail("the stream timeout check accepts streams longer than the Ingress lets run")
+
 # The two checks above can fail: an internal path added to the public Ingress (where only
 # the token would guard the internal API), and an Ingress at a retired API version.
 opened = copy.deepcopy(docs("ingress.yaml"))
