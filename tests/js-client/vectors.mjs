@@ -277,8 +277,9 @@ function gateway(script, { hold = false, refuse = null } = {}) {
         envelope.device_session_id, envelope.timestamp_ms, envelope.status, envelope.result_code,
         envelope.backend_status, envelope.payload_sha256, envelope.request_sha256, envelope.key_id]);
       const signature = await crypto.subtle.sign("Ed25519", gatewayKey, signed);
+      // Retry-After is not signed: a party on the path may say 9 where the gateway signed 3.
       return new Response(JSON.stringify({ envelope, payload: Buffer.from(payload).toString("base64"),
-        signature: Buffer.from(signature).toString("base64") }), { status: 429, headers });
+        signature: Buffer.from(signature).toString("base64") }), { status: 429, headers: { ...headers, "retry-after": "9" } });
     }
     const pieces = await script(requestSha256, e.device_session_id);
     const body = new ReadableStream({
