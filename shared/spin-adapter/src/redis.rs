@@ -174,7 +174,8 @@ impl SpinRedis {
     }
 
     /// Whether `err`, from a command on this transport, is a REST call whose answer was
-    /// lost (see [`RestAnswerLost`]), which may have run all the same. (On RESP a lost answer is not told apart from a command that never ran.)
+    /// lost (see [`RestAnswerLost`]), which may have run all the same. (On RESP a lost
+    /// answer is not told apart from a command that never ran.)
     pub fn answer_lost_over_rest(&self, err: &anyhow::Error) -> bool {
         self.over_rest() && err.chain().any(|cause| cause.is::<RestAnswerLost>())
     }

@@ -345,18 +345,19 @@ fn suppressed_and_throttled_challenges_answer_alike_and_deliver_nothing() {
     assert!(out.delivery.is_none());
 }
 
+/// The mail of a new challenge for `email` (the store makes one by default).
+fn new_mail(store: &FakeStore, email: &str) -> MailMessage {
+    send_email_code(&settings(), store, &OsRandom, &send_request(email))
+        .expect("sent")
+        .delivery
+        .expect("a new challenge is mailed")
+}
+
 #[test]
 fn a_failed_delivery_is_recorded_with_its_cause() {
     let store = FakeStore::default();
-    let out = send_email_code(
-        &settings(),
-        &store,
-        &OsRandom,
-        &send_request("c@example.com"),
-    )
-    .expect("sent");
     let (state, cause) =
-        deliver(&store, &FailingMail, &out.delivery.expect("delivery")).expect("recorded");
+        deliver(&store, &FailingMail, &new_mail(&store, "c@example.com")).expect("recorded");
     assert_eq!(state, ChallengeState::DeliveryFailed);
     assert!(cause.is_some_and(|c| c.to_string().contains("500")));
     assert_eq!(*store.deliveries.borrow(), [ChallengeState::DeliveryFailed]);
@@ -368,15 +369,8 @@ fn a_failed_delivery_whose_record_fails_keeps_both_causes() {
     // the mail failed.
     let store = FakeStore::default();
     store.record_fails.set(true);
-    let out = send_email_code(
-        &settings(),
-        &store,
-        &OsRandom,
-        &send_request("c@example.com"),
-    )
-    .expect("sent");
-    let err =
-        deliver(&store, &FailingMail, &out.delivery.expect("delivery")).expect_err("not recorded");
+    let err = deliver(&store, &FailingMail, &new_mail(&store, "c@example.com"))
+        .expect_err("not recorded");
     let text = format!("{err:#}");
     assert!(
         text.contains("webhook answered 500") && text.contains("the store is down"),

@@ -1485,6 +1485,20 @@ async fn the_jwks_lists_the_current_key_and_is_cacheable() {
     assert_eq!(KeyPin::first(jwks.clone()).map(|p| p.jwks), Ok(jwks));
 }
 
+/// A browser's send-email-code from `origin`.
+async fn send_from(app: &TestApp, origin: &str) -> reqwest::Response {
+    app.client
+        .post(format!(
+            "{}/api/v1/public/auth/send-email-code",
+            app.address
+        ))
+        .header("origin", origin)
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .expect("answers")
+}
+
 #[tokio::test]
 async fn browsers_from_allowed_origins_pass_cors_and_others_get_no_cors_headers() {
     let app = Spawn::default()
@@ -1529,17 +1543,7 @@ async fn browsers_from_allowed_origins_pass_cors_and_others_get_no_cors_headers(
             .is_none()
     );
 
-    let send = app
-        .client
-        .post(format!(
-            "{}/api/v1/public/auth/send-email-code",
-            app.address
-        ))
-        .header("origin", "https://app.example.com")
-        .json(&json!({"email": "ada@example.com"}))
-        .send()
-        .await
-        .expect("answers");
+    let send = send_from(&app, "https://app.example.com").await;
     assert_eq!(send.status(), 200);
     assert_eq!(
         send.headers()["access-control-allow-origin"],
@@ -1566,17 +1570,7 @@ async fn a_cors_entry_that_is_no_origin_is_named_in_the_log_and_the_others_still
         )
         .spawn()
         .await;
-    let send = app
-        .client
-        .post(format!(
-            "{}/api/v1/public/auth/send-email-code",
-            app.address
-        ))
-        .header("origin", "https://app.example.com")
-        .json(&json!({"email": "ada@example.com"}))
-        .send()
-        .await
-        .expect("answers");
+    let send = send_from(&app, "https://app.example.com").await;
     assert_eq!(send.status(), 200);
     assert_eq!(
         send.headers()["access-control-allow-origin"],
