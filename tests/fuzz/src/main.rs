@@ -5,11 +5,15 @@
 //!
 //! ```text
 //! edge-auth-fuzz [TARGET|all] [--seconds N] [--seed N]
+//! edge-auth-fuzz TARGET --replay FILE
 //! ```
 //!
 //! Starts from `tests/fuzz/corpus/<target>/`, runs each target for N seconds (default
 //! 10), and on a panic writes the input to `target/fuzz-artifacts/<target>-<n>.bin`,
-//! prints it, and exits 1. The same seed replays the same inputs.
+//! prints it in hex (the binary targets read raw length bytes, which text would mangle)
+//! and exits 1. Without `--seed` each run draws a new seed, so runs explore different
+//! inputs; every report names its seed, and the same seed replays the same inputs.
+//! `--replay` runs one saved input (an artifact, or one rebuilt from the printed hex).
 //!
 //! # Layout
 //! - `targets.rs`: the targets and the properties they check.
@@ -126,17 +130,26 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[Vec<u8>]) {
     input.truncate(64 * 1024);
 }
 
-/// The seed inputs of `target`.
-fn load_corpus(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+/// The seed inputs in `dir`, with their files.
+fn load_corpus(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading the corpus {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
     files.sort();
     files
-        .iter()
-        .map(|f| std::fs::read(f).with_context(|| format!("reading {}", f.display())))
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+            Ok((f, bytes))
+        })
         .collect()
+}
+
+/// Where a run reads its corpus and writes what crashes.
+struct Dirs {
+    corpus: PathBuf,
+    artifacts: PathBuf,
 }
 
 /// Runs `input` through `target`; the panic message when it panics.
@@ -150,6 +163,21 @@ fn run_one(target: &Target, input: &[u8]) -> Result<u64, String> {
     })
 }
 
+/// `bytes` in lower-case hex: how a crashing input is printed, so that the log alone
+/// rebuilds it (`xxd -r -p`).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A seed for a run not given one: the clock, so that each CI run explores new inputs.
+fn fresh_seed() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.as_nanos() % u128::from(u64::MAX)).unwrap_or(0x5eed)
+        ^ u64::from(std::process::id())
+}
+
 /// What a run found.
 struct Report {
     runs: u64,
@@ -157,16 +185,21 @@ struct Report {
     corpus: usize,
 }
 
-fn fuzz(target: &Target, root: &Path, seconds: u64, seed: u64) -> anyhow::Result<Report> {
-    let mut corpus = load_corpus(&root.join("corpus").join(target.name))?;
+fn fuzz(target: &Target, dirs: &Dirs, seconds: u64, seed: u64) -> anyhow::Result<Report> {
     let mut seen = std::collections::HashSet::new();
-    for input in &corpus {
-        match run_one(target, input) {
+    let mut corpus = Vec::new();
+    for (file, input) in load_corpus(&dirs.corpus.join(target.name))? {
+        match run_one(target, &input) {
             Ok(outcome) => {
                 seen.insert(outcome);
             }
-            Err(message) => bail!("{}: a corpus input panics: {message}", target.name),
+            Err(message) => bail!(
+                "{}: the corpus input {} panics: {message}",
+                target.name,
+                file.display()
+            ),
         }
+        corpus.push(input);
     }
     let mut rng = Rng(seed | 1);
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -186,16 +219,15 @@ fn fuzz(target: &Target, root: &Path, seconds: u64, seed: u64) -> anyhow::Result
                     }
                 }
                 Err(message) => {
-                    let dir = root.join("../../target/fuzz-artifacts");
-                    std::fs::create_dir_all(&dir)?;
-                    let file = dir.join(format!("{}-{runs}.bin", target.name));
+                    std::fs::create_dir_all(&dirs.artifacts)?;
+                    let file = dirs.artifacts.join(format!("{}-{runs}.bin", target.name));
                     std::fs::write(&file, &input)?;
                     bail!(
-                        "{}: panic after {runs} runs: {message}\n  input ({} bytes) written to {}: {:?}",
+                        "{}: panic after {runs} runs (--seed {seed}): {message}\n  input ({} bytes) written to {}\n  hex: {}",
                         target.name,
                         input.len(),
                         file.display(),
-                        String::from_utf8_lossy(&input)
+                        hex(&input)
                     );
                 }
             }
@@ -211,14 +243,17 @@ fn fuzz(target: &Target, root: &Path, seconds: u64, seed: u64) -> anyhow::Result
 fn main() -> anyhow::Result<()> {
     let mut which = "all".to_string();
     let mut seconds = 10;
-    let mut seed = 0x5eed;
+    let mut seed = None;
+    let mut replay = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--seconds" => seconds = args.next().context("--seconds N")?.parse()?,
-            "--seed" => seed = args.next().context("--seed N")?.parse()?,
+            "--seed" => seed = Some(args.next().context("--seed N")?.parse()?),
+            "--replay" => replay = Some(PathBuf::from(args.next().context("--replay FILE")?)),
             "-h" | "--help" => {
                 println!("edge-auth-fuzz [TARGET|all] [--seconds N] [--seed N]");
+                println!("edge-auth-fuzz TARGET --replay FILE");
                 println!(
                     "targets: {}",
                     TARGETS
@@ -241,10 +276,29 @@ fn main() -> anyhow::Result<()> {
     }
     // Panics are caught and reported with their input; the default hook's message for
     // each would drown the report.
+    if let Some(file) = replay {
+        let [target] = chosen[..] else {
+            bail!("--replay needs one target, not {which:?}");
+        };
+        let input = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        return match run_one(target, &input) {
+            Ok(outcome) => {
+                println!("{}: no panic (outcome {outcome:#x})", target.name);
+                Ok(())
+            }
+            Err(message) => bail!("{}: panic: {message}", target.name),
+        };
+    }
     std::panic::set_hook(Box::new(|_| {}));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dirs = Dirs {
+        corpus: root.join("corpus"),
+        artifacts: root.join("../../target/fuzz-artifacts"),
+    };
+    let seed = seed.unwrap_or_else(fresh_seed);
+    println!("seed {seed} (--seed {seed} replays this run)");
     for target in chosen {
-        let report = fuzz(target, &root, seconds, seed)?;
+        let report = fuzz(target, &dirs, seconds, seed)?;
         println!(
             "{:<10} {:>10} runs in {seconds} s, {:>4} outcomes, corpus {}",
             target.name, report.runs, report.outcomes, report.corpus
@@ -263,7 +317,7 @@ mod tests {
         for target in &TARGETS {
             let corpus = load_corpus(&root.join("corpus").join(target.name)).expect("corpus");
             assert!(!corpus.is_empty(), "{} has a corpus", target.name);
-            for input in &corpus {
+            for (_, input) in &corpus {
                 (target.run)(input);
             }
         }
@@ -281,5 +335,39 @@ mod tests {
         };
         assert_eq!(run_one(&target, b"fine"), Ok(0));
         assert!(run_one(&target, b"bang!").is_err_and(|m| m.contains("found the bang")));
+    }
+
+    #[test]
+    fn a_crash_found_by_fuzzing_is_saved_and_printed_in_hex_with_its_seed() {
+        // Review finding (stop 42): the input was printed as lossy UTF-8, which mangles
+        // the raw length bytes the binary targets read, and the seed was not printed.
+        fn fragile(bytes: &[u8]) -> u64 {
+            assert!(!bytes.contains(&0x9f), "found the byte");
+            0
+        }
+        let target = Target {
+            name: "fragile",
+            run: fragile,
+        };
+        let dir = std::env::temp_dir().join(format!("edge-auth-fuzz-{}", std::process::id()));
+        let dirs = Dirs {
+            corpus: dir.join("corpus"),
+            artifacts: dir.join("artifacts"),
+        };
+        std::fs::create_dir_all(dirs.corpus.join("fragile")).expect("a corpus dir");
+        std::fs::write(dirs.corpus.join("fragile/seed.bin"), b"fine").expect("a seed");
+        let found = fuzz(&target, &dirs, 5, 42).err().expect("a crash found");
+        let message = format!("{found:#}");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(message.contains("--seed 42"), "{message}");
+        let hex_line = message
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("hex: "))
+            .expect("the input in hex");
+        let bytes: Vec<u8> = (0..hex_line.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex_line[i..i + 2], 16).expect("hex"))
+            .collect();
+        assert!(bytes.contains(&0x9f), "{message}");
     }
 }

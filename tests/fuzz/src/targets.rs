@@ -4,6 +4,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
 use edge_auth_domain::client::{ClientAddr, ClientHops, ClientPolicy};
 use edge_auth_domain::code::VerificationCode;
 use edge_auth_domain::email::EmailAddress;
@@ -16,7 +19,9 @@ use edge_auth_domain::push::publish::Publication;
 use edge_auth_domain::push::resume::resume_point;
 use edge_auth_domain::push::settings::MAX_EVENT_PAYLOAD_BYTES;
 use edge_auth_domain::sessions::input::ReasonCode;
-use edge_auth_protocol::canonical::{command_bytes, event_bytes, response_bytes};
+use edge_auth_protocol::canonical::{
+    command_bytes, event_bytes, request_sha256, response_bytes, sha256_hex,
+};
 use edge_auth_protocol::rules::{is_message_type, is_request_id};
 use edge_auth_protocol::verify::{KeyPin, KeySetError, key_of};
 use edge_auth_protocol::wire::{
@@ -200,18 +205,67 @@ fn class(message: &str) -> u64 {
     outcome_of(&message[..cut.min(48)])
 }
 
+/// The most payload bytes the `command` target's gateway allows.
+const MAX_PAYLOAD: usize = 65_536;
+
 /// The execute-command body parser, then the CPU-only verification the gateway runs
-/// before Redis: never a panic, and whatever passes obeys the protocol's rules.
+/// before Redis: never a panic; whatever passes obeys the protocol's rules, is the
+/// envelope as sent with a payload that hashes to its `payload_sha256`, and stops
+/// passing when its payload or any signed field changes (a fuzzer cannot forge a
+/// signature, so only the corpus's genuine commands reach this, mutated in what the
+/// signature leaves out: spaces, field order, escapes).
 pub fn command(bytes: &[u8]) -> u64 {
     let command = match parse(bytes) {
         Ok(command) => command,
         Err(e) => return 1 ^ class(&e.to_string()),
     };
-    match verify(&command, 65_536) {
+    match verify(&command, MAX_PAYLOAD) {
         Ok(verified) => {
             assert!(is_message_type(verified.message_type.as_str()));
             assert!(is_request_id(verified.request_id.as_str()));
             assert!(DeviceSessionId::parse(verified.session.as_str()).is_ok());
+            assert_eq!(verified.envelope, command.envelope);
+            assert_eq!(verified.key.as_str(), command.envelope.client_public_key);
+            assert!(verified.payload.len() <= MAX_PAYLOAD);
+            assert_eq!(
+                sha256_hex(&verified.payload),
+                command.envelope.payload_sha256
+            );
+            let signature = STANDARD
+                .decode(&command.signature)
+                .ok()
+                .and_then(|s| <[u8; 64]>::try_from(s).ok())
+                .expect("a verified signature is 64 bytes of base64");
+            assert_eq!(
+                verified.request_sha256,
+                request_sha256(&command.envelope, &signature)
+            );
+            let mut other_payload = command.clone();
+            let mut payload = verified.payload.clone();
+            payload.push(b' ');
+            other_payload.payload = STANDARD.encode(&payload);
+            assert!(
+                matches!(
+                    verify(&other_payload, MAX_PAYLOAD),
+                    Err(CommandError::PayloadHashMismatch)
+                ),
+                "a changed payload passed"
+            );
+            let mut later = command.clone();
+            later.envelope.timestamp_ms ^= 1;
+            assert!(
+                matches!(
+                    verify(&later, MAX_PAYLOAD),
+                    Err(CommandError::InvalidSignature(_))
+                ),
+                "a changed timestamp passed"
+            );
+            let mut other_type = command;
+            other_type.envelope.message_type.push('x');
+            assert!(
+                verify(&other_type, MAX_PAYLOAD).is_err(),
+                "a changed type passed"
+            );
             2
         }
         Err(CommandError::InvalidSignature(_)) => 3,
@@ -229,7 +283,9 @@ impl Fields<'_> {
         let Some((&n, rest)) = self.bytes.split_first() else {
             return String::new();
         };
-        let n = usize::from(n % 24).min(rest.len());
+        // Up to 63 bytes: a full IPv6 address with brackets and a port, a message type
+        // at its 64-character limit less one.
+        let n = usize::from(n % 64).min(rest.len());
         let (field, rest) = rest.split_at(n);
         self.bytes = rest;
         String::from_utf8_lossy(field).into_owned()
@@ -375,8 +431,14 @@ pub fn ids(bytes: &[u8]) -> u64 {
         2 => UserId::parse(&raw)
             .map(|id| assert_eq!(UserId::parse(id.as_str()), Ok(id.clone())))
             .is_ok(),
+        // Only the one encoding of a point that is no small-order one.
         3 => ClientPublicKey::parse(&raw)
-            .map(|key| assert_eq!(key.as_str(), raw.trim()))
+            .map(|key| {
+                let point = key.verifying_key();
+                assert_eq!(key.as_str(), STANDARD.encode(point.as_bytes()));
+                assert_eq!(point.to_edwards().compress().to_bytes(), *point.as_bytes());
+                assert!(!point.is_weak());
+            })
             .is_ok(),
         4 => VerificationCode::parse(&raw, 6)
             .map(|code| assert_eq!(code.expose().len(), 6))
@@ -500,6 +562,30 @@ pub fn client(bytes: &[u8]) -> u64 {
         && !trusted(peer)
     {
         assert_eq!(client, ClientAddr::Ip(peer), "{hops:?}");
+    }
+    // The right-most untrusted hop wins: hops a client writes on the left, before any
+    // proxy appends, change nothing (else a client could pick its own budget).
+    if let ClientAddr::Ip(ip) = client
+        && !trusted(ip)
+    {
+        let forged = match which >> 6 {
+            0 => "203.0.113.9",
+            1 => "2001:db8::1",
+            2 => "10.1.2.3",
+            _ => "unknown",
+        };
+        let mut spoofed = hops.clone();
+        if which & 1 == 0 {
+            spoofed.x_forwarded_for.insert(0, forged.to_string());
+        } else {
+            let quoted = if forged.contains(':') {
+                format!("for=\"[{forged}]:4711\"")
+            } else {
+                format!("for={forged}")
+            };
+            spoofed.forwarded.insert(0, quoted);
+        }
+        assert_eq!(policy.resolve(&spoofed), client, "{spoofed:?}");
     }
     let key = policy.budget_key(&client);
     match &client {
