@@ -1536,6 +1536,9 @@ async fn a_wrong_code_whose_budget_spend_is_lost_is_still_answered_as_a_wrong_co
     );
     let logs = app.logs_with("wrong-code budget was not spent").await;
     assert!(!logs.is_empty());
+    // The result is counted after the response; the request line comes after that.
+    app.request_line(second.header("x-request-id").expect("a request id"))
+        .await;
     let metrics = app.metrics().await;
     let result = |r: &str| metrics.counter("edge_auth_confirm_results_total", &[("result", r)]);
     assert_eq!(result("invalid_code"), 2.0, "{}", metrics.text);
