@@ -61,9 +61,9 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
         };
         let executed = execute_command(&gateway, &client, &command).map_err(|e| {
             // Once it reaches Redis (a signing key and the backend's settings are
-            // checked before), a failure is counted, as confirm counts its 503s, unless
-            // the gate may have counted the command already.
-            if matches!(e, CommandError::Unexpected(_)) && !gate.may_have_counted() {
+            // checked before), every 503 is counted, as confirm counts its 503s: even
+            // one whose lost answer may have counted a refusal (README, `commands_total`).
+            if matches!(e, CommandError::Unexpected(_)) {
                 let known = settings.knows(&command.message_type, false);
                 count_command(command.message_type.as_str(), known, UNAVAILABLE);
                 call.note("result_code", UNAVAILABLE);

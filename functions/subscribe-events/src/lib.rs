@@ -89,8 +89,8 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
         let admission = match admit(&gate, &settings, &client, &command, Some(claim)) {
             Ok(admission) => admission,
             Err(CommandError::Unexpected(cause)) => {
-                // The client step counts the refusals it makes, and one whose answer was
-                // lost may have made one: counted again, a command would count twice.
+                // Every 503 counts as `service_unavailable`, even when the step whose
+                // answer was lost may have counted a refusal (README, `commands_total`).
                 //
                 // The session step may have run and claimed the stream's place, its answer
                 // lost (a REST timeout, a connection reset): give the place back (releasing
@@ -99,14 +99,10 @@ async fn handle_subscribe_events(req: IncomingRequest, out: ResponseOutparam) {
                 // for at most that stream's life, which a lost answer otherwise costs. A
                 // request that reaches Redis only after this release still leaks its
                 // place until it lapses.
-                let counted = gate.may_have_counted();
                 let released =
                     RedisPushStore::new(redis).release(&command.session, &command.request_id);
                 if let Err(e) = released {
                     log_cause("subscribe-events: releasing the stream's place", &e);
-                }
-                if counted {
-                    return Err(fail(cause.into()));
                 }
                 return Err(unavailable(cause));
             }

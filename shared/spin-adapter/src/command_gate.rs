@@ -1,8 +1,6 @@
 //! [`CommandGate`] on Redis: one script per step, each in one hash slot (the client's
 //! shard, then the session's address), so an accepted command costs two round trips.
 
-use std::cell::Cell;
-
 use anyhow::bail;
 use edge_auth_domain::gateway::ports::{
     BudgetKind, ClientAdmission, ClientOutcome, CommandGate, SessionAdmission, SessionOutcome,
@@ -16,25 +14,11 @@ use crate::redis::{Arg, Reply, SpinRedis, scripts};
 #[derive(Debug)]
 pub struct RedisCommandGate<'a> {
     redis: &'a SpinRedis,
-    /// Whether the client step may have counted the command (see
-    /// [`RedisCommandGate::may_have_counted`]).
-    counted: Cell<bool>,
 }
 
 impl<'a> RedisCommandGate<'a> {
     pub fn new(redis: &'a SpinRedis) -> Self {
-        Self {
-            redis,
-            counted: Cell::new(false),
-        }
-    }
-
-    /// Whether the command may be counted already: the client step's script counts the
-    /// refusals it makes, and a step whose answer was lost may have made one. A route
-    /// that fails the command counts its failure only when this is `false`, so that no
-    /// command is counted twice.
-    pub fn may_have_counted(&self) -> bool {
-        self.counted.get()
+        Self { redis }
     }
 }
 
@@ -67,8 +51,6 @@ impl CommandGate for RedisCommandGate<'_> {
             Arg::from(a.budget.rate.tolerance_ms()),
         ];
         args.extend(ride.into_args());
-        // Counted, or maybe, until the script says it admitted the command.
-        self.counted.set(true);
         let items = self.redis.run(
             &scripts::COMMAND_CLIENT,
             &[keys::budget(a.budget), keys::metrics_for(&a.budget.client)],
@@ -76,10 +58,7 @@ impl CommandGate for RedisCommandGate<'_> {
         )?;
         let mut reply = Reply::new("command_client", items);
         Ok(match reply.required()?.as_str() {
-            "ok" => {
-                self.counted.set(false);
-                ClientOutcome::Admitted
-            }
+            "ok" => ClientOutcome::Admitted,
             "stale" => ClientOutcome::Stale {
                 now_ms: wait(&mut reply)?,
             },

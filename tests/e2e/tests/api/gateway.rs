@@ -513,10 +513,11 @@ async fn a_body_longer_than_the_payload_setting_can_need_is_refused_before_it_is
 }
 
 #[tokio::test]
-async fn a_command_that_fails_once_it_reached_redis_is_counted_once_as_unavailable() {
+async fn every_command_that_fails_once_it_reached_redis_is_counted_as_unavailable() {
     // Review findings: a signed command answered 503 after the gate ran was in no
-    // counter; and counted so, one the client step had refused (and counted) would be
-    // counted twice.
+    // counter (stop 30), nor was one the client step admitted with its answer lost
+    // (stop 42). Every 503 counts; a refusal Redis counted before its answer was lost
+    // stays counted too.
     let app = several_devices().rest_transport().spawn().await;
     let device = app.device("ada@example.com", 1).await;
     // Redis knows both steps' scripts (an unknown script's error answered late would mean
@@ -536,6 +537,11 @@ async fn a_command_that_fails_once_it_reached_redis_is_counted_once_as_unavailab
     );
     let lost = app.execute(&device.command("echo", b"x").command).await;
     assert_eq!(lost.error(), (503, "service_unavailable".to_string()));
+    // The client step admits a command, its answer late (every client step carries the
+    // stale refusal's count, to write should it refuse).
+    rest.answer_late("stale_request", Duration::from_secs(6), 1);
+    let admitted = app.execute(&device.command("echo", b"x").command).await;
+    assert_eq!(admitted.error(), (503, "service_unavailable".to_string()));
     // The client step refuses a stale command (and counts it), its answer late.
     rest.answer_late("stale_request", Duration::from_secs(6), 1);
     let stale_at = now_ms() - 120_000;
@@ -551,14 +557,14 @@ async fn a_command_that_fails_once_it_reached_redis_is_counted_once_as_unavailab
         )
     };
     // Each line is written once the request's metrics are.
-    for answer in [&lost, &stale] {
+    for answer in [&lost, &admitted, &stale] {
         app.request_line(answer.header("x-request-id").expect("an id"))
             .await;
     }
     let metrics = app.metrics().await;
     assert_eq!(
         result(&metrics, "service_unavailable"),
-        1.0,
+        3.0,
         "{}",
         metrics.text
     );

@@ -1186,15 +1186,18 @@ async fn a_subscribe_whose_admission_answer_is_lost_gives_its_place_back() {
 }
 
 #[tokio::test]
-async fn a_stale_subscribe_whose_refusal_is_answered_too_late_is_counted_once() {
-    // Review finding (stop 40): the client step counted the stale subscribe it refused,
-    // its answer came too late, and the route counted a 503 on top (execute-command did
-    // not: it asks the gate whether the command may be counted already).
+async fn a_subscribe_whose_client_step_answers_too_late_counts_its_503_and_any_refusal() {
+    // Review findings: stop 40 chose to count a 503 only when the client step could not
+    // have counted a refusal, so a subscribe that step admitted, its answer lost, was in
+    // no counter (stop 42). Admitted commands far outnumber refused ones: every 503
+    // counts, and a refusal Redis counted before its answer was lost stays counted too.
     let (app, device) = rest_app_after_a_first_stream().await;
-    app.rest
-        .as_ref()
-        .expect("the app talks to the REST server")
-        .answer_late("stale_request", Duration::from_secs(6), 1);
+    let rest = app.rest.as_ref().expect("the app talks to the REST server");
+    // Every client step carries the stale refusal's count, to write should it refuse.
+    rest.answer_late("stale_request", Duration::from_secs(6), 1);
+    let admitted = app.subscribe(&device, None).await.expect_err("a 503");
+    assert_eq!(admitted.error(), (503, "service_unavailable".into()));
+    rest.answer_late("stale_request", Duration::from_secs(6), 1);
     let stale = device.command_at("gateway.subscribe", b"", now_ms() - 120_000);
     let refused = app
         .subscribe_with(&device, &stale.command, &[])
@@ -1202,8 +1205,10 @@ async fn a_stale_subscribe_whose_refusal_is_answered_too_late_is_counted_once() 
         .expect_err("a 503");
     assert_eq!(refused.error(), (503, "service_unavailable".into()));
     // The line is written once the request's metrics are.
-    app.request_line(refused.header("x-request-id").expect("an id"))
-        .await;
+    for answer in [&admitted, &refused] {
+        app.request_line(answer.header("x-request-id").expect("an id"))
+            .await;
+    }
     let metrics = app.metrics().await;
     let counted = |result: &str| {
         metrics.counter(
@@ -1212,7 +1217,7 @@ async fn a_stale_subscribe_whose_refusal_is_answered_too_late_is_counted_once() 
         )
     };
     assert_eq!(counted("stale_request"), 1.0, "{}", metrics.text);
-    assert_eq!(counted("service_unavailable"), 0.0, "{}", metrics.text);
+    assert_eq!(counted("service_unavailable"), 2.0, "{}", metrics.text);
 }
 
 #[tokio::test]
