@@ -73,7 +73,9 @@ impl Backend for HttpBackend<'_> {
                 status: answered,
                 cause: anyhow::anyhow!("timed out: {what}").context(calling()),
             },
-            Err(OutboundError::Failed { cause, answered }) => BackendReply::Unavailable {
+            Err(OutboundError::Failed {
+                cause, answered, ..
+            }) => BackendReply::Unavailable {
                 status: answered,
                 cause: cause.context(calling()),
             },

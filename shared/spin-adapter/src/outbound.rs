@@ -131,10 +131,13 @@ pub enum OutboundError {
     #[error("timed out: {what}")]
     Timeout { what: String, answered: Option<u16> },
     /// Anything else (`answered` as above: a body that broke off or passed its limit).
+    /// `sent`: the request went out whole before the exchange failed (a connection
+    /// that broke before any answer), so the target may have acted on it all the same.
     #[error("{cause:#}")]
     Failed {
         cause: anyhow::Error,
         answered: Option<u16>,
+        sent: bool,
     },
 }
 
@@ -260,6 +263,46 @@ fn chained_host(host: &str) -> bool {
 #[error("{0}")]
 struct TimedOut(String);
 
+/// A request that went out whole, its exchange failed before any answer (the context of
+/// [`exchange`]'s error): the target may have acted on it.
+#[derive(Debug, thiserror::Error)]
+#[error("the request was sent whole, then the exchange failed")]
+struct SentWhole;
+
+/// Whether the host's `code`, for a request written whole, leaves open that it reached
+/// the target: every code but those of a connection, TLS session or request that never
+/// came to be (a name not resolved, a connection refused, a request the host or its
+/// client refused to send). A pooled connection the server had closed is retried by the
+/// host's client only while nothing was sent on it.
+fn may_have_reached(code: &ErrorCode) -> bool {
+    !matches!(
+        code,
+        ErrorCode::DnsTimeout
+            | ErrorCode::DnsError(_)
+            | ErrorCode::DestinationNotFound
+            | ErrorCode::DestinationUnavailable
+            | ErrorCode::DestinationIpProhibited
+            | ErrorCode::DestinationIpUnroutable
+            | ErrorCode::ConnectionRefused
+            | ErrorCode::ConnectionLimitReached
+            | ErrorCode::TlsProtocolError
+            | ErrorCode::TlsCertificateError
+            | ErrorCode::TlsAlertReceived(_)
+            | ErrorCode::HttpRequestDenied
+            | ErrorCode::HttpRequestLengthRequired
+            | ErrorCode::HttpRequestBodySize(_)
+            | ErrorCode::HttpRequestMethodInvalid
+            | ErrorCode::HttpRequestUriInvalid
+            | ErrorCode::HttpRequestUriTooLong
+            | ErrorCode::HttpRequestHeaderSectionSize(_)
+            | ErrorCode::HttpRequestHeaderSize(_)
+            | ErrorCode::HttpRequestTrailerSectionSize(_)
+            | ErrorCode::HttpRequestTrailerSize(_)
+            | ErrorCode::LoopDetected
+            | ErrorCode::ConfigurationError
+    )
+}
+
 /// The status of an answer whose body then failed (the context of [`exchange`]'s error):
 /// the target answered, and may have acted.
 #[derive(Debug, thiserror::Error)]
@@ -278,7 +321,11 @@ pub fn send_request(call: &Request<'_>) -> Result<(u16, Vec<u8>), OutboundError>
                 what: what.clone(),
                 answered,
             },
-            None => OutboundError::Failed { cause: e, answered },
+            None => OutboundError::Failed {
+                sent: answered.is_some() || e.downcast_ref::<SentWhole>().is_some(),
+                cause: e,
+                answered,
+            },
         }
     })
 }
@@ -422,7 +469,14 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
                 | ErrorCode::ConnectionReadTimeout
                 | ErrorCode::ConnectionWriteTimeout
                 | ErrorCode::HttpResponseTimeout => anyhow::Error::new(TimedOut(format!("{e:?}"))),
-                e => anyhow::anyhow!("the request failed: {e:?}{}", denied_hint(&e)),
+                e => {
+                    let error = anyhow::anyhow!("the request failed: {e:?}{}", denied_hint(&e));
+                    if write_error.is_none() && may_have_reached(&e) {
+                        error.context(SentWhole)
+                    } else {
+                        error
+                    }
+                }
             };
             match &write_error {
                 Some(write) => error.context(format!("{write:#}")),

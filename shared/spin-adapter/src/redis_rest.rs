@@ -26,9 +26,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[error("Redis (REST) answered: {0}")]
 pub struct RedisRestError(pub String);
 
-/// The answer was lost: none came in time, it broke off after its status, a gateway in
-/// front of the service answered for it (502, 504), or a 200 came with a body that is not
-/// JSON. The command may have run all the same.
+/// The answer was lost: none came in time, it broke off after its status, the connection
+/// broke after the command went out whole, a gateway in front of the service answered for
+/// it (502, 504), or a 200 came with a body that is not JSON. The command may have run all
+/// the same.
 #[derive(Debug, thiserror::Error)]
 #[error("Redis REST answer lost: {0}")]
 pub struct RestAnswerLost(pub String);
@@ -78,14 +79,13 @@ impl RestClient {
             OutboundError::Timeout { what, .. } => {
                 anyhow::Error::new(RestAnswerLost(format!("timed out: {what}")))
             }
-            // (The cause says so: "the target answered <status>, then its body failed".)
+            // Answered, its body then failed, or sent whole before the connection broke
+            // (the cause says which): the command may have run.
             OutboundError::Failed {
-                cause,
-                answered: Some(_),
+                cause, sent: true, ..
             } => anyhow::Error::new(RestAnswerLost(format!("{cause:#}"))),
             OutboundError::Failed {
-                cause,
-                answered: None,
+                cause, sent: false, ..
             } => cause.context("Redis REST request failed"),
         })?;
         decode(status, &answer)

@@ -64,6 +64,8 @@ enum Fault {
     Late(std::time::Duration),
     /// Its status, then part of its body, then the connection breaks.
     Broken,
+    /// No answer at all: the connection closes once the command has run.
+    Dropped,
 }
 
 /// An answer's body: whole, or broken off.
@@ -130,9 +132,10 @@ impl UpstashRest {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = shared.clone();
                 tokio::spawn(async move {
+                    // A service error makes hyper close the connection unanswered.
                     let service = hyper::service::service_fn(move |request| {
                         let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(&state, request).await) }
+                        async move { handle(&state, request).await.ok_or(Unanswered) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -165,6 +168,13 @@ impl UpstashRest {
     /// lost after the command ran, which the client sees as such.
     pub fn break_answer(&self, containing: &str, times: u32) {
         self.fault(containing, Fault::Broken, times);
+    }
+
+    /// The next `times` commands whose JSON body holds `containing` run as usual, and the
+    /// connection closes without an answer: a command that went out whole and ran, the
+    /// connection lost before its status.
+    pub fn drop_answer(&self, containing: &str, times: u32) {
+        self.fault(containing, Fault::Dropped, times);
     }
 
     fn fault(&self, containing: &str, fault: Fault, times: u32) {
@@ -216,15 +226,28 @@ fn authorized(state: &State, request: &hyper::Request<hyper::body::Incoming>) ->
     bearer == Some(state.token.as_str()) || query.split('&').any(|pair| pair == state.query_token)
 }
 
+/// Why a connection closed unanswered ([`Fault::Dropped`]).
+#[derive(Debug)]
+struct Unanswered;
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the test server drops this answer")
+    }
+}
+
+impl std::error::Error for Unanswered {}
+
+/// The answer to `request`, or `None` to close the connection without one.
 async fn handle(
     state: &State,
     request: hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<Body> {
+) -> Option<hyper::Response<Body>> {
     if request.method() != hyper::Method::POST {
-        return answer(405, &json!({"error": "method not allowed"}));
+        return Some(answer(405, &json!({"error": "method not allowed"})));
     }
     if !authorized(state, &request) {
-        return answer(401, &json!({"error": "Unauthorized"}));
+        return Some(answer(401, &json!({"error": "Unauthorized"})));
     }
     let base64 = request
         .headers()
@@ -233,26 +256,32 @@ async fn handle(
     let path = request.uri().path().to_string();
     let body = match request.into_body().collect().await {
         Ok(body) => body.to_bytes(),
-        Err(e) => return answer(400, &json!({"error": format!("ERR reading the body: {e}")})),
+        Err(e) => {
+            return Some(answer(
+                400,
+                &json!({"error": format!("ERR reading the body: {e}")}),
+            ));
+        }
     };
     let parsed: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(e) => {
-            return answer(
+            return Some(answer(
                 400,
                 &json!({"error": format!("ERR the body is not JSON: {e}")}),
-            );
+            ));
         }
     };
     let fault = fault_for(state, &body);
     let answered = handle_path(state, &path, parsed, base64).await;
     match fault {
-        None => answered,
+        None => Some(answered),
         Some(Fault::Late(delay)) => {
             tokio::time::sleep(delay).await;
-            answered
+            Some(answered)
         }
-        Some(Fault::Broken) => broken(answered).await,
+        Some(Fault::Broken) => Some(broken(answered).await),
+        Some(Fault::Dropped) => None,
     }
 }
 

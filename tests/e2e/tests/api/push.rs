@@ -1239,6 +1239,14 @@ async fn a_stream_whose_gauge_entry_answer_breaks_off_is_counted_once_and_leaves
     gauge_entry_answered_wrongly_counts_once(|rest| rest.break_answer("}:push:live", 1)).await;
 }
 
+#[tokio::test]
+async fn a_stream_whose_gauge_entry_connection_closes_unanswered_is_counted_once() {
+    // Review finding (stop 42): a connection that closed after the call went out whole,
+    // before any status, counted as a call that never ran: the entry's counts were
+    // written again.
+    gauge_entry_answered_wrongly_counts_once(|rest| rest.drop_answer("}:push:live", 1)).await;
+}
+
 /// Opens a stream over REST whose gauge entry runs and has its answer lost by `fault`,
 /// then revokes the session: the stream's counts are written once, and the gauge is
 /// empty again.
