@@ -355,9 +355,10 @@ impl SessionStore for RedisSessionStore {
         })
     }
 
-    fn lower_fence(&self, user: &UserRef, mark: FenceMark) -> anyhow::Result<()> {
-        self.fence(user, "lower", mark.0.to_string().into())?;
-        Ok(())
+    fn lower_fence(&self, user: &UserRef, read: Option<FenceMark>) -> anyhow::Result<bool> {
+        let read = read.map_or_else(String::new, |mark| mark.0.to_string());
+        let mut reply = Reply::new("fence_user", self.fence(user, "lower", read.into())?);
+        Ok(reply.int()? == 1)
     }
 
     fn list(

@@ -45,7 +45,7 @@ impl SessionStore for NoSessions {
     fn read_fence(&self, _: &UserRef) -> anyhow::Result<UserFence> {
         anyhow::bail!("not used")
     }
-    fn lower_fence(&self, _: &UserRef, _: FenceMark) -> anyhow::Result<()> {
+    fn lower_fence(&self, _: &UserRef, _: Option<FenceMark>) -> anyhow::Result<bool> {
         anyhow::bail!("not used")
     }
     fn list(

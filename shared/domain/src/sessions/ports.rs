@@ -135,12 +135,14 @@ pub trait SessionStore {
     /// As [`SessionStore::get`].
     fn read_fence(&self, user: &UserRef) -> anyhow::Result<UserFence>;
 
-    /// Lowers the user's block fence if it is still the one raised at `mark`; a fence
-    /// raised since (by a block that came later) stands.
+    /// Lowers the user's block fence if it is still the one read (`read`; `None`: none
+    /// stood). Returns `false`, and leaves the fence, when one raised since stands (a
+    /// block that came after the read); `true` when none stands now, or the one read did
+    /// and is lowered.
     ///
     /// # Errors
     /// As [`SessionStore::get`].
-    fn lower_fence(&self, user: &UserRef, mark: FenceMark) -> anyhow::Result<()>;
+    fn lower_fence(&self, user: &UserRef, read: Option<FenceMark>) -> anyhow::Result<bool>;
 
     /// A page of a user's sessions at `tag`, oldest first (`None`: no such user at
     /// `tag`). Only the user's own records: with an external directory an address can

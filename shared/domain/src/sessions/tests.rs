@@ -76,6 +76,9 @@ struct MemoryStore {
     logins_before_fence: RefCell<Vec<(String, AddressTag)>>,
     /// The directory users whose block fence stands, and its mark (the store's clock).
     fences: RefCell<HashMap<String, u64>>,
+    /// Directory users a block raises the fence of right after an unblock's
+    /// `lower_fence`, before the unblock clears the flags.
+    blocks_after_lower: RefCell<std::collections::HashSet<String>>,
     /// Every port call, in order, e.g. `list:0101010101010101:-`.
     calls: RefCell<Vec<String>>,
     batches: RefCell<Vec<BatchCall>>,
@@ -91,6 +94,7 @@ impl MemoryStore {
             logins_between_batches: RefCell::default(),
             logins_before_fence: RefCell::default(),
             fences: RefCell::default(),
+            blocks_after_lower: RefCell::default(),
             calls: RefCell::default(),
             batches: RefCell::default(),
         }
@@ -295,13 +299,27 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    fn lower_fence(&self, user: &UserRef, mark: FenceMark) -> anyhow::Result<()> {
+    fn lower_fence(&self, user: &UserRef, read: Option<FenceMark>) -> anyhow::Result<bool> {
         self.record(format!("fence:{}:false", user.as_str()));
-        let mut fences = self.fences.borrow_mut();
-        if fences.get(user.as_str()) == Some(&mark.0) {
-            fences.remove(user.as_str());
+        let undisturbed = {
+            let mut fences = self.fences.borrow_mut();
+            match fences.get(user.as_str()).copied() {
+                None => true,
+                Some(standing) if Some(FenceMark(standing)) == read => {
+                    fences.remove(user.as_str());
+                    true
+                }
+                Some(_) => false,
+            }
+        };
+        // A block that raises its fence right after this (before the unblock goes on).
+        if self.blocks_after_lower.borrow_mut().remove(user.as_str()) {
+            let mark = self.tick().0;
+            self.fences
+                .borrow_mut()
+                .insert(user.as_str().to_string(), mark);
         }
-        Ok(())
+        Ok(undisturbed)
     }
 
     fn locate_user(&self, user: &UserRef) -> anyhow::Result<Vec<AddressTag>> {
@@ -2044,8 +2062,15 @@ fn a_block_whose_directory_change_lands_after_a_racing_unblocks_keeps_its_fence(
         block(&store, Some(&blocker), &key, &target, &reason(), false).expect("racing block");
     }));
 
-    unblock(&store, Some(&directory), &key, &target, &reason()).expect("unblocked");
+    let outcome = unblock(&store, Some(&directory), &key, &target, &reason());
 
+    // Review finding (stop 42): the unblock went on to clear the addresses' flags, so
+    // the user, blocked in the directory and fenced, had working sessions again.
+    assert!(
+        matches!(outcome, Err(SessionError::BlockedMeanwhile)),
+        "{outcome:?}"
+    );
+    assert!(store.is_blocked(tag(1)), "the racing block's flag stands");
     assert_eq!(
         *blocker.blocks.borrow(),
         [
@@ -2060,6 +2085,35 @@ fn a_block_whose_directory_change_lands_after_a_racing_unblocks_keeps_its_fence(
         "the racing block's fence stands: {standing:?}, {:?}",
         store.calls()
     );
+}
+
+#[test]
+fn an_unblock_that_a_block_overtakes_after_the_fence_says_so() {
+    // A block that raises its fence after the unblock lowered its own, and flags the
+    // addresses before or after the unblock clears them: the unblock cannot tell which
+    // came last, and says a block ran meanwhile.
+    let store = MemoryStore::new();
+    let key = server_key();
+    let target = user_target(DIRECTORY_USER);
+    store.signed_in_at(DIRECTORY_USER, &[tag(1)]);
+    let directory = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+    block(&store, Some(&directory), &key, &target, &reason(), false).expect("blocked");
+    store
+        .blocks_after_lower
+        .borrow_mut()
+        .insert(DIRECTORY_USER.to_string());
+
+    let outcome = unblock(&store, Some(&directory), &key, &target, &reason());
+
+    assert!(
+        matches!(outcome, Err(SessionError::BlockedMeanwhile)),
+        "{outcome:?}"
+    );
+    assert!(store.fences.borrow().contains_key(DIRECTORY_USER));
+    // Without a racing block, a repeat unblocks.
+    unblock(&store, Some(&directory), &key, &target, &reason()).expect("unblocked");
+    assert!(store.fences.borrow().is_empty());
+    assert!(!store.is_blocked(tag(1)));
 }
 
 #[test]

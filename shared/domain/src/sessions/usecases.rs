@@ -27,6 +27,11 @@ pub enum SessionError {
     SessionNotFound,
     #[error("no such user")]
     UserNotFound,
+    /// An unblock that a block of the same user overtook: which of the two came last in
+    /// the directory, and on the addresses, cannot be told, so the unblock says so (and
+    /// leaves the flags, when it can tell before clearing them).
+    #[error("a block of this user ran while this unblock did")]
+    BlockedMeanwhile,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -636,10 +641,24 @@ pub fn unblock(
     };
     // The directory next (a user id it does not know is unblocked here alone).
     let mirrored = mirror_block(directory, user_id.as_deref(), target, false)?;
-    if let (Some(user), Some(mark)) = (&owner, standing) {
-        store.lower_fence(user, mark)?;
+    // A block raises its fence before it flags the addresses. A fence raised since the
+    // read is a block that may have changed the directory after this unblock did: its
+    // flags stand (clearing them would give a user the directory blocks working
+    // sessions again).
+    if let Some(user) = &owner
+        && !store.lower_fence(user, standing)?
+    {
+        return Err(SessionError::BlockedMeanwhile);
     }
-    match unblock_everywhere(store, &sites, reason, mirrored) {
+    let done = unblock_everywhere(store, &sites, reason, mirrored);
+    // A fence raised after the lowering is a block that may have flagged the addresses
+    // before the clearing: say so, so that the caller repeats the call that should win.
+    if let Some(user) = &owner
+        && store.read_fence(user)?.standing.is_some()
+    {
+        return Err(SessionError::BlockedMeanwhile);
+    }
+    match done {
         // The directory's user, none of whose addresses here is still theirs.
         Err(SessionError::UserNotFound) if mirrored => Ok(()),
         done => done,
