@@ -1826,7 +1826,39 @@ async fn revoke_all_racing_logins_ends_every_session_older_than_the_call() {
 }
 
 #[tokio::test]
-async fn a_revoke_racing_the_confirm_that_created_the_session_wins_or_comes_after() {
+async fn a_revoke_racing_a_repeat_of_the_confirm_that_made_the_session_wins_or_comes_after() {
+    // Review finding (stop 42): the race test below revokes another login's session, so
+    // it never raced a confirm against a revoke of the session that confirm hands out.
+    let app = spawn_quick().spawn().await;
+    let challenge = app.new_challenge("lia@example.com").await;
+    let code = app.mailed_code(&challenge).await;
+    let key = device_key(1);
+    let made = app.confirm_email_code(&challenge, &code, &key).await;
+    assert_eq!(made.status(), 200, "{:?}", made.body);
+    let session = made.body["device_session_id"]
+        .as_str()
+        .expect("a session")
+        .to_string();
+    let why = reason("user_request");
+    let (repeat, revoke) = tokio::join!(
+        app.confirm_email_code(&challenge, &code, &key),
+        app.revoke_session(&session, &why)
+    );
+    assert_eq!(revoke.status(), 200, "{:?}", revoke.body);
+    // Before the revoke, the same session; after it, never a live one.
+    match repeat.status() {
+        200 => assert_eq!(repeat.body["device_session_id"], session.as_str()),
+        _ => assert_eq!(repeat.error(), (410, "session_revoked".into())),
+    }
+    let after = app.confirm_email_code(&challenge, &code, &key).await;
+    assert_eq!(after.error(), (410, "session_revoked".into()));
+    assert_eq!(record_status(&app, &session).as_deref(), Some("revoked"));
+    assert_eq!(active_count(&app, "lia@example.com"), 0);
+    projections_agree(&app, "lia@example.com");
+}
+
+#[tokio::test]
+async fn a_revoke_racing_a_confirm_at_the_same_address_leaves_both_done_and_the_sets_agreeing() {
     let app = spawn_quick().spawn().await;
     let first = app.login("lea@example.com", &device_key(1)).await;
     let challenge = app.new_challenge("lea@example.com").await;
