@@ -240,9 +240,13 @@ pub fn command(bytes: &[u8]) -> u64 {
                 verified.request_sha256,
                 request_sha256(&command.envelope, &signature)
             );
+            // Another payload of the same size (one at the size limit stays within it).
             let mut other_payload = command.clone();
             let mut payload = verified.payload.clone();
-            payload.push(b' ');
+            match payload.first_mut() {
+                Some(first) => *first ^= 1,
+                None => payload.push(b' '),
+            }
             other_payload.payload = STANDARD.encode(&payload);
             assert!(
                 matches!(
