@@ -650,7 +650,13 @@ pub fn unblock(
     {
         return Err(SessionError::BlockedMeanwhile);
     }
-    let done = unblock_everywhere(store, &sites, reason, mirrored);
+    let done = match unblock_everywhere(store, &sites, reason, mirrored) {
+        // The directory's user, none of whose addresses here is still theirs.
+        Err(SessionError::UserNotFound) if mirrored => Ok(()),
+        // A failure is answered as such, whatever raced it.
+        Err(SessionError::Unexpected(cause)) => return Err(SessionError::Unexpected(cause)),
+        done => done,
+    };
     // A fence raised after the lowering is a block that may have flagged the addresses
     // before the clearing: say so, so that the caller repeats the call that should win.
     if let Some(user) = &owner
@@ -658,11 +664,7 @@ pub fn unblock(
     {
         return Err(SessionError::BlockedMeanwhile);
     }
-    match done {
-        // The directory's user, none of whose addresses here is still theirs.
-        Err(SessionError::UserNotFound) if mirrored => Ok(()),
-        done => done,
-    }
+    done
 }
 
 /// `GET /audit?user_id=…`: newest first.
