@@ -473,7 +473,7 @@ impl SessionStore for RedisSessionStore {
 
     fn set_blocked(&self, c: &BlockChange<'_>) -> anyhow::Result<bool> {
         let k = AddressKeys::new(c.tag);
-        let args: [Arg; 10] = [
+        let args: [Arg; 11] = [
             c.reason.reason_code.as_str().into(),
             c.reason.actor.as_str().into(),
             (if c.blocked { "1" } else { "0" }).into(),
@@ -484,6 +484,7 @@ impl SessionStore for RedisSessionStore {
             keys::AUDIT_MAXLEN.into(),
             (if c.directory_changed { "1" } else { "0" }).into(),
             c.suspends.map(UserRef::as_str).unwrap_or_default().into(),
+            (if c.record_only { "1" } else { "0" }).into(),
         ];
         let mut reply = Reply::new(
             "block",

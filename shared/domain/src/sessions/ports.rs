@@ -97,6 +97,9 @@ pub struct BlockChange<'a> {
     /// user (the user's audit reads it there), so that a block made in the directory
     /// alone is on record.
     pub directory_changed: bool,
+    /// Only the audit record, the flag left as it is: an unblock that changed the
+    /// directory and then found a block had overtaken it, whose flags stand.
+    pub record_only: bool,
 }
 
 /// The session store.

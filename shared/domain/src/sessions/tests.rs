@@ -526,6 +526,14 @@ impl SessionStore for MemoryStore {
             }
             return Ok(false);
         }
+        if change.record_only {
+            let user = self.addresses.borrow()[&change.tag]
+                .user
+                .clone()
+                .unwrap_or_default();
+            self.append_audit(change.tag, event, Some(user), None);
+            return Ok(true);
+        }
         let user = {
             let mut addresses = self.addresses.borrow_mut();
             let address = addresses.entry(change.tag).or_default();
@@ -2071,6 +2079,11 @@ fn a_block_whose_directory_change_lands_after_a_racing_unblocks_keeps_its_fence(
         "{outcome:?}"
     );
     assert!(store.is_blocked(tag(1)), "the racing block's flag stands");
+    assert_eq!(
+        store.last_audit(tag(1)).action,
+        AuditAction::UserUnblocked,
+        "the unblock is on record all the same"
+    );
     assert_eq!(
         *blocker.blocks.borrow(),
         [

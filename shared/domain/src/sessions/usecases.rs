@@ -472,7 +472,31 @@ fn set_block(
         blocked,
         reason,
         directory_changed,
+        record_only: false,
     })
+}
+
+/// Puts an unblock that a block overtook on record at every address, the flags left as
+/// the block set them: the call may have changed the directory, and the audit shows every
+/// call an operator made.
+fn record_overtaken_unblock(
+    store: &impl SessionStore,
+    sites: &[BlockSite],
+    reason: &ChangeReason,
+    directory_changed: bool,
+) -> anyhow::Result<()> {
+    for site in sites {
+        store.set_blocked(&BlockChange {
+            tag: site.tag,
+            user: site.user.as_ref(),
+            suspends: site.suspends.as_ref(),
+            blocked: false,
+            reason,
+            directory_changed,
+            record_only: true,
+        })?;
+    }
+    Ok(())
 }
 
 /// Clears the block on every address; `UserNotFound` if none matched the user.
@@ -648,6 +672,7 @@ pub fn unblock(
     if let Some(user) = &owner
         && !store.lower_fence(user, standing)?
     {
+        record_overtaken_unblock(store, &sites, reason, mirrored)?;
         return Err(SessionError::BlockedMeanwhile);
     }
     let done = match unblock_everywhere(store, &sites, reason, mirrored) {

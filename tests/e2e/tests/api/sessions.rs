@@ -1163,6 +1163,20 @@ async fn an_unblock_leaves_the_fence_of_a_block_whose_directory_change_landed_af
     );
     assert_eq!(fence(&app).len(), 1, "the racing block's fence stands");
     assert!(flagged(&app, "uma@example.com"), "and so does its flag");
+    // The unblock, which changed the directory, is on record all the same.
+    let audit = app.audit(&format!("user_id={user}&limit=2")).await;
+    let newest: Vec<&str> = audit.body["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(
+        newest,
+        ["user_unblocked", "user_blocked"],
+        "{:?}",
+        audit.body
+    );
 
     // With no block since it read the fence, an unblock lowers it.
     let unblocked = app.unblock(&unblock_body).await;
