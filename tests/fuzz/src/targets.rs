@@ -18,7 +18,12 @@ use edge_auth_domain::push::ports::Position;
 use edge_auth_domain::push::publish::Publication;
 use edge_auth_domain::push::resume::resume_point;
 use edge_auth_domain::push::settings::MAX_EVENT_PAYLOAD_BYTES;
-use edge_auth_domain::sessions::input::ReasonCode;
+use edge_auth_domain::sessions::input::{
+    BlockTarget, ChangeReason, GATEWAY_ACTORS, ReasonCode, UserRef,
+    session_limit as session_limit_of,
+};
+use edge_auth_domain::sessions::model::MAX_PAGE;
+use edge_auth_domain::sessions::usecases::page_size;
 use edge_auth_protocol::canonical::{
     command_bytes, event_bytes, request_sha256, response_bytes, sha256_hex,
 };
@@ -35,7 +40,7 @@ pub struct Target {
 }
 
 /// Every target, by name.
-pub const TARGETS: [Target; 9] = [
+pub const TARGETS: [Target; 10] = [
     Target {
         name: "command",
         run: command,
@@ -72,7 +77,83 @@ pub const TARGETS: [Target; 9] = [
         name: "key_set",
         run: key_set,
     },
+    Target {
+        name: "internal",
+        run: internal,
+    },
 ];
+
+/// The internal API's inputs (a reason and actor, a block target, a page size, a session
+/// limit): never a panic; an actor the gateway records its own changes with is refused in
+/// any case (else the audit could be forged through the API); a user id that passes can
+/// sit in a key's hash tag and a log line (no braces, spaces or controls); what passes
+/// reads back as itself.
+pub fn internal(bytes: &[u8]) -> u64 {
+    let mut fields = Fields { bytes };
+    let (reason, actor, user, email) = (fields.text(), fields.text(), fields.text(), fields.text());
+    let limit = fields.text();
+    let session_limit = String::from_utf8_lossy(fields.bytes).into_owned();
+    let mut outcome = 0;
+    match ChangeReason::parse(&reason, &actor) {
+        Ok(parsed) => {
+            assert!(
+                !GATEWAY_ACTORS
+                    .iter()
+                    .any(|own| own.eq_ignore_ascii_case(parsed.actor.as_str())),
+                "{actor:?}"
+            );
+            assert_eq!(parsed.reason_code.as_str(), reason);
+            assert_eq!(parsed.actor.as_str(), actor);
+            assert!(!actor.starts_with(' ') && !actor.ends_with(' '));
+            outcome |= 1;
+        }
+        Err(e) => outcome ^= class(&e.to_string()) & 0xff0,
+    }
+    let user = (fields_choice(bytes) & 1 == 0).then_some(user.as_str());
+    let email = (fields_choice(bytes) & 2 == 0).then_some(email.as_str());
+    match BlockTarget::parse(email, user) {
+        Ok(BlockTarget::User(id)) => {
+            assert!(id.as_str().len() <= 128);
+            assert!(
+                id.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"{}\"".contains(&b)),
+                "{id:?}"
+            );
+            assert_eq!(UserRef::parse(id.as_str()).as_ref(), Ok(&id));
+            outcome |= 2;
+        }
+        Ok(BlockTarget::Email(address)) => {
+            assert_eq!(EmailAddress::parse(address.as_str()).as_ref(), Ok(&address));
+            outcome |= 4;
+        }
+        Err(_) => outcome |= 8,
+    }
+    if let Ok(n) = page_size(Some(&limit)) {
+        assert!((1..=MAX_PAGE).contains(&n));
+        assert!(limit.bytes().all(|b| b.is_ascii_digit()), "{limit:?}");
+        outcome |= 16;
+    }
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&session_limit) {
+        match session_limit_of(&value) {
+            Ok(Some(n)) => {
+                assert_eq!(value.as_f64(), Some(f64::from(n)), "{session_limit:?}");
+                outcome |= 32;
+            }
+            Ok(None) => {
+                assert!(value.is_null());
+                outcome |= 64;
+            }
+            Err(_) => outcome |= 128,
+        }
+    }
+    outcome
+}
+
+/// Which of a block's two fields an `internal` input sends (from its first byte).
+fn fields_choice(bytes: &[u8]) -> u8 {
+    bytes.first().copied().unwrap_or(0) >> 6
+}
 
 /// The pin the `key_set` target follows from: the test vectors' signed gateway key set.
 fn vectors_pin() -> KeyPin {
