@@ -68,8 +68,15 @@ pub fn note_change(
 
 /// Maps a use-case error, logging the cause of an unexpected one.
 pub fn fail(context: &str, err: &SessionError) -> PublicError {
-    if let SessionError::Unexpected(cause) = err {
-        log_cause(context, cause);
+    match err {
+        SessionError::Unexpected(cause) => log_cause(context, cause),
+        SessionError::BlockedMeanwhile {
+            unrecorded: Some(cause),
+        } => log_cause(
+            &format!("{context}: its audit record of a racing block"),
+            cause,
+        ),
+        _ => {}
     }
     public_errors::session(err)
 }

@@ -128,7 +128,7 @@ pub fn session(err: &SessionError) -> PublicError {
             PublicError::new(404, "session_not_found", "no such device session")
         }
         SessionError::UserNotFound => PublicError::new(404, "user_not_found", "no such user"),
-        SessionError::BlockedMeanwhile => PublicError::new(
+        SessionError::BlockedMeanwhile { .. } => PublicError::new(
             409,
             "blocked_meanwhile",
             "a block of this user ran while this unblock did, and either may have won; \

@@ -107,7 +107,7 @@ pub fn internal(bytes: &[u8]) -> u64 {
             assert!(!actor.starts_with(' ') && !actor.ends_with(' '));
             outcome |= 1;
         }
-        Err(e) => outcome ^= class(&e.to_string()) & 0xff0,
+        Err(e) => outcome ^= class(&e.to_string()) << 8,
     }
     let user = (fields_choice(bytes) & 1 == 0).then_some(user.as_str());
     let email = (fields_choice(bytes) & 2 == 0).then_some(email.as_str());

@@ -148,17 +148,21 @@ pub enum AuditAction {
     BlockRevoke,
     UserBlocked,
     UserUnblocked,
+    /// An unblock that a block of the same user overtook: the flags stand as the block
+    /// set them, though the unblock may have changed the directory.
+    UnblockOvertaken,
     SessionExpired,
 }
 
 impl AuditAction {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::SessionCreated,
         Self::RevokeSession,
         Self::RevokeAll,
         Self::BlockRevoke,
         Self::UserBlocked,
         Self::UserUnblocked,
+        Self::UnblockOvertaken,
         Self::SessionExpired,
     ];
 
@@ -170,6 +174,7 @@ impl AuditAction {
             Self::BlockRevoke => "block_revoke",
             Self::UserBlocked => "user_blocked",
             Self::UserUnblocked => "user_unblocked",
+            Self::UnblockOvertaken => "unblock_overtaken",
             Self::SessionExpired => "session_expired",
         }
     }

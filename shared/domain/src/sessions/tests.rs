@@ -79,6 +79,8 @@ struct MemoryStore {
     /// Directory users a block raises the fence of right after an unblock's
     /// `lower_fence`, before the unblock clears the flags.
     blocks_after_lower: RefCell<std::collections::HashSet<String>>,
+    /// An overtaken unblock's audit record fails to be written.
+    records_fail: Cell<bool>,
     /// Every port call, in order, e.g. `list:0101010101010101:-`.
     calls: RefCell<Vec<String>>,
     batches: RefCell<Vec<BatchCall>>,
@@ -95,6 +97,7 @@ impl MemoryStore {
             logins_before_fence: RefCell::default(),
             fences: RefCell::default(),
             blocks_after_lower: RefCell::default(),
+            records_fail: Cell::new(false),
             calls: RefCell::default(),
             batches: RefCell::default(),
         }
@@ -527,11 +530,18 @@ impl SessionStore for MemoryStore {
             return Ok(false);
         }
         if change.record_only {
-            let user = self.addresses.borrow()[&change.tag]
+            if self.records_fail.get() {
+                anyhow::bail!("Redis is unreachable");
+            }
+            let user = self
+                .addresses
+                .borrow_mut()
+                .entry(change.tag)
+                .or_default()
                 .user
                 .clone()
                 .unwrap_or_default();
-            self.append_audit(change.tag, event, Some(user), None);
+            self.append_audit(change.tag, AuditAction::UnblockOvertaken, Some(user), None);
             return Ok(true);
         }
         let user = {
@@ -2075,14 +2085,17 @@ fn a_block_whose_directory_change_lands_after_a_racing_unblocks_keeps_its_fence(
     // Review finding (stop 42): the unblock went on to clear the addresses' flags, so
     // the user, blocked in the directory and fenced, had working sessions again.
     assert!(
-        matches!(outcome, Err(SessionError::BlockedMeanwhile)),
+        matches!(
+            outcome,
+            Err(SessionError::BlockedMeanwhile { unrecorded: None })
+        ),
         "{outcome:?}"
     );
     assert!(store.is_blocked(tag(1)), "the racing block's flag stands");
     assert_eq!(
         store.last_audit(tag(1)).action,
-        AuditAction::UserUnblocked,
-        "the unblock is on record all the same"
+        AuditAction::UnblockOvertaken,
+        "the unblock is on record all the same, as overtaken"
     );
     assert_eq!(
         *blocker.blocks.borrow(),
@@ -2098,6 +2111,35 @@ fn a_block_whose_directory_change_lands_after_a_racing_unblocks_keeps_its_fence(
         "the racing block's fence stands: {standing:?}, {:?}",
         store.calls()
     );
+}
+
+#[test]
+fn an_overtaken_unblock_whose_audit_record_fails_still_says_a_block_overtook_it() {
+    // Review finding (stop 42): a 503 there would invite a blind repeat of the unblock,
+    // which would undo the racing block.
+    let store = MemoryStore::new();
+    let key = server_key();
+    let target = user_target(DIRECTORY_USER);
+    store.signed_in_at(DIRECTORY_USER, &[tag(1)]);
+    let blocker = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+    let directory = FakeDirectory::with_user("someone@example.com", DIRECTORY_USER);
+    *directory.after_next_change.borrow_mut() = Some(Box::new(|| {
+        block(&store, Some(&blocker), &key, &target, &reason(), false).expect("racing block");
+    }));
+    store.records_fail.set(true);
+
+    let outcome = unblock(&store, Some(&directory), &key, &target, &reason());
+
+    assert!(
+        matches!(
+            outcome,
+            Err(SessionError::BlockedMeanwhile {
+                unrecorded: Some(_)
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert!(store.is_blocked(tag(1)), "the racing block's flag stands");
 }
 
 #[test]
@@ -2119,7 +2161,7 @@ fn an_unblock_that_a_block_overtakes_after_the_fence_says_so() {
     let outcome = unblock(&store, Some(&directory), &key, &target, &reason());
 
     assert!(
-        matches!(outcome, Err(SessionError::BlockedMeanwhile)),
+        matches!(outcome, Err(SessionError::BlockedMeanwhile { .. })),
         "{outcome:?}"
     );
     assert!(store.fences.borrow().contains_key(DIRECTORY_USER));

@@ -30,8 +30,10 @@ pub enum SessionError {
     /// An unblock that a block of the same user overtook: which of the two came last in
     /// the directory, and on the addresses, cannot be told, so the unblock says so (and
     /// leaves the flags, when it can tell before clearing them).
+    /// (`unrecorded`: why the unblock's audit record of it could not be written; the
+    /// answer stays this one, so that nobody repeats the unblock blindly.)
     #[error("a block of this user ran while this unblock did")]
-    BlockedMeanwhile,
+    BlockedMeanwhile { unrecorded: Option<anyhow::Error> },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -672,8 +674,8 @@ pub fn unblock(
     if let Some(user) = &owner
         && !store.lower_fence(user, standing)?
     {
-        record_overtaken_unblock(store, &sites, reason, mirrored)?;
-        return Err(SessionError::BlockedMeanwhile);
+        let unrecorded = record_overtaken_unblock(store, &sites, reason, mirrored).err();
+        return Err(SessionError::BlockedMeanwhile { unrecorded });
     }
     let done = match unblock_everywhere(store, &sites, reason, mirrored) {
         // The directory's user, none of whose addresses here is still theirs.
@@ -687,7 +689,7 @@ pub fn unblock(
     if let Some(user) = &owner
         && store.read_fence(user)?.standing.is_some()
     {
-        return Err(SessionError::BlockedMeanwhile);
+        return Err(SessionError::BlockedMeanwhile { unrecorded: None });
     }
     done
 }

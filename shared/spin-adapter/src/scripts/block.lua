@@ -6,8 +6,8 @@
 --       9 '1' when the external directory has made the change to the user,
 --       10 by address: the user the block is for, the external directory's user of the
 --       address, who may not have logged in with it here yet ('' = the address's user),
---       11 '1': only the audit record, the flag left as it is (an unblock a block
---       overtook, which may have changed the directory)
+--       11 '1': only an audit record `unblock_overtaken`, the flag left as it is (an
+--       unblock a block overtook, which may have changed the directory)
 -- A block flag names every user whose sessions it suspends (a field `u:<user id>` each,
 -- `u:` for every session: an address without a user); see `block_stops` (lib.lua).
 -- Returns {'ok'} or {'user_not_found'} (the address is not the user's: nothing changed,
@@ -32,7 +32,7 @@ if ARGV[4] ~= '' and user_id ~= ARGV[4] then
   return {'user_not_found'}
 end
 if ARGV[11] == '1' then
-  append(KEYS[5], ARGV[7], ARGV[8], 'action', event, 'user_id', named,
+  append(KEYS[5], ARGV[7], ARGV[8], 'action', 'unblock_overtaken', 'user_id', named,
     'reason_code', ARGV[1], 'actor', ARGV[2], 'at', now)
   return {'ok'}
 end

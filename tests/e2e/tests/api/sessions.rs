@@ -1173,7 +1173,7 @@ async fn an_unblock_leaves_the_fence_of_a_block_whose_directory_change_landed_af
         .collect();
     assert_eq!(
         newest,
-        ["user_unblocked", "user_blocked"],
+        ["unblock_overtaken", "user_blocked"],
         "{:?}",
         audit.body
     );
