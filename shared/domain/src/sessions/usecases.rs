@@ -467,7 +467,17 @@ fn set_block(
     reason: &ChangeReason,
     directory_changed: bool,
 ) -> anyhow::Result<bool> {
-    store.set_blocked(&BlockChange {
+    store.set_blocked(&block_change(site, blocked, reason, directory_changed))
+}
+
+/// The change of `site` a block (`blocked`) or an unblock makes.
+fn block_change<'a>(
+    site: &'a BlockSite,
+    blocked: bool,
+    reason: &'a ChangeReason,
+    directory_changed: bool,
+) -> BlockChange<'a> {
+    BlockChange {
         tag: site.tag,
         user: site.user.as_ref(),
         suspends: site.suspends.as_ref(),
@@ -475,7 +485,7 @@ fn set_block(
         reason,
         directory_changed,
         record_only: false,
-    })
+    }
 }
 
 /// Puts an unblock that a block overtook on record at every address, the flags left as
@@ -489,13 +499,8 @@ fn record_overtaken_unblock(
 ) -> anyhow::Result<()> {
     for site in sites {
         store.set_blocked(&BlockChange {
-            tag: site.tag,
-            user: site.user.as_ref(),
-            suspends: site.suspends.as_ref(),
-            blocked: false,
-            reason,
-            directory_changed,
             record_only: true,
+            ..block_change(site, false, reason, directory_changed)
         })?;
     }
     Ok(())
