@@ -23,6 +23,8 @@ mod targets;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -185,10 +187,101 @@ struct Report {
     corpus: usize,
 }
 
-fn fuzz(target: &Target, dirs: &Dirs, seconds: u64, seed: u64) -> anyhow::Result<Report> {
+/// How long one input may run before the run stops as hung: every target is a parser
+/// that answers in microseconds, so an input still running after this loops.
+const HANG_AFTER: Duration = Duration::from_secs(10);
+
+/// What the fuzzing thread shows the thread that watches it for a hang.
+#[derive(Default)]
+struct Progress {
+    /// Inputs started so far.
+    started: AtomicU64,
+    /// The input running now (copied in before it runs).
+    input: Mutex<Vec<u8>>,
+    /// Set when the watcher gives up on a hung input: the fuzzing thread stops at its
+    /// next input, if it ever gets there.
+    stop: AtomicBool,
+}
+
+impl Progress {
+    fn start(&self, input: &[u8]) {
+        let mut current = self.input.lock().unwrap_or_else(PoisonError::into_inner);
+        current.clear();
+        current.extend_from_slice(input);
+        drop(current);
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Fuzzes `target` for `seconds` on a thread of its own and watches it: an input that
+/// runs longer than `hang_after` is saved and reported like a panic (a hang would
+/// otherwise stall CI until its job limit).
+fn fuzz(
+    target: &'static Target,
+    dirs: &Dirs,
+    seconds: u64,
+    seed: u64,
+    hang_after: Duration,
+) -> anyhow::Result<Report> {
+    let progress = Arc::new(Progress::default());
+    let worker = {
+        let (progress, corpus) = (Arc::clone(&progress), dirs.corpus.clone());
+        let artifacts = dirs.artifacts.clone();
+        std::thread::spawn(move || {
+            let dirs = Dirs { corpus, artifacts };
+            fuzz_on(target, &dirs, seconds, seed, &progress)
+        })
+    };
+    let (mut seen, mut since) = (0, Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(20).min(hang_after));
+        if worker.is_finished() {
+            return worker
+                .join()
+                .unwrap_or_else(|_| bail!("{}: the fuzzing thread died", target.name));
+        }
+        let started = progress.started.load(Ordering::Relaxed);
+        if started != seen {
+            (seen, since) = (started, Instant::now());
+        } else if since.elapsed() > hang_after {
+            progress.stop.store(true, Ordering::Relaxed);
+            let input = progress
+                .input
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let file = save_artifact(dirs, target, started, &input)?;
+            bail!(
+                "{}: input {started} still running after {hang_after:?} (--seed {seed})\n  input ({} bytes) written to {}\n  hex: {}",
+                target.name,
+                input.len(),
+                file.display(),
+                hex(&input)
+            );
+        }
+    }
+}
+
+/// Writes a crashing or hanging input where the report says.
+fn save_artifact(dirs: &Dirs, target: &Target, n: u64, input: &[u8]) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(&dirs.artifacts)?;
+    let file = dirs.artifacts.join(format!("{}-{n}.bin", target.name));
+    std::fs::write(&file, input)?;
+    Ok(file)
+}
+
+/// The fuzzing itself: the corpus first, then mutations until the deadline.
+fn fuzz_on(
+    target: &Target,
+    dirs: &Dirs,
+    seconds: u64,
+    seed: u64,
+    progress: &Progress,
+) -> anyhow::Result<Report> {
     let mut seen = std::collections::HashSet::new();
     let mut corpus = Vec::new();
     for (file, input) in load_corpus(&dirs.corpus.join(target.name))? {
+        progress.start(&input);
         match run_one(target, &input) {
             Ok(outcome) => {
                 seen.insert(outcome);
@@ -204,7 +297,7 @@ fn fuzz(target: &Target, dirs: &Dirs, seconds: u64, seed: u64) -> anyhow::Result
     let mut rng = Rng(seed | 1);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut runs = 0u64;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !progress.stop.load(Ordering::Relaxed) {
         for _ in 0..256 {
             let mut input = corpus
                 .get(rng.below(corpus.len()))
@@ -212,6 +305,7 @@ fn fuzz(target: &Target, dirs: &Dirs, seconds: u64, seed: u64) -> anyhow::Result
                 .unwrap_or_default();
             mutate(&mut rng, &mut input, &corpus);
             runs += 1;
+            progress.start(&input);
             match run_one(target, &input) {
                 Ok(outcome) => {
                     if seen.insert(outcome) && corpus.len() < 4096 {
@@ -219,9 +313,7 @@ fn fuzz(target: &Target, dirs: &Dirs, seconds: u64, seed: u64) -> anyhow::Result
                     }
                 }
                 Err(message) => {
-                    std::fs::create_dir_all(&dirs.artifacts)?;
-                    let file = dirs.artifacts.join(format!("{}-{runs}.bin", target.name));
-                    std::fs::write(&file, &input)?;
+                    let file = save_artifact(dirs, target, runs, &input)?;
                     bail!(
                         "{}: panic after {runs} runs (--seed {seed}): {message}\n  input ({} bytes) written to {}\n  hex: {}",
                         target.name,
@@ -298,7 +390,7 @@ fn main() -> anyhow::Result<()> {
     let seed = seed.unwrap_or_else(fresh_seed);
     println!("seed {seed} (--seed {seed} replays this run)");
     for target in chosen {
-        let report = fuzz(target, &dirs, seconds, seed)?;
+        let report = fuzz(target, &dirs, seconds, seed, HANG_AFTER)?;
         println!(
             "{:<10} {:>10} runs in {seconds} s, {:>4} outcomes, corpus {}",
             target.name, report.runs, report.outcomes, report.corpus
@@ -337,29 +429,25 @@ mod tests {
         assert!(run_one(&target, b"bang!").is_err_and(|m| m.contains("found the bang")));
     }
 
-    #[test]
-    fn a_crash_found_by_fuzzing_is_saved_and_printed_in_hex_with_its_seed() {
-        // Review finding (stop 42): the input was printed as lossy UTF-8, which mangles
-        // the raw length bytes the binary targets read, and the seed was not printed.
-        fn fragile(bytes: &[u8]) -> u64 {
-            assert!(!bytes.contains(&0x9f), "found the byte");
-            0
-        }
-        let target = Target {
-            name: "fragile",
-            run: fragile,
-        };
-        let dir = std::env::temp_dir().join(format!("edge-auth-fuzz-{}", std::process::id()));
+    /// Fuzzes `target` from the one seed input `fine` with seed 42 until it fails; the
+    /// report, and the input it printed in hex.
+    fn first_failure(target: &'static Target, hang_after: Duration) -> (String, Vec<u8>) {
+        let dir = std::env::temp_dir().join(format!(
+            "edge-auth-fuzz-{}-{}",
+            target.name,
+            std::process::id()
+        ));
         let dirs = Dirs {
             corpus: dir.join("corpus"),
             artifacts: dir.join("artifacts"),
         };
-        std::fs::create_dir_all(dirs.corpus.join("fragile")).expect("a corpus dir");
-        std::fs::write(dirs.corpus.join("fragile/seed.bin"), b"fine").expect("a seed");
-        let found = fuzz(&target, &dirs, 5, 42).err().expect("a crash found");
+        let seeds = dirs.corpus.join(target.name);
+        std::fs::create_dir_all(&seeds).expect("a corpus dir");
+        std::fs::write(seeds.join("seed.bin"), b"fine").expect("a seed");
+        let found = fuzz(target, &dirs, 5, 42, hang_after)
+            .err()
+            .expect("a failure found");
         let message = format!("{found:#}");
-        std::fs::remove_dir_all(&dir).ok();
-        assert!(message.contains("--seed 42"), "{message}");
         let hex_line = message
             .lines()
             .find_map(|line| line.trim().strip_prefix("hex: "))
@@ -368,6 +456,50 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&hex_line[i..i + 2], 16).expect("hex"))
             .collect();
-        assert!(bytes.contains(&0x9f), "{message}");
+        let saved = std::fs::read_dir(&dirs.artifacts)
+            .expect("an artifact written")
+            .map(|f| std::fs::read(f.expect("an artifact").path()).expect("its bytes"))
+            .collect::<Vec<_>>();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(saved, std::slice::from_ref(&bytes), "{message}");
+        (message, bytes)
+    }
+
+    #[test]
+    fn a_crash_found_by_fuzzing_is_saved_and_printed_in_hex_with_its_seed() {
+        // Review finding (stop 42): the input was printed as lossy UTF-8, which mangles
+        // the raw length bytes the binary targets read, and the seed was not printed.
+        fn fragile(bytes: &[u8]) -> u64 {
+            assert!(!bytes.contains(&0x9f), "found the byte");
+            0
+        }
+        static FRAGILE: Target = Target {
+            name: "fragile",
+            run: fragile,
+        };
+        let (message, input) = first_failure(&FRAGILE, HANG_AFTER);
+        assert!(message.contains("--seed 42"), "{message}");
+        assert!(message.contains("found the byte"), "{message}");
+        assert!(input.contains(&0x9f), "{message}");
+    }
+
+    #[test]
+    fn an_input_that_hangs_its_target_is_saved_and_reported_instead_of_stalling_the_run() {
+        // A parser stuck in a loop would otherwise hold CI until its job limit. (The
+        // stand-in sleeps a while rather than forever, so its thread ends with the test.)
+        fn sticky(bytes: &[u8]) -> u64 {
+            if bytes.contains(&0x9f) {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            0
+        }
+        static STICKY: Target = Target {
+            name: "sticky",
+            run: sticky,
+        };
+        let (message, input) = first_failure(&STICKY, Duration::from_millis(300));
+        assert!(message.contains("still running after 300ms"), "{message}");
+        assert!(message.contains("--seed 42"), "{message}");
+        assert!(input.contains(&0x9f), "{message}");
     }
 }

@@ -10,14 +10,17 @@ use base64::engine::general_purpose::STANDARD;
 use edge_auth_domain::client::{ClientAddr, ClientHops, ClientPolicy};
 use edge_auth_domain::code::VerificationCode;
 use edge_auth_domain::email::EmailAddress;
-use edge_auth_domain::gateway::command::{parse, verify};
+use edge_auth_domain::gateway::command::{MessageType, parse, verify};
 use edge_auth_domain::gateway::execute::CommandError;
+use edge_auth_domain::gateway::settings::BackendRoutes;
 use edge_auth_domain::ids::{ChallengeId, DeviceSessionId, UserId};
 use edge_auth_domain::public_key::ClientPublicKey;
 use edge_auth_domain::push::ports::Position;
 use edge_auth_domain::push::publish::Publication;
 use edge_auth_domain::push::resume::resume_point;
 use edge_auth_domain::push::settings::MAX_EVENT_PAYLOAD_BYTES;
+use edge_auth_domain::rate_limit::{MAX_PERIOD_SECONDS, Rate};
+use edge_auth_domain::sessions::auth::{InternalApiToken, MIN_TOKEN_CHARS, bearer_matches};
 use edge_auth_domain::sessions::input::{
     BlockTarget, ChangeReason, GATEWAY_ACTORS, ReasonCode, UserRef,
     session_limit as session_limit_of,
@@ -32,6 +35,7 @@ use edge_auth_protocol::verify::{KeyPin, KeySetError, key_of};
 use edge_auth_protocol::wire::{
     CommandEnvelope, EventEnvelope, Jwk, Jwks, KeySetSignature, ResponseEnvelope,
 };
+use edge_auth_spin::request_log;
 
 /// A fuzz target.
 pub struct Target {
@@ -40,7 +44,7 @@ pub struct Target {
 }
 
 /// Every target, by name.
-pub const TARGETS: [Target; 10] = [
+pub static TARGETS: [Target; 11] = [
     Target {
         name: "command",
         run: command,
@@ -81,7 +85,139 @@ pub const TARGETS: [Target; 10] = [
         name: "internal",
         run: internal,
     },
+    Target {
+        name: "settings",
+        run: settings,
+    },
 ];
+
+/// What an operator writes and what the edge trusts from a request's headers: a rate
+/// (`30/60`), the `backend_routes` table, a bearer header against a token (the internal
+/// API's, and a backend's of any length), `x-request-id` and `traceparent`. Never a
+/// panic; a rate that passes reads back as itself with a usable GCRA interval; every
+/// entry of a table that passes routes its type to its method and path as written; a
+/// header authorizes exactly when it is `Bearer` (in any case) and the token; a request
+/// id or trace header is taken exactly when it is of the documented shape (else a fresh
+/// id, and no trace header passed on).
+pub fn settings(bytes: &[u8]) -> u64 {
+    let choice = fields_choice(bytes);
+    let mut fields = Fields { bytes };
+    let (rate, token, scheme, request_id) =
+        (fields.text(), fields.text(), fields.text(), fields.text());
+    let trace = fields.text();
+    let routes = String::from_utf8_lossy(fields.bytes).into_owned();
+    let mut outcome = 0;
+
+    match Rate::parse("rate", &rate) {
+        Ok(parsed) => {
+            let seconds = parsed.period.as_secs();
+            assert!(parsed.limit >= 1 && (1..=MAX_PERIOD_SECONDS).contains(&seconds));
+            assert!(parsed.interval_ms() >= 1);
+            assert!(u128::from(parsed.tolerance_ms()) < parsed.period.as_millis());
+            let again = Rate::parse("rate", &format!("{}/{seconds}", parsed.limit));
+            assert_eq!(again, Ok(parsed), "{rate:?}");
+            outcome |= 1;
+        }
+        Err(e) => outcome ^= class(&e.to_string()) << 8,
+    }
+
+    match BackendRoutes::parse(&routes) {
+        Ok(table) if routes.trim() != "none" => {
+            for entry in routes.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                let (name, target) = entry.split_once('=').expect("an entry has a =");
+                let (method, path) = target.trim().split_once(' ').expect("a method");
+                let name = MessageType::parse(name.trim()).expect("a message type");
+                let route = table.route(&name).expect("every entry is routed");
+                assert_eq!(route.method.as_str(), method, "{entry:?}");
+                assert_eq!(route.path, path.trim(), "{entry:?}");
+                assert!(route.path.starts_with('/'));
+                assert!(!route.path.contains([' ', '?', '#', '%', '\\']));
+            }
+            outcome |= 2;
+        }
+        Ok(_) => outcome |= 4,
+        Err(e) => outcome ^= class(&e.to_string()) << 16,
+    }
+
+    // Half the inputs present their own token, so the matching branch is reached.
+    let header = if choice & 1 == 0 {
+        format!("{scheme} {token}")
+    } else {
+        scheme.clone()
+    };
+    let credentials = header
+        .split_once(' ')
+        .filter(|(s, _)| s.eq_ignore_ascii_case("Bearer"))
+        .map(|(_, c)| c.trim_start_matches(' '));
+    let presents_token = credentials == Some(token.as_str());
+    assert_eq!(
+        bearer_matches(&token, Some(&header)),
+        presents_token,
+        "{header:?}"
+    );
+    assert!(!bearer_matches(&token, None));
+    match InternalApiToken::parse(&token) {
+        Ok(internal) => {
+            assert!(token.chars().count() >= MIN_TOKEN_CHARS);
+            assert_eq!(
+                internal.authorizes(Some(&header)),
+                presents_token,
+                "{header:?}"
+            );
+            outcome |= 8;
+        }
+        Err(_) => assert!(token.chars().count() < MIN_TOKEN_CHARS),
+    }
+    if presents_token {
+        outcome |= 16;
+    }
+
+    // A request id and trace header in the log and on outgoing calls: only of their
+    // shape, which holds nothing that could break a header or a log line.
+    let taken = request_log::begin(Some(&request_id), Some(&trace));
+    let id_ok = (1..=128).contains(&request_id.len())
+        && request_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    assert_eq!(request_log::valid_request_id(&request_id), id_ok);
+    assert_eq!(taken == request_id, id_ok, "{request_id:?}");
+    assert!(request_log::valid_request_id(&taken), "{taken:?}");
+    let hex = |s: &[u8], n: usize| {
+        s.len() == n
+            && s.iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
+    let t = trace.as_bytes();
+    let trace_ok = t.len() == 55
+        && t.starts_with(b"00-")
+        && t[35] == b'-'
+        && t[52] == b'-'
+        && hex(&t[3..35], 32)
+        && t[3..35].iter().any(|&b| b != b'0')
+        && hex(&t[36..52], 16)
+        && t[36..52].iter().any(|&b| b != b'0')
+        && hex(&t[53..], 2);
+    assert_eq!(
+        request_log::valid_traceparent(&trace),
+        trace_ok,
+        "{trace:?}"
+    );
+    let passed_on = request_log::outgoing_headers();
+    assert_eq!(
+        passed_on
+            .iter()
+            .any(|(name, value)| *name == "traceparent" && *value == trace),
+        trace_ok
+    );
+    assert!(passed_on.contains(&("x-request-id", taken)));
+    if id_ok {
+        outcome |= 32;
+    }
+    if trace_ok {
+        outcome |= 64;
+    }
+    outcome
+}
 
 /// The internal API's inputs (a reason and actor, a block target, a page size, a session
 /// limit): never a panic; an actor the gateway records its own changes with is refused in
