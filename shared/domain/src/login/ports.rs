@@ -97,8 +97,9 @@ pub struct ConfirmAttempt {
     pub client_addr: String,
     pub user_agent: String,
     pub idempotency_ms: u64,
-    /// The address's confirm budget, spent only when the challenge exists (so forged
-    /// challenge ids under a victim's tag cannot use it up).
+    /// The address's confirm budget, spent only when a code is compared: for a live
+    /// challenge, or one already confirmed (so neither forged challenge ids under a
+    /// victim's tag nor dead ones can use it up).
     pub address_budget: crate::rate_limit::Rate,
     /// Consecutive wrong codes per address before confirms are refused.
     pub failure_cap: u32,

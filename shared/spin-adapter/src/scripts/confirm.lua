@@ -81,19 +81,31 @@ if failures >= tonumber(ARGV[19]) then
   return {'locked', math.max(redis.call('PTTL', KEYS[10]), 1)}
 end
 
--- The address's budget, spent only now that the challenge is known to exist. A login
--- that asks the user directory spends it in its first call ('external_unresolved') and
--- keeps it spent whatever the directory then says (a refused sign-up, a blocked user, a
--- failure), so that a valid code cannot have the directory asked without bound; the
--- call that follows ('external', made only after that one) spends nothing more.
-if ARGV[11] ~= 'external' then
+-- The address's budget, spent only by a confirm that compares a code: of a live
+-- challenge, or of one already confirmed (where a wrong code counts). A dead challenge
+-- (out of attempts, expired, superseded) answers without it: its answer tells nothing of
+-- the code, and spending it would let anyone holding a stale id of an address hold off
+-- that address's real logins. A login that asks the user directory spends it in its
+-- first call ('external_unresolved') and keeps it spent whatever the directory then
+-- says (a refused sign-up, a blocked user, a failure), so that a valid code cannot have
+-- the directory asked without bound; the call that follows ('external', made only after
+-- that one) spends nothing more. Returns the refusal when it is spent.
+local function spend_address_budget()
+  if ARGV[11] == 'external' then
+    return nil
+  end
   local wait = gcra(KEYS[9], now, tonumber(ARGV[17]), tonumber(ARGV[18]), true)
   if wait > 0 then
     return {'rate_limited', wait}
   end
+  return nil
 end
 
 if state == 'confirmed' then
+  local refused = spend_address_budget()
+  if refused then
+    return refused
+  end
   -- Not a repeat: a wrong code counts as one (no code is right any more, and a right
   -- code with another key is refused alike).
   if not code_ok then
@@ -117,6 +129,10 @@ local attempts = tonumber(ch[4])
 local max_attempts = tonumber(ch[5])
 if attempts >= max_attempts then
   return {'too_many_attempts', 0}
+end
+local refused = spend_address_budget()
+if refused then
+  return refused
 end
 if not code_ok then
   redis.call('INCR', KEYS[10])

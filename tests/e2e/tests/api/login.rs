@@ -1180,6 +1180,40 @@ async fn forged_challenge_ids_under_a_victims_tag_do_not_spend_the_victims_budge
 }
 
 #[tokio::test]
+async fn dead_challenges_do_not_spend_the_victims_confirm_budget() {
+    // Review finding (stop 43): a confirm of a superseded or exhausted challenge spent the
+    // address's budget before it was found dead, so anyone holding a stale id (a send
+    // hands out the live one) could hold off the address's real logins, with no wrong
+    // code counted and no lockout to show for it.
+    let app = Spawn::default()
+        .variable("rate_limit_per_client", "1000/60")
+        .variable("resend_interval_seconds", "0")
+        .spawn()
+        .await;
+    let superseded = app.new_challenge("victim@example.com").await;
+    let exhausted = app.new_challenge("victim@example.com").await;
+    let code = app.mailed_code(&exhausted).await;
+    for _ in 0..5 {
+        app.confirm_email_code(&exhausted, wrong_code(&code), &device_key(1))
+            .await;
+    }
+    let live = app.new_challenge("victim@example.com").await;
+    for _ in 0..15 {
+        let answer = app
+            .confirm_email_code(&superseded, "123456", &device_key(1))
+            .await;
+        assert_eq!(answer.error(), (410, "challenge_expired".into()));
+        let answer = app
+            .confirm_email_code(&exhausted, "123456", &device_key(1))
+            .await;
+        assert_eq!(answer.error(), (429, "too_many_attempts".into()));
+    }
+    let code = app.mailed_code(&live).await;
+    let real = app.confirm_email_code(&live, &code, &device_key(1)).await;
+    assert_eq!(real.status(), 200, "{:?}", real.body);
+}
+
+#[tokio::test]
 async fn the_address_budget_of_confirm_still_limits_guesses_at_real_challenges() {
     let app = Spawn::default()
         .variable("rate_limit_per_client", "1000/60")
