@@ -27,7 +27,8 @@
 --   {'revoked' | 'expired' | 'blocked' | 'replayed', now, user_id},
 --   {'rate_limited', now, wait_ms, budget, user_id},
 --   {'too_many_streams', now, wait_ms, user_id}, {'admitted', now, user_id}
---   (user_id: the session's, for the request's log line; nil for a projection without)
+--   (user_id: the session's, for the request's log line; nil on 'replayed', 'revoked'
+--   or 'expired' for a projection without one)
 local now = now_ms()
 if math.abs(now - tonumber(ARGV[14])) > tonumber(ARGV[15]) then
   return {'stale', now}
@@ -43,7 +44,9 @@ if p[2] ~= 'active' then
 end
 -- The record is the source of truth: a projection left without it (a partial delete, an
 -- eviction) proves no session, and recording a use would make a record that never expires.
-if redis.call('EXISTS', KEYS[2]) == 0 then return {'unknown_session', now} end
+-- Nor does a projection without its user: the block check below needs one, and failing
+-- there would leave the request id reserved for a command that never ran.
+if redis.call('EXISTS', KEYS[2]) == 0 or not p[3] then return {'unknown_session', now} end
 local c = {now = now, active = KEYS[8], expired = KEYS[9], lifecycle = KEYS[10],
   audit = KEYS[11], lifecycle_ttl = ARGV[10], lifecycle_max = ARGV[11],
   audit_ttl = ARGV[12], audit_max = ARGV[13]}
@@ -80,7 +83,9 @@ if max_streams > 0 then
         'LIMIT', 0, 1)
       if live[2] then wait = math.min(wait, tonumber(live[2]) - now) end
     end
-    return {'too_many_streams', now, wait, p[3]}
+    -- (At least 1 ms: a claim exactly at the grace's edge survives the cut above and
+    -- would say "retry now" while the place is still taken.)
+    return {'too_many_streams', now, math.max(wait, 1), p[3]}
   end
 end
 for _, b in ipairs(budgets) do

@@ -633,6 +633,33 @@ async fn a_projection_left_without_its_session_record_proves_no_session_and_writ
 }
 
 #[tokio::test]
+async fn a_projection_without_its_user_proves_no_session_and_reserves_nothing() {
+    // Review finding (stop 43): the session step reserved the request id, then failed in
+    // the block check on the missing user: a 503 with the id spent, on every command of
+    // the session.
+    let (app, device, _jwks) = app_with_device().await;
+    let projection = format!(
+        "{}gw:{}",
+        TestApp::prefix_of_id(&device.session),
+        device.session
+    );
+    let removed: i64 = redis::cmd("HDEL")
+        .arg(&projection)
+        .arg("user_id")
+        .query(&mut app.redis())
+        .expect("HDEL");
+    assert_eq!(removed, 1, "{projection} held the user");
+    let before = app.snapshot_outside_client_shards();
+    let response = app.execute(&device.command("echo", b"x").command).await;
+    assert_eq!(response.error(), (401, "unknown_session".to_string()));
+    assert_eq!(
+        app.snapshot_outside_client_shards(),
+        before,
+        "nothing reserved or spent"
+    );
+}
+
+#[tokio::test]
 async fn a_command_signed_for_one_session_does_not_work_for_another() {
     let (app, device, _jwks) = app_with_device().await;
     let other = app.device("grace@example.com", 1).await;
