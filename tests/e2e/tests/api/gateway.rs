@@ -969,6 +969,52 @@ async fn each_command_budget_refuses_with_retry_after() {
 }
 
 #[tokio::test]
+async fn the_user_budget_is_shared_by_every_device_of_the_user_and_named_in_the_refusal() {
+    // Review finding (stop 43): no test set command_rate_limit_per_user, so a swap of
+    // the user and session budget keys or labels went unseen.
+    let app = Spawn::default()
+        .variable("command_rate_limit_per_user", "1/60")
+        .spawn()
+        .await;
+    let (phone, laptop) = (
+        app.device("ada@example.com", 1).await,
+        app.device("ada@example.com", 2).await,
+    );
+    assert_ne!(phone.session, laptop.session);
+    let jwks = app.jwks().await;
+    let first = app.execute(&phone.command("echo", b"x").command).await;
+    assert_eq!(first.status(), 200, "{:?}", first.body);
+    let p = laptop.command("echo", b"x");
+    let response = app.execute(&p.command).await;
+    assert_signed_refusal(&response, &p, &jwks, 429, "rate_limited");
+    let refusal: Value =
+        serde_json::from_slice(&verified(&response, &p, &jwks).1).expect("a JSON refusal");
+    assert_eq!(
+        refusal["error"]["message"],
+        "the user command budget is spent; retry later"
+    );
+    // Another user's device has its own.
+    let other = app.device("grace@example.com", 3).await;
+    let theirs = app.execute(&other.command("echo", b"x").command).await;
+    assert_eq!(theirs.status(), 200, "{:?}", theirs.body);
+    let metrics = app
+        .metrics_once(|m| {
+            m.counter(
+                "edge_auth_rate_limited_total",
+                &[("route", "command"), ("budget", "user")],
+            ) == 1.0
+        })
+        .await;
+    assert_eq!(
+        metrics.counter(
+            "edge_auth_rate_limited_total",
+            &[("route", "command"), ("budget", "session")],
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_message_type_is_refused_signed() {
     let (app, device, jwks) = app_with_device().await;
     for message_type in ["nothing.here", "gateway.nothing"] {
