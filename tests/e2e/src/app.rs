@@ -904,9 +904,10 @@ impl TestApp {
         serde_json::from_value(keys.body).expect("a JWKS")
     }
 
-    /// Every key in Redis with its serialised value (`DUMP`), sorted: two snapshots are
-    /// equal when no state changed (expiry times aside). The metrics hashes are left out:
-    /// a refusal is counted, and counting is not a change of state.
+    /// Every key in Redis with its serialised value (`DUMP`) and then its expiry
+    /// (`PEXPIRETIME`, absolute: it stays put unless something moves it), sorted: two
+    /// snapshots are equal when no state changed, an expiry included. The metrics hashes
+    /// are left out: a refusal is counted, and counting is not a change of state.
     pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
         let mut conn = self.redis();
         let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
@@ -919,7 +920,15 @@ impl TestApp {
                     .arg(&key)
                     .query(&mut conn)
                     .unwrap_or_else(|e| panic!("DUMP {key}: {e}"));
-                (key, dump.unwrap_or_default())
+                // Review finding (stop 43): DUMP holds no expiry, so a script that moved
+                // one where it should change nothing went unseen.
+                let expires: i64 = redis::cmd("PEXPIRETIME")
+                    .arg(&key)
+                    .query(&mut conn)
+                    .unwrap_or_else(|e| panic!("PEXPIRETIME {key}: {e}"));
+                let mut value = dump.unwrap_or_default();
+                value.extend_from_slice(format!(" expires at {expires}").as_bytes());
+                (key, value)
             })
             .collect()
     }
