@@ -60,9 +60,14 @@ local dropped = nil
 local max_len = tonumber(ARGV[6])
 local len = redis.call('XLEN', KEYS[1])
 if len > max_len then
-  local over = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - max_len + 1)
-  dropped = over[len - max_len][1]
-  redis.call('XTRIM', KEYS[1], 'MINID', over[len - max_len + 1][1])
+  -- At most 100 entries a call: the entries come whole, payloads and all, so after an
+  -- operator lowered push_stream_max_len (or during a rolling deploy that does) one call
+  -- would otherwise load every entry over the new length into Redis's memory and hold
+  -- Redis for as long. Later appends trim the rest.
+  local n = math.min(len - max_len, 100)
+  local over = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n + 1)
+  dropped = over[n][1]
+  redis.call('XTRIM', KEYS[1], 'MINID', over[n + 1][1])
 end
 local cutoff = now - tonumber(ARGV[7])
 if cutoff > 0 then

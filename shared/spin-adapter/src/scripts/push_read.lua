@@ -25,10 +25,12 @@ local function blocked()
   return block_stops(KEYS[3], KEYS[10], p[2])
 end
 -- A projection without its record (a partial delete, an eviction) proves no session, as
--- in command_session.lua: without the record nothing would tell when it ends.
+-- in command_session.lua: without the record nothing would tell when it ends. Nor does a
+-- status that is not one of ours (a command refuses it too): the stream ends rather than
+-- read such a session as active.
 if status == 'expired' then
   state = 'session_expired'
-elseif not status or status == 'revoked' or redis.call('EXISTS', KEYS[2]) == 0 then
+elseif status ~= 'active' or redis.call('EXISTS', KEYS[2]) == 0 then
   state = 'session_revoked'
 elseif expire_if_due(c, KEYS[2]) then
   state = 'session_expired'

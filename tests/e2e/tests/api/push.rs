@@ -387,6 +387,46 @@ async fn a_resume_from_a_position_no_longer_kept_gets_resync_required_first() {
 }
 
 #[tokio::test]
+async fn a_stream_far_over_a_lowered_length_shrinks_by_at_most_100_events_a_publish() {
+    // Review finding (stop 43): one publish loaded every entry over the length into the
+    // script (an operator lowering push_stream_max_len from 100000: about 99,000 entries
+    // of up to 16 KiB each), holding Redis for as long.
+    let (app, device, user) = app_with(Spawn::default().variable("push_stream_max_len", "5")).await;
+    let events = format!("{}events", app.address_prefix("ada@example.com"));
+    let mut redis = app.redis();
+    let mut ids = Vec::new();
+    for n in 0..250 {
+        let id: String = redis::cmd("XADD")
+            .arg(&events)
+            .arg("*")
+            .arg(&[
+                ("event_id", format!("ev_{n}")),
+                ("type", "e".to_string()),
+                ("device", String::new()),
+                ("user_id", user.clone()),
+                ("at", now_ms().to_string()),
+                ("payload", "1".to_string()),
+            ])
+            .query(&mut redis)
+            .expect("XADD");
+        ids.push(id);
+    }
+    let length = |redis: &mut redis::Connection| -> u64 {
+        redis::cmd("XLEN").arg(&events).query(redis).expect("XLEN")
+    };
+    for expected in [151, 52, 5, 5] {
+        publish_e(&app, &user, json!("new")).await;
+        assert_eq!(length(&mut redis), expected);
+    }
+    // What went was recorded as dropped: a resume from before it learns of the gap.
+    let mut resumed = open(&app, &device, Some(&ids[0])).await;
+    hello(&mut resumed).await;
+    let resync = next(&mut resumed).await;
+    assert_eq!(resync.event, "gateway.resync_required");
+    assert_eq!(resync.payload["reason"], "events_dropped");
+}
+
+#[tokio::test]
 async fn a_resume_after_the_whole_stream_expired_gets_resync_required_even_once_new_events_came() {
     let (app, device, user) = app_with(Spawn::default()).await;
     let mut stream = open(&app, &device, None).await;
@@ -546,6 +586,29 @@ async fn a_stream_whose_session_record_is_gone_ends_at_its_next_read() {
     let (record, deleted) = app.delete_session_record(&device.session);
     assert_eq!(deleted, 1, "{record} held the session");
     // The event wakes the stream, whose read finds the session gone.
+    publish_e(&app, &user, json!({"n": 1})).await;
+    ends_with(&mut stream, "failed_precondition", "session_revoked").await;
+}
+
+#[tokio::test]
+async fn a_stream_whose_session_has_a_status_not_of_ours_ends_at_its_next_read() {
+    // Review finding (stop 43): the read took any status but `revoked` or `expired` (a
+    // corrupt value, one a later version adds) for an active session.
+    let (app, device, user) =
+        app_with(Spawn::default().variable("push_heartbeat_seconds", "60")).await;
+    let mut stream = open(&app, &device, None).await;
+    hello(&mut stream).await;
+    let projection = format!(
+        "{}gw:{}",
+        TestApp::prefix_of_id(&device.session),
+        device.session
+    );
+    let _: () = redis::cmd("HSET")
+        .arg(&projection)
+        .arg("status")
+        .arg("bogus")
+        .query(&mut app.redis())
+        .expect("HSET");
     publish_e(&app, &user, json!({"n": 1})).await;
     ends_with(&mut stream, "failed_precondition", "session_revoked").await;
 }
