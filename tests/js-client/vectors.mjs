@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { webcrypto } from "node:crypto";
+import { createPrivateKey, generateKeyPairSync, sign, webcrypto } from "node:crypto";
 
 // Node 18 has WebCrypto, but not yet as the browser's global.
 globalThis.crypto ??= webcrypto;
@@ -89,6 +89,9 @@ for (const [i, c] of vectors.cases.entries()) {
   await check(`${name}: refuses the response for another request, or altered`, async () => {
     const other = { ...sent, requestSha256: "0".repeat(64) };
     await assert.rejects(js.verifyResponse(c.response, vectors.gateway_jwks, other), /another request/);
+    const renamed = structuredClone(sent);
+    renamed.command.envelope.request_id = `${renamed.command.envelope.request_id}-other`;
+    await assert.rejects(js.verifyResponse(c.response, vectors.gateway_jwks, renamed), /another request/);
     const altered = structuredClone(c.response);
     altered.envelope.result_code = "forged";
     await assert.rejects(js.verifyResponse(altered, vectors.gateway_jwks, sent), /bad signature/);
@@ -133,6 +136,53 @@ await check("a pinned set follows itself and refuses a kid rebound to another ke
   const rebound = structuredClone(vectors.gateway_jwks);
   rebound.keys[0].x = x;
   assert.equal(await js.follow(pin, rebound), null);
+});
+
+// Review finding (stop 43): the check above fails on the signature already, before either
+// rule of `follow` is reached, so removing one left every check passing. These sets are
+// signed as they should be, and only the rule under test refuses them.
+const gatewaySigner = createPrivateKey({
+  key: { kty: "OKP", crv: "Ed25519", x: vectors.gateway_jwks.keys[0].x,
+    d: b64url(Buffer.from(vectors.gateway_seed_hex, "hex")) },
+  format: "jwk",
+});
+const fresh = () => {
+  const { privateKey } = generateKeyPairSync("ed25519");
+  return { privateKey, x: privateKey.export({ format: "jwk" }).x };
+};
+const jwkOf = (kid, keyX) => ({ kty: "OKP", crv: "Ed25519", x: keyX, kid, use: "sig", alg: "EdDSA" });
+// A set of `entries` ([kid, x]) signed by `signers` ([kid, private key]).
+const signedSet = (entries, signersOf) => {
+  const keysOf = entries.map(([kid, keyX]) => jwkOf(kid, keyX));
+  const bytes = js.canonical("edge-auth/key-set/v1", [keysOf.length,
+    ...keysOf.flatMap((k) => [k.kid, k.kty, k.crv, k.x, k.use, k.alg])]);
+  const signatures = signersOf.map(([kid, key]) =>
+    ({ kid, signature: sign(null, bytes, key).toString("base64") }));
+  return { keys: keysOf, signatures };
+};
+await check("follow: a set the pinned key signed is followed; one only a stranger signed is not", async () => {
+  const pin = { jwks: vectors.gateway_jwks };
+  const pinnedX = vectors.gateway_jwks.keys[0].x;
+  const next = fresh();
+  const rotated = signedSet([["gw-test-1", pinnedX], ["gw-test-2", next.x]],
+    [["gw-test-1", gatewaySigner], ["gw-test-2", next.privateKey]]);
+  assert.equal(await js.selfSigned(rotated), true);
+  assert.deepEqual(await js.follow(pin, rotated), { jwks: rotated });
+  // Someone on the path lists the pinned key beside their own and signs with theirs.
+  const evil = fresh();
+  const smuggled = signedSet([["gw-test-1", pinnedX], ["evil", evil.x]], [["evil", evil.privateKey]]);
+  assert.equal(await js.selfSigned(smuggled), true, "well formed and signed: only the pin refuses it");
+  assert.equal(await js.follow(pin, smuggled), null);
+});
+await check("follow: a set the pinned key signed still may not give a pinned kid another key", async () => {
+  const pin = { jwks: vectors.gateway_jwks };
+  const evil = fresh();
+  const rebinding = signedSet(
+    [["gw-test-1", evil.x], ["gw-test-9", vectors.gateway_jwks.keys[0].x]],
+    [["gw-test-9", gatewaySigner]],
+  );
+  assert.equal(await js.selfSigned(rebinding), true, "signed by the pinned key: only the kid rule refuses it");
+  assert.equal(await js.follow(pin, rebinding), null);
 });
 
 // ---- push streams ----------------------------------------------------------------------
@@ -392,6 +442,18 @@ await check("subscribe: lines ending in \\r\\n or \\r, split anywhere, are read"
   const bare = [];
   await js.subscribe(subscriber, null, (e) => bare.push(e.event_type));
   assert.deepEqual(bare, ["gateway.server_time", "gateway.stream_end"], "bare \\r line ends");
+});
+
+await check("subscribe: bytes that never end a frame are refused at 256 KiB and the stream closed", async () => {
+  // Review finding (stop 43): the buffer grew without bound (and each search through it
+  // with it) until the stream's deadline; the Rust client caps a frame at 256 KiB.
+  gateway(async (sha, session) => [frame(await opening(sha, session)),
+    ...Array.from({ length: 40 }, () => "x".repeat(8192))], { hold: true });
+  const started = Date.now();
+  await assert.rejects(js.subscribe(subscriber, null, () => {}),
+    (e) => /over 256 KiB/.test(e.message) && e.position === "1795000200000-0");
+  assert.ok(Date.now() - started < 5000, "refused at once, not at the deadline");
+  assert.equal(lastSignal.aborted, true, "the connection is closed");
 });
 
 console.log(`js client: ${checks} checks against shared/protocol/test-vectors.json passed (node ${process.version})`);
