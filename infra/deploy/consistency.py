@@ -12,7 +12,8 @@ import jsonschema
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBE = ROOT / "infra" / "deploy" / "spinkube"
+DEPLOY = ROOT / "infra" / "deploy"
+KUBE = DEPLOY / "spinkube"
 failures = []
 
 
@@ -21,7 +22,9 @@ def fail(message):
 
 
 def docs(name):
-    with open(KUBE / name) as f:
+    """The documents of a file in spinkube/, or of one beside it (the example Secret)."""
+    path = KUBE / name if (KUBE / name).exists() else DEPLOY / name
+    with open(path) as f:
         return [d for d in yaml.safe_load_all(f) if d]
 
 
@@ -240,7 +243,7 @@ for target in scaled - set(apps):
 
 # Secret keys referenced exist in the example Secret.
 (example,) = docs("secret.example.yaml")
-secret_text = (KUBE / "secret.example.yaml").read_text()
+secret_text = (DEPLOY / "secret.example.yaml").read_text()
 for name, app in apps.items():
     for v in app["spec"].get("variables", []):
         ref = v.get("valueFrom", {}).get("secretKeyRef")
@@ -257,7 +260,7 @@ for name, app in apps.items():
             fail(f"{name}: {v['name']} refers to {ref['name']}/{ref['key']}, not in secret.example.yaml")
 
 # The schema rejects what the operator would: each of these must fail validation.
-schema = json.loads((KUBE / "spinapp.schema.json").read_text())
+schema = json.loads((DEPLOY / "spinapp.schema.json").read_text())
 base = apps["edge-auth-public"]
 broken = {
     "replicas with autoscaling on": lambda a: a["spec"].update(replicas=2),
