@@ -3,6 +3,7 @@ SpinApp schema rejects what the operator rejects (so its check can fail). Run by
 infra/deploy/check, inside the venv that has PyYAML and jsonschema."""
 
 import copy
+import ipaddress
 import json
 import sys
 import tomllib
@@ -66,7 +67,10 @@ import re
 reads = {}  # component -> top-level variables its templates name
 for cname, comp in manifest["component"].items():
     names = set()
-    for value in (comp.get("variables") or {}).values():
+    # Its own variables' templates, and its allowed hosts' (a group that leaves out
+    # redis_allowed_host keeps the default, 127.0.0.1, and its pods never get ready).
+    templates = list((comp.get("variables") or {}).values()) + comp.get("allowed_outbound_hosts", [])
+    for value in templates:
         names |= set(re.findall(r"\{\{\s*([a-z0-9_]+)\s*\}\}", str(value)))
     reads[cname] = names
 for name, app in apps.items():
@@ -96,14 +100,52 @@ def runs_with(app, variable):
     return ("value", declared[variable].get("default"))
 
 
-settings = {}  # variable -> {group: the value it runs with}
-for name, app in apps.items():
-    for c in app["spec"].get("components", []):
-        for v in reads.get(c, set()) - secret:
-            settings.setdefault(v, {})[name] = runs_with(app, v)
-for v, values in sorted(settings.items()):
-    if len(set(values.values())) > 1:
-        fail(f"{v} differs between the groups that read it: {values}")
+def setting_problems(groups):
+    """Each variable that components of several groups read runs with one value in all."""
+    settings = {}  # variable -> {group: the value it runs with}
+    for name, app in groups.items():
+        for c in app["spec"].get("components", []):
+            # Secrets too, by the Secret key they come from: address_tag_key from
+            # different keys in the public and internal groups would tag one address two
+            # ways, and a block would never meet the logins it is meant for.
+            for v in reads.get(c, set()):
+                settings.setdefault(v, {})[name] = runs_with(app, v)
+    return [
+        f"{v} differs between the groups that read it: {values}"
+        for v, values in sorted(settings.items())
+        if len(set(values.values())) > 1
+    ]
+
+
+failures.extend(setting_problems(apps))
+
+
+def changed(group, change):
+    """The groups with `change` made to the variables of `group`."""
+    groups = copy.deepcopy(apps)
+    change(groups[group]["spec"]["variables"])
+    return groups
+
+
+def drop(name):
+    return lambda variables: variables.remove(next(v for v in variables if v["name"] == name))
+
+
+def rekey(name, key):
+    return lambda variables: next(v for v in variables if v["name"] == name)["valueFrom"][
+        "secretKeyRef"
+    ].update(key=key)
+
+
+# The check can fail: a group without its Redis allowed host, a secret from another key.
+for what, groups in {
+    "a group left on the default redis_allowed_host": changed("edge-auth-push", drop("redis_allowed_host")),
+    "redis_url from another Secret key in one group": changed(
+        "edge-auth-internal", rekey("redis_url", "redis-url-old")
+    ),
+}.items():
+    if not setting_problems(groups):
+        fail(f"the settings check accepts {what}")
 
 # The default backend is the example backend, reached by service chaining, which stays
 # inside one app: a group running execute-command without its own backend_url runs the
@@ -144,25 +186,54 @@ def kind_problems(file, documents):
     ]
 
 
+def covers(path, kind, route):
+    """Whether an Ingress path of `kind` routes `route`, as Kubernetes and ingress-nginx
+    match: Exact, the whole path; Prefix, element by element, a trailing `/` ignored and
+    `/` matching everything; ImplementationSpecific (a prefix to ingress-nginx) as Prefix."""
+    if kind == "Exact":
+        return route == path
+    base = path.rstrip("/")
+    return base == "" or route == base or route.startswith(base + "/")
+
+
+RANGE = "nginx.ingress.kubernetes.io/whitelist-source-range"
+
+
+def restricted(ingress):
+    """Whether an Ingress admits listed source networks only: a whitelist-source-range
+    of networks, none of them every address (`0.0.0.0/0`, `::/0`)."""
+    listed = (ingress["metadata"].get("annotations") or {}).get(RANGE)
+    if listed is None:
+        return False
+    try:
+        nets = [ipaddress.ip_network(n.strip(), strict=False) for n in listed.split(",") if n.strip()]
+    except ValueError:
+        return False
+    return bool(nets) and all(n.prefixlen > 0 for n in nets)
+
+
 def ingress_problems(ingresses):
     """The Ingress paths reach the group that runs their routes: each route matches
     exactly one path of all the Ingresses (whatever their host), and internal routes, and
-    only they, match one on a source-restricted Ingress."""
+    only they, match one on a source-restricted Ingress. No Ingress has a default
+    backend: it would take every path no rule matches, past these checks."""
     problems = []
     paths = []  # (path, pathType, service, restricted), one per rule path, hosts apart
     for ingress in ingresses:
-        limited = "nginx.ingress.kubernetes.io/whitelist-source-range" in (
-            ingress["metadata"].get("annotations") or {}
-        )
+        name = ingress["metadata"]["name"]
+        if "defaultBackend" in ingress["spec"]:
+            problems.append(f"{name}: a defaultBackend routes every path its rules do not")
+        listed = (ingress["metadata"].get("annotations") or {}).get(RANGE)
+        if listed is not None and not restricted(ingress):
+            problems.append(f"{name}: {RANGE} {listed!r} is no list of networks that leaves anyone out")
         for rule in ingress["spec"]["rules"]:
             for p in rule["http"]["paths"]:
-                paths.append((p["path"], p["pathType"], p["backend"]["service"]["name"], limited))
+                paths.append((p["path"], p["pathType"], p["backend"]["service"]["name"], restricted(ingress)))
     for route, component in sorted(routes.items()):
         matches = [
             (path, service, limited)
             for path, kind, service, limited in paths
-            if (kind == "Exact" and route == path)
-            or (kind == "Prefix" and (route == path or route.startswith(path + "/")))
+            if covers(path, kind, route)
         ]
         if len(matches) != 1:
             problems.append(f"{route}: {len(matches)} Ingress paths match it, expected 1")
@@ -194,7 +265,7 @@ def stream_timeout_problems(ingresses, max_duration):
         notes = ingress["metadata"].get("annotations") or {}
         for rule in ingress["spec"]["rules"]:
             for p in rule["http"]["paths"]:
-                if not (route == p["path"] or route.startswith(p["path"] + "/")):
+                if not covers(p["path"], p["pathType"], route):
                     continue
                 for which in ("proxy-read-timeout", "proxy-send-timeout"):
                     seconds = int(notes.get(f"nginx.ingress.kubernetes.io/{which}", "60"))
@@ -216,18 +287,40 @@ else:
         fail("the stream timeout check accepts streams longer than the Ingress lets run")
 
 # The two checks above can fail: an internal path added to the public Ingress (where only
-# the token would guard the internal API), and an Ingress at a retired API version.
-opened = copy.deepcopy(docs("ingress.yaml"))
-public = next(
-    i for i in opened
-    if "nginx.ingress.kubernetes.io/whitelist-source-range" not in (i["metadata"].get("annotations") or {})
-)
-public["spec"]["rules"][0]["http"]["paths"].append(
-    {"path": "/api/v1/internal", "pathType": "Prefix",
-     "backend": {"service": {"name": "edge-auth-internal", "port": {"number": 80}}}}
-)
-if not ingress_problems(opened):
-    fail("the Ingress check accepts an internal path on the public Ingress")
+# the token would guard the internal API), however Kubernetes would match it, and an
+# Ingress at a retired API version.
+def public_with(change):
+    """The Ingresses with `change` made to the public one (the first not restricted)."""
+    ingresses = copy.deepcopy(docs("ingress.yaml"))
+    change(next(i for i in ingresses if not restricted(i)))
+    return ingresses
+
+
+def internal_path(path, kind):
+    return lambda ingress: ingress["spec"]["rules"][0]["http"]["paths"].append(
+        {"path": path, "pathType": kind,
+         "backend": {"service": {"name": "edge-auth-internal", "port": {"number": 80}}}}
+    )
+
+
+to_internal = {"service": {"name": "edge-auth-internal", "port": {"number": 80}}}
+opened = {
+    "an internal Prefix path": internal_path("/api/v1/internal", "Prefix"),
+    "a Prefix path with a trailing /": internal_path("/api/v1/internal/", "Prefix"),
+    "a Prefix path of /": internal_path("/", "Prefix"),
+    "an ImplementationSpecific path": internal_path("/api/v1/internal", "ImplementationSpecific"),
+    "a defaultBackend": lambda ingress: ingress["spec"].update(defaultBackend=to_internal),
+}
+for what, change in opened.items():
+    if not ingress_problems(public_with(change)):
+        fail(f"the Ingress check accepts {what} to the internal group on the public Ingress")
+for everyone in ("0.0.0.0/0", "10.0.0.0/8, ::/0", "not a network"):
+    ingresses = copy.deepcopy(docs("ingress.yaml"))
+    for ingress in ingresses:
+        if RANGE in (ingress["metadata"].get("annotations") or {}):
+            ingress["metadata"]["annotations"][RANGE] = everyone
+    if not ingress_problems(ingresses):
+        fail(f"the Ingress check takes {RANGE} {everyone!r} for a restriction")
 retired = copy.deepcopy(docs("ingress.yaml"))
 retired[0]["apiVersion"] = "networking.k8s.io/v1beta1"
 if not kind_problems("ingress.yaml", retired):
