@@ -123,7 +123,9 @@ fn vectors() -> Value {
             "gateway.server_time",
             "1795000100000-0",
             "device",
-            br#"{"server_time_ms":1795000100005}"#.to_vec(),
+            // As the gateway writes it (section 13): its clock, and how long the client
+            // may wait for the stream's end.
+            br#"{"server_time_ms":1795000100005,"ends_within_ms":27000}"#.to_vec(),
         ),
         (
             "ev_0000000000000002",
@@ -214,8 +216,11 @@ fn the_published_responses_verify_against_the_published_jwks() {
             .expect("id");
         let hash = case["request_sha256"].as_str().expect("hash");
         assert!(verify_response(&response, &jwks, request_id, hash).is_ok());
-        // Bound to its request: another request's hash fails.
+        // Bound to its request: another request's hash fails, and so does another
+        // request id with the right hash (review finding, stop 43: untested).
         assert!(verify_response(&response, &jwks, request_id, &"0".repeat(64)).is_err());
+        let other_id = format!("{request_id}-other");
+        assert!(verify_response(&response, &jwks, &other_id, hash).is_err());
     }
 }
 
