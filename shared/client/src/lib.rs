@@ -748,7 +748,7 @@ impl Client {
             return Err(error);
         }
         let mut pending = String::new();
-        let mut after_cr = false;
+        let mut text = StreamText::default();
         let mut last_id = last_event_id.map(str::to_string);
         let mut order = StreamOrder::default();
         // When the hello must have come, then when the stream must have ended (from the
@@ -823,11 +823,7 @@ impl Client {
             }
             match tokio::time::timeout_at(ends_by, response.chunk()).await {
                 Ok(Ok(Some(bytes))) => {
-                    push_lines(
-                        &mut pending,
-                        &String::from_utf8_lossy(&bytes),
-                        &mut after_cr,
-                    );
+                    text.push(&mut pending, &bytes);
                 }
                 // Ended without its terminal event, or still open past its end.
                 Ok(Ok(None) | Err(_)) | Err(_) => return Ok(StreamClose::Dropped { last_id }),
@@ -1160,16 +1156,37 @@ fn refusal_wait(code: &str, hint: u64, refusals: u32) -> u64 {
     wait.max(500)
 }
 
-/// Appends a chunk of a push stream to `pending` with every line end made `\n`: SSE
-/// allows CRLF, LF and CR (a proxy may rewrite them), and frames are split on `\n\n`.
-/// `after_cr` carries a chunk's last CR over to the next chunk, whose first LF then ends
-/// the same line.
-fn push_lines(pending: &mut String, chunk: &str, after_cr: &mut bool) {
-    for c in chunk.chars() {
-        match (std::mem::replace(after_cr, c == '\r'), c) {
-            (true, '\n') => {}
-            (_, '\r') => pending.push('\n'),
-            (_, c) => pending.push(c),
+/// Turns the chunks of a push stream into text with every line end made `\n`: SSE allows
+/// CRLF, LF and CR (a proxy may rewrite them), and frames are split on `\n\n`.
+#[derive(Default)]
+struct StreamText {
+    /// A chunk's last CR, carried over to the next chunk, whose first LF then ends the
+    /// same line.
+    after_cr: bool,
+    /// The start of a character a chunk cut off, held back until the rest comes (decoded
+    /// alone, each part would become U+FFFD, and a signature over it would fail).
+    cut: Vec<u8>,
+}
+
+impl StreamText {
+    /// Appends `chunk` to `pending`.
+    fn push(&mut self, pending: &mut String, chunk: &[u8]) {
+        self.cut.extend_from_slice(chunk);
+        let whole = match std::str::from_utf8(&self.cut) {
+            // Only a character still incomplete at the end waits; bytes that can never
+            // be UTF-8 are replaced where they stand.
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            _ => self.cut.len(),
+        };
+        let rest = self.cut.split_off(whole);
+        let text = String::from_utf8_lossy(&self.cut).into_owned();
+        self.cut = rest;
+        for c in text.chars() {
+            match (std::mem::replace(&mut self.after_cr, c == '\r'), c) {
+                (true, '\n') => {}
+                (_, '\r') => pending.push('\n'),
+                (_, c) => pending.push(c),
+            }
         }
     }
 }
@@ -1205,7 +1222,7 @@ fn parse_frame(
 
 #[cfg(test)]
 mod tests {
-    use super::{CLOCK_ROUND_TRIP_MS, Client, ClientError, Sent, StreamOrder, now_ms, push_lines};
+    use super::{CLOCK_ROUND_TRIP_MS, Client, ClientError, Sent, StreamOrder, StreamText, now_ms};
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use std::time::{Duration, Instant};
@@ -1222,12 +1239,29 @@ mod tests {
         ] {
             // At every split, so a CRLF across two chunks is one line end.
             for at in 0..=text.len() {
-                let (mut pending, mut after_cr) = (String::new(), false);
-                push_lines(&mut pending, &text[..at], &mut after_cr);
-                push_lines(&mut pending, &text[at..], &mut after_cr);
+                let (mut pending, mut decoder) = (String::new(), StreamText::default());
+                decoder.push(&mut pending, &text.as_bytes()[..at]);
+                decoder.push(&mut pending, &text.as_bytes()[at..]);
                 assert_eq!(pending, lf, "{text:?} split at {at}");
             }
         }
+    }
+
+    #[test]
+    fn a_character_split_between_two_chunks_arrives_whole() {
+        // Review finding (stop 43): each chunk was decoded alone, so a character cut
+        // between two became two U+FFFD.
+        let text = "data: {\"a\":\"é💩\"}\r\n\r\n";
+        for at in 0..=text.len() {
+            let (mut pending, mut decoder) = (String::new(), StreamText::default());
+            decoder.push(&mut pending, &text.as_bytes()[..at]);
+            decoder.push(&mut pending, &text.as_bytes()[at..]);
+            assert_eq!(pending, "data: {\"a\":\"é💩\"}\n\n", "split at {at}");
+        }
+        // Bytes that are no UTF-8 at all are replaced, not held back for ever.
+        let mut pending = String::new();
+        StreamText::default().push(&mut pending, b"a\xffb");
+        assert_eq!(pending, "a\u{fffd}b");
     }
 
     #[test]
