@@ -24,13 +24,16 @@ local status = p[1]
 local function blocked()
   return block_stops(KEYS[3], KEYS[10], p[2])
 end
--- A projection without its record (a partial delete, an eviction) proves no session, as
--- in command_session.lua: without the record nothing would tell when it ends. Nor does a
--- status that is not one of ours (a command refuses it too): the stream ends rather than
--- read such a session as active.
+-- A projection without its record (a partial delete, an eviction) or its user proves no
+-- session, as in command_session.lua: without the record nothing would tell when it
+-- ends, and without the user no block could be checked. A status that is not one of ours
+-- fails the read, as it fails a command (a 503 there): never read as active.
+if status and status ~= 'active' and status ~= 'revoked' and status ~= 'expired' then
+  error('gateway projection ' .. KEYS[1] .. ': unknown status ' .. tostring(status))
+end
 if status == 'expired' then
   state = 'session_expired'
-elseif status ~= 'active' or redis.call('EXISTS', KEYS[2]) == 0 then
+elseif status ~= 'active' or not p[2] or redis.call('EXISTS', KEYS[2]) == 0 then
   state = 'session_revoked'
 elseif expire_if_due(c, KEYS[2]) then
   state = 'session_expired'

@@ -591,26 +591,35 @@ async fn a_stream_whose_session_record_is_gone_ends_at_its_next_read() {
 }
 
 #[tokio::test]
-async fn a_stream_whose_session_has_a_status_not_of_ours_ends_at_its_next_read() {
+async fn a_stream_whose_session_has_a_status_not_of_ours_or_no_user_ends_at_its_next_read() {
     // Review finding (stop 43): the read took any status but `revoked` or `expired` (a
-    // corrupt value, one a later version adds) for an active session.
+    // corrupt value, one a later version adds) for an active session; it now fails, as a
+    // command's step does (the stream ends retryable, as on any store failure). A
+    // projection without its user made the block check fail the same way; it now proves
+    // no session, as it does for a command.
     let (app, device, user) =
         app_with(Spawn::default().variable("push_heartbeat_seconds", "60")).await;
-    let mut stream = open(&app, &device, None).await;
-    hello(&mut stream).await;
     let projection = format!(
         "{}gw:{}",
         TestApp::prefix_of_id(&device.session),
         device.session
     );
-    let _: () = redis::cmd("HSET")
-        .arg(&projection)
-        .arg("status")
-        .arg("bogus")
-        .query(&mut app.redis())
-        .expect("HSET");
-    publish_e(&app, &user, json!({"n": 1})).await;
-    ends_with(&mut stream, "failed_precondition", "session_revoked").await;
+    for (field, value, code, reason) in [
+        ("status", Some("bogus"), "unavailable", "store_unavailable"),
+        ("user_id", None, "failed_precondition", "session_revoked"),
+    ] {
+        let mut stream = open(&app, &device, None).await;
+        hello(&mut stream).await;
+        let saved: String = app.redis().hget(&projection, field).expect("HGET");
+        let _: () = match value {
+            Some(value) => app.redis().hset(&projection, field, value),
+            None => app.redis().hdel(&projection, field),
+        }
+        .expect("the change");
+        publish_e(&app, &user, json!({"n": 1})).await;
+        ends_with(&mut stream, code, reason).await;
+        let _: () = app.redis().hset(&projection, field, saved).expect("HSET");
+    }
 }
 
 #[tokio::test]
