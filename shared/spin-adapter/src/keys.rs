@@ -25,7 +25,7 @@
 //! | `ea:{a:<tag>}:blocked` | hash (`blocked_at`, `reason_code`, `actor`, `by_user`, `u:<user id>` per user it suspends, `u:` for all) | present when the address is blocked |
 //! | `ea:{a:<tag>}:rl:send` | string | GCRA time of the address's send budget |
 //! | `ea:{a:<tag>}:rl:variants` | string | GCRA time of the send budget the variants of the address's inbox share (`+` tags, Gmail's forms), beside their own |
-//! | `ea:{a:<tag>}:rl:confirm` | string | GCRA time of the address's confirm budget (spent only for existing challenges) |
+//! | `ea:{a:<tag>}:rl:confirm` | string | GCRA time of the address's confirm budget (spent only by confirms that compare a code: of a live challenge, or one already confirmed) |
 //! | `ea:{a:<tag>}:failures` | string | consecutive wrong codes of the address; expires `failed_confirm_lockout_seconds` after the last one |
 //! | `ea:{a:<tag>}:user` | string | the address's user id |
 //! | `ea:{a:<tag>}:user:address` | string | the whole keyed MAC (hex) of the address that user id is for: the tag is its first 64 bits, and a login at another address with the same tag is refused (built-in directory) |

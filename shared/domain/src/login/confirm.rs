@@ -152,8 +152,8 @@ fn truncated(text: &str, max: usize) -> &str {
 ///
 /// # Errors
 /// See [`ConfirmError`]. Bad input, and a client out of budget, change nothing. A call
-/// past those spends the client's confirm budget, and for a challenge that exists the
-/// address's; a wrong code ([`ConfirmError::InvalidCode`], the
+/// past those spends the client's confirm budget, and when it compares a code (a live
+/// challenge, or one already confirmed) the address's; a wrong code ([`ConfirmError::InvalidCode`], the
 /// [`ConfirmError::TooManyAttempts`] that kills a challenge, a wrong code for a
 /// confirmed challenge's [`ConfirmError::Consumed`]) also counts against the address's
 /// wrong-code cap and the client's wrong-code budget, and for a live challenge against
@@ -175,7 +175,7 @@ pub fn confirm_email_code(
     let client = settings.clients.resolve(&request.client);
     let budget_key = settings.clients.budget_key(&client);
     // Only the client's budget is spent up front: the address's is spent by the store,
-    // and only for a challenge that exists; the client's wrong-code budget needs room,
+    // and only by a confirm that compares a code; the client's wrong-code budget needs room,
     // and the store spends it for a wrong code.
     let wrong_codes = settings.limits.wrong_code_budget(budget_key.clone());
     let guard = store.guard(&GuardRequest {
