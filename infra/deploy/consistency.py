@@ -223,9 +223,10 @@ def kind_problems(file, documents):
 
 
 def covers(path, kind, route):
-    """Whether an Ingress path of `kind` routes `route`, as Kubernetes and ingress-nginx
-    match: Exact, the whole path; Prefix, element by element, a trailing `/` ignored and
-    `/` matching everything; ImplementationSpecific (a prefix to ingress-nginx) as Prefix."""
+    """Whether an Ingress path of `kind` routes `route`, as Kubernetes matches: Exact, the
+    whole path; Prefix, element by element, a trailing `/` ignored and `/` matching
+    everything. (ImplementationSpecific, a character prefix or a regex to ingress-nginx,
+    is refused where it is found, as is `use-regex`.)"""
     if kind == "Exact":
         return route == path
     base = path.rstrip("/")
@@ -237,7 +238,8 @@ RANGE = "nginx.ingress.kubernetes.io/whitelist-source-range"
 
 def restricted(ingress):
     """Whether an Ingress admits listed source networks only: a whitelist-source-range
-    of networks, none of them every address (`0.0.0.0/0`, `::/0`)."""
+    of networks, none wider than a /8 (IPv4) or a /16 (IPv6), so that no few of them add
+    up to every address (`0.0.0.0/1, 128.0.0.0/1`)."""
     listed = (ingress["metadata"].get("annotations") or {}).get(RANGE)
     if listed is None:
         return False
@@ -245,7 +247,7 @@ def restricted(ingress):
         nets = [ipaddress.ip_network(n.strip(), strict=False) for n in listed.split(",") if n.strip()]
     except ValueError:
         return False
-    return bool(nets) and all(n.prefixlen > 0 for n in nets)
+    return bool(nets) and all(n.prefixlen >= (8 if n.version == 4 else 16) for n in nets)
 
 
 def ingress_problems(ingresses):
@@ -259,12 +261,25 @@ def ingress_problems(ingresses):
         name = ingress["metadata"]["name"]
         if "defaultBackend" in ingress["spec"]:
             problems.append(f"{name}: a defaultBackend routes every path its rules do not")
-        listed = (ingress["metadata"].get("annotations") or {}).get(RANGE)
+        notes = ingress["metadata"].get("annotations") or {}
+        listed = notes.get(RANGE)
         if listed is not None and not restricted(ingress):
-            problems.append(f"{name}: {RANGE} {listed!r} is no list of networks that leaves anyone out")
+            problems.append(
+                f"{name}: {RANGE} {listed!r} is no list of networks each a /8 (IPv6: /16) or narrower"
+            )
+        if notes.get("nginx.ingress.kubernetes.io/use-regex", "false").lower() != "false":
+            problems.append(f"{name}: use-regex makes its paths regexes, which this check cannot follow")
         for rule in ingress["spec"]["rules"]:
             for p in rule["http"]["paths"]:
-                paths.append((p["path"], p["pathType"], p["backend"]["service"]["name"], restricted(ingress)))
+                service = p["backend"]["service"]["name"]
+                if p["pathType"] not in ("Exact", "Prefix"):
+                    problems.append(
+                        f"{name}: {p['path']} is {p['pathType']}, which ingress-nginx reads as a "
+                        "character prefix or a regex: use Exact or Prefix"
+                    )
+                if service == "edge-auth-internal" and not restricted(ingress):
+                    problems.append(f"{name}: {p['path']} reaches the internal group from anywhere")
+                paths.append((p["path"], p["pathType"], service, restricted(ingress)))
     for route, component in sorted(routes.items()):
         matches = [
             (path, service, limited)
@@ -344,13 +359,17 @@ opened = {
     "an internal Prefix path": internal_path("/api/v1/internal", "Prefix"),
     "a Prefix path with a trailing /": internal_path("/api/v1/internal/", "Prefix"),
     "a Prefix path of /": internal_path("/", "Prefix"),
-    "an ImplementationSpecific path": internal_path("/api/v1/internal", "ImplementationSpecific"),
+    "an ImplementationSpecific path": internal_path("/api/v1/int", "ImplementationSpecific"),
+    "a path no route of ours matches": internal_path("/admin", "Prefix"),
     "a defaultBackend": lambda ingress: ingress["spec"].update(defaultBackend=to_internal),
+    "use-regex": lambda ingress: ingress["metadata"]["annotations"].update(
+        {"nginx.ingress.kubernetes.io/use-regex": "true"}
+    ),
 }
 for what, change in opened.items():
     if not ingress_problems(public_with(change)):
         fail(f"the Ingress check accepts {what} to the internal group on the public Ingress")
-for everyone in ("0.0.0.0/0", "10.0.0.0/8, ::/0", "not a network"):
+for everyone in ("0.0.0.0/0", "10.0.0.0/8, ::/0", "0.0.0.0/1, 128.0.0.0/1", "not a network"):
     ingresses = copy.deepcopy(docs("ingress.yaml"))
     for ingress in ingresses:
         if RANGE in (ingress["metadata"].get("annotations") or {}):
