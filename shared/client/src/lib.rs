@@ -1172,12 +1172,9 @@ impl StreamText {
     /// Appends `chunk` to `pending`.
     fn push(&mut self, pending: &mut String, chunk: &[u8]) {
         self.cut.extend_from_slice(chunk);
-        let whole = match std::str::from_utf8(&self.cut) {
-            // Only a character still incomplete at the end waits; bytes that can never
-            // be UTF-8 are replaced where they stand.
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            _ => self.cut.len(),
-        };
+        // Only a character still incomplete at the end waits; bytes that can never be
+        // UTF-8 are replaced where they stand.
+        let whole = self.cut.len() - incomplete_tail(&self.cut);
         let rest = self.cut.split_off(whole);
         let text = String::from_utf8_lossy(&self.cut).into_owned();
         self.cut = rest;
@@ -1189,6 +1186,24 @@ impl StreamText {
             }
         }
     }
+}
+
+/// How many bytes at the end of `bytes` start a character that is not complete yet (0 to
+/// 3): a lead byte with fewer continuation bytes after it than it announces.
+fn incomplete_tail(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(3) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xc0 != 0x80 {
+            let needs = match b {
+                0xc2..=0xdf => 2,
+                0xe0..=0xef => 3,
+                0xf0..=0xf4 => 4,
+                _ => 0,
+            };
+            return if needs > back { back } else { 0 };
+        }
+    }
+    0
 }
 
 /// Parses and verifies one SSE frame of the stream `request_sha256` opened; `None` for a
@@ -1258,10 +1273,16 @@ mod tests {
             decoder.push(&mut pending, &text.as_bytes()[at..]);
             assert_eq!(pending, "data: {\"a\":\"é💩\"}\n\n", "split at {at}");
         }
-        // Bytes that are no UTF-8 at all are replaced, not held back for ever.
-        let mut pending = String::new();
-        StreamText::default().push(&mut pending, b"a\xffb");
-        assert_eq!(pending, "a\u{fffd}b");
+        // Bytes that are no UTF-8 at all are replaced, not held back for ever, and do
+        // not keep a character cut after them from being held back.
+        let text = "a\u{fffd}é".as_bytes().to_vec();
+        let raw = [b"a\xff".as_slice(), "é".as_bytes()].concat();
+        for at in 0..=raw.len() {
+            let (mut pending, mut decoder) = (String::new(), StreamText::default());
+            decoder.push(&mut pending, &raw[..at]);
+            decoder.push(&mut pending, &raw[at..]);
+            assert_eq!(pending.as_bytes(), text, "split at {at}");
+        }
     }
 
     #[test]
