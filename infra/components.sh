@@ -25,6 +25,15 @@ apt_install() {
     fi
 }
 
+# python3 with a working venv module: Debian ships the module without ensurepip (in
+# python3-venv), which making a venv needs.
+ensure_python_venv() {
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        echo "python3 or its venv module is missing; installing them with apt-get" >&2
+        apt_install python3 python3-venv
+    fi
+}
+
 # The toolchain pinned in rust-toolchain.toml and its wasm32-wasip2 target (already on our
 # machines; installed if not). rustup adds a pinned target only when it installs the
 # toolchain itself, so a toolchain that was already there may lack the target. A machine
