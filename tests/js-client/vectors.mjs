@@ -444,6 +444,19 @@ await check("subscribe: lines ending in \\r\\n or \\r, split anywhere, are read"
   assert.deepEqual(bare, ["gateway.server_time", "gateway.stream_end"], "bare \\r line ends");
 });
 
+await check("subscribe: a proxy's page is thrown with its status, a network failure marked as one", async () => {
+  // Review finding (stop 43): a page that is no JSON threw a SyntaxError, which the usage
+  // loop took for a reason to stop; and a bad body's TypeError passed for the network.
+  globalThis.fetch = async () => new Response("<html>503 Service Temporarily Unavailable</html>",
+    { status: 503, headers: { "content-type": "text/html" } });
+  await assert.rejects(js.subscribe(subscriber, null, () => {}),
+    (e) => e.status === 503 && e.message === "HTTP 503" && !e.network);
+  globalThis.fetch = async () => { throw new TypeError("fetch failed"); };
+  await assert.rejects(js.subscribe(subscriber, null, () => {}), (e) => e.network === true);
+  globalThis.fetch = async () => new Response(JSON.stringify({ detail: "no error field" }), { status: 400 });
+  await assert.rejects(js.subscribe(subscriber, null, () => {}),
+    (e) => e.status === 400 && e.message === "HTTP 400" && !e.network);
+});
 await check("subscribe: bytes that never end a frame are refused at 256 KiB and the stream closed", async () => {
   // Review finding (stop 43): the buffer grew without bound (and each search through it
   // with it) until the stream's deadline; the Rust client caps a frame at 256 KiB.
