@@ -866,6 +866,11 @@ impl TestApp {
         format!("ea:{{a:{tag}}}:")
     }
 
+    /// The key of `session`'s gateway projection (the hash a command's step reads).
+    pub fn projection_key(session: &str) -> String {
+        format!("{}gw:{session}", Self::prefix_of_id(session))
+    }
+
     /// Deletes the record of `session` and leaves its projection, as a partial delete or
     /// an eviction would: the record's key, and how many keys went (1 if it was there).
     pub fn delete_session_record(&self, session: &str) -> (String, i64) {

@@ -638,11 +638,7 @@ async fn a_projection_without_its_user_proves_no_session_and_reserves_nothing() 
     // the block check on the missing user: a 503 with the id spent, on every command of
     // the session.
     let (app, device, _jwks) = app_with_device().await;
-    let projection = format!(
-        "{}gw:{}",
-        TestApp::prefix_of_id(&device.session),
-        device.session
-    );
+    let projection = TestApp::projection_key(&device.session);
     let removed: i64 = redis::cmd("HDEL")
         .arg(&projection)
         .arg("user_id")

@@ -599,11 +599,7 @@ async fn a_stream_whose_session_has_a_status_not_of_ours_or_no_user_ends_at_its_
     // no session, as it does for a command.
     let (app, device, user) =
         app_with(Spawn::default().variable("push_heartbeat_seconds", "60")).await;
-    let projection = format!(
-        "{}gw:{}",
-        TestApp::prefix_of_id(&device.session),
-        device.session
-    );
+    let projection = TestApp::projection_key(&device.session);
     for (field, value, code, reason) in [
         ("status", Some("bogus"), "unavailable", "store_unavailable"),
         ("user_id", None, "failed_precondition", "session_revoked"),

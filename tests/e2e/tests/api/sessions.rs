@@ -13,8 +13,9 @@ fn reason(code: &str) -> Value {
 
 /// Reads a hash the way the gateway reads a projection: key derived from the session id.
 fn projection(app: &TestApp, session: &str) -> HashMap<String, String> {
-    let key = format!("{}gw:{session}", TestApp::prefix_of_id(session));
-    app.redis().hgetall(key).expect("HGETALL")
+    app.redis()
+        .hgetall(TestApp::projection_key(session))
+        .expect("HGETALL")
 }
 
 fn record_status(app: &TestApp, session: &str) -> Option<String> {
