@@ -159,9 +159,14 @@ impl AllowedHost {
         }
     }
 
-    /// Whether this entry allows requests back to the app itself.
-    pub fn allows_self(&self, scheme: &str) -> bool {
-        let scheme_ok = self.scheme.as_deref().is_none_or(|s| s == scheme);
+    /// Whether this entry allows requests back to the app itself: as in Spin
+    /// (`check_relative_url(&["http", "https"])`), an entry of either scheme does,
+    /// whatever scheme the request names.
+    pub fn allows_self(&self) -> bool {
+        let scheme_ok = self
+            .scheme
+            .as_deref()
+            .is_none_or(|s| s == "http" || s == "https");
         scheme_ok && matches!(self.host, HostPattern::SelfApp | HostPattern::Any)
     }
 
@@ -281,9 +286,9 @@ impl AllowedHosts {
             .any(|e| e.allows_chaining(component, scheme, port, known))
     }
 
-    /// Checks a self-request.
-    pub fn allows_self(&self, scheme: &str) -> bool {
-        self.entries.iter().any(|e| e.allows_self(scheme))
+    /// Checks a self-request (see [`AllowedHost::allows_self`]).
+    pub fn allows_self(&self) -> bool {
+        self.entries.iter().any(AllowedHost::allows_self)
     }
 }
 
@@ -293,6 +298,16 @@ mod tests {
 
     fn hosts(entries: &[&str]) -> AllowedHosts {
         AllowedHosts::parse(entries).expect("valid entries")
+    }
+
+    #[test]
+    fn a_self_entry_of_either_scheme_allows_a_self_request_of_either() {
+        // Host review (stop 43): our host matched only the request's own scheme, where
+        // Spin takes an entry for http or https (`check_relative_url`).
+        for entry in ["http://self", "https://self", "*://*:*"] {
+            assert!(hosts(&[entry]).allows_self(), "{entry}");
+        }
+        assert!(!hosts(&["https://example.com"]).allows_self());
     }
 
     #[test]

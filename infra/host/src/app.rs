@@ -434,13 +434,8 @@ impl App {
         match &found.target {
             Target::Static(trigger) => Ok(self.static_response(trigger)),
             Target::Component(id) => {
-                // Spin hands a component its headers as text: a value that is not UTF-8
-                // fails the request (a static response never reads them).
-                if req
-                    .headers()
-                    .values()
-                    .any(|v| std::str::from_utf8(v.as_bytes()).is_err())
-                {
+                // A static response never reads the headers.
+                if !headers_are_text(req.headers()) {
                     return Ok(empty(StatusCode::INTERNAL_SERVER_ERROR));
                 }
                 let Some(component) = self.components.get(id) else {
@@ -644,11 +639,24 @@ impl Chain for App {
     ) -> Chained {
         Box::pin(async move {
             match self.components.get(&id) {
+                // A chained request's headers are handed over as a routed one's are
+                // (Spin's `prepare_request_headers` for both).
+                Some(_) if !headers_are_text(request.headers()) => {
+                    empty(StatusCode::INTERNAL_SERVER_ERROR)
+                }
                 Some(component) => self.invoke(component.clone(), request, &spin).await,
                 None => empty(StatusCode::INTERNAL_SERVER_ERROR),
             }
         })
     }
+}
+
+/// Whether every header value is UTF-8: Spin hands a component its headers as text, and a
+/// value that is not fails the request before the component runs.
+fn headers_are_text(headers: &http::HeaderMap) -> bool {
+    headers
+        .values()
+        .all(|v| std::str::from_utf8(v.as_bytes()).is_ok())
 }
 
 fn full(body: impl Into<Bytes>) -> WasiBody {
@@ -782,6 +790,20 @@ impl http_body::Body for BetweenBytesTimeout {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_header_values_that_are_utf8_reach_a_component_routed_or_chained() {
+        // Host review (stop 43): a chained request skipped the check a routed one had.
+        let mut headers = http::HeaderMap::new();
+        let name = http::HeaderValue::from_bytes("José".as_bytes()).expect("a header value");
+        headers.insert("x-name", name);
+        assert!(super::headers_are_text(&headers));
+        headers.insert(
+            "x-raw",
+            http::HeaderValue::from_bytes(b"\xff\xfe").expect("a header value"),
+        );
+        assert!(!super::headers_are_text(&headers));
+    }
+
     #[test]
     fn the_rest_origin_is_compared_with_an_explicit_port() {
         assert_eq!(

@@ -166,7 +166,7 @@ impl Outbound {
         let mut request = request;
         request.headers_mut().remove(http::header::HOST);
         if host.is_empty() || host == "self.alt" {
-            if !allowed.allows_self(&scheme) {
+            if !allowed.allows_self() {
                 self.logs.denied(caller, &format!("{scheme}://self"));
                 return Err(Error::HttpRequestDenied);
             }
