@@ -252,6 +252,23 @@ await check("call: a gateway that never answers is given up on at the deadline; 
   pending.catch(() => {}); // 15 s: not waited for here
 });
 
+await check("call: an answer over 2 MiB is refused, one under it read whole", async () => {
+  // Review finding (stop 43): any answer was read whole into memory; the Rust client
+  // caps answers at 2 MiB.
+  const answer = (bytes) => async () => new Response(new ReadableStream({
+    start(controller) {
+      for (let sent = 0; sent < bytes; sent += 65536)
+        controller.enqueue(new TextEncoder().encode(" ".repeat(Math.min(65536, bytes - sent))));
+      controller.enqueue(new TextEncoder().encode("{}"));
+      controller.close();
+    },
+  }), { status: 200, headers: { "content-type": "application/json" } });
+  globalThis.fetch = answer(3 * 1024 * 1024);
+  await assert.rejects(js.call("GET", "/api/v1/health"), /over 2 MiB/);
+  globalThis.fetch = answer(1024 * 1024);
+  assert.deepEqual((await js.call("GET", "/api/v1/health")).body, {});
+});
+
 // `subscribe` against a fake gateway: the device's key and pin in a fake IndexedDB, and a
 // fetch that answers with events it signs for the very request it got.
 const kv = new Map();
