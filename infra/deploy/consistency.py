@@ -98,12 +98,20 @@ def secret_problems(groups):
 failures.extend(secret_problems(apps))
 
 
+def changed(group, change):
+    """The groups with `change` made to the variables of `group`."""
+    groups = copy.deepcopy(apps)
+    change(groups[group]["spec"]["variables"])
+    return groups
+
+
 def with_variable(group, name, entry):
     """The groups with `group`'s variable `name` replaced by `entry`."""
-    groups = copy.deepcopy(apps)
-    variables = groups[group]["spec"]["variables"]
-    variables[:] = [v for v in variables if v["name"] != name] + [{"name": name, **entry}]
-    return groups
+
+    def replace(variables):
+        variables[:] = [v for v in variables if v["name"] != name] + [{"name": name, **entry}]
+
+    return changed(group, replace)
 
 
 from_secret = {"valueFrom": {"secretKeyRef": {"name": "edge-auth-secrets", "key": "internal-api-token"}}}
@@ -154,13 +162,6 @@ def setting_problems(groups):
 
 
 failures.extend(setting_problems(apps))
-
-
-def changed(group, change):
-    """The groups with `change` made to the variables of `group`."""
-    groups = copy.deepcopy(apps)
-    change(groups[group]["spec"]["variables"])
-    return groups
 
 
 def drop(name):
@@ -263,7 +264,8 @@ def ingress_problems(ingresses):
             problems.append(f"{name}: a defaultBackend routes every path its rules do not")
         notes = ingress["metadata"].get("annotations") or {}
         listed = notes.get(RANGE)
-        if listed is not None and not restricted(ingress):
+        limited = restricted(ingress)
+        if listed is not None and not limited:
             problems.append(
                 f"{name}: {RANGE} {listed!r} is no list of networks each a /8 (IPv6: /16) or narrower"
             )
@@ -277,9 +279,9 @@ def ingress_problems(ingresses):
                         f"{name}: {p['path']} is {p['pathType']}, which ingress-nginx reads as a "
                         "character prefix or a regex: use Exact or Prefix"
                     )
-                if service == "edge-auth-internal" and not restricted(ingress):
+                if service == "edge-auth-internal" and not limited:
                     problems.append(f"{name}: {p['path']} reaches the internal group from anywhere")
-                paths.append((p["path"], p["pathType"], service, restricted(ingress)))
+                paths.append((p["path"], p["pathType"], service, limited))
     for route, component in sorted(routes.items()):
         matches = [
             (path, service, limited)

@@ -149,6 +149,7 @@ fn load_corpus(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
 }
 
 /// Where a run reads its corpus and writes what crashes.
+#[derive(Clone)]
 struct Dirs {
     corpus: PathBuf,
     artifacts: PathBuf,
@@ -231,12 +232,8 @@ fn fuzz(
 ) -> anyhow::Result<Report> {
     let progress = Arc::new(Progress::default());
     let worker = {
-        let (progress, corpus) = (Arc::clone(&progress), dirs.corpus.clone());
-        let artifacts = dirs.artifacts.clone();
-        std::thread::spawn(move || {
-            let dirs = Dirs { corpus, artifacts };
-            fuzz_on(target, &dirs, seconds, seed, &progress)
-        })
+        let (progress, dirs) = (Arc::clone(&progress), dirs.clone());
+        std::thread::spawn(move || fuzz_on(target, &dirs, seconds, seed, &progress))
     };
     let (mut seen, mut since) = (0, Instant::now());
     loop {
