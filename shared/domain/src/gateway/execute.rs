@@ -170,7 +170,7 @@ pub struct Gateway<'a, G, B, S> {
 pub const RESERVED: [&str; 2] = ["gateway.logout", "gateway.sessions"];
 
 /// The reserved message type that opens a push stream (`subscribe-events` only;
-/// `execute-command` refuses it as an unknown type).
+/// `execute-command` refuses it as an invalid request before its gate).
 pub const SUBSCRIBE: &str = "gateway.subscribe";
 
 /// What goes into a signed response.
@@ -254,8 +254,9 @@ pub fn admit<G: CommandGate>(
     command: &VerifiedCommand,
     stream: Option<StreamClaim>,
 ) -> Result<Admission, CommandError> {
-    // `gateway.subscribe` is known only where it opens a stream: sent to execute-command it
-    // is refused as an unknown type, and must not spend the push route's type budget.
+    // `gateway.subscribe` is known only where it opens a stream (execute-command refuses
+    // one before its gate; admitted without a stream, it would count as an unknown type
+    // and must not spend the push route's type budget).
     let known_type = settings.knows(&command.message_type, stream.is_some());
     let budget = Budget {
         route: "command",

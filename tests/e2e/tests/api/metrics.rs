@@ -180,9 +180,9 @@ async fn commands_are_counted_by_type_and_result_and_backend_calls_are_timed() {
     assert_eq!(app.execute(&unknown.command).await.status(), 404);
     let invented = device.command("gateway.made_up", b"x");
     assert_eq!(app.execute(&invented.command).await.status(), 404);
-    // Known only where it opens a stream: sent here, it is an unknown type like any other.
+    // Opens a stream at subscribe-events only: refused here before the gate, uncounted.
     let subscribe = device.command("gateway.subscribe", b"");
-    assert_eq!(app.execute(&subscribe.command).await.status(), 404);
+    assert_eq!(app.execute(&subscribe.command).await.status(), 400);
     let stale = device.command_at("echo", b"x", now_ms() - 10 * 60 * 1000);
     assert_eq!(app.execute(&stale.command).await.status(), 401);
     let logout = device.command("gateway.logout", b"");
@@ -204,7 +204,7 @@ async fn commands_are_counted_by_type_and_result_and_backend_calls_are_timed() {
     assert_eq!(command("echo", "stale_request"), 1.0);
     assert_eq!(
         command("unknown", "unknown_message_type"),
-        3.0,
+        2.0,
         "a type the gateway neither routes nor answers is not a label of its own"
     );
     assert_eq!(command("gateway.logout", "ok"), 1.0);

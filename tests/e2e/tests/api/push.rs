@@ -829,6 +829,32 @@ async fn a_session_holds_at_most_its_cap_of_streams_and_an_ended_stream_frees_it
 }
 
 #[tokio::test]
+async fn a_subscribe_sent_to_execute_command_is_refused_unsigned_and_spends_nothing() {
+    // Review finding: it was admitted there (its request id reserved, the session's and
+    // user's budgets spent) and got a signed `unknown_message_type`: someone on the path
+    // could divert a device's subscribe and hand it a genuine signed answer saying push
+    // does not exist, and the device's own copy then met `replayed_request`.
+    let (app, device, _) = app_with(Spawn::default()).await;
+    let subscribe = device.command("gateway.subscribe", b"");
+    let before = app.snapshot();
+    let diverted = app.execute(&subscribe.command).await;
+    assert_eq!(diverted.error(), (400, "invalid_request".into()));
+    assert!(
+        diverted.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("subscribe-events")),
+        "{}",
+        diverted.body
+    );
+    assert_eq!(app.snapshot(), before, "nothing reserved or spent");
+    let mut stream = app
+        .subscribe_with(&device, &subscribe.command, &[])
+        .await
+        .expect("the device's own copy opens its stream");
+    hello(&mut stream).await;
+}
+
+#[tokio::test]
 async fn a_subscribe_cannot_reuse_the_request_id_of_a_stream_still_open_to_get_past_the_cap() {
     // Review finding: the id's reservation (2 x window + 5 s: 7 s here) lapsed while its
     // 25 s stream was open, and a fresh subscribe reusing the id moved that stream's claim
