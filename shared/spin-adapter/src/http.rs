@@ -126,6 +126,17 @@ impl Route {
     fn method_name(self) -> &'static str {
         if self.post { "POST" } else { "GET" }
     }
+
+    /// The methods the route answers, for `Allow` and the preflight's
+    /// `access-control-allow-methods`: a public route also answers `OPTIONS` (the CORS
+    /// preflight).
+    fn allowed_methods(self) -> &'static str {
+        match (self.access, self.post) {
+            (Access::Public, true) => "POST, OPTIONS",
+            (Access::Public, false) => "GET, OPTIONS",
+            _ => self.method_name(),
+        }
+    }
 }
 
 /// What the edge knows about the caller.
@@ -452,8 +463,10 @@ pub async fn serve(
     log(outcome);
 }
 
-/// The request headers a browser may send to a public route.
-const CORS_REQUEST_HEADERS: &str = "content-type, x-request-id, traceparent";
+/// The request headers a browser may send to a public route (`last-event-id`: a
+/// subscribe may repeat its signed position there, and one that does not gets a clear
+/// `400`, not a failed preflight).
+const CORS_REQUEST_HEADERS: &str = "content-type, x-request-id, traceparent, last-event-id";
 
 /// `access-control-allow-origin` (and `vary`) for a public route called from an allowed
 /// origin; nothing otherwise. Origins are compared exactly (`*` allows any). An entry of
@@ -558,7 +571,7 @@ async fn preflight(out: ResponseOutparam, route: Route, cors: Vec<(String, Vec<u
     if allowed {
         headers.push((
             "access-control-allow-methods".to_string(),
-            format!("{}, OPTIONS", route.method_name()).into_bytes(),
+            route.allowed_methods().as_bytes().to_vec(),
         ));
         headers.push((
             "access-control-allow-headers".to_string(),
@@ -795,7 +808,10 @@ fn error_headers(err: &PublicError, route: Route) -> Vec<(String, Vec<u8>)> {
         headers.push(("retry-after".to_string(), seconds.to_string().into_bytes()));
     }
     if err.status == 405 {
-        headers.push(("allow".to_string(), route.method_name().as_bytes().to_vec()));
+        headers.push((
+            "allow".to_string(),
+            route.allowed_methods().as_bytes().to_vec(),
+        ));
     }
     // A missing or wrong bearer token (the internal API, a backend's route). The signed
     // command's 401s prove a key, not a token: no scheme to name.

@@ -66,7 +66,7 @@ async fn health_refuses_other_methods_with_a_json_405() {
 
     let response = ApiResponse::checked(response, "/api/v1/health", "post").await;
     assert_eq!(response.status(), 405);
-    assert_eq!(response.header("allow"), Some("GET"));
+    assert_eq!(response.header("allow"), Some("GET, OPTIONS"));
     assert_eq!(response.body["error"]["code"], "method_not_allowed");
 }
 

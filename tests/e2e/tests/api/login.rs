@@ -182,6 +182,8 @@ async fn malformed_bodies_get_their_own_error_codes_and_store_nothing() {
 
     let get = ApiResponse::checked(app.get(SEND).await, SEND, "get").await;
     assert_eq!(get.error(), (405, "method_not_allowed".into()));
+    // A public route also answers the CORS preflight.
+    assert_eq!(get.header("allow"), Some("POST, OPTIONS"));
 
     assert_eq!(db_size(&app), 0, "no error leaves state behind");
 }

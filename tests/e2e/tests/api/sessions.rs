@@ -502,6 +502,8 @@ async fn bad_revoke_input_is_refused_and_changes_nothing() {
         )
         .await;
     assert_eq!(wrong_method.error(), (405, "method_not_allowed".into()));
+    // No CORS preflight on the internal API: only its method is allowed.
+    assert_eq!(wrong_method.header("allow"), Some("POST"));
 }
 
 #[tokio::test]
