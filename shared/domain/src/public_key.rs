@@ -15,6 +15,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::VerifyingKey;
+use edge_auth_protocol::rules::{KeyFault, sound_public_key};
 
 /// A validated device public key.
 #[derive(Clone, PartialEq, Eq)]
@@ -53,17 +54,11 @@ impl ClientPublicKey {
     /// See [`PublicKeyError`].
     pub fn parse(encoded: &str) -> Result<Self, PublicKeyError> {
         let bytes = canonical_bytes(encoded)?;
-        // `from_bytes` fails only when the bytes do not decompress to a point: its error
-        // says no more than `NotAPoint` does.
-        let key = VerifyingKey::from_bytes(&bytes)
-            .map_err(|_decompression: ed25519_dalek::SignatureError| PublicKeyError::NotAPoint)?;
-        // `from_bytes` keeps the bytes it was given: re-encode the decoded point.
-        if key.to_edwards().compress().to_bytes() != bytes {
-            return Err(PublicKeyError::NonCanonical);
-        }
-        if key.is_weak() {
-            return Err(PublicKeyError::SmallOrder);
-        }
+        let key = sound_public_key(&bytes).map_err(|fault| match fault {
+            KeyFault::NotAPoint => PublicKeyError::NotAPoint,
+            KeyFault::NonCanonical => PublicKeyError::NonCanonical,
+            KeyFault::SmallOrder => PublicKeyError::SmallOrder,
+        })?;
         Ok(Self {
             key,
             encoded: encoded.to_string(),

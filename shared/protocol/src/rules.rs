@@ -31,9 +31,61 @@ pub fn is_sha256_hex(text: &str) -> bool {
 /// The largest `timestamp_ms` (2^53 - 1, so JSON numbers stay exact everywhere).
 pub const MAX_TIMESTAMP_MS: u64 = (1 << 53) - 1;
 
+/// Why 32 bytes are no sound Ed25519 public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFault {
+    #[error("not a valid Ed25519 point")]
+    NotAPoint,
+    #[error("not canonically encoded")]
+    NonCanonical,
+    #[error("a small-order point")]
+    SmallOrder,
+}
+
+/// An Ed25519 public key every verifier reads alike: a point, canonically encoded, not of
+/// small order. Strict verification refuses every signature under a small-order key, but
+/// a verifier that is not strict (some WebCrypto implementations) accepts forgeries under
+/// one, and a non-canonical encoding names the same point as another text: a device key,
+/// a gateway key and a key a client takes from the JWKS must all pass this.
+///
+/// # Errors
+/// The [`KeyFault`].
+pub fn sound_public_key(bytes: &[u8; 32]) -> Result<ed25519_dalek::VerifyingKey, KeyFault> {
+    // `from_bytes` fails only when the bytes do not decompress to a point.
+    let key = ed25519_dalek::VerifyingKey::from_bytes(bytes)
+        .map_err(|_decompression: ed25519_dalek::SignatureError| KeyFault::NotAPoint)?;
+    // `from_bytes` keeps the bytes it was given: re-encode the decoded point.
+    if key.to_edwards().compress().to_bytes() != *bytes {
+        return Err(KeyFault::NonCanonical);
+    }
+    if key.is_weak() {
+        return Err(KeyFault::SmallOrder);
+    }
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_canonical_points_not_of_small_order_are_sound_public_keys() {
+        let good = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        assert_eq!(sound_public_key(good.as_bytes()), Ok(good));
+        assert_eq!(sound_public_key(&[0; 32]), Err(KeyFault::SmallOrder));
+        let mut identity = [0; 32];
+        identity[0] = 1;
+        assert_eq!(sound_public_key(&identity), Err(KeyFault::SmallOrder));
+        // y = p: the encoding of y = 0 plus the field's modulus.
+        let mut y_is_p = [0xff; 32];
+        y_is_p[0] = 0xed;
+        y_is_p[31] = 0x7f;
+        assert_eq!(sound_public_key(&y_is_p), Err(KeyFault::NonCanonical));
+        // y = 2 has no x on the curve.
+        let mut off_curve = [0; 32];
+        off_curve[0] = 2;
+        assert_eq!(sound_public_key(&off_curve), Err(KeyFault::NotAPoint));
+    }
 
     #[test]
     fn request_ids_are_base64url_words_of_16_to_128_characters() {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::PROTOCOL_VERSION;
 use crate::canonical::{event_bytes, key_set_bytes, response_bytes, sha256_hex};
+use crate::rules::sound_public_key;
 use crate::wire::{Jwks, SignedEvent, SignedResponse};
 
 /// Why a response is not to be trusted.
@@ -65,7 +66,8 @@ pub fn key_of(jwks: &Jwks, kid: &str) -> Result<VerifyingKey, ResponseError> {
         .map_err(|e| bad(format!("x is not base64url: {e}")))?
         .try_into()
         .map_err(|b: Vec<u8>| bad(format!("x is {} bytes, not 32", b.len())))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
+    // A weak key would let a verifier that is not strict accept forgeries under its kid.
+    sound_public_key(&bytes).map_err(|fault| bad(fault.to_string()))
 }
 
 /// Why a fetched key set is not to be trusted.
@@ -493,6 +495,16 @@ mod tests {
         assert!(matches!(
             check_key_set(&set(&[("a", 1), ("a", 2)], &[("a", 1)]), None),
             Err(KeySetError::Key(ResponseError::BadKey { .. }))
+        ));
+        // A signed set that lists a small-order key (an all-zero placeholder): a verifier
+        // that is not strict would take forgeries under its kid.
+        let mut weak = set(&[("a", 1)], &[]);
+        weak.keys.push(Jwk::ed25519("zero", &[0; 32]));
+        weak.signatures = vec![sign_key_set(&key(1), "a", &weak.keys)];
+        assert!(matches!(
+            check_key_set(&weak, None),
+            Err(KeySetError::Key(ResponseError::BadKey { ref kid, ref why }))
+                if kid == "zero" && why.contains("small-order")
         ));
         let mut wrong_curve = set(&[("a", 1)], &[("a", 1)]);
         wrong_curve.keys[0].crv = "X25519".into();

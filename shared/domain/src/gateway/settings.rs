@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use edge_auth_protocol::canonical::sign_key_set;
+use edge_auth_protocol::rules::sound_public_key;
 use edge_auth_protocol::wire::{Jwk, Jwks};
 
 use crate::client::{ClientPolicy, ClientPolicyError};
@@ -398,10 +399,13 @@ impl GatewaySettings {
             None => None,
             Some(raw) => {
                 let name = "gateway_next_public_key";
-                let public = VerifyingKey::from_bytes(&key_bytes(&raw, name)?).map_err(|e| {
+                // Published in the signed key set and pinned by clients: a weak key (an
+                // all-zero placeholder, say) would let a verifier that is not strict
+                // accept forgeries under its kid.
+                let public = sound_public_key(&key_bytes(&raw, name)?).map_err(|fault| {
                     GatewaySettingsError::Key {
                         name,
-                        what: e.to_string(),
+                        what: fault.to_string(),
                     }
                 })?;
                 let kid = kid(&get, "gateway_next_key_id")?.unwrap_or_else(|| derived_kid(&public));

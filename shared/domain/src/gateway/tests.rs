@@ -831,6 +831,40 @@ fn the_key_set_lists_the_current_then_the_next_then_the_previous_key() {
 }
 
 #[test]
+fn a_next_public_key_that_is_no_sound_key_is_refused_and_named() {
+    // Review finding: an all-zero placeholder decodes to a small-order point, which the
+    // gateway then published in its signed key set for clients to pin.
+    let current = ("gateway_signing_key", STANDARD.encode([1u8; 32]));
+    let mut non_canonical = [0xff_u8; 32];
+    non_canonical[0] = 0xed;
+    non_canonical[31] = 0x7f;
+    for (bytes, why) in [
+        ([0u8; 32], "small-order"),
+        (
+            {
+                let mut identity = [0u8; 32];
+                identity[0] = 1;
+                identity
+            },
+            "small-order",
+        ),
+        (non_canonical, "canonical"),
+    ] {
+        let vars = [
+            current.clone(),
+            ("gateway_next_public_key", STANDARD.encode(bytes)),
+        ];
+        match settings_of(&vars) {
+            Err(GatewaySettingsError::Key { name, what }) => {
+                assert_eq!(name, "gateway_next_public_key");
+                assert!(what.contains(why), "{what}");
+            }
+            other => panic!("{bytes:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn one_key_id_for_two_different_keys_is_refused_whichever_two_variables_name_it() {
     let current = [
         ("gateway_signing_key", STANDARD.encode([1u8; 32])),
