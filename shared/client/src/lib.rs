@@ -79,13 +79,27 @@ impl DeviceKey {
     /// # Errors
     /// The file exists or cannot be written.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        use std::io::Write;
         if path.exists() {
             anyhow::bail!("writing {}: the file exists", path.display());
         }
-        // Written whole beside it, then linked into place: a crash or a full disk never
-        // leaves a torn key file behind (which keygen would then refuse to replace), and
-        // the link, unlike a rename, never replaces a file that appeared meanwhile.
+        self.write(path, false)
+    }
+
+    /// Writes the key to `path` (0600) in place of the key there: a device makes a new key
+    /// for every login, so a key taken from it is of no use to a later session.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn replace(&self, path: &Path) -> anyhow::Result<()> {
+        self.write(path, true)
+    }
+
+    /// Written whole beside `path`, then moved into place: a crash or a full disk never
+    /// leaves a torn key file behind (which keygen would then refuse to replace). Without
+    /// `replace` it is linked, which, unlike a rename, never replaces a file that appeared
+    /// meanwhile.
+    fn write(&self, path: &Path, replace: bool) -> anyhow::Result<()> {
+        use std::io::Write;
         let mut partial = path.as_os_str().to_owned();
         partial.push(format!(".{}.partial", std::process::id()));
         let partial = std::path::PathBuf::from(partial);
@@ -100,12 +114,16 @@ impl DeviceKey {
             let mut file = options.open(&partial)?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
-            std::fs::hard_link(&partial, path)
+            if replace {
+                std::fs::rename(&partial, path)
+            } else {
+                std::fs::hard_link(&partial, path)
+            }
         };
         let written = write();
         let _ = std::fs::remove_file(&partial);
         written.map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-        // The link is on disk once the directory is (best effort, as not every system can
+        // The move is on disk once the directory is (best effort, as not every system can
         // sync a directory; the file is whole either way).
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && let Ok(dir) = std::fs::File::open(dir)
@@ -121,7 +139,7 @@ impl DeviceKey {
     /// The file is missing or not a key file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            anyhow::anyhow!("reading {}: {e} (run `edge-auth keygen`)", path.display())
+            anyhow::anyhow!("reading {}: {e} (run `edge-auth login`)", path.display())
         })?;
         // serde's message can quote a value of the file (a seed saved as a bare string):
         // its kind and place only.

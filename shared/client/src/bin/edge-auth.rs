@@ -1,7 +1,7 @@
 //! `edge-auth`: a command-line device for edge-auth.
 //!
 //! ```text
-//! edge-auth [--url URL] [--home DIR] keygen
+//! edge-auth [--url URL] [--home DIR] keygen   (optional: login makes a new key)
 //! edge-auth [--url URL] [--home DIR] login --email ADDRESS [--code CODE]
 //! edge-auth [--url URL] [--home DIR] command MESSAGE_TYPE [PAYLOAD | -- PAYLOAD | --file PATH | -]
 //!   (no payload: standard input when it is piped, else empty)
@@ -201,7 +201,10 @@ async fn run() -> anyhow::Result<()> {
             let email = take(&mut args, "--email")?.context("login needs --email ADDRESS")?;
             let code = take(&mut args, "--code")?;
             no_more(&args)?;
-            let key = DeviceKey::load(&key_path)?;
+            // A new key for every login: a key taken from this device (with the session id,
+            // which is no secret) is then of no use once the user has revoked that
+            // session and logged in again. It replaces `device.key` only once confirmed.
+            let key = DeviceKey::generate()?;
             let challenge = client.send_email_code(&email).await?;
             eprintln!("a code was sent to {email} (challenge {challenge})");
             let code = match code {
@@ -218,6 +221,9 @@ async fn run() -> anyhow::Result<()> {
                 }
             };
             let session = client.confirm_email_code(&challenge, &code, &key).await?;
+            std::fs::create_dir_all(&home)
+                .with_context(|| format!("creating {}", home.display()))?;
+            key.replace(&key_path)?;
             // Trust on first use: the keys this session's answers must be signed with.
             let pin = client.follow_keys(None).await?;
             write_replacing(&pin_path, &serde_json::to_vec_pretty(&pin)?)?;

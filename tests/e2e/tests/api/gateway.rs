@@ -1793,6 +1793,30 @@ async fn the_cli_does_keygen_login_and_a_command() {
             .expect("joined")
     };
     assert!(login.status.success(), "{login:?}");
+    // Review finding: login signed with the one key keygen made, so a key taken from the
+    // device was bound again by every later login. Each login makes its own.
+    let session = String::from_utf8(login.stdout.clone()).expect("text");
+    let bound = app
+        .get_session(session.trim())
+        .await
+        .field("client_public_key");
+    let generated = String::from_utf8(keygen.stdout.clone()).expect("text");
+    assert_ne!(bound, generated.trim(), "not keygen's key");
+    let stored = edge_auth_client::DeviceKey::load(&key_file).expect("the key file");
+    assert_eq!(
+        bound,
+        stored.public_key(),
+        "the key file holds the session's key"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file)
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the new key is as private as keygen's");
+    }
 
     let command = run(&["command", "echo", "hello from the CLI"], None).await;
     assert!(command.status.success(), "{command:?}");
