@@ -112,6 +112,20 @@ for (const [i, c] of vectors.cases.entries()) {
   });
 }
 
+await check("a response or an event with a negative integer is malformed, not encoded as 2^64 minus it", async () => {
+  const c = vectors.cases[0];
+  const e = c.command.envelope;
+  const sent = await js.signCommand(keys, e.device_session_id, e.message_type, fromB64(c.command.payload),
+    e.timestamp_ms, e.request_id);
+  const negative = structuredClone(c.response);
+  negative.envelope.backend_status = -1;
+  await assert.rejects(js.verifyResponse(negative, vectors.gateway_jwks, sent), /malformed/);
+  const { stream } = vectors;
+  const event = structuredClone(stream.events[0].event);
+  event.envelope.sequence = -1;
+  await assert.rejects(js.verifyEvent(event, vectors.gateway_jwks, stream.subscribe.envelope.device_session_id,
+    stream.request_sha256), /malformed/);
+});
 await check("a response retyped with the same bytes was tried", async () => {
   assert.ok(retypedResponses > 0);
 });
