@@ -330,7 +330,7 @@ async function signEvent(fields) {
 // 429, or with `signed`, a signed 429 too_many_streams.
 let lastRequest = null;
 let lastSignal = null;
-function gateway(script, { hold = false, refuse = null } = {}) {
+function gateway(script, { hold = false, refuse = null, line = 429 } = {}) {
   globalThis.fetch = async (url, init) => {
     assert.equal(url, `${js.BASE}/api/v1/gateway/subscribe-events`);
     const command = JSON.parse(init.body);
@@ -360,7 +360,7 @@ function gateway(script, { hold = false, refuse = null } = {}) {
       const signature = await crypto.subtle.sign("Ed25519", gatewayKey, signed);
       // Retry-After is not signed: a party on the path may say 9 where the gateway signed 3.
       return new Response(JSON.stringify({ envelope, payload: Buffer.from(payload).toString("base64"),
-        signature: Buffer.from(signature).toString("base64") }), { status: 429, headers: { ...headers, "retry-after": "9" } });
+        signature: Buffer.from(signature).toString("base64") }), { status: line, headers: { ...headers, "retry-after": "9" } });
     }
     const pieces = await script(requestSha256, e.device_session_id);
     const body = new ReadableStream({
@@ -431,6 +431,9 @@ await check("subscribe: a refusal is thrown with its code and Retry-After, a sig
   await assert.rejects(js.subscribe(subscriber, null, () => {}), (e) => e.message === "rate_limited" && e.retryAfter === "3");
   gateway(async () => [], { refuse: "signed" });
   await assert.rejects(js.subscribe(subscriber, null, () => {}), (e) => e.message === "too_many_streams" && e.retryAfter === "3");
+  // The status line is not signed either: the status is the signed code's (section 6.2).
+  gateway(async () => [], { refuse: "signed", line: 503 });
+  await assert.rejects(js.subscribe(subscriber, null, () => {}), (e) => e.message === "too_many_streams" && e.status === 429);
 });
 await check("subscribe: a signed refusal teaches the gateway's clock, a plain stale_request forgets it", async () => {
   // Review finding: only `execute` forgot the offset on a plain stale_request, so a page

@@ -17,6 +17,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::SigningKey;
 use edge_auth_protocol::PROTOCOL_VERSION;
 use edge_auth_protocol::canonical::{request_sha256, sha256_hex, sign_command as sign_envelope};
+use edge_auth_protocol::rules::signed_status;
 use edge_auth_protocol::verify::{
     KeyPin, KeySetError, ResponseError, key_of, verify_event, verify_response,
 };
@@ -233,6 +234,9 @@ pub enum ClientError {
     /// A signed refusal: verified, so it really is the gateway's.
     #[error("{code} ({status}): {message}")]
     Refused {
+        /// The status the signed `code` stands for (PROTOCOL.md, section 6.2), not the
+        /// status line, which is not signed; the status line only for a code this client
+        /// does not know.
         status: u16,
         code: String,
         message: String,
@@ -636,7 +640,7 @@ impl Client {
         }
         let value: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
         Err(ClientError::Refused {
-            status,
+            status: signed_status(&envelope.result_code).unwrap_or(status),
             message: value["error"]["message"].as_str().map_or_else(
                 || String::from_utf8_lossy(&payload).into_owned(),
                 str::to_string,
@@ -745,7 +749,7 @@ impl Client {
                 let payload = STANDARD.decode(&signed.payload).unwrap_or_default();
                 let value: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
                 return Err(ClientError::Refused {
-                    status,
+                    status: signed_status(&signed.envelope.result_code).unwrap_or(status),
                     code: signed.envelope.result_code,
                     message: value["error"]["message"]
                         .as_str()
@@ -1560,6 +1564,69 @@ mod tests {
             }
         });
         (addr, payloads)
+    }
+
+    #[tokio::test]
+    async fn a_signed_refusal_has_the_status_of_its_signed_code_not_of_the_status_line() {
+        // Review finding: the status came from the status line, which is not signed: a
+        // party on the path could turn a signed `session_revoked` into a 503, and a client
+        // retrying 5xx kept signing new commands.
+        use edge_auth_protocol::canonical::{sha256_hex, sign_response};
+        use edge_auth_protocol::wire::{Jwk, Jwks, ResponseEnvelope, SignedResponse};
+        use tokio::io::AsyncWriteExt;
+        let gateway = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let jwks = Jwks {
+            keys: vec![Jwk::ed25519("gw-1", gateway.verifying_key().as_bytes())],
+            signatures: Vec::new(),
+        };
+        let key = super::DeviceKey::from_seed(&[1; 32]);
+        let prepared = super::sign_command(
+            &key,
+            "s_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAA",
+            "echo",
+            b"x",
+            1000,
+            "AAAAAAAAAAAAAAAAAAAAAA",
+        );
+        let payload = br#"{"error":{"code":"session_revoked","message":"log in again"}}"#;
+        let envelope = ResponseEnvelope {
+            protocol_version: 1,
+            request_id: prepared.command.envelope.request_id.clone(),
+            device_session_id: prepared.command.envelope.device_session_id.clone(),
+            timestamp_ms: 1000,
+            status: "error".into(),
+            result_code: "session_revoked".into(),
+            backend_status: 0,
+            payload_sha256: sha256_hex(payload),
+            request_sha256: prepared.request_sha256.clone(),
+            key_id: "gw-1".into(),
+        };
+        let body = serde_json::to_string(&SignedResponse {
+            signature: sign_response(&gateway, &envelope),
+            payload: STANDARD.encode(payload),
+            envelope,
+        })
+        .expect("JSON");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("the client connects");
+            read_request(&mut socket).await;
+            let answer = format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.expect("writes");
+        });
+        let client = Client::new(&format!("http://{addr}")).expect("a client");
+        let refused = client.send_prepared(&prepared, &jwks).await;
+        assert!(
+            matches!(&refused, Err(ClientError::Refused { status: 401, code, .. }) if code == "session_revoked"),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]

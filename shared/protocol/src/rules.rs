@@ -31,6 +31,25 @@ pub fn is_sha256_hex(text: &str) -> bool {
 /// The largest `timestamp_ms` (2^53 - 1, so JSON numbers stay exact everywhere).
 pub const MAX_TIMESTAMP_MS: u64 = (1 << 53) - 1;
 
+/// The HTTP status a signed `result_code` stands for (PROTOCOL.md, section 6.2): a client
+/// acts on this, not on the status line, which is not signed (anyone on the path could
+/// turn a `session_revoked` into a `503` to keep a client signing new commands).
+/// `None` for a code this version does not know.
+pub fn signed_status(result_code: &str) -> Option<u16> {
+    Some(match result_code {
+        "ok" => 200,
+        "session_revoked" | "session_expired" => 401,
+        "user_blocked" => 403,
+        "unknown_message_type" => 404,
+        "replayed_request" => 409,
+        "backend_rejected" => 422,
+        "rate_limited" | "too_many_streams" => 429,
+        "backend_unavailable" => 502,
+        "backend_timeout" => 504,
+        _ => return None,
+    })
+}
+
 /// Why 32 bytes are no sound Ed25519 public key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyFault {

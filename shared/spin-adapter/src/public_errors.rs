@@ -198,7 +198,9 @@ pub fn command(err: &CommandError) -> PublicError {
 
 /// The HTTP status of a signed refusal, and its `Retry-After` in seconds. Chosen so a
 /// client can act: 401 → log in again, 403 → contact support, 409 → sign again with a
-/// new request id, 429 → wait, 502/504 → retry later, 422 → the backend said no.
+/// new request id, 429 → wait, 502/504 → retry later, 422 → the backend said no. Clients
+/// read the status from the signed code (`edge_auth_protocol::rules::signed_status`,
+/// which a test holds to this).
 pub fn refusal(refusal: &Refusal) -> (u16, Option<u64>) {
     match refusal {
         Refusal::SessionRevoked | Refusal::SessionExpired => (401, None),
@@ -210,5 +212,54 @@ pub fn refusal(refusal: &Refusal) -> (u16, Option<u64>) {
         Refusal::BackendRejected { .. } => (422, None),
         Refusal::BackendUnavailable => (502, None),
         Refusal::BackendTimeout => (504, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use edge_auth_domain::gateway::ports::BudgetKind;
+    use edge_auth_protocol::rules::signed_status;
+
+    use super::*;
+
+    #[test]
+    fn every_signed_refusal_has_the_status_clients_read_from_its_code() {
+        let every = [
+            Refusal::SessionRevoked,
+            Refusal::SessionExpired,
+            Refusal::UserBlocked,
+            Refusal::Replayed,
+            Refusal::RateLimited {
+                retry_after_ms: 1,
+                budget: BudgetKind::Session,
+            },
+            Refusal::TooManyStreams { retry_after_ms: 1 },
+            Refusal::UnknownMessageType,
+            Refusal::BackendRejected { status: 404 },
+            Refusal::BackendTimeout,
+            Refusal::BackendUnavailable,
+        ];
+        for each in &every {
+            // A new refusal must be listed above: this match has no wildcard.
+            match each {
+                Refusal::SessionRevoked
+                | Refusal::SessionExpired
+                | Refusal::UserBlocked
+                | Refusal::Replayed
+                | Refusal::RateLimited { .. }
+                | Refusal::TooManyStreams { .. }
+                | Refusal::UnknownMessageType
+                | Refusal::BackendRejected { .. }
+                | Refusal::BackendTimeout
+                | Refusal::BackendUnavailable => {}
+            }
+            assert_eq!(
+                signed_status(each.code()),
+                Some(refusal(each).0),
+                "{each:?}"
+            );
+        }
+        assert_eq!(signed_status("ok"), Some(200));
+        assert_eq!(signed_status("made_up"), None);
     }
 }
