@@ -7,13 +7,25 @@ component_packages() {
 }
 
 # spin.toml (like every manifest here) loads the components from ./target, as `spin up`
-# does: a CARGO_TARGET_DIR elsewhere would build them where nothing loads them, and the
-# run would serve stale ones, or none.
+# does: a target directory elsewhere (CARGO_TARGET_DIR, or CARGO_BUILD_TARGET_DIR, which
+# cargo reads the same way) would build them where nothing loads them, and the run would
+# serve stale ones, or none. And the components' stack and heap sizes are link arguments
+# in .cargo/config.toml, which cargo ignores when RUSTFLAGS (or CARGO_ENCODED_RUSTFLAGS)
+# is set: such a build would run with a 1 MiB stack and fail the memory tests unexplained.
 ensure_target_dir() {
-    if [ -n "${CARGO_TARGET_DIR:-}" ] && [ "$(realpath -m "$CARGO_TARGET_DIR")" != "$(realpath -m target)" ]; then
-        echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR: the manifests load components from ./target; unset it (or point it there)" >&2
-        exit 2
-    fi
+    local name
+    for name in CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR; do
+        if [ -n "${!name:-}" ] && [ "$(realpath -m "${!name}")" != "$(realpath -m target)" ]; then
+            echo "$name=${!name}: the manifests load components from ./target; unset it (or point it there)" >&2
+            exit 2
+        fi
+    done
+    for name in RUSTFLAGS CARGO_ENCODED_RUSTFLAGS; do
+        if [ -n "${!name:-}" ]; then
+            echo "$name is set: cargo would then ignore .cargo/config.toml's link arguments for the components (their stack and heap sizes); unset it" >&2
+            exit 2
+        fi
+    done
 }
 
 # Installs Debian packages, with sudo when not root.
@@ -57,4 +69,21 @@ ensure_toolchain() {
     if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
         rustup target add wasm32-wasip2
     fi
+    # Likewise clippy and rustfmt, which CI runs last.
+    if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
+        rustup component add clippy
+    fi
+    if ! rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then
+        rustup component add rustfmt
+    fi
+}
+
+# What infra/run serves: spin.toml's components and our host (with the workspace's
+# feature set, as the tests build it, so a tested checkout reuses most of the build).
+build_app() {
+    local packages=() p
+    for p in $(component_packages spin.toml); do packages+=(-p "$p"); done
+    echo "Building components: ${packages[*]}"
+    cargo build --target wasm32-wasip2 --release "${packages[@]}"
+    cargo build --bin edge-auth-host
 }

@@ -29,6 +29,7 @@ pub fn ensure_components_built() -> anyhow::Result<()> {
 
 fn build_all() -> anyhow::Result<()> {
     let root = workspace_root();
+    refuse_unfit_environment(&root)?;
     let mut packages = Vec::new();
     for manifest in MANIFESTS {
         for package in packages_of(&root.join(manifest))? {
@@ -47,6 +48,40 @@ fn build_all() -> anyhow::Result<()> {
         .context("running cargo build for the components")?;
     if !status.success() {
         bail!("building components {packages:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// As `ensure_target_dir` in `infra/components.sh`: the manifests load the components
+/// from `./target` (as `spin up` does), so a build elsewhere would leave the tests running
+/// stale components, or none; and cargo ignores `.cargo/config.toml`'s link arguments (the
+/// components' stack and heap sizes) under `RUSTFLAGS`, so such a build would fail the
+/// memory tests unexplained.
+///
+/// # Errors
+/// Says which variable to unset.
+fn refuse_unfit_environment(root: &Path) -> anyhow::Result<()> {
+    let target = std::fs::canonicalize(root.join("target")).unwrap_or_else(|_| root.join("target"));
+    for name in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"] {
+        let Some(dir) = std::env::var_os(name).filter(|d| !d.is_empty()) else {
+            continue;
+        };
+        // A relative one is taken from the workspace root, where the documented commands
+        // run.
+        let dir = root.join(&dir);
+        if std::fs::canonicalize(&dir).unwrap_or(dir) != target {
+            bail!(
+                "{name} is set: the manifests load components from ./target; unset it (or point it there)"
+            );
+        }
+    }
+    for name in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+        if std::env::var_os(name).is_some_and(|v| !v.is_empty()) {
+            bail!(
+                "{name} is set: cargo would then ignore .cargo/config.toml's link arguments for \
+                 the components (their stack and heap sizes); unset it"
+            );
+        }
     }
     Ok(())
 }

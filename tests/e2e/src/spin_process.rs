@@ -27,11 +27,15 @@ use crate::workspace_root;
 /// of the manifest first; Wasmtime's cache makes later starts fast).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The Spin binary the tests run: `SPIN_BIN`, else `spin` on `PATH`, else
-/// `../shared/bin/spin` beside the workspace; `None` when there is none.
+/// The Spin binary the tests run: `SPIN_BIN` (a relative one from the workspace root),
+/// else `spin` on `PATH`, else `../shared/bin/spin` beside the workspace; `None` when
+/// there is none.
 pub fn spin_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("SPIN_BIN").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(path));
+        // Spin is started in a directory of its own, where a relative path names another
+        // file: it is taken from the workspace root, where the documented commands run
+        // (a test's own working directory is its package's).
+        return Some(workspace_root().join(path));
     }
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
