@@ -339,6 +339,45 @@ else:
     if not stream_timeout_problems(docs("ingress.yaml"), int(duration) + 60):
         fail("the stream timeout check accepts streams longer than the Ingress lets run")
 
+def command_timeout_problems(ingresses, worst_s):
+    """The Ingress path of execute-command waits for the slowest answer the backend
+    timeouts allow: the gateway writes nothing until it has signed its answer, which may
+    take the connect timeout, then the first-byte one to the headers and again for the
+    body; nginx's read timeout (60 s unless annotated) must outlast that, or a command
+    that ran is answered with nginx's 504, unsigned."""
+    problems = []
+    (route,) = [r for r, c in routes.items() if c == "execute-command"]
+    for ingress in ingresses:
+        notes = ingress["metadata"].get("annotations") or {}
+        for rule in ingress["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                if not covers(p["path"], p["pathType"], route):
+                    continue
+                seconds = int(notes.get("nginx.ingress.kubernetes.io/proxy-read-timeout", "60"))
+                if seconds < worst_s + 5:
+                    problems.append(
+                        f"{ingress['metadata']['name']}: proxy-read-timeout {seconds} s cuts "
+                        f"commands the backend timeouts let take {worst_s} s (give it at least "
+                        f"{worst_s + 5})"
+                    )
+    return problems
+
+
+(command_group,) = [a for a in apps.values() if "execute-command" in a["spec"].get("components", [])]
+backend_ms = []
+for variable in ("backend_connect_timeout_ms", "backend_first_byte_timeout_ms"):
+    kind, value = runs_with(command_group, variable)
+    if kind != "value":
+        fail(f"{variable}: set it as a value in the commands group (the Ingress timeout follows it)")
+    else:
+        backend_ms.append(int(value))
+if len(backend_ms) == 2:
+    connect_ms, first_byte_ms = backend_ms
+    worst = -(-(connect_ms + 2 * first_byte_ms) // 1000)
+    failures.extend(command_timeout_problems(docs("ingress.yaml"), worst))
+    if not command_timeout_problems(docs("ingress.yaml"), 180):
+        fail("the command timeout check accepts backend timeouts longer than the Ingress waits")
+
 # The two checks above can fail: an internal path added to the public Ingress (where only
 # the token would guard the internal API), however Kubernetes would match it, and an
 # Ingress at a retired API version.
