@@ -20,22 +20,22 @@
 //! | `ea:{ea:c<0-f>}:push:live` | zset | push streams open in this shard (member `<session_id>/<request_id>`, the shard its SHA-256 picks; score: until when it counts unless it ends, its maximum duration and 15 s on); the gauge of open streams counts them at each scrape |
 //! | `ea:{ea:c<0-f>}:rl:<route>:client:<client>` | string | GCRA time of a client budget (`<route>`: send, confirm, or `wrong_code`, the wrong codes a client gives across addresses; `<client>`: IPv4 address or IPv6 prefix) |
 //! | `ea:{a:<tag>}:ch:<challenge_id>` | hash | challenge (state, code MAC, the address's whole keyed MAC, times, attempts, and, with `user_directory=rest` only, the address, which the confirm hands the directory); kept for the code's lifetime and the idempotency window |
-//! | `ea:{a:<tag>}:latest` | string | the address's newest challenge id |
+//! | `ea:{a:<tag>}:latest` | string | the address's newest challenge id; expires with the code's lifetime and the idempotency window |
 //! | `ea:{a:<tag>}:resend` | string | resend-throttle marker (expires) |
 //! | `ea:{a:<tag>}:blocked` | hash (`blocked_at`, `reason_code`, `actor`, `by_user`, `u:<user id>` per user it suspends, `u:` for all) | present when the address is blocked |
 //! | `ea:{a:<tag>}:rl:send` | string | GCRA time of the address's send budget |
 //! | `ea:{a:<tag>}:rl:variants` | string | GCRA time of the send budget the variants of the address's inbox share (`+` tags, Gmail's forms), beside their own |
 //! | `ea:{a:<tag>}:rl:confirm` | string | GCRA time of the address's confirm budget (spent only by confirms that compare a code: of a live challenge, or one already confirmed) |
 //! | `ea:{a:<tag>}:failures` | string | consecutive wrong codes of the address; expires `failed_confirm_lockout_seconds` after the last one |
-//! | `ea:{a:<tag>}:user` | string | the address's user id |
+//! | `ea:{a:<tag>}:user` | string | the address's user id (with `user_directory=rest`: the user of the address's latest login, rewritten by each) |
 //! | `ea:{a:<tag>}:user:address` | string | the whole keyed MAC (hex) of the address that user id is for: the tag is its first 64 bits, and a login at another address with the same tag is refused (built-in directory) |
 //! | `ea:{a:<tag>}:sessions:active` | zset | active sessions (member `<created_at:016>\|<id>`, score 0) |
 //! | `ea:{a:<tag>}:sessions:revoked` | zset | revoked sessions (same members) |
 //! | `ea:{a:<tag>}:sessions:expired` | zset | sessions whose lifetime or idle timeout ran out (same members; moved there when next read) |
 //! | `ea:{a:<tag>}:sessions:all` | zset | every session (same members) |
 //! | `ea:{a:<tag>}:s:<session_id>` | hash | session record (source of truth; `events_from`: the address's newest push event at the login, where its stream starts); gone 30 days after the session's end |
-//! | `ea:{a:<tag>}:gw:<session_id>` | hash | gateway projection: user_id, client_public_key, status, created_at, expires_at, last_used_at, idle_timeout_ms, revoked_at / expired_at |
-//! | `ea:{a:<tag>}:lifecycle` | stream | session_created / session_revoked / user_blocked / user_unblocked |
+//! | `ea:{a:<tag>}:gw:<session_id>` | hash | gateway projection: user_id, client_public_key, status, created_at, expires_at, last_used_at, idle_timeout_ms, revoked_at / expired_at; expires with the record |
+//! | `ea:{a:<tag>}:lifecycle` | stream | session_created / session_revoked / session_expired / user_blocked / user_unblocked (a command's use of a session rewrites its record and projection, and writes no entry) |
 //! | `ea:{a:<tag>}:audit` | stream | who did what, when, why |
 //! | `ea:{a:<tag>}:events` | stream | pushed events of the address's user (fields event_id, type, device ('' = every session), user_id, at, payload); bounded by `push_stream_max_len` and `push_stream_max_age_seconds`, expires that long after the last publish |
 //! | `ea:{a:<tag>}:events:meta` | hash | dropped (newest id trimmed away), newest (newest id appended): how a resume learns of a gap; kept a year, a day and the max age after the last publish (longer than any session could resume) |
@@ -46,13 +46,16 @@
 //! | `ea:{a:<tag>}:rl:cmd:t:<message_type>` | string | GCRA time of the address's user's budget for one message type |
 //! | `ea:{ea:c<0-f>}:rl:command:client:<client>` | string | GCRA time of a client's command budget (a client budget like the login routes') |
 //! | `ea:{x:<h>}:profile` | string | the example backend's profile of a user (`<h>` as for `tags`); not the gateway's data |
-//! | `ea:{u:<h>}:tags` | set | address tags an external directory's user has logged in with (`<h>`: first 16 hex digits of SHA-256 of the user id, so any id makes a clean hash tag); written before a session is created under a tag |
+//! | `ea:{u:<h>}:tags` | set | address tags an external directory's user has logged in with (`<h>`: first 16 hex digits of SHA-256 of the user id, so any id makes a clean hash tag); written before a session is created under a tag; no expiry, and a tag the user no longer logs in with stays |
 //! | `ea:{u:<h>}:blocking` | string, TTL 15 min | the user's block fence, its value a mark (Redis's clock in µs at the raise, greater than the mark it replaces): set (with a read of `:tags`) by a block of the user; read by an unblock before it changes the directory and cleared after if still that mark; a confirm that indexes an address while it stands is refused |
 //!
 //! The four `sessions:*` sets of an address expire no earlier than the last record of
 //! their members could (a member's absolute expiry, or its revocation, plus the
 //! retention): an address nobody logs in with again leaves no set behind. A set written
-//! before sets expired keeps no expiry.
+//! before sets expired keeps no expiry. While an address is in use, each login drops the
+//! members whose records are gone among the four oldest of each set: behind four old
+//! sessions still alive, members of sessions long over stay until those end (a member per
+//! login, at most as many as the send budget allows).
 
 use edge_auth_domain::ids::AddressTag;
 use edge_auth_domain::login::settings::MAX_SESSION_LIFETIME_SECONDS;

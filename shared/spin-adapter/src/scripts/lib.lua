@@ -112,7 +112,9 @@ end
 
 -- Drops the members whose record is gone among the `n` oldest of `set` (records go in
 -- roughly the order their sessions began): a bounded sweep on every login keeps an
--- address's sets from growing with every session it ever had.
+-- address's sets from growing with every session it ever had, as long as its oldest
+-- sessions end (behind `n` old sessions still alive, newer members of sessions long over
+-- stay until those end).
 local function prune_gone(set, n)
   for _, member in ipairs(redis.call('ZRANGE', set, 0, n - 1)) do
     record_gone(set, member)
