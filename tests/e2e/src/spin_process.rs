@@ -34,8 +34,14 @@ pub fn spin_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("SPIN_BIN").filter(|p| !p.is_empty()) {
         // Spin is started in a directory of its own, where a relative path names another
         // file: it is taken from the workspace root, where the documented commands run
-        // (a test's own working directory is its package's).
-        return Some(workspace_root().join(path));
+        // (a test's own working directory is its package's). A bare name is looked up on
+        // PATH, as a command's is.
+        let path = PathBuf::from(path);
+        return Some(if path.components().count() > 1 {
+            workspace_root().join(path)
+        } else {
+            path
+        });
     }
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)

@@ -203,7 +203,8 @@ async fn run() -> anyhow::Result<()> {
             no_more(&args)?;
             // A new key for every login: a key taken from this device (with the session id,
             // which is no secret) is then of no use once the user has revoked that
-            // session and logged in again. It replaces `device.key` only once confirmed.
+            // session and logged in again. It replaces `device.key` only once the login
+            // has succeeded.
             let key = DeviceKey::generate()?;
             let challenge = client.send_email_code(&email).await?;
             eprintln!("a code was sent to {email} (challenge {challenge})");
@@ -221,11 +222,13 @@ async fn run() -> anyhow::Result<()> {
                 }
             };
             let session = client.confirm_email_code(&challenge, &code, &key).await?;
+            // Trust on first use: the keys this session's answers must be signed with.
+            // Fetched before anything is written: a login that fails here leaves the
+            // device as it was, its last session still signing with its key.
+            let pin = client.follow_keys(None).await?;
             std::fs::create_dir_all(&home)
                 .with_context(|| format!("creating {}", home.display()))?;
             key.replace(&key_path)?;
-            // Trust on first use: the keys this session's answers must be signed with.
-            let pin = client.follow_keys(None).await?;
             write_replacing(&pin_path, &serde_json::to_vec_pretty(&pin)?)?;
             let file = SessionFile {
                 url: url.clone(),
