@@ -26,7 +26,7 @@ const close = protocol.indexOf("\n```", open + 6);
 assert.ok(open > 0 && close > open, "section 10.2 holds a js block");
 const client = protocol.slice(open + 6, close);
 const names = ["canonical", "signCommand", "verifyResponse", "wellFormed", "selfSigned", "follow",
-  "verifyEvent", "streamOrder", "subscribe", "call", "fetchJwks", "BASE"];
+  "verifyEvent", "streamOrder", "subscribe", "call", "fetchJwks", "BASE", "SIGNED_STATUS"];
 const dir = mkdtempSync(join(tmpdir(), "edge-auth-js-"));
 const file = join(dir, "client.mjs");
 writeFileSync(file, `${client}\nexport { ${names.join(", ")} };\n`);
@@ -112,6 +112,17 @@ for (const [i, c] of vectors.cases.entries()) {
   });
 }
 
+await check("the status of each signed code is section 6.2's", async () => {
+  // The same rows the Rust crate's signed_status is checked against.
+  const start = protocol.indexOf("### 6.2");
+  const end = protocol.indexOf("\n#", start + 1);
+  const rows = protocol.slice(start, end).split("\n").filter((l) => l.startsWith("| `"))
+    .map((l) => l.split("|").map((c) => c.trim()))
+    .filter((c) => c[3].startsWith("signed"));
+  assert.ok(rows.length >= 10);
+  const table = Object.fromEntries(rows.map((c) => [c[1].replace(/`/g, ""), Number(c[2])]));
+  assert.deepEqual({ ...js.SIGNED_STATUS }, table);
+});
 await check("a response or an event with a negative integer is malformed, not encoded as 2^64 minus it", async () => {
   const c = vectors.cases[0];
   const e = c.command.envelope;

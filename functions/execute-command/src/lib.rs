@@ -7,7 +7,7 @@
 
 use edge_auth_domain::gateway::command::{MAX_COMMAND_BODY_BYTES, parse};
 use edge_auth_domain::gateway::execute::{
-    CommandError, Gateway, Refusal, SUBSCRIBE, execute_command, prepare,
+    CommandError, Gateway, Refusal, check_executable_type, execute_command, prepare,
 };
 use edge_auth_spin::backend::HttpBackend;
 use edge_auth_spin::clock::Since;
@@ -38,21 +38,13 @@ async fn handle_execute_command(req: IncomingRequest, out: ResponseOutparam) {
         let settings = gateway_settings().map_err(|e| fail(e.into()))?;
         // Checked (signature included) before Redis is even connected to.
         let command = prepare(&settings, &command).map_err(fail)?;
-        // A subscribe opens a stream, and only at subscribe-events: refused here before
-        // anything is spent or reserved, so a copy sent here (by someone on the path, say)
-        // neither spends the device's request id nor gets a signed answer that push is
-        // unknown.
-        if command.message_type.as_str() == SUBSCRIBE {
-            return Err(fail(CommandError::InvalidRequest(format!(
-                "{SUBSCRIBE} opens a push stream: send it to /api/v1/gateway/subscribe-events"
-            ))));
-        }
         // Signed, but only with the key the envelope names: the session step proves the
         // key the session's (until then, `unknown_session` or `key_mismatch` in the same
         // line says the claim failed).
         call.note("device_session_id", command.session.as_str());
         call.note("message_type", command.message_type.as_str());
         call.note("command_request_id", command.request_id.as_str());
+        check_executable_type(&command).map_err(fail)?;
         let client = settings
             .clients
             .budget_key(&settings.clients.resolve(&call.caller.client));

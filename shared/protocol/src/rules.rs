@@ -88,6 +88,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_signed_codes_have_the_statuses_of_protocol_md_section_6_2() {
+        // The table clients act on: the browser client's copy is checked against the same
+        // rows (tests/js-client/vectors.mjs), the gateway's by the adapter's tests.
+        let text = include_str!("../PROTOCOL.md");
+        let start = text.find("### 6.2").expect("PROTOCOL.md has section 6.2");
+        let section = &text[start..];
+        let section = &section[..section[1..].find("\n#").map_or(section.len(), |e| e + 1)];
+        let mut signed = Vec::new();
+        for row in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (code, status, kind) = (cells[1].trim_matches('`'), cells[2], cells[3]);
+            if kind.starts_with("signed") {
+                assert_eq!(
+                    signed_status(code),
+                    Some(status.parse::<u16>().expect("a status")),
+                    "{code}"
+                );
+                signed.push(code);
+            }
+        }
+        assert!(signed.len() >= 10, "{signed:?}");
+        for code in [
+            "session_revoked",
+            "session_expired",
+            "user_blocked",
+            "unknown_message_type",
+            "replayed_request",
+            "backend_rejected",
+            "rate_limited",
+            "too_many_streams",
+            "backend_unavailable",
+            "backend_timeout",
+        ] {
+            assert!(
+                signed.contains(&code),
+                "{code} is a signed row of section 6.2"
+            );
+        }
+    }
+
+    #[test]
     fn only_canonical_points_not_of_small_order_are_sound_public_keys() {
         let good = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
         assert_eq!(sound_public_key(good.as_bytes()), Ok(good));

@@ -468,8 +468,9 @@ pub async fn serve(
 /// `400`, not a failed preflight).
 const CORS_REQUEST_HEADERS: &str = "content-type, x-request-id, traceparent, last-event-id";
 
-/// `access-control-allow-origin` (and `vary`) for a public route called from an allowed
-/// origin; nothing otherwise. Origins are compared exactly (`*` allows any). An entry of
+/// `vary: origin` for every answer of a public route, and `access-control-allow-origin`
+/// (with the exposed headers) when it is called from an allowed origin; nothing for other
+/// routes. Origins are compared exactly (`*` allows any). An entry of
 /// `cors_allowed_origins` that is no origin could never match: it is left out, and the log
 /// names it on every browser request (one with `Origin`), so that a typo does not turn
 /// CORS off without a word, nor take the other entries with it.

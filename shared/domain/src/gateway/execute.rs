@@ -229,6 +229,22 @@ pub fn prepare(
     Ok(command)
 }
 
+/// `execute-command`'s check of a [`prepare`]d command's type, before anything is spent or
+/// reserved: `gateway.subscribe` opens a stream, at `subscribe-events` only. Refused
+/// plainly, so a subscribe sent there (by someone on the path, say) neither spends the
+/// device's request id nor earns a signed answer that push is unknown.
+///
+/// # Errors
+/// `InvalidRequest` for `gateway.subscribe`.
+pub fn check_executable_type(command: &VerifiedCommand) -> Result<(), CommandError> {
+    if command.message_type.as_str() == SUBSCRIBE {
+        return Err(CommandError::InvalidRequest(format!(
+            "{SUBSCRIBE} opens a push stream: send it to /api/v1/gateway/subscribe-events"
+        )));
+    }
+    Ok(())
+}
+
 /// What the gate decided about a proven command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {

@@ -12,7 +12,8 @@ use edge_auth_protocol::wire::{CommandEnvelope, SignedCommand};
 
 use crate::gateway::command::{MAX_COMMAND_BODY_BYTES, MessageType, max_body_bytes, verify};
 use crate::gateway::execute::{
-    Admission, CommandError, Gateway, Refusal, SUBSCRIBE, admit, execute_command, prepare, refuse,
+    Admission, CommandError, Gateway, Refusal, SUBSCRIBE, admit, check_executable_type,
+    execute_command, prepare, refuse,
 };
 use crate::gateway::ports::{
     Backend, BackendReply, BackendRequest, ClientAdmission, ClientOutcome, CommandGate,
@@ -592,8 +593,30 @@ fn the_backend_table_names_its_bad_entry() {
 }
 
 #[test]
-fn a_subscribe_sent_to_execute_command_is_an_unknown_type_that_spends_no_type_budget() {
-    // Review finding: it spent the push route's `gateway.subscribe` budget, then got 404.
+fn execute_command_refuses_a_subscribe_before_its_gate_and_takes_every_other_type() {
+    let settings = settings();
+    let (subscribe, _) = signed(SUBSCRIBE, b"");
+    let subscribe = verify(&subscribe, settings.max_payload).expect("verifies");
+    assert!(matches!(
+        check_executable_type(&subscribe),
+        Err(CommandError::InvalidRequest(m)) if m.contains("subscribe-events")
+    ));
+    for other in [
+        "echo",
+        "gateway.logout",
+        "gateway.sessions",
+        "gateway.made_up",
+    ] {
+        let (command, _) = signed(other, b"");
+        let command = verify(&command, settings.max_payload).expect("verifies");
+        assert!(check_executable_type(&command).is_ok(), "{other}");
+    }
+}
+
+#[test]
+fn a_subscribe_admitted_without_a_stream_is_an_unknown_type_that_spends_no_type_budget() {
+    // Review finding: it spent the push route's `gateway.subscribe` budget, then got 404
+    // (execute-command now refuses one before its gate; the gate still does not count it).
     let settings = settings();
     let (command, _) = signed(SUBSCRIBE, b"");
     let verified = verify(&command, settings.max_payload).expect("verifies");
