@@ -131,8 +131,9 @@ pub enum OutboundError {
     #[error("timed out: {what}")]
     Timeout { what: String, answered: Option<u16> },
     /// Anything else (`answered` as above: a body that broke off or passed its limit).
-    /// `sent`: the request went out whole before the exchange failed (a connection
-    /// that broke before any answer), so the target may have acted on it all the same.
+    /// `sent`: the request was handed whole to the host before the exchange failed (a
+    /// connection that broke before any answer, even as the last bytes were flushed), so
+    /// the target may have acted on it all the same.
     #[error("{cause:#}")]
     Failed {
         cause: anyhow::Error,
@@ -204,10 +205,24 @@ fn wait_any(ready: &[&Pollable], deadline: u64) -> Option<usize> {
 /// take a whole command body (up to 1 MiB) without a reader, so there it does not (an
 /// e2e test says so). Writing is not cut short when the answer comes: a target may read
 /// the body after it has sent its headers.
-fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> anyhow::Result<()> {
+/// A request body the host did not take whole and flushed (`handed`: every byte had been
+/// written to the host's stream, and only the flush failed or took too long: the target
+/// may have had the whole request, say one that answered, or closed the connection, as
+/// the last bytes went out).
+#[derive(Debug)]
+struct BodyNotWritten {
+    cause: anyhow::Error,
+    handed: bool,
+}
+
+fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> Result<(), BodyNotWritten> {
+    let partly = |cause: anyhow::Error| BodyNotWritten {
+        cause,
+        handed: false,
+    };
     let stream = outgoing
         .write()
-        .map_err(|()| anyhow::anyhow!("building the request: body stream"))?;
+        .map_err(|()| partly(anyhow::anyhow!("building the request: body stream")))?;
     let failed =
         |e: wasi::io::streams::StreamError| anyhow::anyhow!("writing the request body: {e:?}");
     let room = |stream: &wasi::io::streams::OutputStream| -> anyhow::Result<usize> {
@@ -225,13 +240,20 @@ fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> anyhow::Re
     };
     let mut rest = body;
     while !rest.is_empty() {
-        let n = room(&stream)?.min(rest.len()).min(16 * 1024);
-        stream.write(&rest[..n]).map_err(failed)?;
+        let n = room(&stream)
+            .map_err(partly)?
+            .min(rest.len())
+            .min(16 * 1024);
+        stream.write(&rest[..n]).map_err(|e| partly(failed(e)))?;
         rest = &rest[n..];
     }
     // The flush is done when the stream has room again.
-    stream.flush().map_err(failed)?;
-    room(&stream)?;
+    let handed = |cause: anyhow::Error| BodyNotWritten {
+        cause,
+        handed: true,
+    };
+    stream.flush().map_err(|e| handed(failed(e)))?;
+    room(&stream).map_err(handed)?;
     Ok(())
 }
 
@@ -263,8 +285,9 @@ fn chained_host(host: &str) -> bool {
 #[error("{0}")]
 struct TimedOut(String);
 
-/// A request that went out whole, its exchange failed before any answer (the context of
-/// [`exchange`]'s error): the target may have acted on it.
+/// A request handed whole to the host (its body written, even if its flush or end then
+/// failed), its exchange failed before any answer (the context of [`exchange`]'s error):
+/// the target may have acted on it.
 #[derive(Debug, thiserror::Error)]
 #[error("the request was sent whole, then the exchange failed")]
 struct SentWhole;
@@ -430,18 +453,23 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
         Some((_, body)) => write_body(&outgoing, body, deadline),
         None => Ok(()),
     };
-    let write_error = match written {
-        Ok(()) => {
-            OutgoingBody::finish(outgoing, None)
-                .map_err(|e| anyhow::anyhow!("finishing the request body: {e:?}"))?;
-            None
-        }
+    // `handed`: the whole request went to the host, so the target may have acted on it
+    // even if the exchange then failed (see `SentWhole`).
+    let (write_error, handed) = match written {
+        Ok(()) => match OutgoingBody::finish(outgoing, None) {
+            Ok(()) => (None, true),
+            // Every byte went out: the connection may have closed as the server answered.
+            Err(e) => (
+                Some(anyhow::anyhow!("finishing the request body: {e:?}")),
+                true,
+            ),
+        },
         // The host stopped taking the body (the connection failed or timed out, or the
         // server answered early): the request is abandoned, and the response future says
         // why, which is what the caller needs (a timeout, or the server's answer).
         Err(e) => {
             drop(outgoing);
-            Some(e)
+            (Some(e.cause), e.handed)
         }
     };
     let ready = future.subscribe();
@@ -471,7 +499,7 @@ fn exchange(call: &Request<'_>) -> anyhow::Result<(u16, Vec<u8>)> {
                 | ErrorCode::HttpResponseTimeout => anyhow::Error::new(TimedOut(format!("{e:?}"))),
                 e => {
                     let error = anyhow::anyhow!("the request failed: {e:?}{}", denied_hint(&e));
-                    if write_error.is_none() && may_have_reached(&e) {
+                    if handed && may_have_reached(&e) {
                         error.context(SentWhole)
                     } else {
                         error
