@@ -307,27 +307,30 @@ failures.extend(ingress_problems(docs("ingress.yaml")))
 
 
 
-def stream_timeout_problems(ingresses, max_duration):
-    """The Ingress path of the push stream lets a stream run its whole length: nginx's
-    read and send timeouts (60 s unless annotated) at least 5 s past
-    push_max_duration_seconds (README: a stream cut short ends without its terminal
-    event, and the client counts a failure)."""
-    problems = []
-    (route,) = [r for r, c in routes.items() if c == "subscribe-events"]
+def route_timeouts(ingresses, component, which):
+    """(Ingress name, seconds) of nginx's `which` timeout (60 s unless annotated) on each
+    Ingress path that routes `component`'s route."""
+    (route,) = [r for r, c in routes.items() if c == component]
     for ingress in ingresses:
         notes = ingress["metadata"].get("annotations") or {}
         for rule in ingress["spec"]["rules"]:
             for p in rule["http"]["paths"]:
-                if not covers(p["path"], p["pathType"], route):
-                    continue
-                for which in ("proxy-read-timeout", "proxy-send-timeout"):
+                if covers(p["path"], p["pathType"], route):
                     seconds = int(notes.get(f"nginx.ingress.kubernetes.io/{which}", "60"))
-                    if seconds < max_duration + 5:
-                        problems.append(
-                            f"{ingress['metadata']['name']}: {which} {seconds} s cuts push "
-                            f"streams of {max_duration} s (give it at least {max_duration + 5})"
-                        )
-    return problems
+                    yield ingress["metadata"]["name"], seconds
+
+
+def stream_timeout_problems(ingresses, max_duration):
+    """The Ingress path of the push stream lets a stream run its whole length: nginx's
+    read and send timeouts at least 5 s past push_max_duration_seconds (README: a stream
+    cut short ends without its terminal event, and the client counts a failure)."""
+    return [
+        f"{name}: {which} {seconds} s cuts push streams of {max_duration} s "
+        f"(give it at least {max_duration + 5})"
+        for which in ("proxy-read-timeout", "proxy-send-timeout")
+        for name, seconds in route_timeouts(ingresses, "subscribe-events", which)
+        if seconds < max_duration + 5
+    ]
 
 
 (push_group,) = [a for a in apps.values() if "subscribe-events" in a["spec"].get("components", [])]
@@ -343,24 +346,14 @@ def command_timeout_problems(ingresses, worst_s):
     """The Ingress path of execute-command waits for the slowest answer the backend
     timeouts allow: the gateway writes nothing until it has signed its answer, which may
     take the connect timeout, then the first-byte one to the headers and again for the
-    body; nginx's read timeout (60 s unless annotated) must outlast that, or a command
-    that ran is answered with nginx's 504, unsigned."""
-    problems = []
-    (route,) = [r for r, c in routes.items() if c == "execute-command"]
-    for ingress in ingresses:
-        notes = ingress["metadata"].get("annotations") or {}
-        for rule in ingress["spec"]["rules"]:
-            for p in rule["http"]["paths"]:
-                if not covers(p["path"], p["pathType"], route):
-                    continue
-                seconds = int(notes.get("nginx.ingress.kubernetes.io/proxy-read-timeout", "60"))
-                if seconds < worst_s + 5:
-                    problems.append(
-                        f"{ingress['metadata']['name']}: proxy-read-timeout {seconds} s cuts "
-                        f"commands the backend timeouts let take {worst_s} s (give it at least "
-                        f"{worst_s + 5})"
-                    )
-    return problems
+    body; nginx's read timeout must outlast that, or a command that ran is answered with
+    nginx's 504, unsigned."""
+    return [
+        f"{name}: proxy-read-timeout {seconds} s cuts commands the backend timeouts let "
+        f"take {worst_s} s (give it at least {worst_s + 5})"
+        for name, seconds in route_timeouts(ingresses, "execute-command", "proxy-read-timeout")
+        if seconds < worst_s + 5
+    ]
 
 
 (command_group,) = [a for a in apps.values() if "execute-command" in a["spec"].get("components", [])]

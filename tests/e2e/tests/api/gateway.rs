@@ -1684,6 +1684,21 @@ fn newest(paths: &[std::path::PathBuf]) -> Option<std::time::SystemTime> {
 /// `shared/client/tests/cli.rs`) with the same dependency build as these tests; it is
 /// built here only when missing or older than its sources (a build of its own, for
 /// `-p edge-auth-client` alone, took some 30 s of a CI run).
+/// The file is readable and writable by its owner only (0600), where modes exist.
+fn assert_owner_only(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .expect("the file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 fn cli() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -1751,15 +1766,7 @@ async fn the_cli_does_keygen_login_and_a_command() {
     let keygen = run(&["keygen"], None).await;
     assert!(keygen.status.success(), "{keygen:?}");
     let key_file = home.path().join("device.key");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&key_file)
-            .expect("key file")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
+    assert_owner_only(&key_file);
 
     // The code comes from the mail stub, typed on stdin once the CLI has sent it.
     // The CLI prompts for the code after sending: answer the prompt.
@@ -1807,15 +1814,7 @@ async fn the_cli_does_keygen_login_and_a_command() {
         stored.public_key(),
         "the key file holds the session's key"
     );
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&key_file)
-            .expect("key file")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "the new key is as private as keygen's");
-    }
+    assert_owner_only(&key_file);
 
     let command = run(&["command", "echo", "hello from the CLI"], None).await;
     assert!(command.status.success(), "{command:?}");
