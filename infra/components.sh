@@ -37,6 +37,14 @@ apt_install() {
     fi
 }
 
+# redis-server (Debian's package) when it is missing.
+ensure_redis_server() {
+    if ! command -v redis-server >/dev/null 2>&1; then
+        echo "redis-server is missing; installing it with apt-get" >&2
+        apt_install redis-server
+    fi
+}
+
 # python3 with a working venv module: Debian ships the module without ensurepip (in
 # python3-venv), which making a venv needs.
 ensure_python_venv() {

@@ -257,6 +257,24 @@ pub enum ClientError {
     Other(#[from] anyhow::Error),
 }
 
+impl ClientError {
+    /// A verified refusal (`envelope` and its `payload`): its status is the one its signed
+    /// code stands for, the status line only for a code this client does not know.
+    fn refused(envelope: ResponseEnvelope, payload: Vec<u8>, status_line: u16) -> Self {
+        let value: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+        Self::Refused {
+            status: signed_status(&envelope.result_code).unwrap_or(status_line),
+            message: value["error"]["message"].as_str().map_or_else(
+                || String::from_utf8_lossy(&payload).into_owned(),
+                str::to_string,
+            ),
+            code: envelope.result_code,
+            backend_status: envelope.backend_status,
+            payload,
+        }
+    }
+}
+
 /// The most an answer's body may hold: the largest the gateway sends is a 1 MiB backend
 /// body in base64 inside its envelope (about 1.4 MB). A longer one is refused before it
 /// fills memory (a hostile endpoint, or one on the path, could stream bytes for ever).
@@ -638,17 +656,7 @@ impl Client {
         if envelope.status == STATUS_OK {
             return Ok(CommandResult { envelope, payload });
         }
-        let value: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-        Err(ClientError::Refused {
-            status: signed_status(&envelope.result_code).unwrap_or(status),
-            message: value["error"]["message"].as_str().map_or_else(
-                || String::from_utf8_lossy(&payload).into_owned(),
-                str::to_string,
-            ),
-            code: envelope.result_code,
-            backend_status: envelope.backend_status,
-            payload,
-        })
+        Err(ClientError::refused(envelope, payload, status))
     }
 
     /// Signs and sends a command with a fresh request id, timestamped by the gateway's
@@ -738,26 +746,14 @@ impl Client {
                 .await?;
             // A refusal is a signed response: verify it like a command's.
             if let Ok(signed) = serde_json::from_slice::<SignedResponse>(&body) {
-                verify_response(
+                let payload = verify_response(
                     &signed,
                     jwks,
                     &prepared.command.envelope.request_id,
                     &prepared.request_sha256,
                 )?;
                 self.learn_clock(signed.envelope.timestamp_ms, &sent);
-                // Verified, so the payload's hash matched: it decodes.
-                let payload = STANDARD.decode(&signed.payload).unwrap_or_default();
-                let value: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-                return Err(ClientError::Refused {
-                    status: signed_status(&signed.envelope.result_code).unwrap_or(status),
-                    code: signed.envelope.result_code,
-                    message: value["error"]["message"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    backend_status: 0,
-                    payload,
-                });
+                return Err(ClientError::refused(signed.envelope, payload, status));
             }
             let mut error = self.plain_error(status, &body);
             if let ClientError::Api {
@@ -1387,10 +1383,7 @@ mod tests {
         use edge_auth_protocol::wire::{EventEnvelope, SignedCommand, SignedEvent};
         use tokio::io::AsyncWriteExt;
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let addr = listener.local_addr().expect("an address");
+        let (listener, addr) = stand_in().await;
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("the client connects");
             let (_, body) = read_request(&mut socket).await;
@@ -1457,6 +1450,15 @@ mod tests {
         String,
     );
 
+    /// A listener for a gateway stand-in on a free port of 127.0.0.1, and its address.
+    async fn stand_in() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        (listener, addr)
+    }
+
     /// Reads one HTTP/1.1 request: its request line and body (of `content-length`).
     async fn read_request(socket: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
         use tokio::io::AsyncReadExt;
@@ -1500,10 +1502,7 @@ mod tests {
         use edge_auth_protocol::wire::{EventEnvelope, SignedCommand, SignedEvent};
         use tokio::io::AsyncWriteExt;
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let addr = listener.local_addr().expect("an address");
+        let (listener, addr) = stand_in().await;
         let (subscribed, payloads) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut streams = streams.into_iter();
@@ -1607,10 +1606,7 @@ mod tests {
             envelope,
         })
         .expect("JSON");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let addr = listener.local_addr().expect("an address");
+        let (listener, addr) = stand_in().await;
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("the client connects");
             read_request(&mut socket).await;
@@ -1870,10 +1866,7 @@ mod tests {
         Fut: std::future::Future<Output = ()> + Send,
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let addr = listener.local_addr().expect("an address");
+        let (listener, addr) = stand_in().await;
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("the client connects");
             let mut request = [0u8; 4096];

@@ -197,14 +197,6 @@ fn wait_any(ready: &[&Pollable], deadline: u64) -> Option<usize> {
         .find(|&index| index < ready.len())
 }
 
-/// Writes `body` to the request's body stream (dropped before the body is finished, as
-/// wasi:http requires), waiting for room no later than `deadline`: a target that reads
-/// nothing (a component called by service chaining need not) cannot hold the call. A
-/// target that answers early and keeps the exchange open without reading the rest would
-/// hold the call until the deadline (its answer is taken then); Spin 4.0.2 and our host
-/// take a whole command body (up to 1 MiB) without a reader, so there it does not (an
-/// e2e test says so). Writing is not cut short when the answer comes: a target may read
-/// the body after it has sent its headers.
 /// A request body the host did not take whole and flushed (`handed`: every byte had been
 /// written to the host's stream, and only the flush failed or took too long: the target
 /// may have had the whole request, say one that answered, or closed the connection, as
@@ -215,6 +207,17 @@ struct BodyNotWritten {
     handed: bool,
 }
 
+/// Writes `body` to the request's body stream (dropped before the body is finished, as
+/// wasi:http requires), waiting for room no later than `deadline`: a target that reads
+/// nothing (a component called by service chaining need not) cannot hold the call. A
+/// target that answers early and keeps the exchange open without reading the rest would
+/// hold the call until the deadline (its answer is taken then); Spin 4.0.2 and our host
+/// take a whole command body (up to 1 MiB) without a reader, so there it does not (an
+/// e2e test says so). Writing is not cut short when the answer comes: a target may read
+/// the body after it has sent its headers.
+///
+/// # Errors
+/// [`BodyNotWritten`], saying whether every byte had been handed to the host.
 fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> Result<(), BodyNotWritten> {
     let partly = |cause: anyhow::Error| BodyNotWritten {
         cause,
